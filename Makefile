@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Each creates .venv/ when missing and installs the project into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench sysdeps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,edge]'
+	@touch $(STAMP)
+
+# Shared libraries Qt's offscreen/xcb platforms load; installed only when missing.
+sysdeps:
+	@sh packaging/linux-sysdeps.sh
+
+run: $(STAMP) sysdeps
+	$(PY) main.py $(ARGS)
+
+test: $(STAMP) sysdeps
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/bench_loader.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,106 @@
+"""Every real file in ../shared/data/cxr gives the outcome its README expects."""
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.pixels import apply_voi_lut
+
+from viewer.display import render_8bit
+from viewer.errors import RadiographError
+from viewer.loader import load_radiograph
+from viewer.radiograph import SpacingSource, WindowSource
+
+
+def test_mono1_chest_without_preamble_or_file_meta(shared_cxr):
+    r = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")
+    assert (r.rows, r.columns, r.frames) == (440, 440, 1)
+    assert r.photometric == "MONOCHROME1" and r.inverted
+    assert r.bits_stored == 10
+    assert r.transfer_syntax == pydicom.uid.ImplicitVRLittleEndian
+    assert any("no File Meta" in note for note in r.notes)
+    assert (r.window.center, r.window.width) == (550, 1024)
+    assert r.window_source is WindowSource.DICOM_WINDOW
+    # MONOCHROME1: the highest stored value is shown darkest.
+    image = render_8bit(r)
+    assert image[r.pixels == r.pixels.max()].mean() < image[r.pixels == r.pixels.min()].mean()
+
+
+def test_dx_jpeg2000_lossless_with_spacing(shared_cxr):
+    r = load_radiograph(shared_cxr / "dicom/DX_chest_966_fixed.dcm")
+    assert (r.rows, r.columns) == (2128, 2000)
+    assert r.transfer_syntax == pydicom.uid.JPEG2000Lossless
+    assert r.inverted and r.bits_stored == 12
+    assert r.pixel_spacing_mm == pytest.approx((0.16, 0.16))
+    assert r.spacing_source is SpacingSource.PIXEL_SPACING
+    assert r.value_range == (0, 4095)
+
+
+def test_corrupt_jpeg2000_codestream_is_a_clear_error(shared_cxr):
+    with pytest.raises(RadiographError, match="corrupt or truncated pixel data .*JPEG 2000") as info:
+        load_radiograph(shared_cxr / "dicom/DX_chest_966_badCOMmarker.dcm")
+    assert "\n" not in str(info.value)
+
+
+def test_jpeg2000_lossy_cr_with_zero_spacing(shared_cxr):
+    r = load_radiograph(shared_cxr / "dicom/RG1_J2KI.dcm")
+    assert (r.rows, r.columns) == (1955, 1841)
+    assert r.inverted
+    # Pixel Spacing 0\0 is no calibration at all.
+    assert r.pixel_spacing_mm is None and r.spacing_source is None
+    assert any("Pixel Spacing" in note for note in r.notes)
+
+
+def test_presentation_lut_inverse_with_mono1_is_one_inversion(shared_cxr):
+    """DX (PS3.3 C.8.11.7) requires INVERSE with MONOCHROME1: both say "high values dark"."""
+    r = load_radiograph(shared_cxr / "dicom/highdicom_dx_image_canine_thorax.dcm")
+    assert r.photometric == "MONOCHROME1" and r.inverted
+    assert r.pixel_spacing_mm == pytest.approx((1.2, 1.2012))
+    image = render_8bit(r)
+    assert image[r.pixels == 255].max() == 0
+
+
+def test_jpeg_lossless_and_rle_decode_to_the_same_pixels(shared_cxr):
+    jpll = load_radiograph(shared_cxr / "other/RG2_JPLL.dcm")
+    rle = load_radiograph(shared_cxr / "other/RG2_RLE.dcm")
+    assert jpll.transfer_syntax == pydicom.uid.JPEGLosslessSV1
+    assert rle.transfer_syntax == pydicom.uid.RLELossless
+    assert np.array_equal(jpll.pixels, rle.pixels)
+    assert not jpll.inverted and jpll.pixel_spacing_mm == pytest.approx((0.2, 0.2))
+
+
+def test_voi_lut_sequence_is_applied(shared_cxr):
+    path = shared_cxr / "other/fodicom_GH133_MG_VOILUTSeq.dcm"
+    r = load_radiograph(path)
+    assert r.window_source is WindowSource.VOI_LUT_SEQUENCE and r.voi_lut is not None
+    # Same grey levels as pydicom's own VOI LUT on the decoded pixels, rescaled to 8 bits.
+    ds = pydicom.dcmread(path)
+    reference = apply_voi_lut(ds.pixel_array, ds, prefer_lut=True).astype(np.float64)
+    table = r.voi_lut.data
+    reference = np.rint((reference - table.min()) / (table.max() - table.min()) * 255)
+    assert np.array_equal(render_8bit(r), reference.astype(np.uint8))
+    assert r.spacing_source in (SpacingSource.IMAGER_PIXEL_SPACING,
+                                SpacingSource.IMAGER_PIXEL_SPACING_MAGNIFICATION_CORRECTED)
+
+
+def test_multiframe_loads_first_frame_and_counts_frames(shared_cxr):
+    path = shared_cxr / "other/fodicom_HasFragmentSequence_XA_multiframe.dcm"
+    r = load_radiograph(path)
+    assert r.frames == 96 and r.pixels.shape == (512, 512)
+    assert np.array_equal(r.pixels, pydicom.dcmread(path).pixel_array[0])
+
+
+def test_structured_report_has_no_image(shared_cxr):
+    with pytest.raises(RadiographError, match="no image in this file.*structured report"):
+        load_radiograph(shared_cxr / "other/pydicom_test-SR.dcm")
+
+
+def test_truncated_pixel_data_is_a_clear_error(shared_cxr):
+    with pytest.raises(RadiographError, match="truncated"):
+        load_radiograph(shared_cxr / "other/pydicom_MR_truncated.dcm")
+
+
+def test_png_chest(shared_cxr):
+    r = load_radiograph(shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    assert (r.rows, r.columns, r.file_format) == (512, 512, "PNG")
+    assert r.window_source is WindowSource.FULL_RANGE
+    assert np.array_equal(render_8bit(r), r.pixels)  # an 8-bit PNG shows exactly as stored

@@ -1,0 +1,549 @@
+"""Read a file into a `Radiograph`: DICOM (any transfer syntax the installed plugins decode) or PNG/JPEG/TIFF.
+
+Every failure becomes a `RadiographError` with one line a person can act on; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from viewer import voi
+from viewer.errors import RadiographError
+from viewer.radiograph import (
+    Radiograph,
+    SpacingSource,
+    StudyInfo,
+    VoiFunction,
+    VoiLut,
+    Window,
+    WindowSource,
+)
+
+MAX_DIMENSION = 20_000          # rows or columns beyond this are refused
+MAX_DECODE_BYTES = 1 << 30      # one decoded frame beyond 1 GiB is refused before decoding
+DEFER_SIZE = "1 MB"             # pixel data is read from disk only once the header has been checked
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
+# Groups a DICOM data set without preamble usually starts with (little endian).
+_DICOM_FIRST_GROUPS = {0x0000, 0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028}
+
+# pydicom's message for native pixel data shorter than Rows × Columns × … declares.
+_SHORT_PIXEL_DATA = re.compile(r"less than expected \((?P<have>\d+) vs (?P<need>\d+) bytes\)")
+
+# What a data set without an image is, for the error message.
+_NON_IMAGE_MODALITIES = {
+    "SR": "a structured report",
+    "PR": "a presentation state",
+    "KO": "a key object selection document",
+    "DOC": "an encapsulated document",
+    "RTSTRUCT": "an RT structure set",
+    "RTPLAN": "an RT plan",
+    "SEG": "a segmentation",
+    "REG": "a registration",
+}
+
+
+def load_radiograph(path: str | os.PathLike[str]) -> Radiograph:
+    """Load the first frame of `path` as a `Radiograph`, or raise `RadiographError`."""
+    file = Path(path)
+    where = str(file)
+    try:
+        if file.is_dir():
+            raise RadiographError("is a folder, not a file", where)
+        if not file.exists():
+            raise RadiographError("no such file", where)
+        size = file.stat().st_size
+        if size == 0:
+            raise RadiographError("empty file (0 bytes)", where)
+        with open(file, "rb") as stream:
+            head = stream.read(132)
+    except RadiographError:
+        raise
+    except OSError as exc:
+        raise RadiographError(f"cannot be read: {exc.strerror or exc}", where) from exc
+
+    # DICM first: a DICOM preamble may itself be a TIFF header (dual-format files).
+    if head[128:132] == b"DICM":
+        return _load_dicom(file, has_preamble=True)
+    if head.startswith(_PNG_MAGIC):
+        return _load_raster(file, "PNG")
+    if head.startswith(_JPEG_MAGIC):
+        return _load_raster(file, "JPEG")
+    if head[:4] in _TIFF_MAGICS:
+        return _load_raster(file, "TIFF")
+    if _looks_like_bare_dicom(head):
+        return _load_dicom(file, has_preamble=False)
+    raise RadiographError("not an image file: neither DICOM nor PNG, JPEG or TIFF", where)
+
+
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A data set written without preamble and File Meta starts with an even, low group number."""
+    if len(head) < 8:
+        return False
+    group = int.from_bytes(head[0:2], "little")
+    return group in _DICOM_FIRST_GROUPS
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- DICOM
+
+
+def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    where = str(file)
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(file, force=not has_preamble, defer_size=DEFER_SIZE)
+            ds.get("PixelData")  # makes a header truncated before pixel data fail here, not later
+        except InvalidDicomError as exc:
+            raise RadiographError(f"not a readable DICOM file: {_one_line(exc)}", where) from exc
+        except Exception as exc:  # pydicom raises many types on damaged headers
+            raise RadiographError(f"truncated or corrupt DICOM header: {_one_line(exc)}", where) from exc
+        if len(ds) == 0:
+            raise RadiographError("not an image file: no DICOM elements could be read", where)
+
+        transfer_syntax = _ensure_transfer_syntax(ds, notes)
+        frames = _check_image_header(ds, where)
+        pixels = _decode_first_frame(ds, transfer_syntax, where)
+        pixels = _to_grey_modality_values(pixels, ds, where)
+        radiograph = _dicom_radiograph(ds, file, pixels, frames, transfer_syntax, notes)
+    pydicom_notes = _warning_notes(caught)
+    if pydicom_notes:
+        radiograph = _with_notes(radiograph, pydicom_notes)
+    return radiograph
+
+
+def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
+    """Files without File Meta carry no transfer syntax: use what pydicom detected (Implicit VR LE by default)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid:
+        return str(uid)
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is False:
+        uid = ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
+    else:
+        uid = ImplicitVRLittleEndian
+    if meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+    notes.append(f"no File Meta: read as {uid.name}")
+    return str(uid)
+
+
+def _check_image_header(ds, where: str) -> int:
+    """Refuse what is not an image, or too large to decode, before touching the pixel data."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise RadiographError(f"no image in this file: it is {_describe_non_image(ds)}", where)
+    try:
+        rows = int(ds.Rows)
+        columns = int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits_allocated = int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:
+        raise RadiographError(f"image header incomplete or invalid: {_one_line(exc)}", where) from exc
+    if rows <= 0 or columns <= 0:
+        raise RadiographError(f"image has no pixels ({rows} × {columns})", where)
+    if rows > MAX_DIMENSION or columns > MAX_DIMENSION:
+        raise RadiographError(
+            f"image is {rows} × {columns} pixels; more than {MAX_DIMENSION} per side is refused", where
+        )
+    if samples not in (1, 3):
+        raise RadiographError(f"unsupported Samples per Pixel {samples} (expected 1 or 3)", where)
+    if bits_allocated not in (1, 8, 16, 32, 64):
+        raise RadiographError(f"unsupported Bits Allocated {bits_allocated}", where)
+    if frames < 1:
+        raise RadiographError(f"invalid Number of Frames {frames}", where)
+    decode_bytes = rows * columns * samples * max(bits_allocated // 8, 1)
+    if decode_bytes > MAX_DECODE_BYTES:
+        raise RadiographError(
+            f"one frame would decode to {decode_bytes / 2**30:.1f} GiB; more than 1 GiB is refused", where
+        )
+    if "PhotometricInterpretation" not in ds and samples == 1:
+        ds.PhotometricInterpretation = "MONOCHROME2"  # old ACR-NEMA files omit it
+    return frames
+
+
+def _describe_non_image(ds) -> str:
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality in _NON_IMAGE_MODALITIES:
+        kind = _NON_IMAGE_MODALITIES[modality]
+    else:
+        kind = "a DICOM object without pixel data"
+    sop_class = ds.get("SOPClassUID")
+    name = getattr(sop_class, "name", "") if sop_class else ""
+    if name and name != str(sop_class):
+        return f"{kind} ({name})"
+    return kind
+
+
+def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    uid = UID(transfer_syntax)
+    name = uid.name if uid.is_transfer_syntax else transfer_syntax
+    if not uid.is_transfer_syntax:
+        raise RadiographError(f"unknown transfer syntax {transfer_syntax}: no decoder can read it", where)
+    if uid.is_compressed:
+        try:
+            decoder = get_decoder(uid)
+        except NotImplementedError as exc:
+            raise RadiographError(f"{name} pixel data: pydicom has no decoder for this encoding", where) from exc
+        if not decoder.is_available:
+            missing = "; ".join(_missing_plugins(decoder)) or "a pydicom decoder plugin"
+            raise RadiographError(
+                f"{name} pixel data cannot be decoded: no installed plugin supports it (install {missing})",
+                where,
+            )
+    try:
+        ds.pixel_array_options(index=0)
+        pixels = ds.pixel_array
+    except MemoryError as exc:
+        raise RadiographError("not enough memory to decode the pixel data", where) from exc
+    except Exception as exc:
+        short = _SHORT_PIXEL_DATA.search(str(exc))
+        if short:
+            raise RadiographError(
+                f"truncated pixel data: {short['have']} of {short['need']} bytes present ({name})", where
+            ) from exc
+        raise RadiographError(
+            f"corrupt or truncated pixel data ({name}): {_decoder_reason(exc)}", where
+        ) from exc
+    if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        pixels = pixels[0]  # some plugins return a frame axis even for one frame
+    if not pixels.dtype.isnative:  # big endian files: OpenCV and torch want native order
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels
+
+
+def _missing_plugins(decoder) -> list[str]:
+    """Name the packages to install, from pydicom's own list of missing dependencies."""
+    missing = decoder.missing_dependencies
+    return [m.split(" - requires ")[-1] if " - requires " in m else m for m in missing]
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """pydicom joins one message per plugin; keep the most telling line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for prefer in ("pylibjpeg:", "pydicom:", "gdcm:", "pyjpegls:", "pillow:"):
+        for line in lines:
+            if line.startswith(prefer):
+                return _one_line(line)
+    return _one_line(exc)
+
+
+def _to_grey_modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
+    """Colour to luminance; then the Modality LUT (rescale or LUT sequence) via pydicom."""
+    import cv2
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    try:
+        if photometric == "PALETTE COLOR":
+            pixels = apply_color_lut(pixels, ds)
+        if pixels.ndim == 3:
+            # pydicom already converted YBR to RGB; radiographs are read in grey.
+            if pixels.dtype not in (np.uint8, np.uint16, np.float32):
+                pixels = pixels.astype(np.float32)
+            return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+        if "ModalityLUTSequence" in ds:
+            return apply_modality_lut(pixels, ds)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except Exception as exc:
+        raise RadiographError(f"invalid Modality LUT or colour data: {_one_line(exc)}", where) from exc
+    if slope == 1 and intercept == 0:
+        return pixels
+    values = apply_modality_lut(pixels, ds)
+    if float(slope).is_integer() and float(intercept).is_integer():
+        lo, hi = float(values.min()), float(values.max())
+        for dtype in (np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return values.astype(dtype)
+    return values.astype(np.float32)
+
+
+def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_syntax: str,
+                      notes: list[str]) -> Radiograph:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    bits_stored = _int(ds, "BitsStored") or int(ds.BitsAllocated)
+    data_range = voi.robust_range(pixels)
+
+    window, source, voi_lut, function = _dicom_voi(ds, pixels, data_range, notes)
+    spacing, spacing_source = _dicom_spacing(ds, notes)
+    # DX/MG (PS3.3 C.8.11.7): INVERSE is how MONOCHROME1 states its own inversion, so
+    # either one means "high values dark" — it is not a second inversion.
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    inverted = photometric == "MONOCHROME1" or shape == "INVERSE"
+
+    header = ds.copy()
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in header:
+            del header[keyword]
+    return Radiograph(
+        path=str(file),
+        pixels=pixels,
+        photometric=photometric,
+        bits_stored=bits_stored,
+        window=window,
+        window_source=source,
+        voi_lut=voi_lut,
+        voi_function=function,
+        inverted=inverted,
+        pixel_spacing_mm=spacing,
+        spacing_source=spacing_source,
+        frames=frames,
+        transfer_syntax=transfer_syntax,
+        file_format="DICOM",
+        info=_study_info(ds),
+        notes=tuple(notes),
+        header=header,
+    )
+
+
+def _dicom_voi(ds, pixels: np.ndarray, data_range: tuple[float, float], notes: list[str]):
+    """The file's VOI (LUT sequence first, then window), unless it does not fit the pixel values."""
+    function = VoiFunction.LINEAR
+    raw_function = str(ds.get("VOILUTFunction", "") or "").strip().upper()
+    if raw_function:
+        try:
+            function = VoiFunction(raw_function)
+        except ValueError:
+            notes.append(f"unknown VOI LUT Function {raw_function!r}: used LINEAR")
+
+    if "VOILUTSequence" in ds:
+        try:
+            lut = voi.voi_lut_from_dataset(ds)
+        except Exception as exc:
+            notes.append(f"VOI LUT Sequence unreadable ({_one_line(exc, 80)}): not used")
+        else:
+            problem = voi.window_misfit(lut.input_window, data_range)
+            if problem is None:
+                return lut.input_window, WindowSource.VOI_LUT_SEQUENCE, lut, VoiFunction.LINEAR
+            notes.append(f"VOI LUT Sequence not used: {problem}")
+            return Window.from_range(*data_range), WindowSource.HISTOGRAM_FALLBACK, None, VoiFunction.LINEAR
+
+    stored = _first_window(ds, notes)
+    if stored is not None:
+        problem = voi.window_misfit(stored, data_range)
+        if problem is None:
+            return stored, WindowSource.DICOM_WINDOW, None, function
+        notes.append(
+            f"stored window {stored.center:g}/{stored.width:g} not used: {problem}"
+        )
+        return Window.from_range(*data_range), WindowSource.HISTOGRAM_FALLBACK, None, VoiFunction.LINEAR
+    return Window.from_range(*data_range), WindowSource.HISTOGRAM, None, VoiFunction.LINEAR
+
+
+def _first_window(ds, notes: list[str]) -> Window | None:
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    try:
+        center = _first_number(ds.WindowCenter)
+        width = _first_number(ds.WindowWidth)
+        return Window(center=center, width=width)
+    except Exception as exc:
+        notes.append(f"stored window unreadable ({_one_line(exc, 80)}): not used")
+        return None
+
+
+def _first_number(value) -> float:
+    if isinstance(value, (list, tuple)) or hasattr(value, "__getitem__") and not isinstance(value, (str, bytes)):
+        value = value[0]
+    return float(value)
+
+
+def _numbers(ds, keyword: str, count: int) -> tuple[float, ...] | None:
+    """`count` positive finite numbers from `keyword`, or None when absent or unusable."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        values = [float(v) for v in (value if hasattr(value, "__iter__") and not isinstance(value, str) else [value])]
+    except Exception:
+        return None
+    if len(values) < count:
+        return None
+    values = values[:count]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return None
+    return tuple(values)
+
+
+def _dicom_spacing(ds, notes: list[str]):
+    """Pixel spacing at the patient where the file says so, else at the detector (magnification-corrected).
+
+    PS3.3 10.7.1.3: Pixel Spacing equal to Imager Pixel Spacing, without a calibration
+    type, is still the detector plane; the magnification factor then gives the better estimate.
+    """
+    pixel = _numbers(ds, "PixelSpacing", 2)
+    imager = _numbers(ds, "ImagerPixelSpacing", 2)
+    magnification = _numbers(ds, "EstimatedRadiographicMagnificationFactor", 1)
+    calibrated = bool(ds.get("PixelSpacingCalibrationType"))
+    if "PixelSpacing" in ds and pixel is None:
+        notes.append("Pixel Spacing present but not usable (zero, negative or malformed)")
+
+    if pixel is not None and (calibrated or imager is None or pixel != imager or magnification is None):
+        return pixel, SpacingSource.PIXEL_SPACING
+    if imager is not None:
+        if magnification is not None:
+            factor = magnification[0]
+            return (imager[0] / factor, imager[1] / factor), SpacingSource.IMAGER_PIXEL_SPACING_MAGNIFICATION_CORRECTED
+        return imager, SpacingSource.IMAGER_PIXEL_SPACING
+    nominal = _numbers(ds, "NominalScannedPixelSpacing", 2)
+    if nominal is not None:
+        return nominal, SpacingSource.NOMINAL_SCANNED_PIXEL_SPACING
+    return None, None
+
+
+def _int(ds, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except Exception:
+        return None
+
+
+def _text(ds, keyword: str) -> str:
+    """A header value as clean one-line text; never fails (bad bytes are replaced, not fatal)."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", errors="replace")
+    if not isinstance(value, str) and hasattr(value, "__iter__") and not hasattr(value, "family_name"):
+        value = "\\".join(str(v) for v in value)
+    text = str(value)
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def _study_info(ds) -> StudyInfo:
+    return StudyInfo(
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        study_date=_text(ds, "StudyDate"),
+        study_description=_text(ds, "StudyDescription"),
+        modality=_text(ds, "Modality"),
+        view_position=_text(ds, "ViewPosition"),
+        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+        body_part=_text(ds, "BodyPartExamined"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+    )
+
+
+def _warning_notes(caught) -> list[str]:
+    seen: list[str] = []
+    for record in caught:
+        line = _one_line(record.message, 120)
+        if line not in seen:
+            seen.append(line)
+    return seen[:5]
+
+
+def _with_notes(radiograph: Radiograph, extra: list[str]) -> Radiograph:
+    from dataclasses import replace
+
+    return replace(radiograph, notes=radiograph.notes + tuple(extra))
+
+
+# ---------------------------------------------------------------- raster
+
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+                    "RGBA": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
+
+
+def _load_raster(file: Path, kind: str) -> Radiograph:
+    """PNG/JPEG/TIFF: header checked with Pillow (no decode), pixels decoded with OpenCV."""
+    import cv2
+    from PIL import Image
+
+    where = str(file)
+    Image.MAX_IMAGE_PIXELS = None  # our own limits below apply, and name the reason
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+            mode = image.mode
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            if kind == "PNG":
+                image.verify()  # checks chunk CRCs without decoding
+    except Exception as exc:
+        raise RadiographError(f"corrupt or truncated {kind} file: {_one_line(exc)}", where) from exc
+    if width > MAX_DIMENSION or height > MAX_DIMENSION:
+        raise RadiographError(
+            f"image is {height} × {width} pixels; more than {MAX_DIMENSION} per side is refused", where
+        )
+    bytes_per_pixel = _BYTES_PER_PIXEL.get(mode, 2 if mode.startswith("I;16") else 4)
+    if width * height * bytes_per_pixel > MAX_DECODE_BYTES:
+        raise RadiographError(
+            f"image would decode to {width * height * bytes_per_pixel / 2**30:.1f} GiB; more than 1 GiB is refused",
+            where,
+        )
+    if kind == "JPEG" and not _jpeg_is_complete(file):
+        raise RadiographError("truncated JPEG file: the end-of-image marker is missing", where)
+
+    cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None
+    try:
+        encoded = np.fromfile(file, dtype=np.uint8)
+        pixels = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except Exception as exc:
+        raise RadiographError(f"corrupt {kind} file: {_one_line(exc)}", where) from exc
+    if pixels is None or pixels.size == 0:
+        raise RadiographError(f"corrupt or truncated {kind} file: OpenCV could not decode it", where)
+
+    photometric = "MONOCHROME2"
+    if pixels.ndim == 3:
+        photometric = "RGB"
+        code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        pixels = cv2.cvtColor(pixels, code)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        pixels = pixels.astype(np.float32)
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    if bits == 8:
+        window, source = Window.full_range(8), WindowSource.FULL_RANGE
+    else:
+        window, source = Window.from_range(*voi.robust_range(pixels)), WindowSource.HISTOGRAM
+    return Radiograph(
+        path=where,
+        pixels=pixels,
+        photometric=photometric,
+        bits_stored=bits,
+        window=window,
+        window_source=source,
+        frames=frames,
+        file_format=kind,
+        notes=(f"{frames} pages: showing the first",) if frames > 1 else (),
+    )
+
+
+def _jpeg_is_complete(file: Path) -> bool:
+    """libjpeg fills a truncated JPEG with grey and only warns; a complete one ends with EOI (FFD9)."""
+    with open(file, "rb") as stream:
+        stream.seek(max(file.stat().st_size - 4096, 0))
+        tail = stream.read()
+    return b"\xff\xd9" in tail

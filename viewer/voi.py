@@ -1,0 +1,54 @@
+"""Choosing the VOI (value of interest) a radiograph is shown with. Pure numpy/pydicom, no Qt."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from viewer.radiograph import VoiLut, Window
+
+ROBUST_PERCENTILES = (0.5, 99.5)
+_SAMPLE_PIXELS = 1 << 20          # percentiles from about a million pixels are exact enough and fast
+MIN_DATA_SHARE_OF_WINDOW = 0.02   # data spanning < 2% of the window would show as ~5 grey levels
+
+
+def robust_range(pixels: np.ndarray) -> tuple[float, float]:
+    """The 0.5–99.5 percentile range of `pixels`, from a regular subsample of large images."""
+    step = max(1, int(np.sqrt(pixels.size / _SAMPLE_PIXELS)))
+    sample = pixels[::step, ::step] if pixels.ndim == 2 else pixels.ravel()[::step]
+    sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
+    if sample.size == 0:
+        return 0.0, 1.0
+    low, high = np.percentile(sample, ROBUST_PERCENTILES)
+    low, high = float(low), float(high)
+    if high <= low:  # flat image: widen so the window is valid
+        low, high = float(sample.min()), float(sample.max())
+        if high <= low:
+            high = low + 1.0
+    return low, high
+
+
+def window_misfit(window: Window, data_range: tuple[float, float]) -> str | None:
+    """Why `window` cannot show data in `data_range`, or None when it fits."""
+    low, high = data_range
+    if window.high < low or window.low > high:
+        return (f"it lies outside the pixel values ({window.low:g}..{window.high:g} vs "
+                f"{low:g}..{high:g})")
+    if (high - low) < MIN_DATA_SHARE_OF_WINDOW * window.width:
+        return (f"the pixel values ({low:g}..{high:g}) fill under "
+                f"{MIN_DATA_SHARE_OF_WINDOW:.0%} of its width {window.width:g}")
+    return None
+
+
+def voi_lut_from_dataset(ds, index: int = 0) -> VoiLut:
+    """Item `index` of the VOI LUT Sequence, tabulated over its input range by pydicom's `apply_voi`."""
+    from pydicom.pixels import apply_voi
+
+    item = ds.VOILUTSequence[index]
+    entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536  # 0 means 2**16 (PS3.3 C.11.2.1.1)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and first_mapped >= 32768:
+        first_mapped -= 65536  # US-encoded descriptor of a signed image
+    domain = np.arange(first_mapped, first_mapped + entries, dtype=np.int32)
+    table = np.asarray(apply_voi(domain, ds, index=index))
+    explanation = str(item.get("LUTExplanation", "") or "")
+    return VoiLut(first_mapped=first_mapped, data=table, bits=bits, explanation=explanation)

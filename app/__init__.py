@@ -1,0 +1,1 @@
+"""The Qt application: windows, dialogs, workers, command line."""

@@ -1,0 +1,1 @@
+"""Models, split inference and the edge client. No Qt here (see the import-linter contract)."""

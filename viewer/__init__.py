@@ -1,0 +1,1 @@
+"""Reading radiographs and the display pipeline; Qt lives only in viewer.widgets."""

@@ -221,7 +221,9 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
         pixels = ds.pixel_array
     except MemoryError as exc:
         raise RadiographError("not enough memory to decode the pixel data", where) from exc
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust plugins (pylibjpeg-rle) panic with a BaseException
         short = _SHORT_PIXEL_DATA.search(str(exc))
         if short:
             raise RadiographError(

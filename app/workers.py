@@ -1,0 +1,39 @@
+"""Background work: functions run on the thread pool and report back through Qt signals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+
+class WorkerSignals(QObject):
+    returned = Signal(object)
+    errored = Signal(object)  # the exception
+    finished = Signal()
+
+
+class Worker(QRunnable):
+    """Run `function(*args)` off the UI thread; exactly one of returned/errored, then finished."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        super().__init__()
+        self.function = function
+        self.args = args
+        self.signals = WorkerSignals()
+
+    def run(self) -> None:
+        try:
+            result = self.function(*self.args)
+        except Exception as exc:  # delivered to the UI as a message, never lost
+            self.signals.errored.emit(exc)
+        else:
+            self.signals.returned.emit(result)
+        finally:
+            self.signals.finished.emit()
+
+
+def start(worker: Worker) -> Worker:
+    QThreadPool.globalInstance().start(worker)
+    return worker

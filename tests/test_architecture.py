@@ -1,0 +1,42 @@
+"""The import rules of DESIGN.md: inference/ and viewer/ outside viewer.widgets stay Qt-free."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+QT = ("PySide6", "pyqtgraph", "shiboken6")
+
+
+def test_import_linter_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), "--no-cache", "--no-logo"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 2 kept, 0 broken" in done.stdout
+
+
+def test_headless_modules_import_no_qt():
+    """Import every module of inference/ and of viewer/ outside viewer.widgets, transitively.
+
+    The import-linter contract ignores viewer.widgets' own Qt imports, so a headless module
+    that imported a widget would slip past it; this catches that case too.
+    """
+    code = f"""
+import importlib, pkgutil, sys
+import inference, viewer
+names = []
+for package in (inference, viewer):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not info.name.startswith("viewer.widgets"):
+            names.append(info.name)
+for name in names:
+    importlib.import_module(name)
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {QT!r})
+assert not bad, bad
+print(len(names))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 5  # loader, display, voi, radiograph, errors, report, ...

@@ -1,0 +1,1 @@
+"""Qt widgets of the viewer (the only Qt code in viewer/)."""

@@ -164,6 +164,23 @@ def test_window_outside_the_data_falls_back_to_histogram(tmp_path, image12):
     assert r.window.low == pytest.approx(low, abs=1) and r.window.high == pytest.approx(high, abs=1)
 
 
+def test_pixel_padding_is_left_out_of_the_histogram_window(tmp_path, image12):
+    padded = image12.copy()
+    padded[:, :20] = 0  # a wide padded border outside the collimation
+    ds = dataset(padded, bits_stored=12, PixelPaddingValue=0)
+    r = load_radiograph(write(ds, tmp_path / "pad.dcm"))
+    inside = image12[:, 20:]
+    assert r.window.low == pytest.approx(np.percentile(inside, 0.5), abs=2)
+    unpadded = load_radiograph(write(dataset(padded, bits_stored=12), tmp_path / "nopad.dcm"))
+    assert unpadded.window.low == 0  # without the attribute the border sets the lower end
+
+
+def test_header_is_kept_without_pixel_data(tmp_path, image12):
+    r = load_radiograph(write(dataset(image12, bits_stored=12, ViewPosition="AP"), tmp_path / "h.dcm"))
+    assert r.header is not None and "PixelData" not in r.header
+    assert r.header.ViewPosition == "AP" and r.header.Rows == 64
+
+
 def test_no_window_uses_histogram(tmp_path, image12):
     r = load_radiograph(write(dataset(image12, bits_stored=12), tmp_path / "w.dcm"))
     assert r.window_source is WindowSource.HISTOGRAM

@@ -291,7 +291,7 @@ def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_
                       notes: list[str]) -> Radiograph:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     bits_stored = _int(ds, "BitsStored") or int(ds.BitsAllocated)
-    data_range = voi.robust_range(pixels)
+    data_range = voi.robust_range(pixels, ignore=_padding_range(ds))
 
     window, source, voi_lut, function = _dicom_voi(ds, pixels, data_range, notes)
     spacing, spacing_source = _dicom_spacing(ds, notes)
@@ -300,10 +300,9 @@ def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     inverted = photometric == "MONOCHROME1" or shape == "INVERSE"
 
-    header = ds.copy()
     for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in header:
-            del header[keyword]
+        if keyword in ds:
+            del ds[keyword]  # decoded already; the header is kept for the tag browser
     return Radiograph(
         path=str(file),
         pixels=pixels,
@@ -321,8 +320,22 @@ def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_
         file_format="DICOM",
         info=_study_info(ds),
         notes=tuple(notes),
-        header=header,
+        header=ds,
     )
+
+
+def _padding_range(ds) -> tuple[float, float] | None:
+    """Pixel Padding Value (and Range Limit) in modality units: background the window must ignore."""
+    padding = _int(ds, "PixelPaddingValue")
+    if padding is None:
+        return None
+    limit = _int(ds, "PixelPaddingRangeLimit")
+    low, high = sorted((padding, padding if limit is None else limit))
+    if "ModalityLUTSequence" not in ds:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+    return float(low), float(high)
 
 
 def _dicom_voi(ds, pixels: np.ndarray, data_range: tuple[float, float], notes: list[str]):

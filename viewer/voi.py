@@ -11,11 +11,18 @@ _SAMPLE_PIXELS = 1 << 20          # percentiles from about a million pixels are 
 MIN_DATA_SHARE_OF_WINDOW = 0.02   # data spanning < 2% of the window would show as ~5 grey levels
 
 
-def robust_range(pixels: np.ndarray) -> tuple[float, float]:
-    """The 0.5–99.5 percentile range of `pixels`, from a regular subsample of large images."""
+def robust_range(pixels: np.ndarray, ignore: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The 0.5–99.5 percentile range of `pixels`, from a regular subsample of large images.
+
+    `ignore` is an inclusive value range left out (Pixel Padding: the background outside the
+    collimated field would otherwise pull the window towards it).
+    """
     step = max(1, int(np.sqrt(pixels.size / _SAMPLE_PIXELS)))
     sample = pixels[::step, ::step] if pixels.ndim == 2 else pixels.ravel()[::step]
     sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
+    if ignore is not None:
+        kept = sample[(sample < ignore[0]) | (sample > ignore[1])]
+        sample = kept if kept.size else sample
     if sample.size == 0:
         return 0.0, 1.0
     low, high = np.percentile(sample, ROBUST_PERCENTILES)

@@ -19,3 +19,16 @@ def shared_cxr() -> Path:
             pytest.fail(f"{SHARED_CXR} is missing: CI runs with ../shared beside the checkout")
         pytest.skip(f"{SHARED_CXR} not present")
     return SHARED_CXR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_weights_cache(tmp_path_factory):
+    """One data folder for the session: demo weights are generated once and reused by every test."""
+    folder = tmp_path_factory.mktemp("mededge-data")
+    previous = os.environ.get("MEDEDGE_DATA_DIR")
+    os.environ["MEDEDGE_DATA_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MEDEDGE_DATA_DIR", None)
+    else:
+        os.environ["MEDEDGE_DATA_DIR"] = previous

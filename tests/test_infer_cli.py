@@ -1,0 +1,45 @@
+"""`python main.py infer` on the real radiographs in ../shared/data/cxr, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+from inference.classifier import CHESTXRAY14
+
+FILES = ["dicom/CR-MONO1-10-chest", "dicom/DX_chest_966_fixed.dcm", "dicom/RG1_J2KI.dcm",
+         "dicom/highdicom_dx_image_canine_thorax.dcm", "raster/txv_nih_00027426_000_512px.png"]
+
+
+def test_infer_real_files_json_lines(shared_cxr, tmp_path):
+    paths = [str(shared_cxr / f) for f in FILES] + [str(shared_cxr / "dicom/DX_chest_966_badCOMmarker.dcm")]
+    out = tmp_path / "findings.jsonl"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", *paths, "--json", str(out),
+                           "--detector-size", "256"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 2, done.stderr  # the corrupt file failed, the others did not
+    assert "Traceback" not in done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == paths
+    for record in records[:-1]:
+        assert set(record) == {"path", "weights", "demo_weights", "detections", "probabilities", "mode",
+                               "split", "timing_ms"}
+        assert record["weights"] == {"detector": "demo", "classifier": "demo"} and record["demo_weights"]
+        assert list(record["probabilities"]) == list(CHESTXRAY14)
+        assert all(0 <= p <= 1 for p in record["probabilities"].values())
+        assert record["mode"] == "local" and record["split"] == {"detector": 32, "classifier": 10}
+        assert set(record["timing_ms"]) == {"preprocess", "local", "transfer", "edge", "postprocess", "total"}
+        assert record["timing_ms"]["total"] >= record["timing_ms"]["local"] > 0
+        for detection in record["detections"]:
+            assert set(detection) == {"label", "score", "box_xyxy"} and detection["label"] == "opacity"
+    assert set(records[-1]) == {"path", "error"} and "corrupt" in records[-1]["error"]
+    # Different images give different probabilities (the models see the pixels).
+    assert records[0]["probabilities"] != records[1]["probabilities"]
+
+
+def test_infer_bad_weights_is_one_line(tmp_path, shared_cxr):
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           "--classifier-weights", str(tmp_path / "junk.pt")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "not a PyTorch weights file" in done.stderr

@@ -49,10 +49,12 @@ def _model_choice(args: argparse.Namespace):
     from inference.classifier import ClassifierConfig
     from inference.detector import DetectorConfig
 
-    detector = DetectorConfig(architecture=args.detector_arch, input_size=args.detector_size,
-                              confidence=args.confidence, iou=args.iou)
+    given = {"architecture": args.detector_arch, "input_size": args.detector_size,
+             "confidence": args.confidence, "iou": args.iou}
+    detector = DetectorConfig(**{k: v for k, v in given.items() if v is not None})
+    classifier = ClassifierConfig(ten_crop=True) if args.ten_crop else ClassifierConfig()
     return ModelChoice(detector_weights=args.detector_weights, classifier_weights=args.classifier_weights,
-                       detector=detector, classifier=ClassifierConfig(ten_crop=args.ten_crop))
+                       detector=detector, classifier=classifier, device=args.device)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -125,11 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--json", default="-", metavar="OUT", help="write JSON lines here (default - = stdout)")
     infer.add_argument("--detector-weights", metavar="F", help="detector state dict (default: demo weights)")
     infer.add_argument("--classifier-weights", metavar="F", help="classifier weights (default: demo weights)")
-    infer.add_argument("--detector-arch", default="yolov4-p5", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"))
-    infer.add_argument("--detector-size", type=int, default=512, metavar="PX", help="letterbox size (default 512)")
-    infer.add_argument("--confidence", type=float, default=0.4, help="detection threshold (default 0.4)")
-    infer.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
+    infer.add_argument("--detector-arch", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"),
+                       help="detector network (default from resources/models/models.yaml: yolov4-p5)")
+    infer.add_argument("--detector-size", type=int, metavar="PX", help="letterbox size (default 512)")
+    infer.add_argument("--confidence", type=float, help="detection threshold (default 0.4)")
+    infer.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")
     infer.add_argument("--ten-crop", action="store_true", help="classifier: average the ten 224 px crops")
+    infer.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     infer.set_defaults(run=_infer)
 
     models = sub.add_parser("models", help="model weights tools").add_subparsers(dest="models_command",

@@ -33,6 +33,16 @@ class ModelChoice:
     classifier_weights: str | os.PathLike[str] | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    device: str = "cpu"  # "cpu", "cuda" (or "cuda:N"), or "auto" (CUDA when present)
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA was asked for, but this PyTorch build or machine has no CUDA device")
+        return device
 
 
 class Analyzer:
@@ -40,11 +50,14 @@ class Analyzer:
 
     def __init__(self, choice: ModelChoice = ModelChoice()) -> None:
         self.choice = choice
+        self.device = choice.torch_device
         self.detector: YoloDetector
         self.detector, self.detector_source = load_detector(choice.detector, choice.detector_weights)
         self.classifier: CheXNet
         self.classifier_weights: LoadedWeights
         self.classifier, self.classifier_weights = load_classifier(choice.classifier, choice.classifier_weights)
+        self.detector.to(self.device)
+        self.classifier.to(self.device)
         self._lock = threading.Lock()
 
     @property
@@ -65,16 +78,17 @@ class Analyzer:
                                                     cls_config.normalisation)
         preprocessed = time.perf_counter()
 
-        raw = self.detector(torch.from_numpy(det_input))[0].numpy()
+        raw = self.detector(torch.from_numpy(det_input).to(self.device))[0].cpu().numpy()
         last = self.classifier.stage_count - 1
         features_stage = self.classifier.features_stage
-        outputs = self.classifier.run_stages({INPUT: torch.from_numpy(cls_input)}, 0, last + 1,
+        outputs = self.classifier.run_stages({INPUT: torch.from_numpy(cls_input).to(self.device)}, 0, last + 1,
                                              keep=[features_stage] if with_heat_maps else [])
-        probabilities = outputs[last].mean(dim=0).numpy().astype(np.float64)  # ten-crop: the average
+        probabilities = outputs[last].mean(dim=0).cpu().numpy().astype(np.float64)  # ten-crop: the average
         cams = None
         if with_heat_maps:
             centre = crop_geometry.centre_index
-            cams = self.classifier.class_activation_maps(outputs[features_stage][centre:centre + 1])[0].numpy()
+            features = outputs[features_stage][centre:centre + 1]
+            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
         ran = time.perf_counter()
 
         detections = decode_detections(raw, box_geometry, det_config.classes, det_config.confidence,

@@ -14,19 +14,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from inference.settings import MODEL_SETTINGS
 from inference.stages import INPUT, StagedModel, chain
 
-CHESTXRAY14 = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-               "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+_C = MODEL_SETTINGS["classifier"]
+CHESTXRAY14: tuple[str, ...] = tuple(_C["classes"])  # the 14 findings shown, in ChestX-ray14 order
 GROWTH, BLOCKS, BOTTLENECK, STEM = 32, (6, 12, 24, 16), 4, 64
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     classes: tuple[str, ...] = CHESTXRAY14   # names of the model's outputs, in output order
-    input_size: int = 224
-    resize: int = 256
-    ten_crop: bool = False
+    input_size: int = _C["input_size"]
+    resize: int = _C["resize"]
+    ten_crop: bool = _C["ten_crop"]
     in_channels: int = 3                     # 1 for torchxrayvision weights
     normalisation: str = "imagenet"          # "imagenet" (CheXNet) or "xrv" (torchxrayvision: ±1024)
 

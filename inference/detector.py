@@ -9,29 +9,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 import yaml
 from torch import nn
 
 from inference import yolo_layers as L
+from inference.settings import MODEL_SETTINGS, RESOURCES
 from inference.stages import INPUT, Stage, StagedModel
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "models"
 ARCHITECTURES = ("yolov4-p5", "yolov4-p6", "yolov4-p7")
 _BLOCKS = {"Conv": L.Conv, "BottleneckCSP": L.BottleneckCSP, "BottleneckCSP2": L.BottleneckCSP2,
            "SPPCSP": L.SPPCSP}
 
 
+_D = MODEL_SETTINGS["detector"]
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
-    architecture: str = "yolov4-p5"
-    classes: tuple[str, ...] = ("opacity",)
-    input_size: int = 512
-    confidence: float = 0.4
-    iou: float = 0.5
-    max_detections: int = 100
+    architecture: str = _D["architecture"]
+    classes: tuple[str, ...] = tuple(_D["classes"])
+    input_size: int = _D["input_size"]
+    confidence: float = _D["confidence"]
+    iou: float = _D["iou"]
+    max_detections: int = _D["max_detections"]
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

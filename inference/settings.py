@@ -1,0 +1,8 @@
+"""The shipped model settings (resources/models/models.yaml): the one place defaults live."""
+
+from pathlib import Path
+
+import yaml
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "models"
+MODEL_SETTINGS: dict = yaml.safe_load((RESOURCES / "models.yaml").read_text())

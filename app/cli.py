@@ -13,6 +13,7 @@ from collections.abc import Sequence
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_SOME_FAILED = 2
+EXIT_EDGE_FAILED = 3
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -65,26 +66,47 @@ def _infer(args: argparse.Namespace) -> int:
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
+    from inference.edge_client import EdgeClient, EdgeError, EdgeSettings
+    from inference.edge_parts import WireFormat
+    from inference.plan import parse_split
+
     try:
-        analyzer = Analyzer(_model_choice(args))
-    except (WeightsError, ValueError) as exc:
-        print(f"mededge infer: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        edge = EdgeClient(_edge_settings(args)) if args.edge else None
+        analyzer = Analyzer(_model_choice(args), edge=edge)
+        plan = parse_split(args.split or ("auto" if edge else "local"), analyzer.stage_counts, WireFormat(args.wire))
+        if plan.uses_edge(analyzer.stage_counts) and edge is None:
+            raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
+    except (WeightsError, ValueError, EdgeError) as exc:
+        return _fail("infer", exc)
     failed = False
     target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
     with target as out:
         for path in _expand(args.paths):
             try:
-                record = analyzer.analyze(load_radiograph(path)).to_json()
+                record = analyzer.analyze(load_radiograph(path), plan, allow_fallback=not args.no_fallback).to_json()
                 record["path"] = path
             except RadiographError as exc:
                 record = {"path": path, "error": exc.reason}
+            except EdgeError as exc:  # only with --no-fallback
+                out.write(json.dumps({"path": path, "error": f"edge: {exc}"}, ensure_ascii=False) + "\n")
+                return _fail("infer", f"edge failed and --no-fallback was given: {exc}", EXIT_EDGE_FAILED)
             except Exception as exc:  # one study's failure must not stop the others
                 record = {"path": path, "error": f"analysis failed ({type(exc).__name__}): {exc}"}
             failed |= "error" in record
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _edge_settings(args: argparse.Namespace):
+    from pathlib import Path
+
+    from inference.edge_client import EdgeSettings
+
+    optional = lambda value: Path(value) if value else None  # noqa: E731
+    return EdgeSettings(args.edge, tls=args.tls or bool(args.ca), root_certificate=optional(args.ca),
+                        client_certificate=optional(args.client_cert), client_key=optional(args.client_key),
+                        timeout_s=args.timeout)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -98,6 +120,138 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"mededge models convert: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps({"written": args.target} | summary))
+    return EXIT_OK
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detector-weights", metavar="F", help="detector state dict (default: demo weights)")
+    parser.add_argument("--classifier-weights", metavar="F", help="classifier weights (default: demo weights)")
+    parser.add_argument("--detector-arch", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"),
+                        help="detector network (default from resources/models/models.yaml: yolov4-p5)")
+    parser.add_argument("--detector-size", type=int, metavar="PX", help="letterbox size (default 512)")
+    parser.add_argument("--confidence", type=float, help="detection threshold (default 0.4)")
+    parser.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")
+    parser.add_argument("--ten-crop", action="store_true", help="classifier: average the ten 224 px crops")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
+
+
+def _add_part_options(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    parser.add_argument("--models", default="detector,classifier", help="which models (default both)")
+    parser.add_argument("--cuts", default="default", help="'default' (full offload and the auto cut), 'all', "
+                        "or a list like 1,6 (each applied to every model it is valid for)")
+    parser.add_argument("--wire", default="fp32,fp16", help="wire formats to export (default fp32,fp16)")
+
+
+def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls", action="store_true", help="gRPC over TLS")
+    parser.add_argument("--ca", metavar="PEM", help="CA certificate that signed the edge server's certificate")
+    parser.add_argument("--client-cert", metavar="PEM", help="mutual TLS: this workstation's certificate")
+    parser.add_argument("--client-key", metavar="PEM", help="mutual TLS: its private key")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="edge request timeout (default 10 s)")
+
+
+def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
+    print(f"mededge {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _part_requests(args: argparse.Namespace, analyzer) -> list:
+    from inference.edge_parts import WireFormat
+    from inference.edge_repository import PartRequest
+    from inference.plan import AUTO_CUTS
+
+    models = {"detector": (analyzer.detector, analyzer.detector_source),
+              "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    wires = [WireFormat(w.strip()) for w in args.wire.split(",") if w.strip()]
+    requests = []
+    for name in names:
+        if name not in models:
+            raise ValueError(f"unknown model {name!r} (detector, classifier)")
+        model, weights = models[name]
+        if args.cuts == "all":
+            cuts = list(range(model.stage_count))
+        elif args.cuts == "default":
+            cuts = [0, AUTO_CUTS[name]]
+        else:
+            cuts = [int(c) for c in args.cuts.split(",") if c.strip()]
+            cuts = [c for c in cuts if 0 <= c < model.stage_count]
+            if not cuts:
+                raise ValueError(f"none of the cuts {args.cuts} is valid for the {name} (0..{model.stage_count - 1})")
+        requests += [PartRequest(model, weights, cut, wire) for cut in cuts for wire in wires]
+    return requests
+
+
+def _edge_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inference.analyze import Analyzer
+    from inference.edge_repository import write_repository
+    from inference.weights import WeightsError
+
+    try:
+        analyzer = Analyzer(_model_choice(args))
+        requests = _part_requests(args, analyzer)
+        specs = write_repository(Path(args.out), requests, gpu=not args.cpu,
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (WeightsError, ValueError, OSError) as exc:
+        return _fail("edge export", exc)
+    print(json.dumps({"repository": str(Path(args.out).resolve()), "parts": [s.name for s in specs]}))
+    return EXIT_OK
+
+
+def _edge_serve(args: argparse.Namespace) -> int:
+    import hashlib
+    import signal
+    import threading
+    from pathlib import Path
+
+    from inference.edge_repository import python_backend_overlay, write_repository
+    from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles
+    from inference.weights import WeightsError, data_dir
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            return _fail("edge serve", "TLS needs both --tls-cert and --tls-key")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+    base = data_dir() / "edge"
+    try:
+        if args.repository:
+            repository = Path(args.repository)
+            if not any(repository.glob("*/config.pbtxt")):
+                return _fail("edge serve", f"{repository} holds no Triton models (*/config.pbtxt)")
+        else:
+            from inference.analyze import Analyzer
+
+            analyzer = Analyzer(_model_choice(args))
+            requests = _part_requests(args, analyzer)
+            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
+                                             for r in requests)).encode()).hexdigest()[:12]
+            repository = base / f"repository-{key}"
+            write_repository(repository, requests, gpu=False, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        served = python_backend_overlay(repository, base / f"serve-{args.grpc_port}")
+        server = EdgeServer(base / f"serve-{args.grpc_port}", base / f"run-{args.grpc_port}", host=args.host,
+                            grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port, tls=tls)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+    except (EdgeServerError, WeightsError, ValueError, OSError) as exc:
+        return _fail("edge serve", exc)
+    scheme = "TLS" if tls else "plaintext"
+    print(f"MedEdge edge server: Triton gRPC on {args.host}:{args.grpc_port} ({scheme}), HTTP :{args.http_port}, "
+          f"metrics :{args.metrics_port}", flush=True)
+    print("serving: " + ", ".join(served), flush=True)
+    print("stop with Ctrl-C", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                return _fail("edge serve", f"tritonserver stopped: {server.log_tail()}")
+    finally:
+        server.stop()
+    print("edge server stopped", flush=True)
     return EXIT_OK
 
 
@@ -125,16 +279,40 @@ def _parser() -> argparse.ArgumentParser:
                                        "Exit 0 when all were analysed, 2 when any failed.")
     infer.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders (their files)")
     infer.add_argument("--json", default="-", metavar="OUT", help="write JSON lines here (default - = stdout)")
-    infer.add_argument("--detector-weights", metavar="F", help="detector state dict (default: demo weights)")
-    infer.add_argument("--classifier-weights", metavar="F", help="classifier weights (default: demo weights)")
-    infer.add_argument("--detector-arch", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"),
-                       help="detector network (default from resources/models/models.yaml: yolov4-p5)")
-    infer.add_argument("--detector-size", type=int, metavar="PX", help="letterbox size (default 512)")
-    infer.add_argument("--confidence", type=float, help="detection threshold (default 0.4)")
-    infer.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")
-    infer.add_argument("--ten-crop", action="store_true", help="classifier: average the ten 224 px crops")
-    infer.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
+    _add_model_options(infer)
+    infer.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server")
+    infer.add_argument("--split", metavar="MODE", help="auto (default with --edge: detector cut 6, classifier "
+                       "cut 7), local, edge (full offload), K, or detector:K,classifier:K")
+    infer.add_argument("--wire", choices=("fp32", "fp16"), default="fp32", help="precision on the wire")
+    infer.add_argument("--no-fallback", action="store_true",
+                       help="fail (exit 3) instead of finishing a study locally when the edge fails")
+    _add_tls_client_options(infer)
     infer.set_defaults(run=_infer)
+
+    edge = sub.add_parser("edge", help="the edge server: export a Triton repository, or serve one")
+    edge_sub = edge.add_subparsers(dest="edge_command", metavar="ACTION", required=True)
+    export = edge_sub.add_parser("export", help="write a Triton model repository of edge parts (stock container)",
+                                 description="One Triton model per edge part: <part>/1/model.onnx + config.pbtxt "
+                                             "(onnxruntime_onnx), and a README with the docker command.")
+    export.add_argument("--out", required=True, metavar="DIR")
+    _add_part_options(export)
+    export.add_argument("--cpu", action="store_true", help="instance groups KIND_CPU (default KIND_GPU)")
+    export.set_defaults(run=_edge_export)
+
+    serve = edge_sub.add_parser("serve", help="run a real Triton server (nvidia-pytriton's tritonserver, no Docker)",
+                                description="Serves the edge parts through onnxruntime in Triton's Python "
+                                            "backend until Ctrl-C or SIGTERM.")
+    serve.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0: every interface)")
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--repository", metavar="DIR", help="serve this exported repository (default: export "
+                       "the parts below into the data folder first)")
+    _add_part_options(serve)
+    serve.add_argument("--tls-cert", metavar="PEM", help="server certificate: gRPC over TLS")
+    serve.add_argument("--tls-key", metavar="PEM", help="server private key")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
+    serve.set_defaults(run=_edge_serve)
 
     models = sub.add_parser("models", help="model weights tools").add_subparsers(dest="models_command",
                                                                                  metavar="ACTION", required=True)

@@ -1,7 +1,8 @@
-"""`analyze(radiograph) -> Findings`: both models on one radiograph, on this machine.
+"""`analyze(radiograph, plan) -> Findings`: both models on one radiograph, split as the plan says.
 
-The split path (issue "split inference") replaces the middle step — stages [k, n) then run on
-the edge — and keeps the same pre- and post-processing.
+For each model: stages [0, k) run here, the tensors crossing cut k go to the edge, stages [k, n) run
+there. If the edge fails, stages [k, n) run here instead and the result says why (`local-fallback`):
+a study is never lost. Pre- and post-processing always run here.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import torch
 
 from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.detector import DetectorConfig, YoloDetector
+from inference.edge_client import EdgeClient, EdgeError, EdgeFailure
+from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, part_spec, tensor_name
 from inference.findings import ActivationMaps, Detection, Findings, Mode
+from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import classifier_crops, letterbox
-from inference.stages import INPUT
+from inference.stages import INPUT, StagedModel
 from inference.weights import LoadedWeights, load_classifier, load_detector
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
@@ -45,11 +49,23 @@ class ModelChoice:
         return device
 
 
-class Analyzer:
-    """Both models loaded once; `analyze` may be called from any one thread at a time."""
+@dataclass
+class _Run:
+    """How one model's stages ran."""
 
-    def __init__(self, choice: ModelChoice = ModelChoice()) -> None:
+    outputs: dict[str, np.ndarray]
+    transfer_ms: float = 0.0
+    edge_ms: float = 0.0
+    used_edge: bool = False
+    fallback_reason: str | None = None
+
+
+class Analyzer:
+    """Both models loaded once; `analyze` may be called from any thread (one analysis at a time)."""
+
+    def __init__(self, choice: ModelChoice = ModelChoice(), edge: EdgeClient | None = None) -> None:
         self.choice = choice
+        self.edge = edge
         self.device = choice.torch_device
         self.detector: YoloDetector
         self.detector, self.detector_source = load_detector(choice.detector, choice.detector_weights)
@@ -58,17 +74,41 @@ class Analyzer:
         self.classifier, self.classifier_weights = load_classifier(choice.classifier, choice.classifier_weights)
         self.detector.to(self.device)
         self.classifier.to(self.device)
+        self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._lock = threading.Lock()
 
     @property
     def weights(self) -> dict[str, str]:
         return {"detector": self.detector_source, "classifier": self.classifier_weights.source}
 
-    def analyze(self, radiograph: Radiograph, with_heat_maps: bool = True) -> Findings:
-        with self._lock, torch.inference_mode():
-            return self._analyze(radiograph, with_heat_maps)
+    @property
+    def stage_counts(self) -> dict[str, int]:
+        return {"detector": self.detector.stage_count, "classifier": self.classifier.stage_count}
 
-    def _analyze(self, radiograph: Radiograph, with_heat_maps: bool) -> Findings:
+    def local_plan(self) -> Plan:
+        return Plan(ModelPlan(self.detector.stage_count), ModelPlan(self.classifier.stage_count))
+
+    def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec:
+        """The edge part for stages [cut, n) of `model` (names, shapes, fingerprint); computed once."""
+        weights = self.detector_source if model is self.detector else self.classifier_weights.source
+        key = (ModelKind.DETECTOR if model is self.detector else ModelKind.CLASSIFIER, cut, wire)
+        if key not in self._parts:
+            self._parts[key] = part_spec(model, cut, wire, weights)
+        return self._parts[key]
+
+    def analyze(self, radiograph: Radiograph, plan: Plan | None = None, with_heat_maps: bool = True,
+                allow_fallback: bool = True) -> Findings:
+        """Analyse; with `allow_fallback=False` an edge failure raises `EdgeError` instead."""
+        plan = plan or self.local_plan()
+        if plan.uses_edge(self.stage_counts) and self.edge is None:
+            raise ValueError("this plan sends stages to the edge, but no edge server is configured")
+        with self._lock, torch.inference_mode():
+            return self._analyze(radiograph, plan, with_heat_maps, allow_fallback)
+
+    def _analyze(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, allow_fallback: bool) -> Findings:
+        for model, model_plan in ((self.detector, plan.detector), (self.classifier, plan.classifier)):
+            if model_plan.cut < model.stage_count:
+                self.part(model, model_plan.cut, model_plan.wire)  # computed once, outside the timings
         started = time.perf_counter()
         grey = render_8bit(radiograph)  # the file's own VOI and inversion: what the models were trained on
         det_config, cls_config = self.detector.config, self.classifier.config
@@ -78,40 +118,88 @@ class Analyzer:
                                                     cls_config.normalisation)
         preprocessed = time.perf_counter()
 
-        raw = self.detector(torch.from_numpy(det_input).to(self.device))[0].cpu().numpy()
-        last = self.classifier.stage_count - 1
-        features_stage = self.classifier.features_stage
-        outputs = self.classifier.run_stages({INPUT: torch.from_numpy(cls_input).to(self.device)}, 0, last + 1,
-                                             keep=[features_stage] if with_heat_maps else [])
-        probabilities = outputs[last].mean(dim=0).cpu().numpy().astype(np.float64)  # ten-crop: the average
-        cams = None
-        if with_heat_maps:
-            centre = crop_geometry.centre_index
-            features = outputs[features_stage][centre:centre + 1]
-            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
+        detector = self._run(self.detector, det_input, plan.detector, False, allow_fallback, None)
+        # When the edge is down for the detector it is down for the classifier too: do not wait twice.
+        classifier = self._run(self.classifier, cls_input, plan.classifier, with_heat_maps, allow_fallback,
+                               detector.fallback_reason)
         ran = time.perf_counter()
 
-        detections = decode_detections(raw, box_geometry, det_config.classes, det_config.confidence,
-                                       det_config.iou, det_config.max_detections)
+        detections = decode_detections(detector.outputs["output"][0], box_geometry, det_config.classes,
+                                       det_config.confidence, det_config.iou, det_config.max_detections)
+        probabilities = classifier.outputs["probabilities"].mean(axis=0).astype(np.float64)  # ten-crop: average
         shown = self._shown_probabilities(probabilities)
         maps = None
-        if cams is not None:
+        if with_heat_maps:
+            centre = crop_geometry.centre_index
+            features = torch.tensor(classifier.outputs["features"][centre:centre + 1], device=self.device)
+            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
             rows = [self.classifier.config.classes.index(name) for name in shown]
             maps = ActivationMaps(tuple(shown), cams[rows], crop_geometry)
         finished = time.perf_counter()
-        n_det, n_cls = self.detector.stage_count, self.classifier.stage_count
+
+        runs = {"detector": detector, "classifier": classifier}
+        transfer = sum(r.transfer_ms for r in runs.values())
+        edge = sum(r.edge_ms for r in runs.values())
+        local = (ran - preprocessed) * 1e3 - transfer - edge
+        reasons = list(dict.fromkeys(r.fallback_reason for r in runs.values() if r.fallback_reason))
         return Findings(
             path=radiograph.path,
             detections=tuple(detections),
             probabilities=shown,
             weights=self.weights,
-            mode=Mode.LOCAL,
-            split={"detector": n_det, "classifier": n_cls},
-            timing_ms={"preprocess": (preprocessed - started) * 1e3, "local": (ran - preprocessed) * 1e3,
-                       "transfer": 0.0, "edge": 0.0, "postprocess": (finished - ran) * 1e3,
-                       "total": (finished - started) * 1e3},
+            mode=self._mode(plan, runs),
+            split={"detector": plan.detector.cut, "classifier": plan.classifier.cut},
+            wire={name: p.wire.value for name, p in (("detector", plan.detector), ("classifier", plan.classifier))
+                  if p.cut < self.stage_counts[name]},
+            timing_ms={"preprocess": (preprocessed - started) * 1e3, "local": local, "transfer": transfer,
+                       "edge": edge, "postprocess": (finished - ran) * 1e3, "total": (finished - started) * 1e3},
+            fallback_reason="; ".join(reasons) or None,
             activation_maps=maps,
         )
+
+    def _run(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, allow_fallback: bool,
+             edge_down: str | None) -> _Run:
+        """Stages [0, k) here; [k, n) on the edge, or here when the edge fails (or k = n).
+
+        `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
+        """
+        n, k = model.stage_count, plan.cut
+        last = n - 1
+        features = model.features_stage if isinstance(model, CheXNet) and heat else None
+        here = model.run_stages({INPUT: torch.from_numpy(batch).to(self.device)}, 0, k,
+                                keep=[features] if features is not None and features < k else [])
+        run = _Run(outputs={})
+        if k < n:
+            spec = self.part(model, k, plan.wire)
+            wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
+            crossing = {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)}
+            try:
+                if edge_down:
+                    raise EdgeError(EdgeFailure.UNREACHABLE, edge_down)
+                reply = self.edge.infer(spec, crossing, wanted)
+            except EdgeError as error:
+                if not allow_fallback:
+                    raise
+                run.fallback_reason = str(error)
+            else:
+                run.outputs = dict(reply.outputs)
+                run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True
+        if not run.outputs:  # local only, or the edge failed: the remaining stages run here
+            here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else []))
+            name = "output" if isinstance(model, YoloDetector) else "probabilities"
+            run.outputs[name] = here[last].cpu().numpy()
+        if features is not None and "features" not in run.outputs:
+            run.outputs["features"] = here[features].cpu().numpy()
+        return run
+
+    def _mode(self, plan: Plan, runs: dict[str, _Run]) -> Mode:
+        if any(r.fallback_reason for r in runs.values()):
+            return Mode.LOCAL_FALLBACK
+        if not any(r.used_edge for r in runs.values()):
+            return Mode.LOCAL
+        if plan.detector.cut == 0 and plan.classifier.cut == 0:
+            return Mode.EDGE
+        return Mode.DISTRIBUTED
 
     def _shown_probabilities(self, probabilities: np.ndarray) -> dict[str, float]:
         """The ChestX-ray14 findings this classifier predicts, in ChestX-ray14 order; others left out."""
@@ -125,15 +213,15 @@ _default: Analyzer | None = None
 _default_lock = threading.Lock()
 
 
-def analyze(radiograph: Radiograph, analyzer: Analyzer | None = None) -> Findings:
-    """Analyse with `analyzer`, or with a shared demo-weights analyzer built on first use."""
+def analyze(radiograph: Radiograph, plan: Plan | None = None, analyzer: Analyzer | None = None) -> Findings:
+    """Analyse with `analyzer`, or with a shared local demo-weights analyzer built on first use."""
     global _default
     if analyzer is None:
         with _default_lock:
             if _default is None:
                 _default = Analyzer()
             analyzer = _default
-    return analyzer.analyze(radiograph)
+    return analyzer.analyze(radiograph, plan)
 
 
 __all__ = ["Analyzer", "Detection", "Findings", "ModelChoice", "analyze"]

@@ -34,6 +34,8 @@ class DetectorConfig:
     confidence: float = _D["confidence"]
     iou: float = _D["iou"]
     max_detections: int = _D["max_detections"]
+    width_multiple: float | None = None  # override the yaml's channel/depth multiples: a scaled variant
+    depth_multiple: float | None = None  # (the tests use a narrow, shallow P5 to keep every cut cheap)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -66,7 +68,8 @@ class YoloDetector(StagedModel):
         super().__init__()
         self.config = config
         spec = yaml.safe_load((RESOURCES / f"{config.architecture}.yaml").read_text())
-        width, depth = float(spec["width_multiple"]), float(spec["depth_multiple"])
+        width = float(config.width_multiple or spec["width_multiple"])
+        depth = float(config.depth_multiple or spec["depth_multiple"])
         channels: dict[int, int] = {INPUT: 3}
         strides: dict[int, int] = {INPUT: 1}
         modules: list[nn.Module] = []

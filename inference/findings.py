@@ -59,6 +59,7 @@ class Findings:
     weights: dict[str, str]                      # model → "demo" or SHA-256 of the weights file
     mode: Mode = Mode.LOCAL
     split: dict[str, int] = field(default_factory=dict)   # model → cut used
+    wire: dict[str, str] = field(default_factory=dict)    # model → wire format, for models cut before n
     timing_ms: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
@@ -85,6 +86,8 @@ class Findings:
             "split": dict(self.split),
             "timing_ms": {k: round(self.timing_ms.get(k, 0.0), 2) for k in TIMING_PHASES},
         }
+        if self.wire:
+            record["wire"] = dict(self.wire)
         if self.fallback_reason:
             record["fallback_reason"] = self.fallback_reason
         return record

@@ -160,7 +160,8 @@ def demo_state_dict(model: YoloDetector | CheXNet, seed: int = DEMO_SEED) -> dic
 def _demo_key(model: nn.Module, seed: int) -> str:
     if isinstance(model, YoloDetector):
         config = model.config
-        return f"{config.architecture}-c{len(config.classes)}-s{seed}-v{DEMO_FORMAT_VERSION}"
+        scaled = f"-w{config.width_multiple}-d{config.depth_multiple}" if config.width_multiple or config.depth_multiple else ""
+        return f"{config.architecture}{scaled}-c{len(config.classes)}-s{seed}-v{DEMO_FORMAT_VERSION}"
     config = model.config
     return f"densenet121-c{len(config.classes)}-i{config.in_channels}-s{seed}-v{DEMO_FORMAT_VERSION}"
 

@@ -1,0 +1,256 @@
+"""The workstation's side of the edge: a gRPC client of an NVIDIA Triton Inference Server.
+
+Every call has a deadline; every failure becomes an `EdgeError` whose `failure` says what kind it is
+and whose message a person understands. Before a part is first used, its config on the server is
+checked against the local model (names, shapes, dtypes and the fingerprint of model and weights).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference.edge_parts import EdgePartSpec
+from inference.edge_repository import COMPUTE_TIME_OUTPUT
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$")
+
+
+class EdgeFailure(str, enum.Enum):
+    UNREACHABLE = "unreachable"
+    TLS = "tls"
+    TIMEOUT = "timeout"
+    MODEL_MISSING = "model-missing"
+    MODEL_MISMATCH = "model-mismatch"  # other shapes, dtypes, cut, or other weights (a stale repository)
+    SERVER_ERROR = "server-error"
+
+
+class EdgeError(RuntimeError):
+    def __init__(self, failure: EdgeFailure, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+        self.failure = failure
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'host:port', 'IPv4:port' or '[IPv6]:port' → (host, port); ValueError with the reason otherwise."""
+    match = _HOST_PORT.match(address.strip())
+    if not match:
+        raise ValueError(f"edge address {address!r} is not host:port (IPv6 as [addr]:port)")
+    host = match["v6"] or match["host"]
+    if match["v6"]:
+        ipaddress.IPv6Address(host)  # raises ValueError for a malformed address
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"edge port {port} is outside 1..65535")
+    return host, port
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    address: str                          # host:port of Triton's gRPC endpoint
+    tls: bool = False
+    root_certificate: Path | None = None  # CA that signed the server certificate (None: system CAs)
+    client_certificate: Path | None = None  # for mutual TLS
+    client_key: Path | None = None
+    timeout_s: float = 10.0               # bounds every request end to end
+    check_timeout_s: float = 2.0          # liveness / readiness / metadata checks
+
+    def __post_init__(self) -> None:
+        parse_address(self.address)
+        if not (0 < self.check_timeout_s and 0 < self.timeout_s):
+            raise ValueError("edge timeouts must be positive")
+        for path in (self.root_certificate, self.client_certificate, self.client_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise ValueError("mutual TLS needs both a client certificate and its key")
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    live: bool
+    ready: bool
+    version: str
+    models: tuple[str, ...]  # ready models
+    round_trip_ms: float
+
+
+@dataclass(frozen=True)
+class EdgeReply:
+    outputs: dict[str, np.ndarray]
+    round_trip_ms: float
+    edge_ms: float  # server compute for this request (from Triton's statistics); transfer = the rest
+
+
+class EdgeClient:
+    """One connection to one Triton server. Safe to share between threads."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.settings = settings
+        self._grpc = grpcclient
+        try:
+            self._client = grpcclient.InferenceServerClient(
+                url=self._url(), ssl=settings.tls,
+                root_certificates=str(settings.root_certificate) if settings.root_certificate else None,
+                private_key=str(settings.client_key) if settings.client_key else None,
+                certificate_chain=str(settings.client_certificate) if settings.client_certificate else None)
+        except Exception as exc:
+            raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
+        self._verified: set[str] = set()
+        self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
+        self._lock = threading.Lock()
+
+    def _url(self) -> str:
+        host, port = parse_address(self.settings.address)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # ------------------------------------------------------------ checks
+
+    def status(self) -> ServerStatus:
+        """Live/ready, version and ready models, each call bounded by the check timeout."""
+        started = time.perf_counter()
+        timeout = self.settings.check_timeout_s
+        live = self._call(lambda: self._client.is_server_live(client_timeout=timeout), "liveness check")
+        ready = self._call(lambda: self._client.is_server_ready(client_timeout=timeout), "readiness check")
+        meta = self._call(lambda: self._client.get_server_metadata(client_timeout=timeout), "server metadata")
+        index = self._call(lambda: self._client.get_model_repository_index(client_timeout=timeout), "model list")
+        models = tuple(sorted(m.name for m in index.models if m.state == "READY"))
+        return ServerStatus(bool(live), bool(ready), meta.version, models, (time.perf_counter() - started) * 1e3)
+
+    def verify(self, spec: EdgePartSpec) -> None:
+        """The server's part `spec.name` is ready and is the same part as ours; cached once verified."""
+        if spec.name in self._verified:
+            return
+        timeout = self.settings.check_timeout_s
+        ready = self._call(lambda: self._client.is_model_ready(spec.name, client_timeout=timeout),
+                           f"model {spec.name} readiness")
+        if not ready:
+            raise EdgeError(EdgeFailure.MODEL_MISSING, f"the edge server has no ready model {spec.name} "
+                                                       "(export it with: python main.py edge export)")
+        config = self._call(lambda: self._client.get_model_config(spec.name, client_timeout=timeout),
+                            f"model {spec.name} config").config
+        theirs = config.parameters["mededge_fingerprint"].string_value if "mededge_fingerprint" in config.parameters else ""
+        if theirs != spec.fingerprint:
+            weights = config.parameters["mededge_weights"].string_value if "mededge_weights" in config.parameters else "?"
+            raise EdgeError(EdgeFailure.MODEL_MISMATCH,
+                            f"edge model {spec.name} was exported for another model or weights "
+                            f"(edge: {weights[:12]}, here: {dict(spec.identity)['weights'][:12]}); re-export it")
+        expected = {(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs}
+        served = {(t.name, t.data_type.replace("TYPE_", "") if isinstance(t.data_type, str) else
+                   self._dtype_name(t.data_type), tuple(int(d) for d in t.dims)) for t in config.input}
+        if expected != served:
+            raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} takes {sorted(served)}, "
+                                                        f"this workstation sends {sorted(expected)}")
+        with self._lock:
+            self._verified.add(spec.name)
+            if any(o.name == COMPUTE_TIME_OUTPUT for o in config.output):
+                self._timed.add(spec.name)
+
+    @staticmethod
+    def _dtype_name(value: int) -> str:
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        return mc.DataType.Name(value).replace("TYPE_", "")
+
+    # ------------------------------------------------------------ inference
+
+    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> EdgeReply:
+        """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s`."""
+        self.verify(spec)
+        grpc = self._grpc
+        inputs = []
+        for tensor in spec.inputs:
+            array = np.ascontiguousarray(tensors[tensor.name], dtype=spec.wire.numpy_dtype)
+            entry = grpc.InferInput(tensor.name, list(array.shape), tensor.dtype)
+            entry.set_data_from_numpy(array)  # raw bytes on the wire, FP16 included
+            inputs.append(entry)
+        timed = spec.name in self._timed
+        wanted = [grpc.InferRequestedOutput(name) for name in (*outputs, *([COMPUTE_TIME_OUTPUT] if timed else []))]
+        before = None if timed else self._compute_stats(spec.name)
+        started = time.perf_counter()
+        result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
+                                                       client_timeout=self.settings.timeout_s),
+                            f"inference on {spec.name}", timeout=self.settings.timeout_s)
+        round_trip = (time.perf_counter() - started) * 1e3
+        arrays = {name: result.as_numpy(name) for name in outputs}
+        for name, array in arrays.items():
+            if array is None:
+                raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} returned no {name!r}")
+        if timed:
+            edge_ms = float(result.as_numpy(COMPUTE_TIME_OUTPUT)[0, 0])
+        else:
+            edge_ms = self._stats_compute_ms(spec.name, before)
+        return EdgeReply(arrays, round_trip, min(max(edge_ms, 0.0), round_trip))
+
+    def _compute_stats(self, model: str) -> tuple[int, int] | None:
+        """(requests completed, cumulative compute ns) of `model` from Triton's statistics."""
+        try:
+            stats = self._client.get_inference_statistics(model, client_timeout=self.settings.check_timeout_s)
+        except Exception:
+            return None
+        for entry in stats.model_stats:
+            s = entry.inference_stats
+            return s.success.count, s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns
+        return None
+
+    def _stats_compute_ms(self, model: str, before: tuple[int, int] | None) -> float:
+        """A stock Triton's compute time for the last request: its statistics are updated just after the
+        response, so poll briefly until the request is counted; 0 when that does not happen."""
+        if before is None:
+            return 0.0
+        for _ in range(10):
+            after = self._compute_stats(model)
+            if after is not None and after[0] > before[0]:
+                return (after[1] - before[1]) / 1e6 / (after[0] - before[0])
+            time.sleep(0.002)
+        return 0.0
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------ errors
+
+    def _call(self, function, what: str, timeout: float | None = None):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return function()
+        except InferenceServerException as exc:
+            raise self._translate(exc, what, timeout or self.settings.check_timeout_s) from exc
+        except Exception as exc:  # grpc internals on odd failures
+            raise EdgeError(EdgeFailure.SERVER_ERROR, f"{what} failed: {exc}") from exc
+
+    def _translate(self, exc, what: str, timeout: float) -> EdgeError:
+        status = str(exc.status() or "")
+        text = str(exc.message() if hasattr(exc, "message") else exc)
+        where = self.settings.address
+        lowered = text.lower()
+        if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
+            return EdgeError(EdgeFailure.TIMEOUT, f"the edge server at {where} did not answer the {what} "
+                                                  f"within {timeout:g} s")
+        if any(k in lowered for k in ("ssl", "tls", "handshake", "certificate")):
+            mode = "TLS" if self.settings.tls else "plaintext"
+            return EdgeError(EdgeFailure.TLS, f"TLS problem talking to {where} ({mode} client): {text[:160]}")
+        if "UNAVAILABLE" in status:
+            if self.settings.tls is False and ("socket closed" in lowered or "connection reset" in lowered):
+                return EdgeError(EdgeFailure.TLS, f"{where} closed the connection: the server may require TLS "
+                                                  "(turn TLS on in Settings)")
+            cause = "connection refused" if "failed to connect" in lowered or "refused" in lowered else text[:120]
+            return EdgeError(EdgeFailure.UNREACHABLE, f"edge server {where} unreachable ({cause})")
+        if "NOT_FOUND" in status or "unknown model" in lowered or "is not found" in lowered:
+            return EdgeError(EdgeFailure.MODEL_MISSING, f"{what}: the edge server has no such model ({text[:120]})")
+        if "INVALID_ARG" in status and ("shape" in lowered or "datatype" in lowered or "expected" in lowered):
+            return EdgeError(EdgeFailure.MODEL_MISMATCH, f"{what}: the edge refused the tensors ({text[:160]})")
+        return EdgeError(EdgeFailure.SERVER_ERROR, f"{what} failed on the edge: {text[:160]}")

@@ -1,0 +1,195 @@
+"""Edge parts: stages [k, n) of a model as one ONNX graph with named inputs and outputs.
+
+The inputs are the tensors crossing cut k (`image` at cut 0, else `tNN` for stage NN's output), in the
+chosen wire precision; the outputs are the model's results in FP32: the detector's decoded `output`
+[N, 5 + classes], the classifier's `probabilities` and (when computed there) its last `features` for
+the heat maps. Every dimension but the batch is fixed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from inference.classifier import CheXNet
+from inference.detector import YoloDetector
+from inference.stages import INPUT, StagedModel
+
+ONNX_OPSET = 17
+FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to the input size
+
+
+class ModelKind(str, enum.Enum):
+    DETECTOR = "detector"
+    CLASSIFIER = "classifier"
+
+
+class WireFormat(str, enum.Enum):
+    """Precision of the tensors sent to the edge. FP16 halves the bytes; the edge computes in FP32."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(np.float32 if self is WireFormat.FP32 else np.float16)
+
+    @property
+    def triton_dtype(self) -> str:
+        return "FP32" if self is WireFormat.FP32 else "FP16"
+
+
+def tensor_name(index: int) -> str:
+    return "image" if index == INPUT else f"t{index:02d}"
+
+
+def kind_of(model: StagedModel) -> ModelKind:
+    return ModelKind.DETECTOR if isinstance(model, YoloDetector) else ModelKind.CLASSIFIER
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # without the batch dimension
+    dtype: str              # Triton data type: FP32 or FP16
+
+
+@dataclass(frozen=True)
+class EdgePartSpec:
+    """Everything the workstation and the edge must agree on for one edge part."""
+
+    kind: ModelKind
+    cut: int
+    wire: WireFormat
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    identity: tuple[tuple[str, str], ...]  # architecture, input size, classes, weights: the model it belongs to
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.value}_cut{self.cut:02d}_{self.wire.value}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the identity: a stale repository (other weights, size or classes) shows here."""
+        text = ";".join(f"{k}={v}" for k, v in self.identity)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes sent per image at this cut in this wire format."""
+        return sum(int(np.prod(t.shape)) * self.wire.numpy_dtype.itemsize for t in self.inputs)
+
+
+def model_input_shape(model: StagedModel) -> tuple[int, ...]:
+    if isinstance(model, YoloDetector):
+        return (3, model.config.input_size, model.config.input_size)
+    return (model.config.in_channels, model.config.input_size, model.config.input_size)
+
+
+def output_names(model: StagedModel, cut: int) -> tuple[str, ...]:
+    if isinstance(model, YoloDetector):
+        return ("output",)
+    # The heat maps need the last dense features; the edge returns them when it computed them.
+    return ("probabilities", "features") if cut <= model.features_stage else ("probabilities",)
+
+
+def identity_of(model: StagedModel, weights: str) -> tuple[tuple[str, str], ...]:
+    config = model.config
+    if isinstance(model, YoloDetector):
+        return (("model", "detector"), ("architecture", config.architecture),
+                ("width", str(config.width_multiple or "")), ("depth", str(config.depth_multiple or "")),
+                ("input_size", str(config.input_size)), ("classes", ",".join(config.classes)), ("weights", weights))
+    return (("model", "classifier"), ("architecture", "densenet121"), ("input_size", str(config.input_size)),
+            ("in_channels", str(config.in_channels)), ("classes", ",".join(config.classes)), ("weights", weights))
+
+
+def sample_input(model: StagedModel, batch: int = 1) -> torch.Tensor:
+    """A deterministic smooth image in the model's input scale (real radiographs are smooth too;
+    white noise drives untrained weights far outside their range)."""
+    generator = torch.Generator().manual_seed(3)
+    channels, rows, cols = model_input_shape(model)
+    coarse = torch.rand(batch, 1, 8, 8, generator=generator)
+    image = nn.functional.interpolate(coarse, size=(rows, cols), mode="bilinear", align_corners=False)
+    if isinstance(model, CheXNet):
+        image = (image - 0.449) / 0.226 if model.config.normalisation == "imagenet" else image * 2048 - 1024
+    return image.expand(batch, channels, rows, cols).contiguous()
+
+
+def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> EdgePartSpec:
+    """The spec of stages [cut, n): input and output shapes measured by running the model once."""
+    if not 0 <= cut < model.stage_count:
+        raise ValueError(f"cut {cut}: an edge part needs 0 <= cut < {model.stage_count} for this model")
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        crossing = model.run_stages({INPUT: sample_input(model).to(device)}, 0, cut)
+        outputs = EdgePart(model, cut, WireFormat.FP32)(*crossing.values())
+    inputs = tuple(TensorSpec(tensor_name(i), tuple(t.shape[1:]), wire.triton_dtype) for i, t in crossing.items())
+    outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32") for name, t in zip(output_names(model, cut), outputs))
+    return EdgePartSpec(kind_of(model), cut, wire, inputs, outs, identity_of(model, weights))
+
+
+class EdgePart(nn.Module):
+    """Stages [cut, n) of `model`: crossing tensors in (in `wire` precision), FP32 results out."""
+
+    def __init__(self, model: StagedModel, cut: int, wire: WireFormat) -> None:
+        super().__init__()
+        self.model = model
+        self.cut = cut
+        self.wire = wire
+        self.crossing = model.crossing(cut)
+        self.names = output_names(model, cut)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
+        last = self.model.stage_count - 1
+        keep = [self.model.features_stage] if "features" in self.names else []
+        result = self.model.run_stages(dict(zip(self.crossing, tensors)), self.cut, last + 1, keep=keep)
+        if "features" in self.names:
+            return result[last], result[self.model.features_stage]
+        return (result[last],)
+
+
+def export_part(model: StagedModel, spec: EdgePartSpec, path: Path) -> None:
+    """Write the edge part as ONNX and check it against PyTorch on a sample; raise if they differ."""
+    import onnxruntime
+
+    part = EdgePart(model, spec.cut, spec.wire).eval()
+    with torch.inference_mode():
+        crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
+    args = tuple(t.to(torch.float16) if spec.wire is WireFormat.FP16 else t for t in crossing.values())
+    names_in = [t.name for t in spec.inputs]
+    names_out = [t.name for t in spec.outputs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter (dynamo=False) on purpose: the dynamo one needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(part, args, str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=names_in, output_names=names_out,
+                          dynamic_axes={name: {0: "batch"} for name in names_in + names_out})
+        expected = part(*args)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(names_out, {n: a.numpy() for n, a in zip(names_in, args)})
+    for name, want, have in zip(names_out, expected, got):
+        difference = part_difference(spec.kind, name, want.numpy(), have, model_input_shape(model)[-1])
+        if difference > FP32_TOLERANCE:
+            raise RuntimeError(f"{spec.name}: ONNX output {name!r} differs from PyTorch by {difference:.2e}")
+
+
+def part_difference(kind: ModelKind, name: str, a: np.ndarray, b: np.ndarray, input_size: int) -> float:
+    """Largest difference on the scale results are judged on: box coordinates as a fraction of the
+    input size, scores and probabilities as they are, features relative to their range."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if kind is ModelKind.DETECTOR and name == "output":
+        boxes = np.abs(a[..., :4] - b[..., :4]).max() / input_size
+        return float(max(boxes, np.abs(a[..., 4:] - b[..., 4:]).max()))
+    if name == "features":
+        return float(np.abs(a - b).max() / max(np.abs(a).max(), 1.0))
+    return float(np.abs(a - b).max())

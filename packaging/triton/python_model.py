@@ -1,0 +1,64 @@
+"""Triton Python-backend model that serves one MedEdge edge part (`model.onnx` beside it) with onnxruntime.
+
+`python main.py edge serve` places this file next to each exported `model.onnx`: the same ONNX and the
+same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
+wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# The backend stub runs Python isolated (PYTHONPATH ignored): the launcher names the environment whose
+# packages (numpy 1.x, onnxruntime) this model uses; they go first, before the interpreter's own.
+for folder in reversed(os.environ.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep)):
+    if folder and folder not in sys.path:
+        sys.path.insert(0, folder)
+
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.inputs = [tensor["name"] for tensor in config["input"]]
+        # `edge_compute_ms` is added by the launcher (not in the ONNX): this part's compute time, so the
+        # workstation can tell edge time from transfer time for every request.
+        self.outputs = [t["name"] for t in config["output"] if t["name"] != "edge_compute_ms"]
+        self.report_time = any(t["name"] == "edge_compute_ms" for t in config["output"])
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        options = onnxruntime.SessionOptions()
+        threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
+        if threads:
+            options.intra_op_num_threads = threads
+        available = onnxruntime.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+    def execute(self, requests):
+        # Requests the dynamic batcher grouped are run as one batch, then split again.
+        feeds, sizes, responses = {}, [], [None] * len(requests)
+        try:
+            arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
+                      for r in requests]
+            sizes = [a[0].shape[0] for a in arrays]
+            feeds = {name: np.concatenate([a[i] for a in arrays]) for i, name in enumerate(self.inputs)}
+            started = time.perf_counter()
+            results = self.session.run(self.outputs, feeds)
+            compute_ms = (time.perf_counter() - started) * 1e3
+        except Exception as exc:  # e.g. a tensor of another shape: every request gets the reason
+            error = pb_utils.TritonError(f"edge part failed: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        start = 0
+        for index, size in enumerate(sizes):
+            tensors = [pb_utils.Tensor(name, result[start:start + size].copy())
+                       for name, result in zip(self.outputs, results)]
+            if self.report_time:
+                tensors.append(pb_utils.Tensor("edge_compute_ms", np.full((size, 1), compute_ms, np.float32)))
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start += size
+        return responses

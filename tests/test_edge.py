@@ -1,0 +1,259 @@
+"""Split inference against a real Triton server (nvidia-pytriton's tritonserver) on loopback ports.
+
+A narrow, shallow YOLOv4-P5 (same layer list, width 0.25, depth 0.33, 128 px) keeps every cut of
+the detector cheap; CheXNet is the real DenseNet-121. Every cut of both models, in both wire formats,
+is served and compared with the local result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from conftest import ROOT
+from inference.analyze import Analyzer, ModelChoice
+from inference.detector import DetectorConfig
+from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
+from inference.edge_parts import WireFormat
+from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
+from inference.edge_server import EdgeServer, EdgeServerError
+from inference.findings import Mode
+from inference.plan import ModelPlan, Plan
+from inference.postprocess import box_iou
+from viewer.loader import load_radiograph
+
+TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
+pytestmark = pytest.mark.timeout(900)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_server(repository: Path, work: Path) -> EdgeServer:
+    grpc, http, metrics = free_ports(3)
+    overlay = python_backend_overlay(repository, work / "serve")
+    assert overlay
+    server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+                        metrics_port=metrics)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(ModelChoice(detector=TINY))
+
+
+@pytest.fixture(scope="module")
+def every_part_server(analyzer, tmp_path_factory):
+    """A real Triton serving every cut of both models in FP32 and FP16."""
+    root = tmp_path_factory.mktemp("edge")
+    requests = [PartRequest(model, weights, cut, wire)
+                for model, weights in ((analyzer.detector, analyzer.detector_source),
+                                       (analyzer.classifier, analyzer.classifier_weights.source))
+                for cut in range(model.stage_count) for wire in WireFormat]
+    write_repository(root / "repository", requests, gpu=False)
+    server = start_server(root / "repository", root)
+    client = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60))
+    analyzer.edge = client
+    yield server
+    analyzer.edge = None
+    client.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def radiograph(shared_cxr):
+    return load_radiograph(shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+
+
+def _matched(local, remote, min_iou: float, score_tolerance: float) -> None:
+    """Every clear local detection (not at the threshold's edge) has a remote one with a score within
+    `score_tolerance` and a box at IoU >= `min_iou` (boxes clipped to the image can coincide, so the
+    score picks the partner)."""
+    remote_boxes = np.array([d.box_xyxy for d in remote]).reshape(-1, 4)
+    remote_scores = np.array([d.score for d in remote])
+    for detection in local:
+        if detection.score < TINY.confidence + 0.01:
+            continue
+        close = np.abs(remote_scores - detection.score) <= score_tolerance
+        assert close.any(), detection
+        iou = box_iou(np.array(detection.box_xyxy), remote_boxes[close])
+        assert iou.max() >= min_iou, (detection, iou.max())
+
+
+def test_every_cut_of_both_models_matches_local(analyzer, every_part_server, radiograph):
+    local = analyzer.analyze(radiograph)
+    assert local.mode is Mode.LOCAL and len(local.detections) >= 3  # enough boxes to compare
+    n_det, n_cls = analyzer.detector.stage_count, analyzer.classifier.stage_count
+    for wire in WireFormat:
+        for cut in range(n_det):
+            plan = Plan(ModelPlan(cut, wire), ModelPlan(min(cut, n_cls - 1), wire))
+            split = analyzer.analyze(radiograph, plan, allow_fallback=False)
+            assert split.mode is (Mode.EDGE if cut == 0 else Mode.DISTRIBUTED)
+            assert split.split == {"detector": cut, "classifier": min(cut, n_cls - 1)}
+            assert split.timing_ms["edge"] > 0 and split.timing_ms["transfer"] > 0
+            difference = max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items())
+            if wire is WireFormat.FP32:
+                assert difference <= 1e-4, (cut, difference)
+                assert len(split.detections) == len(local.detections)
+                _matched(local.detections, split.detections, 0.999, 1e-4)
+                heat = split.heat_map("Effusion") - local.heat_map("Effusion")
+                assert np.abs(heat).max() <= 1e-3
+            else:
+                assert difference <= 1e-2, (cut, difference)
+                _matched(local.detections, split.detections, 0.9, 1e-2)
+
+
+def test_neck_cuts_send_several_tensors(analyzer, every_part_server):
+    spec = analyzer.part(analyzer.detector, 15, WireFormat.FP32)
+    assert [t.name for t in spec.inputs] == ["t06", "t11", "t13", "t14"]
+    client = analyzer.edge
+    client.verify(spec)  # the served config has the same four inputs
+    config = client._client.get_model_config(spec.name).config
+    assert [i.name for i in config.input] == ["t06", "t11", "t13", "t14"]
+
+
+def test_client_checks_and_errors(analyzer, every_part_server):
+    status = analyzer.edge.status()
+    assert status.live and status.ready and status.version
+    assert "detector_cut06_fp32" in status.models and "classifier_cut07_fp16" in status.models
+    missing = analyzer.part(analyzer.detector, 6, WireFormat.FP32)
+    stranger = type(missing)(missing.kind, missing.cut, missing.wire, missing.inputs, missing.outputs,
+                             (("weights", "0123456789abcdef"),))
+    fresh = EdgeClient(EdgeSettings(every_part_server.grpc_address))
+    with pytest.raises(EdgeError, match="exported for another model or weights") as info:
+        fresh.verify(stranger)
+    assert info.value.failure is EdgeFailure.MODEL_MISMATCH
+    nowhere = EdgeClient(EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", check_timeout_s=1))
+    with pytest.raises(EdgeError, match="unreachable") as info:
+        nowhere.status()
+    assert info.value.failure is EdgeFailure.UNREACHABLE
+
+
+def test_address_parsing():
+    assert parse_address("edge.hospital.local:8001") == ("edge.hospital.local", 8001)
+    assert parse_address("10.1.2.3:8001") == ("10.1.2.3", 8001)
+    assert parse_address("[::1]:8001") == ("::1", 8001)
+    for bad in ("edge", "edge:0", "edge:70000", "[::zz]:8001", "http://edge:8001", "::1:8001"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_port_in_use_is_refused(every_part_server, tmp_path):
+    busy = EdgeServer(tmp_path, tmp_path / "run", host="127.0.0.1", grpc_port=every_part_server.grpc_port,
+                      http_port=free_ports(1)[0], metrics_port=free_ports(1)[0])
+    with pytest.raises(EdgeServerError, match=f"gRPC port {every_part_server.grpc_port} already in use"):
+        busy.start()
+
+
+# ------------------------------------------------------------ the command line, as IT staff and users run it
+
+
+def _python(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
+    out = tmp_path / "repository"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(out),
+                           "--models", "classifier", "--cuts", "0,7", "--wire", "fp32,fp16"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parts"] == ["classifier_cut00_fp32", "classifier_cut00_fp16",
+                                                "classifier_cut07_fp32", "classifier_cut07_fp16"]
+    config = text_format.Parse((out / "classifier_cut07_fp16/config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size >= 1
+    assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input] == \
+        [("t06", "TYPE_FP16", [512, 7, 7])]
+    assert [o.name for o in config.output] == ["probabilities", "features"]
+    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    import onnx
+
+    graph = onnx.load(str(out / "classifier_cut07_fp16/1/model.onnx")).graph
+    assert [i.name for i in graph.input] == ["t06"] and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert "docker run" in (out / "README.md").read_text() and "8001" in (out / "README.md").read_text()
+
+    # The same files, through `edge serve --repository`, in a real server: the serve path loads what export wrote.
+    grpc, http, metrics = free_ports(3)
+    server = _python("edge", "serve", "--repository", str(out), "--host", "127.0.0.1", "--grpc-port", str(grpc),
+                     "--http-port", str(http), "--metrics-port", str(metrics))
+    try:
+        lines = []
+        while not any("stop with" in line for line in lines):
+            line = server.stdout.readline()
+            assert line, server.stderr.read()
+            lines.append(line)
+        assert f"127.0.0.1:{grpc}" in lines[0] and "classifier_cut07_fp16" in lines[1]
+        served = text_format.Parse(
+            (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/serve-{grpc}/classifier_cut07_fp16/config.pbtxt").read_text(),
+            mc.ModelConfig())
+        assert served.backend == "python" and list(served.input) == list(config.input)
+        # Same outputs, plus the compute time the Python-backend model reports per request.
+        assert list(served.output)[:-1] == list(config.output) and served.output[-1].name == "edge_compute_ms"
+        assert (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/serve-{grpc}/classifier_cut07_fp16/1/model.onnx"
+                ).resolve() == (out / "classifier_cut07_fp16/1/model.onnx").resolve()
+        done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer",
+                               str(shared_cxr / "dicom/CR-MONO1-10-chest"), "--edge", f"127.0.0.1:{grpc}",
+                               "--split", "detector:32,classifier:7", "--wire", "fp16", "--no-fallback"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert record["mode"] == "distributed" and record["split"] == {"detector": 32, "classifier": 7}
+        assert record["wire"] == {"classifier": "fp16"} and record["timing_ms"]["edge"] > 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert "edge server stopped" in server.stdout.read()
+
+
+def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
+    """Stop the edge after the first results: every remaining study completes locally and says why."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    source = (shared_cxr / "raster/txv_nih_00027426_000_512px.png").read_bytes()
+    for index in range(6):
+        (studies / f"study{index}.png").write_bytes(source)
+    model = Analyzer(ModelChoice(detector=TINY))
+    repository = tmp_path / "repository"
+    write_repository(repository, [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)],
+                     gpu=False)
+    server = start_server(repository, tmp_path)
+    infer = _python("infer", str(studies), "--edge", server.grpc_address, "--split", "detector:32,classifier:7",
+                    "--timeout", "5")
+    records = []
+    try:
+        for line in infer.stdout:
+            records.append(json.loads(line))
+            if len(records) == 2:
+                server.stop()
+    finally:
+        server.stop()
+        infer.wait(timeout=300)
+    assert infer.returncode == 0, infer.stderr.read()
+    assert [Path(r["path"]).name for r in records] == [f"study{i}.png" for i in range(6)]
+    assert [r["mode"] for r in records[:2]] == ["distributed", "distributed"]
+    assert all(r["mode"] == "local-fallback" and "unreachable" in r["fallback_reason"] for r in records[3:])
+    assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
+    assert all(r["probabilities"] == records[0]["probabilities"] for r in records)  # same study, same answer

@@ -240,6 +240,9 @@ class EdgeClient:
         if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
             return EdgeError(EdgeFailure.TIMEOUT, f"the edge server at {where} did not answer the {what} "
                                                   f"within {timeout:g} s")
+        if self.settings.tls and "handshake" in lowered:
+            return EdgeError(EdgeFailure.TLS, f"TLS handshake with {where} failed: its certificate is not trusted "
+                                              "by the configured CA, or not issued for this address")
         if any(k in lowered for k in ("ssl", "tls", "handshake", "certificate")):
             mode = "TLS" if self.settings.tls else "plaintext"
             return EdgeError(EdgeFailure.TLS, f"TLS problem talking to {where} ({mode} client): {text[:160]}")

@@ -257,3 +257,72 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
     assert all(r["mode"] == "local-fallback" and "unreachable" in r["fallback_reason"] for r in records[3:])
     assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
     assert all(r["probabilities"] == records[0]["probabilities"] for r in records)  # same study, same answer
+
+
+def test_no_fallback_fails_with_exit_3_and_the_reason(shared_cxr):
+    port = free_ports(1)[0]  # nothing listens there
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           str(shared_cxr / "raster/txv_nih_00027426_000_512px.png"), "--edge", f"127.0.0.1:{port}",
+                           "--detector-size", "128", "--no-fallback"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 3
+    assert "unreachable" in done.stderr and "Traceback" not in done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 1 and "unreachable" in lines[0]["error"]
+    # Without --no-fallback the same studies complete locally, marked as such.
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           "--edge", f"127.0.0.1:{port}", "--detector-size", "128"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0
+    record = json.loads(done.stdout)
+    assert record["mode"] == "local-fallback" and "unreachable" in record["fallback_reason"]
+    assert record["split"] == {"detector": 6, "classifier": 7}  # --split auto's documented cuts
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A test CA, a server certificate it signed for 127.0.0.1/localhost, and an unrelated CA."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN=MedEdge test {ca}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=localhost")
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return {name: folder / name for name in ("ca.pem", "other-ca.pem", "server.pem", "server.key")}
+
+
+def test_tls_edge(tmp_path, shared_cxr):
+    from inference.edge_server import TlsFiles
+
+    files = _certificates(tmp_path)
+    model = Analyzer(ModelChoice(detector=TINY))
+    write_repository(tmp_path / "repository",
+                     [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP16)], gpu=False)
+    python_backend_overlay(tmp_path / "repository", tmp_path / "serve")
+    grpc, http, metrics = free_ports(3)
+    server = EdgeServer(tmp_path / "serve", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+                        metrics_port=metrics, tls=TlsFiles(files["server.pem"], files["server.key"]))
+    server.start()
+    try:
+        secure = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["ca.pem"]))
+        assert secure.status().ready
+        model.edge = secure
+        findings = model.analyze(load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                                 Plan(ModelPlan(model.detector.stage_count), ModelPlan(7, WireFormat.FP16)),
+                                 allow_fallback=False)
+        assert findings.mode is Mode.DISTRIBUTED
+        plaintext = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", check_timeout_s=2))
+        with pytest.raises(EdgeError) as info:
+            plaintext.status()
+        assert info.value.failure is EdgeFailure.TLS and "requires TLS" in str(info.value)
+        stranger = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["other-ca.pem"],
+                                           check_timeout_s=2))
+        with pytest.raises(EdgeError) as info:
+            stranger.status()
+        assert info.value.failure is EdgeFailure.TLS and "not trusted" in str(info.value)
+    finally:
+        server.stop()

@@ -318,7 +318,7 @@ def test_tls_edge(tmp_path, shared_cxr):
         plaintext = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", check_timeout_s=2))
         with pytest.raises(EdgeError) as info:
             plaintext.status()
-        assert info.value.failure is EdgeFailure.TLS and "requires TLS" in str(info.value)
+        assert info.value.failure is EdgeFailure.TLS and "require TLS" in str(info.value)
         stranger = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["other-ca.pem"],
                                            check_timeout_s=2))
         with pytest.raises(EdgeError) as info:

@@ -256,9 +256,13 @@ def _edge_serve(args: argparse.Namespace) -> int:
 
 
 def _gui(args: argparse.Namespace) -> int:
+    if args.screenshot:
+        import os
+
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a screenshot needs no screen
     from app.main_window import run_viewer
 
-    return run_viewer(args.files)
+    return run_viewer(args.files, screenshot=args.screenshot)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -330,6 +334,8 @@ def _parser() -> argparse.ArgumentParser:
 def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mededge", description="Open the viewer (see `mededge --help-commands`).")
     parser.add_argument("files", nargs="*", metavar="FILE", help="DICOM, PNG, JPEG or TIFF files or folders to open")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="open FILES, analyse the first with the current "
+                        "settings, render the window at 1440×900 into OUT.png and exit")
     parser.set_defaults(run=_gui)
     return parser
 

@@ -1,75 +1,385 @@
-"""The main window: open radiographs and read them. (AI, study list and settings come with later issues.)"""
+"""The main window: study list, canvas, findings, tag browser, status bar. Wires widgets to the loader and
+the analysis service; holds no pixel or model logic of its own."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QSlider, QToolBar, QWidget, QHBoxLayout)
 
+from app.analysis import AnalysisService, check_edge
+from app.findings_panel import DEMO_BANNER, FindingsPanel, timing_text
+from app.settings import AppSettings, load_settings, save_settings
 from app.workers import Worker, start
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.radiograph import Radiograph
-from viewer.widgets.canvas import RadiographCanvas
+from viewer.widgets.canvas import PRESETS, RadiographCanvas
+from viewer.widgets.study_list import StudyList
+from viewer.widgets.tag_browser import TagBrowser
 
 FILE_FILTER = "Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
+SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
+    ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Export view as PNG", "Ctrl+E"),
+    ("Analyze", "F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"), ("1:1 pixels", "1"),
+    ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
+    ("Flip vertically", "V"), ("Distance tool", "M"), ("Show boxes", "B"), ("Settings", "Ctrl+,"),
+    ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
+    ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
+]
+_KEYS = dict(SHORTCUTS)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(self, store: QSettings | None = None) -> None:
+        """`store`: where settings persist (default: the user's QSettings; tests pass their own file)."""
         super().__init__()
         self.setWindowTitle("MedEdge Viewer")
+        self.setAcceptDrops(True)
+        self.store = store
+        settings, settings_problem = load_settings(store)
+        self.settings = settings
+        self.radiographs: dict[str, Radiograph] = {}
+        self.findings: dict[str, object] = {}
+        self.current: str | None = None
+        self._workers: set[Worker] = set()  # running loaders (their signals must stay alive)
+
         self.canvas = RadiographCanvas(self)
         self.setCentralWidget(self.canvas)
-        self.info_label = QLabel("Open a radiograph (Ctrl+O)")
-        self.statusBar().addWidget(self.info_label, 1)
-        self._workers: set[Worker] = set()  # keep running workers (and their signals) alive
+        self.banner = QLabel(DEMO_BANNER)
+        self.banner.setStyleSheet("background:#b00020;color:white;font-weight:bold;padding:4px;")
+        self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.study_list = StudyList(self)
+        self.findings_panel = FindingsPanel(self)
+        self.findings_panel.thresholds = dict(settings.finding_thresholds)
+        self.tag_browser = TagBrowser(self)
+        self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Findings", self.findings_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("DICOM tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
 
-        open_action = QAction("&Open…", self, shortcut=QKeySequence.StandardKey.Open)
-        open_action.triggered.connect(self.choose_files)
-        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(open_action)
-        file_menu.addAction(quit_action)
+        self.analysis = AnalysisService(settings, self)
+        self.analysis.progress.connect(self._analysis_progress)
+        self.analysis.finished.connect(self._analysis_finished)
+        self.analysis.failed.connect(self._analysis_failed)
+        self.analysis.cancelled.connect(self._analysis_cancelled)
+
+        self._build_status_bar()
+        self._build_actions()
+        self._build_toolbar()
+        self.study_list.studyChosen.connect(self.show_study)
+        self.canvas.cursorMoved.connect(self.cursor_label.setText)
+        self.canvas.measured.connect(lambda text: self.statusBar().showMessage(f"Distance {text}", 5000))
+        self.findings_panel.findingSelected.connect(self._show_heat_map)
+        self.findings_panel.thresholdChanged.connect(self._threshold_changed)
+        self._update_banner()
+        self.edge_timer = QTimer(self, interval=30_000)
+        self.edge_timer.timeout.connect(self.check_edge)
+        self.edge_timer.start()
+        self.check_edge()
+        if settings_problem:
+            self.statusBar().showMessage(settings_problem, 10_000)
+
+    # ------------------------------------------------------------ layout
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        self.cursor_label = QLabel("")
+        self.edge_label = QLabel("Edge: …")
+        self.mode_label = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(120)
+        self.progress.setVisible(False)
+        bar = self.statusBar()
+        bar.addWidget(self.cursor_label, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.mode_label)
+        bar.addPermanentWidget(self.edge_label)
+
+    def _action(self, name: str, slot, checkable: bool = False) -> QAction:
+        action = QAction(name, self, checkable=checkable)
+        if name in _KEYS:
+            action.setShortcut(QKeySequence(_KEYS[name]))
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work wherever the focus is
+        return action
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file = menu.addMenu("&File")
+        file.addAction(self._action("Open files", self.choose_files))
+        file.addAction(self._action("Open folder", self.choose_folder))
+        self.recent_menu = file.addMenu("Open recent")
+        self._refresh_recent()
+        file.addAction(self._action("Export view as PNG", self.choose_export))
+        file.addSeparator()
+        file.addAction(self._action("Settings", self.open_settings))
+        file.addAction(self._action("Quit", self.close))
+
+        view = menu.addMenu("&View")
+        view.addAction(self._action("Fit to window", self.canvas.fit))
+        view.addAction(self._action("1:1 pixels", self.canvas.one_to_one))
+        self.invert_action = self._action("Invert", lambda checked: self.canvas.set_invert(checked), checkable=True)
+        view.addAction(self.invert_action)
+        view.addAction(self._action("Rotate right", lambda: self.canvas.rotate(90)))
+        view.addAction(self._action("Rotate left", lambda: self.canvas.rotate(-90)))
+        view.addAction(self._action("Flip horizontally", lambda: self.canvas.flip(horizontal=True)))
+        view.addAction(self._action("Flip vertically", lambda: self.canvas.flip(horizontal=False)))
+        presets = view.addMenu("Window preset")
+        for preset in PRESETS:
+            presets.addAction(self._action(f"Preset: {preset}", lambda _=False, p=preset: self.canvas.apply_preset(p)))
+        view.addAction(self._action("Distance tool", self.canvas.start_ruler))
+
+        ai = menu.addMenu("&AI")
+        self.analyze_action = self._action("Analyze", self.analyze_current)
+        self.cancel_action = self._action("Cancel analysis", self.analysis.cancel)
+        self.boxes_action = self._action("Show boxes", lambda checked: self.canvas.set_boxes_visible(checked),
+                                         checkable=True)
+        self.boxes_action.setChecked(True)
+        self.auto_action = QAction("Analyze on open", self, checkable=True)
+        self.auto_action.setChecked(self.settings.auto_analyze)
+        self.auto_action.toggled.connect(self._set_auto_analyze)
+        for action in (self.analyze_action, self.cancel_action, self.boxes_action, self.auto_action):
+            ai.addAction(action)
+
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self._action("Keyboard shortcuts", self.show_shortcuts))
+
+    def _build_toolbar(self) -> None:
+        toolbar = QToolBar("Tools", self)
+        toolbar.setObjectName("Tools")
+        self.addToolBar(toolbar)
+        for action in (self.analyze_action, self.cancel_action, self.boxes_action):
+            toolbar.addAction(action)
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" Confidence "))
+        self.confidence_slider = QSlider(Qt.Orientation.Horizontal)
+        self.confidence_slider.setRange(1, 99)
+        self.confidence_slider.setValue(round(self.settings.confidence * 100))
+        self.confidence_slider.setMaximumWidth(160)
+        self.confidence_label = QLabel(f"{self.settings.confidence:.2f}")
+        self.confidence_slider.valueChanged.connect(self._confidence_changed)
+        toolbar.addWidget(self.confidence_slider)
+        toolbar.addWidget(self.confidence_label)
+        toolbar.addWidget(QLabel("  Heat map opacity "))
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(45)
+        self.opacity_slider.setMaximumWidth(120)
+        self.opacity_slider.valueChanged.connect(lambda v: self.canvas.set_heat_opacity(v / 100))
+        toolbar.addWidget(self.opacity_slider)
+        holder = QWidget()
+        row = QHBoxLayout(holder)
+        row.setContentsMargins(8, 0, 0, 0)
+        row.addWidget(self.banner)
+        toolbar.addWidget(holder)
+
+    # ------------------------------------------------------------ opening
 
     def choose_files(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open radiograph", "", FILE_FILTER)
-        if path:
-            self.open_path(path)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open radiographs", "", FILE_FILTER)
+        self.open_paths(paths)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder")
+        if folder:
+            self.open_paths([folder])
+
+    def open_paths(self, paths: list[str]) -> list[Worker]:
+        """Files load in the background (folders: their files); the first one opened is shown."""
+        files: list[str] = []
+        for path in paths:
+            folder = Path(path)
+            files += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [str(path)]
+        return [self._load(path, show=index == 0) for index, path in enumerate(files)]
 
     def open_path(self, path: str | Path) -> Worker:
-        """Load in the background; the window stays responsive and shows the result or the reason."""
-        self.info_label.setText(f"Loading {Path(path).name}…")
+        return self._load(str(path), show=True)
+
+    def _load(self, path: str, show: bool) -> Worker:
+        self.statusBar().showMessage(f"Loading {Path(path).name}…")
         worker = Worker(load_radiograph, path)
-        worker.signals.returned.connect(self._show)
-        worker.signals.errored.connect(lambda exc, p=path: self._show_error(p, exc))
+        worker.signals.returned.connect(lambda r, s=show: self._loaded(r, s))
+        worker.signals.errored.connect(lambda exc, p=path: self._load_failed(p, exc))
         worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
         self._workers.add(worker)
         return start(worker)
 
-    def _show(self, radiograph: Radiograph) -> None:
-        self.canvas.show_radiograph(radiograph)
-        info = radiograph.info
-        parts = [Path(radiograph.path).name, info.modality, info.view_position,
-                 f"{radiograph.columns}×{radiograph.rows}",
-                 f"W {radiograph.window.center:g}/{radiograph.window.width:g} ({radiograph.window_source.value})"]
-        if radiograph.pixel_spacing_mm:
-            parts.append(f"{radiograph.pixel_spacing_mm[0]:.3g} mm/px ({radiograph.spacing_source.value})")
-        self.info_label.setText("  ·  ".join(p for p in parts if p))
+    def _loaded(self, radiograph: Radiograph, show: bool) -> None:
+        self.radiographs[radiograph.path] = radiograph
+        self.study_list.add(radiograph)
+        self.settings = self.settings.with_recent(radiograph.path)
+        self._refresh_recent()
+        self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
+        if show:
+            self.show_study(radiograph.path)
+        if self.auto_action.isChecked():
+            self.analyze(radiograph)
 
-    def _show_error(self, path: str | Path, exc: BaseException) -> None:
+    def _load_failed(self, path: str, exc: BaseException) -> None:
         reason = exc.reason if isinstance(exc, RadiographError) else f"unexpected error: {exc}"
-        self.info_label.setText(f"{Path(path).name}: {reason}")
+        self.statusBar().showMessage(f"{Path(path).name}: {reason}")
+
+    def show_study(self, path: str) -> None:
+        radiograph = self.radiographs[path]
+        self.current = path
+        self.canvas.show_radiograph(radiograph)
+        self.invert_action.setChecked(False)
+        self.tag_browser.show_header(radiograph.header)
+        findings = self.findings.get(path)
+        self.findings_panel.show_findings(findings)
+        if findings is not None:
+            self._show_overlays(findings)
+        info = radiograph.info
+        self.setWindowTitle(" · ".join(p for p in ("MedEdge Viewer", info.patient_name.replace("^", " "),
+                                                   info.modality, Path(path).name) if p))
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        self.open_paths([url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()])
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_files:
+            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+
+    # ------------------------------------------------------------ analysis
+
+    def analyze_current(self) -> None:
+        if self.current is None:
+            self.statusBar().showMessage("Open a study first", 3000)
+            return
+        self.analyze(self.radiographs[self.current])
+
+    def analyze(self, radiograph: Radiograph):
+        self.study_list.set_status(radiograph.path, "analysing…")
+        self.progress.setVisible(True)
+        return self.analysis.analyze(radiograph)
+
+    def _analysis_progress(self, path: str, message: str) -> None:
+        self.statusBar().showMessage(f"{Path(path).name}: {message}")
+
+    def _analysis_finished(self, path: str, findings) -> None:
+        self.progress.setVisible(self.analysis.busy)
+        self.findings[path] = findings
+        self.study_list.set_status(path, findings.mode.value)
+        self.mode_label.setText(f"{findings.mode.value} · {timing_text(findings.timing_ms)}")
+        self.statusBar().showMessage(f"{Path(path).name}: analysed ({findings.mode.value})", 5000)
+        if path == self.current:
+            self.findings_panel.show_findings(findings)
+            self._show_overlays(findings)
+
+    def _analysis_failed(self, path: str, reason: str) -> None:
+        self.progress.setVisible(self.analysis.busy)
+        self.study_list.set_status(path, "failed")
+        self.statusBar().showMessage(f"{Path(path).name}: analysis failed: {reason}")
+
+    def _analysis_cancelled(self, path: str) -> None:
+        self.progress.setVisible(self.analysis.busy)
+        self.study_list.set_status(path, "cancelled")
+        self.statusBar().showMessage(f"{Path(path).name}: analysis cancelled", 5000)
+
+    def _show_overlays(self, findings) -> None:
+        self.canvas.show_detections(findings.detections)
+        self.canvas.set_confidence(self.confidence_slider.value() / 100)
+        self._update_banner(findings.demo_weights)
+
+    def _show_heat_map(self, finding: str) -> None:
+        findings = self.findings.get(self.current)
+        heat = findings.heat_map(finding) if finding and findings is not None else None
+        self.canvas.show_heat_map(heat, self.opacity_slider.value() / 100)
+
+    def _confidence_changed(self, value: int) -> None:
+        self.confidence_label.setText(f"{value / 100:.2f}")
+        self.canvas.set_confidence(value / 100)
+
+    def _threshold_changed(self, finding: str, value: float) -> None:
+        thresholds = dict(self.settings.finding_thresholds, **{finding: value})
+        self.settings = replace(self.settings, finding_thresholds=thresholds)
+
+    def _set_auto_analyze(self, enabled: bool) -> None:
+        self.settings = replace(self.settings, auto_analyze=enabled)
+
+    def _update_banner(self, demo: bool | None = None) -> None:
+        if demo is None:
+            demo = not (self.settings.detector_weights and self.settings.classifier_weights)
+        self.banner.setVisible(demo)
+        self.findings_panel.show_demo_banner(demo)
+
+    # ------------------------------------------------------------ edge state, settings, export
+
+    def check_edge(self) -> None:
+        if self.settings.edge is None:
+            self.edge_label.setText("Edge: local only")
+            return
+        worker = Worker(check_edge, self.settings)
+        worker.signals.returned.connect(
+            lambda s: self.edge_label.setText(f"Edge: connected (Triton {s.version}, {len(s.models)} models, "
+                                              f"{s.round_trip_ms:.0f} ms)"))
+        worker.signals.errored.connect(lambda exc: self.edge_label.setText(f"Edge: unreachable — {exc}"))
+        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
+        self._workers.add(worker)
+        start(worker)
+
+    def open_settings(self) -> None:
+        from app.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings)
+
+    def apply_settings(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self.analysis.update_settings(settings)
+        save_settings(settings, self.store)
+        self._update_banner()
+        self.check_edge()
+
+    def choose_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", "view.png", "PNG (*.png)")
+        if path:
+            self.export_view(path)
+
+    def export_view(self, path: str) -> bool:
+        """The canvas as shown (image, boxes, heat map, measurements) as a PNG."""
+        return self.canvas.grab().save(path, "PNG")
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td>{name}</td><td><b>{key}</b></td></tr>" for name, key in SHORTCUTS)
+        QMessageBox.information(self, "Keyboard shortcuts",
+                                f"<table>{rows}<tr><td>Window/level</td><td><b>right-drag</b></td></tr>"
+                                "<tr><td>Zoom</td><td><b>wheel</b></td></tr><tr><td>Pan</td><td><b>drag</b></td>"
+                                "</tr></table>")
+
+    def closeEvent(self, event) -> None:
+        self.analysis.cancel()
+        save_settings(self.settings, self.store)
+        super().closeEvent(event)
 
 
-def run_viewer(paths: list[str]) -> int:
+def run_viewer(paths: list[str], screenshot: str | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow()
-    window.resize(1280, 900)
+    window.resize(1440, 900)
     window.show()
+    if screenshot:
+        from app.screenshot import take_screenshot
+
+        return take_screenshot(app, window, paths, screenshot)
     if paths:
-        window.open_path(paths[0])
+        window.open_paths(paths)
     return app.exec()

@@ -49,6 +49,10 @@ class ModelChoice:
         return device
 
 
+class AnalysisCancelled(Exception):
+    """The user cancelled; nothing is reported."""
+
+
 @dataclass
 class _Run:
     """How one model's stages ran."""
@@ -76,6 +80,7 @@ class Analyzer:
         self.classifier.to(self.device)
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._lock = threading.Lock()
+        self._check = lambda: None  # the running analysis' cancellation check
 
     @property
     def weights(self) -> dict[str, str]:
@@ -97,12 +102,21 @@ class Analyzer:
         return self._parts[key]
 
     def analyze(self, radiograph: Radiograph, plan: Plan | None = None, with_heat_maps: bool = True,
-                allow_fallback: bool = True) -> Findings:
-        """Analyse; with `allow_fallback=False` an edge failure raises `EdgeError` instead."""
+                allow_fallback: bool = True, cancel: threading.Event | None = None) -> Findings:
+        """Analyse; with `allow_fallback=False` an edge failure raises `EdgeError` instead.
+
+        Setting `cancel` stops the analysis before its next stage with `AnalysisCancelled`.
+        """
         plan = plan or self.local_plan()
         if plan.uses_edge(self.stage_counts) and self.edge is None:
             raise ValueError("this plan sends stages to the edge, but no edge server is configured")
+
+        def check() -> None:
+            if cancel is not None and cancel.is_set():
+                raise AnalysisCancelled("analysis cancelled")
+
         with self._lock, torch.inference_mode():
+            self._check = check
             return self._analyze(radiograph, plan, with_heat_maps, allow_fallback)
 
     def _analyze(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, allow_fallback: bool) -> Findings:
@@ -167,7 +181,8 @@ class Analyzer:
         last = n - 1
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
         here = model.run_stages({INPUT: torch.from_numpy(batch).to(self.device)}, 0, k,
-                                keep=[features] if features is not None and features < k else [])
+                                keep=[features] if features is not None and features < k else [],
+                                before_stage=self._check)
         run = _Run(outputs={})
         if k < n:
             spec = self.part(model, k, plan.wire)
@@ -185,7 +200,8 @@ class Analyzer:
                 run.outputs = dict(reply.outputs)
                 run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True
         if not run.outputs:  # local only, or the edge failed: the remaining stages run here
-            here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else []))
+            here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else [],
+                                         before_stage=self._check))
             name = "output" if isinstance(model, YoloDetector) else "probabilities"
             run.outputs[name] = here[last].cpu().numpy()
         if features is not None and "features" not in run.outputs:

@@ -49,11 +49,12 @@ class StagedModel(nn.Module):
         return tuple(sorted(needed))
 
     def run_stages(self, tensors: dict[int, torch.Tensor], start: int, stop: int,
-                   keep: Iterable[int] = ()) -> dict[int, torch.Tensor]:
+                   keep: Iterable[int] = (), before_stage: Callable[[], None] | None = None) -> dict[int, torch.Tensor]:
         """Run stages [start, stop) from the tensors crossing `start`; return those crossing `stop`.
 
         `keep` names extra stage outputs to return as well (e.g. the classifier's last features
         for its heat maps). Tensors no later stage reads are dropped as soon as possible.
+        `before_stage` is called before each stage: it may raise to stop (cancellation).
         """
         self._check_cut(start)
         self._check_cut(stop)
@@ -66,6 +67,8 @@ class StagedModel(nn.Module):
         live = dict(tensors)
         last_use = self._last_use()
         for index in range(start, stop):
+            if before_stage is not None:
+                before_stage()
             stage = self.stages[index]
             inputs = [live[source] for source in stage.sources]
             live[index] = stage.run(inputs if stage.many_inputs else inputs[0])

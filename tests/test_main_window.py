@@ -1,30 +1,283 @@
-"""The main window with real widgets under pytest-qt: open a file and see it displayed."""
+"""The viewer with real widgets under pytest-qt: reading tools, overlays, settings, analysis (local and edge)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt, QTimer
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
 from app.main_window import MainWindow
+from app.settings import AppSettings, SplitMode, load_settings, save_settings
+from app.settings_dialog import SettingsDialog
+from inference.findings import Detection, Findings, Mode
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
+from viewer.radiograph import Window
+
+CHEST = "dicom/DX_chest_966_fixed.dcm"
 
 
-def test_open_shows_the_radiograph_without_blocking(qtbot, shared_cxr):
-    window = MainWindow()
+@pytest.fixture
+def store(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, store):
+    window = MainWindow(store)
+    window.resize(1200, 800)
     qtbot.addWidget(window)
-    path = shared_cxr / "dicom/CR-MONO1-10-chest"
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def open_and_wait(qtbot, window, path) -> None:
     worker = window.open_path(path)
-    with qtbot.waitSignal(worker.signals.finished, timeout=20000):
+    with qtbot.waitSignal(worker.signals.finished, timeout=30000):
         pass
-    qtbot.waitUntil(lambda: window.canvas.displayed_image() is not None, timeout=5000)
-    shown = window.canvas.displayed_image()
-    assert np.array_equal(shown, render_8bit(load_radiograph(path)))
-    assert "CR" in window.info_label.text() and "550/1024" in window.info_label.text()
+    qtbot.waitUntil(lambda: window.current == str(path), timeout=5000)
 
 
-def test_bad_file_shows_its_reason(qtbot, shared_cxr):
-    window = MainWindow()
-    qtbot.addWidget(window)
+def test_open_shows_the_radiograph(qtbot, window, shared_cxr):
+    path = shared_cxr / "dicom/CR-MONO1-10-chest"
+    open_and_wait(qtbot, window, path)
+    assert np.array_equal(window.canvas.displayed_image(), render_8bit(load_radiograph(path)))
+    assert window.study_list.rowCount() == 1 and window.study_list.item(0, 4).text() == "CR"
+    assert window.tag_browser.tree.topLevelItemCount() > 10
+    window.tag_browser.search.setText("WindowCenter")
+    assert window.tag_browser.visible_rows() == ["WindowCenter"]
+
+
+def test_bad_file_shows_its_reason(qtbot, window, shared_cxr):
     worker = window.open_path(shared_cxr / "other/pydicom_test-SR.dcm")
     with qtbot.waitSignal(worker.signals.finished, timeout=20000):
         pass
-    qtbot.waitUntil(lambda: "no image in this file" in window.info_label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "no image in this file" in window.statusBar().currentMessage(), timeout=5000)
     assert window.canvas.displayed_image() is None
+
+
+def _drag(widget, start: QPoint, end: QPoint, button=Qt.MouseButton.RightButton, steps: int = 8) -> None:
+    """A real mouse drag (press, moves with the button held, release) delivered to the widget."""
+    viewport = widget.viewport()
+
+    def send(kind, point, buttons):
+        event = QMouseEvent(kind, QPointF(point), QPointF(viewport.mapToGlobal(point)), button, buttons,
+                            Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(viewport, event)
+
+    send(QEvent.Type.MouseButtonPress, start, button)
+    for step in range(1, steps + 1):
+        point = start + (end - start) * step / steps
+        send(QEvent.Type.MouseMove, point, button)
+    send(QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
+
+
+def test_right_drag_changes_window_level(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    before = window.canvas.current_window()
+    image_before = window.canvas.displayed_image().copy()
+    centre = window.canvas.viewport().rect().center()
+    _drag(window.canvas, centre, centre + QPoint(120, 60))
+    after = window.canvas.current_window()
+    assert after.width > before.width and after.center > before.center
+    assert not np.array_equal(window.canvas.displayed_image(), image_before)
+
+
+def test_presets_and_invert(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    default = canvas.displayed_image().copy()
+    canvas.apply_preset("Full range")
+    assert canvas.current_window() == Window.from_range(*canvas.radiograph.value_range)
+    canvas.apply_preset("Lung")
+    lung = canvas.current_window()
+    canvas.apply_preset("Bone")
+    assert canvas.current_window() != lung
+    canvas.apply_preset("DICOM default")
+    assert np.array_equal(canvas.displayed_image(), default)
+    window.invert_action.trigger()
+    assert np.array_equal(canvas.displayed_image(), 255 - default)
+
+
+def test_rotate_flip_and_cursor_in_mm(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)  # 0.16 mm pixels
+    canvas = window.canvas
+    assert canvas.describe_position(100, 50).endswith("16.0, 8.0 mm")
+    top_left = canvas.group.mapToScene(QPointF(10.5, 20.5))
+    canvas.rotate(90)
+    canvas.flip(horizontal=True)
+    x, y = canvas.image_position(canvas.group.mapToScene(QPointF(10.5, 20.5)))
+    assert (x, y) == pytest.approx((10.5, 20.5))
+    assert canvas.group.mapToScene(QPointF(10.5, 20.5)) != top_left  # the view turned, pixels did not move
+
+
+def test_distance_tool_in_mm(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    canvas.start_ruler()
+    length, unit = canvas.ruler_length()
+    assert unit == "mm" and length == pytest.approx(canvas.radiograph.columns / 3 * 0.16, rel=1e-3)
+
+
+def test_confidence_slider_filters_boxes_without_new_analysis(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    findings = Findings(path=window.current, detections=(
+        Detection("opacity", 0.9, (100, 100, 400, 400)), Detection("opacity", 0.6, (800, 900, 1200, 1300)),
+        Detection("opacity", 0.45, (1300, 300, 1700, 800))), probabilities={"Effusion": 0.7}, weights={})
+    window._analysis_finished(window.current, findings)
+    assert window.canvas.visible_box_count() == 3
+    window.confidence_slider.setValue(70)
+    assert window.canvas.visible_box_count() == 1
+    window.confidence_slider.setValue(50)
+    assert window.canvas.visible_box_count() == 2
+    window.boxes_action.trigger()
+    assert window.canvas.visible_box_count() == 0
+
+
+def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
+    settings = AppSettings(edge_addresses=("edge.hospital.local:8001", "[::1]:9001"), timeout_s=3.5,
+                           split_mode=SplitMode.MANUAL, detector_cut=15, classifier_cut=7, wire="fp16",
+                           finding_thresholds={"Effusion": 0.3}, recent_files=("/data/a.dcm",))
+    save_settings(settings, store)
+    loaded, problem = load_settings(QSettings(store.fileName(), QSettings.Format.IniFormat))
+    assert problem is None and loaded == settings
+    assert loaded.split == "detector:15,classifier:7"
+
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    for bad, reason in (("edge-without-port", "not host:port"), ("edge:99999", "outside 1..65535")):
+        dialog.addresses.setPlainText(bad)
+        dialog.accept()
+        assert dialog.result_settings is None and reason in dialog.error.text()
+    dialog.addresses.setPlainText("10.0.0.5:8001")
+    dialog.tls.setChecked(True)
+    dialog.ca_file.setText(str(tmp_path / "missing.pem"))
+    dialog.accept()
+    assert "CA file not found" in dialog.error.text()
+    dialog.ca_file.setText("")
+    dialog.accept()
+    assert dialog.result_settings.edge_addresses == ("10.0.0.5:8001",) and dialog.result_settings.tls
+
+    store.setValue("timeout_s", "not a number")
+    defaults, problem = load_settings(store)
+    assert defaults == AppSettings() and "timeout_s" in problem
+
+
+class Watchdog:
+    """Measures the longest gap between 20 ms ticks of a main-thread timer: how long the UI was blocked."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer(interval=20)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.longest_ms = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.longest_ms = max(self.longest_ms, (now - self.last) * 1e3)
+        self.last = now
+
+    def __enter__(self):
+        self.last = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.stop()
+
+
+def analyse_and_wait(qtbot, window, timeout_ms: int = 120000):
+    with qtbot.waitSignal(window.analysis.finished, timeout=timeout_ms) as blocker:
+        window.analyze_action.trigger()
+    return blocker.args[1]
+
+
+def test_local_analysis_draws_overlays_without_blocking_the_ui(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+    with Watchdog() as watchdog:
+        findings = analyse_and_wait(qtbot, window)
+    assert watchdog.longest_ms < 200, f"UI blocked for {watchdog.longest_ms:.0f} ms"
+    assert findings.mode is Mode.LOCAL and len(findings.probabilities) == 14
+    assert window.banner.isVisible() and window.findings_panel.banner.isVisible()  # demo weights
+    assert "local" in window.findings_panel.mode_label.text()
+    assert len(window.findings_panel.rows) == 14
+    top = max(findings.probabilities, key=findings.probabilities.get)
+    window.findings_panel.rows[top][0].click()
+    assert window.canvas.heat_item.isVisible() and window.canvas.heat_item.image.shape == (512, 512)
+    assert window.study_list.status(window.current) == "local"
+
+
+def test_cancel(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+    analyse_and_wait(qtbot, window)  # models loaded: the next run is cancelled mid-way
+    with qtbot.waitSignal(window.analysis.cancelled, timeout=60000):
+        window.analyze_action.trigger()
+        qtbot.wait(150)
+        window.cancel_action.trigger()
+    assert window.study_list.status(window.current) == "cancelled"
+    assert not window.progress.isVisible()
+
+
+def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
+    """Against a real edge server (auto cuts), then with the server stopped: the fallback is shown."""
+    from test_edge import start_server
+
+    from inference.analyze import Analyzer
+    from inference.edge_parts import WireFormat
+    from inference.edge_repository import PartRequest, write_repository
+    from inference.plan import AUTO_CUTS
+
+    models = Analyzer()  # the GUI's default models: P5 at 512 px, demo weights
+    write_repository(tmp_path / "repository", [
+        PartRequest(models.detector, models.detector_source, AUTO_CUTS["detector"], WireFormat.FP32),
+        PartRequest(models.classifier, models.classifier_weights.source, AUTO_CUTS["classifier"], WireFormat.FP32)],
+        gpu=False)
+    server = start_server(tmp_path / "repository", tmp_path)
+    try:
+        open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+        window.apply_settings(replace(window.settings, edge_addresses=(server.grpc_address,),
+                                      split_mode=SplitMode.AUTO))
+        qtbot.waitUntil(lambda: "connected" in window.edge_label.text(), timeout=20000)
+        findings = analyse_and_wait(qtbot, window)
+        assert findings.mode is Mode.DISTRIBUTED and findings.split == {"detector": 6, "classifier": 7}
+        assert "distributed" in window.findings_panel.mode_label.text()
+    finally:
+        server.stop()
+    findings = analyse_and_wait(qtbot, window)
+    assert findings.mode is Mode.LOCAL_FALLBACK
+    assert "local fallback" in window.findings_panel.mode_label.text()
+    assert "unreachable" in window.findings_panel.mode_label.text()
+    window.check_edge()
+    qtbot.waitUntil(lambda: "unreachable" in window.edge_label.text(), timeout=20000)
+
+
+def test_export_png_and_screenshot(qtbot, window, shared_cxr, tmp_path):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    assert window.export_view(str(tmp_path / "view.png"))
+    assert (tmp_path / "view.png").stat().st_size > 10_000
+
+
+def test_screenshot_command(shared_cxr, tmp_path):
+    import subprocess
+    import sys
+
+    from PySide6.QtGui import QImage
+
+    from conftest import ROOT
+
+    out = tmp_path / "shot.png"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--screenshot", str(out),
+                           str(shared_cxr / "dicom/CR-MONO1-10-chest")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600, env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr
+    image = QImage(str(out))
+    assert (image.width(), image.height()) == (1440, 900)

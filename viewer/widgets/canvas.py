@@ -1,29 +1,316 @@
-"""The image canvas: shows a `Radiograph` through the display pipeline on a pyqtgraph view."""
+"""The image canvas: a `Radiograph` through the display pipeline, with reading tools and AI overlays.
+
+Pixels come from `render_8bit` (the one display pipeline); boxes and heat maps come from `Findings`.
+Image, overlays and measurements live in one item group in image pixel coordinates, so rotating or
+flipping the group turns them together and the cursor always maps back to original pixels.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPen, QTransform
+from PySide6.QtWidgets import QGraphicsRectItem
 
 from viewer.display import render_8bit
-from viewer.radiograph import Radiograph
+from viewer.radiograph import Radiograph, Window
+from viewer.voi import robust_range
+
+BOX_COLOUR = QColor(255, 200, 0)
+# Projection radiographs have no Hounsfield scale: presets are fractions of the image's own robust range
+# (0 = darkest shown, 1 = brightest), in display polarity. CT keeps the usual HU windows.
+RELATIVE_PRESETS = {"Lung": (0.35, 0.7), "Bone": (0.75, 0.5), "Soft tissue": (0.55, 0.45)}
+HU_PRESETS = {"Lung": (-600.0, 1500.0), "Bone": (400.0, 1800.0), "Soft tissue": (40.0, 400.0)}
+PRESETS = ("DICOM default", "Lung", "Bone", "Soft tissue", "Full range")
+
+
+@dataclass(frozen=True)
+class DisplayState:
+    window: Window | None = None   # None: the file's own VOI (window or VOI LUT)
+    invert: bool = False           # on top of the file's MONOCHROME1 / INVERSE handling
+    rotation: int = 0              # degrees clockwise: 0, 90, 180, 270
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+
+
+class _ViewBox(pg.ViewBox):
+    """Left drag pans, wheel zooms around the cursor (pyqtgraph), right drag sets window/level."""
+
+    windowDragged = Signal(float, float)  # dx, dy in screen pixels since the last event
+
+    def mouseDragEvent(self, event, axis=None) -> None:
+        if event.button() == Qt.MouseButton.RightButton:
+            event.accept()
+            delta = event.screenPos() - event.lastScreenPos()
+            self.windowDragged.emit(float(delta.x()), float(delta.y()))
+            return
+        super().mouseDragEvent(event, axis)
 
 
 class RadiographCanvas(pg.GraphicsLayoutWidget):
-    """Zoom (wheel) and pan (drag) come from the ViewBox; pixels come from `render_8bit`."""
+    cursorMoved = Signal(str)        # "x, y px · value · mm" under the cursor, or ""
+    displayChanged = Signal(object)  # the DisplayState after any change
+    measured = Signal(str)           # the distance tool's result
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setBackground("k")
-        self.view = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view = _ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.addItem(self.view)
+        self.group = pg.ItemGroup()
+        self.view.addItem(self.group)
         self.image_item = pg.ImageItem(axisOrder="row-major")
-        self.view.addItem(self.image_item)
+        self.image_item.setParentItem(self.group)
+        self.heat_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item.setParentItem(self.group)
+        lut = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=True)
+        lut[:, 3] = np.linspace(0, 255, 256)  # weak activation fades out: the radiograph stays readable
+        self.heat_item.setLookupTable(lut)
+        self.heat_item.setZValue(5)
+        self.heat_item.setVisible(False)
+        self.colour_bar: pg.ColorBarItem | None = None
         self.radiograph: Radiograph | None = None
+        self.state = DisplayState()
+        self._box_items: list[tuple[float, QGraphicsRectItem, pg.TextItem]] = []
+        self._confidence = 0.4
+        self._boxes_visible = True
+        self._ruler: pg.LineSegmentROI | None = None
+        self._ruler_label: pg.TextItem | None = None
+        self.view.windowDragged.connect(self._drag_window)
+        self.scene().sigMouseMoved.connect(self._mouse_moved)
+
+    # ------------------------------------------------------------ the image
 
     def show_radiograph(self, radiograph: Radiograph) -> None:
         self.radiograph = radiograph
-        self.image_item.setImage(render_8bit(radiograph), levels=(0, 255), autoLevels=False)
-        self.view.autoRange(padding=0)
+        self.state = DisplayState()
+        self.clear_findings()
+        self._remove_ruler()
+        self._render()
+        self._apply_orientation()
+        self.fit()
 
     def displayed_image(self) -> np.ndarray | None:
         return self.image_item.image
+
+    def current_window(self) -> Window:
+        return self.state.window or self.radiograph.window
+
+    def _render(self) -> None:
+        if self.radiograph is None:
+            return
+        invert = self.radiograph.inverted != self.state.invert
+        image = render_8bit(self.radiograph, window=self.state.window, invert=invert)
+        self.image_item.setImage(image, levels=(0, 255), autoLevels=False, autoDownsample=False)
+        self.displayChanged.emit(self.state)
+
+    def set_window(self, window: Window | None) -> None:
+        self.state = DisplayState(window, self.state.invert, self.state.rotation, self.state.flip_horizontal,
+                                  self.state.flip_vertical)
+        self._render()
+
+    def apply_preset(self, name: str) -> None:
+        if self.radiograph is None:
+            return
+        if name == "DICOM default":
+            self.set_window(None)
+            return
+        low, high = self.radiograph.value_range
+        if name == "Full range":
+            self.set_window(Window.from_range(low, high))
+            return
+        if self.radiograph.info.modality == "CT":
+            self.set_window(Window(*HU_PRESETS[name]))
+            return
+        r_low, r_high = robust_range(self.radiograph.pixels)
+        centre, width = RELATIVE_PRESETS[name]
+        bright_is_high = not (self.radiograph.inverted != self.state.invert)
+        position = centre if bright_is_high else 1.0 - centre
+        span = r_high - r_low
+        self.set_window(Window(r_low + position * span, max(width * span, 1.0)))
+
+    def set_invert(self, invert: bool) -> None:
+        self.state = DisplayState(self.state.window, invert, self.state.rotation, self.state.flip_horizontal,
+                                  self.state.flip_vertical)
+        self._render()
+
+    def _drag_window(self, dx: float, dy: float) -> None:
+        """Right drag: right widens the window, down raises the level (as in most PACS viewers)."""
+        if self.radiograph is None:
+            return
+        low, high = self.radiograph.value_range
+        step = max(high - low, 1.0) / 600.0
+        window = self.current_window()
+        self.set_window(Window(window.center + dy * step, max(window.width + dx * step, 1.0)))
+
+    # ------------------------------------------------------------ geometry
+
+    def fit(self) -> None:
+        """The whole (rotated) image in view. Explicit, as ViewBox auto-range does not look inside groups."""
+        if self.radiograph is None:
+            return
+        rect = self.image_item.mapRectToView(self.image_item.boundingRect())
+        self.view.setRange(rect, padding=0.02)
+
+    def one_to_one(self) -> None:
+        """One image pixel per screen pixel, centred on what is shown now."""
+        if self.radiograph is None:
+            return
+        centre = self.view.viewRect().center()
+        width, height = self.view.width(), self.view.height()
+        self.view.setRange(QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height), padding=0)
+
+    def rotate(self, degrees: int) -> None:
+        self.state = DisplayState(self.state.window, self.state.invert, (self.state.rotation + degrees) % 360,
+                                  self.state.flip_horizontal, self.state.flip_vertical)
+        self._apply_orientation()
+
+    def flip(self, horizontal: bool) -> None:
+        s = self.state
+        self.state = DisplayState(s.window, s.invert, s.rotation, s.flip_horizontal != horizontal,
+                                  s.flip_vertical != (not horizontal))
+        self._apply_orientation()
+
+    def _apply_orientation(self) -> None:
+        if self.radiograph is None:
+            return
+        rows, cols = self.radiograph.rows, self.radiograph.columns
+        transform = QTransform()
+        transform.translate(cols / 2, rows / 2)
+        transform.rotate(self.state.rotation)
+        transform.scale(-1 if self.state.flip_horizontal else 1, -1 if self.state.flip_vertical else 1)
+        transform.translate(-cols / 2, -rows / 2)
+        self.group.setTransform(transform)
+        self.fit()
+        self.displayChanged.emit(self.state)
+
+    def image_position(self, scene_point: QPointF) -> tuple[float, float] | None:
+        """Original-image (x, y) in pixels under a scene point, or None outside the image."""
+        if self.radiograph is None:
+            return None
+        point = self.group.mapFromScene(scene_point)
+        x, y = point.x(), point.y()
+        if 0 <= x < self.radiograph.columns and 0 <= y < self.radiograph.rows:
+            return x, y
+        return None
+
+    def describe_position(self, x: float, y: float) -> str:
+        r = self.radiograph
+        value = r.pixels[int(y), int(x)]
+        text = f"x {int(x)}, y {int(y)} px · value {value:g}"
+        if r.pixel_spacing_mm:
+            row_mm, col_mm = r.pixel_spacing_mm
+            text += f" · {x * col_mm:.1f}, {y * row_mm:.1f} mm"
+        return text
+
+    def _mouse_moved(self, scene_point) -> None:
+        position = self.image_position(scene_point)
+        self.cursorMoved.emit(self.describe_position(*position) if position else "")
+
+    # ------------------------------------------------------------ distance tool
+
+    def start_ruler(self) -> None:
+        """A distance line across the middle third of the image; drag its ends onto the structure."""
+        if self.radiograph is None:
+            return
+        self._remove_ruler()
+        rows, cols = self.radiograph.rows, self.radiograph.columns
+        self._ruler = pg.LineSegmentROI([[cols / 3, rows / 2], [2 * cols / 3, rows / 2]],
+                                        pen=pg.mkPen((0, 220, 255), width=2))
+        self._ruler.setParentItem(self.group)
+        self._ruler.setZValue(20)
+        self._ruler_label = pg.TextItem(color=(0, 220, 255), anchor=(0, 1))
+        self._ruler_label.setParentItem(self.group)
+        self._ruler.sigRegionChanged.connect(self._update_ruler)
+        self._update_ruler()
+
+    def ruler_length(self) -> tuple[float, str] | None:
+        """(length, unit) of the distance line: mm when the spacing is known, else pixels."""
+        if self._ruler is None:
+            return None
+        (x1, y1), (x2, y2) = [(h.pos().x(), h.pos().y()) for h in self._ruler.getHandles()]
+        dx, dy = x2 - x1, y2 - y1  # handles share the line's origin: their difference is the length
+        if self.radiograph.pixel_spacing_mm:
+            row_mm, col_mm = self.radiograph.pixel_spacing_mm
+            return math.hypot(dx * col_mm, dy * row_mm), "mm"
+        return math.hypot(dx, dy), "px"
+
+    def _update_ruler(self) -> None:
+        length, unit = self.ruler_length()
+        handle = self._ruler.getHandles()[1]
+        self._ruler_label.setPos(self._ruler.pos() + handle.pos())
+        text = f"{length:.1f} {unit}"
+        self._ruler_label.setText(text)
+        self.measured.emit(text)
+
+    def _remove_ruler(self) -> None:
+        for item in (self._ruler, self._ruler_label):
+            if item is not None and item.scene() is not None:
+                item.scene().removeItem(item)
+        self._ruler = self._ruler_label = None
+
+    # ------------------------------------------------------------ AI overlays
+
+    def clear_findings(self) -> None:
+        for _, rect, label in self._box_items:
+            for item in (rect, label):
+                if item.scene() is not None:
+                    item.scene().removeItem(item)
+        self._box_items = []
+        self.heat_item.setVisible(False)
+
+    def show_detections(self, detections) -> None:
+        self.clear_findings()
+        pen = QPen(BOX_COLOUR)
+        pen.setCosmetic(True)
+        pen.setWidthF(2)
+        for detection in detections:
+            x1, y1, x2, y2 = detection.box_xyxy
+            rect = QGraphicsRectItem(x1, y1, x2 - x1, y2 - y1)
+            rect.setPen(pen)
+            rect.setParentItem(self.group)
+            rect.setZValue(10)
+            label = pg.TextItem(f"{detection.label} {detection.score:.2f}", color=BOX_COLOUR, anchor=(0, 1))
+            label.setParentItem(self.group)
+            label.setPos(x1, y1)
+            label.setZValue(11)
+            self._box_items.append((detection.score, rect, label))
+        self._update_box_visibility()
+
+    def set_confidence(self, threshold: float) -> None:
+        """Hide boxes below `threshold` (no new analysis)."""
+        self._confidence = threshold
+        self._update_box_visibility()
+
+    def set_boxes_visible(self, visible: bool) -> None:
+        self._boxes_visible = visible
+        self._update_box_visibility()
+
+    def visible_box_count(self) -> int:
+        return sum(rect.isVisible() for _, rect, _ in self._box_items)
+
+    def _update_box_visibility(self) -> None:
+        for score, rect, label in self._box_items:
+            shown = self._boxes_visible and score >= self._confidence
+            rect.setVisible(shown)
+            label.setVisible(shown)
+
+    def show_heat_map(self, heat: np.ndarray | None, opacity: float = 0.45) -> None:
+        if heat is None:
+            self.heat_item.setVisible(False)
+            return
+        self.heat_item.setImage(heat, levels=(0.0, 1.0), autoLevels=False)
+        self.heat_item.setOpacity(opacity)
+        self.heat_item.setVisible(True)
+        if self.colour_bar is None:
+            self.colour_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("inferno"),
+                                              interactive=False, width=12, label="activation")
+            self.colour_bar.setImageItem(self.heat_item)
+            self.addItem(self.colour_bar)
+
+    def set_heat_opacity(self, opacity: float) -> None:
+        self.heat_item.setOpacity(opacity)

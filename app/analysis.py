@@ -1,0 +1,108 @@
+"""Analysis for the GUI: builds the Analyzer from the settings (in a worker, once) and runs studies off the UI thread."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, Signal
+
+from app.settings import AppSettings
+from app.workers import Worker, start
+from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
+from inference.edge_client import EdgeClient, ServerStatus
+from inference.edge_parts import WireFormat
+from inference.plan import parse_split
+from viewer.radiograph import Radiograph
+
+
+@dataclass
+class Job:
+    path: str
+    worker: Worker
+    cancel: threading.Event
+
+
+class AnalysisService(QObject):
+    """One analysis at a time; `progress` says what runs, `finished`/`failed`/`cancelled` end each job."""
+
+    progress = Signal(str, str)     # path, message
+    finished = Signal(str, object)  # path, Findings
+    failed = Signal(str, str)       # path, one-line reason
+    cancelled = Signal(str)         # path
+
+    def __init__(self, settings: AppSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self._analyzer: Analyzer | None = None
+        self._analyzer_key: tuple | None = None
+        self._build_lock = threading.Lock()
+        self.job: Job | None = None
+
+    def update_settings(self, settings: AppSettings) -> None:
+        self.settings = settings  # the analyzer is rebuilt on the next run when models or edge changed
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def analyze(self, radiograph: Radiograph) -> Job:
+        if self.job is not None:
+            self.job.cancel.set()  # a newer request replaces a running one
+        cancel = threading.Event()
+        worker = Worker(self._run, radiograph, self.settings, cancel)
+        job = Job(radiograph.path, worker, cancel)
+        worker.signals.returned.connect(lambda findings, j=job: self._done(j, findings))
+        worker.signals.errored.connect(lambda error, j=job: self._error(j, error))
+        self.job = job
+        start(worker)
+        return job
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel.set()
+
+    def _analyzer_for(self, settings: AppSettings, path: str) -> Analyzer:
+        key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.edge)
+        with self._build_lock:
+            if self._analyzer is None or self._analyzer_key != key:
+                self.progress.emit(path, "loading models…")
+                edge = EdgeClient(settings.edge) if settings.edge else None
+                choice = ModelChoice(detector_weights=settings.detector_weights or None,
+                                     classifier_weights=settings.classifier_weights or None, device=settings.device)
+                self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge), key
+            return self._analyzer
+
+    def _run(self, radiograph: Radiograph, settings: AppSettings, cancel: threading.Event):
+        analyzer = self._analyzer_for(settings, radiograph.path)
+        if cancel.is_set():
+            raise AnalysisCancelled("analysis cancelled")
+        plan = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
+        where = "on this workstation" if not plan.uses_edge(analyzer.stage_counts) else "here and on the edge"
+        self.progress.emit(radiograph.path, f"running both models {where}…")
+        return analyzer.analyze(radiograph, plan, cancel=cancel)
+
+    def _done(self, job: Job, findings) -> None:
+        if self.job is job:
+            self.job = None
+        if job.cancel.is_set():
+            self.cancelled.emit(job.path)
+        else:
+            self.finished.emit(job.path, findings)
+
+    def _error(self, job: Job, error: BaseException) -> None:
+        if self.job is job:
+            self.job = None
+        if isinstance(error, AnalysisCancelled):
+            self.cancelled.emit(job.path)
+        else:
+            self.failed.emit(job.path, " ".join(str(error).split()) or type(error).__name__)
+
+
+def check_edge(settings: AppSettings) -> ServerStatus:
+    """Live/ready/version/models and round trip of the preferred edge (raises EdgeError)."""
+    client = EdgeClient(settings.edge)
+    try:
+        return client.status()
+    finally:
+        client.close()

@@ -1,0 +1,48 @@
+"""`--screenshot OUT.png [FILES]`: open, analyse with the current settings, wait, render at 1440×900, save."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from PySide6.QtCore import QEventLoop, QTimer
+
+ANALYSIS_TIMEOUT_S = 600
+
+
+def _wait(app, condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return True
+
+
+def take_screenshot(app, window, paths: list[str], out: str) -> int:
+    window.resize(1440, 900)
+    workers = window.open_paths(paths) if paths else []
+    if not _wait(app, lambda: all(w not in window._workers for w in workers), 120):
+        print("mededge --screenshot: opening the files timed out", file=sys.stderr)
+        return 1
+    if window.current is not None:
+        done = []
+        for signal in (window.analysis.finished, window.analysis.failed, window.analysis.cancelled):
+            signal.connect(lambda *args: done.append(args))
+        window.analyze_current()
+        if not _wait(app, lambda: bool(done), ANALYSIS_TIMEOUT_S):
+            print("mededge --screenshot: the analysis did not finish in time", file=sys.stderr)
+            return 1
+        findings = window.findings.get(window.current)
+        if findings is not None and findings.probabilities:
+            top = max(findings.probabilities, key=findings.probabilities.get)
+            window.findings_panel.rows[top][0].click()  # show the most probable finding's heat map
+    QTimer.singleShot(0, lambda: None)
+    _wait(app, lambda: True, 0)
+    app.processEvents()
+    image = window.grab()
+    if not image.save(out, "PNG"):
+        print(f"mededge --screenshot: cannot write {out}", file=sys.stderr)
+        return 1
+    return 0

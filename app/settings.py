@@ -1,0 +1,146 @@
+"""Application settings: one validated value, persisted with QSettings.
+
+Every field is checked when the value is built (so a bad value never reaches the models or the
+network) and again when read back from disk; what cannot be read falls back to the default, with the
+reason kept for the status bar.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+from inference.edge_client import EdgeSettings, parse_address
+
+ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
+
+
+class SplitMode(str, enum.Enum):
+    AUTO = "auto"
+    LOCAL = "local"
+    EDGE = "edge"
+    MANUAL = "manual"  # the cuts below
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    edge_addresses: tuple[str, ...] = ()      # host:port of Triton gRPC endpoints, first = preferred
+    tls: bool = False
+    ca_file: str = ""                         # PEM of the CA that signed the edge certificate
+    timeout_s: float = 10.0
+    split_mode: SplitMode = SplitMode.AUTO
+    detector_cut: int = 6                     # used when split_mode is MANUAL
+    classifier_cut: int = 7
+    wire: str = "fp32"
+    device: str = "cpu"                       # cpu | cuda | auto
+    detector_weights: str = ""                # empty: demo weights
+    classifier_weights: str = ""
+    confidence: float = 0.4                   # boxes shown at or above this score
+    finding_thresholds: dict[str, float] = field(default_factory=dict)  # finding → positive at or above
+    auto_analyze: bool = False
+    recent_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for address in self.edge_addresses:
+            parse_address(address)  # ValueError with the reason
+        if self.tls and self.ca_file and not Path(self.ca_file).is_file():
+            raise ValueError(f"CA file not found: {self.ca_file}")
+        if not 0.1 <= self.timeout_s <= 600:
+            raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
+        if self.wire not in ("fp32", "fp16"):
+            raise ValueError(f"wire precision must be fp32 or fp16, got {self.wire!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name} weights file not found: {path}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
+        for name, value in self.finding_thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"threshold of {name} must lie in [0, 1], got {value}")
+        if self.detector_cut < 0 or self.classifier_cut < 0:
+            raise ValueError("cuts are never negative")
+
+    @property
+    def edge(self) -> EdgeSettings | None:
+        """The preferred edge, or None when analysis is local only."""
+        if not self.edge_addresses or self.split_mode is SplitMode.LOCAL:
+            return None
+        return EdgeSettings(self.edge_addresses[0], tls=self.tls, root_certificate=Path(self.ca_file) if self.ca_file else None,
+                            timeout_s=self.timeout_s)
+
+    @property
+    def split(self) -> str:
+        """The plan in `parse_split` terms."""
+        if self.edge is None:
+            return "local"
+        if self.split_mode is SplitMode.MANUAL:
+            return f"detector:{self.detector_cut},classifier:{self.classifier_cut}"
+        return self.split_mode.value
+
+    def threshold(self, finding: str) -> float:
+        return self.finding_thresholds.get(finding, 0.5)
+
+    def with_recent(self, path: str, keep: int = 10) -> AppSettings:
+        recent = (path,) + tuple(p for p in self.recent_files if p != path)
+        return replace(self, recent_files=recent[:keep])
+
+
+def _qsettings(store: QSettings | None) -> QSettings:
+    return store if store is not None else QSettings(ORGANISATION, APPLICATION)
+
+
+def save_settings(settings: AppSettings, store: QSettings | None = None) -> None:
+    store = _qsettings(store)
+    for key, value in asdict(settings).items():
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = {k: float(v) for k, v in value.items()}
+        store.setValue(key, value)
+    store.sync()
+
+
+def load_settings(store: QSettings | None = None) -> tuple[AppSettings, str | None]:
+    """The stored settings, validated; on a bad stored value the defaults and the reason."""
+    store = _qsettings(store)
+    defaults = AppSettings()
+    values = {}
+    for spec in fields(AppSettings):
+        if not store.contains(spec.name):
+            continue
+        raw = store.value(spec.name)
+        default = getattr(defaults, spec.name)
+        try:
+            values[spec.name] = _coerce(raw, default)
+        except (TypeError, ValueError):
+            return defaults, f"setting {spec.name} unreadable ({raw!r}): defaults used"
+    try:
+        return AppSettings(**values), None
+    except ValueError as exc:
+        return defaults, f"stored settings invalid ({exc}): defaults used"
+
+
+def _coerce(raw, default):
+    """QSettings hands back strings on some platforms: turn `raw` into the type of `default`."""
+    if isinstance(default, enum.Enum):
+        return type(default)(raw)
+    if isinstance(default, bool):
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("true", "1", "yes")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        if raw in (None, ""):
+            return ()
+        return tuple(str(v) for v in (raw if isinstance(raw, list) else [raw]))
+    if isinstance(default, dict):
+        return {str(k): float(v) for k, v in dict(raw or {}).items()}
+    return "" if raw is None else str(raw)

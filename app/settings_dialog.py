@@ -1,0 +1,187 @@
+"""Settings dialog: edge address(es), TLS, timeout, split, wire, device, weights, thresholds.
+
+OK builds an `AppSettings`, which validates; a bad value is refused with its reason and the dialog
+stays open. "Test connection" and the weights' SHA-256 run in workers: the dialog never freezes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
+
+from app.analysis import check_edge
+from app.settings import AppSettings, SplitMode
+from app.workers import Worker, start
+from inference.weights import file_sha256
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: AppSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.settings = settings
+        self.result_settings: AppSettings | None = None
+        self._workers: set[Worker] = set()
+        form = QFormLayout()
+
+        self.addresses = QPlainTextEdit("\n".join(settings.edge_addresses))
+        self.addresses.setPlaceholderText("edge-host:8001 (one per line; the first is used)")
+        self.addresses.setMaximumHeight(70)
+        form.addRow("Edge servers", self.addresses)
+        self.tls = QCheckBox("Use TLS")
+        self.tls.setChecked(settings.tls)
+        form.addRow("", self.tls)
+        self.ca_file = QLineEdit(settings.ca_file)
+        form.addRow("CA certificate", self._with_browse(self.ca_file, "PEM files (*.pem *.crt);;All files (*)"))
+        self.timeout = QDoubleSpinBox()
+        self.timeout.setRange(0.1, 600)
+        self.timeout.setSuffix(" s")
+        self.timeout.setValue(settings.timeout_s)
+        form.addRow("Request timeout", self.timeout)
+
+        self.split = QComboBox()
+        for mode, text in ((SplitMode.AUTO, "Auto"), (SplitMode.LOCAL, "Local only"), (SplitMode.EDGE, "Edge only"),
+                           (SplitMode.MANUAL, "Manual cut per model")):
+            self.split.addItem(text, mode)
+        self.split.setCurrentIndex(self.split.findData(settings.split_mode))
+        form.addRow("Split", self.split)
+        self.detector_cut = QSpinBox()
+        self.detector_cut.setRange(0, 64)
+        self.detector_cut.setValue(settings.detector_cut)
+        self.classifier_cut = QSpinBox()
+        self.classifier_cut.setRange(0, 10)
+        self.classifier_cut.setValue(settings.classifier_cut)
+        cuts = QWidget()
+        row = QHBoxLayout(cuts)
+        row.setContentsMargins(0, 0, 0, 0)
+        for label, spin in (("detector", self.detector_cut), ("classifier", self.classifier_cut)):
+            row.addWidget(QLabel(label))
+            row.addWidget(spin)
+        form.addRow("Manual cuts", cuts)
+        self.wire = QComboBox()
+        self.wire.addItems(["fp32", "fp16"])
+        self.wire.setCurrentText(settings.wire)
+        form.addRow("Wire precision", self.wire)
+        self.device = QComboBox()
+        self.device.addItem("CPU", "cpu")
+        if torch.cuda.is_available():
+            self.device.addItem("CUDA", "cuda")
+        self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
+        form.addRow("Local device", self.device)
+
+        self.detector_weights = QLineEdit(settings.detector_weights)
+        self.detector_weights.setPlaceholderText("demo weights")
+        self.detector_sha = QLabel("")
+        form.addRow("Detector weights", self._with_browse(self.detector_weights, "PyTorch (*.pt *.pth);;All (*)"))
+        form.addRow("", self.detector_sha)
+        self.classifier_weights = QLineEdit(settings.classifier_weights)
+        self.classifier_weights.setPlaceholderText("demo weights")
+        self.classifier_sha = QLabel("")
+        form.addRow("Classifier weights", self._with_browse(self.classifier_weights,
+                                                            "PyTorch (*.pt *.pth *.tar);;All (*)"))
+        form.addRow("", self.classifier_sha)
+        for edit, label in ((self.detector_weights, self.detector_sha), (self.classifier_weights, self.classifier_sha)):
+            edit.editingFinished.connect(lambda e=edit, lab=label: self._hash(e.text(), lab))
+            self._hash(edit.text(), label)
+        self.confidence = QDoubleSpinBox()
+        self.confidence.setRange(0.01, 0.99)
+        self.confidence.setSingleStep(0.05)
+        self.confidence.setValue(settings.confidence)
+        form.addRow("Box confidence", self.confidence)
+
+        self.test_button = QPushButton("Test connection")
+        self.test_button.clicked.connect(self.test_connection)
+        self.test_result = QLabel("")
+        self.test_result.setWordWrap(True)
+        self.error = QLabel("")
+        self.error.setStyleSheet("color:#b00020;")
+        self.error.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.test_button)
+        layout.addWidget(self.test_result)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+
+    def _with_browse(self, edit: QLineEdit, pattern: str) -> QWidget:
+        holder = QWidget()
+        row = QHBoxLayout(holder)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit)
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+
+        def choose() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose file", edit.text(), pattern)
+            if path:
+                edit.setText(path)
+                edit.editingFinished.emit()
+
+        browse.clicked.connect(choose)
+        row.addWidget(browse)
+        return holder
+
+    def _run(self, function, *args, on_result, on_error) -> Worker:
+        worker = Worker(function, *args)
+        worker.signals.returned.connect(on_result)
+        worker.signals.errored.connect(on_error)
+        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
+        self._workers.add(worker)
+        return start(worker)
+
+    def _hash(self, path: str, label: QLabel) -> None:
+        if not path.strip():
+            label.setText("demo weights (untrained)")
+            return
+        label.setText("SHA-256: computing…")
+        self._run(file_sha256, path.strip(), on_result=lambda digest: label.setText(f"SHA-256: {digest}"),
+                  on_error=lambda exc: label.setText(f"cannot read: {exc}"))
+
+    def collect(self) -> AppSettings:
+        """The dialog's values as settings; ValueError with the reason when one is bad."""
+        addresses = tuple(line.strip() for line in self.addresses.toPlainText().splitlines() if line.strip())
+        return replace(self.settings, edge_addresses=addresses, tls=self.tls.isChecked(),
+                       ca_file=self.ca_file.text().strip(), timeout_s=self.timeout.value(),
+                       split_mode=self.split.currentData(), detector_cut=self.detector_cut.value(),
+                       classifier_cut=self.classifier_cut.value(), wire=self.wire.currentText(),
+                       device=self.device.currentData(), detector_weights=self.detector_weights.text().strip(),
+                       classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value())
+
+    def accept(self) -> None:
+        try:
+            self.result_settings = self.collect()
+        except ValueError as exc:
+            self.error.setText(f"Not saved: {exc}")
+            return
+        super().accept()
+
+    def test_connection(self) -> Worker | None:
+        try:
+            settings = self.collect()
+        except ValueError as exc:
+            self.test_result.setText(f"Cannot test: {exc}")
+            return None
+        if settings.edge is None:
+            self.test_result.setText("No edge server set (or split is Local only).")
+            return None
+        self.test_button.setEnabled(False)
+        self.test_result.setText(f"Testing {settings.edge.address}…")
+
+        def shown(status) -> None:
+            self.test_button.setEnabled(True)
+            self.test_result.setText(
+                f"live: {status.live}, ready: {status.ready}, Triton {status.version}; round trip "
+                f"{status.round_trip_ms:.0f} ms; {len(status.models)} models: {', '.join(status.models) or 'none'}")
+
+        def failed(exc) -> None:
+            self.test_button.setEnabled(True)
+            self.test_result.setText(f"Failed: {exc}")
+
+        return self._run(check_edge, settings, on_result=shown, on_error=failed)

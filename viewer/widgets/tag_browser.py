@@ -1,0 +1,77 @@
+"""A searchable tree of the DICOM header: tag, name, VR, value; sequences fold out."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+
+MAX_VALUE_CHARS = 200
+
+
+class TagBrowser(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search tag, name or value…")
+        self.search.textChanged.connect(self._filter)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Tag", "Name", "VR", "Value"])
+        self.tree.setUniformRowHeights(True)
+        layout.addWidget(self.search)
+        layout.addWidget(self.tree)
+
+    def show_header(self, header) -> None:
+        self.tree.clear()
+        if header is None:
+            self.tree.addTopLevelItem(QTreeWidgetItem(["", "(not a DICOM file)", "", ""]))
+            return
+        if getattr(header, "file_meta", None) is not None:
+            self._add(header.file_meta, self.tree.invisibleRootItem())
+        self._add(header, self.tree.invisibleRootItem())
+        self._filter(self.search.text())
+
+    def _add(self, dataset, parent: QTreeWidgetItem) -> None:
+        for element in dataset:
+            try:
+                value = "" if element.VR == "SQ" else _short(element.repval if element.VR in ("OB", "OW", "UN")
+                                                             else str(element.value))
+            except Exception as exc:  # a damaged element must not hide the others
+                value = f"(unreadable: {exc})"
+            item = QTreeWidgetItem([f"({element.tag.group:04X},{element.tag.element:04X})",
+                                    element.keyword or element.name, str(element.VR), value])
+            parent.addChild(item)
+            if element.VR == "SQ":
+                for number, child in enumerate(element.value or []):
+                    entry = QTreeWidgetItem(["", f"Item {number + 1}", "", ""])
+                    item.addChild(entry)
+                    self._add(child, entry)
+
+    def _filter(self, text: str) -> None:
+        needle = text.strip().lower()
+
+        def visit(item: QTreeWidgetItem) -> bool:
+            own = not needle or any(needle in item.text(c).lower() for c in range(4))
+            children = [visit(item.child(i)) for i in range(item.childCount())]
+            shown = own or any(children)
+            item.setHidden(not shown)
+            if needle and any(children):
+                item.setExpanded(True)
+            return shown
+
+        root = self.tree.invisibleRootItem()
+        for index in range(root.childCount()):
+            visit(root.child(index))
+
+    def visible_rows(self) -> list[str]:
+        rows = []
+        root = self.tree.invisibleRootItem()
+        for index in range(root.childCount()):
+            item = root.child(index)
+            if not item.isHidden():
+                rows.append(item.text(1))
+        return rows
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 1] + "…"

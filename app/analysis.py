@@ -10,7 +10,8 @@ from PySide6.QtCore import QObject, Signal
 from app.settings import AppSettings
 from app.workers import Worker, start
 from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, ServerStatus
+from inference.edge_client import EdgeClient, LinkMeasurement, ServerStatus
+from inference.edge_repository import PROBE_MODEL
 from inference.edge_parts import WireFormat
 from inference.plan import parse_split
 from viewer.radiograph import Radiograph
@@ -104,5 +105,17 @@ def check_edge(settings: AppSettings) -> ServerStatus:
     client = EdgeClient(settings.edge)
     try:
         return client.status()
+    finally:
+        client.close()
+
+
+def test_connection(settings: AppSettings) -> tuple[ServerStatus, LinkMeasurement | None, str | None]:
+    """`check_edge` plus the link probe (round trip and bandwidth) when the server has the probe model."""
+    client = EdgeClient(settings.edge)
+    try:
+        status = client.status()
+        if PROBE_MODEL not in status.models:
+            return status, None, f"no {PROBE_MODEL} model on the server: bandwidth not measured"
+        return status, client.probe(), None
     finally:
         client.close()

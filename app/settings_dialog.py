@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from app.analysis import check_edge
+from app.analysis import test_connection
 from app.settings import AppSettings, SplitMode
 from app.workers import Worker, start
 from inference.weights import file_sha256
@@ -174,14 +174,20 @@ class SettingsDialog(QDialog):
         self.test_button.setEnabled(False)
         self.test_result.setText(f"Testing {settings.edge.address}…")
 
-        def shown(status) -> None:
+        def shown(result) -> None:
+            status, link, note = result
             self.test_button.setEnabled(True)
-            self.test_result.setText(
-                f"live: {status.live}, ready: {status.ready}, Triton {status.version}; round trip "
-                f"{status.round_trip_ms:.0f} ms; {len(status.models)} models: {', '.join(status.models) or 'none'}")
+            text = (f"live: {status.live}, ready: {status.ready}, Triton {status.version}; "
+                    f"{len(status.models)} models: {', '.join(status.models) or 'none'}\n")
+            if link is not None:
+                text += (f"round trip {link.round_trip_ms:.1f} ms, upload {link.upload_mbit_s:.0f} Mbit/s "
+                         f"(measured with {link.payload_bytes / 2**20:.0f} MiB)")
+            else:
+                text += f"checks took {status.round_trip_ms:.0f} ms; {note}"
+            self.test_result.setText(text)
 
         def failed(exc) -> None:
             self.test_button.setEnabled(True)
             self.test_result.setText(f"Failed: {exc}")
 
-        return self._run(check_edge, settings, on_result=shown, on_error=failed)
+        return self._run(test_connection, settings, on_result=shown, on_error=failed)

@@ -83,6 +83,13 @@ class ServerStatus:
 
 
 @dataclass(frozen=True)
+class LinkMeasurement:
+    round_trip_ms: float   # a 1-byte request and its reply
+    upload_mbit_s: float   # from requests of `payload_bytes`, less the round trip
+    payload_bytes: int
+
+
+@dataclass(frozen=True)
 class EdgeReply:
     outputs: dict[str, np.ndarray]
     round_trip_ms: float
@@ -213,6 +220,30 @@ class EdgeClient:
                 return (after[1] - before[1]) / 1e6 / (after[0] - before[0])
             time.sleep(0.002)
         return 0.0
+
+    def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
+        """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,
+        through the repository's probe model; the returned checksum proves the bytes arrived intact."""
+        from inference.edge_repository import PROBE_MODEL
+
+        def send(size: int) -> float:
+            payload = np.frombuffer(np.random.default_rng(size).bytes(size), np.uint8).reshape(1, size)
+            entry = self._grpc.InferInput("payload", [1, size], "UINT8")
+            entry.set_data_from_numpy(payload)
+            started = time.perf_counter()
+            result = self._call(lambda: self._client.infer(PROBE_MODEL, [entry],
+                                                           client_timeout=self.settings.timeout_s),
+                                "link probe", timeout=self.settings.timeout_s)
+            elapsed = (time.perf_counter() - started) * 1e3
+            if int(result.as_numpy("checksum")[0, 0]) != int(payload.sum(dtype=np.int64)):
+                raise EdgeError(EdgeFailure.SERVER_ERROR, "link probe: the edge received other bytes than sent")
+            return elapsed
+
+        send(1)  # connection and first-call costs stay out of the figures
+        rtt = min(send(1) for _ in range(repeats))
+        bulk = sorted(send(payload_bytes) for _ in range(repeats))[repeats // 2]
+        seconds = max(bulk - rtt, 0.01) / 1e3
+        return LinkMeasurement(rtt, payload_bytes * 8 / seconds / 1e6, payload_bytes)
 
     def close(self) -> None:
         try:

@@ -80,8 +80,44 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
             export_part(request.model, spec, onnx_path)
         config_path.write_text(text_format.MessageToString(model_config(spec, gpu=gpu)))
         specs.append(spec)
+    write_probe(root)
     (root / "README.md").write_text(repository_readme(specs, gpu))
     return specs
+
+
+PROBE_MODEL = "mededge_probe"
+
+
+def write_probe(root: Path) -> None:
+    """A tiny model for the link probe: takes any number of bytes, returns their sum (an integrity check).
+
+    The workstation times it with 1 byte (round trip) and with ~1 MiB (upload bandwidth).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["payload"], ["wide"], to=TensorProto.INT64),
+         helper.make_node("ReduceSum", ["wide", "axes"], ["checksum"], keepdims=1)],
+        PROBE_MODEL,
+        [helper.make_tensor_value_info("payload", TensorProto.UINT8, ["batch", "bytes"])],
+        [helper.make_tensor_value_info("checksum", TensorProto.INT64, ["batch", 1])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by the onnxruntime of older Triton containers too
+    folder = root / PROBE_MODEL
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "1" / "model.onnx"))
+    config = mc.ModelConfig(name=PROBE_MODEL, platform="onnxruntime_onnx", max_batch_size=1)
+    entry = config.input.add()
+    entry.name, entry.data_type = "payload", mc.TYPE_UINT8
+    entry.dims.append(-1)
+    entry = config.output.add()
+    entry.name, entry.data_type = "checksum", mc.TYPE_INT64
+    entry.dims.append(1)
+    group = config.instance_group.add()
+    group.count, group.kind = 1, mc.ModelInstanceGroup.KIND_CPU
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
 def python_backend_overlay(repository: Path, target: Path) -> list[str]:
@@ -95,9 +131,10 @@ def python_backend_overlay(repository: Path, target: Path) -> list[str]:
         config.backend = "python"
         for group in config.instance_group:
             group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
-        timing = config.output.add()  # model.py reports its compute time per request (see python_model.py)
-        timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
-        timing.dims.append(1)
+        if config.name != PROBE_MODEL:
+            timing = config.output.add()  # model.py reports its compute time per request (see python_model.py)
+            timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
+            timing.dims.append(1)
         version = target / config.name / "1"
         version.mkdir(parents=True)
         (version / "model.onnx").symlink_to((config_path.parent / "1" / "model.onnx").resolve())
@@ -122,6 +159,8 @@ ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` (p
 | part | model | cut | wire | inputs (per image) | MiB per image |
 | --- | --- | --- | --- | --- | --- |
 {rows}
+
+`{PROBE_MODEL}` is a tiny model the workstation uses to measure round-trip time and bandwidth.
 
 ## Run it with the stock NVIDIA Triton container
 

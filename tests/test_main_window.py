@@ -281,3 +281,30 @@ def test_screenshot_command(shared_cxr, tmp_path):
     assert done.returncode == 0, done.stderr
     image = QImage(str(out))
     assert (image.width(), image.height()) == (1440, 900)
+
+
+def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, tmp_path):
+    from test_edge import start_server
+
+    from inference.edge_repository import write_repository
+
+    write_repository(tmp_path / "repository", [], gpu=False)  # just the link probe
+    server = start_server(tmp_path / "repository", tmp_path)
+    try:
+        dialog = SettingsDialog(AppSettings())
+        qtbot.addWidget(dialog)
+        dialog.addresses.setPlainText(server.grpc_address)
+        with Watchdog() as watchdog:
+            worker = dialog.test_connection()
+            with qtbot.waitSignal(worker.signals.finished, timeout=60000):
+                pass
+        assert watchdog.longest_ms < 200  # the dialog never froze
+        text = dialog.test_result.text()
+        assert "live: True, ready: True, Triton 2." in text and "mededge_probe" in text
+        assert "round trip" in text and "Mbit/s" in text
+    finally:
+        server.stop()
+    worker = dialog.test_connection()
+    with qtbot.waitSignal(worker.signals.finished, timeout=60000):
+        pass
+    assert dialog.test_result.text().startswith("Failed:") and "unreachable" in dialog.test_result.text()

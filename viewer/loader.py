@@ -110,7 +110,6 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(file, force=not has_preamble, defer_size=DEFER_SIZE)
-            ds.get("PixelData")  # makes a header truncated before pixel data fail here, not later
         except InvalidDicomError as exc:
             raise RadiographError(f"not a readable DICOM file: {_one_line(exc)}", where) from exc
         except Exception as exc:  # pydicom raises many types on damaged headers

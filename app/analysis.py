@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, Signal
 
 from app.settings import AppSettings
 from app.workers import Worker, start
 from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, LinkMeasurement, ServerStatus
+from inference.edge_client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus
 from inference.edge_repository import PROBE_MODEL
 from inference.edge_parts import WireFormat
-from inference.plan import parse_split
+from inference.plan import Plan, parse_split
+from inference.planner import Planner
 from viewer.radiograph import Radiograph
 
 
@@ -38,6 +39,7 @@ class AnalysisService(QObject):
         self._analyzer: Analyzer | None = None
         self._analyzer_key: tuple | None = None
         self._build_lock = threading.Lock()
+        self._planner: Planner | None = None
         self.job: Job | None = None
 
     def update_settings(self, settings: AppSettings) -> None:
@@ -79,9 +81,28 @@ class AnalysisService(QObject):
         if cancel.is_set():
             raise AnalysisCancelled("analysis cancelled")
         plan = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
+        planner = self._planner if settings.split == "auto" else None
+        if settings.split == "auto":
+            planner, plan = self._auto_plan(analyzer, radiograph.path, plan)
         where = "on this workstation" if not plan.uses_edge(analyzer.stage_counts) else "here and on the edge"
         self.progress.emit(radiograph.path, f"running both models {where}…")
-        return analyzer.analyze(radiograph, plan, cancel=cancel)
+        findings = analyzer.analyze(radiograph, plan, cancel=cancel)
+        if planner is not None and planner.options:
+            findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
+            if not findings.fallback_reason:
+                planner.observe(findings.model_ms)  # lasting drift: the next study measures and plans again
+        return findings
+
+    def _auto_plan(self, analyzer: Analyzer, path: str, fixed: Plan):
+        """Auto: the planner's choice for this link; the documented fixed cuts if the edge cannot be measured."""
+        if self._planner is None or self._planner.analyzer is not analyzer:
+            self._planner = Planner(analyzer, analyzer.edge)
+        if self._planner.link is None or not self._planner.options:
+            self.progress.emit(path, "measuring the link and the edge to choose the cuts…")
+        try:
+            return self._planner, self._planner.plan()
+        except EdgeError:
+            return None, fixed
 
     def _done(self, job: Job, findings) -> None:
         if self.job is job:

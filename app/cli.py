@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from collections.abc import Sequence
 
 EXIT_OK = 0
@@ -78,12 +79,20 @@ def _infer(args: argparse.Namespace) -> int:
             raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
     except (WeightsError, ValueError, EdgeError) as exc:
         return _fail("infer", exc)
+    planner = None
+    if edge is not None and (args.split or "auto") == "auto":
+        planner, plan = _planned(analyzer, edge, plan)
     failed = False
     target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
     with target as out:
         for path in _expand(args.paths):
             try:
-                record = analyzer.analyze(load_radiograph(path), plan, allow_fallback=not args.no_fallback).to_json()
+                findings = analyzer.analyze(load_radiograph(path), plan, allow_fallback=not args.no_fallback)
+                if planner is not None and planner.options:
+                    findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
+                    if not findings.fallback_reason and planner.observe(findings.model_ms):
+                        _, plan = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
+                record = findings.to_json()
                 record["path"] = path
             except RadiographError as exc:
                 record = {"path": path, "error": exc.reason}
@@ -96,6 +105,24 @@ def _infer(args: argparse.Namespace) -> int:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _planned(analyzer, edge, fallback_plan, planner=None):
+    """--split auto: the planner's choice (measured link, edge and local profiles), or the documented
+    fixed cuts when the edge cannot be measured."""
+    from inference.edge_client import EdgeError
+    from inference.planner import Planner
+
+    planner = planner or Planner(analyzer, edge)
+    try:
+        plan = planner.plan()
+    except EdgeError as exc:
+        print(f"mededge infer: cannot measure the edge ({exc}); using the fixed auto cuts", file=sys.stderr)
+        return None, fallback_plan
+    chosen = ", ".join(f"{o.model} cut {o.cut} {o.wire.value} (predicted {o.predicted_ms:.0f} ms)"
+                       for o in planner.options.values())
+    print(f"mededge infer: plan: {chosen}", file=sys.stderr)
+    return planner, plan
 
 
 def _edge_settings(args: argparse.Namespace):
@@ -287,7 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server")
     infer.add_argument("--split", metavar="MODE", help="auto (default with --edge: detector cut 6, classifier "
                        "cut 7), local, edge (full offload), K, or detector:K,classifier:K")
-    infer.add_argument("--wire", choices=("fp32", "fp16"), default="fp32", help="precision on the wire")
+    infer.add_argument("--wire", choices=("fp32", "fp16", "int8"), default="fp32",
+                       help="wire format for fixed splits (auto chooses its own)")
     infer.add_argument("--no-fallback", action="store_true",
                        help="fail (exit 3) instead of finishing a study locally when the edge fails")
     _add_tls_client_options(infer)

@@ -50,8 +50,8 @@ class AppSettings:
             raise ValueError(f"CA file not found: {self.ca_file}")
         if not 0.1 <= self.timeout_s <= 600:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
-        if self.wire not in ("fp32", "fp16"):
-            raise ValueError(f"wire precision must be fp32 or fp16, got {self.wire!r}")
+        if self.wire not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"wire format must be fp32, fp16 or int8, got {self.wire!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):

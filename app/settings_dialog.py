@@ -63,7 +63,7 @@ class SettingsDialog(QDialog):
             row.addWidget(spin)
         form.addRow("Manual cuts", cuts)
         self.wire = QComboBox()
-        self.wire.addItems(["fp32", "fp16"])
+        self.wire.addItems(["fp32", "fp16", "int8"])
         self.wire.setCurrentText(settings.wire)
         form.addRow("Wire precision", self.wire)
         self.device = QComboBox()

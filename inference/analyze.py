@@ -22,9 +22,10 @@ from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, part_spec,
 from inference.findings import ActivationMaps, Detection, Findings, Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
-from inference.preprocess import classifier_crops, letterbox
+from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
 from inference.weights import LoadedWeights, load_classifier, load_detector
+from inference.wire import encode
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
@@ -133,6 +134,7 @@ class Analyzer:
         preprocessed = time.perf_counter()
 
         detector = self._run(self.detector, det_input, plan.detector, False, allow_fallback, None)
+        between = time.perf_counter()
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
         classifier = self._run(self.classifier, cls_input, plan.classifier, with_heat_maps, allow_fallback,
                                detector.fallback_reason)
@@ -169,6 +171,7 @@ class Analyzer:
                        "edge": edge, "postprocess": (finished - ran) * 1e3, "total": (finished - started) * 1e3},
             fallback_reason="; ".join(reasons) or None,
             activation_maps=maps,
+            model_ms={"detector": (between - preprocessed) * 1e3, "classifier": (ran - between) * 1e3},
         )
 
     def _run(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, allow_fallback: bool,
@@ -187,7 +190,7 @@ class Analyzer:
         if k < n:
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
-            crossing = {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)}
+            crossing = encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
             try:
                 if edge_down:
                     raise EdgeError(EdgeFailure.UNREACHABLE, edge_down)
@@ -216,6 +219,14 @@ class Analyzer:
         if plan.detector.cut == 0 and plan.classifier.cut == 0:
             return Mode.EDGE
         return Mode.DISTRIBUTED
+
+    def decode_raw(self, raw: torch.Tensor) -> list[Detection]:
+        """Detections in input pixels from the detector's raw output (the planner's fidelity gate)."""
+        config = self.detector.config
+        size = config.input_size
+        identity = Letterbox((size, size), size, 1.0, 1.0, 0, 0)
+        return decode_detections(raw[0].cpu().numpy(), identity, config.classes, config.confidence, config.iou,
+                                 config.max_detections)
 
     def _shown_probabilities(self, probabilities: np.ndarray) -> dict[str, float]:
         """The ChestX-ray14 findings this classifier predicts, in ChestX-ray14 order; others left out."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from inference.edge_parts import EdgePartSpec
 from inference.edge_repository import COMPUTE_TIME_OUTPUT
+from inference.wire import DTYPES as WIRE_DTYPES
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$")
 
@@ -176,7 +177,7 @@ class EdgeClient:
         grpc = self._grpc
         inputs = []
         for tensor in spec.inputs:
-            array = np.ascontiguousarray(tensors[tensor.name], dtype=spec.wire.numpy_dtype)
+            array = np.ascontiguousarray(tensors[tensor.name], dtype=WIRE_DTYPES[tensor.dtype])
             entry = grpc.InferInput(tensor.name, list(array.shape), tensor.dtype)
             entry.set_data_from_numpy(array)  # raw bytes on the wire, FP16 included
             inputs.append(entry)

@@ -36,14 +36,16 @@ class WireFormat(str, enum.Enum):
 
     FP32 = "fp32"
     FP16 = "fp16"
-
-    @property
-    def numpy_dtype(self) -> np.dtype:
-        return np.dtype(np.float32 if self is WireFormat.FP32 else np.float16)
+    INT8 = "int8"  # uint8 codes + per-channel scale and zero point (see inference/wire.py)
 
     @property
     def triton_dtype(self) -> str:
-        return "FP32" if self is WireFormat.FP32 else "FP16"
+        return {"fp32": "FP32", "fp16": "FP16", "int8": "UINT8"}[self.value]
+
+
+def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
+    """The Triton model name of an edge part."""
+    return f"{kind.value}_cut{cut:02d}_{wire.value}"
 
 
 def tensor_name(index: int) -> str:
@@ -74,7 +76,7 @@ class EdgePartSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.kind.value}_cut{self.cut:02d}_{self.wire.value}"
+        return part_name(self.kind, self.cut, self.wire)
 
     @property
     def fingerprint(self) -> str:
@@ -84,8 +86,13 @@ class EdgePartSpec:
 
     @property
     def input_bytes(self) -> int:
-        """Bytes sent per image at this cut in this wire format."""
-        return sum(int(np.prod(t.shape)) * self.wire.numpy_dtype.itemsize for t in self.inputs)
+        """Bytes sent per image at this cut in this wire format (int8: codes plus scales and zero points)."""
+        sizes = {"FP32": 4, "FP16": 2, "UINT8": 1}
+        return sum(int(np.prod(t.shape)) * sizes[t.dtype] for t in self.inputs)
+
+    @property
+    def output_bytes(self) -> int:
+        return sum(int(np.prod(t.shape)) * 4 for t in self.outputs)
 
 
 def model_input_shape(model: StagedModel) -> tuple[int, ...]:
@@ -131,7 +138,14 @@ def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> E
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model).to(device)}, 0, cut)
         outputs = EdgePart(model, cut, WireFormat.FP32)(*crossing.values())
-    inputs = tuple(TensorSpec(tensor_name(i), tuple(t.shape[1:]), wire.triton_dtype) for i, t in crossing.items())
+    inputs = []
+    for index, tensor in crossing.items():
+        inputs.append(TensorSpec(tensor_name(index), tuple(tensor.shape[1:]), wire.triton_dtype))
+        if wire is WireFormat.INT8:  # per-channel scale and zero point travel beside the codes
+            channels = (tensor.shape[1],)
+            inputs += [TensorSpec(tensor_name(index) + "_scale", channels, "FP32"),
+                       TensorSpec(tensor_name(index) + "_zero", channels, "FP32")]
+    inputs = tuple(inputs)
     outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32") for name, t in zip(output_names(model, cut), outputs))
     return EdgePartSpec(kind_of(model), cut, wire, inputs, outs, identity_of(model, weights))
 
@@ -148,7 +162,12 @@ class EdgePart(nn.Module):
         self.names = output_names(model, cut)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
+        if self.wire is WireFormat.INT8:  # (codes, scale, zero) per crossing tensor
+            from inference.wire import dequantize_torch
+
+            tensors = tuple(dequantize_torch(*tensors[i:i + 3]) for i in range(0, len(tensors), 3))
+        else:
+            tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
         last = self.model.stage_count - 1
         keep = [self.model.features_stage] if "features" in self.names else []
         result = self.model.run_stages(dict(zip(self.crossing, tensors)), self.cut, last + 1, keep=keep)
@@ -164,8 +183,11 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path) -> None:
     part = EdgePart(model, spec.cut, spec.wire).eval()
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
-    args = tuple(t.to(torch.float16) if spec.wire is WireFormat.FP16 else t for t in crossing.values())
+    from inference.wire import encode
+
     names_in = [t.name for t in spec.inputs]
+    encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+    args = tuple(torch.from_numpy(encoded[name]) for name in names_in)
     names_out = [t.name for t in spec.outputs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():

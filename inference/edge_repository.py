@@ -21,7 +21,7 @@ from inference.stages import StagedModel
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
 PYTHON_MODEL = Path(__file__).resolve().parent.parent / "packaging" / "triton" / "python_model.py"
-_DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16}
+_DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
 
 

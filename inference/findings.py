@@ -63,6 +63,8 @@ class Findings:
     timing_ms: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
+    model_ms: dict[str, float] = field(default_factory=dict)      # measured, per model (local + transfer + edge)
+    predicted_ms: dict[str, float] = field(default_factory=dict)  # the planner's prediction, per model
 
     def heat_map(self, finding: str) -> np.ndarray:
         """The finding's class-activation map on the original image, [rows, cols] in [0, 1]."""
@@ -90,4 +92,9 @@ class Findings:
             record["wire"] = dict(self.wire)
         if self.fallback_reason:
             record["fallback_reason"] = self.fallback_reason
+        if self.predicted_ms:
+            record["plan"] = {name: {"cut": self.split[name], "wire": self.wire.get(name, "local"),
+                                     "predicted_ms": round(self.predicted_ms[name], 2),
+                                     "measured_ms": round(self.model_ms.get(name, 0.0), 2)}
+                              for name in self.predicted_ms}
         return record

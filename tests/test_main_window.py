@@ -228,7 +228,7 @@ def test_cancel(qtbot, window, shared_cxr):
 
 
 def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
-    """Against a real edge server (auto cuts), then with the server stopped: the fallback is shown."""
+    """Against a real edge server (MedEdge's cuts), then with the server stopped: the fallback is shown."""
     from test_edge import start_server
 
     from inference.analyze import Analyzer
@@ -245,11 +245,16 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     try:
         open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
         window.apply_settings(replace(window.settings, edge_addresses=(server.grpc_address,),
-                                      split_mode=SplitMode.AUTO))
+                                      split_mode=SplitMode.MANUAL, detector_cut=6, classifier_cut=7))
         qtbot.waitUntil(lambda: "connected" in window.edge_label.text(), timeout=20000)
         findings = analyse_and_wait(qtbot, window)
         assert findings.mode is Mode.DISTRIBUTED and findings.split == {"detector": 6, "classifier": 7}
         assert "distributed" in window.findings_panel.mode_label.text()
+        # Auto: the planner measures the link and chooses among local and the served parts.
+        window.apply_settings(replace(window.settings, split_mode=SplitMode.AUTO))
+        findings = analyse_and_wait(qtbot, window, timeout_ms=300000)
+        assert set(findings.predicted_ms) == {"detector", "classifier"}
+        assert findings.split["detector"] in (6, 32) and findings.split["classifier"] in (7, 10)
     finally:
         server.stop()
     findings = analyse_and_wait(qtbot, window)

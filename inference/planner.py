@@ -1,0 +1,213 @@
+"""Cut planning: per model, the option (local only, full offload, or a cut with a wire format) with the
+lowest predicted end-to-end latency on the machines and link at hand.
+
+Predicted time of cut k with wire w = local stages [0, k) (measured per stage on this workstation,
+cached per machine, runtime and input size) + round trip + bytes crossing k in w / bandwidth (both from
+the link probe) + edge stages [k, n) (this workstation's stage times scaled by the edge/local speed
+ratio measured on a served part) + the outputs coming back. Only parts the server has, and wire formats
+that pass the fidelity gate, are candidates. A plan is re-made when measured times drift from it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from inference.classifier import CheXNet
+from inference.edge_client import EdgeClient, EdgeError
+from inference.edge_parts import (EdgePartSpec, WireFormat, identity_of, kind_of, part_name, sample_input,
+                                  tensor_name)
+from inference.plan import AUTO_CUTS, ModelPlan, Plan
+from inference.stages import INPUT, StagedModel
+from inference.wire import encode, round_trip
+
+PROBABILITY_TOLERANCE = 0.02  # the fidelity gate: a wire format must keep probabilities within this
+BOX_IOU = 0.9                 # … and match every box at this IoU
+DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
+
+
+@dataclass(frozen=True)
+class Option:
+    model: str
+    cut: int
+    wire: WireFormat
+    predicted_ms: float
+    local_ms: float = 0.0
+    transfer_ms: float = 0.0
+    edge_ms: float = 0.0
+
+
+@dataclass
+class LinkProfile:
+    round_trip_ms: float
+    mbit_s: float
+    edge_ratio: dict[str, float]  # model → edge time / local time for the same stages
+
+
+def machine_key() -> str:
+    return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
+
+
+def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list[float]:
+    """Median time of each stage on this workstation for this runtime, cached per machine and input size."""
+    from inference.weights import data_dir
+
+    device = next(model.parameters()).device
+    weights = "any"  # stage times do not depend on the weights' values
+    key = f"{machine_key()}-{device.type}-{kind_of(model).value}-" + "-".join(
+        v for k, v in identity_of(model, weights) if k != "classes")
+    folder = (cache_dir or data_dir()) / "profiles"
+    path = folder / (key.replace("/", "_") + ".json")
+    if path.exists():
+        try:
+            times = json.loads(path.read_text())
+            if len(times) == model.stage_count:
+                return [float(t) for t in times]
+        except (ValueError, OSError):
+            pass
+    times: list[list[float]] = [[] for _ in range(model.stage_count)]
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass warms up and is not kept
+            tensors = {INPUT: sample_input(model).to(device)}
+            for index in range(model.stage_count):
+                started = time.perf_counter()
+                tensors.update(model.run_stages(tensors, index, index + 1, keep=list(tensors)))
+                times[index].append((time.perf_counter() - started) * 1e3)
+    medians = [statistics.median(t[1:]) for t in times]
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(medians))
+    return medians
+
+
+def passes_fidelity(model: StagedModel, cut: int, wire: WireFormat, images: list[torch.Tensor],
+                    decode=None) -> bool:
+    """Outputs after the wire's round trip at `cut` stay within the gate on every calibration image."""
+    if wire is WireFormat.FP32 or cut == model.stage_count:
+        return True
+    last = model.stage_count - 1
+    with torch.inference_mode():
+        for image in images:
+            reference = model(image)
+            crossing = model.run_stages({INPUT: image}, 0, cut)
+            moved = {i: round_trip(wire, t) for i, t in crossing.items()}
+            result = model.run_stages(moved, cut, model.stage_count)[last]
+            if isinstance(model, CheXNet):
+                if float((result - reference).abs().max()) > PROBABILITY_TOLERANCE:
+                    return False
+            elif decode is not None and not _boxes_match(decode(reference), decode(result)):
+                return False
+    return True
+
+
+def _boxes_match(expected, got) -> bool:
+    from inference.postprocess import box_iou
+
+    boxes = np.array([d.box_xyxy for d in got]).reshape(-1, 4)
+    for detection in expected:
+        if not len(boxes) or box_iou(np.array(detection.box_xyxy), boxes).max() < BOX_IOU:
+            return False
+    return True
+
+
+@dataclass
+class Planner:
+    """Plans for an `Analyzer` with an edge; `plan()` measures (once, then from cache) and chooses."""
+
+    analyzer: object
+    edge: EdgeClient
+    calibration: list = field(default_factory=list)  # extra model-input images (real radiographs)
+    link: LinkProfile | None = None
+    options: dict[str, Option] = field(default_factory=dict)
+    _drift: dict[str, int] = field(default_factory=dict)
+    _gate: dict[tuple, bool] = field(default_factory=dict)
+
+    def models(self) -> dict[str, StagedModel]:
+        return {"detector": self.analyzer.detector, "classifier": self.analyzer.classifier}
+
+    def measure_link(self) -> LinkProfile:
+        probe = self.edge.probe()
+        served = set(self.edge.status().models)
+        ratios = {}
+        for name, model in self.models().items():
+            ratios[name] = self._edge_ratio(name, model, served)
+        self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, ratios)
+        return self.link
+
+    def _edge_ratio(self, name: str, model: StagedModel, served: set[str]) -> float:
+        """Edge compute / local compute for the stages of the first served part of this model."""
+        local = local_stage_ms(model)
+        for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
+            for wire in WireFormat:
+                if part_name(kind_of(model), cut, wire) not in served:
+                    continue  # checked by name first: a part's spec costs a partial forward pass
+                spec = self.analyzer.part(model, cut, wire)
+                with torch.inference_mode():
+                    crossing = model.run_stages({INPUT: sample_input(model).to(self.analyzer.device)}, 0, cut)
+                tensors = encode(wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+                try:
+                    self.edge.infer(spec, tensors, tuple(t.name for t in spec.outputs))  # warm-up
+                    edge_ms = statistics.median(self.edge.infer(spec, tensors, tuple(t.name for t in spec.outputs)
+                                                                ).edge_ms for _ in range(3))
+                except EdgeError:
+                    continue
+                return max(edge_ms, 0.01) / max(sum(local[cut:]), 0.01)
+        return float("inf")  # nothing of this model is served: only local is possible
+
+    def candidates(self, name: str, model: StagedModel, served: set[str]) -> list[Option]:
+        local = local_stage_ms(model)
+        n = model.stage_count
+        options = [Option(name, n, WireFormat.FP32, sum(local), local_ms=sum(local))]
+        link = self.link
+        if link is None or not np.isfinite(link.edge_ratio.get(name, float("inf"))):
+            return options
+        for cut in range(n):
+            for wire in WireFormat:
+                if part_name(kind_of(model), cut, wire) not in served or not self._fidelity(name, model, cut, wire):
+                    continue
+                spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
+                transfer = link.round_trip_ms + (spec.input_bytes + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
+                edge = link.edge_ratio[name] * sum(local[cut:])
+                here = sum(local[:cut])
+                options.append(Option(name, cut, wire, here + transfer + edge, here, transfer, edge))
+        return options
+
+    def _fidelity(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> bool:
+        key = (name, cut, wire)
+        if key not in self._gate:
+            images = [sample_input(model).to(self.analyzer.device)] + [
+                x for kind, x in self.calibration if kind == name]
+            decode = self.analyzer.decode_raw if name == "detector" else None
+            self._gate[key] = passes_fidelity(model, cut, wire, images, decode)
+        return self._gate[key]
+
+    def plan(self) -> Plan:
+        if self.link is None:
+            self.measure_link()
+        served = set(self.edge.status().models)
+        for name, model in self.models().items():
+            self.options[name] = min(self.candidates(name, model, served), key=lambda o: o.predicted_ms)
+        d, c = self.options["detector"], self.options["classifier"]
+        return Plan(ModelPlan(d.cut, d.wire), ModelPlan(c.cut, c.wire))
+
+    def observe(self, measured_ms: dict[str, float]) -> bool:
+        """Compare a result's measured per-model times with the plan; re-plan on lasting drift."""
+        drifted = False
+        for name, option in self.options.items():
+            ratio = measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
+            self._drift[name] = self._drift.get(name, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0
+            drifted |= self._drift[name] >= 2
+        if drifted:
+            self._drift.clear()
+            self.link = None  # measure the link and the edge again
+        return drifted
+
+
+def fixed_auto_plan(stage_counts: dict[str, int], wire: WireFormat = WireFormat.FP32) -> Plan:
+    """The documented fallback when the link cannot be probed."""
+    return Plan(ModelPlan(AUTO_CUTS["detector"], wire), ModelPlan(AUTO_CUTS["classifier"], wire))

@@ -1,0 +1,111 @@
+"""Compressed wire formats and cut planning, against a real Triton on loopback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inference.analyze import Analyzer, ModelChoice
+from inference.edge_client import EdgeClient, EdgeSettings
+from inference.edge_parts import WireFormat
+from inference.edge_repository import PartRequest, write_repository
+from inference.findings import Mode
+from inference.plan import ModelPlan, Plan
+from inference.planner import Planner, local_stage_ms, passes_fidelity
+from inference.stages import INPUT
+from inference.wire import dequantize_torch, quantize, round_trip
+from test_edge import TINY, start_server
+from viewer.loader import load_radiograph
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_int8_codes_round_trip_within_half_a_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, (2, 5, 7, 9)).astype(np.float32)
+    x[1, 2] = np.abs(x[1, 2])  # an all-positive channel: zero must stay exact
+    codes, scale, zero = quantize(x)
+    assert codes.dtype == np.uint8 and scale.shape == zero.shape == (2, 5)
+    back = dequantize_torch(torch.from_numpy(codes), torch.from_numpy(scale), torch.from_numpy(zero)).numpy()
+    assert np.all(np.abs(back - x) <= scale[..., None, None] / 2 + 1e-6)
+    assert dequantize_torch(torch.tensor([[[[int(zero[1, 2])]]]], dtype=torch.uint8),
+                            torch.from_numpy(scale[1:2, 2:3]), torch.from_numpy(zero[1:2, 2:3])).item() == 0.0
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory, shared_cxr):
+    root = tmp_path_factory.mktemp("plan")
+    analyzer = Analyzer(ModelChoice(detector=TINY))
+    requests = [PartRequest(analyzer.detector, analyzer.detector_source, cut, wire)
+                for cut in (0, 6, 15) for wire in (WireFormat.FP32, WireFormat.INT8)]
+    requests += [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, cut, wire)
+                 for cut in (0, 7) for wire in (WireFormat.FP16, WireFormat.INT8)]
+    write_repository(root / "repository", requests, gpu=False)
+    server = start_server(root / "repository", root)
+    analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60))
+    yield analyzer, load_radiograph(shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    server.stop()
+
+
+def test_int8_wire_through_the_server_matches_the_local_simulation(planned):
+    analyzer, radiograph = planned
+    local = analyzer.analyze(radiograph)
+    for cut in (0, 6, 15):
+        plan = Plan(ModelPlan(cut, WireFormat.INT8), ModelPlan(7, WireFormat.INT8))
+        split = analyzer.analyze(radiograph, plan, allow_fallback=False)
+        assert split.mode in (Mode.EDGE, Mode.DISTRIBUTED) and split.wire == {"detector": "int8", "classifier": "int8"}
+        assert max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items()) <= 0.02
+        assert analyzer.part(analyzer.detector, cut, WireFormat.INT8).input_bytes * 3.5 < \
+            analyzer.part(analyzer.detector, cut, WireFormat.FP32).input_bytes
+
+
+def test_fidelity_gate_rejects_a_wire_that_distorts(planned, monkeypatch):
+    analyzer, _ = planned
+    image = torch.from_numpy(np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32))
+    assert passes_fidelity(analyzer.classifier, 7, WireFormat.INT8, [image])
+    import inference.planner as planner_module
+
+    monkeypatch.setattr(planner_module, "round_trip", lambda wire, t: t * 3.0)  # a broken codec
+    assert not passes_fidelity(analyzer.classifier, 7, WireFormat.INT8, [image])
+
+
+def test_planner_predicts_and_picks_the_fastest_served_option(planned):
+    analyzer, radiograph = planned
+    planner = Planner(analyzer, analyzer.edge)
+    plan = planner.plan()
+    link = planner.link
+    assert link.round_trip_ms > 0 and link.mbit_s > 0
+    assert all(0 < ratio < float("inf") for ratio in link.edge_ratio.values())
+    served = set(analyzer.edge.status().models)
+    for name, model in planner.models().items():
+        options = planner.candidates(name, model, served)
+        cuts = {(o.cut, o.wire) for o in options}
+        assert (model.stage_count, WireFormat.FP32) in cuts  # local only is always a candidate
+        assert all(o.cut == model.stage_count or analyzer.part(model, o.cut, o.wire).name in served for o in options)
+        best = min(options, key=lambda o: o.predicted_ms)
+        assert planner.options[name] == best
+    assert (plan.detector.cut, plan.detector.wire) == (planner.options["detector"].cut, planner.options["detector"].wire)
+    findings = analyzer.analyze(radiograph, plan)
+    assert set(findings.model_ms) == {"detector", "classifier"}
+
+
+def test_drift_triggers_a_new_measurement(planned):
+    analyzer, _ = planned
+    planner = Planner(analyzer, analyzer.edge)
+    planner.plan()
+    predicted = {n: o.predicted_ms for n, o in planner.options.items()}
+    assert not planner.observe(predicted)
+    slow = {n: v * 3 for n, v in predicted.items()}
+    assert not planner.observe(slow)  # once may be noise
+    assert planner.observe(slow) and planner.link is None  # twice: measure again on the next plan()
+    planner.plan()
+    assert planner.link is not None
+
+
+def test_local_stage_profile_is_cached(planned, tmp_path):
+    analyzer, _ = planned
+    first = local_stage_ms(analyzer.classifier, repeats=1, cache_dir=tmp_path)
+    assert len(first) == analyzer.classifier.stage_count and all(t > 0 for t in first)
+    assert local_stage_ms(analyzer.classifier, repeats=1, cache_dir=tmp_path) == first
+    assert len(list((tmp_path / "profiles").iterdir())) == 1

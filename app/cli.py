@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from collections.abc import Sequence
 
 EXIT_OK = 0
@@ -282,6 +283,26 @@ def _edge_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inference.benchmark import markdown, run_benchmark, save
+    from inference.edge_client import EdgeError
+    from inference.edge_server import EdgeServerError
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+
+    try:
+        radiograph = load_radiograph(args.image)
+        report = run_benchmark(radiograph, quick=args.quick, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (RadiographError, EdgeError, EdgeServerError, ValueError, OSError) as exc:
+        return _fail("bench", exc)
+    print(markdown(report))
+    if args.json:
+        save(report, Path(args.json))
+    return EXIT_OK
+
+
 def _gui(args: argparse.Namespace) -> int:
     if args.screenshot:
         import os
@@ -345,6 +366,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="PEM", help="server private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
     serve.set_defaults(run=_edge_serve)
+
+    bench = sub.add_parser("bench", help="measure local only, full offload, cuts × wire formats and auto "
+                           "against a real Triton on this machine")
+    bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    bench.add_argument("--quick", action="store_true", help="256 px detector, a few cuts, int8/fp32, 3 repeats")
+    bench.add_argument("--image", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
+                                             "cxr" / "raster" / "txv_nih_00027426_000_512px.png"),
+                       help="the radiograph to analyse (default: a chest radiograph from ../shared/data/cxr)")
+    bench.set_defaults(run=_bench)
 
     models = sub.add_parser("models", help="model weights tools").add_subparsers(dest="models_command",
                                                                                  metavar="ACTION", required=True)

@@ -63,6 +63,7 @@ class _Run:
     edge_ms: float = 0.0
     used_edge: bool = False
     fallback_reason: str | None = None
+    link_down: bool = False  # the server could not be reached at all (not e.g. a missing model)
 
 
 class Analyzer:
@@ -137,7 +138,7 @@ class Analyzer:
         between = time.perf_counter()
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
         classifier = self._run(self.classifier, cls_input, plan.classifier, with_heat_maps, allow_fallback,
-                               detector.fallback_reason)
+                               detector.fallback_reason if detector.link_down else None)
         ran = time.perf_counter()
 
         detections = decode_detections(detector.outputs["output"][0], box_geometry, det_config.classes,
@@ -199,6 +200,7 @@ class Analyzer:
                 if not allow_fallback:
                     raise
                 run.fallback_reason = str(error)
+                run.link_down = error.failure in (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
             else:
                 run.outputs = dict(reply.outputs)
                 run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True

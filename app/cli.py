@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_SOME_FAILED = 2
 EXIT_EDGE_FAILED = 3
+COMMANDS = ("inspect", "infer", "edge", "models", "bench")  # anything else opens the viewer with FILES
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -390,7 +391,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _gui_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mededge", description="Open the viewer (see `mededge --help-commands`).")
+    parser = argparse.ArgumentParser(prog="mededge", description="Open the viewer. Commands: inspect, infer, edge, "
+                                     "models, bench (`mededge COMMAND --help`).")
     parser.add_argument("files", nargs="*", metavar="FILE", help="DICOM, PNG, JPEG or TIFF files or folders to open")
     parser.add_argument("--screenshot", metavar="OUT.png", help="open FILES, analyse the first with the current "
                         "settings, render the window at 1440×900 into OUT.png and exit")
@@ -401,8 +403,7 @@ def _gui_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    if argv and (argv[0] in commands or argv[0] in ("-h", "--help")):
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
         args = parser.parse_args(argv)
     else:
         args = _gui_parser().parse_args(argv)

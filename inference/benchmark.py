@@ -61,8 +61,10 @@ def _measure(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, model: str,
     return statistics.median(times), float(np.percentile(times, 95))
 
 
-def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None, progress=print) -> dict:
-    detector = DetectorConfig(input_size=256) if quick else DetectorConfig()
+def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None, progress=print,
+                  detector: DetectorConfig | None = None) -> dict:
+    """`detector` overrides the detector configuration (the tests use a narrow one)."""
+    detector = detector or (DetectorConfig(input_size=256) if quick else DetectorConfig())
     analyzer = Analyzer(ModelChoice(detector=detector))
     cuts = QUICK_CUTS if quick else FULL_CUTS
     wires = (WireFormat.FP32, WireFormat.INT8) if quick else tuple(WireFormat)

@@ -153,8 +153,7 @@ class EdgeClient:
                             f"edge model {spec.name} was exported for another model or weights "
                             f"(edge: {weights[:12]}, here: {dict(spec.identity)['weights'][:12]}); re-export it")
         expected = {(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs}
-        served = {(t.name, t.data_type.replace("TYPE_", "") if isinstance(t.data_type, str) else
-                   self._dtype_name(t.data_type), tuple(int(d) for d in t.dims)) for t in config.input}
+        served = {(t.name, self._dtype_name(t.data_type), tuple(int(d) for d in t.dims)) for t in config.input}
         if expected != served:
             raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} takes {sorted(served)}, "
                                                         f"this workstation sends {sorted(expected)}")

@@ -109,3 +109,20 @@ def test_local_stage_profile_is_cached(planned, tmp_path):
     assert len(first) == analyzer.classifier.stage_count and all(t > 0 for t in first)
     assert local_stage_ms(analyzer.classifier, repeats=1, cache_dir=tmp_path) == first
     assert len(list((tmp_path / "profiles").iterdir())) == 1
+
+
+def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
+    from inference.benchmark import markdown, run_benchmark
+
+    radiograph = load_radiograph(shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    report = run_benchmark(radiograph, quick=True, work=tmp_path, progress=lambda m: None, detector=TINY)
+    assert [m["model"] for m in report["models"]] == ["detector", "classifier"]
+    for model in report["models"]:
+        options = [row["option"] for row in model["rows"]]
+        assert options[0] == "local" and options[-1].startswith("auto → ")
+        assert {"cut 0 fp32", "cut 0 int8"} <= set(options)  # full offload in both wire formats
+        assert all(row["median_ms"] > 0 and row["p95_ms"] >= row["median_ms"] for row in model["rows"])
+        assert model["rows"][0]["ratio_to_local"] == 1.0
+        assert isinstance(model["auto_within_5pct_of_best"], bool)
+    text = markdown(report)
+    assert "| option | MiB sent | median ms | p95 ms | speed-up vs local |" in text

@@ -384,7 +384,10 @@ def _first_window(ds, notes: list[str]) -> Window | None:
 
 
 def _first_number(value) -> float:
-    if isinstance(value, (list, tuple)) or hasattr(value, "__getitem__") and not isinstance(value, (str, bytes)):
+    """Window Center/Width may hold several values (alternative windows): the first is the default."""
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (MultiValue, list, tuple)):
         value = value[0]
     return float(value)
 
@@ -521,7 +524,8 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
     if kind == "JPEG" and not _jpeg_is_complete(file):
         raise RadiographError("truncated JPEG file: the end-of-image marker is missing", where)
 
-    cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None
+    if hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)  # silent: a broken file is reported by our error, not by OpenCV's log
     try:
         encoded = np.fromfile(file, dtype=np.uint8)
         pixels = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)

@@ -27,6 +27,7 @@ test: $(STAMP) sysdeps
 bench: $(STAMP)
 	$(PY) bench/bench_loader.py
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_window_level.py
+	$(PY) bench/bench_runtimes.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -66,13 +66,14 @@ class AnalysisService(QObject):
             self.job.cancel.set()
 
     def _analyzer_for(self, settings: AppSettings, path: str) -> Analyzer:
-        key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.edge)
+        key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.runtime, settings.edge)
         with self._build_lock:
             if self._analyzer is None or self._analyzer_key != key:
                 self.progress.emit(path, "loading models…")
                 edge = EdgeClient(settings.edge) if settings.edge else None
                 choice = ModelChoice(detector_weights=settings.detector_weights or None,
-                                     classifier_weights=settings.classifier_weights or None, device=settings.device)
+                                     classifier_weights=settings.classifier_weights or None, device=settings.device,
+                                     runtime=settings.runtime)
                 self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge), key
             return self._analyzer
 

@@ -58,7 +58,7 @@ def _model_choice(args: argparse.Namespace):
     detector = DetectorConfig(**{k: v for k, v in given.items() if v is not None})
     classifier = ClassifierConfig(ten_crop=True) if args.ten_crop else ClassifierConfig()
     return ModelChoice(detector_weights=args.detector_weights, classifier_weights=args.classifier_weights,
-                       detector=detector, classifier=classifier, device=args.device)
+                       detector=detector, classifier=classifier, device=args.device, runtime=args.runtime)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -162,6 +162,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")
     parser.add_argument("--ten-crop", action="store_true", help="classifier: average the ten 224 px crops")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnxruntime"),
+                        help="local runtime for whole-model runs (default auto: the faster here, measured once)")
 
 
 def _add_part_options(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,9 @@ class AppSettings:
     classifier_cut: int = 7
     wire: str = "fp32"
     device: str = "cpu"                       # cpu | cuda | auto
+    # Local whole-model runtime: torch | onnxruntime | auto. The GUI starts with torch: preparing the
+    # ONNX Runtime model (export + check, once) holds the interpreter long enough to stutter the window.
+    runtime: str = "torch"
     detector_weights: str = ""                # empty: demo weights
     classifier_weights: str = ""
     confidence: float = 0.4                   # boxes shown at or above this score
@@ -52,6 +55,8 @@ class AppSettings:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
         if self.wire not in ("fp32", "fp16", "int8"):
             raise ValueError(f"wire format must be fp32, fp16 or int8, got {self.wire!r}")
+        if self.runtime not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"runtime must be auto, torch or onnxruntime, got {self.runtime!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):

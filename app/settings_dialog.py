@@ -72,6 +72,13 @@ class SettingsDialog(QDialog):
             self.device.addItem("CUDA", "cuda")
         self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
         form.addRow("Local device", self.device)
+        self.runtime = QComboBox()
+        for value, text in (("auto", "Auto (the faster, measured)"), ("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime")):
+            self.runtime.addItem(text, value)
+        self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
+        self.runtime.setToolTip("ONNX Runtime is faster for CheXNet on most CPUs; its model is prepared once "
+                                "(about a minute) on the first analysis after choosing it")
+        form.addRow("Local runtime", self.runtime)
 
         self.detector_weights = QLineEdit(settings.detector_weights)
         self.detector_weights.setPlaceholderText("demo weights")
@@ -151,7 +158,7 @@ class SettingsDialog(QDialog):
                        ca_file=self.ca_file.text().strip(), timeout_s=self.timeout.value(),
                        split_mode=self.split.currentData(), detector_cut=self.detector_cut.value(),
                        classifier_cut=self.classifier_cut.value(), wire=self.wire.currentText(),
-                       device=self.device.currentData(), detector_weights=self.detector_weights.text().strip(),
+                       device=self.device.currentData(), runtime=self.runtime.currentData(), detector_weights=self.detector_weights.text().strip(),
                        classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value())
 
     def accept(self) -> None:

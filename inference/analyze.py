@@ -24,7 +24,8 @@ from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
-from inference.weights import LoadedWeights, load_classifier, load_detector
+from inference.runtimes import RUNTIMES, OnnxModel, choose_runtime
+from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.wire import encode
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
@@ -39,6 +40,7 @@ class ModelChoice:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     device: str = "cpu"  # "cpu", "cuda" (or "cuda:N"), or "auto" (CUDA when present)
+    runtime: str = "torch"  # whole-model local runs: "torch", "onnxruntime", or "auto" (measured, per model)
 
     @property
     def torch_device(self) -> torch.device:
@@ -80,6 +82,17 @@ class Analyzer:
         self.classifier, self.classifier_weights = load_classifier(choice.classifier, choice.classifier_weights)
         self.detector.to(self.device)
         self.classifier.to(self.device)
+        self.onnx: dict[str, OnnxModel] = {}  # models that run locally through onnxruntime
+        if choice.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {choice.runtime!r}")
+        if choice.runtime != "torch" and self.device.type == "cpu":
+            folder = data_dir() / "local-onnx"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, model, weights in (("detector", self.detector, self.detector_source),
+                                         ("classifier", self.classifier, self.classifier_weights.source)):
+                session = OnnxModel(model, weights, folder)
+                if choice.runtime == "onnxruntime" or choose_runtime(model, session, weights, folder) == "onnxruntime":
+                    self.onnx[name] = session
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._lock = threading.Lock()
         self._check = lambda: None  # the running analysis' cancellation check
@@ -184,6 +197,10 @@ class Analyzer:
         n, k = model.stage_count, plan.cut
         last = n - 1
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
+        session = self.onnx.get("detector" if model is self.detector else "classifier")
+        if k == n and session is not None:  # the whole model here, on the faster runtime
+            self._check()
+            return _Run(outputs=session.run(batch))
         here = model.run_stages({INPUT: torch.from_numpy(batch).to(self.device)}, 0, k,
                                 keep=[features] if features is not None and features < k else [],
                                 before_stage=self._check)

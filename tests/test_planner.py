@@ -126,3 +126,25 @@ def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
         assert isinstance(model["auto_within_5pct_of_best"], bool)
     text = markdown(report)
     assert "| option | MiB sent | median ms | p95 ms | speed-up vs local |" in text
+
+
+def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(shared_cxr):
+    from inference.weights import data_dir
+
+    radiograph = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")
+    torch_run = Analyzer(ModelChoice(detector=TINY)).analyze(radiograph)
+    onnx_analyzer = Analyzer(ModelChoice(detector=TINY, runtime="onnxruntime"))
+    assert set(onnx_analyzer.onnx) == {"detector", "classifier"}
+    onnx_run = onnx_analyzer.analyze(radiograph)
+    assert max(abs(onnx_run.probabilities[k] - v) for k, v in torch_run.probabilities.items()) <= 1e-4
+    assert len(onnx_run.detections) == len(torch_run.detections)
+    assert np.abs(onnx_run.heat_map("Effusion") - torch_run.heat_map("Effusion")).max() <= 1e-3
+    auto = Analyzer(ModelChoice(detector=TINY, runtime="auto"))
+    choices = sorted((data_dir() / "local-onnx").glob("runtime-*.json"))
+    assert len(choices) == 2  # one measured choice per model, reused by the next Analyzer
+    import json
+
+    for path in choices:
+        record = json.loads(path.read_text())
+        assert record["runtime"] in ("torch", "onnxruntime") and record["torch_ms"] > 0 and record["onnxruntime_ms"] > 0
+    assert set(auto.onnx) <= {"detector", "classifier"}

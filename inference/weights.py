@@ -224,7 +224,9 @@ def _fit(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
         if wrong:
             parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
         raise WeightsError(f"the weights do not fit the {what}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    # assign: the loaded tensors become the parameters, no copy (a 280 MB copy holds the interpreter long
+    # enough to stall a GUI thread)
+    model.load_state_dict(state, strict=True, assign=True)
 
 
 # ---------------------------------------------------------------- detector
@@ -234,7 +236,7 @@ def load_detector(config: DetectorConfig, weights: str | os.PathLike[str] | None
     """The detector in eval mode and its weights source ("demo" or SHA-256)."""
     model = YoloDetector(config)
     if weights is None:
-        model.load_state_dict(demo_state_dict(model))
+        model.load_state_dict(demo_state_dict(model), assign=True)
         return model.eval(), DEMO
     path = Path(weights)
     state = _as_float(_strip_prefix(_tensor_dict(_read_safely(path), path), "module."))

@@ -254,7 +254,8 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
     assert infer.returncode == 0, infer.stderr.read()
     assert [Path(r["path"]).name for r in records] == [f"study{i}.png" for i in range(6)]
     assert [r["mode"] for r in records[:2]] == ["distributed", "distributed"]
-    assert all(r["mode"] == "local-fallback" and "unreachable" in r["fallback_reason"] for r in records[3:])
+    # The server may answer "stopping" or not at all: either way the study is finished here and says why.
+    assert all(r["mode"] == "local-fallback" and r["fallback_reason"] for r in records[3:]), records[3:]
     assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
     assert all(r["probabilities"] == records[0]["probabilities"] for r in records)  # same study, same answer
 

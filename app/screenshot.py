@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop
 
 ANALYSIS_TIMEOUT_S = 600
 
@@ -38,9 +38,8 @@ def take_screenshot(app, window, paths: list[str], out: str) -> int:
         if findings is not None and findings.probabilities:
             top = max(findings.probabilities, key=findings.probabilities.get)
             window.findings_panel.rows[top][0].click()  # show the most probable finding's heat map
-    QTimer.singleShot(0, lambda: None)
-    _wait(app, lambda: True, 0)
-    app.processEvents()
+    for _ in range(3):  # let the heat map, panels and status bar lay out before grabbing
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
     image = window.grab()
     if not image.save(out, "PNG"):
         print(f"mededge --screenshot: cannot write {out}", file=sys.stderr)

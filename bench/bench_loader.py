@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from dicom_factory import dataset, gradient, write  # noqa: E402
+from inference.benchmark import machine_description  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 
@@ -40,20 +41,6 @@ def chest_pixels() -> tuple[np.ndarray, str]:
         real = load_radiograph(SOURCE).pixels.astype(np.uint16)
         return cv2.resize(real, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR), SOURCE.name
     return gradient(SIZE, SIZE, bits=12), "synthetic gradient"
-
-
-def machine() -> str:
-    import os
-
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def measure(path: Path, repeat: int) -> dict[str, float]:
@@ -100,7 +87,7 @@ def main() -> int:
         "benchmark": "load 3000x3000 16-bit DICOM + display-ready 8-bit image",
         "content": content,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": machine_description(),
         "results": results,
     }
     print(f"{report['date']} · {report['machine']} · content: {content}")

@@ -10,7 +10,6 @@ as a fraction of the input size). Demo weights, one real chest radiograph as inp
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -22,25 +21,15 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.bench_loader import machine  # noqa: E402
+from inference.benchmark import machine_description  # noqa: E402
 from inference.analyze import Analyzer  # noqa: E402
 from inference.edge_parts import ModelKind, part_difference  # noqa: E402
 from inference.preprocess import classifier_crops, letterbox  # noqa: E402
-from inference.runtimes import OnnxModel  # noqa: E402
+from inference.runtimes import OnnxModel, median_ms  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 
 IMAGE = ROOT.parent / "shared/data/cxr/dicom/DX_chest_966_fixed.dcm"
-
-
-def median_ms(function, repeats: int = 7) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -48,7 +37,7 @@ def main() -> int:
     grey = render_8bit(load_radiograph(IMAGE))
     inputs = {"detector": letterbox(grey, analyzer.detector.config.input_size)[0],
               "classifier": classifier_crops(grey, 256, 224, False, 3, "imagenet")[0]}
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {machine()} · torch threads "
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {machine_description()} · torch threads "
           f"{torch.get_num_threads()} · input {IMAGE.name}")
     print("| model | runtime | weights MB | median ms | speed-up | max difference vs PyTorch |")
     print("|---|---|---|---|---|---|")
@@ -58,9 +47,9 @@ def main() -> int:
             batch = inputs[name]
             with torch.inference_mode():
                 reference = model(torch.from_numpy(batch)).numpy()
-                torch_ms = median_ms(lambda: model(torch.from_numpy(batch)))
+                torch_ms = median_ms(lambda: model(torch.from_numpy(batch)), repeats=7)
             onnx = OnnxModel(model, weights, Path(folder))
-            onnx_ms = median_ms(lambda: onnx.run(batch))
+            onnx_ms = median_ms(lambda: onnx.run(batch), repeats=7)
             got = onnx.run(batch)["output" if name == "detector" else "probabilities"]
             kind = ModelKind.DETECTOR if name == "detector" else ModelKind.CLASSIFIER
             difference = part_difference(kind, "output" if name == "detector" else "probabilities", reference, got,

@@ -23,7 +23,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from bench.bench_loader import SOURCE, machine  # noqa: E402
+from bench.bench_loader import SOURCE  # noqa: E402
+from inference.benchmark import machine_description  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 from viewer.radiograph import Window  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> int:
         canvas.viewport().repaint()  # synchronous paint, as the screen would show it
         app.processEvents()
     elapsed = time.perf_counter() - started
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {machine()}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {machine_description()}")
     print("| measure | value |")
     print("|---|---|")
     print(f"| window/level updates per second (render + ImageItem + repaint, 1200×900 canvas) | "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
 from inference.edge_parts import WireFormat
 from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
-from inference.edge_server import EdgeServer
+from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner
 from viewer.radiograph import Radiograph
@@ -42,16 +41,6 @@ class Row:
     median_ms: float
     p95_ms: float
     ratio_to_local: float = 1.0
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _measure(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, model: str, repeats: int) -> tuple[float, float]:
@@ -77,7 +66,7 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
     progress(f"exporting {len(requests)} edge parts into {work / 'repository'}")
     write_repository(work / "repository", requests, gpu=False, progress=progress)
     python_backend_overlay(work / "repository", work / "serve")
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics)
     server.start()
@@ -123,7 +112,7 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
             "auto_within_5pct_of_best": auto_row.median_ms <= 1.05 * best.median_ms,
             "auto_vs_better_of_local_and_offload": min(local_ms, offload.median_ms) / auto_row.median_ms,
         })
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
             "link": "loopback (edge on the same 2 cores)", "quick": quick, "repeats": repeats,
             "image": radiograph.path, "probe": {"round_trip_ms": link.round_trip_ms, "mbit_s": link.mbit_s},
             "models": results}
@@ -133,7 +122,8 @@ def _plan_for(local: Plan, name: str, option: ModelPlan) -> Plan:
     return Plan(option, local.classifier) if name == "detector" else Plan(local.detector, option)
 
 
-def _machine() -> str:
+def machine_description() -> str:
+    """CPU model, cores and Python version, for the benchmark tables."""
     import os
 
     model = platform.processor() or "cpu"

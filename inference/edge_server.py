@@ -77,6 +77,17 @@ class Installation:
         return env
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the system has free on `host` right now (for tests and the benchmark)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind((host, 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:

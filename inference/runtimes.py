@@ -39,7 +39,8 @@ class OnnxModel:
         return dict(zip(self.outputs, self.session.run(self.outputs, {"image": batch.astype(np.float32)})))
 
 
-def _median_ms(function, repeats: int = 3) -> float:
+def median_ms(function, repeats: int = 3) -> float:
+    """Median wall time of `function()` in ms, after one warm-up call."""
     function()  # warm-up
     times = []
     for _ in range(repeats):
@@ -63,8 +64,8 @@ def choose_runtime(model: StagedModel, onnx_model: OnnxModel, weights: str, fold
             pass
     image = sample_input(model)
     with torch.inference_mode():
-        torch_ms = _median_ms(lambda: model(image))
-    onnx_ms = _median_ms(lambda: onnx_model.run(image.numpy()))
+        torch_ms = median_ms(lambda: model(image))
+    onnx_ms = median_ms(lambda: onnx_model.run(image.numpy()))
     runtime = "onnxruntime" if onnx_ms < torch_ms else "torch"
     path.write_text(json.dumps({"runtime": runtime, "torch_ms": torch_ms, "onnxruntime_ms": onnx_ms}))
     return runtime

@@ -27,7 +27,7 @@ from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge_parts import WireFormat
 from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
-from inference.edge_server import EdgeServer, EdgeServerError
+from inference.edge_server import EdgeServer, EdgeServerError, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import box_iou
@@ -35,16 +35,6 @@ from viewer.loader import load_radiograph
 
 TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
 pytestmark = pytest.mark.timeout(900)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_server(repository: Path, work: Path) -> EdgeServer:

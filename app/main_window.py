@@ -20,7 +20,7 @@ from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.radiograph import Radiograph
 from viewer.widgets.canvas import PRESETS, RadiographCanvas
-from viewer.widgets.study_list import StudyList
+from viewer.widgets.study_list import StudyList, thumbnail_pixels
 from viewer.widgets.tag_browser import TagBrowser
 
 FILE_FILTER = "Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
@@ -33,6 +33,12 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
 ]
 _KEYS = dict(SHORTCUTS)
+
+
+def load_for_list(path: str):
+    """(Radiograph, thumbnail grey pixels): what a study list row needs, made in the worker."""
+    radiograph = load_radiograph(path)
+    return radiograph, thumbnail_pixels(radiograph)
 
 
 class MainWindow(QMainWindow):
@@ -209,16 +215,14 @@ class MainWindow(QMainWindow):
 
     def _load(self, path: str, show: bool) -> Worker:
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
-        worker = Worker(load_radiograph, path)
-        worker.signals.returned.connect(lambda r, s=show: self._loaded(r, s))
+        worker = Worker(load_for_list, path)  # loading and the thumbnail both stay off the UI thread
+        worker.signals.returned.connect(lambda loaded, s=show: self._loaded(*loaded, s))
         worker.signals.errored.connect(lambda exc, p=path: self._load_failed(p, exc))
-        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
-        self._workers.add(worker)
-        return start(worker)
+        return start(worker, keep=self._workers)
 
-    def _loaded(self, radiograph: Radiograph, show: bool) -> None:
+    def _loaded(self, radiograph: Radiograph, thumb, show: bool) -> None:
         self.radiographs[radiograph.path] = radiograph
-        self.study_list.add(radiograph)
+        self.study_list.add(radiograph, thumb)
         self.settings = self.settings.with_recent(radiograph.path)
         self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
@@ -331,9 +335,7 @@ class MainWindow(QMainWindow):
             lambda s: self.edge_label.setText(f"Edge: connected (Triton {s.version}, {len(s.models)} models, "
                                               f"{s.round_trip_ms:.0f} ms)"))
         worker.signals.errored.connect(lambda exc: self.edge_label.setText(f"Edge: unreachable — {exc}"))
-        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
-        self._workers.add(worker)
-        start(worker)
+        start(worker, keep=self._workers)
 
     def open_settings(self) -> None:
         from app.settings_dialog import SettingsDialog

@@ -87,9 +87,6 @@ class AppSettings:
             return f"detector:{self.detector_cut},classifier:{self.classifier_cut}"
         return self.split_mode.value
 
-    def threshold(self, finding: str) -> float:
-        return self.finding_thresholds.get(finding, 0.5)
-
     def with_recent(self, path: str, keep: int = 10) -> AppSettings:
         recent = (path,) + tuple(p for p in self.recent_files if p != path)
         return replace(self, recent_files=recent[:keep])

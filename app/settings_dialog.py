@@ -139,9 +139,7 @@ class SettingsDialog(QDialog):
         worker = Worker(function, *args)
         worker.signals.returned.connect(on_result)
         worker.signals.errored.connect(on_error)
-        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
-        self._workers.add(worker)
-        return start(worker)
+        return start(worker, keep=self._workers)
 
     def _hash(self, path: str, label: QLabel) -> None:
         if not path.strip():

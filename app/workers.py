@@ -34,6 +34,10 @@ class Worker(QRunnable):
             self.signals.finished.emit()
 
 
-def start(worker: Worker) -> Worker:
+def start(worker: Worker, keep: set[Worker] | None = None) -> Worker:
+    """Run `worker` on the pool. `keep` holds it (and so its signals) alive until it has finished."""
+    if keep is not None:
+        keep.add(worker)
+        worker.signals.finished.connect(lambda: keep.discard(worker))
     QThreadPool.globalInstance().start(worker)
     return worker

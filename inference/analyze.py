@@ -18,7 +18,7 @@ import torch
 from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.detector import DetectorConfig, YoloDetector
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure
-from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, part_spec, tensor_name
+from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, kind_of, part_spec, tensor_name
 from inference.findings import ActivationMaps, Detection, Findings, Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
@@ -105,13 +105,16 @@ class Analyzer:
     def stage_counts(self) -> dict[str, int]:
         return {"detector": self.detector.stage_count, "classifier": self.classifier.stage_count}
 
+    def _name(self, model: StagedModel) -> str:
+        return "detector" if model is self.detector else "classifier"
+
     def local_plan(self) -> Plan:
         return Plan(ModelPlan(self.detector.stage_count), ModelPlan(self.classifier.stage_count))
 
     def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec:
         """The edge part for stages [cut, n) of `model` (names, shapes, fingerprint); computed once."""
-        weights = self.detector_source if model is self.detector else self.classifier_weights.source
-        key = (ModelKind.DETECTOR if model is self.detector else ModelKind.CLASSIFIER, cut, wire)
+        weights = self.weights[self._name(model)]
+        key = (kind_of(model), cut, wire)
         if key not in self._parts:
             self._parts[key] = part_spec(model, cut, wire, weights)
         return self._parts[key]
@@ -197,7 +200,7 @@ class Analyzer:
         n, k = model.stage_count, plan.cut
         last = n - 1
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
-        session = self.onnx.get("detector" if model is self.detector else "classifier")
+        session = self.onnx.get(self._name(model))
         if k == n and session is not None:  # the whole model here, on the faster runtime
             self._check()
             return _Run(outputs=session.run(batch))

@@ -117,10 +117,14 @@ class EdgeServer:
     def log_path(self) -> Path:
         return self.work_dir / "tritonserver.log"
 
+    def _local_url_host(self) -> str:
+        """How this machine reaches the server: loopback for the wildcard addresses, brackets for IPv6."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"[{host}]" if ":" in host else host
+
     @property
     def grpc_address(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("localhost" if self.host == "::" else self.host)
-        return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
+        return f"{self._local_url_host()}:{self.grpc_port}"
 
     def command(self, installation: Installation) -> list[str]:
         backends = installation.backend_directory(self.work_dir / "backends")
@@ -166,10 +170,9 @@ class EdgeServer:
         """Readiness over HTTP on loopback: independent of the gRPC TLS settings."""
         import urllib.request
 
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         try:
-            with urllib.request.urlopen(f"http://{host}:{self.http_port}/v2/health/ready", timeout=1) as reply:
+            url = f"http://{self._local_url_host()}:{self.http_port}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1) as reply:
                 return reply.status == 200
         except OSError:
             return False
@@ -181,9 +184,6 @@ class EdgeServer:
             return "(no log)"
         errors = [line for line in text if " E" in line[:2] or "error" in line.lower()]
         return " | ".join((errors or text)[-lines:])[:600]
-
-    def models(self) -> list[str]:
-        return sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt"))
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> None:
         """SIGTERM, then SIGKILL if Triton has not exited in time; the Python stubs go with it."""

@@ -23,7 +23,7 @@ from inference.classifier import CheXNet
 from inference.edge_client import EdgeClient, EdgeError
 from inference.edge_parts import (EdgePartSpec, WireFormat, identity_of, kind_of, part_name, sample_input,
                                   tensor_name)
-from inference.plan import AUTO_CUTS, ModelPlan, Plan
+from inference.plan import ModelPlan, Plan
 from inference.stages import INPUT, StagedModel
 from inference.wire import encode, round_trip
 
@@ -126,6 +126,12 @@ class Planner:
     options: dict[str, Option] = field(default_factory=dict)
     _drift: dict[str, int] = field(default_factory=dict)
     _gate: dict[tuple, bool] = field(default_factory=dict)
+    _local: dict[str, list[float]] = field(default_factory=dict)
+
+    def local_ms(self, name: str, model: StagedModel) -> list[float]:
+        if name not in self._local:
+            self._local[name] = local_stage_ms(model)
+        return self._local[name]
 
     def models(self) -> dict[str, StagedModel]:
         return {"detector": self.analyzer.detector, "classifier": self.analyzer.classifier}
@@ -141,7 +147,7 @@ class Planner:
 
     def _edge_ratio(self, name: str, model: StagedModel, served: set[str]) -> float:
         """Edge compute / local compute for the stages of the first served part of this model."""
-        local = local_stage_ms(model)
+        local = self.local_ms(name, model)
         for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
             for wire in WireFormat:
                 if part_name(kind_of(model), cut, wire) not in served:
@@ -160,7 +166,7 @@ class Planner:
         return float("inf")  # nothing of this model is served: only local is possible
 
     def candidates(self, name: str, model: StagedModel, served: set[str]) -> list[Option]:
-        local = local_stage_ms(model)
+        local = self.local_ms(name, model)
         n = model.stage_count
         options = [Option(name, n, WireFormat.FP32, sum(local), local_ms=sum(local))]
         link = self.link
@@ -207,7 +213,3 @@ class Planner:
             self.link = None  # measure the link and the edge again
         return drifted
 
-
-def fixed_auto_plan(stage_counts: dict[str, int], wire: WireFormat = WireFormat.FP32) -> Plan:
-    """The documented fallback when the link cannot be probed."""
-    return Plan(ModelPlan(AUTO_CUTS["detector"], wire), ModelPlan(AUTO_CUTS["classifier"], wire))

@@ -15,12 +15,16 @@ COLUMNS = ("", "Patient", "Date", "View", "Modality", "Status")
 THUMBNAIL = 64
 
 
-def thumbnail(radiograph: Radiograph) -> QIcon:
+def thumbnail_pixels(radiograph: Radiograph) -> np.ndarray:
+    """The display image shrunk to the row height (no Qt: callable from a worker)."""
     image = render_8bit(radiograph)
     scale = THUMBNAIL / max(image.shape)
     small = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
-    small = np.ascontiguousarray(small)
+    return np.ascontiguousarray(small)
+
+
+def _icon(small: np.ndarray) -> QIcon:
     qimage = QImage(small.data, small.shape[1], small.shape[0], small.strides[0], QImage.Format.Format_Grayscale8)
     return QIcon(QPixmap.fromImage(qimage.copy()))
 
@@ -41,13 +45,13 @@ class StudyList(QTableWidget):
         self.cellDoubleClicked.connect(lambda row, _: self.studyChosen.emit(self.paths[row]))
         self.itemSelectionChanged.connect(self._selected)
 
-    def add(self, radiograph: Radiograph) -> int:
+    def add(self, radiograph: Radiograph, thumb: np.ndarray | None = None) -> int:
         if radiograph.path in self.paths:
             return self.paths.index(radiograph.path)
         row = self.rowCount()
         self.insertRow(row)
         self.paths.append(radiograph.path)
-        icon = QTableWidgetItem(thumbnail(radiograph), "")
+        icon = QTableWidgetItem(_icon(thumbnail_pixels(radiograph) if thumb is None else thumb), "")
         icon.setToolTip(radiograph.path)
         self.setItem(row, 0, icon)
         info = radiograph.info

@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,10 @@ def load_radiograph(path: str | os.PathLike[str]) -> Radiograph:
         if file.is_dir():
             raise RadiographError("is a folder, not a file", where)
         if not file.exists():
-            raise RadiographError("no such file", where)
+            broken = file.is_symlink()  # exists() follows links: a dangling or looping one is not "missing"
+            raise RadiographError("broken or looping symbolic link" if broken else "no such file", where)
+        if not file.is_file():  # opening a named pipe would wait forever for a writer
+            raise RadiographError("not a regular file (a pipe, socket or device)", where)
         size = file.stat().st_size
         if size == 0:
             raise RadiographError("empty file (0 bytes)", where)
@@ -108,12 +113,18 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if has_preamble:
+            _check_deflated_size(file, where)
         try:
             ds = pydicom.dcmread(file, force=not has_preamble, defer_size=DEFER_SIZE)
         except InvalidDicomError as exc:
             raise RadiographError(f"not a readable DICOM file: {_one_line(exc)}", where) from exc
+        except (EOFError, struct.error) as exc:  # the file ends inside an element header or value
+            raise RadiographError("truncated DICOM file: it ends inside a data element", where) from exc
         except Exception as exc:  # pydicom raises many types on damaged headers
             raise RadiographError(f"truncated or corrupt DICOM header: {_one_line(exc)}", where) from exc
+        if len(ds) == 0 and has_preamble:
+            raise RadiographError("truncated or corrupt DICOM file: nothing could be read after the File Meta", where)
         if len(ds) == 0:
             raise RadiographError("not an image file: no DICOM elements could be read", where)
 
@@ -126,6 +137,37 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
     if pydicom_notes:
         radiograph = _with_notes(radiograph, pydicom_notes)
     return radiograph
+
+
+def _check_deflated_size(file: Path, where: str) -> None:
+    """pydicom inflates a Deflated data set whole, in memory: count its size in chunks first (bombs).
+
+    Anything unreadable here is left for pydicom to report.
+    """
+    from pydicom.filereader import read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with open(file, "rb") as stream:
+        try:
+            read_preamble(stream, False)
+            meta = read_dataset(stream, False, True, stop_when=lambda tag, vr, length: tag.group != 0x0002)
+            if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+                return
+        except Exception:
+            return
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = 0
+        while not inflater.eof and (chunk := stream.read(1 << 20)):
+            while chunk:
+                try:
+                    inflated += len(inflater.decompress(chunk, 1 << 24))
+                except zlib.error:
+                    return
+                chunk = inflater.unconsumed_tail
+                if inflated > MAX_DECODE_BYTES:
+                    raise RadiographError(
+                        "the Deflated data set inflates to more than 1 GiB; more than 1 GiB is refused", where
+                    )
 
 
 def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
@@ -152,15 +194,21 @@ def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
 def _check_image_header(ds, where: str) -> int:
     """Refuse what is not an image, or too large to decode, before touching the pixel data."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if "PixelDataProviderURL" in ds:
+            raise RadiographError("no image in this file: its pixels are on a JPIP server "
+                                  "(Pixel Data Provider URL), which this viewer does not fetch", where)
+        sop_class = str(getattr(ds.get("SOPClassUID"), "name", "") or "")
+        if "Rows" in ds or sop_class.endswith("Image Storage") or "Image Storage -" in sop_class:
+            raise RadiographError(f"truncated or corrupt DICOM file: an image header ({sop_class or 'Rows'}) "
+                                  "but no pixel data", where)
+        if "SOPClassUID" not in ds and "Modality" not in ds:  # zeros or noise that happened to parse
+            raise RadiographError("not a readable DICOM file: no SOP Class, Modality or image found", where)
         raise RadiographError(f"no image in this file: it is {_describe_non_image(ds)}", where)
-    try:
-        rows = int(ds.Rows)
-        columns = int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits_allocated = int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except Exception as exc:
-        raise RadiographError(f"image header incomplete or invalid: {_one_line(exc)}", where) from exc
+    rows = _header_int(ds, "Rows", None, where)
+    columns = _header_int(ds, "Columns", None, where)
+    samples = _header_int(ds, "SamplesPerPixel", 1, where) or 1  # 0 read as absent, as before
+    bits_allocated = _header_int(ds, "BitsAllocated", None, where)
+    frames = _header_int(ds, "NumberOfFrames", 1, where) or 1  # 0 read as absent, as before
     if rows <= 0 or columns <= 0:
         raise RadiographError(f"image has no pixels ({rows} × {columns})", where)
     if rows > MAX_DIMENSION or columns > MAX_DIMENSION:
@@ -181,6 +229,24 @@ def _check_image_header(ds, where: str) -> int:
     if "PhotometricInterpretation" not in ds and samples == 1:
         ds.PhotometricInterpretation = "MONOCHROME2"  # old ACR-NEMA files omit it
     return frames
+
+
+def _header_int(ds, keyword: str, default: int | None, where: str) -> int:
+    """One Image Pixel attribute as an int; the error names the attribute, not Python's int() message."""
+    try:
+        value = ds.get(keyword)
+    except Exception as exc:  # pydicom converts lazily: a wrong length or VR fails here
+        raise RadiographError(f"image header invalid: {keyword} cannot be read (wrong value length or VR)",
+                              where) from exc
+    if value is None or value == "":
+        if default is None:
+            raise RadiographError(f"image header incomplete: {keyword} is missing or empty", where)
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise RadiographError(f"image header invalid: {keyword} is not a number ({str(value)[:40]!r})",
+                              where) from exc
 
 
 def _describe_non_image(ds) -> str:
@@ -215,6 +281,9 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
                 f"{name} pixel data cannot be decoded: no installed plugin supports it (install {missing})",
                 where,
             )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not uid.is_compressed and not uid.is_deflated and frames > 1:
+        _keep_first_native_frame(ds, where)
     try:
         ds.pixel_array_options(index=0)
         pixels = ds.pixel_array
@@ -231,11 +300,37 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
         raise RadiographError(
             f"corrupt or truncated pixel data ({name}): {_decoder_reason(exc)}", where
         ) from exc
+    finally:
+        if frames > 1:
+            ds.NumberOfFrames = frames  # the header keeps the file's own count
     if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
         pixels = pixels[0]  # some plugins return a frame axis even for one frame
     if not pixels.dtype.isnative:  # big endian files: OpenCV and torch want native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
+
+
+def _keep_first_native_frame(ds, where: str) -> None:
+    """pydicom reads a deferred Pixel Data value whole: read only the first frame of a native multi-frame file.
+
+    A 4 GB cine loop then costs one frame of memory, not the whole file.
+    """
+    from pydicom.dataelem import DataElement, RawDataElement
+
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.value is not None or not isinstance(ds.filename, str):
+        return  # already in memory (small), or not read from a file
+    bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated)
+    size = (bits + 7) // 8
+    try:
+        with open(ds.filename, "rb") as stream:
+            stream.seek(raw.value_tell)
+            first = stream.read(size + size % 2)
+    except OSError as exc:
+        raise RadiographError(f"cannot be read: {exc.strerror or exc}", where) from exc
+    vr = raw.VR if raw.VR in ("OB", "OW") else ("OW" if int(ds.BitsAllocated) > 8 else "OB")
+    ds[raw.tag] = DataElement(raw.tag, vr, first)  # replaced, not assigned: assigning reads the old value first
+    ds.NumberOfFrames = 1
 
 
 def _missing_plugins(decoder) -> list[str]:
@@ -491,8 +586,21 @@ def _with_notes(radiograph: Radiograph, extra: list[str]) -> Radiograph:
 
 # ---------------------------------------------------------------- raster
 
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
-                    "RGBA": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
+# Samples a pixel once OpenCV has decoded it: a palette expands to BGR (alpha counted, to stay on the safe side).
+_DECODED_SAMPLES = {"1": 1, "L": 1, "LA": 2, "I": 1, "F": 1, "P": 3, "PA": 4, "RGB": 3, "YCbCr": 3, "LAB": 3,
+                    "HSV": 3, "RGBA": 4, "RGBX": 4, "CMYK": 4}
+
+
+def _decoded_bytes_per_pixel(image) -> int:
+    """What OpenCV will allocate per pixel. Pillow names 16-bit colour "RGB"; its raw mode still says ";16"."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return 2
+    samples = _DECODED_SAMPLES.get(mode, 4)
+    if mode in ("I", "F"):
+        return 4
+    raw_modes = [tile.args if isinstance(tile.args, str) else str((tile.args or ("",))[0]) for tile in image.tile]
+    return samples * (2 if any(";16" in raw for raw in raw_modes) else 1)
 
 
 def _load_raster(file: Path, kind: str) -> Radiograph:
@@ -505,7 +613,7 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
     try:
         with Image.open(file) as image:
             width, height = image.size
-            mode = image.mode
+            bytes_per_pixel = _decoded_bytes_per_pixel(image)
             frames = int(getattr(image, "n_frames", 1) or 1)
             if kind == "PNG":
                 image.verify()  # checks chunk CRCs without decoding
@@ -515,7 +623,6 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
         raise RadiographError(
             f"image is {height} × {width} pixels; more than {MAX_DIMENSION} per side is refused", where
         )
-    bytes_per_pixel = _BYTES_PER_PIXEL.get(mode, 2 if mode.startswith("I;16") else 4)
     if width * height * bytes_per_pixel > MAX_DECODE_BYTES:
         raise RadiographError(
             f"image would decode to {width * height * bytes_per_pixel / 2**30:.1f} GiB; more than 1 GiB is refused",

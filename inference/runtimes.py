@@ -1,42 +1,312 @@
-"""Local runtimes for a whole model on this workstation: PyTorch eager, or onnxruntime on the same ONNX
-graph an edge part uses for full offload (stages [0, n)). `auto` measures both once per machine and
-model (cached beside the stage profiles) and keeps the faster; onnxruntime is exported and checked
-against PyTorch on first use."""
+"""Local runtimes for a whole model on this workstation.
+
+- `torch`: PyTorch eager.
+- `onnxruntime`: the same ONNX graph an edge part uses for full offload (stages [0, n)), FP32; exported and
+  checked against PyTorch (1e-4) on first use.
+- `onnxruntime-int8-dynamic`: that graph with INT8 weights (`quantize_dynamic`); activations are quantised
+  per run, so it needs no calibration and is built on demand.
+- `onnxruntime-int8-static`: INT8 QDQ (`quantize_static`, per-channel weights, UINT8 activations) calibrated
+  on model inputs made by the product's own preprocessing from images the user gives
+  (`python main.py models quantize --images DIR`); used only once built.
+
+Both INT8 files are built from the FP32 file and cached beside it in data_dir()/"local-onnx", named after
+the FP32 file's fingerprint (model, size, classes, weights) and the method; a static build also after its
+calibration set. The tail after the last convolutions (the detector's box decode, the classifier's pooling
+head and sigmoid) stays FP32: one 8-bit scale cannot hold box pixels and scores together.
+
+Fidelity gate (`gate`): the planner's wire gate, same constants — probabilities (and the detector's
+confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
+none added) against PyTorch FP32, on the calibration images (or, for a dynamic build nobody calibrated,
+the deterministic sample input). The verdict is cached beside the INT8 file. `auto` never picks a runtime that fails it;
+asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one line) rather than
+quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
+
+`auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
+the fastest and caches the choice with the candidates it saw: a new static build or a new verdict makes it
+measure again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import os
 import statistics
 import time
+import weakref
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from inference.edge_parts import WireFormat, export_part, identity_of, kind_of, part_spec, sample_input
+from inference.classifier import CheXNet
+from inference.edge_parts import (ModelKind, WireFormat, export_part, identity_of, kind_of, part_difference,
+                                  part_spec, sample_input)
 from inference.stages import StagedModel
 
-RUNTIMES = ("torch", "onnxruntime", "auto")
+TORCH = "torch"
+FP32 = "onnxruntime"
+DYNAMIC = "onnxruntime-int8-dynamic"
+STATIC = "onnxruntime-int8-static"
+RUNTIMES = (TORCH, FP32, DYNAMIC, STATIC, "auto")
+QUANTIZED = (DYNAMIC, STATIC)
+SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
+
+
+_WHOLE_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {weights: spec of stages [0, n)}
+
+
+class RuntimeRefused(ValueError):
+    """An explicitly requested local runtime cannot be used: not built, or it fails the fidelity gate."""
+
+
+# ---------------------------------------------------------------- files
+
+
+def fp32_file(model: StagedModel, weights: str, folder: Path, export: bool = True) -> tuple[Path, tuple[str, ...]]:
+    """The FP32 ONNX of the whole model (exported and checked on first use unless `export` is False) and
+    its output names."""
+    specs = _WHOLE_SPECS.setdefault(model, {})
+    if weights not in specs:  # a spec costs a forward pass: once per model and weights
+        specs[weights] = part_spec(model, 0, WireFormat.FP32, weights)
+    spec = specs[weights]
+    path = folder / f"{spec.name}-{spec.fingerprint}.onnx"
+    if export and not path.exists():
+        export_part(model, spec, path)  # checked against PyTorch there
+    return path, tuple(t.name for t in spec.outputs)
+
+
+def quantized_file(fp32: Path, runtime: str, calibration: str | None = None) -> Path:
+    """Where the INT8 build of `fp32` lives (static: per calibration set)."""
+    if runtime == DYNAMIC:
+        return fp32.with_name(f"{fp32.stem}-int8-dynamic.onnx")
+    if calibration is None:
+        raise ValueError("a static INT8 file is named after its calibration set")
+    return fp32.with_name(f"{fp32.stem}-int8-static-{calibration}.onnx")
+
+
+def _static_record(fp32: Path) -> Path:
+    return fp32.with_name(f"{fp32.stem}-int8-static.json")  # which static build is current
+
+
+def current_static(fp32: Path) -> Path | None:
+    """The static INT8 build made last for this FP32 file, or None when none was made."""
+    try:
+        path = fp32.with_name(json.loads(_static_record(fp32).read_text())["file"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return path if path.exists() else None
+
+
+def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for image in images:
+        array = np.ascontiguousarray(image, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime.quantization logs advice and per-tensor warnings through `logging.warning`, which also
+    installs a stderr handler on the root logger when it has none (and from then on every library's
+    logged traceback, e.g. pydicom's on a damaged file, reaches the user's terminal). A NullHandler while
+    it runs prevents both; the root logger is left as it was."""
+    root = logging.getLogger()
+    level, guard = root.level, logging.NullHandler()
+    root.setLevel(logging.ERROR)
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+        root.setLevel(level)
+
+
+def _fp32_tail(path: Path) -> list[str]:
+    """Names of the nodes from which no convolution is reachable: decode, pooling head, sigmoid."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {name: node for node in graph.node for name in node.output}
+    before: set[str] = set()
+    stack = [node for node in graph.node if node.op_type == "Conv"]
+    while stack:
+        node = stack.pop()
+        if node.name not in before:
+            before.add(node.name)
+            stack.extend(producer[name] for name in node.input if name in producer)
+    return [node.name for node in graph.node if node.name not in before]
+
+
+class _Reader:
+    """CalibrationDataReader over model inputs (each a batch [K, C, H, W])."""
+
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        self._images = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._images, None)
+        return None if image is None else {"image": np.ascontiguousarray(image, dtype=np.float32)}
+
+
+def build_quantized(fp32: Path, runtime: str, images: Sequence[np.ndarray] | None = None) -> Path:
+    """Write the INT8 build of `fp32` (reused when already there) and return its path."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if runtime == STATIC and not images:
+        raise RuntimeRefused("static INT8 needs calibration images: build it with "
+                             "`python main.py models quantize --images DIR`")
+    target = quantized_file(fp32, runtime, calibration_fingerprint(images) if runtime == STATIC else None)
+    if not target.exists():
+        prepared = target.with_suffix(".pre.tmp")
+        partial = target.with_suffix(".tmp")  # renamed when complete: a killed build is never reused
+        try:
+            with _quiet():
+                quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # folds what it can first
+                keep_fp32 = _fp32_tail(prepared)
+                if runtime == DYNAMIC:
+                    # Per-channel weight scales hold the accuracy; UINT8 weights have the fast ConvInteger kernel.
+                    quantize_dynamic(str(prepared), str(partial), per_channel=True, weight_type=QuantType.QUInt8,
+                                     nodes_to_exclude=keep_fp32)
+                else:
+                    quantize_static(str(prepared), str(partial), _Reader(images), quant_format=QuantFormat.QDQ,
+                                    per_channel=True, activation_type=QuantType.QUInt8,
+                                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                                    nodes_to_exclude=keep_fp32)
+            os.replace(partial, target)
+        finally:
+            for leftover in (prepared, partial):
+                leftover.unlink(missing_ok=True)
+    if runtime == STATIC:
+        _static_record(fp32).write_text(json.dumps({"file": target.name, "images": len(images)}))
+    return target
+
+
+# ---------------------------------------------------------------- sessions
 
 
 class OnnxModel:
-    """A whole model as one onnxruntime session; outputs by name (`output`, or `probabilities`+`features`)."""
+    """A whole model as one onnxruntime session; outputs by name (`output`, or `probabilities`+`features`).
 
-    def __init__(self, model: StagedModel, weights: str, folder: Path) -> None:
+    `runtime` is one of FP32, DYNAMIC (built on demand) or STATIC (built with `calibration`, else the
+    current static build; `RuntimeRefused` when there is none).
+    """
+
+    def __init__(self, model: StagedModel, weights: str, folder: Path, runtime: str = FP32,
+                 calibration: Sequence[np.ndarray] | None = None) -> None:
         import onnxruntime
 
-        spec = part_spec(model, 0, WireFormat.FP32, weights)
-        path = folder / f"{spec.name}-{spec.fingerprint}.onnx"
-        if not path.exists():
-            export_part(model, spec, path)  # checked against PyTorch there
+        # A static model is only read here: no export just to refuse when it was never built.
+        fp32, self.outputs = fp32_file(model, weights, folder, export=runtime != STATIC or bool(calibration))
+        if runtime == FP32:
+            path = fp32
+        elif runtime == STATIC and not calibration:
+            path = current_static(fp32)
+            if path is None:
+                raise RuntimeRefused(f"no static INT8 build of the {kind_of(model).value} yet: make one with "
+                                     "`python main.py models quantize --images DIR` (calibration radiographs)")
+        elif runtime in QUANTIZED:
+            path = build_quantized(fp32, runtime, calibration)
+        else:
+            raise ValueError(f"not an onnxruntime runtime: {runtime!r}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.outputs = [t.name for t in spec.outputs]
+        self.runtime = runtime
         self.path = path
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(self.outputs, {"image": batch.astype(np.float32)})))
+        return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})))
+
+
+# ---------------------------------------------------------------- fidelity gate
+
+
+def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
+    """The model's input batch from a display-ready grey image, exactly as `analyze` makes it."""
+    from inference.preprocess import classifier_crops, letterbox
+
+    config = model.config
+    if isinstance(model, CheXNet):
+        return classifier_crops(grey, config.resize, config.input_size, config.ten_crop, config.in_channels,
+                                config.normalisation)[0]
+    return letterbox(grey, config.input_size)[0]
+
+
+def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
+    """Detections in input pixels from the detector's raw output [1, N, 5 + classes]."""
+    from inference.postprocess import decode_detections
+    from inference.preprocess import Letterbox
+
+    config = model.config
+    size = config.input_size
+    return decode_detections(np.asarray(raw)[0], Letterbox((size, size), size, 1.0, 1.0, 0, 0), config.classes,
+                             config.confidence, config.iou, config.max_detections)
+
+
+def gate(model: StagedModel, session: OnnxModel, images: Iterable[np.ndarray]) -> dict:
+    """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs).
+
+    Classifier: probabilities within PROBABILITY_TOLERANCE. Detector: every box matched both ways at
+    IoU >= BOX_IOU, and every anchor's confidence within PROBABILITY_TOLERANCE. Returns the verdict
+    (`passes`) with what it saw, including the largest difference as `part_difference` measures it
+    (probabilities; detector scores and box coordinates as a fraction of the input).
+    """
+    from inference.planner import BOX_IOU, PROBABILITY_TOLERANCE, _boxes_match
+
+    detector = kind_of(model) is ModelKind.DETECTOR
+    name = "output" if detector else "probabilities"
+    worst, boxes, scores, count = 0.0, True, 0.0, 0
+    with torch.inference_mode():
+        for image in images:
+            reference = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))).numpy()
+            got = session.run(image)[name]
+            worst = max(worst, part_difference(kind_of(model), name, reference, got, image.shape[-1]))
+            if detector:
+                want, have = detections_in_input(model, reference), detections_in_input(model, got)
+                boxes &= _boxes_match(want, have) and _boxes_match(have, want)
+                # Box matching alone is vacuous where nothing crosses the threshold: every anchor's confidence
+                # (objectness × class score, what the threshold and NMS see) is held to the probability tolerance.
+                scores = max(scores, float(np.abs(reference[..., 4:5] * reference[..., 5:]
+                                                  - got[..., 4:5] * got[..., 5:]).max()))
+            count += 1
+    passes = (boxes and scores <= PROBABILITY_TOLERANCE) if detector else worst <= PROBABILITY_TOLERANCE
+    verdict = {"runtime": session.runtime, "passes": bool(passes), "images": count, "max_difference": worst,
+               "probability_tolerance": PROBABILITY_TOLERANCE}
+    if detector:
+        verdict |= {"boxes_match": bool(boxes), "box_iou": BOX_IOU, "max_confidence_difference": scores}
+    return verdict
+
+
+def _cached_verdict(path: Path) -> dict | None:
+    try:
+        return json.loads(path.with_suffix(".gate.json").read_text())
+    except (ValueError, OSError):
+        return None
+
+
+def verdict(model: StagedModel, session: OnnxModel, images: Sequence[np.ndarray] | None = None) -> dict:
+    """The gate verdict for `session`: computed on `images` when given (and cached beside the file), else
+    the cached one, else computed on the deterministic sample input. FP32 passes by construction (it is
+    checked against PyTorch at 1e-4 when exported)."""
+    if session.runtime == FP32:
+        return {"runtime": FP32, "passes": True}
+    cached = _cached_verdict(session.path) if images is None else None
+    if cached is not None:
+        return cached
+    result = gate(model, session, images if images is not None else [sample_input(model).numpy()])
+    session.path.with_suffix(".gate.json").write_text(json.dumps(result))
+    return result
+
+
+# ---------------------------------------------------------------- choice
 
 
 def median_ms(function, repeats: int = 3) -> float:
@@ -50,22 +320,70 @@ def median_ms(function, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def choose_runtime(model: StagedModel, onnx_model: OnnxModel, weights: str, folder: Path) -> str:
-    """The faster runtime for this model on this machine (measured once, then read from the cache)."""
+def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     from inference.planner import machine_key
 
+    # Weights are part of the key: the gate verdicts depend on them (the timings do not).
     key = f"runtime-{machine_key()}-{kind_of(model).value}-" + "-".join(
-        v for k, v in identity_of(model, "any") if k != "classes")
-    path = folder / (key.replace("/", "_") + ".json")
-    if path.exists():
-        try:
-            return json.loads(path.read_text())["runtime"]
-        except (ValueError, KeyError, OSError):
-            pass
+        v for k, v in identity_of(model, weights) if k != "classes")
+    return folder / (key.replace("/", "_") + ".json")
+
+
+def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str, OnnxModel | None]:
+    """`auto`: the fastest runtime on this machine among those that pass the gate (measured once per
+    set of candidates, then read from the cache); with its session, None for PyTorch."""
+    fp32, _ = fp32_file(model, weights, folder)
+    files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC)}  # dynamic needs no calibration
+    if current_static(fp32) is not None:
+        files[STATIC] = current_static(fp32)
+    sessions: dict[str, OnnxModel] = {}
+
+    def session(name: str) -> OnnxModel:  # opened only when needed: the detector's are large
+        if name not in sessions:
+            sessions[name] = OnnxModel(model, weights, folder, name)
+        return sessions[name]
+
+    verdicts = {FP32: {"runtime": FP32, "passes": True}}  # checked against PyTorch when exported
+    verdicts |= {name: _cached_verdict(path) or verdict(model, session(name))
+                 for name, path in files.items() if name != FP32}
+    usable = [TORCH] + [name for name in files if verdicts[name]["passes"]]
+    candidates = {name: [path.name, verdicts[name]["passes"]] for name, path in files.items()}
+    record_path = _choice_file(model, weights, folder)
+    try:
+        record = json.loads(record_path.read_text())
+        if record["candidates"] == candidates and record["runtime"] in usable:
+            return record["runtime"], None if record["runtime"] == TORCH else session(record["runtime"])
+    except (OSError, ValueError, KeyError):
+        pass
     image = sample_input(model)
+    times: dict[str, float] = {}
     with torch.inference_mode():
-        torch_ms = median_ms(lambda: model(image))
-    onnx_ms = median_ms(lambda: onnx_model.run(image.numpy()))
-    runtime = "onnxruntime" if onnx_ms < torch_ms else "torch"
-    path.write_text(json.dumps({"runtime": runtime, "torch_ms": torch_ms, "onnxruntime_ms": onnx_ms}))
-    return runtime
+        for name in usable:
+            run = (lambda: model(image)) if name == TORCH else (lambda s=session(name): s.run(image.numpy()))
+            started = time.perf_counter()
+            run()  # warm-up, and a first look
+            first = (time.perf_counter() - started) * 1e3
+            best = min(times.values(), default=float("inf"))
+            times[name] = first if first > SLOWER * best else median_ms(run)
+    runtime = min(times, key=times.get)
+    record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "gate": verdicts}
+                                      | {f"{name}_ms": ms for name, ms in times.items()}))
+    return runtime, None if runtime == TORCH else session(runtime)
+
+
+def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: str) -> OnnxModel | None:
+    """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`); None for
+    PyTorch. An explicit INT8 runtime that is not built (static) or fails the gate raises RuntimeRefused."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == TORCH:
+        return None
+    if runtime == "auto":
+        return choose_runtime(model, weights, folder)[1]
+    session = OnnxModel(model, weights, folder, runtime)
+    result = verdict(model, session)
+    if not result["passes"]:
+        raise RuntimeRefused(f"{runtime} fails the fidelity gate for the {kind_of(model).value} "
+                             f"(largest difference {result['max_difference']:.3g} vs PyTorch FP32 on "
+                             f"{result['images']} image(s)); use auto, onnxruntime or torch")
+    return session

@@ -1,0 +1,163 @@
+"""INT8 local runtimes (onnxruntime dynamic and static QDQ), their fidelity gate, and `auto` choosing among
+the runtimes that pass it; `models quantize` on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from inference.analyze import Analyzer, ModelChoice
+from inference.planner import PROBABILITY_TOLERANCE
+from inference.runtimes import (DYNAMIC, FP32, RUNTIMES, STATIC, OnnxModel, RuntimeRefused, choose_runtime,
+                                current_static, fp32_file, model_input, open_runtime, verdict)
+from test_edge import TINY
+from viewer.display import render_8bit
+from viewer.loader import load_radiograph
+
+pytestmark = pytest.mark.timeout(600)
+
+REAL = ["dicom/CR-MONO1-10-chest", "dicom/DX_chest_966_fixed.dcm", "raster/txv_nih_00027426_000_512px.png"]
+
+
+@pytest.fixture(scope="module")
+def setting(shared_cxr, tmp_path_factory):
+    """Tiny detector and real-size CheXNet (demo weights), real radiographs, an own cache folder (kept apart
+    from the session's data folder so that other tests' `auto` never meets these builds)."""
+    analyzer = Analyzer(ModelChoice(detector=TINY))
+    greys = [render_8bit(load_radiograph(shared_cxr / name)) for name in REAL]
+    models = {"detector": (analyzer.detector, analyzer.detector_source),
+              "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}
+    return models, greys, tmp_path_factory.mktemp("local-onnx")
+
+
+@pytest.mark.parametrize("name", ["detector", "classifier"])
+def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
+    models, greys, folder = setting
+    model, weights = models[name]
+    inputs = [model_input(model, grey) for grey in greys]
+    fp32 = OnnxModel(model, weights, folder)
+    output = "output" if name == "detector" else "probabilities"
+    for runtime in (DYNAMIC, STATIC):
+        session = OnnxModel(model, weights, folder, runtime, calibration=inputs if runtime == STATIC else None)
+        assert session.runtime == runtime and session.path != fp32.path
+        assert session.path.stat().st_size < 0.4 * fp32.path.stat().st_size  # INT8 weights, not FP32
+        got, want = session.run(inputs[0]), fp32.run(inputs[0])
+        assert set(got) == set(want) and all(got[k].shape == want[k].shape for k in got)
+        assert np.all(np.isfinite(got[output])) and not np.array_equal(got[output], want[output])
+        result = verdict(model, session, inputs)
+        assert result["runtime"] == runtime and result["images"] == len(inputs)
+        with torch.inference_mode():
+            worst = max(float(np.abs(model(torch.from_numpy(x)).numpy() - session.run(x)[output]).max())
+                        for x in inputs) if name == "classifier" else None
+        if name == "classifier":
+            assert result["max_difference"] == pytest.approx(worst, abs=1e-6)
+            assert result["passes"] == (worst <= PROBABILITY_TOLERANCE)
+        else:
+            assert result["passes"] == (result["boxes_match"]
+                                        and result["max_confidence_difference"] <= PROBABILITY_TOLERANCE)
+        assert json.loads(session.path.with_suffix(".gate.json").read_text()) == result  # cached for `auto`
+
+
+def test_builds_are_cached_per_method_and_calibration_set(setting):
+    models, greys, folder = setting
+    model, weights = models["classifier"]
+    inputs = [model_input(model, grey) for grey in greys]
+    first = OnnxModel(model, weights, folder, DYNAMIC).path
+    stamp = first.stat().st_mtime_ns
+    assert OnnxModel(model, weights, folder, DYNAMIC).path == first and first.stat().st_mtime_ns == stamp
+    static = OnnxModel(model, weights, folder, STATIC, calibration=inputs).path
+    stamp = static.stat().st_mtime_ns
+    assert OnnxModel(model, weights, folder, STATIC, calibration=inputs).path == static
+    assert OnnxModel(model, weights, folder, STATIC).path == static  # without images: the current build
+    assert static.stat().st_mtime_ns == stamp  # not quantised again
+    other = OnnxModel(model, weights, folder, STATIC, calibration=inputs[:2]).path
+    assert other != static and current_static(fp32_file(model, weights, folder)[0]) == other
+    OnnxModel(model, weights, folder, STATIC, calibration=inputs)  # back to the first set: reused, made current
+    assert static.stat().st_mtime_ns == stamp and current_static(fp32_file(model, weights, folder)[0]) == static
+
+
+def test_static_needs_calibration_images(setting, tmp_path):
+    models, _, _ = setting
+    model, weights = models["classifier"]
+    with pytest.raises(RuntimeRefused, match="models quantize --images"):
+        OnnxModel(model, weights, tmp_path, STATIC)
+    with pytest.raises(RuntimeRefused, match="models quantize --images"):
+        open_runtime(model, weights, tmp_path, STATIC)
+    assert not list(tmp_path.glob("*.onnx"))  # refused without exporting anything
+
+
+def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
+    models, greys, tmp_path = setting  # the module's cache: builds of the tests above are reused
+    model, weights = models["classifier"]
+    real = [model_input(model, grey) for grey in greys]
+    # Calibrated on one black image, the activation ranges are useless for radiographs: the gate must fail.
+    bad = OnnxModel(model, weights, tmp_path, STATIC, calibration=[model_input(model, np.zeros((256, 256), np.uint8))])
+    failed = verdict(model, bad, real)
+    assert not failed["passes"] and failed["max_difference"] > PROBABILITY_TOLERANCE
+    with pytest.raises(RuntimeRefused, match="fails the fidelity gate"):
+        open_runtime(model, weights, tmp_path, STATIC)
+
+    runtime, session = choose_runtime(model, weights, tmp_path)
+    (record_path,) = tmp_path.glob("runtime-*-classifier-*.json")
+    record = json.loads(record_path.read_text())
+    assert record["gate"][STATIC]["passes"] is False and f"{STATIC}_ms" not in record  # never even timed
+    assert runtime != STATIC and runtime == record["runtime"]
+    timed = {k[:-3]: v for k, v in record.items() if k.endswith("_ms")}
+    assert {"torch", FP32} <= set(timed) and runtime == min(timed, key=timed.get)
+    assert (DYNAMIC in timed) == record["gate"][DYNAMIC]["passes"]
+    assert (session is None) == (runtime == "torch") and (session is None or session.runtime == runtime)
+    stamp = record_path.stat().st_mtime_ns
+    assert choose_runtime(model, weights, tmp_path)[0] == runtime and record_path.stat().st_mtime_ns == stamp
+
+    good = OnnxModel(model, weights, tmp_path, STATIC, calibration=real)  # a new static build: measure again
+    passed = verdict(model, good, real)
+    choose_runtime(model, weights, tmp_path)
+    record = json.loads(record_path.read_text())
+    assert record["gate"][STATIC]["passes"] == passed["passes"] and (f"{STATIC}_ms" in record) == passed["passes"]
+
+
+def test_cli_runtime_choices_are_the_runtimes():
+    from app.cli import LOCAL_RUNTIMES
+
+    assert set(LOCAL_RUNTIMES) == set(RUNTIMES)
+
+
+def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(3):  # smooth, radiograph-like grey images of different sizes
+        coarse = rng.random((6, 5)).astype(np.float32)
+        grey = cv2.resize(coarse, (300 + 40 * index, 360), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(images / f"study{index}.png"), np.clip(grey * 255, 0, 255).astype(np.uint8))
+    (images / "notes.txt").write_text("not an image")
+    data = tmp_path / "data"
+    data.mkdir()
+    (_demo_weights_cache / "weights").mkdir(exist_ok=True)
+    (data / "weights").symlink_to(_demo_weights_cache / "weights", target_is_directory=True)  # demo weights reused
+    env = os.environ | {"MEDEDGE_DATA_DIR": str(data)}
+    command = [sys.executable, str(ROOT / "main.py"), "models", "quantize", "--models", "classifier"]
+
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "--images DIR" in refused.stderr
+
+    done = subprocess.run(command + ["--images", str(images)], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "skipped" in done.stderr and "notes.txt" in done.stderr and "Traceback" not in done.stderr
+    (line,) = done.stdout.splitlines()
+    record = json.loads(line)
+    assert record["model"] == "classifier" and record["runtime"] == STATIC and record["calibration_images"] == 3
+    assert record["images"] == 3 and isinstance(record["passes"], bool) and record["max_difference"] >= 0
+    built = data / "local-onnx" / os.path.basename(record["file"])
+    assert built.is_file() and built.name.startswith("classifier_cut00_fp32-") and "int8-static" in built.name
+    assert current_static(built.with_name(built.name.split("-int8-")[0] + ".onnx")) == built

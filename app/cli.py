@@ -17,6 +17,8 @@ EXIT_USAGE = 1
 EXIT_SOME_FAILED = 2
 EXIT_EDGE_FAILED = 3
 COMMANDS = ("inspect", "infer", "edge", "models", "bench")  # anything else opens the viewer with FILES
+# inference.runtimes.RUNTIMES, spelled out here so that parsing the command line does not import torch
+LOCAL_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8-dynamic", "onnxruntime-int8-static")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def _expand(paths: list[str]) -> list[str]:
     return out
 
 
-def _model_choice(args: argparse.Namespace):
+def _model_choice(args: argparse.Namespace, runtime: str | None = None):
     from inference.analyze import ModelChoice
     from inference.classifier import ClassifierConfig
     from inference.detector import DetectorConfig
@@ -58,13 +60,14 @@ def _model_choice(args: argparse.Namespace):
     detector = DetectorConfig(**{k: v for k, v in given.items() if v is not None})
     classifier = ClassifierConfig(ten_crop=True) if args.ten_crop else ClassifierConfig()
     return ModelChoice(detector_weights=args.detector_weights, classifier_weights=args.classifier_weights,
-                       detector=detector, classifier=classifier, device=args.device, runtime=args.runtime)
+                       detector=detector, classifier=classifier, device=args.device,
+                       runtime=runtime or args.runtime)
 
 
 def _infer(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from inference.analyze import Analyzer
+    from inference.analyze import Analyzer, StudyError
     from inference.weights import WeightsError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
@@ -84,25 +87,35 @@ def _infer(args: argparse.Namespace) -> int:
     planner = None
     if edge is not None and (args.split or "auto") == "auto":
         planner, plan = _planned(analyzer, edge, plan)
+    current = {"plan": plan}
+
+    def studies():  # loaded lazily: loading study i+1 overlaps the edge's work on study i
+        for path in _expand(args.paths):
+            try:
+                yield load_radiograph(path)
+            except RadiographError as exc:
+                yield StudyError(path, exc)
+
     failed = False
     target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
     with target as out:
-        for path in _expand(args.paths):
-            try:
-                findings = analyzer.analyze(load_radiograph(path), plan, allow_fallback=not args.no_fallback)
+        results = analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
+                                        with_heat_maps=False)
+        for result in results:
+            if isinstance(result, StudyError):
+                error = result.error
+                if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here
+                    out.write(json.dumps({"path": result.path, "error": f"edge: {error}"}, ensure_ascii=False) + "\n")
+                    return _fail("infer", f"edge failed and --no-fallback was given: {error}", EXIT_EDGE_FAILED)
+                reason = error.reason if isinstance(error, RadiographError) else \
+                    f"analysis failed ({type(error).__name__}): {error}"
+                record = {"path": result.path, "error": reason}
+            else:
                 if planner is not None and planner.options:
-                    findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-                    if not findings.fallback_reason and planner.observe(findings.model_ms):
-                        _, plan = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
-                record = findings.to_json()
-                record["path"] = path
-            except RadiographError as exc:
-                record = {"path": path, "error": exc.reason}
-            except EdgeError as exc:  # only with --no-fallback
-                out.write(json.dumps({"path": path, "error": f"edge: {exc}"}, ensure_ascii=False) + "\n")
-                return _fail("infer", f"edge failed and --no-fallback was given: {exc}", EXIT_EDGE_FAILED)
-            except Exception as exc:  # one study's failure must not stop the others
-                record = {"path": path, "error": f"analysis failed ({type(exc).__name__}): {exc}"}
+                    result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
+                    if not result.fallback_reason and planner.observe(result.model_ms):
+                        _, current["plan"] = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
+                record = result.to_json()
             failed |= "error" in record
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
@@ -152,7 +165,52 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _quantize(args: argparse.Namespace) -> int:
+    """Build INT8 local runtimes and report each one's fidelity gate verdict, one JSON line per model."""
+    from inference.analyze import Analyzer
+    from inference.runtimes import STATIC, OnnxModel, model_input, verdict
+    from inference.weights import WeightsError, data_dir
+    from viewer.display import render_8bit
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+
+    greys = []
+    if args.images:
+        if not Path(args.images).is_dir():
+            return _fail("models quantize", f"{args.images} is not a folder")
+        for path in _expand([args.images]):
+            try:
+                greys.append(render_8bit(load_radiograph(path)))
+            except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it
+                print(f"mededge models quantize: skipped {path}: {exc.reason}", file=sys.stderr)
+    if args.runtime == STATIC and not greys:
+        return _fail("models quantize", "static INT8 is calibrated on radiographs: give a folder of them with "
+                     "--images DIR" + (" (none of its files could be read)" if args.images else ""))
+    try:
+        analyzer = Analyzer(_model_choice(args, runtime="torch"))  # the models only; no runtime choice
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        models = {"detector": (analyzer.detector, analyzer.detector_source),
+                  "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}
+        if unknown := [n for n in names if n not in models]:
+            raise ValueError(f"unknown model {unknown[0]!r} (detector, classifier)")
+        folder = data_dir() / "local-onnx"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            model, weights = models[name]
+            inputs = [model_input(model, grey) for grey in greys]
+            print(f"mededge models quantize: {name} {args.runtime} on {len(inputs)} image(s) …", file=sys.stderr,
+                  flush=True)
+            session = OnnxModel(model, weights, folder, args.runtime, calibration=inputs or None)
+            result = verdict(model, session, inputs or None)  # the gate on these images (sample input if none)
+            print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
+                              "calibration_images": len(inputs) if args.runtime == STATIC else 0} | result),
+                  flush=True)
+    except (WeightsError, ValueError, OSError) as exc:
+        return _fail("models quantize", exc)
+    return EXIT_OK
+
+
+def _add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     parser.add_argument("--detector-weights", metavar="F", help="detector state dict (default: demo weights)")
     parser.add_argument("--classifier-weights", metavar="F", help="classifier weights (default: demo weights)")
     parser.add_argument("--detector-arch", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"),
@@ -162,8 +220,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")
     parser.add_argument("--ten-crop", action="store_true", help="classifier: average the ten 224 px crops")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnxruntime"),
-                        help="local runtime for whole-model runs (default auto: the faster here, measured once)")
+    if runtime:
+        parser.add_argument("--runtime", default="auto", choices=LOCAL_RUNTIMES,
+                            help="local runtime for whole-model runs (default auto: the fastest here that passes "
+                                 "the fidelity gate, measured once; int8-static only after `models quantize`)")
 
 
 def _add_part_options(parser: argparse.ArgumentParser) -> None:
@@ -222,7 +282,7 @@ def _edge_export(args: argparse.Namespace) -> int:
     from inference.weights import WeightsError
 
     try:
-        analyzer = Analyzer(_model_choice(args))
+        analyzer = Analyzer(_model_choice(args, runtime="torch"))  # exports only
         requests = _part_requests(args, analyzer)
         specs = write_repository(Path(args.out), requests, gpu=not args.cpu,
                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -256,7 +316,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
         else:
             from inference.analyze import Analyzer
 
-            analyzer = Analyzer(_model_choice(args))
+            analyzer = Analyzer(_model_choice(args, runtime="torch"))  # exports only
             requests = _part_requests(args, analyzer)
             key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
                                              for r in requests)).encode()).hexdigest()[:12]
@@ -289,16 +349,26 @@ def _edge_serve(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference.benchmark import markdown, run_benchmark, save
+    from inference.benchmark import markdown, measure, run_benchmark, save
     from inference.edge_client import EdgeError
     from inference.edge_server import EdgeServerError
+    from inference.weights import WeightsError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
+    progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         radiograph = load_radiograph(args.image)
-        report = run_benchmark(radiograph, quick=args.quick, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (RadiographError, EdgeError, EdgeServerError, ValueError, OSError) as exc:
+        if args.edge:  # a server that is already running, e.g. across an emulated link (bench/bench_links.py)
+            from inference.analyze import Analyzer
+            from inference.edge_client import EdgeClient
+
+            analyzer = Analyzer(_model_choice(args))
+            report = measure(analyzer, radiograph, EdgeClient(_edge_settings(args)), repeats=args.repeats or 10,
+                             link=args.link or args.edge, progress=progress)
+        else:
+            report = run_benchmark(radiograph, quick=args.quick, progress=progress, repeats=args.repeats)
+    except (RadiographError, EdgeError, EdgeServerError, WeightsError, ValueError, OSError) as exc:
         return _fail("bench", exc)
     print(markdown(report))
     if args.json:
@@ -374,6 +444,13 @@ def _parser() -> argparse.ArgumentParser:
                            "against a real Triton on this machine")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     bench.add_argument("--quick", action="store_true", help="256 px detector, a few cuts, int8/fp32, 3 repeats")
+    bench.add_argument("--repeats", type=int, metavar="N", help="analyses per option after a warm-up "
+                       "(default 10; 3 with --quick)")
+    bench.add_argument("--edge", metavar="HOST:PORT", help="measure against this running server, over every part "
+                       "it serves, instead of starting one on loopback (model options below apply)")
+    bench.add_argument("--link", metavar="LABEL", help="with --edge: what the link is, for the report")
+    _add_model_options(bench)
+    _add_tls_client_options(bench)
     bench.add_argument("--image", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
                                              "cxr" / "raster" / "txv_nih_00027426_000_512px.png"),
                        help="the radiograph to analyse (default: a chest radiograph from ../shared/data/cxr)")
@@ -389,6 +466,20 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
     convert.set_defaults(run=_convert)
+
+    quantize = models.add_parser("quantize", help="build an INT8 local runtime (static: calibrated on your images)",
+                                 description="Builds onnxruntime INT8 models of the whole detector and classifier "
+                                             "from their FP32 ONNX, cached in the data folder, and checks each "
+                                             "against PyTorch with the fidelity gate (probabilities within 0.02, "
+                                             "boxes at IoU >= 0.9) on the images. `--runtime auto` uses a model "
+                                             "only when it passes. One JSON line per model.")
+    quantize.add_argument("--images", metavar="DIR", help="calibration radiographs (DICOM, PNG, …); files that are "
+                          "not images are skipped. Required for static INT8")
+    quantize.add_argument("--runtime", default="onnxruntime-int8-static", choices=LOCAL_RUNTIMES[-2:],
+                          help="which INT8 runtime to build (default onnxruntime-int8-static)")
+    quantize.add_argument("--models", default="detector,classifier", help="which models (default both)")
+    _add_model_options(quantize, runtime=False)
+    quantize.set_defaults(run=_quantize)
     return parser
 
 

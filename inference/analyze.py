@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +27,7 @@ from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
-from inference.runtimes import RUNTIMES, OnnxModel, choose_runtime
+from inference.runtimes import RUNTIMES, OnnxModel, open_runtime
 from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.wire import encode
 from viewer.display import render_8bit
@@ -56,6 +59,47 @@ class AnalysisCancelled(Exception):
     """The user cancelled; nothing is reported."""
 
 
+@dataclass(frozen=True)
+class StudyError:
+    """A study of a series that could not be loaded or analysed, in its place among the results."""
+
+    path: str
+    error: Exception
+
+
+@dataclass
+class _Step:
+    """One model after its local stages: the tensors kept here and the edge's reply to come."""
+
+    model: StagedModel
+    cut: int
+    features: int | None  # CheXNet's feature stage, when heat maps are wanted
+    here: dict[int, torch.Tensor]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # set when the whole model ran here
+    reply: Future | None = None
+    spent_ms: float = 0.0
+
+    def link_down(self) -> str | None:
+        """Why the edge could not be reached at all, if this step's request already failed that way."""
+        if self.reply is None or not self.reply.done() or not isinstance(self.reply.exception(), EdgeError):
+            return None
+        error = self.reply.exception()
+        return str(error) if error.failure in (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS) else None
+
+
+@dataclass
+class _Begun:
+    """A study whose local stages are done and whose edge requests are under way."""
+
+    radiograph: Radiograph
+    plan: Plan
+    box_geometry: Letterbox
+    crop_geometry: object
+    started: float
+    preprocessed: float
+    steps: dict[str, _Step]
+
+
 @dataclass
 class _Run:
     """How one model's stages ran."""
@@ -66,6 +110,28 @@ class _Run:
     used_edge: bool = False
     fallback_reason: str | None = None
     link_down: bool = False  # the server could not be reached at all (not e.g. a missing model)
+    model_ms: float = 0.0  # this model's own time in the analysis (local, waiting for the edge, fallback)
+
+
+def _call_now(function, *args) -> Future:
+    """`function(*args)` run here and now, as a finished Future (the sequential path)."""
+    future: Future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as exc:  # handed to whoever reads the result, as a pool's Future would
+        future.set_exception(exc)
+    return future
+
+
+def _raise(error: Exception):
+    raise error
+
+
+def _cancel_check(cancel: threading.Event | None):
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise AnalysisCancelled("analysis cancelled")
+    return check
 
 
 class Analyzer:
@@ -83,6 +149,7 @@ class Analyzer:
         self.detector.to(self.device)
         self.classifier.to(self.device)
         self.onnx: dict[str, OnnxModel] = {}  # models that run locally through onnxruntime
+        self.runtimes = {"detector": "torch", "classifier": "torch"}  # the local runtime of each whole model
         if choice.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {choice.runtime!r}")
         if choice.runtime != "torch" and self.device.type == "cpu":
@@ -90,12 +157,13 @@ class Analyzer:
             folder.mkdir(parents=True, exist_ok=True)
             for name, model, weights in (("detector", self.detector, self.detector_source),
                                          ("classifier", self.classifier, self.classifier_weights.source)):
-                session = OnnxModel(model, weights, folder)
-                if choice.runtime == "onnxruntime" or choose_runtime(model, session, weights, folder) == "onnxruntime":
-                    self.onnx[name] = session
+                # auto: the fastest that passes the fidelity gate; an explicit INT8 that fails it raises
+                session = open_runtime(model, weights, folder, choice.runtime)
+                if session is not None:
+                    self.onnx[name], self.runtimes[name] = session, session.runtime
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._lock = threading.Lock()
-        self._check = lambda: None  # the running analysis' cancellation check
+        self._pool: ThreadPoolExecutor | None = None  # edge requests of a pipelined series
 
     @property
     def weights(self) -> dict[str, str]:
@@ -125,22 +193,78 @@ class Analyzer:
 
         Setting `cancel` stops the analysis before its next stage with `AnalysisCancelled`.
         """
+        plan = self._checked(plan)
+        check = _cancel_check(cancel)
+        with self._lock, torch.inference_mode():
+            # Edge requests made on the spot: each model's time is its own (what the planner predicts).
+            begun = self._begin(radiograph, plan, with_heat_maps, check,
+                                lambda *request: _call_now(self.edge.infer, *request))
+            return self._complete(begun, allow_fallback, check)
+
+    def analyze_many(self, studies: Iterable[Radiograph | StudyError], plan: Plan | Callable[[], Plan] | None = None,
+                     with_heat_maps: bool = True, allow_fallback: bool = True,
+                     cancel: threading.Event | None = None) -> Iterator[Findings | StudyError]:
+        """Analyse a series, pipelined: the local stages of study i+1 run while the edge works on study i.
+
+        Results come in input order, one study behind the input. Edge requests go out from a small thread
+        pool (a blocking gRPC call releases the interpreter), so the workstation's stages overlap the
+        edge's compute and the transfer; each study's `total` time then includes that overlap. A study that
+        did not load (a `StudyError` in the input) or whose analysis failed comes out as a `StudyError` in its
+        place. An edge failure with `allow_fallback=False` comes out as that study's `StudyError` and ends
+        the series; cancelling raises `AnalysisCancelled`. `plan` may be a function: it is asked before each
+        study (the planner may re-plan between studies).
+        """
+        check = _cancel_check(cancel)
+        current = plan if callable(plan) else lambda: plan
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge-request")
+        send = lambda *request: self._pool.submit(self.edge.infer, *request)  # noqa: E731
+        pending: deque[_Begun | StudyError] = deque()
+        for study in studies:
+            if isinstance(study, StudyError):
+                pending.append(study)
+            else:
+                with self._lock, torch.inference_mode():
+                    pending.append(self._guarded(study.path, lambda: self._begin(
+                        study, self._checked(current()), with_heat_maps, check, send)))
+            while len(pending) > 1 or (pending and isinstance(pending[-1], StudyError)):
+                result = self._finish(pending.popleft(), allow_fallback, check)
+                yield result
+                if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
+                    return
+        while pending:
+            result = self._finish(pending.popleft(), allow_fallback, check)
+            yield result
+            if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
+                return
+
+    def _finish(self, entry: _Begun | StudyError, allow_fallback: bool, check) -> Findings | StudyError:
+        if isinstance(entry, StudyError):
+            return entry
+        with self._lock, torch.inference_mode():
+            return self._guarded(entry.radiograph.path, lambda: self._complete(entry, allow_fallback, check))
+
+    @staticmethod
+    def _guarded(path: str, step):
+        """`step()`, or a StudyError for this study (an EdgeError gets here only with allow_fallback=False)."""
+        try:
+            return step()
+        except AnalysisCancelled:
+            raise
+        except Exception as exc:  # one study's failure must not stop the others
+            return StudyError(path, exc)
+
+    def _checked(self, plan: Plan | None) -> Plan:
         plan = plan or self.local_plan()
         if plan.uses_edge(self.stage_counts) and self.edge is None:
             raise ValueError("this plan sends stages to the edge, but no edge server is configured")
-
-        def check() -> None:
-            if cancel is not None and cancel.is_set():
-                raise AnalysisCancelled("analysis cancelled")
-
-        with self._lock, torch.inference_mode():
-            self._check = check
-            return self._analyze(radiograph, plan, with_heat_maps, allow_fallback)
-
-    def _analyze(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, allow_fallback: bool) -> Findings:
         for model, model_plan in ((self.detector, plan.detector), (self.classifier, plan.classifier)):
             if model_plan.cut < model.stage_count:
                 self.part(model, model_plan.cut, model_plan.wire)  # computed once, outside the timings
+        return plan
+
+    def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send) -> _Begun:
+        """Preprocess, then each model's local stages; what crosses a cut is sent with `send`."""
         started = time.perf_counter()
         grey = render_8bit(radiograph)  # the file's own VOI and inversion: what the models were trained on
         det_config, cls_config = self.detector.config, self.classifier.config
@@ -149,73 +273,48 @@ class Analyzer:
                                                     cls_config.ten_crop, cls_config.in_channels,
                                                     cls_config.normalisation)
         preprocessed = time.perf_counter()
-
-        detector = self._run(self.detector, det_input, plan.detector, False, allow_fallback, None)
-        between = time.perf_counter()
+        detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, None)
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
-        classifier = self._run(self.classifier, cls_input, plan.classifier, with_heat_maps, allow_fallback,
-                               detector.fallback_reason if detector.link_down else None)
-        ran = time.perf_counter()
+        classifier = self._local_part(self.classifier, cls_input, plan.classifier, with_heat_maps, check, send,
+                                      detector.link_down())
+        return _Begun(radiograph, plan, box_geometry, crop_geometry, started, preprocessed,
+                      {"detector": detector, "classifier": classifier})
 
-        detections = decode_detections(detector.outputs["output"][0], box_geometry, det_config.classes,
-                                       det_config.confidence, det_config.iou, det_config.max_detections)
-        probabilities = classifier.outputs["probabilities"].mean(axis=0).astype(np.float64)  # ten-crop: average
-        shown = self._shown_probabilities(probabilities)
-        maps = None
-        if with_heat_maps:
-            centre = crop_geometry.centre_index
-            features = torch.tensor(classifier.outputs["features"][centre:centre + 1], device=self.device)
-            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
-            rows = [self.classifier.config.classes.index(name) for name in shown]
-            maps = ActivationMaps(tuple(shown), cams[rows], crop_geometry)
-        finished = time.perf_counter()
-
-        runs = {"detector": detector, "classifier": classifier}
-        transfer = sum(r.transfer_ms for r in runs.values())
-        edge = sum(r.edge_ms for r in runs.values())
-        local = (ran - preprocessed) * 1e3 - transfer - edge
-        reasons = list(dict.fromkeys(r.fallback_reason for r in runs.values() if r.fallback_reason))
-        return Findings(
-            path=radiograph.path,
-            detections=tuple(detections),
-            probabilities=shown,
-            weights=self.weights,
-            mode=self._mode(plan, runs),
-            split={"detector": plan.detector.cut, "classifier": plan.classifier.cut},
-            wire={name: p.wire.value for name, p in (("detector", plan.detector), ("classifier", plan.classifier))
-                  if p.cut < self.stage_counts[name]},
-            timing_ms={"preprocess": (preprocessed - started) * 1e3, "local": local, "transfer": transfer,
-                       "edge": edge, "postprocess": (finished - ran) * 1e3, "total": (finished - started) * 1e3},
-            fallback_reason="; ".join(reasons) or None,
-            activation_maps=maps,
-            model_ms={"detector": (between - preprocessed) * 1e3, "classifier": (ran - between) * 1e3},
-        )
-
-    def _run(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, allow_fallback: bool,
-             edge_down: str | None) -> _Run:
-        """Stages [0, k) here; [k, n) on the edge, or here when the edge fails (or k = n).
+    def _local_part(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, check, send,
+                    edge_down: str | None) -> _Step:
+        """Stages [0, k) here, then the tensors crossing cut k go to the edge (`send` returns a Future).
 
         `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
         """
+        started = time.perf_counter()
         n, k = model.stage_count, plan.cut
-        last = n - 1
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
         session = self.onnx.get(self._name(model))
         if k == n and session is not None:  # the whole model here, on the faster runtime
-            self._check()
-            return _Run(outputs=session.run(batch))
+            check()
+            return _Step(model, k, features, {}, outputs=session.run(batch),
+                         spent_ms=(time.perf_counter() - started) * 1e3)
         here = model.run_stages({INPUT: torch.from_numpy(batch).to(self.device)}, 0, k,
                                 keep=[features] if features is not None and features < k else [],
-                                before_stage=self._check)
-        run = _Run(outputs={})
+                                before_stage=check)
+        step = _Step(model, k, features, here)
         if k < n:
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             crossing = encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
+            step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
+                          else send(spec, crossing, wanted))
+        step.spent_ms = (time.perf_counter() - started) * 1e3
+        return step
+
+    def _remote_part(self, step: _Step, allow_fallback: bool, check) -> _Run:
+        """The edge's reply for stages [k, n); when the edge failed (or k = n) they run here."""
+        started = time.perf_counter()
+        model, n, k, features = step.model, step.model.stage_count, step.cut, step.features
+        run = _Run(outputs=dict(step.outputs))
+        if step.reply is not None:
             try:
-                if edge_down:
-                    raise EdgeError(EdgeFailure.UNREACHABLE, edge_down)
-                reply = self.edge.infer(spec, crossing, wanted)
+                reply = step.reply.result()
             except EdgeError as error:
                 if not allow_fallback:
                     raise
@@ -224,14 +323,58 @@ class Analyzer:
             else:
                 run.outputs = dict(reply.outputs)
                 run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True
+        here = step.here
         if not run.outputs:  # local only, or the edge failed: the remaining stages run here
             here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else [],
-                                         before_stage=self._check))
+                                         before_stage=check))
             name = "output" if isinstance(model, YoloDetector) else "probabilities"
-            run.outputs[name] = here[last].cpu().numpy()
+            run.outputs[name] = here[n - 1].cpu().numpy()
         if features is not None and "features" not in run.outputs:
             run.outputs["features"] = here[features].cpu().numpy()
+        run.model_ms = step.spent_ms + (time.perf_counter() - started) * 1e3
         return run
+
+    def _complete(self, begun: _Begun, allow_fallback: bool, check) -> Findings:
+        """Collect both models' remaining stages, then post-process into Findings."""
+        ran_from = time.perf_counter()
+        runs = {name: self._remote_part(step, allow_fallback, check) for name, step in begun.steps.items()}
+        detector, classifier = runs["detector"], runs["classifier"]
+        ran = time.perf_counter()
+        det_config = self.detector.config
+        detections = decode_detections(detector.outputs["output"][0], begun.box_geometry, det_config.classes,
+                                       det_config.confidence, det_config.iou, det_config.max_detections)
+        probabilities = classifier.outputs["probabilities"].mean(axis=0).astype(np.float64)  # ten-crop: average
+        shown = self._shown_probabilities(probabilities)
+        maps = None
+        if "features" in classifier.outputs and begun.steps["classifier"].features is not None:
+            centre = begun.crop_geometry.centre_index
+            features = torch.tensor(classifier.outputs["features"][centre:centre + 1], device=self.device)
+            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
+            rows = [self.classifier.config.classes.index(name) for name in shown]
+            maps = ActivationMaps(tuple(shown), cams[rows], begun.crop_geometry)
+        finished = time.perf_counter()
+
+        plan = begun.plan
+        transfer = sum(r.transfer_ms for r in runs.values())
+        edge = sum(r.edge_ms for r in runs.values())
+        model_ms = {name: r.model_ms for name, r in runs.items()}
+        reasons = list(dict.fromkeys(r.fallback_reason for r in runs.values() if r.fallback_reason))
+        return Findings(
+            path=begun.radiograph.path,
+            detections=tuple(detections),
+            probabilities=shown,
+            weights=self.weights,
+            mode=self._mode(plan, runs),
+            split={"detector": plan.detector.cut, "classifier": plan.classifier.cut},
+            wire={name: p.wire.value for name, p in (("detector", plan.detector), ("classifier", plan.classifier))
+                  if p.cut < self.stage_counts[name]},
+            timing_ms={"preprocess": (begun.preprocessed - begun.started) * 1e3,
+                       "local": sum(model_ms.values()) - transfer - edge, "transfer": transfer, "edge": edge,
+                       "postprocess": (finished - ran) * 1e3, "total": (finished - begun.started) * 1e3},
+            fallback_reason="; ".join(reasons) or None,
+            activation_maps=maps,
+            model_ms=model_ms,
+        )
 
     def _mode(self, plan: Plan, runs: dict[str, _Run]) -> Mode:
         if any(r.fallback_reason for r in runs.values()):
@@ -273,4 +416,4 @@ def analyze(radiograph: Radiograph, plan: Plan | None = None, analyzer: Analyzer
     return analyzer.analyze(radiograph, plan)
 
 
-__all__ = ["Analyzer", "Detection", "Findings", "ModelChoice", "analyze"]
+__all__ = ["Analyzer", "Detection", "Findings", "ModelChoice", "StudyError", "analyze"]

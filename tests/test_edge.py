@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from conftest import ROOT
-from inference.analyze import Analyzer, ModelChoice
+from inference.analyze import Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge_parts import WireFormat
@@ -31,6 +31,7 @@ from inference.edge_server import EdgeServer, EdgeServerError, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import box_iou
+from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
 TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
@@ -111,6 +112,26 @@ def test_every_cut_of_both_models_matches_local(analyzer, every_part_server, rad
             else:
                 assert difference <= 1e-2, (cut, difference)
                 _matched(local.detections, split.detections, 0.9, 1e-2)
+
+
+def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_part_server, radiograph,
+                                                                shared_cxr):
+    """analyze_many overlaps study i+1's local stages with study i's edge request: same results, same order,
+    and a study that did not load keeps its place."""
+    other = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")
+    plan = Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.FP16))
+    series = [radiograph, other, StudyError("missing.dcm", RadiographError("no such file")), other, radiograph]
+    results = list(analyzer.analyze_many(series, plan, allow_fallback=False))
+    assert [r.path for r in results] == [s.path for s in series]
+    assert isinstance(results[2], StudyError) and str(results[2].error) == "no such file"
+    for study, result in zip(series, results):
+        if isinstance(study, StudyError):
+            continue
+        alone = analyzer.analyze(study, plan, allow_fallback=False)
+        assert result.mode is Mode.DISTRIBUTED and result.timing_ms["edge"] > 0
+        assert max(abs(result.probabilities[k] - v) for k, v in alone.probabilities.items()) <= 1e-6
+        _matched(alone.detections, result.detections, 0.999, 1e-5)
+        assert result.heat_map("Effusion").shape == alone.heat_map("Effusion").shape
 
 
 def test_neck_cuts_send_several_tensors(analyzer, every_part_server):

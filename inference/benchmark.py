@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from inference.analyze import Analyzer, ModelChoice
+from inference.findings import Findings
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import WireFormat
+from inference.edge_parts import WireFormat, kind_of, part_name
 from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan
@@ -29,6 +30,7 @@ from viewer.radiograph import Radiograph
 
 QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}
 FULL_CUTS = {"detector": (0, 1, 2, 3, 4, 5, 6, 8, 15, 22), "classifier": tuple(range(10))}
+LOOPBACK = "loopback (edge on the same 2 cores)"
 
 
 @dataclass(frozen=True)
@@ -50,19 +52,32 @@ def _measure(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, model: str,
     return statistics.median(times), float(np.percentile(times, 95))
 
 
-def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None, progress=print,
-                  detector: DetectorConfig | None = None) -> dict:
-    """`detector` overrides the detector configuration (the tests use a narrow one)."""
-    detector = detector or (DetectorConfig(input_size=256) if quick else DetectorConfig())
-    analyzer = Analyzer(ModelChoice(detector=detector))
+def bench_parts(analyzer: Analyzer, quick: bool) -> list[PartRequest]:
+    """The edge parts a benchmark measures: a few cuts in fp32/int8 (quick), or many cuts in every format."""
     cuts = QUICK_CUTS if quick else FULL_CUTS
     wires = (WireFormat.FP32, WireFormat.INT8) if quick else tuple(WireFormat)
-    repeats = 3 if quick else 10
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
-    sources = {"detector": analyzer.detector_source, "classifier": analyzer.classifier_weights.source}
+    return [PartRequest(models[name], analyzer.weights[name], cut, wire) for name in models for cut in cuts[name]
+            for wire in wires]
+
+
+def served_options(analyzer: Analyzer, served: set[str]) -> dict[str, list[tuple[int, WireFormat]]]:
+    """Per model, the (cut, wire) options whose edge part the server has, in cut order."""
+    models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
+    return {name: [(cut, wire) for cut in range(model.stage_count) for wire in WireFormat
+                   if part_name(kind_of(model), cut, wire) in served] for name, model in models.items()}
+
+
+def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None, progress=print,
+                  detector: DetectorConfig | None = None, repeats: int | None = None) -> dict:
+    """Over loopback: export the parts, serve them with a real Triton on this machine, measure.
+
+    `detector` overrides the detector configuration (the tests use a narrow one).
+    """
+    detector = detector or (DetectorConfig(input_size=256) if quick else DetectorConfig())
+    analyzer = Analyzer(ModelChoice(detector=detector))
     work = work or Path(tempfile.mkdtemp(prefix="mededge-bench-"))
-    requests = [PartRequest(models[name], sources[name], cut, wire) for name in models for cut in cuts[name]
-                for wire in wires]
+    requests = bench_parts(analyzer, quick)
     progress(f"exporting {len(requests)} edge parts into {work / 'repository'}")
     write_repository(work / "repository", requests, gpu=False, progress=progress)
     python_backend_overlay(work / "repository", work / "serve")
@@ -70,34 +85,42 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
     server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics)
     server.start()
-    rows: list[Row] = []
     try:
-        analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=120))
-        local = Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(analyzer.classifier.stage_count))
-        for name, model in models.items():
-            progress(f"{name}: local only")
-            median, p95 = _measure(analyzer, radiograph, local, name, repeats)
-            rows.append(Row(name, "local", model.stage_count, "-", 0, median, p95))
-            for cut in cuts[name]:
-                for wire in wires:
-                    progress(f"{name}: cut {cut} {wire.value}")
-                    plan = _plan_for(local, name, ModelPlan(cut, wire))
-                    median, p95 = _measure(analyzer, radiograph, plan, name, repeats)
-                    rows.append(Row(name, f"cut {cut} {wire.value}", cut, wire.value,
-                                    analyzer.part(model, cut, wire).input_bytes, median, p95))
-        progress("auto: measuring the link and planning")
-        planner = Planner(analyzer, analyzer.edge)
-        auto = planner.plan()
-        for name in models:
-            chosen = getattr(auto, name)
-            median, p95 = _measure(analyzer, radiograph, auto, name, repeats)
-            wire = chosen.wire.value if chosen.cut < models[name].stage_count else "-"
-            rows.append(Row(name, f"auto → cut {chosen.cut} {wire}", chosen.cut, wire,
-                            analyzer.part(models[name], chosen.cut, chosen.wire).input_bytes
-                            if chosen.cut < models[name].stage_count else 0, median, p95))
-        link = planner.link
+        edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=120))
+        return measure(analyzer, radiograph, edge, repeats=repeats or (3 if quick else 10), link=LOOPBACK, progress=progress)
     finally:
         server.stop()
+
+
+def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeats: int, link: str,
+            progress=print) -> dict:
+    """Local only, every part `edge` serves for these models, and auto — side by side, in one run."""
+    analyzer.edge = edge
+    options = served_options(analyzer, set(edge.status().models))
+    models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
+    rows: list[Row] = []
+    local = analyzer.local_plan()
+    for name, model in models.items():
+        progress(f"{name}: local only")
+        median, p95 = _measure(analyzer, radiograph, local, name, repeats)
+        rows.append(Row(name, "local", model.stage_count, "-", 0, median, p95))
+        for cut, wire in options[name]:
+            progress(f"{name}: cut {cut} {wire.value}")
+            median, p95 = _measure(analyzer, radiograph, _plan_for(local, name, ModelPlan(cut, wire)), name, repeats)
+            rows.append(Row(name, f"cut {cut} {wire.value}", cut, wire.value,
+                            analyzer.part(model, cut, wire).input_bytes, median, p95))
+    progress("auto: measuring the link and planning")
+    planner = Planner(analyzer, edge)
+    auto = planner.plan()
+    for name, model in models.items():
+        chosen = getattr(auto, name)
+        median, p95 = _measure(analyzer, radiograph, auto, name, repeats)
+        offloaded = chosen.cut < model.stage_count
+        rows.append(Row(name, f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
+                        chosen.wire.value if offloaded else "-",
+                        analyzer.part(model, chosen.cut, chosen.wire).input_bytes if offloaded else 0, median, p95))
+    series = measure_series(analyzer, radiograph, balanced_plan(planner, set(edge.status().models)),
+                            count=8, progress=progress)
     results = []
     for name in models:
         mine = [r for r in rows if r.model == name]
@@ -106,16 +129,58 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
         fixed = [r for r in mine if not r.option.startswith("auto")]
         best = min(fixed, key=lambda r: r.median_ms)
         auto_row = mine[-1]
-        offload = min((r for r in mine if r.cut == 0), key=lambda r: r.median_ms)
+        offload = [r.median_ms for r in fixed if r.cut == 0]
         results.append({
             "model": name, "rows": [r.__dict__ for r in mine], "best": best.option,
+            "predicted_ms": planner.options[name].predicted_ms,
             "auto_within_5pct_of_best": auto_row.median_ms <= 1.05 * best.median_ms,
-            "auto_vs_better_of_local_and_offload": min(local_ms, offload.median_ms) / auto_row.median_ms,
+            "auto_vs_better_of_local_and_offload": min([local_ms, *offload]) / auto_row.median_ms,
         })
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
-            "link": "loopback (edge on the same 2 cores)", "quick": quick, "repeats": repeats,
-            "image": radiograph.path, "probe": {"round_trip_ms": link.round_trip_ms, "mbit_s": link.mbit_s},
-            "models": results}
+            "link": link, "repeats": repeats, "image": radiograph.path,
+            "detector_input": analyzer.detector.config.input_size,
+            "probe": {"round_trip_ms": planner.link.round_trip_ms, "mbit_s": planner.link.mbit_s},
+            "models": results, "series": series}
+
+
+def balanced_plan(planner: Planner, served: set[str]) -> Plan:
+    """Per model, the served option whose predicted local time is closest to its transfer + edge time:
+    where pipelining a series has the most to overlap."""
+    chosen = {}
+    for name, model in planner.models().items():
+        offloaded = [o for o in planner.candidates(name, model, served) if o.cut < model.stage_count]
+        best = min(offloaded, key=lambda o: abs(o.local_ms - o.transfer_ms - o.edge_ms) / o.predicted_ms,
+                   default=None)
+        chosen[name] = ModelPlan(best.cut, best.wire) if best else ModelPlan(model.stage_count)
+    return Plan(chosen["detector"], chosen["classifier"])
+
+
+def measure_series(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, count: int, rounds: int = 3,
+                   progress=print) -> dict:
+    """Throughput of `count` studies one after another vs pipelined (`analyze_many`), alternating rounds."""
+    progress(f"series of {count}: sequential vs pipelined")
+    studies = [radiograph] * count
+    list(analyzer.analyze_many(studies[:2], plan, with_heat_maps=False, allow_fallback=False))  # warm-up
+    sequential, pipelined = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for study in studies:
+            analyzer.analyze(study, plan, with_heat_maps=False, allow_fallback=False)
+        sequential.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        results = list(analyzer.analyze_many(studies, plan, with_heat_maps=False, allow_fallback=False))
+        pipelined.append(time.perf_counter() - started)
+        if len(results) != count or not all(isinstance(r, Findings) for r in results):
+            raise ValueError(f"the pipelined series lost studies: {results}")
+    stages = analyzer.stage_counts
+    return {"plan": {name: _option_name(getattr(plan, name), stages[name]) for name in stages}, "studies": count,
+            "rounds": rounds, "sequential_s": statistics.median(sequential),
+            "pipelined_s": statistics.median(pipelined),
+            "speedup": statistics.median(sequential) / statistics.median(pipelined)}
+
+
+def _option_name(plan: ModelPlan, stage_count: int) -> str:
+    return "local" if plan.cut >= stage_count else f"cut {plan.cut} {plan.wire.value}"
 
 
 def _plan_for(local: Plan, name: str, option: ModelPlan) -> Plan:
@@ -150,6 +215,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['option']} | {row['bytes_sent'] / 2**20:.2f} | {row['median_ms']:.0f} | "
                          f"{row['p95_ms']:.0f} | {row['ratio_to_local']:.2f}× |")
         lines.append("")
+    if "series" in report:
+        series = report["series"]
+        plan = ", ".join(f"{name} {option}" for name, option in series["plan"].items())
+        lines += [f"**series of {series['studies']} studies** ({plan}; median of {series['rounds']} rounds): "
+                  f"sequential {series['sequential_s']:.2f} s, pipelined {series['pipelined_s']:.2f} s — "
+                  f"**{series['speedup']:.2f}×** the sequential throughput", ""]
     return "\n".join(lines)
 
 

@@ -124,8 +124,11 @@ def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
         assert all(row["median_ms"] > 0 and row["p95_ms"] >= row["median_ms"] for row in model["rows"])
         assert model["rows"][0]["ratio_to_local"] == 1.0
         assert isinstance(model["auto_within_5pct_of_best"], bool)
+    series = report["series"]  # the same studies, one after another and pipelined
+    assert series["studies"] == 8 and series["sequential_s"] > 0 and series["pipelined_s"] > 0
     text = markdown(report)
     assert "| option | MiB sent | median ms | p95 ms | speed-up vs local |" in text
+    assert "the sequential throughput" in text
 
 
 def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(shared_cxr):

@@ -1,0 +1,197 @@
+"""Benchmark over emulated links: the edge in its own network namespace, the link shaped with tc.
+
+Needs root (network namespaces, veth, tc). Builds, for the run only:
+
+    workstation (this namespace, CPU 0) ── relay on 127.0.0.1 (adds the one-way delay each way)
+        ── veth mededge-ws 10.203.0.1 ══ tbf rate ══ mededge-eg 10.203.0.2 (namespace mededge-edge)
+        ── `main.py edge serve` pinned to CPU 1
+
+`tbf` on both ends of the veth sets the rate (this kernel has no netem, so the delay comes from the
+relay; round trip = 2 × the link's one-way delay). Each workstation and edge gets one core of this
+2-core machine, so neither competes with the other. For every link, `main.py bench --edge` measures
+local only, every served cut × wire format and auto in one run. Writes links.json, links.md and
+latency-vs-cut.png into --out, and removes the namespace, veth and server at the end.
+
+    sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.relay import Relay  # noqa: E402
+from inference.benchmark import QUICK_CUTS, markdown  # noqa: E402
+
+NAMESPACE = "mededge-edge"
+HOST_SIDE, EDGE_SIDE = "mededge-ws", "mededge-eg"
+HOST_IP, EDGE_IP = "10.203.0.1", "10.203.0.2"
+GRPC_PORT = 8001
+# (label, Mbit/s or None for unshaped, one-way delay ms)
+LINKS = (("veth, unshaped", None, 0.0), ("1 Gbit/s, 1 ms", 1000, 1.0), ("100 Mbit/s, 5 ms", 100, 5.0),
+         ("20 Mbit/s, 20 ms", 20, 20.0))
+LINK_CUTS = {"detector": (0, 4, 6, 8, 15, 22), "classifier": tuple(range(10))}
+
+
+def sh(*command: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(command, check=check, capture_output=True, text=True)
+
+
+def remove_network() -> None:
+    sh("ip", "netns", "del", NAMESPACE, check=False)
+    sh("ip", "link", "del", HOST_SIDE, check=False)
+
+
+def make_network() -> None:
+    remove_network()
+    sh("ip", "netns", "add", NAMESPACE)
+    sh("ip", "link", "add", HOST_SIDE, "type", "veth", "peer", "name", EDGE_SIDE)
+    sh("ip", "link", "set", EDGE_SIDE, "netns", NAMESPACE)
+    sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_SIDE)
+    sh("ip", "link", "set", HOST_SIDE, "up")
+    inside = ("ip", "netns", "exec", NAMESPACE)
+    sh(*inside, "ip", "addr", "add", f"{EDGE_IP}/30", "dev", EDGE_SIDE)
+    sh(*inside, "ip", "link", "set", EDGE_SIDE, "up")
+    sh(*inside, "ip", "link", "set", "lo", "up")
+
+
+def shape(mbit: int | None) -> None:
+    """Rate-limit both directions with tbf (or remove the limit); the bucket holds 1 ms at that rate."""
+    for prefix, device in (((), HOST_SIDE), (("ip", "netns", "exec", NAMESPACE), EDGE_SIDE)):
+        sh(*prefix, "tc", "qdisc", "del", "dev", device, "root", check=False)
+        if mbit is not None:
+            burst = max(mbit * 1_000_000 // 8 // 1000, 16 * 1024)
+            sh(*prefix, "tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", f"{mbit}mbit",
+               "burst", str(burst), "latency", "100ms")
+
+
+def export(work: Path, quick: bool, python: str) -> Path:
+    """The edge parts, exported once (kept across runs in --work)."""
+    repository = work / "repository"
+    size = ["--detector-size", "256"] if quick else []
+    for name, cuts in (QUICK_CUTS if quick else LINK_CUTS).items():
+        wires = "fp32,int8" if quick else "fp32,fp16,int8"
+        subprocess.run([python, str(ROOT / "main.py"), "edge", "export", "--out", str(repository), "--cpu",
+                        "--models", name, "--cuts", ",".join(map(str, cuts)), "--wire", wires, *size],
+                       check=True, stdout=subprocess.DEVNULL)
+    return repository
+
+
+def serve(repository: Path, work: Path, python: str) -> subprocess.Popen:
+    env = dict(os.environ, MEDEDGE_EDGE_THREADS="1", OMP_NUM_THREADS="1", MEDEDGE_DATA_DIR=str(work / "edge-data"))
+    log = open(work / "edge-serve.log", "w")
+    server = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, "taskset", "-c", "1", python,
+                               str(ROOT / "main.py"), "edge", "serve", "--repository", str(repository),
+                               "--host", EDGE_IP, "--grpc-port", str(GRPC_PORT)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"edge serve stopped: see {work / 'edge-serve.log'}")
+        if "stop with Ctrl-C" in (work / "edge-serve.log").read_text():
+            return server
+        time.sleep(1)
+    raise RuntimeError("edge serve did not start within 10 minutes")
+
+
+def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str) -> dict:
+    out = work / f"link-{len(list(work.glob('link-*.json')))}.json"
+    size = ["--detector-size", "256"] if quick else []
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(["taskset", "-c", "0", python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
+                    "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", *size],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def plot(reports: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m["model"] for m in reports[0]["models"]]
+    figure, axes = plt.subplots(len(models), len(reports), figsize=(4.2 * len(reports), 3.4 * len(models)),
+                                squeeze=False)
+    for column, report in enumerate(reports):
+        for row, model in enumerate(report["models"]):
+            axis = axes[row][column]
+            rows = [r for r in model["rows"] if r["option"].startswith("cut ")]
+            for wire in sorted({r["wire"] for r in rows}):
+                mine = sorted((r for r in rows if r["wire"] == wire), key=lambda r: r["cut"])
+                axis.plot([r["cut"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=wire)
+            axis.axhline(model["rows"][0]["median_ms"], color="grey", linestyle="--", label="local only")
+            auto = model["rows"][-1]
+            axis.plot([auto["cut"]], [auto["median_ms"]], marker="*", markersize=14, color="black", linestyle="",
+                      label="auto")
+            axis.set_title(f"{model['model']} · {report['link']}", fontsize=9)
+            axis.set_xlabel("cut (stages before it run on the workstation)", fontsize=8)
+            axis.set_ylabel("median ms", fontsize=8)
+            axis.set_ylim(bottom=0)
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="256 px detector, three detector cuts, fp32/int8")
+    parser.add_argument("--repeats", type=int, default=5, help="analyses per option after a warm-up (default 5)")
+    parser.add_argument("--out", default="bench-links", help="folder for links.json, links.md, latency-vs-cut.png")
+    parser.add_argument("--work", help="folder for the exported repository (kept; default a temporary folder)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_links.py needs root: it creates a network namespace, a veth pair and tc qdiscs "
+              "(run it as root, e.g. sudo .venv/bin/python bench/bench_links.py)", file=sys.stderr)
+        return 2
+    for tool in ("ip", "tc", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench_links.py needs `{tool}` (Debian: iproute2 / util-linux)", file=sys.stderr)
+            return 2
+    python = sys.executable
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mededge-links-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("link-*.json"):
+        old.unlink()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"exporting edge parts into {work / 'repository'}", file=sys.stderr, flush=True)
+    repository = export(work, args.quick, python)
+    server = None
+    reports = []
+    try:
+        make_network()
+        server = serve(repository, work, python)
+        for label, mbit, delay_ms in LINKS:
+            print(f"link: {label}", file=sys.stderr, flush=True)
+            shape(mbit)
+            with Relay((EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
+                reports.append(measure(label, relay, work, args.quick, args.repeats, python))
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        remove_network()
+    (out / "links.json").write_text(json.dumps(reports, indent=2))
+    (out / "links.md").write_text("\n".join(f"### {r['link']}\n\n{markdown(r)}" for r in reports))
+    plot(reports, out / "latency-vs-cut.png")
+    print((out / "links.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -221,6 +221,14 @@ class EdgeClient:
             time.sleep(0.002)
         return 0.0
 
+    def queue_totals(self) -> tuple[int, float]:
+        """(requests completed, their total queue ms) over every model of the server, from Triton's
+        statistics: how long requests waited for a free model instance (the edge's load, all clients')."""
+        stats = self._call(lambda: self._client.get_inference_statistics("", client_timeout=self.settings.check_timeout_s),
+                           "statistics")
+        count = sum(m.inference_stats.success.count for m in stats.model_stats)
+        return count, sum(m.inference_stats.queue.ns for m in stats.model_stats) / 1e6
+
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,
         through the repository's probe model; the returned checksum proves the bytes arrived intact."""

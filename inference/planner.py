@@ -30,6 +30,7 @@ from inference.wire import encode, round_trip
 PROBABILITY_TOLERANCE = 0.02  # the fidelity gate: a wire format must keep probabilities within this
 BOX_IOU = 0.9                 # … and match every box at this IoU
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
+QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class LinkProfile:
     round_trip_ms: float
     mbit_s: float
     edge_ratio: dict[str, float]  # model → edge time / local time for the same stages
+    queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
 
 
 def machine_key() -> str:
@@ -127,11 +129,27 @@ class Planner:
     _drift: dict[str, int] = field(default_factory=dict)
     _gate: dict[tuple, bool] = field(default_factory=dict)
     _local: dict[str, list[float]] = field(default_factory=dict)
+    _whole: dict[str, float] = field(default_factory=dict)
+    _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
+    _queue_ms: float = 0.0
 
     def local_ms(self, name: str, model: StagedModel) -> list[float]:
         if name not in self._local:
             self._local[name] = local_stage_ms(model)
         return self._local[name]
+
+    def whole_local_ms(self, name: str, model: StagedModel) -> float:
+        """Local only: the stage profile under PyTorch, or the runtime that runs the whole model here
+        (onnxruntime, INT8), measured once."""
+        session = self.analyzer.onnx.get(name)
+        if session is None:
+            return sum(self.local_ms(name, model))
+        if name not in self._whole:
+            from inference.runtimes import median_ms
+
+            image = sample_input(model).numpy()
+            self._whole[name] = median_ms(lambda: session.run(image))
+        return self._whole[name]
 
     def models(self) -> dict[str, StagedModel]:
         return {"detector": self.analyzer.detector, "classifier": self.analyzer.classifier}
@@ -142,7 +160,7 @@ class Planner:
         ratios = {}
         for name, model in self.models().items():
             ratios[name] = self._edge_ratio(name, model, served)
-        self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, ratios)
+        self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, ratios, self._queue_ms)
         return self.link
 
     def _edge_ratio(self, name: str, model: StagedModel, served: set[str]) -> float:
@@ -168,7 +186,8 @@ class Planner:
     def candidates(self, name: str, model: StagedModel, served: set[str]) -> list[Option]:
         local = self.local_ms(name, model)
         n = model.stage_count
-        options = [Option(name, n, WireFormat.FP32, sum(local), local_ms=sum(local))]
+        whole = self.whole_local_ms(name, model)
+        options = [Option(name, n, WireFormat.FP32, whole, local_ms=whole)]
         link = self.link
         if link is None or not np.isfinite(link.edge_ratio.get(name, float("inf"))):
             return options
@@ -178,7 +197,7 @@ class Planner:
                     continue
                 spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
                 transfer = link.round_trip_ms + (spec.input_bytes + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
-                edge = link.edge_ratio[name] * sum(local[cut:])
+                edge = link.edge_ratio[name] * sum(local[cut:]) + link.queue_ms
                 here = sum(local[:cut])
                 options.append(Option(name, cut, wire, here + transfer + edge, here, transfer, edge))
         return options
@@ -199,15 +218,29 @@ class Planner:
         for name, model in self.models().items():
             self.options[name] = min(self.candidates(name, model, served), key=lambda o: o.predicted_ms)
         d, c = self.options["detector"], self.options["classifier"]
+        self._queue_mark = self._queue_totals()
         return Plan(ModelPlan(d.cut, d.wire), ModelPlan(c.cut, c.wire))
 
+    def _queue_totals(self) -> tuple[int, float] | None:
+        try:
+            return self.edge.queue_totals()
+        except EdgeError:
+            return None
+
     def observe(self, measured_ms: dict[str, float]) -> bool:
-        """Compare a result's measured per-model times with the plan; re-plan on lasting drift."""
+        """Compare a result's measured per-model times with the plan, and the edge's queue with the one
+        planned for; re-plan on lasting drift or a queue that grew (or emptied) past QUEUE_MS."""
         drifted = False
         for name, option in self.options.items():
             ratio = measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
             self._drift[name] = self._drift.get(name, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0
             drifted |= self._drift[name] >= 2
+        now = self._queue_totals()
+        if now is not None and self._queue_mark is not None and now[0] > self._queue_mark[0]:
+            queue_ms = (now[1] - self._queue_mark[1]) / (now[0] - self._queue_mark[0])  # per request since
+            if abs(queue_ms - self._queue_ms) > QUEUE_MS:
+                self._queue_ms = queue_ms
+                drifted = True
         if drifted:
             self._drift.clear()
             self.link = None  # measure the link and the edge again

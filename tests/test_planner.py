@@ -152,3 +152,33 @@ def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(share
         record = json.loads(path.read_text())
         assert record["runtime"] in ("torch", "onnxruntime") and record["torch_ms"] > 0 and record["onnxruntime_ms"] > 0
     assert set(auto.onnx) <= {"detector", "classifier"}
+
+
+def test_a_queue_on_the_edge_triggers_a_new_plan_that_counts_it(planned):
+    """Other clients keep the edge busy: requests wait in Triton's queue (its statistics say how long);
+    the planner notices, re-plans, and adds the wait to every offloaded option."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inference.edge_parts import sample_input
+    from inference.planner import QUEUE_MS
+    from inference.wire import encode
+
+    analyzer, _ = planned
+    planner = Planner(analyzer, analyzer.edge)
+    planner.plan()
+    served = set(analyzer.edge.status().models)
+    before = {o.cut: o.predicted_ms for o in planner.candidates("classifier", analyzer.classifier, served)
+              if o.wire is WireFormat.FP16}
+    predicted = {n: o.predicted_ms for n, o in planner.options.items()}
+    assert not planner.observe(predicted)  # an idle edge: nothing to re-plan
+    spec = analyzer.part(analyzer.classifier, 0, WireFormat.FP16)
+    image = encode(WireFormat.FP16, {"image": sample_input(analyzer.classifier).numpy()})
+    with ThreadPoolExecutor(8) as pool:  # eight clients at once on a one-instance model
+        list(pool.map(lambda _: analyzer.edge.infer(spec, image, ("probabilities",)), range(24)))
+    assert planner.observe(predicted) and planner.link is None
+    assert planner._queue_ms > QUEUE_MS
+    planner.plan()
+    assert planner.link.queue_ms == planner._queue_ms
+    after = {o.cut: o.predicted_ms for o in planner.candidates("classifier", analyzer.classifier, served)
+             if o.wire is WireFormat.FP16}
+    assert all(after[cut] > before[cut] + QUEUE_MS for cut in before)  # every offloaded option costs the wait

@@ -1,0 +1,277 @@
+"""AI results as a DICOM Comprehensive SR: a TID 1500 Measurement Report written with highdicom.
+
+One planar-ROI measurement group (TID 1410) per detected opacity — the box as a closed POLYLINE in the
+source image's pixels, its score as "Certainty of Finding" — and one measurement group (TID 1501) per
+classifier finding with its probability. Every group carries the algorithm identification (TID 4019):
+model, package version, weights (SHA-256 or demo), mode and cut. Patient and study attributes come from
+the source image (highdicom copies them from the evidence); no PHI goes into the file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import warnings
+from collections.abc import Mapping
+from copy import deepcopy
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
+
+from inference.findings import Findings
+
+if TYPE_CHECKING:
+    from viewer.radiograph import Radiograph
+
+DEMO_MARK = "DEMO WEIGHTS - NOT FOR DIAGNOSIS"  # ASCII: the source's character set may be the default one
+SERIES_DESCRIPTION = "MedEdge AI results"
+SERIES_NUMBER = 990  # after the acquisition's own series in a PACS listing
+MANUFACTURER = "MedEdge"
+
+# Documented DICOM/SNOMED concepts (PS3.16; the values come from pydicom's copy of its tables):
+# a detection is an "Abnormal opacity" (CID 6101 Chest Finding or Feature) whose finding site is the lung.
+OPACITY = Code("112033", "DCM", "Abnormal opacity")
+LUNG = codes.SCT.Lung                       # 39607008
+CERTAINTY = codes.DCM.CertaintyOfFinding    # 111012: the detector's confidence for the box
+PROBABILITY = codes.DCM.Probability         # 122157: the classifier's output for a finding
+UNITLESS = codes.UCUM.NoUnits               # UCUM "1": scores and probabilities in [0, 1]
+PROCEDURE = codes.LN.XRUnspecifiedBodyRegion  # CID 100: the projection radiograph that was analysed
+
+# ChestX-ray14 findings. Where PS3.16 has the same concept it is used; the rest have no code we can vouch
+# for, so they get a private scheme (declared in the file) rather than a guessed SNOMED code.
+PRIVATE_SCHEME = "99MEDEDGE"
+_STANDARD_FINDINGS: dict[str, Code] = {
+    "Effusion": codes.SCT.PleuralEffusion,   # ChestX-ray14 "Effusion" is pleural effusion
+    "Pneumothorax": codes.SCT.Pneumothorax,
+    "Mass": codes.SCT.Mass,
+    "Nodule": codes.SCT.Nodule,
+    "Infiltration": codes.DCM.Infiltrate,
+    "Edema": codes.SCT.PulmonaryEdema,
+}
+_PRIVATE_FINDINGS = {  # code values are SH: at most 16 characters
+    "Atelectasis": "ATELECTASIS", "Cardiomegaly": "CARDIOMEGALY", "Consolidation": "CONSOLIDATION",
+    "Emphysema": "EMPHYSEMA", "Fibrosis": "FIBROSIS", "Pleural_Thickening": "PLEURALTHICK", "Hernia": "HERNIA",
+    "Pneumonia": "PNEUMONIA"}
+
+# Type 2 attributes highdicom reads from the evidence without a default: empty when the source lacks them.
+_TYPE2_PATIENT_STUDY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class StructuredReportError(ValueError):
+    """The SR cannot be made; the message is one line for the status bar or the JSON record."""
+
+
+def finding_code(name: str) -> Code:
+    """The code of a classifier finding: the standard one, or a private code (value ≤ 16 characters, SH)."""
+    if name in _STANDARD_FINDINGS:
+        return _STANDARD_FINDINGS[name]
+    if name in _PRIVATE_FINDINGS:
+        value = _PRIVATE_FINDINGS[name]
+    else:  # a finding from other weights: stable, short, and still readable through its meaning
+        value = "X-" + hashlib.sha256(name.encode()).hexdigest()[:12].upper()
+    return Code(value, PRIVATE_SCHEME, name.replace("_", " "))
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("mededge-viewer")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+def _evidence(source: Dataset) -> Dataset:
+    """A copy of the source header that highdicom accepts as evidence (missing Type 2 values empty)."""
+    missing = [k for k in _REQUIRED_UIDS if not str(source.get(k, "") or "").strip()]
+    if missing:
+        raise StructuredReportError(f"the source image has no {', '.join(missing)}: an SR cannot reference it")
+    if str(source.get("Modality", "")).upper() == "SR":
+        raise StructuredReportError("the source is itself a structured report, not an image")
+    evidence = deepcopy(source)
+    for keyword in _TYPE2_PATIENT_STUDY:
+        if keyword not in evidence or evidence[keyword].value is None:
+            setattr(evidence, keyword, "")
+    sex = str(evidence.PatientSex).strip().upper()
+    evidence.PatientSex = sex if sex in ("M", "F", "O") else ""  # highdicom refuses any other value
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        try:
+            kind(str(evidence[keyword].value)) if str(evidence[keyword].value) else None
+        except ValueError:
+            setattr(evidence, keyword, "")  # an unreadable date would make highdicom fail the whole SR
+    return evidence
+
+
+def _algorithm(model: str, findings: Findings, names: Mapping[str, str]) -> hd.sr.AlgorithmIdentification:
+    weights = findings.weights.get(model)
+    demo = weights == "demo"
+    if weights is None:
+        described, demo_answer = "not recorded", "unknown"
+    else:
+        described, demo_answer = (f"demo (untrained, {DEMO_MARK})", "yes") if demo else (f"sha256:{weights}", "no")
+    parameters = [
+        f"weights: {described}",
+        f"demo weights: {demo_answer}",
+        f"mode: {findings.mode.value}",
+    ]
+    if model in findings.split:
+        parameters.append(f"cut: {findings.split[model]}")
+    if model in findings.wire:
+        parameters.append(f"wire: {findings.wire[model]}")
+    if model in findings.runtime:
+        parameters.append(f"runtime: {findings.runtime[model]}")
+    if findings.fallback_reason:
+        parameters.append(f"fallback: {findings.fallback_reason}"[:1024])  # UT holds more; keep items short
+    return hd.sr.AlgorithmIdentification(name=names[model], version=package_version(), parameters=parameters,
+                                         manufacturer=MANUFACTURER)
+
+
+def _closed_box(box_xyxy) -> np.ndarray:
+    """The box as a closed 5-point polyline in (column, row) image pixels: the first point repeated last.
+
+    Both the detector and DICOM SCOORD put 0.0 at the top-left corner of the first pixel, so the box's
+    continuous pixel coordinates go in unchanged.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+
+
+def algorithm_names(analyzer=None) -> dict[str, str]:
+    """Model names for TID 4019, from an `Analyzer`'s configuration when given (duck-typed: no torch here)."""
+    detector, size, crops = "yolov4-p5", 512, ""
+    if analyzer is not None:
+        detector, size = analyzer.detector.config.architecture, analyzer.detector.config.input_size
+        crops = ", ten-crop" if analyzer.classifier.config.ten_crop else ""
+    return {"detector": f"MedEdge lung opacity detector (Scaled-YOLOv4 {detector.upper()}, {size} px)",
+            "classifier": f"MedEdge chest findings classifier (CheXNet DenseNet-121{crops})"}
+
+
+def build_sr(findings: Findings, source: Dataset, *, model_names: Mapping[str, str] | None = None,
+             sop_instance_uid: str | None = None) -> hd.sr.ComprehensiveSR:
+    """A Comprehensive SR (TID 1500) of `findings` on the image whose header is `source`.
+
+    Comprehensive SR (not 3D) because the regions are 2D image coordinates (SCOORD) on one radiograph.
+    `model_names`: "detector"/"classifier" → algorithm name (default `algorithm_names()`).
+    """
+    if source is None:
+        raise StructuredReportError("a DICOM SR needs a DICOM source image")
+    if not findings.detections and not findings.probabilities:
+        raise StructuredReportError("the analysis has no results to report")
+    evidence = _evidence(source)
+    try:
+        with warnings.catch_warnings():  # anonymised sources often hold one-component names: copied as they are
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+            return _build(findings, evidence, {**algorithm_names(), **(model_names or {})}, sop_instance_uid)
+    except StructuredReportError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom refused a value of the source
+        raise StructuredReportError(f"cannot build the DICOM SR: {exc}") from exc
+
+
+def _build(findings: Findings, evidence: Dataset, names: Mapping[str, str],
+           sop_instance_uid: str | None) -> hd.sr.ComprehensiveSR:
+    frames = int(evidence.get("NumberOfFrames", 1) or 1)
+    frame_numbers = [1] if frames > 1 else None  # the loader analyses the first frame only
+
+    groups: list = []
+    for index, detection in enumerate(findings.detections, start=1):
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=_closed_box(detection.box_xyxy),
+            source_image=hd.sr.SourceImageForRegion(evidence.SOPClassUID, evidence.SOPInstanceUID,
+                                                    referenced_frame_numbers=frame_numbers))
+        score = hd.sr.Measurement(name=CERTAINTY, value=float(detection.score), unit=UNITLESS)
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Opacity {index}"),
+            referenced_region=region,
+            finding_type=OPACITY,
+            finding_sites=[hd.sr.FindingSite(LUNG)],
+            algorithm_id=_algorithm("detector", findings, names),
+            measurements=[score]))
+    for name, probability in findings.probabilities.items():
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name.replace("_", " ")),
+            finding_type=finding_code(name),
+            algorithm_id=_algorithm("classifier", findings, names),
+            measurements=[hd.sr.Measurement(name=PROBABILITY, value=float(probability), unit=UNITLESS)],
+            source_images=[hd.sr.SourceImageForMeasurementGroup(evidence.SOPClassUID, evidence.SOPInstanceUID,
+                                                                referenced_frame_numbers=frame_numbers)]))
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["mededge-viewer", "device-observer"]),  # stable: the same software
+            name="MedEdge Viewer", manufacturer_name=MANUFACTURER, model_name="MedEdge Viewer"))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=groups)
+
+    description = SERIES_DESCRIPTION + (f" - {DEMO_MARK}" if findings.demo_weights else "")
+    private = CodingSchemeIdentificationItem(
+        designator=PRIVATE_SCHEME, name="MedEdge ChestX-ray14 findings without a DICOM/SNOMED code in PS3.16",
+        responsible_organization=MANUFACTURER) if _uses_private_codes(findings) else None
+    return hd.sr.ComprehensiveSR(
+        evidence=[evidence],
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid or generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name="MedEdge Viewer",
+        software_versions=package_version(),
+        series_description=description,
+        is_complete=True,   # every result of the analysis is in it
+        is_final=False,     # machine output, not verified by a reader
+        is_verified=False,
+        coding_schemes=[private] if private is not None else None)
+
+
+def _uses_private_codes(findings: Findings) -> bool:
+    return any(finding_code(name).scheme_designator == PRIVATE_SCHEME for name in findings.probabilities)
+
+
+def write_sr(findings: Findings, source: Radiograph | Dataset | None, folder: str | os.PathLike[str],
+             **options) -> Path:
+    """Write the SR into `folder` (created if needed) as `<SOP Instance UID>.dcm`; returns its path.
+
+    `source`: the analysed `Radiograph` (its `.header`), or the header itself. A PNG/JPEG/TIFF has none.
+    """
+    header = source if isinstance(source, Dataset) or source is None else source.header
+    sr = build_sr(findings, header, **options)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sr.SOPInstanceUID}.dcm"  # UIDs only: never patient data in a file name
+    partial = path.with_suffix(".dcm.part")
+    try:
+        sr.save_as(partial, enforce_file_format=True)
+        os.replace(partial, path)  # a reader (PACS import folder) never sees half a file
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def read_source_header(path: str | os.PathLike[str]) -> Dataset:
+    """The DICOM header of an analysed file (no pixel data), for writing its SR after the fact.
+
+    Files without a preamble are read too (like the loader); anything that is not a DICOM image raises
+    `StructuredReportError`.
+    """
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception as exc:  # pydicom raises many types on non-DICOM bytes
+        raise StructuredReportError("a DICOM SR needs a DICOM source image") from exc
+    if "SOPInstanceUID" not in header or "Rows" not in header:
+        raise StructuredReportError("a DICOM SR needs a DICOM source image")
+    return header

@@ -1,0 +1,66 @@
+"""AI → Analyze all: every study in the list, one at a time off the UI thread, with progress and per-study status."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtWidgets import QToolBar
+
+from app.settings import SplitMode
+from test_main_window import Watchdog, store, window  # noqa: F401  (pytest fixtures)
+from test_worklist import _png
+
+REAL = "raster/txv_nih_00027426_000_512px.png"
+
+
+def _open_local(qtbot, window, paths) -> None:
+    # Waiting on each loader's signal can miss it when a tiny file loads before the wait starts: wait for the rows.
+    window.open_paths([str(p) for p in paths])
+    qtbot.waitUntil(lambda: set(window.study_list.paths) == {str(p) for p in paths}, timeout=30_000)
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+
+
+def _statuses(window) -> list[str]:
+    """In list order (rows appear as their files finish loading, so not necessarily in the order opened)."""
+    return [window.study_list.status(p) for p in window.study_list.paths]
+
+
+def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_path, monkeypatch):
+    paths = [shared_cxr / REAL, _png(tmp_path / "a.png", 1), _png(tmp_path / "b.png", 2)]
+    _open_local(qtbot, window, paths)
+    failing = str(paths[1])
+    run = window.analysis._run
+
+    def run_or_fail(radiograph, settings, cancel):  # one study's analysis fails: the batch goes on
+        if radiograph.path == failing:
+            raise RuntimeError("edge and local both unavailable")
+        return run(radiograph, settings, cancel)
+
+    monkeypatch.setattr(window.analysis, "_run", run_or_fail)
+    assert window.analyze_all_action in window.findChild(QToolBar, "Tools").actions()
+    with Watchdog() as watchdog:
+        window.analyze_all_action.trigger()
+        assert _statuses(window) == ["analysing", "queued", "queued"]
+        assert window.progress.isVisible() and window.progress.maximum() == 3
+        qtbot.waitUntil(lambda: "Analyze all finished" in window.statusBar().currentMessage(), timeout=180_000)
+    assert watchdog.longest_ms < 500, f"UI blocked for {watchdog.longest_ms:.0f} ms"
+    assert {p: window.study_list.status(p) for p in window.study_list.paths} == {
+        str(paths[0]): "done: local", failing: "failed: edge and local both unavailable", str(paths[2]): "done: local"}
+    assert set(window.findings) == {str(paths[0]), str(paths[2])}
+    assert "2 of 3 analysed, 1 failed" in window.statusBar().currentMessage()
+    assert not window.progress.isVisible() and window.progress.maximum() == 0  # back to the busy indicator
+    # Single-study Analyze still works as before.
+    with qtbot.waitSignal(window.analysis.finished, timeout=120_000):
+        window.analyze_action.trigger()
+    assert window.study_list.status(window.current) == "local"
+
+
+def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path):
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    _open_local(qtbot, window, paths)
+    window.analyze_all_action.trigger()
+    qtbot.waitUntil(lambda: _statuses(window)[0].startswith("done"), timeout=180_000)
+    window.cancel_action.trigger()  # Esc
+    qtbot.waitUntil(lambda: "Analyze all stopped" in window.statusBar().currentMessage(), timeout=60_000)
+    assert _statuses(window) == ["done: local", "cancelled", "cancelled"]
+    assert not window.progress.isVisible() and not window.analysis.busy

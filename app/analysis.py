@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, Signal
 from app.settings import AppSettings
 from app.workers import Worker, start
 from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus
+from inference.edge_client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus, connect
 from inference.edge_repository import PROBE_MODEL
 from inference.edge_parts import WireFormat
 from inference.plan import Plan, parse_split
@@ -72,11 +72,12 @@ class AnalysisService(QObject):
             self.job.cancel.set()
 
     def _analyzer_for(self, settings: AppSettings, path: str) -> Analyzer:
-        key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.runtime, settings.edge)
+        key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.runtime,
+               tuple(settings.edges))
         with self._build_lock:
             if self._analyzer is None or self._analyzer_key != key:
                 self.progress.emit(path, "loading models…")
-                edge = EdgeClient(settings.edge) if settings.edge else None
+                edge = connect(settings.edges) if settings.edges else None
                 choice = ModelChoice(detector_weights=settings.detector_weights or None,
                                      classifier_weights=settings.classifier_weights or None, device=settings.device,
                                      runtime=settings.runtime)

@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from inference.edge_client import EdgeSettings, parse_address
+from inference.settings import LOCAL_RUNTIMES
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
 
@@ -27,7 +28,7 @@ class SplitMode(str, enum.Enum):
 
 @dataclass(frozen=True)
 class AppSettings:
-    edge_addresses: tuple[str, ...] = ()      # host:port of Triton gRPC endpoints, first = preferred
+    edge_addresses: tuple[str, ...] = ()      # host:port of Triton gRPC endpoints: load spread, fail-over
     tls: bool = False
     ca_file: str = ""                         # PEM of the CA that signed the edge certificate
     timeout_s: float = 10.0
@@ -36,7 +37,7 @@ class AppSettings:
     classifier_cut: int = 7
     wire: str = "fp32"
     device: str = "cpu"                       # cpu | cuda | auto
-    # Local whole-model runtime: torch | onnxruntime | auto. The GUI starts with torch: preparing the
+    # Local whole-model runtime (one of LOCAL_RUNTIMES). The GUI starts with torch: preparing the
     # ONNX Runtime model (export + check, once) holds the interpreter long enough to stutter the window.
     runtime: str = "torch"
     detector_weights: str = ""                # empty: demo weights
@@ -55,8 +56,8 @@ class AppSettings:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
         if self.wire not in ("fp32", "fp16", "int8"):
             raise ValueError(f"wire format must be fp32, fp16 or int8, got {self.wire!r}")
-        if self.runtime not in ("auto", "torch", "onnxruntime"):
-            raise ValueError(f"runtime must be auto, torch or onnxruntime, got {self.runtime!r}")
+        if self.runtime not in LOCAL_RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(LOCAL_RUNTIMES)}, got {self.runtime!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):
@@ -71,12 +72,18 @@ class AppSettings:
             raise ValueError("cuts are never negative")
 
     @property
+    def edges(self) -> list[EdgeSettings]:
+        """Every configured edge, preferred first; empty when analysis is local only."""
+        if self.split_mode is SplitMode.LOCAL:
+            return []
+        ca = Path(self.ca_file) if self.ca_file else None
+        return [EdgeSettings(address, tls=self.tls, root_certificate=ca, timeout_s=self.timeout_s)
+                for address in self.edge_addresses]
+
+    @property
     def edge(self) -> EdgeSettings | None:
         """The preferred edge, or None when analysis is local only."""
-        if not self.edge_addresses or self.split_mode is SplitMode.LOCAL:
-            return None
-        return EdgeSettings(self.edge_addresses[0], tls=self.tls, root_certificate=Path(self.ca_file) if self.ca_file else None,
-                            timeout_s=self.timeout_s)
+        return next(iter(self.edges), None)
 
     @property
     def split(self) -> str:

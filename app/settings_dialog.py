@@ -29,7 +29,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
 
         self.addresses = QPlainTextEdit("\n".join(settings.edge_addresses))
-        self.addresses.setPlaceholderText("edge-host:8001 (one per line; the first is used)")
+        self.addresses.setPlaceholderText("edge-host:8001 (one per line: requests are spread over them and fail "
+                                          "over; Test connection checks the first)")
         self.addresses.setMaximumHeight(70)
         form.addRow("Edge servers", self.addresses)
         self.tls = QCheckBox("Use TLS")
@@ -73,7 +74,10 @@ class SettingsDialog(QDialog):
         self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
         form.addRow("Local device", self.device)
         self.runtime = QComboBox()
-        for value, text in (("auto", "Auto (the faster, measured)"), ("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime")):
+        for value, text in (("auto", "Auto (the fastest that passes the fidelity gate, measured)"),
+                            ("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"),
+                            ("onnxruntime-int8-dynamic", "ONNX Runtime INT8 (dynamic)"),
+                            ("onnxruntime-int8-static", "ONNX Runtime INT8 (static; run 'models quantize' first)")):
             self.runtime.addItem(text, value)
         self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
         self.runtime.setToolTip("ONNX Runtime is faster for CheXNet on most CPUs; its model is prepared once "

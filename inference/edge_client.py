@@ -296,3 +296,84 @@ class EdgeClient:
         if "INVALID_ARG" in status and ("shape" in lowered or "datatype" in lowered or "expected" in lowered):
             return EdgeError(EdgeFailure.MODEL_MISMATCH, f"{what}: the edge refused the tensors ({text[:160]})")
         return EdgeError(EdgeFailure.SERVER_ERROR, f"{what} failed on the edge: {text[:160]}")
+
+
+class EdgeGroup:
+    """Several edge servers with the same parts, used like one `EdgeClient`.
+
+    Requests go round-robin to the servers in working order (spreading the load); a server whose request
+    fails is set aside for `retry_s` and the request goes to the next one (fail-over); once `retry_s` has
+    passed it gets requests again (fail-back). Only when every server failed does the caller see an
+    `EdgeError` (the last one). Checks and the link probe use the first working server, in the order given.
+    """
+
+    def __init__(self, settings: list[EdgeSettings], retry_s: float = 10.0) -> None:
+        if not settings:
+            raise ValueError("an edge group needs at least one server")
+        self.clients = [EdgeClient(s) for s in settings]
+        self.retry_s = retry_s
+        self._down_until = [0.0] * len(self.clients)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> EdgeSettings:
+        return self.clients[0].settings
+
+    def _order(self, rotate: bool) -> list[int]:
+        """Working servers first (from the round-robin position when `rotate`), then those set aside."""
+        with self._lock:
+            start = self._next if rotate else 0
+            if rotate:
+                self._next = (self._next + 1) % len(self.clients)
+            now = time.monotonic()
+        order = [(start + i) % len(self.clients) for i in range(len(self.clients))]
+        return sorted(order, key=lambda i: self._down_until[i] > now)  # stable: keeps the rotation
+
+    def _each(self, call, rotate: bool):
+        last: EdgeError | None = None
+        for index in self._order(rotate):
+            try:
+                result = call(self.clients[index])
+            except EdgeError as error:
+                self._down_until[index] = time.monotonic() + self.retry_s
+                last = error
+                continue
+            self._down_until[index] = 0.0
+            return result
+        if len(self.clients) > 1:
+            raise EdgeError(last.failure, f"all {len(self.clients)} edge servers failed; last: {last}")
+        raise last
+
+    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> EdgeReply:
+        return self._each(lambda client: client.infer(spec, tensors, outputs), rotate=True)
+
+    def status(self) -> ServerStatus:
+        return self._each(lambda client: client.status(), rotate=False)
+
+    def verify(self, spec: EdgePartSpec) -> None:
+        self._each(lambda client: client.verify(spec), rotate=False)
+
+    def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
+        return self._each(lambda client: client.probe(payload_bytes, repeats), rotate=False)
+
+    def queue_totals(self) -> tuple[int, float]:
+        """Summed over the servers that answer: the group's load."""
+        totals = []
+        for client in self.clients:
+            try:
+                totals.append(client.queue_totals())
+            except EdgeError:
+                continue
+        if not totals:
+            raise EdgeError(EdgeFailure.UNREACHABLE, "no edge server answered the statistics request")
+        return sum(t[0] for t in totals), sum(t[1] for t in totals)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def connect(settings: list[EdgeSettings]) -> EdgeClient | EdgeGroup:
+    """One client for one server; a fail-over group for several."""
+    return EdgeClient(settings[0]) if len(settings) == 1 else EdgeGroup(settings)

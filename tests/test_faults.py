@@ -1,0 +1,191 @@
+"""Faults against real Triton servers on loopback: a link that stalls or is cut (a TCP relay the test
+controls), a server restarted, several servers with fail-over and fail-back, and a soak of 500 analyses.
+
+In every case the study completes — on the edge, or locally marked `local-fallback` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from bench.relay import Relay
+from dicom_factory import dataset, gradient, write
+from inference.analyze import Analyzer, ModelChoice
+from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
+from inference.edge_parts import WireFormat
+from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
+from inference.edge_server import EdgeServer, free_ports
+from inference.findings import Mode
+from inference.plan import ModelPlan, Plan
+from test_edge import TINY
+from viewer.loader import load_radiograph
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(ModelChoice(detector=TINY, runtime="torch"))
+
+
+@pytest.fixture(scope="module")
+def repository(analyzer, tmp_path_factory):
+    """The classifier's cut 7 (a 98 KiB tensor): small and quick, the detector stays local."""
+    root = tmp_path_factory.mktemp("faults") / "repository"
+    write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
+                                        WireFormat.FP32)], gpu=False)
+    return root
+
+
+def _plan(analyzer: Analyzer) -> Plan:
+    """The detector here, the classifier cut at 7."""
+    return Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(7, WireFormat.FP32))
+
+
+def _server(repository, work, ports=None) -> EdgeServer:
+    grpc, http, metrics = ports or free_ports(3)
+    python_backend_overlay(repository, work / "serve")
+    server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+                        metrics_port=metrics)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    return load_radiograph(write(dataset(gradient(320, 288, bits=12, seed=7), bits_stored=12), folder / "s.dcm"))
+
+
+@pytest.fixture(scope="module")
+def server(repository, tmp_path_factory):
+    server = _server(repository, tmp_path_factory.mktemp("server"))
+    yield server
+    server.stop()
+
+
+def _target(server: EdgeServer) -> tuple[str, int]:
+    host, port = server.grpc_address.rsplit(":", 1)
+    return host, int(port)
+
+
+def test_a_stalled_link_times_out_and_the_study_completes_locally(analyzer, server, study):
+    with Relay(_target(server)) as relay:
+        analyzer.edge = EdgeClient(EdgeSettings(relay.address, timeout_s=2))
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+        relay.stall()
+        started = time.monotonic()
+        stalled = analyzer.analyze(study, _plan(analyzer))
+        waited = time.monotonic() - started
+        assert stalled.mode is Mode.LOCAL_FALLBACK and "did not answer" in stalled.fallback_reason
+        assert waited < 2 + 10  # the request timeout bounds the wait; the local stages are the rest
+        relay.resume()
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED  # the same client recovers
+
+
+def test_a_cut_link_falls_back_and_the_client_reconnects_when_it_returns(analyzer, server, study):
+    with Relay(_target(server)) as relay:
+        analyzer.edge = EdgeClient(EdgeSettings(relay.address, timeout_s=5))
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+        relay.cut()
+        cut = analyzer.analyze(study, _plan(analyzer))
+        assert cut.mode is Mode.LOCAL_FALLBACK and cut.fallback_reason
+        relay.restore()
+        deadline = time.monotonic() + 30  # gRPC reconnects with its own back-off
+        while (result := analyzer.analyze(study, _plan(analyzer))).mode is not Mode.DISTRIBUTED:
+            assert time.monotonic() < deadline, result.fallback_reason
+            time.sleep(0.5)
+
+
+def test_a_restarted_server_is_used_again_by_the_same_client(analyzer, repository, study, tmp_path):
+    ports = free_ports(3)
+    first = _server(repository, tmp_path / "a", ports)
+    analyzer.edge = EdgeClient(EdgeSettings(first.grpc_address, timeout_s=5))
+    try:
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+    finally:
+        first.stop()
+    down = analyzer.analyze(study, _plan(analyzer))
+    assert down.mode is Mode.LOCAL_FALLBACK and "unreachable" in down.fallback_reason
+    second = _server(repository, tmp_path / "b", ports)  # same address, a new process
+    try:
+        deadline = time.monotonic() + 30
+        while (result := analyzer.analyze(study, _plan(analyzer))).mode is not Mode.DISTRIBUTED:
+            assert time.monotonic() < deadline, result.fallback_reason
+            time.sleep(0.5)
+    finally:
+        second.stop()
+
+
+def _successes(server: EdgeServer) -> int:
+    client = EdgeClient(EdgeSettings(server.grpc_address))
+    try:
+        return client.queue_totals()[0]
+    finally:
+        client.close()
+
+
+def test_several_servers_share_the_load_fail_over_and_fail_back(analyzer, repository, study, server, tmp_path):
+    ports = free_ports(3)
+    other = _server(repository, tmp_path / "other", ports)
+    group = EdgeGroup([EdgeSettings(server.grpc_address, timeout_s=5), EdgeSettings(other.grpc_address, timeout_s=5)],
+                      retry_s=2.0)
+    analyzer.edge = group
+    try:
+        counts = (_successes(server), _successes(other))
+        for _ in range(6):
+            assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+        spread = (_successes(server) - counts[0], _successes(other) - counts[1])
+        assert spread == (3, 3), spread  # round robin
+        other.stop()
+        for _ in range(4):  # every study still on the edge: the group fails over to the live server
+            assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+        other = _server(repository, tmp_path / "again", ports)  # back, at the same address
+        time.sleep(2.5)  # past retry_s: it gets requests again
+        before = _successes(other)
+        deadline = time.monotonic() + 30
+        while _successes(other) == before:
+            assert time.monotonic() < deadline, "the returned server got no requests"
+            assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+    finally:
+        other.stop()
+    assert group.status().live
+    alone = EdgeGroup([EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", timeout_s=2),
+                       EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", timeout_s=2)])
+    analyzer.edge = alone
+    none = analyzer.analyze(study, _plan(analyzer))
+    assert none.mode is Mode.LOCAL_FALLBACK and "all 2 edge servers failed" in none.fallback_reason
+
+
+def _resources() -> tuple[float, int, int]:
+    """Resident MB, open file descriptors, threads of this process."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return (int(status["VmRSS"].split()[0]) / 1024, len(os.listdir("/proc/self/fd")), int(status["Threads"]))
+
+
+def test_soak_500_analyses_through_the_edge(analyzer, server, study):
+    """Memory, descriptors and threads stay flat over 500 consecutive analyses after a warm-up."""
+    import gc
+
+    analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=10))
+    plan = _plan(analyzer)
+    series = list(analyzer.analyze_many([study] * 40, plan, with_heat_maps=False))  # warm-up, both paths
+    for _ in range(40):
+        analyzer.analyze(study, plan, with_heat_maps=False)
+    gc.collect()
+    rss, fds, threads = _resources()
+    modes = set()
+    for index in range(250):
+        modes.add(analyzer.analyze(study, plan, with_heat_maps=False).mode)
+    for result in analyzer.analyze_many([study] * 250, plan, with_heat_maps=False):
+        modes.add(result.mode)
+    gc.collect()
+    rss_after, fds_after, threads_after = _resources()
+    assert modes == {Mode.DISTRIBUTED} and len(series) == 40
+    assert rss_after <= rss * 1.05, f"resident memory {rss:.0f} → {rss_after:.0f} MB"
+    assert fds_after <= fds + 2, f"file descriptors {fds} → {fds_after}"
+    assert threads_after <= threads, f"threads {threads} → {threads_after} ({threading.enumerate()})"

@@ -57,7 +57,8 @@ class FindingsPanel(QWidget):
             text += f" — {findings.fallback_reason}"
         cuts = ", ".join(f"{m} cut {k}" + (f" ({findings.wire[m]})" if m in findings.wire else "")
                          for m, k in findings.split.items())
-        self.mode_label.setText(f"{text}\nSplit: {cuts}")
+        runtimes = ", ".join(f"{m} {r}" for m, r in findings.runtime.items())
+        self.mode_label.setText(f"{text}\nSplit: {cuts}" + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
         self.timing_label.setText(timing_text(findings.timing_ms))
         ordered = sorted(findings.probabilities.items(), key=lambda item: -item[1])
         for row, (name, probability) in enumerate(ordered):

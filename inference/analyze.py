@@ -27,7 +27,7 @@ from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
-from inference.runtimes import RUNTIMES, OnnxModel, open_runtime
+from inference.runtimes import RUNTIMES, OnnxModel, detections_in_input, open_runtime
 from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.wire import encode
 from viewer.display import render_8bit
@@ -374,6 +374,8 @@ class Analyzer:
             fallback_reason="; ".join(reasons) or None,
             activation_maps=maps,
             model_ms=model_ms,
+            # A model run whole here uses the chosen runtime; stages before a cut run in PyTorch.
+            runtime={name: self.runtimes[name] if step.outputs else "torch" for name, step in begun.steps.items()},
         )
 
     def _mode(self, plan: Plan, runs: dict[str, _Run]) -> Mode:
@@ -387,11 +389,7 @@ class Analyzer:
 
     def decode_raw(self, raw: torch.Tensor) -> list[Detection]:
         """Detections in input pixels from the detector's raw output (the planner's fidelity gate)."""
-        config = self.detector.config
-        size = config.input_size
-        identity = Letterbox((size, size), size, 1.0, 1.0, 0, 0)
-        return decode_detections(raw[0].cpu().numpy(), identity, config.classes, config.confidence, config.iou,
-                                 config.max_detections)
+        return detections_in_input(self.detector, raw.cpu().numpy())
 
     def _shown_probabilities(self, probabilities: np.ndarray) -> dict[str, float]:
         """The ChestX-ray14 findings this classifier predicts, in ChestX-ray14 order; others left out."""

@@ -65,6 +65,7 @@ class Findings:
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
     model_ms: dict[str, float] = field(default_factory=dict)      # measured, per model (local + transfer + edge)
     predicted_ms: dict[str, float] = field(default_factory=dict)  # the planner's prediction, per model
+    runtime: dict[str, str] = field(default_factory=dict)  # model → local runtime of its workstation stages
 
     def heat_map(self, finding: str) -> np.ndarray:
         """The finding's class-activation map on the original image, [rows, cols] in [0, 1]."""
@@ -87,6 +88,7 @@ class Findings:
             "mode": self.mode.value,
             "split": dict(self.split),
             "timing_ms": {k: round(self.timing_ms.get(k, 0.0), 2) for k in TIMING_PHASES},
+            "runtime": dict(self.runtime),
         }
         if self.wire:
             record["wire"] = dict(self.wire)

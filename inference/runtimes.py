@@ -45,13 +45,14 @@ import torch
 from inference.classifier import CheXNet
 from inference.edge_parts import (ModelKind, WireFormat, export_part, identity_of, kind_of, part_difference,
                                   part_spec, sample_input)
+from inference.settings import LOCAL_RUNTIMES
 from inference.stages import StagedModel
 
 TORCH = "torch"
 FP32 = "onnxruntime"
 DYNAMIC = "onnxruntime-int8-dynamic"
 STATIC = "onnxruntime-int8-static"
-RUNTIMES = (TORCH, FP32, DYNAMIC, STATIC, "auto")
+RUNTIMES = LOCAL_RUNTIMES
 QUANTIZED = (DYNAMIC, STATIC)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 

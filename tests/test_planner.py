@@ -13,6 +13,7 @@ from inference.edge_repository import PartRequest, write_repository
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner, local_stage_ms, passes_fidelity
+from inference.runtimes import RUNTIMES
 from inference.stages import INPUT
 from inference.wire import dequantize_torch, quantize, round_trip
 from test_edge import TINY, start_server
@@ -123,7 +124,9 @@ def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
         assert {"cut 0 fp32", "cut 0 int8"} <= set(options)  # full offload in both wire formats
         assert all(row["median_ms"] > 0 and row["p95_ms"] >= row["median_ms"] for row in model["rows"])
         assert model["rows"][0]["ratio_to_local"] == 1.0
-        assert isinstance(model["auto_within_5pct_of_best"], bool)
+        chosen = options[-1].removeprefix("auto → ")
+        assert model["auto_choice"] == chosen and chosen in options[:-1]  # judged by a measured option
+        assert isinstance(model["auto_choice_within_5pct_of_best"], bool)
     series = report["series"]  # the same studies, one after another and pipelined
     assert series["studies"] == 8 and series["sequential_s"] > 0 and series["pipelined_s"] > 0
     text = markdown(report)
@@ -142,6 +145,8 @@ def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(share
     assert max(abs(onnx_run.probabilities[k] - v) for k, v in torch_run.probabilities.items()) <= 1e-4
     assert len(onnx_run.detections) == len(torch_run.detections)
     assert np.abs(onnx_run.heat_map("Effusion") - torch_run.heat_map("Effusion")).max() <= 1e-3
+    assert torch_run.runtime == {"detector": "torch", "classifier": "torch"}
+    assert onnx_run.runtime == {"detector": "onnxruntime", "classifier": "onnxruntime"}  # said in the result
     auto = Analyzer(ModelChoice(detector=TINY, runtime="auto"))
     folder = data_dir() / "local-onnx"
     choices = [next(folder.glob("runtime-*-detector-*-0.25-0.33-128-*.json")),
@@ -150,7 +155,7 @@ def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(share
 
     for path in choices:
         record = json.loads(path.read_text())
-        assert record["runtime"] in ("torch", "onnxruntime") and record["torch_ms"] > 0 and record["onnxruntime_ms"] > 0
+        assert record["runtime"] in RUNTIMES and record["torch_ms"] > 0 and record["onnxruntime_ms"] > 0
     assert set(auto.onnx) <= {"detector", "classifier"}
 
 

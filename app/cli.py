@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from collections.abc import Sequence
 
+from inference.settings import LOCAL_RUNTIMES
+
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_SOME_FAILED = 2
 EXIT_EDGE_FAILED = 3
-COMMANDS = ("inspect", "infer", "edge", "models", "bench")  # anything else opens the viewer with FILES
-# inference.runtimes.RUNTIMES, spelled out here so that parsing the command line does not import torch
-LOCAL_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8-dynamic", "onnxruntime-int8-static")
+COMMANDS = ("inspect", "infer", "evaluate", "edge", "models", "bench")  # anything else opens the viewer with FILES
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -72,12 +72,12 @@ def _infer(args: argparse.Namespace) -> int:
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
-    from inference.edge_client import EdgeClient, EdgeError, EdgeSettings
+    from inference.edge_client import EdgeError
     from inference.edge_parts import WireFormat
     from inference.plan import parse_split
 
     try:
-        edge = EdgeClient(_edge_settings(args)) if args.edge else None
+        edge = _edge(args) if args.edge else None
         analyzer = Analyzer(_model_choice(args), edge=edge)
         plan = parse_split(args.split or ("auto" if edge else "local"), analyzer.stage_counts, WireFormat(args.wire))
         if plan.uses_edge(analyzer.stage_counts) and edge is None:
@@ -88,16 +88,38 @@ def _infer(args: argparse.Namespace) -> int:
     if edge is not None and (args.split or "auto") == "auto":
         planner, plan = _planned(analyzer, edge, plan)
     current = {"plan": plan}
+    batch = None
+    if args.out:  # a resumable worklist in DIR (app/worklist.py)
+        from app.worklist import SR_FOLDER, Batch, study_files
+
+        batch = Batch(Path(args.out), study_files(args.paths, args.recursive), retry_failed=args.retry_failed)
+        files, sr_folder = batch.todo, args.sr or str(Path(args.out) / SR_FOLDER)
+    elif args.recursive:
+        from app.worklist import study_files
+
+        files = study_files(args.paths, recursive=True)
+    else:
+        files = _expand(args.paths)
+    dicom: set[str] = set()  # --out writes an SR for these studies only
 
     def studies():  # loaded lazily: loading study i+1 overlaps the edge's work on study i
-        for path in _expand(args.paths):
+        for path in files:
+            if batch is not None and batch.stopping:
+                return  # Ctrl-C: the studies already begun finish and are written; no new one starts
             try:
-                yield load_radiograph(path)
+                radiograph = load_radiograph(path)
             except RadiographError as exc:
                 yield StudyError(path, exc)
+                continue
+            if radiograph.file_format == "DICOM":
+                dicom.add(radiograph.path)
+            yield radiograph
 
     failed = False
-    target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
+    if batch is not None:
+        target = batch
+    else:
+        target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
     with target as out:
         results = analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
                                         with_heat_maps=False)
@@ -105,21 +127,118 @@ def _infer(args: argparse.Namespace) -> int:
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here
-                    out.write(json.dumps({"path": result.path, "error": f"edge: {error}"}, ensure_ascii=False) + "\n")
+                    record = {"path": result.path, "error": f"edge: {error}"}
+                    if batch is not None:
+                        batch.record(record, finished=False)
+                    else:
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     return _fail("infer", f"edge failed and --no-fallback was given: {error}", EXIT_EDGE_FAILED)
                 reason = error.reason if isinstance(error, RadiographError) else \
                     f"analysis failed ({type(error).__name__}): {error}"
                 record = {"path": result.path, "error": reason}
+                if batch is not None:  # an unreadable file stays so until it changes; other failures are retried
+                    batch.record(record, finished=isinstance(error, RadiographError))
+                    continue
             else:
                 if planner is not None and planner.options:
                     result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
                     if not result.fallback_reason and planner.observe(result.model_ms):
                         _, current["plan"] = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
                 record = result.to_json()
+                if batch is not None:
+                    batch.record(record, structured_report=(lambda r=result: _write_sr(r, sr_folder, analyzer))
+                                 if result.path in dicom else None)
+                    continue
+                if args.sr:
+                    record.update(_write_sr(result, args.sr, analyzer))
             failed |= "error" in record
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
+    if batch is not None:
+        if batch.interrupted:
+            return 130  # Ctrl-C: every finished study is written; the same command resumes
+        failed = bool(batch.failed or batch.failed_before)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _write_sr(findings, folder: str, analyzer) -> dict:
+    """--sr DIR: the study's DICOM SR; {"sr": path}, or {"sr_error": reason} (e.g. a PNG input)."""
+    from inference.structured_report import StructuredReportError, algorithm_names, read_source_header, write_sr
+
+    try:  # the header is read again: analyze_many keeps only the Findings of each study
+        path = write_sr(findings, read_source_header(findings.path), folder, model_names=algorithm_names(analyzer))
+    except (StructuredReportError, OSError) as exc:
+        return {"sr_error": str(exc)}
+    return {"sr": str(path)}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Each configuration (a local runtime, or a split on --edge) over the labelled images, then the metrics."""
+    from inference.analyze import Analyzer
+    from inference.edge_client import EdgeError
+    from inference.edge_parts import WireFormat
+    from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, \
+        table
+    from inference.plan import parse_split
+    from inference.weights import WeightsError
+
+    try:
+        labels = read_labels(args.labels)
+        boxes = read_boxes(args.boxes) if args.boxes else None
+        if not Path(args.images).is_dir():
+            raise ValueError(f"{args.images} is not a folder")
+        runtimes = list(dict.fromkeys(r.strip() for r in args.runtimes.split(",") if r.strip()))
+        if unknown := [r for r in runtimes if r not in LOCAL_RUNTIMES]:
+            raise ValueError(f"unknown runtime {unknown[0]!r} ({', '.join(LOCAL_RUNTIMES)})")
+        if not runtimes and not args.edge:
+            raise ValueError("nothing to evaluate: give --runtimes, --edge or both")
+    except (EvaluationInputError, ValueError, OSError) as exc:
+        return _fail("evaluate", exc)
+    images, missing = locate_images(args.images, labels.findings)
+    if labels.unknown:
+        print("mededge evaluate: ignored label(s) that are not ChestX-ray14 findings: "
+              + ", ".join(sorted(labels.unknown)), file=sys.stderr)
+    if missing:
+        print(f"mededge evaluate: {len(missing)} labelled image(s) not found in {args.images}, e.g. {missing[0]}",
+              file=sys.stderr)
+    if not images:
+        return _fail("evaluate", f"none of the labelled images is in {args.images}")
+    if args.confidence is None:
+        args.confidence = 0.001  # the whole precision-recall curve: AP needs the low-scoring boxes too
+    configurations = [(f"local {r}", r, None) for r in runtimes]
+    if args.edge:  # its local stages run with PyTorch (a runtime choice applies to whole-model runs only)
+        configurations.append(("split", "torch", args.edge))
+    results = []
+    for name, runtime, address in configurations:
+        print(f"mededge evaluate: {name} on {len(images)} image(s) …", file=sys.stderr, flush=True)
+        try:
+            edge = _edge(args) if address else None
+            analyzer = Analyzer(_model_choice(args, runtime=runtime), edge=edge)
+            split = args.split or ("auto" if edge else "local")
+            plan = parse_split(split, analyzer.stage_counts, WireFormat(args.wire))
+            if edge is not None and split == "auto":
+                plan = _planned(analyzer, edge, plan)[1]
+            if edge is not None:
+                name = "split " + ", ".join(f"{m} {getattr(plan, m).cut} {getattr(plan, m).wire.value}"
+                                            for m in ("detector", "classifier"))
+            predictions = predict(name, analyzer, plan, images)
+        except (WeightsError, ValueError, EdgeError, OSError, RuntimeError) as exc:  # e.g. INT8 refused by the gate
+            print(f"mededge evaluate: {name}: {exc}", file=sys.stderr)
+            results.append({"configuration": name, "error": str(exc)})
+            continue
+        results.append(score(predictions, labels, boxes) | {"failed_images": predictions.failed})
+        del analyzer  # one configuration's models in memory at a time
+    scored = [r for r in results if "error" not in r]
+    print(table(scored) if scored else "no configuration ran")
+    for r in results:
+        if "error" in r:
+            print(f"\n{r['configuration']}: not evaluated: {r['error']}")
+    if args.json:
+        report = {"labels": str(args.labels), "boxes": args.boxes, "images": str(args.images),
+                  "labelled": len(labels.findings), "found": len(images), "missing": missing,
+                  "ignored_labels": sorted(labels.unknown), "confidence": args.confidence, "configurations": results}
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return EXIT_OK if len(scored) == len(results) else EXIT_SOME_FAILED
 
 
 def _planned(analyzer, edge, fallback_plan, planner=None):
@@ -140,15 +259,16 @@ def _planned(analyzer, edge, fallback_plan, planner=None):
     return planner, plan
 
 
-def _edge_settings(args: argparse.Namespace):
+def _edge(args: argparse.Namespace):
+    """A client of --edge: one server, or a fail-over group for a comma-separated list."""
     from pathlib import Path
 
-    from inference.edge_client import EdgeSettings
+    from inference.edge_client import EdgeSettings, connect
 
     optional = lambda value: Path(value) if value else None  # noqa: E731
-    return EdgeSettings(args.edge, tls=args.tls or bool(args.ca), root_certificate=optional(args.ca),
-                        client_certificate=optional(args.client_cert), client_key=optional(args.client_key),
-                        timeout_s=args.timeout)
+    return connect([EdgeSettings(address.strip(), tls=args.tls or bool(args.ca), root_certificate=optional(args.ca),
+                                 client_certificate=optional(args.client_cert), client_key=optional(args.client_key),
+                                 timeout_s=args.timeout) for address in args.edge.split(",") if address.strip()])
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -361,10 +481,9 @@ def _bench(args: argparse.Namespace) -> int:
         radiograph = load_radiograph(args.image)
         if args.edge:  # a server that is already running, e.g. across an emulated link (bench/bench_links.py)
             from inference.analyze import Analyzer
-            from inference.edge_client import EdgeClient
 
             analyzer = Analyzer(_model_choice(args))
-            report = measure(analyzer, radiograph, EdgeClient(_edge_settings(args)), repeats=args.repeats or 10,
+            report = measure(analyzer, radiograph, _edge(args), repeats=args.repeats or 10,
                              link=args.link or args.edge, progress=progress)
         else:
             report = run_benchmark(radiograph, quick=args.quick, progress=progress, repeats=args.repeats)
@@ -404,16 +523,58 @@ def _parser() -> argparse.ArgumentParser:
                                        "Exit 0 when all were analysed, 2 when any failed.")
     infer.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders (their files)")
     infer.add_argument("--json", default="-", metavar="OUT", help="write JSON lines here (default - = stdout)")
+    infer.add_argument("--recursive", action="store_true", help="folders: walk their sub-folders too (sorted; "
+                       "hidden files and folders are skipped)")
+    infer.add_argument("--out", metavar="DIR", help="a resumable worklist instead of --json: DIR/results.jsonl "
+                       "(a line per study, appended as each ends), DIR/summary.csv (rewritten at the end), a DICOM "
+                       "SR per DICOM study in DIR/sr/ (or --sr DIR), and a progress bar. Run it again to resume: "
+                       "studies already in results.jsonl are skipped unless their file changed (path, size, mtime). "
+                       "A file that could not be read counts as done (see --retry-failed); a study whose analysis "
+                       "failed is retried. Ctrl-C stops after the study in progress (exit 130)")
+    infer.add_argument("--retry-failed", action="store_true", help="with --out: also retry files that could not "
+                       "be read in an earlier run (e.g. after installing a decoder)")
     _add_model_options(infer)
-    infer.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server")
+    infer.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server (several, "
+                       "comma-separated: requests are spread over them and fail over)")
     infer.add_argument("--split", metavar="MODE", help="auto (default with --edge: detector cut 6, classifier "
                        "cut 7), local, edge (full offload), K, or detector:K,classifier:K")
     infer.add_argument("--wire", choices=("fp32", "fp16", "int8"), default="fp32",
                        help="wire format for fixed splits (auto chooses its own)")
     infer.add_argument("--no-fallback", action="store_true",
                        help="fail (exit 3) instead of finishing a study locally when the edge fails")
+    infer.add_argument("--sr", metavar="DIR", help="also write a DICOM Comprehensive SR (TID 1500) per DICOM study "
+                       "into DIR, named by its SOP Instance UID")
     _add_tls_client_options(infer)
     infer.set_defaults(run=_infer)
+
+    evaluate = sub.add_parser("evaluate", help="AUROC per finding and detection mAP@0.5 on your own labelled "
+                              "radiographs, for local FP32, quantised and split runs",
+                              description="Runs each configuration over the labelled images and prints a table "
+                                          "(configuration × metric, then AUROC per finding). AUROC is computed for "
+                                          "the findings with both positive and negative images. mAP@0.5 (one "
+                                          "class, opacity; all-point interpolated AP) counts the images in the box "
+                                          "file and those labelled No Finding; boxes down to confidence 0.001 are "
+                                          "kept unless --confidence is given (AP needs the whole precision-recall "
+                                          "curve). Exit 2 when a configuration could not run (e.g. an INT8 model "
+                                          "refused by the fidelity gate).")
+    evaluate.add_argument("--labels", required=True, metavar="FILE", help="ChestX-ray14-style CSV: 'Image Index', "
+                          "'Finding Labels' ('|'-separated ChestX-ray14 names, or 'No Finding')")
+    evaluate.add_argument("--images", required=True, metavar="DIR", help="the labelled images (found by file name, "
+                          "in DIR or below it)")
+    evaluate.add_argument("--boxes", metavar="CSV", help="ground-truth opacity boxes: image, x, y, w, h in original "
+                          "pixels (NIH BBox_List_2017.csv works too)")
+    evaluate.add_argument("--runtimes", default="torch,onnxruntime-int8-dynamic", metavar="LIST",
+                          help="local configurations to compare (default torch,onnxruntime-int8-dynamic: FP32 and "
+                               f"INT8); any of {', '.join(LOCAL_RUNTIMES)}")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    _add_model_options(evaluate, runtime=False)
+    evaluate.add_argument("--edge", metavar="HOST:PORT", help="also evaluate a split run on this edge server")
+    evaluate.add_argument("--split", metavar="MODE", help="the split run's cuts: auto (default), edge, K, or "
+                          "detector:K,classifier:K")
+    evaluate.add_argument("--wire", choices=("fp32", "fp16", "int8"), default="fp32",
+                          help="wire format of a fixed split (auto chooses its own)")
+    _add_tls_client_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
 
     edge = sub.add_parser("edge", help="the edge server: export a Triton repository, or serve one")
     edge_sub = edge.add_subparsers(dest="edge_command", metavar="ACTION", required=True)
@@ -484,8 +645,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _gui_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mededge", description="Open the viewer. Commands: inspect, infer, edge, "
-                                     "models, bench (`mededge COMMAND --help`).")
+    parser = argparse.ArgumentParser(prog="mededge", description="Open the viewer. Commands: inspect, infer, evaluate, "
+                                     "edge, models, bench (`mededge COMMAND --help`).")
     parser.add_argument("files", nargs="*", metavar="FILE", help="DICOM, PNG, JPEG or TIFF files or folders to open")
     parser.add_argument("--screenshot", metavar="OUT.png", help="open FILES, analyse the first with the current "
                         "settings, render the window at 1440×900 into OUT.png and exit")

@@ -25,8 +25,10 @@ from viewer.widgets.tag_browser import TagBrowser
 
 FILE_FILTER = "Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
 SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
-    ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Export view as PNG", "Ctrl+E"),
-    ("Analyze", "F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"), ("1:1 pixels", "1"),
+    ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Close study", "Ctrl+W"),
+    ("Export view as PNG", "Ctrl+E"),
+    ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
+    ("1:1 pixels", "1"),
     ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
     ("Flip vertically", "V"), ("Distance tool", "M"), ("Show boxes", "B"), ("Settings", "Ctrl+,"),
     ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
@@ -73,6 +75,14 @@ class MainWindow(QMainWindow):
         self.analysis.finished.connect(self._analysis_finished)
         self.analysis.failed.connect(self._analysis_failed)
         self.analysis.cancelled.connect(self._analysis_cancelled)
+        # "Analyze all": after the handlers above (they set the single-study state, these step the batch)
+        self._batch: list[str] = []       # studies still queued
+        self._batch_current: str | None = None
+        self._batch_job = None
+        self._batch_counts = [0, 0, 0]    # done, failed, total
+        self.analysis.finished.connect(lambda path, findings: self._batch_step(path, f"done: {findings.mode.value}"))
+        self.analysis.failed.connect(lambda path, reason: self._batch_step(path, f"failed: {reason}", failed=True))
+        self.analysis.cancelled.connect(self._batch_cancelled)
 
         self._build_status_bar()
         self._build_actions()
@@ -128,7 +138,11 @@ class MainWindow(QMainWindow):
         file.addAction(self._action("Open folder", self.choose_folder))
         self.recent_menu = file.addMenu("Open recent")
         self._refresh_recent()
+        file.addAction(self._action("Close study", self.close_current))
         file.addAction(self._action("Export view as PNG", self.choose_export))
+        self.sr_action = self._action("Export DICOM SR…", self.choose_sr_export)
+        file.addAction(self.sr_action)
+        file.aboutToShow.connect(self.update_sr_action)  # enabled only for a study with findings
         file.addSeparator()
         file.addAction(self._action("Settings", self.open_settings))
         file.addAction(self._action("Quit", self.close))
@@ -149,6 +163,7 @@ class MainWindow(QMainWindow):
 
         ai = menu.addMenu("&AI")
         self.analyze_action = self._action("Analyze", self.analyze_current)
+        self.analyze_all_action = self._action("Analyze all", self.analyze_all)
         self.cancel_action = self._action("Cancel analysis", self.analysis.cancel)
         self.boxes_action = self._action("Show boxes", lambda checked: self.canvas.set_boxes_visible(checked),
                                          checkable=True)
@@ -156,7 +171,8 @@ class MainWindow(QMainWindow):
         self.auto_action = QAction("Analyze on open", self, checkable=True)
         self.auto_action.setChecked(self.settings.auto_analyze)
         self.auto_action.toggled.connect(self._set_auto_analyze)
-        for action in (self.analyze_action, self.cancel_action, self.boxes_action, self.auto_action):
+        for action in (self.analyze_action, self.analyze_all_action, self.cancel_action, self.boxes_action,
+                       self.auto_action):
             ai.addAction(action)
 
         help_menu = menu.addMenu("&Help")
@@ -166,7 +182,7 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Tools", self)
         toolbar.setObjectName("Tools")
         self.addToolBar(toolbar)
-        for action in (self.analyze_action, self.cancel_action, self.boxes_action):
+        for action in (self.analyze_action, self.analyze_all_action, self.cancel_action, self.boxes_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" Confidence "))
@@ -249,6 +265,28 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(" · ".join(p for p in ("MedEdge Viewer", info.patient_name.replace("^", " "),
                                                    info.modality, Path(path).name) if p))
 
+    def close_current(self) -> None:
+        if self.current is not None:
+            self.close_study(self.current)
+
+    def close_study(self, path: str) -> None:
+        """Forget the study (image, findings, list row); the next one in the list is shown, if any."""
+        if self.analysis.job is not None and self.analysis.job.path == path:
+            self.analysis.cancel()
+        self.radiographs.pop(path, None)
+        self.findings.pop(path, None)
+        self.study_list.remove(path)
+        if path != self.current:
+            return
+        self.current = None
+        if self.study_list.paths:
+            self.show_study(self.study_list.paths[0])
+        else:
+            self.canvas.show_nothing()
+            self.tag_browser.clear()
+            self.findings_panel.show_findings(None)
+            self.setWindowTitle("MedEdge Viewer")
+
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
@@ -273,6 +311,72 @@ class MainWindow(QMainWindow):
         self.study_list.set_status(radiograph.path, "analysing…")
         self.progress.setVisible(True)
         return self.analysis.analyze(radiograph)
+
+    def analyze_all(self) -> None:
+        """Every study in the list, one after another through the analysis service (off the UI thread)."""
+        paths = [p for p in self.study_list.paths if p in self.radiographs]
+        if not paths:
+            self.statusBar().showMessage("Open studies first", 3000)
+            return
+        if self._batch_current is not None:
+            return  # already analysing all
+        self._batch = paths
+        self._batch_counts = [0, 0, len(paths)]
+        for path in paths:
+            self.study_list.set_status(path, "queued")
+        self.progress.setRange(0, len(paths))
+        self.progress.setValue(0)
+        self.progress.setFormat("%v/%m")
+        self.progress.setTextVisible(True)
+        self._batch_next()
+
+    def _batch_next(self) -> None:
+        while self._batch and self._batch[0] not in self.radiographs:  # closed while queued
+            self._batch.pop(0)
+            self._batch_counts[2] -= 1
+        if not self._batch:
+            self._batch_end()
+            return
+        self._batch_current = self._batch.pop(0)
+        done, failed, total = self._batch_counts
+        self.progress.setRange(0, total)
+        self.progress.setValue(done + failed)
+        self._batch_job = self.analyze(self.radiographs[self._batch_current])
+        self.study_list.set_status(self._batch_current, "analysing")
+
+    def _ends_batch_job(self, path: str) -> bool:
+        """Whether a finished/failed/cancelled signal is the batch's job's: the service clears its job before
+        it signals, so while the batch's job still runs the signal is another (older, replaced) job's."""
+        return path == self._batch_current and self.analysis.job is not self._batch_job
+
+    def _batch_step(self, path: str, status: str, failed: bool = False) -> None:
+        if not self._ends_batch_job(path):
+            return  # a single-study analysis, not the batch's
+        self.study_list.set_status(path, status)
+        self._batch_counts[1 if failed else 0] += 1
+        self._batch_next()
+
+    def _batch_cancelled(self, path: str) -> None:
+        if not self._ends_batch_job(path):
+            return
+        if path not in self.study_list.paths:  # its study was closed: go on with the rest
+            self._batch_counts[2] -= 1
+            self._batch_next()
+            return
+        for rest in self._batch:  # Esc / Cancel (or a newer analysis request) stops the rest
+            self.study_list.set_status(rest, "cancelled")
+        self._batch = []
+        self._batch_end(cancelled=True)
+
+    def _batch_end(self, cancelled: bool = False) -> None:
+        done, failed, total = self._batch_counts
+        self._batch_current = self._batch_job = None
+        self.progress.setRange(0, 0)  # back to the busy indicator of single analyses
+        self.progress.setTextVisible(False)
+        self.progress.setVisible(self.analysis.busy)
+        what = "stopped" if cancelled else "finished"
+        self.statusBar().showMessage(f"Analyze all {what}: {done} of {total} analysed"
+                                     + (f", {failed} failed" if failed else ""), 10_000)
 
     def _analysis_progress(self, path: str, message: str) -> None:
         self.statusBar().showMessage(f"{Path(path).name}: {message}")
@@ -359,6 +463,31 @@ class MainWindow(QMainWindow):
     def export_view(self, path: str) -> bool:
         """The canvas as shown (image, boxes, heat map, measurements) as a PNG."""
         return self.canvas.grab().save(path, "PNG")
+
+    def update_sr_action(self) -> None:
+        self.sr_action.setEnabled(self.current is not None and self.findings.get(self.current) is not None)
+
+    def choose_sr_export(self) -> None:
+        start_in = str(Path(self.current).parent) if self.current else ""
+        folder = QFileDialog.getExistingDirectory(self, "Export DICOM SR into folder", start_in)
+        if folder:
+            self.export_sr(folder)
+
+    def export_sr(self, folder: str) -> Path | None:
+        """The current study's findings as a DICOM SR in `folder`; the status bar gives its path or why not."""
+        from inference.structured_report import StructuredReportError, write_sr  # highdicom: loaded when used
+
+        findings = self.findings.get(self.current) if self.current else None
+        if findings is None:
+            self.statusBar().showMessage("DICOM SR: analyse the study first", 5000)
+            return None
+        try:
+            path = write_sr(findings, self.radiographs[self.current], folder)
+        except (StructuredReportError, OSError) as exc:
+            self.statusBar().showMessage(f"DICOM SR not written: {exc}")
+            return None
+        self.statusBar().showMessage(f"DICOM SR written: {path}")
+        return path
 
     def show_shortcuts(self) -> None:
         rows = "".join(f"<tr><td>{name}</td><td><b>{key}</b></td></tr>" for name, key in SHORTCUTS)

@@ -38,10 +38,10 @@ def window(qtbot, store):
 
 
 def open_and_wait(qtbot, window, path) -> None:
-    worker = window.open_path(path)
-    with qtbot.waitSignal(worker.signals.finished, timeout=30000):
-        pass
-    qtbot.waitUntil(lambda: window.current == str(path), timeout=5000)
+    """Open and wait until the study is shown (waiting on the state, not on a signal that may already be
+    queued before the wait begins)."""
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.current == str(path), timeout=30000)
 
 
 def test_open_shows_the_radiograph(qtbot, window, shared_cxr):
@@ -324,3 +324,49 @@ def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, 
     with qtbot.waitSignal(worker.signals.finished, timeout=60000):
         pass
     assert dialog.test_result.text().startswith("Failed:") and "unreachable" in dialog.test_result.text()
+
+
+def _rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_open_and_close_100_studies_without_growth(qtbot, window, tmp_path):
+    """Each study is 8 MB of pixels: were closed studies kept, 100 of them would add 800 MB."""
+    import gc
+
+    from dicom_factory import dataset, gradient, write
+
+    paths = []
+    for index in range(5):
+        ds = dataset(gradient(2048, 2048, bits=12, seed=index), bits_stored=12, PatientName=f"Study^{index}")
+        paths.append(write(ds, tmp_path / f"study {index}.dcm"))
+
+    def open_close(path) -> None:
+        open_and_wait(qtbot, window, path)
+        assert window.canvas.displayed_image() is not None
+        window.close_current()
+        assert window.current is None and window.study_list.rowCount() == 0 and not window.radiographs
+        assert window.canvas.displayed_image() is None and window.windowTitle() == "MedEdge Viewer"
+
+    for path in paths * 2:  # warm-up: caches, the first worker threads
+        open_close(path)
+    gc.collect()
+    before = _rss_mb()
+    for round_ in range(100):
+        open_close(paths[round_ % len(paths)])
+    gc.collect()
+    grown = _rss_mb() - before
+    assert grown < 80, f"resident memory grew {grown:.0f} MB over 100 studies opened and closed"
+
+
+def test_closing_one_of_several_studies_shows_the_next(qtbot, window, shared_cxr):
+    first, second = shared_cxr / "dicom/CR-MONO1-10-chest", shared_cxr / "raster/txv_nih_00027426_000_512px.png"
+    open_and_wait(qtbot, window, first)
+    open_and_wait(qtbot, window, second)
+    assert window.study_list.paths == [str(first), str(second)]
+    window.close_study(str(second))
+    assert window.current == str(first) and window.study_list.paths == [str(first)]
+    assert np.array_equal(window.canvas.displayed_image(), render_8bit(load_radiograph(first)))

@@ -94,6 +94,15 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._apply_orientation()
         self.fit()
 
+    def show_nothing(self) -> None:
+        """Nothing shown (the last study was closed): the image and its overlays are released.
+        (Not `clear`: GraphicsLayoutWidget binds that name to its layout's clear, which drops the view.)"""
+        self.radiograph = None
+        self.state = DisplayState()
+        self.clear_findings()
+        self._remove_ruler()
+        self.image_item.clear()
+
     def displayed_image(self) -> np.ndarray | None:
         return self.image_item.image
 

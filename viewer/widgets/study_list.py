@@ -63,6 +63,12 @@ class StudyList(QTableWidget):
             self.setItem(row, column, QTableWidgetItem(text))
         return row
 
+    def remove(self, path: str) -> None:
+        if path in self.paths:
+            row = self.paths.index(path)
+            self.paths.pop(row)
+            self.removeRow(row)
+
     def set_status(self, path: str, status: str) -> None:
         if path in self.paths:
             self.setItem(self.paths.index(path), 5, QTableWidgetItem(status))

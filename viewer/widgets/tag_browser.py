@@ -20,6 +20,9 @@ class TagBrowser(QWidget):
         layout.addWidget(self.search)
         layout.addWidget(self.tree)
 
+    def clear(self) -> None:
+        self.tree.clear()
+
     def show_header(self, header) -> None:
         self.tree.clear()
         if header is None:

@@ -67,6 +67,11 @@ class StudyError:
     error: Exception
 
 
+# Failures that mean the server cannot be reached at all (not e.g. a missing model): the other model of
+# the same study does not try again.
+LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
+
+
 @dataclass
 class _Step:
     """One model after its local stages: the tensors kept here and the edge's reply to come."""
@@ -84,7 +89,7 @@ class _Step:
         if self.reply is None or not self.reply.done() or not isinstance(self.reply.exception(), EdgeError):
             return None
         error = self.reply.exception()
-        return str(error) if error.failure in (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS) else None
+        return str(error) if error.failure in LINK_FAILURES else None
 
 
 @dataclass
@@ -319,7 +324,7 @@ class Analyzer:
                 if not allow_fallback:
                     raise
                 run.fallback_reason = str(error)
-                run.link_down = error.failure in (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
+                run.link_down = error.failure in LINK_FAILURES
             else:
                 run.outputs = dict(reply.outputs)
                 run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True

@@ -96,7 +96,8 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
             progress=print) -> dict:
     """Local only, every part `edge` serves for these models, and auto — side by side, in one run."""
     analyzer.edge = edge
-    options = served_options(analyzer, set(edge.status().models))
+    served = set(edge.status().models)
+    options = served_options(analyzer, served)
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
     rows: list[Row] = []
     local = analyzer.local_plan()
@@ -119,7 +120,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         rows.append(Row(name, f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
                         chosen.wire.value if offloaded else "-",
                         analyzer.part(model, chosen.cut, chosen.wire).input_bytes if offloaded else 0, median, p95))
-    series = measure_series(analyzer, radiograph, balanced_plan(planner, set(edge.status().models)),
+    series = measure_series(analyzer, radiograph, balanced_plan(planner, served),
                             count=8, progress=progress)
     results = []
     for name in models:

@@ -13,6 +13,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,edge]'
 	@touch $(STAMP)
 
+# A second Triton release, unpacked beside the venv (not installed into it): the tests serve the same
+# repository with it to check that a server of another version works with this client.
+OTHER_TRITON := $(VENV)/triton-other
+$(OTHER_TRITON): | $(STAMP)
+	rm -rf $@.partial
+	$(PY) -m pip install --quiet --no-deps --target $@.partial nvidia-pytriton==0.5.14
+	mv $@.partial $@
+
 # Shared libraries Qt's offscreen/xcb platforms load; installed only when missing.
 sysdeps:
 	@sh packaging/linux-sysdeps.sh
@@ -20,7 +28,7 @@ sysdeps:
 run: $(STAMP) sysdeps
 	$(PY) main.py $(ARGS)
 
-test: $(STAMP) sysdeps
+test: $(STAMP) $(OTHER_TRITON) sysdeps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 

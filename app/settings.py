@@ -31,6 +31,8 @@ class AppSettings:
     edge_addresses: tuple[str, ...] = ()      # host:port of Triton gRPC endpoints: load spread, fail-over
     tls: bool = False
     ca_file: str = ""                         # PEM of the CA that signed the edge certificate
+    client_certificate_file: str = ""         # mutual TLS: this workstation's certificate (PEM) …
+    client_key_file: str = ""                 # … and its private key
     timeout_s: float = 10.0
     split_mode: SplitMode = SplitMode.AUTO
     detector_cut: int = 6                     # used when split_mode is MANUAL
@@ -52,6 +54,13 @@ class AppSettings:
             parse_address(address)  # ValueError with the reason
         if self.tls and self.ca_file and not Path(self.ca_file).is_file():
             raise ValueError(f"CA file not found: {self.ca_file}")
+        if bool(self.client_certificate_file) != bool(self.client_key_file):
+            raise ValueError("mutual TLS needs both the client certificate and its key")
+        if self.client_certificate_file and not self.tls:
+            raise ValueError("a client certificate is for TLS: turn TLS on")
+        for what, path in (("client certificate", self.client_certificate_file), ("client key", self.client_key_file)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{what} file not found: {path}")
         if not 0.1 <= self.timeout_s <= 600:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
         if self.wire not in ("fp32", "fp16", "int8"):
@@ -76,8 +85,10 @@ class AppSettings:
         """Every configured edge, preferred first; empty when analysis is local only."""
         if self.split_mode is SplitMode.LOCAL:
             return []
-        ca = Path(self.ca_file) if self.ca_file else None
-        return [EdgeSettings(address, tls=self.tls, root_certificate=ca, timeout_s=self.timeout_s)
+        optional = lambda value: Path(value) if value else None  # noqa: E731
+        return [EdgeSettings(address, tls=self.tls, root_certificate=optional(self.ca_file),
+                             client_certificate=optional(self.client_certificate_file),
+                             client_key=optional(self.client_key_file), timeout_s=self.timeout_s)
                 for address in self.edge_addresses]
 
     @property

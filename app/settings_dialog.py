@@ -38,6 +38,13 @@ class SettingsDialog(QDialog):
         form.addRow("", self.tls)
         self.ca_file = QLineEdit(settings.ca_file)
         form.addRow("CA certificate", self._with_browse(self.ca_file, "PEM files (*.pem *.crt);;All files (*)"))
+        self.client_certificate_file = QLineEdit(settings.client_certificate_file)
+        self.client_certificate_file.setPlaceholderText("mutual TLS only: this workstation's certificate")
+        form.addRow("Client certificate", self._with_browse(self.client_certificate_file,
+                                                            "PEM files (*.pem *.crt);;All files (*)"))
+        self.client_key_file = QLineEdit(settings.client_key_file)
+        self.client_key_file.setPlaceholderText("mutual TLS only: its private key")
+        form.addRow("Client key", self._with_browse(self.client_key_file, "PEM files (*.pem *.key);;All files (*)"))
         self.timeout = QDoubleSpinBox()
         self.timeout.setRange(0.1, 600)
         self.timeout.setSuffix(" s")
@@ -157,7 +164,9 @@ class SettingsDialog(QDialog):
         """The dialog's values as settings; ValueError with the reason when one is bad."""
         addresses = tuple(line.strip() for line in self.addresses.toPlainText().splitlines() if line.strip())
         return replace(self.settings, edge_addresses=addresses, tls=self.tls.isChecked(),
-                       ca_file=self.ca_file.text().strip(), timeout_s=self.timeout.value(),
+                       ca_file=self.ca_file.text().strip(),
+                       client_certificate_file=self.client_certificate_file.text().strip(),
+                       client_key_file=self.client_key_file.text().strip(), timeout_s=self.timeout.value(),
                        split_mode=self.split.currentData(), detector_cut=self.detector_cut.value(),
                        classifier_cut=self.classifier_cut.value(), wire=self.wire.currentText(),
                        device=self.device.currentData(), runtime=self.runtime.currentData(), detector_weights=self.detector_weights.text().strip(),

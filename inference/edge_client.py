@@ -21,6 +21,7 @@ from inference.edge_parts import EdgePartSpec
 from inference.edge_repository import COMPUTE_TIME_OUTPUT
 from inference.wire import DTYPES as WIRE_DTYPES
 
+REVERIFY_S = 30.0
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$")
 
 
@@ -113,7 +114,7 @@ class EdgeClient:
                 certificate_chain=str(settings.client_certificate) if settings.client_certificate else None)
         except Exception as exc:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
-        self._verified: set[str] = set()
+        self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
         self._lock = threading.Lock()
 
@@ -135,8 +136,10 @@ class EdgeClient:
         return ServerStatus(bool(live), bool(ready), meta.version, models, (time.perf_counter() - started) * 1e3)
 
     def verify(self, spec: EdgePartSpec) -> None:
-        """The server's part `spec.name` is ready and is the same part as ours; cached once verified."""
-        if spec.name in self._verified:
+        """The server's part `spec.name` is ready and is the same part as ours. Checked again after
+        REVERIFY_S: the edge may have been restarted meanwhile with another repository (same shapes, other
+        weights would otherwise go unnoticed)."""
+        if time.monotonic() - self._verified.get(spec.name, -REVERIFY_S) < REVERIFY_S:
             return
         timeout = self.settings.check_timeout_s
         ready = self._call(lambda: self._client.is_model_ready(spec.name, client_timeout=timeout),
@@ -158,7 +161,7 @@ class EdgeClient:
             raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} takes {sorted(served)}, "
                                                         f"this workstation sends {sorted(expected)}")
         with self._lock:
-            self._verified.add(spec.name)
+            self._verified[spec.name] = time.monotonic()
             if any(o.name == COMPUTE_TIME_OUTPUT for o in config.output):
                 self._timed.add(spec.name)
 
@@ -184,9 +187,14 @@ class EdgeClient:
         wanted = [grpc.InferRequestedOutput(name) for name in (*outputs, *([COMPUTE_TIME_OUTPUT] if timed else []))]
         before = None if timed else self._compute_stats(spec.name)
         started = time.perf_counter()
-        result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
-                                                       client_timeout=self.settings.timeout_s),
-                            f"inference on {spec.name}", timeout=self.settings.timeout_s)
+        try:
+            result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
+                                                           client_timeout=self.settings.timeout_s),
+                                f"inference on {spec.name}", timeout=self.settings.timeout_s)
+        except EdgeError:
+            with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time
+                self._verified.pop(spec.name, None)
+            raise
         round_trip = (time.perf_counter() - started) * 1e3
         arrays = {name: result.as_numpy(name) for name in outputs}
         for name, array in arrays.items():
@@ -286,13 +294,21 @@ class EdgeClient:
             mode = "TLS" if self.settings.tls else "plaintext"
             return EdgeError(EdgeFailure.TLS, f"TLS problem talking to {where} ({mode} client): {text[:160]}")
         if "UNAVAILABLE" in status:
-            if self.settings.tls is False and ("socket closed" in lowered or "connection reset" in lowered):
-                return EdgeError(EdgeFailure.TLS, f"{where} closed the connection: the server may require TLS "
-                                                  "(turn TLS on in Settings)")
+            if "socket closed" in lowered or "connection reset" in lowered:  # the handshake was refused
+                if not self.settings.tls:
+                    return EdgeError(EdgeFailure.TLS, f"{where} closed the connection: the server may require TLS "
+                                                      "(turn TLS on in Settings)")
+                if self.settings.client_certificate is None:
+                    return EdgeError(EdgeFailure.TLS, f"{where} closed the TLS connection: the server may require "
+                                                      "a client certificate (mutual TLS: set the client "
+                                                      "certificate and key in Settings)")
+                return EdgeError(EdgeFailure.TLS, f"{where} closed the TLS connection: it may not accept this "
+                                                  "workstation's client certificate (signed by another CA?)")
             cause = "connection refused" if "failed to connect" in lowered or "refused" in lowered else text[:120]
             return EdgeError(EdgeFailure.UNREACHABLE, f"edge server {where} unreachable ({cause})")
         if "NOT_FOUND" in status or "unknown model" in lowered or "is not found" in lowered:
-            return EdgeError(EdgeFailure.MODEL_MISSING, f"{what}: the edge server has no such model ({text[:120]})")
+            return EdgeError(EdgeFailure.MODEL_MISSING, f"{what}: the edge server has no ready model of that name "
+                                                        f"(unloaded, or not in its repository) ({text[:120]})")
         if "INVALID_ARG" in status and ("shape" in lowered or "datatype" in lowered or "expected" in lowered):
             return EdgeError(EdgeFailure.MODEL_MISMATCH, f"{what}: the edge refused the tensors ({text[:160]})")
         return EdgeError(EdgeFailure.SERVER_ERROR, f"{what} failed on the edge: {text[:160]}")

@@ -39,16 +39,20 @@ class Installation:
     libraries: Path
 
     @classmethod
-    def find(cls) -> Installation:
-        try:
-            import pytriton
-        except ImportError as exc:
-            raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton") from exc
-        root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    def find(cls, site: Path | None = None) -> Installation:
+        """The Triton of the installed nvidia-pytriton, or of the one unpacked in folder `site` (e.g. a
+        `pip install --target` of another release, to serve with another Triton version)."""
+        if site is None:
+            try:
+                import pytriton
+            except ImportError as exc:
+                raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton") from exc
+            site = Path(pytriton.__file__).resolve().parent.parent
+        root = Path(site) / "pytriton" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         found = cls(root / "bin" / "tritonserver", root / "backends" / "python",
                     root / "python_backend_stubs" / version / "triton_python_backend_stub",
-                    root.parent.parent / "nvidia_pytriton.libs")
+                    Path(site) / "nvidia_pytriton.libs")
         for path in (found.tritonserver, found.python_backend, found.stub):
             if not path.exists():
                 raise EdgeServerError(f"incomplete nvidia-pytriton installation: {path} is missing")
@@ -111,6 +115,7 @@ class EdgeServer:
     metrics_port: int = 8002
     tls: TlsFiles | None = None
     log_verbose: int = 0
+    triton_site: Path | None = None  # another nvidia-pytriton's folder (Installation.find); None: the installed one
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -131,8 +136,10 @@ class EdgeServer:
         command = [str(installation.tritonserver), f"--model-repository={self.repository}",
                    f"--backend-directory={backends}", f"--grpc-address={self.host}",
                    f"--grpc-port={self.grpc_port}", f"--http-address={self.host}", f"--http-port={self.http_port}",
-                   f"--metrics-port={self.metrics_port}", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-                   "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false"]
+                   f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+                   "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
+                   # every part loads at start; IT can still unload or reload one through the API
+                   "--model-control-mode=explicit", "--load-model=*"]
         if self.tls is not None:
             command += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls.certificate}",
                         f"--grpc-server-key={self.tls.key}"]
@@ -147,7 +154,7 @@ class EdgeServer:
         if busy:
             raise EdgeServerError(f"cannot start: {', '.join(busy)} already in use on {self.host} "
                                   "(another server running? choose other ports)")
-        installation = Installation.find()
+        installation = Installation.find(self.triton_site)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from conftest import ROOT
+from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
@@ -304,7 +305,12 @@ def _certificates(folder: Path) -> dict[str, Path]:
     (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    return {name: folder / name for name in ("ca.pem", "other-ca.pem", "server.pem", "server.key")}
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+            "-subj", "/CN=workstation-1")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "client.pem", "-days", "2")
+    return {name: folder / name for name in ("ca.pem", "other-ca.pem", "server.pem", "server.key", "client.pem",
+                                             "client.key")}
 
 
 def test_tls_edge(tmp_path, shared_cxr):
@@ -338,3 +344,43 @@ def test_tls_edge(tmp_path, shared_cxr):
         assert info.value.failure is EdgeFailure.TLS and "not trusted" in str(info.value)
     finally:
         server.stop()
+
+
+def test_mutual_tls_edge_set_in_settings(tmp_path):
+    """A server that demands client certificates: the workstation's certificate from Settings gets in;
+    without one, the refusal is a clear TLS error."""
+    from app.settings import AppSettings
+    from inference.edge_server import TlsFiles
+
+    files = _certificates(tmp_path)
+    model = Analyzer(ModelChoice(detector=TINY, runtime="torch"))
+    write_repository(tmp_path / "repository",
+                     [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)], gpu=False)
+    python_backend_overlay(tmp_path / "repository", tmp_path / "serve")
+    grpc, http, metrics = free_ports(3)
+    server = EdgeServer(tmp_path / "serve", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+                        metrics_port=metrics,
+                        tls=TlsFiles(files["server.pem"], files["server.key"], client_ca=files["ca.pem"]))
+    server.start()
+    try:
+        settings = AppSettings(edge_addresses=(f"127.0.0.1:{grpc}",), tls=True, ca_file=str(files["ca.pem"]),
+                               client_certificate_file=str(files["client.pem"]),
+                               client_key_file=str(files["client.key"]))
+        model.edge = EdgeClient(settings.edge)
+        radiograph = load_radiograph(write(dataset(gradient(256, 256, bits=12, seed=3), bits_stored=12),
+                                           tmp_path / "s.dcm"))
+        findings = model.analyze(radiograph, Plan(ModelPlan(model.detector.stage_count), ModelPlan(7, WireFormat.FP32)),
+                                 allow_fallback=False)
+        assert findings.mode is Mode.DISTRIBUTED
+        anonymous = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["ca.pem"],
+                                            check_timeout_s=2))
+        with pytest.raises(EdgeError) as info:
+            anonymous.status()
+        assert info.value.failure is EdgeFailure.TLS and "client certificate" in str(info.value), info.value
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match="both the client certificate and its key"):
+        AppSettings(edge_addresses=("h:1",), tls=True, client_certificate_file=str(files["client.pem"]))
+    with pytest.raises(ValueError, match="turn TLS on"):
+        AppSettings(edge_addresses=("h:1",), client_certificate_file=str(files["client.pem"]),
+                    client_key_file=str(files["client.key"]))

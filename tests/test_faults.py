@@ -1,5 +1,6 @@
 """Faults against real Triton servers on loopback: a link that stalls or is cut (a TCP relay the test
-controls), a server restarted, several servers with fail-over and fail-back, and a soak of 500 analyses.
+controls), a server restarted, a part unloaded and loaded again, a server of another Triton release,
+several servers with fail-over and fail-back, and a soak of 500 analyses.
 
 In every case the study completes — on the edge, or locally marked `local-fallback` with the reason.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from bench.relay import Relay
 from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
-from inference.edge_parts import WireFormat
+from inference.edge_parts import WireFormat, part_spec
 from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.findings import Mode
@@ -46,11 +48,11 @@ def _plan(analyzer: Analyzer) -> Plan:
     return Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(7, WireFormat.FP32))
 
 
-def _server(repository, work, ports=None) -> EdgeServer:
+def _server(repository, work, ports=None, triton_site=None) -> EdgeServer:
     grpc, http, metrics = ports or free_ports(3)
     python_backend_overlay(repository, work / "serve")
     server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics)
+                        metrics_port=metrics, triton_site=triton_site)
     server.start()
     return server
 
@@ -119,6 +121,82 @@ def test_a_restarted_server_is_used_again_by_the_same_client(analyzer, repositor
             time.sleep(0.5)
     finally:
         second.stop()
+
+
+def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, repository, study, tmp_path, monkeypatch):
+    """Same address, same shapes, other weights: the client checks the part again and falls back."""
+    from inference import edge_client
+
+    monkeypatch.setattr(edge_client, "REVERIFY_S", 1.0)  # 30 s in use
+    stale = tmp_path / "stale"
+    write_repository(stale, [PartRequest(analyzer.classifier, "0" * 64, 7, WireFormat.FP32)], gpu=False)
+    ports = free_ports(3)
+    first = _server(repository, tmp_path / "a", ports)
+    analyzer.edge = EdgeClient(EdgeSettings(first.grpc_address, timeout_s=5))
+    try:
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+    finally:
+        first.stop()
+    second = _server(stale, tmp_path / "b", ports)
+    try:
+        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while "unreachable" in (reason := analyzer.analyze(study, _plan(analyzer)).fallback_reason or "unreachable"):
+            assert time.monotonic() < deadline, reason  # gRPC reconnects with its own back-off
+            time.sleep(0.5)
+        assert "exported for another model or weights" in reason, reason
+    finally:
+        second.stop()
+
+
+def test_a_part_unloaded_on_the_server_falls_back_with_the_reason_and_is_used_again_when_reloaded(
+        analyzer, server, study):
+    import tritonclient.grpc as grpcclient
+
+    part = part_spec(analyzer.classifier, 7, WireFormat.FP32, analyzer.classifier_weights.source).name
+    analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=5))
+    admin = grpcclient.InferenceServerClient(server.grpc_address)  # what IT would do with the model API
+    try:
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+        admin.unload_model(part)
+        deadline = time.monotonic() + 30
+        while admin.is_model_ready(part):
+            assert time.monotonic() < deadline, "the part did not unload"
+            time.sleep(0.2)
+        unloaded = analyzer.analyze(study, _plan(analyzer))
+        assert unloaded.mode is Mode.LOCAL_FALLBACK
+        assert part in unloaded.fallback_reason and "no ready model" in unloaded.fallback_reason, \
+            unloaded.fallback_reason
+        assert unloaded.probabilities  # the study completed here
+        admin.load_model(part)
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+    finally:
+        if not admin.is_model_ready(part):
+            admin.load_model(part)  # the module's server stays whole for the tests after this one
+        admin.close()
+
+
+OTHER_TRITON = Path(__file__).resolve().parent.parent / ".venv" / "triton-other"  # see the Makefile
+
+
+@pytest.mark.skipif(not (OTHER_TRITON / "pytriton").is_dir(), reason="another Triton release is installed "
+                    "by `make test` into .venv/triton-other")
+def test_a_server_of_another_triton_release_serves_the_same_parts(analyzer, repository, server, study, tmp_path):
+    other = _server(repository, tmp_path, triton_site=OTHER_TRITON)
+    try:
+        client = EdgeClient(EdgeSettings(other.grpc_address, timeout_s=5))
+        ours = EdgeClient(EdgeSettings(server.grpc_address))
+        versions = client.status().version, ours.status().version
+        assert versions[0] != versions[1], versions  # really another release (2.41.0 beside 2.51.0)
+        ours.close()
+        analyzer.edge = client
+        result = analyzer.analyze(study, _plan(analyzer))
+        assert result.mode is Mode.DISTRIBUTED, result.fallback_reason
+        analyzer.edge = None
+        local = analyzer.analyze(study, None)
+        assert max(abs(result.probabilities[k] - local.probabilities[k]) for k in local.probabilities) < 1e-4
+    finally:
+        other.stop()
 
 
 def _successes(server: EdgeServer) -> int:

@@ -64,47 +64,78 @@ def _model_choice(args: argparse.Namespace, runtime: str | None = None):
                        runtime=runtime or args.runtime)
 
 
-def _infer(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
+class _JsonLines:
+    """`infer` without --out: a JSON line per study on stdout or into --json FILE (Batch's interface)."""
 
-    from inference.analyze import Analyzer, StudyError
+    stopping = interrupted = False
+    failed_before = 0
+
+    def __init__(self, target: str) -> None:
+        self.target, self.failed, self._out = target, 0, None
+
+    def __enter__(self) -> _JsonLines:
+        self._out = sys.stdout if self.target == "-" else open(self.target, "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._out is not sys.stdout:
+            self._out.close()
+
+    def record(self, record: dict, finished: bool = True, structured_report=None) -> None:
+        if structured_report is not None:
+            record = dict(record) | structured_report()
+        self.failed += "error" in record
+        self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._out.flush()
+
+
+def _infer_setup(args: argparse.Namespace):
+    """(analyzer, edge client or None, plan, planner or None) for `infer`; ValueError and friends on bad options."""
+    from inference.analyze import Analyzer
+    from inference.edge_parts import WireFormat
+    from inference.plan import parse_split
+
+    edge = _edge(args) if args.edge else None
+    analyzer = Analyzer(_model_choice(args), edge=edge)
+    plan = parse_split(args.split or ("auto" if edge else "local"), analyzer.stage_counts, WireFormat(args.wire))
+    if plan.uses_edge(analyzer.stage_counts) and edge is None:
+        raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
+    planner = None
+    if edge is not None and (args.split or "auto") == "auto":
+        planner, plan = _planned(analyzer, edge, plan)
+    return analyzer, edge, plan, planner
+
+
+def _infer_target(args: argparse.Namespace):
+    """(files to analyse, where each study's line goes, SR folder or None): a resumable worklist with --out
+    (app/worklist.py), JSON lines otherwise."""
+    from app.worklist import SR_FOLDER, Batch, study_files
+
+    if args.out:
+        batch = Batch(Path(args.out), study_files(args.paths, args.recursive), retry_failed=args.retry_failed)
+        return batch.todo, batch, args.sr or str(Path(args.out) / SR_FOLDER)
+    files = study_files(args.paths, recursive=True) if args.recursive else _expand(args.paths)
+    return files, _JsonLines(args.json), args.sr
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from inference.analyze import StudyError
+    from inference.edge_client import EdgeError
     from inference.weights import WeightsError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
-    from inference.edge_client import EdgeError
-    from inference.edge_parts import WireFormat
-    from inference.plan import parse_split
-
     try:
-        edge = _edge(args) if args.edge else None
-        analyzer = Analyzer(_model_choice(args), edge=edge)
-        plan = parse_split(args.split or ("auto" if edge else "local"), analyzer.stage_counts, WireFormat(args.wire))
-        if plan.uses_edge(analyzer.stage_counts) and edge is None:
-            raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
+        analyzer, edge, plan, planner = _infer_setup(args)
     except (WeightsError, ValueError, EdgeError) as exc:
         return _fail("infer", exc)
-    planner = None
-    if edge is not None and (args.split or "auto") == "auto":
-        planner, plan = _planned(analyzer, edge, plan)
+    files, sink, sr_folder = _infer_target(args)
     current = {"plan": plan}
-    batch = None
-    if args.out:  # a resumable worklist in DIR (app/worklist.py)
-        from app.worklist import SR_FOLDER, Batch, study_files
-
-        batch = Batch(Path(args.out), study_files(args.paths, args.recursive), retry_failed=args.retry_failed)
-        files, sr_folder = batch.todo, args.sr or str(Path(args.out) / SR_FOLDER)
-    elif args.recursive:
-        from app.worklist import study_files
-
-        files = study_files(args.paths, recursive=True)
-    else:
-        files = _expand(args.paths)
-    dicom: set[str] = set()  # --out writes an SR for these studies only
+    dicom: set[str] = set()  # a worklist writes an SR for DICOM studies only; --sr alone says why not for others
 
     def studies():  # loaded lazily: loading study i+1 overlaps the edge's work on study i
         for path in files:
-            if batch is not None and batch.stopping:
+            if sink.stopping:
                 return  # Ctrl-C: the studies already begun finish and are written; no new one starts
             try:
                 radiograph = load_radiograph(path)
@@ -115,50 +146,31 @@ def _infer(args: argparse.Namespace) -> int:
                 dicom.add(radiograph.path)
             yield radiograph
 
-    failed = False
-    if batch is not None:
-        target = batch
-    else:
-        target = nullcontext(sys.stdout) if args.json == "-" else open(args.json, "w", encoding="utf-8")
-    with target as out:
-        results = analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
-                                        with_heat_maps=False)
-        for result in results:
+    def report(result):
+        if sr_folder is None or (args.out and result.path not in dicom):
+            return None
+        return lambda: _write_sr(result, sr_folder, analyzer)
+
+    with sink:
+        for result in analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
+                                            with_heat_maps=False):
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here
-                    record = {"path": result.path, "error": f"edge: {error}"}
-                    if batch is not None:
-                        batch.record(record, finished=False)
-                    else:
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    sink.record({"path": result.path, "error": f"edge: {error}"}, finished=False)
                     return _fail("infer", f"edge failed and --no-fallback was given: {error}", EXIT_EDGE_FAILED)
-                reason = error.reason if isinstance(error, RadiographError) else \
-                    f"analysis failed ({type(error).__name__}): {error}"
-                record = {"path": result.path, "error": reason}
-                if batch is not None:  # an unreadable file stays so until it changes; other failures are retried
-                    batch.record(record, finished=isinstance(error, RadiographError))
-                    continue
-            else:
-                if planner is not None and planner.options:
-                    result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-                    if not result.fallback_reason and planner.observe(result.model_ms):
-                        _, current["plan"] = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
-                record = result.to_json()
-                if batch is not None:
-                    batch.record(record, structured_report=(lambda r=result: _write_sr(r, sr_folder, analyzer))
-                                 if result.path in dicom else None)
-                    continue
-                if args.sr:
-                    record.update(_write_sr(result, args.sr, analyzer))
-            failed |= "error" in record
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            out.flush()
-    if batch is not None:
-        if batch.interrupted:
-            return 130  # Ctrl-C: every finished study is written; the same command resumes
-        failed = bool(batch.failed or batch.failed_before)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+                unreadable = isinstance(error, RadiographError)  # stays so until the file changes; others retried
+                sink.record({"path": result.path, "error": error.reason if unreadable else
+                             f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
+                continue
+            if planner is not None and planner.options:
+                result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
+                if not result.fallback_reason and planner.observe(result.model_ms):
+                    _, current["plan"] = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
+            sink.record(result.to_json(), structured_report=report(result))
+    if sink.interrupted:
+        return 130  # Ctrl-C: every finished study is written; the same command resumes
+    return EXIT_SOME_FAILED if sink.failed or sink.failed_before else EXIT_OK
 
 
 def _write_sr(findings, folder: str, analyzer) -> dict:
@@ -522,10 +534,11 @@ def _parser() -> argparse.ArgumentParser:
                                        "pixels), probabilities, weights used, mode, cut, timings. "
                                        "Exit 0 when all were analysed, 2 when any failed.")
     infer.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders (their files)")
-    infer.add_argument("--json", default="-", metavar="OUT", help="write JSON lines here (default - = stdout)")
+    written = infer.add_mutually_exclusive_group()
+    written.add_argument("--json", default="-", metavar="OUT", help="write JSON lines here (default - = stdout)")
     infer.add_argument("--recursive", action="store_true", help="folders: walk their sub-folders too (sorted; "
                        "hidden files and folders are skipped)")
-    infer.add_argument("--out", metavar="DIR", help="a resumable worklist instead of --json: DIR/results.jsonl "
+    written.add_argument("--out", metavar="DIR", help="a resumable worklist instead of --json: DIR/results.jsonl "
                        "(a line per study, appended as each ends), DIR/summary.csv (rewritten at the end), a DICOM "
                        "SR per DICOM study in DIR/sr/ (or --sr DIR), and a progress bar. Run it again to resume: "
                        "studies already in results.jsonl are skipped unless their file changed (path, size, mtime). "

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 OTHER_TRITON := $(VENV)/triton-other
 $(OTHER_TRITON): | $(STAMP)
 	rm -rf $@.partial
-	$(PY) -m pip install --quiet --no-deps --target $@.partial nvidia-pytriton==0.5.14
+	$(PY) -m pip install --quiet --no-deps --target $@.partial nvidia-pytriton==0.5.0
 	mv $@.partial $@
 
 # Shared libraries Qt's offscreen/xcb platforms load; installed only when missing.

@@ -123,6 +123,29 @@ def test_a_restarted_server_is_used_again_by_the_same_client(analyzer, repositor
         second.stop()
 
 
+def test_a_server_killed_mid_series_every_study_completes(analyzer, repository, study, tmp_path):
+    """SIGKILL (no goodbye) while a pipelined series has requests in flight: nothing is lost, and every
+    study after the kill completes locally with the reason."""
+    import signal
+
+    server = _server(repository, tmp_path)
+    analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=5))
+    results = []
+    try:
+        for result in analyzer.analyze_many([study] * 12, _plan(analyzer), with_heat_maps=False):
+            results.append(result)
+            if len(results) == 2:
+                os.killpg(server.process.pid, signal.SIGKILL)  # Triton and its Python stubs, at once
+    finally:
+        server.stop()
+    first = results[0].probabilities  # the same study: the same answer, on the edge or here
+    assert len(results) == 12 and all(max(abs(r.probabilities[k] - v) for k, v in first.items()) < 1e-5
+                                      for r in results)
+    assert results[0].mode is Mode.DISTRIBUTED
+    assert all(r.mode is Mode.LOCAL_FALLBACK and r.fallback_reason for r in results[4:]), \
+        [(r.mode, r.fallback_reason) for r in results]
+
+
 def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, repository, study, tmp_path, monkeypatch):
     """Same address, same shapes, other weights: the client checks the part again and falls back."""
     from inference import edge_client

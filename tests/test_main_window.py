@@ -276,6 +276,38 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     qtbot.waitUntil(lambda: "unreachable" in window.edge_label.text(), timeout=20000)
 
 
+def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbot, window, shared_cxr, tmp_path):
+    """The link to the edge stalls (a TCP relay holds every byte): the request times out in a worker, the
+    window keeps painting (no main-thread gap over 200 ms) and the study completes locally with the reason."""
+    from test_edge import start_server
+
+    from bench.relay import Relay
+    from inference.analyze import Analyzer
+    from inference.edge_parts import WireFormat
+    from inference.edge_repository import PartRequest, write_repository
+
+    models = Analyzer()
+    write_repository(tmp_path / "repository", [PartRequest(models.classifier, models.classifier_weights.source, 7,
+                                                           WireFormat.FP32)], gpu=False)
+    server = start_server(tmp_path / "repository", tmp_path)
+    host, port = server.grpc_address.rsplit(":", 1)
+    try:
+        with Relay((host, int(port))) as relay:
+            open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+            window.apply_settings(replace(window.settings, edge_addresses=(relay.address,), timeout_s=3,
+                                          split_mode=SplitMode.MANUAL, detector_cut=32, classifier_cut=7))
+            assert analyse_and_wait(qtbot, window).mode is Mode.DISTRIBUTED
+            relay.stall()
+            with Watchdog() as watchdog:
+                findings = analyse_and_wait(qtbot, window)
+            assert watchdog.longest_ms < 200, f"UI blocked for {watchdog.longest_ms:.0f} ms"
+            assert findings.mode is Mode.LOCAL_FALLBACK and "did not answer" in findings.fallback_reason
+            assert "local fallback" in window.findings_panel.mode_label.text()
+            relay.resume()
+    finally:
+        server.stop()
+
+
 def test_export_png(qtbot, window, shared_cxr, tmp_path):
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     assert window.export_view(str(tmp_path / "view.png"))

@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench sysdeps clean
+.PHONY: run test bench sysdeps clean package
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_loader.py
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_window_level.py
 	$(PY) bench/bench_runtimes.py
+
+# Desktop app as one folder (dist/MedEdgeViewer/) with PyInstaller, smoke-tested offscreen (packaging/README.md).
+package: $(STAMP) sysdeps
+	bash packaging/desktop/build.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -149,16 +149,17 @@ class EdgeClient:
                                                        "(export it with: python main.py edge export)")
         config = self._call(lambda: self._client.get_model_config(spec.name, client_timeout=timeout),
                             f"model {spec.name} config").config
-        theirs = config.parameters["mededge_fingerprint"].string_value if "mededge_fingerprint" in config.parameters else ""
-        if theirs != spec.fingerprint:
-            weights = config.parameters["mededge_weights"].string_value if "mededge_weights" in config.parameters else "?"
+        served = {key: value.string_value for key, value in config.parameters.items()}
+        if served.get("mededge_fingerprint", "") != spec.fingerprint:
+            differences = [f"{key} {served.get(f'mededge_{key}', '?')[:16]} there, {value[:16]} here"
+                           for key, value in spec.identity if served.get(f"mededge_{key}") != value]
             raise EdgeError(EdgeFailure.MODEL_MISMATCH,
                             f"edge model {spec.name} was exported for another model or weights "
-                            f"(edge: {weights[:12]}, here: {dict(spec.identity)['weights'][:12]}); re-export it")
+                            f"({'; '.join(differences) or 'another MedEdge version'}); re-export it")
         expected = {(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs}
-        served = {(t.name, self._dtype_name(t.data_type), tuple(int(d) for d in t.dims)) for t in config.input}
-        if expected != served:
-            raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} takes {sorted(served)}, "
+        takes = {(t.name, self._dtype_name(t.data_type), tuple(int(d) for d in t.dims)) for t in config.input}
+        if expected != takes:
+            raise EdgeError(EdgeFailure.MODEL_MISMATCH, f"edge model {spec.name} takes {sorted(takes)}, "
                                                         f"this workstation sends {sorted(expected)}")
         with self._lock:
             self._verified[spec.name] = time.monotonic()

@@ -172,6 +172,36 @@ def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, reposit
         second.stop()
 
 
+def test_a_stale_repository_of_another_size_or_edited_dtypes_falls_back_saying_what_differs(analyzer, study,
+                                                                                          tmp_path):
+    """The served parts have the names this workstation asks for, but not its model: the detector was
+    exported at another input size, and the classifier's config was edited to take FP16."""
+    from dataclasses import replace as with_changes
+
+    from inference.edge_repository import read_config
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    bigger = Analyzer(ModelChoice(detector=with_changes(TINY, input_size=160), runtime="torch"))
+    stale = tmp_path / "stale"
+    specs = write_repository(stale, [PartRequest(bigger.detector, bigger.detector_source, 6, WireFormat.FP32),
+                                     PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
+                                                 WireFormat.FP32)], gpu=False)
+    edited = stale / specs[1].name / "config.pbtxt"
+    config = read_config(edited)
+    config.input[0].data_type = mc.TYPE_FP16
+    edited.write_text(str(config))
+    server = _server(stale, tmp_path)
+    try:
+        analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=5))
+        result = analyzer.analyze(study, Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.FP32)))
+    finally:
+        server.stop()
+    assert result.mode is Mode.LOCAL_FALLBACK and result.probabilities and result.detections is not None
+    reason = result.fallback_reason
+    assert "input_size 160 there, 128 here" in reason, reason
+    assert "takes" in reason and "FP16" in reason, reason
+
+
 def test_a_part_unloaded_on_the_server_falls_back_with_the_reason_and_is_used_again_when_reloaded(
         analyzer, server, study):
     import tritonclient.grpc as grpcclient

@@ -355,7 +355,8 @@ def _add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) ->
     if runtime:
         parser.add_argument("--runtime", default="auto", choices=LOCAL_RUNTIMES,
                             help="local runtime for whole-model runs (default auto: the fastest here that passes "
-                                 "the fidelity gate, measured once; int8-static only after `models quantize`)")
+                                 "the fidelity gate, measured once; int8-static only after `models quantize`; "
+                                 "torch-fp16 is for --device cuda, where auto weighs it against FP32)")
 
 
 def _add_part_options(parser: argparse.ArgumentParser) -> None:

@@ -82,7 +82,8 @@ class SettingsDialog(QDialog):
         form.addRow("Local device", self.device)
         self.runtime = QComboBox()
         for value, text in (("auto", "Auto (the fastest that passes the fidelity gate, measured)"),
-                            ("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"),
+                            ("torch", "PyTorch"), ("torch-fp16", "PyTorch FP16 (for CUDA)"),
+                            ("onnxruntime", "ONNX Runtime"),
                             ("onnxruntime-int8-dynamic", "ONNX Runtime INT8 (dynamic)"),
                             ("onnxruntime-int8-static", "ONNX Runtime INT8 (static; run 'models quantize' first)")):
             self.runtime.addItem(text, value)

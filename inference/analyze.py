@@ -27,7 +27,7 @@ from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
-from inference.runtimes import RUNTIMES, OnnxModel, detections_in_input, open_runtime
+from inference.runtimes import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
 from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.wire import encode
 from viewer.display import render_8bit
@@ -43,7 +43,7 @@ class ModelChoice:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     device: str = "cpu"  # "cpu", "cuda" (or "cuda:N"), or "auto" (CUDA when present)
-    runtime: str = "torch"  # whole-model local runs: "torch", "onnxruntime", or "auto" (measured, per model)
+    runtime: str = "torch"  # whole-model local runs: one of LOCAL_RUNTIMES; "auto" measures, per model
 
     @property
     def torch_device(self) -> torch.device:
@@ -153,17 +153,17 @@ class Analyzer:
         self.classifier, self.classifier_weights = load_classifier(choice.classifier, choice.classifier_weights)
         self.detector.to(self.device)
         self.classifier.to(self.device)
-        self.onnx: dict[str, OnnxModel] = {}  # models that run locally through onnxruntime
+        self.onnx: dict[str, OnnxModel | TorchHalf] = {}  # models run whole here on another runtime than torch
         self.runtimes = {"detector": "torch", "classifier": "torch"}  # the local runtime of each whole model
         if choice.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {choice.runtime!r}")
-        if choice.runtime != "torch" and self.device.type == "cpu":
+        if choice.runtime != "torch":
             folder = data_dir() / "local-onnx"
             folder.mkdir(parents=True, exist_ok=True)
             for name, model, weights in (("detector", self.detector, self.detector_source),
                                          ("classifier", self.classifier, self.classifier_weights.source)):
-                # auto: the fastest that passes the fidelity gate; an explicit INT8 that fails it raises
-                session = open_runtime(model, weights, folder, choice.runtime)
+                # auto: the fastest that passes the fidelity gate; an explicit one that fails it raises
+                session = open_runtime(model, weights, folder, choice.runtime, self.device)
                 if session is not None:
                     self.onnx[name], self.runtimes[name] = session, session.runtime
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}

@@ -1,6 +1,8 @@
 """Local runtimes for a whole model on this workstation.
 
 - `torch`: PyTorch eager.
+- `torch-fp16`: PyTorch eager at half precision on the model's device — meant for CUDA, where FP16 runs on
+  the tensor cores; `auto` considers it only there (on a CPU it runs, slowly, which the tests use).
 - `onnxruntime`: the same ONNX graph an edge part uses for full offload (stages [0, n)), FP32; exported and
   checked against PyTorch (1e-4) on first use.
 - `onnxruntime-int8-dynamic`: that graph with INT8 weights (`quantize_dynamic`); activations are quantised
@@ -23,7 +25,7 @@ quietly analysing with it or with something else — a clinician must not get de
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
 the fastest and caches the choice with the candidates it saw: a new static build or a new verdict makes it
-measure again.
+measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime here is CPU-only).
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ import numpy as np
 import torch
 
 from inference.classifier import CheXNet
-from inference.edge_parts import (ModelKind, WireFormat, export_part, identity_of, kind_of, part_difference,
-                                  part_spec, sample_input)
+from inference.edge_parts import (ModelKind, WireFormat, export_part, identity_of, kind_of, output_names,
+                                  part_difference, part_spec, sample_input)
 from inference.settings import LOCAL_RUNTIMES
-from inference.stages import StagedModel
+from inference.stages import INPUT, StagedModel
 
 TORCH = "torch"
+HALF = "torch-fp16"
 FP32 = "onnxruntime"
 DYNAMIC = "onnxruntime-int8-dynamic"
 STATIC = "onnxruntime-int8-static"
@@ -230,6 +233,30 @@ class OnnxModel:
 # ---------------------------------------------------------------- fidelity gate
 
 
+class TorchHalf:
+    """A whole model in PyTorch at half precision on `device` (a copy: the FP32 model still runs the stages
+    before a cut); outputs by name and in FP32, like OnnxModel's."""
+
+    path = None  # nothing on disk: its gate verdict is not cached
+
+    def __init__(self, model: StagedModel, device: torch.device) -> None:
+        import copy
+
+        self.model = copy.deepcopy(model).to(device=device, dtype=torch.float16).eval()
+        self.device = device
+        self.outputs = output_names(model, 0)
+        self.runtime = HALF
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        model, last = self.model, self.model.stage_count - 1
+        features = getattr(model, "features_stage", None) if "features" in self.outputs else None
+        with torch.inference_mode():
+            image = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float16)
+            result = model.run_stages({INPUT: image}, 0, last + 1, keep=[features] if features is not None else [])
+            tensors = (result[last],) if features is None else (result[last], result[features])
+        return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, tensors)}
+
+
 def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
     """The model's input batch from a display-ready grey image, exactly as `analyze` makes it."""
     from inference.preprocess import classifier_crops, letterbox
@@ -299,11 +326,12 @@ def verdict(model: StagedModel, session: OnnxModel, images: Sequence[np.ndarray]
     checked against PyTorch at 1e-4 when exported)."""
     if session.runtime == FP32:
         return {"runtime": FP32, "passes": True}
-    cached = _cached_verdict(session.path) if images is None else None
+    cached = _cached_verdict(session.path) if images is None and session.path is not None else None
     if cached is not None:
         return cached
     result = gate(model, session, images if images is not None else [sample_input(model).numpy()])
-    session.path.with_suffix(".gate.json").write_text(json.dumps(result))
+    if session.path is not None:
+        session.path.with_suffix(".gate.json").write_text(json.dumps(result))
     return result
 
 
@@ -372,16 +400,31 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str,
     return runtime, None if runtime == TORCH else session(runtime)
 
 
-def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: str) -> OnnxModel | None:
-    """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`); None for
-    PyTorch. An explicit INT8 runtime that is not built (static) or fails the gate raises RuntimeRefused."""
+def choose_on_cuda(model: StagedModel, device: torch.device) -> TorchHalf | None:
+    """`auto` on a CUDA device: FP16 when it passes the gate and is faster than FP32, else None (PyTorch)."""
+    half = TorchHalf(model, device)
+    if not verdict(model, half)["passes"]:
+        return None
+    image = sample_input(model).to(device)
+    with torch.inference_mode():
+        fp32_ms = median_ms(lambda: model(image).cpu())
+    return half if median_ms(lambda: half.run(image.cpu().numpy())) < fp32_ms else None
+
+
+def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: str,
+                 device: torch.device = torch.device("cpu")) -> OnnxModel | TorchHalf | None:
+    """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`, or on CUDA by
+    `choose_on_cuda`); None for PyTorch FP32. An explicit runtime that is not built (static INT8) or fails the
+    gate raises RuntimeRefused. onnxruntime runs on the CPU only: on a CUDA device its names mean PyTorch."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == TORCH:
         return None
     if runtime == "auto":
-        return choose_runtime(model, weights, folder)[1]
-    session = OnnxModel(model, weights, folder, runtime)
+        return choose_on_cuda(model, device) if device.type == "cuda" else choose_runtime(model, weights, folder)[1]
+    if runtime != HALF and device.type == "cuda":
+        return None
+    session = TorchHalf(model, device) if runtime == HALF else OnnxModel(model, weights, folder, runtime)
     result = verdict(model, session)
     if not result["passes"]:
         raise RuntimeRefused(f"{runtime} fails the fidelity gate for the {kind_of(model).value} "

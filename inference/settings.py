@@ -9,4 +9,5 @@ MODEL_SETTINGS: dict = yaml.safe_load((RESOURCES / "models.yaml").read_text())
 
 # Local runtimes for a whole model (inference.runtimes); named here so the command line and the app's
 # settings can check a choice without importing torch.
-LOCAL_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8-dynamic", "onnxruntime-int8-static")
+LOCAL_RUNTIMES = ("auto", "torch", "torch-fp16", "onnxruntime", "onnxruntime-int8-dynamic",
+                  "onnxruntime-int8-static")

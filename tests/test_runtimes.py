@@ -1,5 +1,5 @@
-"""INT8 local runtimes (onnxruntime dynamic and static QDQ), their fidelity gate, and `auto` choosing among
-the runtimes that pass it; `models quantize` on the command line."""
+"""INT8 local runtimes (onnxruntime dynamic and static QDQ), PyTorch FP16, their fidelity gate, and `auto`
+choosing among the runtimes that pass it; `models quantize` on the command line."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from conftest import ROOT
 from inference.analyze import Analyzer, ModelChoice
 from inference.planner import PROBABILITY_TOLERANCE
-from inference.runtimes import (DYNAMIC, FP32, RUNTIMES, STATIC, OnnxModel, RuntimeRefused, choose_runtime,
-                                current_static, fp32_file, model_input, open_runtime, verdict)
+from inference.runtimes import (DYNAMIC, FP32, HALF, RUNTIMES, STATIC, OnnxModel, RuntimeRefused, TorchHalf,
+                                choose_runtime, current_static, fp32_file, model_input, open_runtime, verdict)
 from test_edge import TINY
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
@@ -122,6 +122,25 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     choose_runtime(model, weights, tmp_path)
     record = json.loads(record_path.read_text())
     assert record["gate"][STATIC]["passes"] == passed["passes"] and (f"{STATIC}_ms" in record) == passed["passes"]
+
+
+def test_fp16_runtime_runs_the_whole_model_at_half_precision_within_the_gate(setting, shared_cxr):
+    """PyTorch FP16 is meant for CUDA; it runs on a CPU too (slowly), which is how it is checked here: the
+    whole model in half precision, results within the gate of FP32, and each result says it ran FP16."""
+    models, greys, _ = setting
+    model, _ = models["classifier"]
+    half = TorchHalf(model, torch.device("cpu"))
+    assert {p.dtype for p in half.model.parameters()} == {torch.float16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the FP32 model is left as it was
+    real = [model_input(model, grey) for grey in greys]
+    gate = verdict(model, half, real)
+    assert gate["passes"] and 0 < gate["max_difference"] <= PROBABILITY_TOLERANCE, gate  # really rounded
+    radiograph = load_radiograph(shared_cxr / REAL[2])
+    fp16 = Analyzer(ModelChoice(detector=TINY, runtime=HALF)).analyze(radiograph)
+    fp32 = Analyzer(ModelChoice(detector=TINY)).analyze(radiograph)
+    assert fp16.runtime == {"detector": HALF, "classifier": HALF}
+    assert max(abs(fp16.probabilities[k] - v) for k, v in fp32.probabilities.items()) <= PROBABILITY_TOLERANCE
+    assert fp16.heat_map("Effusion").shape == fp32.heat_map("Effusion").shape  # the features came back too
 
 
 def test_every_runtime_is_offered_and_checked():

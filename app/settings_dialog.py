@@ -170,7 +170,8 @@ class SettingsDialog(QDialog):
                        client_key_file=self.client_key_file.text().strip(), timeout_s=self.timeout.value(),
                        split_mode=self.split.currentData(), detector_cut=self.detector_cut.value(),
                        classifier_cut=self.classifier_cut.value(), wire=self.wire.currentText(),
-                       device=self.device.currentData(), runtime=self.runtime.currentData(), detector_weights=self.detector_weights.text().strip(),
+                       device=self.device.currentData(), runtime=self.runtime.currentData(),
+                       detector_weights=self.detector_weights.text().strip(),
                        classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value())
 
     def accept(self) -> None:

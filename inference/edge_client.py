@@ -165,6 +165,8 @@ class EdgeClient:
             self._verified[spec.name] = time.monotonic()
             if any(o.name == COMPUTE_TIME_OUTPUT for o in config.output):
                 self._timed.add(spec.name)
+            else:  # e.g. the same address now a stock Triton: its statistics give the compute time
+                self._timed.discard(spec.name)
 
     @staticmethod
     def _dtype_name(value: int) -> str:

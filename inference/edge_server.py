@@ -46,7 +46,8 @@ class Installation:
             try:
                 import pytriton
             except ImportError as exc:
-                raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton") from exc
+                raise EdgeServerError("the nvidia-pytriton package is not installed: "
+                                      "pip install nvidia-pytriton") from exc
             site = Path(pytriton.__file__).resolve().parent.parent
         root = Path(site) / "pytriton" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -136,7 +137,8 @@ class EdgeServer:
         command = [str(installation.tritonserver), f"--model-repository={self.repository}",
                    f"--backend-directory={backends}", f"--grpc-address={self.host}",
                    f"--grpc-port={self.grpc_port}", f"--http-address={self.host}", f"--http-port={self.http_port}",
-                   f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+                   f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+                   f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
                    "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
                    # every part loads at start; IT can still unload or reload one through the API
                    "--model-control-mode=explicit", "--load-model=*"]

@@ -230,9 +230,6 @@ class OnnxModel:
         return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})))
 
 
-# ---------------------------------------------------------------- fidelity gate
-
-
 class TorchHalf:
     """A whole model in PyTorch at half precision on `device` (a copy: the FP32 model still runs the stages
     before a cut); outputs by name and in FP32, like OnnxModel's."""
@@ -257,6 +254,9 @@ class TorchHalf:
         return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, tensors)}
 
 
+# ---------------------------------------------------------------- fidelity gate
+
+
 def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
     """The model's input batch from a display-ready grey image, exactly as `analyze` makes it."""
     from inference.preprocess import classifier_crops, letterbox
@@ -279,7 +279,7 @@ def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
                              config.confidence, config.iou, config.max_detections)
 
 
-def gate(model: StagedModel, session: OnnxModel, images: Iterable[np.ndarray]) -> dict:
+def gate(model: StagedModel, session: OnnxModel | TorchHalf, images: Iterable[np.ndarray]) -> dict:
     """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs).
 
     Classifier: probabilities within PROBABILITY_TOLERANCE. Detector: every box matched both ways at
@@ -294,7 +294,8 @@ def gate(model: StagedModel, session: OnnxModel, images: Iterable[np.ndarray]) -
     worst, boxes, scores, count = 0.0, True, 0.0, 0
     with torch.inference_mode():
         for image in images:
-            reference = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))).numpy()
+            device = next(model.parameters()).device  # CUDA too: the FP16 runtime is gated there
+            reference = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)).cpu().numpy()
             got = session.run(image)[name]
             worst = max(worst, part_difference(kind_of(model), name, reference, got, image.shape[-1]))
             if detector:
@@ -320,7 +321,7 @@ def _cached_verdict(path: Path) -> dict | None:
         return None
 
 
-def verdict(model: StagedModel, session: OnnxModel, images: Sequence[np.ndarray] | None = None) -> dict:
+def verdict(model: StagedModel, session: OnnxModel | TorchHalf, images: Sequence[np.ndarray] | None = None) -> dict:
     """The gate verdict for `session`: computed on `images` when given (and cached beside the file), else
     the cached one, else computed on the deterministic sample input. FP32 passes by construction (it is
     checked against PyTorch at 1e-4 when exported)."""

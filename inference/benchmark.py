@@ -45,11 +45,19 @@ class Row:
     ratio_to_local: float = 1.0
 
 
-def _measure(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, model: str, repeats: int) -> tuple[float, float]:
-    analyzer.analyze(radiograph, plan, with_heat_maps=False, allow_fallback=False)  # warm-up
-    times = [analyzer.analyze(radiograph, plan, with_heat_maps=False, allow_fallback=False).model_ms[model]
-             for _ in range(repeats)]
-    return statistics.median(times), float(np.percentile(times, 95))
+def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], model: str,
+                 repeats: int) -> list[tuple[float, float]]:
+    """Median and p95 of `model`'s time under each plan, measured in rounds: every plan once per round, the
+    order rotated each round, so that the machine's drift (other load, clocks, caches) falls on all options
+    alike instead of on whichever was measured in its worst minute."""
+    for plan in plans:  # warm-up: connections, first-call costs
+        analyzer.analyze(radiograph, plan, with_heat_maps=False, allow_fallback=False)
+    times: list[list[float]] = [[] for _ in plans]
+    for round_ in range(repeats):
+        for index in (np.arange(len(plans)) + round_) % len(plans):
+            findings = analyzer.analyze(radiograph, plans[index], with_heat_maps=False, allow_fallback=False)
+            times[index].append(findings.model_ms[model])
+    return [(statistics.median(t), float(np.percentile(t, 95))) for t in times]
 
 
 def bench_parts(analyzer: Analyzer, quick: bool) -> list[PartRequest]:
@@ -99,27 +107,24 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     served = set(edge.status().models)
     options = served_options(analyzer, served)
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
-    rows: list[Row] = []
     local = analyzer.local_plan()
-    for name, model in models.items():
-        progress(f"{name}: local only")
-        median, p95 = _measure(analyzer, radiograph, local, name, repeats)
-        rows.append(Row(name, "local", model.stage_count, "-", 0, median, p95))
-        for cut, wire in options[name]:
-            progress(f"{name}: cut {cut} {wire.value}")
-            median, p95 = _measure(analyzer, radiograph, _plan_for(local, name, ModelPlan(cut, wire)), name, repeats)
-            rows.append(Row(name, f"cut {cut} {wire.value}", cut, wire.value,
-                            analyzer.part(model, cut, wire).input_bytes, median, p95))
-    progress("auto: measuring the link and planning")
+    progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge)
     auto = planner.plan()
+    rows: list[Row] = []
     for name, model in models.items():
+        progress(f"{name}: local, {len(options[name])} served options and auto, {repeats} rounds")
         chosen = getattr(auto, name)
-        median, p95 = _measure(analyzer, radiograph, auto, name, repeats)
         offloaded = chosen.cut < model.stage_count
-        rows.append(Row(name, f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
-                        chosen.wire.value if offloaded else "-",
-                        analyzer.part(model, chosen.cut, chosen.wire).input_bytes if offloaded else 0, median, p95))
+        labels = [("local", model.stage_count, "-", 0)]
+        labels += [(f"cut {cut} {wire.value}", cut, wire.value, analyzer.part(model, cut, wire).input_bytes)
+                   for cut, wire in options[name]]
+        labels.append((f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
+                       chosen.wire.value if offloaded else "-",
+                       analyzer.part(model, chosen.cut, chosen.wire).input_bytes if offloaded else 0))
+        plans = [local] + [_plan_for(local, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
+        for label, (median, p95) in zip(labels, _interleaved(analyzer, radiograph, plans, name, repeats)):
+            rows.append(Row(name, *label, median, p95))
     series = measure_series(analyzer, radiograph, balanced_plan(planner, served),
                             count=8, progress=progress)
     results = []
@@ -175,8 +180,9 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, count
 def summary(rows: list[dict]) -> dict:
     """How auto did against the fixed options (rows: local first, auto last).
 
-    Auto is judged twice: by the option it chose, as measured side by side with the others (did the
-    planner pick well?), and by its own run of that option a little later (which adds run-to-run noise).
+    Auto is judged twice: by the option it chose, as measured among the others (did the planner pick
+    well?), and by its own run of its plan, timed in the same rounds (the same option measured twice shows
+    the run-to-run noise).
     """
     fixed = [r for r in rows if not r["option"].startswith("auto")]
     auto = rows[-1]

@@ -112,6 +112,25 @@ def test_local_stage_profile_is_cached(planned, tmp_path):
     assert len(list((tmp_path / "profiles").iterdir())) == 1
 
 
+def test_bench_times_the_options_in_rotated_rounds():
+    """Every option once per round, each round starting one later: drift falls on all options alike."""
+    from types import SimpleNamespace
+
+    from inference.benchmark import _interleaved
+
+    order = []
+
+    class Recorder:  # stands in for Analyzer: records which plan ran when
+        def analyze(self, radiograph, plan, **options):
+            order.append(plan)
+            return SimpleNamespace(model_ms={"classifier": 10.0 * (plan + 1)})
+
+    results = _interleaved(Recorder(), None, [0, 1, 2], "classifier", repeats=4)
+    warm, rounds = order[:3], [order[3 + 3 * r: 6 + 3 * r] for r in range(4)]
+    assert warm == [0, 1, 2] and rounds == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
+    assert results == [(10.0, 10.0), (20.0, 20.0), (30.0, 30.0)]  # each plan's own times
+
+
 def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
     from inference.benchmark import markdown, run_benchmark
 

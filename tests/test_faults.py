@@ -70,6 +70,25 @@ def server(repository, tmp_path_factory):
     server.stop()
 
 
+def _analyze_until(analyzer: Analyzer, study, settled, timeout_s: float = 30):
+    """Analyse until `settled(result)` holds (gRPC reconnects with its own back-off); that result."""
+    deadline = time.monotonic() + timeout_s
+    while not settled(result := analyzer.analyze(study, _plan(analyzer))):
+        assert time.monotonic() < deadline, (result.mode, result.fallback_reason)
+        time.sleep(0.5)
+    return result
+
+
+def _served_then_stopped(analyzer: Analyzer, repository, study, work, ports) -> None:
+    """A server at `ports` analyses one study on the edge (the client has checked its part), then stops."""
+    first = _server(repository, work, ports)
+    analyzer.edge = EdgeClient(EdgeSettings(first.grpc_address, timeout_s=5))
+    try:
+        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
+    finally:
+        first.stop()
+
+
 def _target(server: EdgeServer) -> tuple[str, int]:
     host, port = server.grpc_address.rsplit(":", 1)
     return host, int(port)
@@ -97,28 +116,17 @@ def test_a_cut_link_falls_back_and_the_client_reconnects_when_it_returns(analyze
         cut = analyzer.analyze(study, _plan(analyzer))
         assert cut.mode is Mode.LOCAL_FALLBACK and cut.fallback_reason
         relay.restore()
-        deadline = time.monotonic() + 30  # gRPC reconnects with its own back-off
-        while (result := analyzer.analyze(study, _plan(analyzer))).mode is not Mode.DISTRIBUTED:
-            assert time.monotonic() < deadline, result.fallback_reason
-            time.sleep(0.5)
+        _analyze_until(analyzer, study, lambda result: result.mode is Mode.DISTRIBUTED)
 
 
 def test_a_restarted_server_is_used_again_by_the_same_client(analyzer, repository, study, tmp_path):
     ports = free_ports(3)
-    first = _server(repository, tmp_path / "a", ports)
-    analyzer.edge = EdgeClient(EdgeSettings(first.grpc_address, timeout_s=5))
-    try:
-        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
-    finally:
-        first.stop()
+    _served_then_stopped(analyzer, repository, study, tmp_path / "a", ports)
     down = analyzer.analyze(study, _plan(analyzer))
     assert down.mode is Mode.LOCAL_FALLBACK and "unreachable" in down.fallback_reason
     second = _server(repository, tmp_path / "b", ports)  # same address, a new process
     try:
-        deadline = time.monotonic() + 30
-        while (result := analyzer.analyze(study, _plan(analyzer))).mode is not Mode.DISTRIBUTED:
-            assert time.monotonic() < deadline, result.fallback_reason
-            time.sleep(0.5)
+        _analyze_until(analyzer, study, lambda result: result.mode is Mode.DISTRIBUTED)
     finally:
         second.stop()
 
@@ -154,20 +162,13 @@ def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, reposit
     stale = tmp_path / "stale"
     write_repository(stale, [PartRequest(analyzer.classifier, "0" * 64, 7, WireFormat.FP32)], gpu=False)
     ports = free_ports(3)
-    first = _server(repository, tmp_path / "a", ports)
-    analyzer.edge = EdgeClient(EdgeSettings(first.grpc_address, timeout_s=5))
-    try:
-        assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
-    finally:
-        first.stop()
+    _served_then_stopped(analyzer, repository, study, tmp_path / "a", ports)
     second = _server(stale, tmp_path / "b", ports)
     try:
-        time.sleep(1.0)
-        deadline = time.monotonic() + 30
-        while "unreachable" in (reason := analyzer.analyze(study, _plan(analyzer)).fallback_reason or "unreachable"):
-            assert time.monotonic() < deadline, reason  # gRPC reconnects with its own back-off
-            time.sleep(0.5)
-        assert "exported for another model or weights" in reason, reason
+        time.sleep(1.0)  # past REVERIFY_S: the part is checked again
+        result = _analyze_until(analyzer, study, lambda r: "unreachable" not in (r.fallback_reason or ""))
+        assert result.mode is Mode.LOCAL_FALLBACK, "the stale part was used"
+        assert "exported for another model or weights" in result.fallback_reason, result.fallback_reason
     finally:
         second.stop()
 

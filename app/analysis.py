@@ -92,7 +92,7 @@ class AnalysisService(QObject):
         plan = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
         planner = self._planner if settings.split == "auto" else None
         if settings.split == "auto":
-            planner, plan = self._auto_plan(analyzer, radiograph.path, plan)
+            planner, plan = self._auto_plan(analyzer, radiograph, plan)
         where = "on this workstation" if not plan.uses_edge(analyzer.stage_counts) else "here and on the edge"
         self.progress.emit(radiograph.path, f"running both models {where}…")
         findings = analyzer.analyze(radiograph, plan, cancel=cancel)
@@ -102,12 +102,13 @@ class AnalysisService(QObject):
                 planner.observe(findings.model_ms)  # lasting drift: the next study measures and plans again
         return findings
 
-    def _auto_plan(self, analyzer: Analyzer, path: str, fixed: Plan):
+    def _auto_plan(self, analyzer: Analyzer, radiograph: Radiograph, fixed: Plan):
         """Auto: the planner's choice for this link; the documented fixed cuts if the edge cannot be measured."""
         if self._planner is None or self._planner.analyzer is not analyzer:
             self._planner = Planner(analyzer, analyzer.edge)
+        self._planner.learn_from(radiograph)  # the first study: how a real radiograph's tensors compress
         if self._planner.link is None or not self._planner.options:
-            self.progress.emit(path, "measuring the link and the edge to choose the cuts…")
+            self.progress.emit(radiograph.path, "measuring the link and the edge to choose the cuts…")
         try:
             return self._planner, self._planner.plan()
         except EdgeError:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from collections.abc import Sequence
 
-from inference.settings import LOCAL_RUNTIMES
+from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -102,7 +102,7 @@ def _infer_setup(args: argparse.Namespace):
         raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
     planner = None
     if edge is not None and (args.split or "auto") == "auto":
-        planner, plan = _planned(analyzer, edge, plan)
+        planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(_expand(args.paths)))
     return analyzer, edge, plan, planner
 
 
@@ -229,7 +229,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             split = args.split or ("auto" if edge else "local")
             plan = parse_split(split, analyzer.stage_counts, WireFormat(args.wire))
             if edge is not None and split == "auto":
-                plan = _planned(analyzer, edge, plan)[1]
+                plan = _planned(analyzer, edge, plan, study=_first_radiograph(map(str, images.values())))[1]
             if edge is not None:
                 name = "split " + ", ".join(f"{m} {getattr(plan, m).cut} {getattr(plan, m).wire.value}"
                                             for m in ("detector", "classifier"))
@@ -253,13 +253,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK if len(scored) == len(results) else EXIT_SOME_FAILED
 
 
-def _planned(analyzer, edge, fallback_plan, planner=None):
-    """--split auto: the planner's choice (measured link, edge and local profiles), or the documented
-    fixed cuts when the edge cannot be measured."""
+def _first_radiograph(paths, tries: int = 10):
+    """The first of `paths` that loads (a real study for the planner to measure on), or None."""
+    from itertools import islice
+
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+
+    for path in islice(paths, tries):
+        try:
+            return load_radiograph(path)
+        except (RadiographError, OSError):
+            continue
+    return None
+
+
+def _planned(analyzer, edge, fallback_plan, planner=None, study=None):
+    """--split auto: the planner's choice (measured link, edge and local profiles, and `study`, a real
+    radiograph, for the wire formats), or the documented fixed cuts when the edge cannot be measured."""
     from inference.edge_client import EdgeError
     from inference.planner import Planner
 
     planner = planner or Planner(analyzer, edge)
+    if study is not None:
+        planner.learn_from(study)
     try:
         plan = planner.plan()
     except EdgeError as exc:
@@ -388,7 +405,8 @@ def _part_requests(args: argparse.Namespace, analyzer) -> list:
     models = {"detector": (analyzer.detector, analyzer.detector_source),
               "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    wires = [WireFormat(w.strip()) for w in args.wire.split(",") if w.strip()]
+    # int8+deflate travels to the int8 part: each encoding is exported once
+    wires = list(dict.fromkeys(WireFormat(w.strip()).encoding for w in args.wire.split(",") if w.strip()))
     requests = []
     for name in names:
         if name not in models:
@@ -552,7 +570,7 @@ def _parser() -> argparse.ArgumentParser:
                        "comma-separated: requests are spread over them and fail over)")
     infer.add_argument("--split", metavar="MODE", help="auto (default with --edge: detector cut 6, classifier "
                        "cut 7), local, edge (full offload), K, or detector:K,classifier:K")
-    infer.add_argument("--wire", choices=("fp32", "fp16", "int8"), default="fp32",
+    infer.add_argument("--wire", choices=WIRE_FORMATS, default="fp32",
                        help="wire format for fixed splits (auto chooses its own)")
     infer.add_argument("--no-fallback", action="store_true",
                        help="fail (exit 3) instead of finishing a study locally when the edge fails")
@@ -585,7 +603,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--edge", metavar="HOST:PORT", help="also evaluate a split run on this edge server")
     evaluate.add_argument("--split", metavar="MODE", help="the split run's cuts: auto (default), edge, K, or "
                           "detector:K,classifier:K")
-    evaluate.add_argument("--wire", choices=("fp32", "fp16", "int8"), default="fp32",
+    evaluate.add_argument("--wire", choices=WIRE_FORMATS, default="fp32",
                           help="wire format of a fixed split (auto chooses its own)")
     _add_tls_client_options(evaluate)
     evaluate.set_defaults(run=_evaluate)

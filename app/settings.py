@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from inference.edge_client import EdgeSettings, parse_address
-from inference.settings import LOCAL_RUNTIMES
+from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
 
@@ -63,8 +63,8 @@ class AppSettings:
                 raise ValueError(f"{what} file not found: {path}")
         if not 0.1 <= self.timeout_s <= 600:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
-        if self.wire not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"wire format must be fp32, fp16 or int8, got {self.wire!r}")
+        if self.wire not in WIRE_FORMATS:
+            raise ValueError(f"wire format must be one of {', '.join(WIRE_FORMATS)}, got {self.wire!r}")
         if self.runtime not in LOCAL_RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(LOCAL_RUNTIMES)}, got {self.runtime!r}")
         if self.device not in ("cpu", "cuda", "auto"):

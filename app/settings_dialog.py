@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from app.analysis import test_connection
 from app.settings import AppSettings, SplitMode
 from app.workers import Worker, start
+from inference.settings import WIRE_FORMATS
 from inference.weights import file_sha256
 
 
@@ -71,7 +72,7 @@ class SettingsDialog(QDialog):
             row.addWidget(spin)
         form.addRow("Manual cuts", cuts)
         self.wire = QComboBox()
-        self.wire.addItems(["fp32", "fp16", "int8"])
+        self.wire.addItems(list(WIRE_FORMATS))
         self.wire.setCurrentText(settings.wire)
         form.addRow("Wire precision", self.wire)
         self.device = QComboBox()

@@ -12,7 +12,7 @@ relay; round trip = 2 × the link's one-way delay). Each workstation and edge ge
 local only, every served cut × wire format and auto in one run. Writes links.json, links.md and
 latency-vs-cut.png into --out, and removes the namespace, veth and server at the end.
 
-    sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR]
+    sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR] [--links 1,2,3]
 """
 
 from __future__ import annotations
@@ -150,7 +150,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="analyses per option after a warm-up (default 5)")
     parser.add_argument("--out", default="bench-links", help="folder for links.json, links.md, latency-vs-cut.png")
     parser.add_argument("--work", help="folder for the exported repository (kept; default a temporary folder)")
+    parser.add_argument("--links", default=",".join(str(i) for i in range(len(LINKS))),
+                        help="which links, by number: " + ", ".join(f"{i} = {label}" for i, (label, _, _) in
+                                                                   enumerate(LINKS)) + " (default all)")
     args = parser.parse_args()
+    try:
+        links = [LINKS[int(i)] for i in args.links.split(",")]
+    except (ValueError, IndexError):
+        parser.error(f"--links: numbers from 0 to {len(LINKS) - 1}, comma-separated")
     if os.geteuid() != 0:
         print("bench_links.py needs root: it creates a network namespace, a veth pair and tc qdiscs "
               "(run it as root, e.g. sudo .venv/bin/python bench/bench_links.py)", file=sys.stderr)
@@ -173,7 +180,7 @@ def main() -> int:
     try:
         make_network()
         server = serve(repository, work, python)
-        for label, mbit, delay_ms in LINKS:
+        for label, mbit, delay_ms in links:
             print(f"link: {label}", file=sys.stderr, flush=True)
             shape(mbit)
             with Relay((EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:

@@ -70,6 +70,9 @@ class StudyError:
 # Failures that mean the server cannot be reached at all (not e.g. a missing model): the other model of
 # the same study does not try again.
 LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
+# Studies whose local stages are done before the oldest is finished, in a pipelined series: with two,
+# the link (sending one) and the edge (computing another) work at once, beside the workstation.
+AHEAD = 2
 
 
 @dataclass
@@ -187,7 +190,7 @@ class Analyzer:
     def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec:
         """The edge part for stages [cut, n) of `model` (names, shapes, fingerprint); computed once."""
         weights = self.weights[self._name(model)]
-        key = (kind_of(model), cut, wire)
+        key = (kind_of(model), cut, wire.encoding)  # int8+deflate: the int8 part
         if key not in self._parts:
             self._parts[key] = part_spec(model, cut, wire, weights)
         return self._parts[key]
@@ -209,11 +212,12 @@ class Analyzer:
     def analyze_many(self, studies: Iterable[Radiograph | StudyError], plan: Plan | Callable[[], Plan] | None = None,
                      with_heat_maps: bool = True, allow_fallback: bool = True,
                      cancel: threading.Event | None = None) -> Iterator[Findings | StudyError]:
-        """Analyse a series, pipelined: the local stages of study i+1 run while the edge works on study i.
+        """Analyse a series, pipelined: the local stages of the next studies run while the edge works.
 
-        Results come in input order, one study behind the input. Edge requests go out from a small thread
-        pool (a blocking gRPC call releases the interpreter), so the workstation's stages overlap the
-        edge's compute and the transfer; each study's `total` time then includes that overlap. A study that
+        Results come in input order, up to AHEAD studies behind the input. Edge requests go out from a small
+        thread pool (a blocking gRPC call releases the interpreter), so the workstation's stages overlap the
+        edge's compute and the transfer, and with two studies ahead the transfer of one overlaps the edge's
+        compute of the other; each study's `total` time then includes that overlap. A study that
         did not load (a `StudyError` in the input) or whose analysis failed comes out as a `StudyError` in its
         place. An edge failure with `allow_fallback=False` comes out as that study's `StudyError` and ends
         the series; cancelling raises `AnalysisCancelled`. `plan` may be a function: it is asked before each
@@ -221,8 +225,8 @@ class Analyzer:
         """
         check = _cancel_check(cancel)
         current = plan if callable(plan) else lambda: plan
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge-request")
+        if self._pool is None:  # a request per model for each study under way
+            self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
         send = lambda *request: self._pool.submit(self.edge.infer, *request)  # noqa: E731
         pending: deque[_Begun | StudyError] = deque()
         for study in studies:
@@ -232,7 +236,7 @@ class Analyzer:
                 with self._lock, torch.inference_mode():
                     pending.append(self._guarded(study.path, lambda: self._begin(
                         study, self._checked(current()), with_heat_maps, check, send)))
-            while len(pending) > 1 or (pending and isinstance(pending[-1], StudyError)):
+            while len(pending) > AHEAD or (pending and isinstance(pending[-1], StudyError)):
                 result = self._finish(pending.popleft(), allow_fallback, check)
                 yield result
                 if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
@@ -271,12 +275,7 @@ class Analyzer:
     def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send) -> _Begun:
         """Preprocess, then each model's local stages; what crosses a cut is sent with `send`."""
         started = time.perf_counter()
-        grey = render_8bit(radiograph)  # the file's own VOI and inversion: what the models were trained on
-        det_config, cls_config = self.detector.config, self.classifier.config
-        det_input, box_geometry = letterbox(grey, det_config.input_size)
-        cls_input, crop_geometry = classifier_crops(grey, cls_config.resize, cls_config.input_size,
-                                                    cls_config.ten_crop, cls_config.in_channels,
-                                                    cls_config.normalisation)
+        (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
         detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, None)
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
@@ -284,6 +283,21 @@ class Analyzer:
                                       detector.link_down())
         return _Begun(radiograph, plan, box_geometry, crop_geometry, started, preprocessed,
                       {"detector": detector, "classifier": classifier})
+
+    def _preprocess(self, radiograph: Radiograph):
+        """(detector input, letterbox), (classifier crops, crop geometry) of one radiograph."""
+        grey = render_8bit(radiograph)  # the file's own VOI and inversion: what the models were trained on
+        det_config, cls_config = self.detector.config, self.classifier.config
+        return (letterbox(grey, det_config.input_size),
+                classifier_crops(grey, cls_config.resize, cls_config.input_size, cls_config.ten_crop,
+                                 cls_config.in_channels, cls_config.normalisation))
+
+    def model_inputs(self, radiograph: Radiograph) -> dict[str, torch.Tensor]:
+        """Each model's input for this radiograph (the classifier's centre crop), on the model's device."""
+        (det_input, _), (cls_input, crops) = self._preprocess(radiograph)
+        centre = crops.centre_index
+        return {"detector": torch.from_numpy(det_input).to(self.device),
+                "classifier": torch.from_numpy(cls_input[centre:centre + 1]).to(self.device)}
 
     def _local_part(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, check, send,
                     edge_down: str | None) -> _Step:
@@ -308,7 +322,7 @@ class Analyzer:
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             crossing = encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
-                          else send(spec, crossing, wanted))
+                          else send(spec, crossing, wanted, plan.wire.compression))
         step.spent_ms = (time.perf_counter() - started) * 1e3
         return step
 

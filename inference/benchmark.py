@@ -21,7 +21,7 @@ from inference.analyze import Analyzer, ModelChoice
 from inference.findings import Findings
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import WireFormat, kind_of, part_name
+from inference.edge_parts import ENCODINGS, WireFormat, kind_of, part_name
 from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan
@@ -63,14 +63,15 @@ def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], 
 def bench_parts(analyzer: Analyzer, quick: bool) -> list[PartRequest]:
     """The edge parts a benchmark measures: a few cuts in fp32/int8 (quick), or many cuts in every format."""
     cuts = QUICK_CUTS if quick else FULL_CUTS
-    wires = (WireFormat.FP32, WireFormat.INT8) if quick else tuple(WireFormat)
+    wires = (WireFormat.FP32, WireFormat.INT8) if quick else ENCODINGS
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
     return [PartRequest(models[name], analyzer.weights[name], cut, wire) for name in models for cut in cuts[name]
             for wire in wires]
 
 
 def served_options(analyzer: Analyzer, served: set[str]) -> dict[str, list[tuple[int, WireFormat]]]:
-    """Per model, the (cut, wire) options whose edge part the server has, in cut order."""
+    """Per model, the (cut, wire) options whose edge part the server has, in cut order (an int8 part serves
+    int8+deflate too)."""
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
     return {name: [(cut, wire) for cut in range(model.stage_count) for wire in WireFormat
                    if part_name(kind_of(model), cut, wire) in served] for name, model in models.items()}
@@ -110,6 +111,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     local = analyzer.local_plan()
     progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge)
+    planner.learn_from(radiograph)
     auto = planner.plan()
     rows: list[Row] = []
     for name, model in models.items():
@@ -117,11 +119,11 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         chosen = getattr(auto, name)
         offloaded = chosen.cut < model.stage_count
         labels = [("local", model.stage_count, "-", 0)]
-        labels += [(f"cut {cut} {wire.value}", cut, wire.value, analyzer.part(model, cut, wire).input_bytes)
+        labels += [(f"cut {cut} {wire.value}", cut, wire.value, _bytes_sent(planner, name, model, cut, wire))
                    for cut, wire in options[name]]
         labels.append((f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
                        chosen.wire.value if offloaded else "-",
-                       analyzer.part(model, chosen.cut, chosen.wire).input_bytes if offloaded else 0))
+                       _bytes_sent(planner, name, model, chosen.cut, chosen.wire) if offloaded else 0))
         plans = [local] + [_plan_for(local, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
         for label, (median, p95) in zip(labels, _interleaved(analyzer, radiograph, plans, name, repeats)):
             rows.append(Row(name, *label, median, p95))
@@ -139,6 +141,12 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
             "detector_input": analyzer.detector.config.input_size,
             "probe": {"round_trip_ms": planner.link.round_trip_ms, "mbit_s": planner.link.mbit_s},
             "models": results, "series": series}
+
+
+def _bytes_sent(planner: Planner, name: str, model, cut: int, wire: WireFormat) -> int:
+    """Bytes per image on the link: the part's inputs, deflated by the ratio measured on the benchmark's image."""
+    raw = planner.analyzer.part(model, cut, wire).input_bytes
+    return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
 
 
 def balanced_plan(planner: Planner, served: set[str]) -> Plan:

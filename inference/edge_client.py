@@ -176,8 +176,11 @@ class EdgeClient:
 
     # ------------------------------------------------------------ inference
 
-    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> EdgeReply:
-        """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s`."""
+    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
+              compression: str | None = None) -> EdgeReply:
+        """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s`.
+
+        `compression` ("deflate" or "gzip") has gRPC compress the request; the server inflates it."""
         self.verify(spec)
         grpc = self._grpc
         inputs = []
@@ -192,7 +195,8 @@ class EdgeClient:
         started = time.perf_counter()
         try:
             result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
-                                                           client_timeout=self.settings.timeout_s),
+                                                           client_timeout=self.settings.timeout_s,
+                                                           compression_algorithm=compression),
                                 f"inference on {spec.name}", timeout=self.settings.timeout_s)
         except EdgeError:
             with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time
@@ -364,8 +368,9 @@ class EdgeGroup:
             raise EdgeError(last.failure, f"all {len(self.clients)} edge servers failed; last: {last}")
         raise last
 
-    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> EdgeReply:
-        return self._each(lambda client: client.infer(spec, tensors, outputs), rotate=True)
+    def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
+              compression: str | None = None) -> EdgeReply:
+        return self._each(lambda client: client.infer(spec, tensors, outputs, compression), rotate=True)
 
     def status(self) -> ServerStatus:
         return self._each(lambda client: client.status(), rotate=False)

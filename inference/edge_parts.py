@@ -32,20 +32,36 @@ class ModelKind(str, enum.Enum):
 
 
 class WireFormat(str, enum.Enum):
-    """Precision of the tensors sent to the edge. FP16 halves the bytes; the edge computes in FP32."""
+    """How the tensors crossing a cut travel to the edge. FP16 halves the bytes; the edge computes in FP32."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"  # uint8 codes + per-channel scale and zero point (see inference/wire.py)
+    # int8, with the request deflate-compressed by gRPC itself and inflated by the server's gRPC before
+    # Triton sees it: lossless, and served by the same edge part as int8 (a stock Triton needs nothing more).
+    INT8_DEFLATE = "int8+deflate"
+
+    @property
+    def encoding(self) -> WireFormat:
+        """The tensor encoding, which decides the edge part (compression happens below it, in gRPC)."""
+        return WireFormat.INT8 if self is WireFormat.INT8_DEFLATE else self
+
+    @property
+    def compression(self) -> str | None:
+        """gRPC's message compression for the request (tritonclient's `compression_algorithm`)."""
+        return "deflate" if self is WireFormat.INT8_DEFLATE else None
 
     @property
     def triton_dtype(self) -> str:
-        return {"fp32": "FP32", "fp16": "FP16", "int8": "UINT8"}[self.value]
+        return {"fp32": "FP32", "fp16": "FP16", "int8": "UINT8"}[self.encoding.value]
+
+
+ENCODINGS = tuple(dict.fromkeys(w.encoding for w in WireFormat))  # the wire formats with an edge part each
 
 
 def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
-    """The Triton model name of an edge part."""
-    return f"{kind.value}_cut{cut:02d}_{wire.value}"
+    """The Triton model name of an edge part (int8+deflate is served by the int8 part)."""
+    return f"{kind.value}_cut{cut:02d}_{wire.encoding.value}"
 
 
 def tensor_name(index: int) -> str:
@@ -134,6 +150,7 @@ def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> E
     """The spec of stages [cut, n): input and output shapes measured by running the model once."""
     if not 0 <= cut < model.stage_count:
         raise ValueError(f"cut {cut}: an edge part needs 0 <= cut < {model.stage_count} for this model")
+    wire = wire.encoding
     device = next(model.parameters()).device
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model).to(device)}, 0, cut)
@@ -157,7 +174,7 @@ class EdgePart(nn.Module):
         super().__init__()
         self.model = model
         self.cut = cut
-        self.wire = wire
+        self.wire = wire.encoding
         self.crossing = model.crossing(cut)
         self.names = output_names(model, cut)
 

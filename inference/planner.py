@@ -4,8 +4,11 @@ lowest predicted end-to-end latency on the machines and link at hand.
 Predicted time of cut k with wire w = local stages [0, k) (measured per stage on this workstation,
 cached per machine, runtime and input size) + round trip + bytes crossing k in w / bandwidth (both from
 the link probe) + edge stages [k, n) (this workstation's stage times scaled by the edge/local speed
-ratio measured on a served part) + the outputs coming back. Only parts the server has, and wire formats
-that pass the fidelity gate, are candidates. A plan is re-made when measured times drift from it.
+ratio measured on a served part) + the outputs coming back. For int8+deflate the bytes are the deflated
+int8 payload and the time to deflate here and inflate there is added (both measured on the tensors
+crossing k), so compression is chosen only where the link is slow enough for it to pay. Only parts the
+server has, and wire formats that pass the fidelity gate, are candidates. A plan is re-made when measured
+times drift from it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import platform
 import statistics
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,11 +25,11 @@ import torch
 
 from inference.classifier import CheXNet
 from inference.edge_client import EdgeClient, EdgeError
-from inference.edge_parts import (EdgePartSpec, WireFormat, identity_of, kind_of, part_name, sample_input,
-                                  tensor_name)
+from inference.edge_parts import (ENCODINGS, EdgePartSpec, WireFormat, identity_of, kind_of, part_name,
+                                  sample_input, tensor_name)
 from inference.plan import ModelPlan, Plan
 from inference.stages import INPUT, StagedModel
-from inference.wire import encode, round_trip
+from inference.wire import deflated, encode, round_trip
 
 PROBABILITY_TOLERANCE = 0.02  # the fidelity gate: a wire format must keep probabilities within this
 BOX_IOU = 0.9                 # … and match every box at this IoU
@@ -42,6 +46,29 @@ class Option:
     local_ms: float = 0.0
     transfer_ms: float = 0.0
     edge_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Deflate:
+    """What deflating the int8 payload at one cut does, measured on this workstation."""
+
+    ratio: float       # uncompressed / compressed bytes
+    deflate_ms: float  # here, before sending
+    inflate_ms: float  # the same inflate timed here (the planner scales it by the edge's speed)
+
+
+def measure_deflate(payloads: list[dict[str, np.ndarray]]) -> Deflate:
+    """Ratio and times of gRPC's deflate over the int8 payloads of some images (median of each)."""
+    ratios, packs, unpacks = [], [], []
+    for encoded in payloads:
+        started = time.perf_counter()
+        packed = deflated(encoded)
+        packs.append((time.perf_counter() - started) * 1e3)
+        started = time.perf_counter()
+        size = len(zlib.decompress(packed))
+        unpacks.append((time.perf_counter() - started) * 1e3)
+        ratios.append(size / len(packed))
+    return Deflate(statistics.median(ratios), statistics.median(packs), statistics.median(unpacks))
 
 
 @dataclass
@@ -128,10 +155,17 @@ class Planner:
     options: dict[str, Option] = field(default_factory=dict)
     _drift: dict[str, int] = field(default_factory=dict)
     _gate: dict[tuple, bool] = field(default_factory=dict)
+    _deflate: dict[tuple[str, int], Deflate] = field(default_factory=dict)
     _local: dict[str, list[float]] = field(default_factory=dict)
     _whole: dict[str, float] = field(default_factory=dict)
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
     _queue_ms: float = 0.0
+
+    def learn_from(self, radiograph) -> None:
+        """Use a real study for the fidelity gate and the deflate ratios, before the first plan: the planner's
+        own sample image is smooth, and would make the wire look far more compressible than radiographs are."""
+        if not self.calibration and not self.options:
+            self.calibration = list(self.analyzer.model_inputs(radiograph).items())
 
     def local_ms(self, name: str, model: StagedModel) -> list[float]:
         if name not in self._local:
@@ -167,7 +201,7 @@ class Planner:
         """Edge compute / local compute for the stages of the first served part of this model."""
         local = self.local_ms(name, model)
         for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
-            for wire in WireFormat:
+            for wire in ENCODINGS:
                 if part_name(kind_of(model), cut, wire) not in served:
                     continue  # checked by name first: a part's spec costs a partial forward pass
                 spec = self.analyzer.part(model, cut, wire)
@@ -196,20 +230,37 @@ class Planner:
                 if part_name(kind_of(model), cut, wire) not in served or not self._fidelity(name, model, cut, wire):
                     continue
                 spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
-                transfer = link.round_trip_ms + (spec.input_bytes + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
+                sent, packing = spec.input_bytes, 0.0
+                if wire.compression:
+                    deflate = self.deflate(name, model, cut)
+                    sent = spec.input_bytes / deflate.ratio
+                    packing = deflate.deflate_ms + link.edge_ratio[name] * deflate.inflate_ms
+                transfer = link.round_trip_ms + packing + (sent + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
                 edge = link.edge_ratio[name] * sum(local[cut:]) + link.queue_ms
                 here = sum(local[:cut])
                 options.append(Option(name, cut, wire, here + transfer + edge, here, transfer, edge))
         return options
 
+    def _images(self, name: str, model: StagedModel) -> list[torch.Tensor]:
+        return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]
+
     def _fidelity(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> bool:
-        key = (name, cut, wire)
+        key = (name, cut, wire.encoding)  # compression is lossless: int8+deflate passes where int8 does
         if key not in self._gate:
-            images = [sample_input(model).to(self.analyzer.device)] + [
-                x for kind, x in self.calibration if kind == name]
             decode = self.analyzer.decode_raw if name == "detector" else None
-            self._gate[key] = passes_fidelity(model, cut, wire, images, decode)
+            self._gate[key] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
         return self._gate[key]
+
+    def deflate(self, name: str, model: StagedModel, cut: int) -> Deflate:
+        """How well the int8 payload at `cut` deflates, on the planner's images; measured once."""
+        if (name, cut) not in self._deflate:
+            real = [x for kind, x in self.calibration if kind == name]
+            with torch.inference_mode():
+                payloads = [encode(WireFormat.INT8, {tensor_name(i): t.cpu().numpy() for i, t in
+                                                     model.run_stages({INPUT: image}, 0, cut).items()})
+                            for image in real or self._images(name, model)]
+            self._deflate[(name, cut)] = measure_deflate(payloads)
+        return self._deflate[(name, cut)]
 
     def plan(self) -> Plan:
         if self.link is None:

@@ -11,3 +11,6 @@ MODEL_SETTINGS: dict = yaml.safe_load((RESOURCES / "models.yaml").read_text())
 # settings can check a choice without importing torch.
 LOCAL_RUNTIMES = ("auto", "torch", "torch-fp16", "onnxruntime", "onnxruntime-int8-dynamic",
                   "onnxruntime-int8-static")
+
+# Wire formats (inference.edge_parts.WireFormat's values), named here for the same reason.
+WIRE_FORMATS = ("fp32", "fp16", "int8", "int8+deflate")

@@ -7,6 +7,8 @@ inside the part's ONNX graph as (q − zero) · scale.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 
@@ -36,7 +38,9 @@ def dequantize_torch(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
 
 
 def encode(wire: WireFormat, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Crossing tensors (by name) → the arrays sent to the edge part (by input name)."""
+    """Crossing tensors (by name) → the arrays sent to the edge part (by input name). Compression, where the
+    wire format has it, is gRPC's, on the whole request: see `deflated_size`."""
+    wire = wire.encoding
     if wire is WireFormat.FP32:
         return {name: np.ascontiguousarray(t, dtype=np.float32) for name, t in tensors.items()}
     if wire is WireFormat.FP16:
@@ -50,9 +54,17 @@ def encode(wire: WireFormat, tensors: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def round_trip(wire: WireFormat, tensor: torch.Tensor) -> torch.Tensor:
     """What the edge computes with after the tensor crossed the wire (for the fidelity gate)."""
+    wire = wire.encoding  # compression is lossless
     if wire is WireFormat.FP32:
         return tensor
     if wire is WireFormat.FP16:
         return tensor.half().float()
     codes, scale, zero = quantize(tensor.cpu().numpy())
     return dequantize_torch(torch.from_numpy(codes), torch.from_numpy(scale), torch.from_numpy(zero)).to(tensor.device)
+
+
+
+def deflated(arrays: dict[str, np.ndarray]) -> bytes:
+    """The encoded arrays deflated as gRPC's message compression does it (its core uses zlib's default
+    level): what int8+deflate puts on the link, to measure rather than assume."""
+    return zlib.compress(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values()), zlib.Z_DEFAULT_COMPRESSION)

@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from conftest import ROOT
 from dicom_factory import dataset, gradient, write
-from inference.analyze import Analyzer, ModelChoice, StudyError
+from inference.analyze import AHEAD, Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge_parts import WireFormat
@@ -267,7 +267,9 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
     assert [Path(r["path"]).name for r in records] == [f"study{i}.png" for i in range(6)]
     assert [r["mode"] for r in records[:2]] == ["distributed", "distributed"]
     # The server may answer "stopping" or not at all: either way the study is finished here and says why.
-    assert all(r["mode"] == "local-fallback" and r["fallback_reason"] for r in records[3:]), records[3:]
+    # (The AHEAD studies begun while the second result was written may have been answered before the stop.)
+    later = records[2 + AHEAD:]
+    assert later and all(r["mode"] == "local-fallback" and r["fallback_reason"] for r in later), later
     assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
     assert all(r["probabilities"] == records[0]["probabilities"] for r in records)  # same study, same answer
 

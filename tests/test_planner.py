@@ -61,6 +61,56 @@ def test_int8_wire_through_the_server_matches_the_local_simulation(planned):
             analyzer.part(analyzer.detector, cut, WireFormat.FP32).input_bytes
 
 
+def test_int8_deflate_is_lossless_and_compresses_what_goes_over_the_link(planned, shared_cxr):
+    """int8+deflate reaches the same int8 part with the request deflated by gRPC: identical results, fewer
+    bytes through a relay that counts them."""
+    from bench.relay import Relay
+
+    analyzer, _ = planned
+    radiograph = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")
+    direct = analyzer.edge
+    host, port = direct.settings.address.rsplit(":", 1)
+    sent, results = {}, {}
+    try:
+        for wire in (WireFormat.INT8, WireFormat.INT8_DEFLATE):
+            with Relay((host, int(port)), capture=True) as relay:
+                analyzer.edge = EdgeClient(EdgeSettings(relay.address, timeout_s=60))
+                plan = Plan(ModelPlan(0, wire), ModelPlan(analyzer.classifier.stage_count))  # the detector offloaded
+                results[wire] = analyzer.analyze(radiograph, plan, allow_fallback=False)
+                sent[wire] = len(relay.sent)
+                analyzer.edge.close()
+    finally:
+        analyzer.edge = direct
+    plain, packed = results[WireFormat.INT8], results[WireFormat.INT8_DEFLATE]
+    assert packed.mode is Mode.DISTRIBUTED and packed.wire == {"detector": "int8+deflate"}  # classifier here
+    assert [(d.score, d.box_xyxy) for d in packed.detections] == [(d.score, d.box_xyxy) for d in plain.detections]
+    planner = Planner(analyzer, analyzer.edge)
+    planner.learn_from(radiograph)
+    ratio = planner.deflate("detector", analyzer.detector, 0).ratio
+    payload = analyzer.part(analyzer.detector, 0, WireFormat.INT8).input_bytes
+    assert ratio > 1.1  # a radiograph's int8 codes do deflate
+    # the relay saw the payload shrink by about what the planner measured (headers and checks add a little)
+    assert sent[WireFormat.INT8] - sent[WireFormat.INT8_DEFLATE] == pytest.approx(payload * (1 - 1 / ratio), rel=0.2)
+
+
+def test_planner_deflates_only_where_the_link_is_slow_enough(planned, shared_cxr):
+    from inference.planner import LinkProfile
+
+    analyzer, _ = planned
+    planner = Planner(analyzer, analyzer.edge)
+    planner.learn_from(load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest"))
+    served = set(analyzer.edge.status().models)
+    model = analyzer.detector
+
+    def predicted(mbit_s: float) -> dict[WireFormat, float]:
+        planner.link = LinkProfile(round_trip_ms=1.0, mbit_s=mbit_s, edge_ratio={"detector": 1.0, "classifier": 1.0})
+        return {o.wire: o.predicted_ms for o in planner.candidates("detector", model, served) if o.cut == 0}
+
+    slow, fast = predicted(2.0), predicted(100_000.0)
+    assert slow[WireFormat.INT8_DEFLATE] < slow[WireFormat.INT8]  # 2 Mbit/s: the saved bytes outweigh deflating
+    assert fast[WireFormat.INT8_DEFLATE] > fast[WireFormat.INT8]  # 100 Gbit/s: deflating only costs time
+
+
 def test_fidelity_gate_rejects_a_wire_that_distorts(planned, monkeypatch):
     analyzer, _ = planned
     image = torch.from_numpy(np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32))

@@ -34,6 +34,14 @@ def test_int8_codes_round_trip_within_half_a_step():
                             torch.from_numpy(scale[1:2, 2:3]), torch.from_numpy(zero[1:2, 2:3])).item() == 0.0
 
 
+def test_wire_formats_named_for_the_settings_are_the_enum():
+    from inference.settings import WIRE_FORMATS
+
+    assert WIRE_FORMATS == tuple(w.value for w in WireFormat)
+    assert WireFormat.INT8_DEFLATE.encoding is WireFormat.INT8 and WireFormat.INT8_DEFLATE.compression == "deflate"
+    assert all(w.compression is None and w.encoding is w for w in WireFormat if w is not WireFormat.INT8_DEFLATE)
+
+
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory, shared_cxr):
     root = tmp_path_factory.mktemp("plan")

@@ -1,6 +1,7 @@
 """Local runtimes for a whole model on this workstation.
 
-- `torch`: PyTorch eager.
+- `torch`: PyTorch eager in inference mode, channels-last (the Analyzer converts the models; measured faster
+  on this CPU, see bench/bench_torch_eager.py), on torch's default thread count (all cores, the fastest measured).
 - `torch-fp16`: PyTorch eager at half precision on the model's device — meant for CUDA, where FP16 runs on
   the tensor cores; `auto` considers it only there (on a CPU it runs, slowly, which the tests use).
 - `onnxruntime`: the same ONNX graph an edge part uses for full offload (stages [0, n)), FP32; exported and

@@ -150,13 +150,14 @@ def _bytes_sent(planner: Planner, name: str, model, cut: int, wire: WireFormat) 
 
 
 def balanced_plan(planner: Planner, served: set[str]) -> Plan:
-    """Per model, the served option whose predicted local time is closest to its transfer + edge time:
-    where pipelining a series has the most to overlap."""
+    """Per model, the served option where pipelining a series has the most to overlap: with AHEAD = 2 the
+    workstation, the link and the edge each work on a different study, so a study costs the slowest of the
+    three instead of their sum — the option with the largest predicted sum / slowest."""
     chosen = {}
     for name, model in planner.models().items():
         offloaded = [o for o in planner.candidates(name, model, served) if o.cut < model.stage_count]
-        best = min(offloaded, key=lambda o: abs(o.local_ms - o.transfer_ms - o.edge_ms) / o.predicted_ms,
-                   default=None)
+        best = max(offloaded, key=lambda o: (o.local_ms + o.transfer_ms + o.edge_ms)
+                   / max(o.local_ms, o.transfer_ms, o.edge_ms, 1e-9), default=None)
         chosen[name] = ModelPlan(best.cut, best.wire) if best else ModelPlan(model.stage_count)
     return Plan(chosen["detector"], chosen["classifier"])
 

@@ -31,6 +31,9 @@ from viewer.radiograph import Radiograph
 QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}
 FULL_CUTS = {"detector": (0, 1, 2, 3, 4, 5, 6, 8, 15, 22), "classifier": tuple(range(10))}
 LOOPBACK = "loopback (edge on the same 2 cores)"
+# Long enough that the pipeline's fill and drain (AHEAD studies at each end) weigh little: the throughput of
+# a folder is that of the pipeline's steady state.
+SERIES_STUDIES = 16
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         for label, (median, p95) in zip(labels, _interleaved(analyzer, radiograph, plans, name, repeats)):
             rows.append(Row(name, *label, median, p95))
     series = measure_series(analyzer, radiograph, balanced_plan(planner, served),
-                            count=8, progress=progress)
+                            count=SERIES_STUDIES, progress=progress)
     results = []
     for name in models:
         mine = [r for r in rows if r.model == name]

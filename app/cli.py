@@ -449,7 +449,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from inference.edge_repository import python_backend_overlay, write_repository
+    from inference.edge_repository import write_repository
     from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles
     from inference.weights import WeightsError, data_dir
 
@@ -458,12 +458,17 @@ def _edge_serve(args: argparse.Namespace) -> int:
         if not (args.tls_cert and args.tls_key):
             return _fail("edge serve", "TLS needs both --tls-cert and --tls-key")
         tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+    elif args.tls_client_ca:
+        return _fail("edge serve", "mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
     base = data_dir() / "edge"
+    server = EdgeServer(Path(args.repository or "."), base / f"run-{args.grpc_port}", host=args.host,
+                        grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
+                        http_host=args.http_host, metrics_host=args.metrics_host, tls=tls, insecure=args.insecure)
     try:
+        warnings = server.check_exposure()  # before a long export: a refused address fails at once
         if args.repository:
-            repository = Path(args.repository)
-            if not any(repository.glob("*/config.pbtxt")):
-                return _fail("edge serve", f"{repository} holds no Triton models (*/config.pbtxt)")
+            if not any(server.repository.glob("*/config.pbtxt")):
+                return _fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
         else:
             from inference.analyze import Analyzer
 
@@ -471,21 +476,24 @@ def _edge_serve(args: argparse.Namespace) -> int:
             requests = _part_requests(args, analyzer)
             key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
                                              for r in requests)).encode()).hexdigest()[:12]
-            repository = base / f"repository-{key}"
-            write_repository(repository, requests, gpu=False, progress=lambda m: print(m, file=sys.stderr, flush=True))
-        served = python_backend_overlay(repository, base / f"serve-{args.grpc_port}")
-        server = EdgeServer(base / f"serve-{args.grpc_port}", base / f"run-{args.grpc_port}", host=args.host,
-                            grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port, tls=tls)
+            server.repository = base / f"repository-{key}"
+            write_repository(server.repository, requests, gpu=False,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+        for warning in warnings:  # on every start, into the service's journal
+            print(f"mededge edge serve: warning: {warning}", file=sys.stderr, flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         server.start()
     except (EdgeServerError, WeightsError, ValueError, OSError) as exc:
         return _fail("edge serve", exc)
-    scheme = "TLS" if tls else "plaintext"
-    print(f"MedEdge edge server: Triton gRPC on {args.host}:{args.grpc_port} ({scheme}), HTTP :{args.http_port}, "
-          f"metrics :{args.metrics_port}", flush=True)
-    print("serving: " + ", ".join(served), flush=True)
+    scheme = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
+    print(f"MedEdge edge server: gRPC for the workstations on {args.host}:{args.grpc_port} ({scheme}); "
+          f"Triton HTTP on {args.http_host}:{args.http_port}, metrics on {args.metrics_host}:{args.metrics_port}",
+          flush=True)
+    print("serving: " + ", ".join(sorted(p.parent.name for p in server.serving_path.glob("*/config.pbtxt"))),
+          flush=True)
+    print(f"operator: python main.py edge control --grpc-port {args.grpc_port} list|unload PART|load PART", flush=True)
     print("stop with Ctrl-C", flush=True)
     try:
         while not stop.wait(0.5):
@@ -494,6 +502,30 @@ def _edge_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     print("edge server stopped", flush=True)
+    return EXIT_OK
+
+
+def _edge_control(args: argparse.Namespace) -> int:
+    """The operator's calls on a running `edge serve` of this machine, with the credential it wrote."""
+    from tritonclient.utils import InferenceServerException
+
+    from inference.edge_server import EdgeServerError, OperatorClient
+    from inference.weights import data_dir
+
+    if args.action in ("load", "unload") and not args.part:
+        return _fail("edge control", f"{args.action} needs the part's name (see: edge control list)")
+    try:
+        operator = OperatorClient.from_control_file(data_dir() / "edge" / f"run-{args.grpc_port}" / "control.json")
+        if args.action == "list":
+            for name, state in operator.models():
+                print(f"{name}\t{state}")
+        else:
+            getattr(operator, args.action)(args.part)
+            print(f"{args.action}ed {args.part}")
+    except EdgeServerError as exc:
+        return _fail("edge control", exc)
+    except InferenceServerException as exc:
+        return _fail("edge control", f"the edge server refused: {exc.message()}")
     return EXIT_OK
 
 
@@ -621,10 +653,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = edge_sub.add_parser("serve", help="run a real Triton server (nvidia-pytriton's tritonserver, no Docker)",
                                 description="Serves the edge parts through onnxruntime in Triton's Python "
                                             "backend until Ctrl-C or SIGTERM.")
-    serve.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0: every interface)")
+    serve.add_argument("--host", default="127.0.0.1", help="where the workstations reach gRPC (default 127.0.0.1: "
+                       "this machine only; 0.0.0.0 every interface, which needs TLS or --insecure)")
     serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-host", default="127.0.0.1", help="Triton's HTTP (health, and the operator's "
+                       "control) listens here (default 127.0.0.1; elsewhere it is plaintext: --insecure)")
     serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus metrics listen here (default "
+                       "127.0.0.1; elsewhere it is plaintext: --insecure)")
     serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--insecure", action="store_true", help="allow plaintext beyond loopback (a warning on "
+                       "every start): gRPC without TLS on another address, or HTTP/metrics off loopback")
     serve.add_argument("--repository", metavar="DIR", help="serve this exported repository (default: export "
                        "the parts below into the data folder first)")
     _add_part_options(serve)
@@ -632,6 +671,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="PEM", help="server private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
     serve.set_defaults(run=_edge_serve)
+
+    control = edge_sub.add_parser("control", help="the operator's calls on a running `edge serve` here: list, "
+                                  "unload or load a part", description="Uses the credential `edge serve` writes "
+                                  "into its data folder (readable by its user only), over loopback.")
+    control.add_argument("action", choices=("list", "unload", "load"))
+    control.add_argument("part", nargs="?", help="the part's name, e.g. classifier_cut07_fp16")
+    control.add_argument("--grpc-port", type=int, default=8001, help="the server's --grpc-port (default 8001)")
+    control.set_defaults(run=_edge_control)
 
     bench = sub.add_parser("bench", help="measure local only, full offload, cuts × wire formats and auto "
                            "against a real Triton on this machine")

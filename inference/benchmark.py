@@ -22,7 +22,7 @@ from inference.findings import Findings
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
 from inference.edge_parts import ENCODINGS, WireFormat, kind_of, part_name
-from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
+from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner
@@ -92,9 +92,8 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
     requests = bench_parts(analyzer, quick)
     progress(f"exporting {len(requests)} edge parts into {work / 'repository'}")
     write_repository(work / "repository", requests, gpu=False, progress=progress)
-    python_backend_overlay(work / "repository", work / "serve")
     grpc, http, metrics = free_ports(3)
-    server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+    server = EdgeServer(work / "repository", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics)
     server.start()
     try:

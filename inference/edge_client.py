@@ -80,7 +80,7 @@ class ServerStatus:
     live: bool
     ready: bool
     version: str
-    models: tuple[str, ...]  # ready models
+    models: tuple[str, ...]  # the loaded (ready) models
     round_trip_ms: float
 
 
@@ -131,8 +131,9 @@ class EdgeClient:
         live = self._call(lambda: self._client.is_server_live(client_timeout=timeout), "liveness check")
         ready = self._call(lambda: self._client.is_server_ready(client_timeout=timeout), "readiness check")
         meta = self._call(lambda: self._client.get_server_metadata(client_timeout=timeout), "server metadata")
-        index = self._call(lambda: self._client.get_model_repository_index(client_timeout=timeout), "model list")
-        models = tuple(sorted(m.name for m in index.models if m.state == "READY"))
+        # Statistics list the loaded models; the repository index is the operator's (closed to workstations).
+        stats = self._call(lambda: self._client.get_inference_statistics("", client_timeout=timeout), "model list")
+        models = tuple(sorted({m.name for m in stats.model_stats}))
         return ServerStatus(bool(live), bool(ready), meta.version, models, (time.perf_counter() - started) * 1e3)
 
     def verify(self, spec: EdgePartSpec) -> None:

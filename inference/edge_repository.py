@@ -4,25 +4,38 @@
 `config.pbtxt`, platform onnxruntime_onnx). `python_backend_overlay` turns such a repository into one the
 Triton shipped in the nvidia-pytriton wheel can serve (it has only the Python backend): the same
 `model.onnx`, the same config but for `backend: "python"`, plus a small `model.py` that runs onnxruntime.
+
+Each config records its ONNX's SHA-256 (`mededge_onnx_sha256`, also in `SHA256SUMS`): the serving side loads a
+part only if its file still has that digest. Nothing in the repository is writable by group or others.
 """
 
 from __future__ import annotations
 
 import shutil
+
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from inference.edge_access import OPERATOR_APIS, operator_flags
 from inference.edge_parts import EdgePartSpec, WireFormat, export_part, part_spec
 from inference.stages import StagedModel
+from inference.weights import file_sha256
 
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
 PYTHON_MODEL = Path(__file__).resolve().parent.parent / "packaging" / "triton" / "python_model.py"
 _DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
+DIGEST = "mededge_onnx_sha256"
+CHECKSUMS = "SHA256SUMS"
+DOCKER_SCRIPT = "serve-with-docker.sh"
+PROBE_MAX_BYTES = 4 << 20  # the link probe sends 1 MiB (EdgeClient.probe); anything up to this is legitimate
+REQUEST_OVERHEAD = 64 << 10  # names, shapes and framing around a request's tensor bytes
+_DTYPE_BYTES = {mc.TYPE_FP32: 4, mc.TYPE_FP16: 2, mc.TYPE_UINT8: 1, mc.TYPE_INT64: 8}
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class PartRequest:
     wire: WireFormat
 
 
-def model_config(spec: EdgePartSpec, *, gpu: bool, backend: str = "onnxruntime") -> mc.ModelConfig:
+def model_config(spec: EdgePartSpec, onnx_sha256: str, *, gpu: bool, backend: str = "onnxruntime") -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH)
     if backend == "onnxruntime":
         config.platform = "onnxruntime_onnx"
@@ -56,6 +69,7 @@ def model_config(spec: EdgePartSpec, *, gpu: bool, backend: str = "onnxruntime")
         config.parameters[f"mededge_{key}"].string_value = value
     config.parameters["mededge_cut"].string_value = str(spec.cut)
     config.parameters["mededge_wire"].string_value = spec.wire.value
+    config.parameters[DIGEST].string_value = onnx_sha256
     return config
 
 
@@ -73,16 +87,45 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
         folder = root / spec.name
         onnx_path = folder / "1" / "model.onnx"
         config_path = folder / "config.pbtxt"
-        current = (config_path.exists() and onnx_path.exists()
-                   and read_config(config_path).parameters["mededge_fingerprint"].string_value == spec.fingerprint)
+        digest = file_sha256(onnx_path) if onnx_path.exists() else ""
+        recorded = read_config(config_path).parameters if config_path.exists() else {}
+        current = (digest and "mededge_fingerprint" in recorded and DIGEST in recorded
+                   and recorded["mededge_fingerprint"].string_value == spec.fingerprint
+                   and recorded[DIGEST].string_value == digest)
         if not current:
             progress(f"exporting {spec.name} ({spec.input_bytes / 2**20:.2f} MiB per image on the wire)")
             export_part(request.model, spec, onnx_path)
-        config_path.write_text(text_format.MessageToString(model_config(spec, gpu=gpu)))
+            digest = file_sha256(onnx_path)
+        config_path.write_text(text_format.MessageToString(model_config(spec, digest, gpu=gpu)))
         specs.append(spec)
     write_probe(root)
     (root / "README.md").write_text(repository_readme(specs, gpu))
+    (root / DOCKER_SCRIPT).write_text(docker_script(gpu))
+    (root / DOCKER_SCRIPT).chmod(0o755)
+    write_checksums(root)
+    for path in (root, *root.rglob("*")):  # only the owner may change what the server will run
+        path.chmod(path.stat().st_mode & ~0o022)
     return specs
+
+
+def write_checksums(root: Path) -> None:
+    """`SHA256SUMS` of every part's ONNX, from the digests in the configs (`sha256sum --check` reads it)."""
+    lines = [f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx"
+             for path in sorted(root.glob("*/config.pbtxt"))]
+    (root / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def largest_request_bytes(repository: Path) -> int:
+    """The largest legitimate request to any model of `repository`: one image's tensors at its cut (the
+    workstation sends one study per request), or the link probe's payload."""
+    largest = PROBE_MAX_BYTES
+    for path in repository.glob("*/config.pbtxt"):
+        config = read_config(path)
+        if config.name == PROBE_MODEL:
+            continue
+        sizes = [int(np.prod(list(t.dims))) * _DTYPE_BYTES[t.data_type] for t in config.input]
+        largest = max(largest, sum(sizes))
+    return largest + REQUEST_OVERHEAD
 
 
 PROBE_MODEL = "mededge_probe"
@@ -109,6 +152,7 @@ def write_probe(root: Path) -> None:
     (folder / "1").mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / "1" / "model.onnx"))
     config = mc.ModelConfig(name=PROBE_MODEL, platform="onnxruntime_onnx", max_batch_size=1)
+    config.parameters[DIGEST].string_value = file_sha256(folder / "1" / "model.onnx")
     entry = config.input.add()
     entry.name, entry.data_type = "payload", mc.TYPE_UINT8
     entry.dims.append(-1)
@@ -124,24 +168,80 @@ def python_backend_overlay(repository: Path, target: Path) -> list[str]:
     """A repository for the wheel's Triton: links to the same ONNX files, configs for the Python backend."""
     if target.exists():
         shutil.rmtree(target)
-    names = []
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        config = read_config(config_path)
-        config.ClearField("platform")
-        config.backend = "python"
-        for group in config.instance_group:
-            group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
-        if config.name != PROBE_MODEL:
-            timing = config.output.add()  # model.py reports its compute time per request (see python_model.py)
-            timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
-            timing.dims.append(1)
-        version = target / config.name / "1"
-        version.mkdir(parents=True)
-        (version / "model.onnx").symlink_to((config_path.parent / "1" / "model.onnx").resolve())
-        shutil.copyfile(PYTHON_MODEL, version / "model.py")
-        (target / config.name / "config.pbtxt").write_text(text_format.MessageToString(config))
-        names.append(config.name)
-    return names
+    target.mkdir(parents=True, mode=0o700)
+    return [overlay_part(config_path, target) for config_path in sorted(repository.glob("*/config.pbtxt"))]
+
+
+def overlay_part(config_path: Path, target: Path) -> str:
+    """(Re)make one part's entry of the overlay in `target` from its exported `config_path`; its name."""
+    config = read_config(config_path)
+    config.ClearField("platform")
+    config.backend = "python"
+    for group in config.instance_group:
+        group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
+    if config.name != PROBE_MODEL:
+        timing = config.output.add()  # model.py reports its compute time per request (see python_model.py)
+        timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
+        timing.dims.append(1)
+    folder = target / config.name
+    if folder.exists():
+        shutil.rmtree(folder)
+    version = folder / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").symlink_to((config_path.parent / "1" / "model.onnx").resolve())
+    shutil.copyfile(PYTHON_MODEL, version / "model.py")
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return config.name
+
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
+
+
+def docker_script(gpu: bool) -> str:
+    """The stock-container set-up, secured as `edge serve` is (see the repository's README)."""
+    flags = " \\\n    ".join(f'"{flag}"' for flag in operator_flags("$credential"))
+    return f"""#!/bin/sh
+# Serve this repository with the stock NVIDIA Triton container, secured like `python main.py edge serve`:
+#   - gRPC (what the workstations use) on MEDEDGE_GRPC_ADDRESS (default every interface) over TLS, with the
+#     certificate and key in MEDEDGE_TLS_DIR (default /etc/mededge/tls: server.pem, server.key; with
+#     client-ca.pem there, mutual TLS). Plaintext gRPC beyond loopback only with MEDEDGE_INSECURE=1.
+#   - HTTP (8000) and metrics (8002) published on this machine's loopback only.
+#   - No model can be loaded, unloaded or changed while it runs (--model-control-mode=none; restart the container
+#     after a re-export), and Triton refuses every {", ".join(OPERATOR_APIS)}
+#     call without a credential made here at each start and never stored.
+#   - The repository is mounted read-only, must not be writable by group or others, and every model.onnx must
+#     match SHA256SUMS.
+# Ports: MEDEDGE_GRPC_PORT (8001), MEDEDGE_HTTP_PORT (8000), MEDEDGE_METRICS_PORT (8002). Image: MEDEDGE_TRITON_IMAGE.
+set -eu
+cd "$(dirname "$0")"
+fail() {{ echo "{DOCKER_SCRIPT}: $*" >&2; exit 1; }}
+sha256sum --check --quiet {CHECKSUMS} || fail "a part's model.onnx is not the one exported (above): re-export"
+unsafe=$(find . \\( -perm -g+w -o -perm -o+w \\) -print | head -n 1)
+[ -z "$unsafe" ] || fail "$unsafe can be changed by other users: chmod -R go-w $(pwd)"
+address=${{MEDEDGE_GRPC_ADDRESS:-0.0.0.0}}
+tls_dir=${{MEDEDGE_TLS_DIR:-/etc/mededge/tls}}
+set --
+if [ -f "$tls_dir/server.pem" ] && [ -f "$tls_dir/server.key" ]; then
+    set -- -v "$tls_dir:/tls:ro"
+    tls="--grpc-use-ssl=true --grpc-server-cert=/tls/server.pem --grpc-server-key=/tls/server.key"
+    [ -f "$tls_dir/client-ca.pem" ] && tls="$tls --grpc-use-ssl-mutual=true --grpc-root-cert=/tls/client-ca.pem"
+else
+    tls=""
+    case "$address" in
+        127.*|::1|localhost) ;;
+        *) [ "${{MEDEDGE_INSECURE:-}}" = 1 ] || fail "no $tls_dir/server.pem and server.key: refusing plaintext gRPC on $address (put them there, or MEDEDGE_INSECURE=1)"
+           echo "{DOCKER_SCRIPT}: warning: insecure: gRPC on $address is plaintext, readable and writable by anyone on that network" >&2 ;;
+    esac
+fi
+credential=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
+exec docker run --rm {"--gpus all " if gpu else ""}--shm-size=1g \\
+    -p "$address:${{MEDEDGE_GRPC_PORT:-8001}}:8001" \\
+    -p "127.0.0.1:${{MEDEDGE_HTTP_PORT:-8000}}:8000" -p "127.0.0.1:${{MEDEDGE_METRICS_PORT:-8002}}:8002" \\
+    -v "$(pwd):/models:ro" "$@" "${{MEDEDGE_TRITON_IMAGE:-{TRITON_IMAGE}}}" \\
+    tritonserver --model-repository=/models --model-control-mode=none --strict-readiness=true \\
+    --exit-timeout-secs=10 $tls \\
+    {flags}
+"""
 
 
 def repository_readme(specs: list[EdgePartSpec], gpu: bool) -> str:
@@ -155,6 +255,8 @@ Written by `python main.py edge export`. Each folder is one edge part: stages [k
 ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` (platform
 `onnxruntime_onnx`, dynamic batching, instance group {kind}). The workstation checks each part's
 `mededge_fingerprint` (model, size, classes and weights) before using it: re-export after changing weights.
+The server side loads a part only if its `model.onnx` matches the SHA-256 in its config (`{DIGEST}`, also in
+`{CHECKSUMS}`).
 
 | part | model | cut | wire | inputs (per image) | MiB per image |
 | --- | --- | --- | --- | --- | --- |
@@ -164,22 +266,25 @@ ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` (p
 
 ## Run it with the stock NVIDIA Triton container
 
-On the edge box (NVIDIA driver + NVIDIA Container Toolkit installed), from this folder:
+On the edge box (NVIDIA driver + NVIDIA Container Toolkit installed), with the edge's TLS certificate and key in
+`/etc/mededge/tls/server.pem` and `server.key` (and `client-ca.pem` for mutual TLS):
 
 ```sh
-docker run --rm --gpus all --shm-size=1g \\
-  -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
-  -v "$PWD":/models nvcr.io/nvidia/tritonserver:24.08-py3 \\
-  tritonserver --model-repository=/models --exit-timeout-secs=10
+./{DOCKER_SCRIPT}
 ```
 
-Ports: 8001 gRPC (what MedEdge Viewer uses: set `EDGE-HOST:8001` in Settings → Edge), 8000 HTTP
-(health: `curl EDGE-HOST:8000/v2/health/ready`), 8002 Prometheus metrics. Open 8001 in the firewall to the
-workstations only. Any Triton release with the ONNX Runtime backend works; pick the tag matching the
-edge box's driver.
+It checks every `model.onnx` against `{CHECKSUMS}` and that nothing here is writable by group or others, then runs
+`{TRITON_IMAGE}` with this folder mounted read-only, gRPC 8001 over TLS on every interface, HTTP 8000 (health:
+`curl 127.0.0.1:8000/v2/health/ready`) and metrics 8002 on the box's loopback only, no model loading, unloading or
+changing while it runs (restart it after a re-export), and Triton's repository, shared-memory, trace and logging
+APIs closed. Its first lines say which environment variables change the address, ports, TLS folder and image;
+plaintext gRPC beyond loopback needs `MEDEDGE_INSECURE=1` and is warned about on every start. Set
+`EDGE-HOST:8001` in the viewer's Settings → Edge with TLS on. Unlike `edge serve`, the stock container has no
+gateway in front of Triton: Triton accepts a gRPC message of up to 2 GiB before refusing a wrong one, so keep
+8001 open to the workstations only (mutual TLS keeps out anyone without a workstation certificate). Any Triton
+release with the ONNX Runtime backend works; pick the tag matching the edge box's driver.
 
-CPU-only edge box: drop `--gpus all` and export with `--cpu` (instance groups `KIND_CPU`), or edit
-`kind: KIND_GPU` to `kind: KIND_CPU` in each `config.pbtxt`.
+CPU-only edge box: export with `--cpu` (instance groups `KIND_CPU`, no `--gpus all` in the script).
 
 Without Docker: `python main.py edge serve --repository THIS_FOLDER` runs the Triton shipped in the
 nvidia-pytriton wheel on the same files.

@@ -3,19 +3,33 @@
 That build has only the Python backend, so the repository it serves is the Python-backend overlay of an
 exported repository (see edge_repository). Its backend stub links libpython: this interpreter's LIBDIR goes
 first on LD_LIBRARY_PATH, or another Python's libpython is picked up and model start fails.
+
+Secure by default: the network reaches only the gateway (edge_gateway: the calls a workstation makes, requests
+bounded in size, TLS); Triton's gRPC, HTTP and metrics listen on loopback, and Triton itself refuses every call
+that loads, unloads or changes a model, registers shared memory or changes logging or tracing unless it carries
+the credential only the operator can read (a fresh one each start, in `control.json`, mode 0600). Plaintext
+beyond loopback needs `insecure=True`. The repository must be writable by nobody but its owner, and each part
+loads only if its ONNX is the one exported (packaging/triton/python_model.py checks the SHA-256).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from inference.edge_access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
+from inference.edge_gateway import EdgeGateway, server_credentials
+from inference.edge_repository import largest_request_bytes, overlay_part, python_backend_overlay
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
 
@@ -104,65 +118,220 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+
+def writable_by_others(repository: Path) -> Path | None:
+    """The first path that a user other than this one (or root) could change: the repository, anything in it,
+    or a folder above it (a sticky folder such as /tmp is fine above it). None when there is none."""
+    me = os.geteuid()
+
+    def unsafe(path: Path, above: bool = False) -> bool:
+        info = path.stat()
+        if info.st_uid not in (0, me):
+            return True
+        if above and info.st_mode & stat.S_ISVTX:
+            return False
+        return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+    root = repository.resolve()
+    for folder in root.parents:
+        if unsafe(folder, above=True):
+            return folder
+    if unsafe(root):
+        return root
+    for folder, folders, files in os.walk(root):
+        for name in (*folders, *files):
+            if unsafe(Path(folder) / name):
+                return Path(folder) / name
+    return None
+
+
+def refuse_if_writable_by_others(repository: Path) -> None:
+    unsafe = writable_by_others(repository)
+    if unsafe is not None:
+        raise EdgeServerError(f"refusing to serve {repository}: {unsafe} can be changed by other users (a part is "
+                              "code the server runs): make it owned by this user and chmod -R go-w it")
+
+
+class OperatorClient:
+    """The operator's calls on a running edge (list, unload, load a part), over loopback with the credential.
+
+    `python main.py edge control` uses it with the server's `control.json`; the tests with `EdgeServer.operator`.
+    """
+
+    def __init__(self, triton_grpc: str, credential: str, repository: Path, serving: Path) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._client = grpcclient.InferenceServerClient(triton_grpc)
+        self._headers = operator_headers(credential)
+        self.repository = repository  # the exported parts
+        self.serving = serving        # the Python-backend overlay Triton serves
+
+    @classmethod
+    def from_control_file(cls, path: Path) -> OperatorClient:
+        try:
+            control = json.loads(path.read_text())
+            return cls(control["triton_grpc"], control["credential"], Path(control["repository"]),
+                       Path(control["serving"]))
+        except FileNotFoundError:
+            raise EdgeServerError(f"no edge server's control file at {path}: is it running, on that gRPC port "
+                                  "and with this MEDEDGE_DATA_DIR?") from None
+        except PermissionError:
+            raise EdgeServerError(f"{path} is readable by the edge server's user only: run this as that user "
+                                  "(e.g. sudo -u mededge) or as root") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise EdgeServerError(f"unreadable control file {path}: {exc}") from None
+
+    def models(self) -> list[tuple[str, str]]:
+        """(part, state) for every model in the served repository."""
+        index = self._client.get_model_repository_index(headers=self._headers)
+        return [(model.name, model.state or "UNAVAILABLE") for model in index.models]
+
+    def unload(self, part: str) -> None:
+        self._client.unload_model(part, headers=self._headers)
+
+    def load(self, part: str) -> None:
+        """Load `part` as the repository holds it now (e.g. after a re-export: its config is taken again);
+        its ONNX must match the digest in that config, or Triton refuses it. (A part new since the start whose
+        tensors are larger than every part's then would meet the gateway's size limit: restart for those.)"""
+        exported = self.repository / part / "config.pbtxt"
+        if not exported.is_file():
+            raise EdgeServerError(f"no part {part!r} in {self.repository}")
+        refuse_if_writable_by_others(self.repository)
+        overlay_part(exported, self.serving)
+        self._client.load_model(part, headers=self._headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+
 @dataclass
 class EdgeServer:
-    """A tritonserver process serving `repository` (a Python-backend repository) on the given ports."""
+    """Triton serving the exported `repository`, reached by the workstations through the gateway on
+    `host:grpc_port`; Triton's HTTP and metrics listen on loopback unless told otherwise.
+
+    The Python-backend overlay, Triton's log and the operator's control file live in `work_dir`."""
 
     repository: Path
     work_dir: Path
-    host: str = "0.0.0.0"
+    host: str = LOOPBACK
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
+    http_host: str = LOOPBACK
+    metrics_host: str = LOOPBACK
     tls: TlsFiles | None = None
+    insecure: bool = False  # allow plaintext beyond loopback (each such listener is in `exposure_warnings`)
     log_verbose: int = 0
     triton_site: Path | None = None  # another nvidia-pytriton's folder (Installation.find); None: the installed one
     process: subprocess.Popen | None = field(default=None, init=False)
+    triton_grpc_port: int = field(default=0, init=False)
+    credential: str = field(default="", init=False, repr=False)
+    gateway: EdgeGateway | None = field(default=None, init=False)
 
     @property
     def log_path(self) -> Path:
         return self.work_dir / "tritonserver.log"
 
-    def _local_url_host(self) -> str:
-        """How this machine reaches the server: loopback for the wildcard addresses, brackets for IPv6."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"[{host}]" if ":" in host else host
+    @property
+    def control_path(self) -> Path:
+        return self.work_dir / "control.json"
+
+    @property
+    def serving_path(self) -> Path:
+        """The Python-backend overlay of `repository` that Triton serves (made at start)."""
+        return self.work_dir / "serve"
 
     @property
     def grpc_address(self) -> str:
-        return f"{self._local_url_host()}:{self.grpc_port}"
+        """Where the workstations' client reaches this server from this machine (the gateway)."""
+        return f"{local_url_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def triton_grpc_address(self) -> str:
+        """Triton's own gRPC, on loopback: the operator's way in (with the credential), never the network's."""
+        return f"{LOOPBACK}:{self.triton_grpc_port}"
+
+    def plaintext_beyond_loopback(self) -> list[str]:
+        """The listeners that would carry plaintext to other machines."""
+        listeners = [("HTTP", self.http_host, self.http_port), ("metrics", self.metrics_host, self.metrics_port)]
+        if self.tls is None:
+            listeners.insert(0, ("gRPC", self.host, self.grpc_port))
+        return [f"{name} on {host}:{port}" for name, host, port in listeners if not is_loopback(host)]
+
+    def check_exposure(self) -> list[str]:
+        """Refuse plaintext beyond loopback unless `insecure`; the warnings to log on this start otherwise."""
+        plaintext = self.plaintext_beyond_loopback()
+        if plaintext and not self.insecure:
+            advice = ("give --tls-cert and --tls-key" if self.tls is None and not is_loopback(self.host)
+                      else "keep HTTP and metrics on loopback")
+            raise EdgeServerError(f"refusing plaintext beyond loopback ({', '.join(plaintext)}): {advice}, "
+                                  "or accept the risk with --insecure")
+        return [f"insecure: {listener} is plaintext, readable and writable by anyone on that network"
+                for listener in plaintext]
+
+    def operator(self) -> OperatorClient:
+        return OperatorClient(self.triton_grpc_address, self.credential, self.repository, self.serving_path)
 
     def command(self, installation: Installation) -> list[str]:
         backends = installation.backend_directory(self.work_dir / "backends")
-        command = [str(installation.tritonserver), f"--model-repository={self.repository}",
-                   f"--backend-directory={backends}", f"--grpc-address={self.host}",
-                   f"--grpc-port={self.grpc_port}", f"--http-address={self.host}", f"--http-port={self.http_port}",
-                   f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-                   f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-                   "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
-                   # every part loads at start; IT can still unload or reload one through the API
-                   "--model-control-mode=explicit", "--load-model=*"]
-        if self.tls is not None:
-            command += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls.certificate}",
-                        f"--grpc-server-key={self.tls.key}"]
-            if self.tls.client_ca is not None:
-                command += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.tls.client_ca}"]
-        return command
+        return [str(installation.tritonserver), f"--model-repository={self.serving_path}",
+                f"--backend-directory={backends}",
+                f"--grpc-address={LOOPBACK}", f"--grpc-port={self.triton_grpc_port}",
+                f"--http-address={self.http_host}", f"--http-port={self.http_port}",
+                f"--metrics-address={self.metrics_host}", f"--metrics-port={self.metrics_port}",
+                f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+                "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
+                # every part loads at start; the operator (credential) can unload or reload one
+                "--model-control-mode=explicit", "--load-model=*", *operator_flags(self.credential)]
 
     def start(self, ready_timeout_s: float = 180.0) -> None:
-        busy = [f"{name} port {port}" for name, port in (("gRPC", self.grpc_port), ("HTTP", self.http_port),
-                                                          ("metrics", self.metrics_port))
-                if port_in_use(self.host, port)]
+        self.check_exposure()
+        refuse_if_writable_by_others(self.repository)
+        busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),
+                                                                ("HTTP", self.http_host, self.http_port),
+                                                                ("metrics", self.metrics_host, self.metrics_port))
+                if port_in_use(host, port)]
         if busy:
-            raise EdgeServerError(f"cannot start: {', '.join(busy)} already in use on {self.host} "
+            raise EdgeServerError(f"cannot start: {', '.join(busy)} already in use "
                                   "(another server running? choose other ports)")
         installation = Installation.find(self.triton_site)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.chmod(0o700)
+        python_backend_overlay(self.repository, self.serving_path)
+        credentials = self._tls_credentials()
+        self.credential = secrets.token_urlsafe(32)  # a new one each start: an old copy opens nothing
+        self.triton_grpc_port = free_ports(1)[0]
+        self._write_control_file()
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
                                         env=installation.environment(), start_new_session=True)
         log.close()
         self._wait_ready(ready_timeout_s)
+        try:
+            self.gateway = EdgeGateway(self.triton_grpc_address, self.host, self.grpc_port,
+                                       largest_request_bytes(self.serving_path), credentials)
+            self.gateway.start()
+        except RuntimeError as exc:  # gRPC could not bind the address
+            self.stop()
+            raise EdgeServerError(f"cannot listen on {self.host}:{self.grpc_port}: {exc}") from None
+
+    def _tls_credentials(self):
+        if self.tls is None:
+            return None
+        try:
+            return server_credentials(self.tls.certificate.read_bytes(), self.tls.key.read_bytes(),
+                                      self.tls.client_ca.read_bytes() if self.tls.client_ca else None)
+        except OSError as exc:
+            raise EdgeServerError(f"cannot read the TLS files: {exc}") from None
+
+    def _write_control_file(self) -> None:
+        """Readable by this user only: whoever reads it can load code into the server."""
+        text = json.dumps({"triton_grpc": self.triton_grpc_address, "credential": self.credential,
+                           "repository": str(self.repository.resolve()), "serving": str(self.serving_path)})
+        descriptor = os.open(self.control_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text)
+        self.control_path.chmod(0o600)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -176,11 +345,11 @@ class EdgeServer:
         raise EdgeServerError(f"tritonserver not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
     def _http_ready(self) -> bool:
-        """Readiness over HTTP on loopback: independent of the gRPC TLS settings."""
+        """Readiness over Triton's HTTP (loopback by default): independent of the gateway and TLS."""
         import urllib.request
 
         try:
-            url = f"http://{self._local_url_host()}:{self.http_port}/v2/health/ready"
+            url = f"http://{local_url_host(self.http_host)}:{self.http_port}/v2/health/ready"
             with urllib.request.urlopen(url, timeout=1) as reply:
                 return reply.status == 200
         except OSError:
@@ -195,7 +364,12 @@ class EdgeServer:
         return " | ".join((errors or text)[-lines:])[:600]
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> None:
-        """SIGTERM, then SIGKILL if Triton has not exited in time; the Python stubs go with it."""
+        """The gateway first (in-flight calls finish), then Triton: SIGTERM, SIGKILL if it has not exited in
+        time; the Python stubs go with it. The control file goes too: its credential is dead."""
+        gateway, self.gateway = self.gateway, None
+        if gateway is not None:
+            gateway.stop(grace_s=EXIT_TIMEOUT_S)
+        self.control_path.unlink(missing_ok=True)
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

@@ -27,7 +27,7 @@ from inference.analyze import AHEAD, Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge_parts import WireFormat
-from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
+from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, EdgeServerError, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
@@ -41,9 +41,7 @@ pytestmark = pytest.mark.timeout(900)
 
 def start_server(repository: Path, work: Path) -> EdgeServer:
     grpc, http, metrics = free_ports(3)
-    overlay = python_backend_overlay(repository, work / "serve")
-    assert overlay
-    server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+    server = EdgeServer(repository, work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics)
     server.start()
     return server
@@ -205,7 +203,8 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     graph = onnx.load(str(out / "classifier_cut07_fp16/1/model.onnx")).graph
     assert [i.name for i in graph.input] == ["t06"] and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert "docker run" in (out / "README.md").read_text() and "8001" in (out / "README.md").read_text()
+    assert "serve-with-docker.sh" in (out / "README.md").read_text() and "8001" in (out / "README.md").read_text()
+    assert "docker run" in (out / "serve-with-docker.sh").read_text()
 
     # The same files, through `edge serve --repository`, in a real server: the serve path loads what export wrote.
     grpc, http, metrics = free_ports(3)
@@ -219,12 +218,12 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
             lines.append(line)
         assert f"127.0.0.1:{grpc}" in lines[0] and "classifier_cut07_fp16" in lines[1]
         served = text_format.Parse(
-            (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/serve-{grpc}/classifier_cut07_fp16/config.pbtxt").read_text(),
+            (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/config.pbtxt").read_text(),
             mc.ModelConfig())
         assert served.backend == "python" and list(served.input) == list(config.input)
         # Same outputs, plus the compute time the Python-backend model reports per request.
         assert list(served.output)[:-1] == list(config.output) and served.output[-1].name == "edge_compute_ms"
-        assert (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/serve-{grpc}/classifier_cut07_fp16/1/model.onnx"
+        assert (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/1/model.onnx"
                 ).resolve() == (out / "classifier_cut07_fp16/1/model.onnx").resolve()
         done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer",
                                str(shared_cxr / "dicom/CR-MONO1-10-chest"), "--edge", f"127.0.0.1:{grpc}",
@@ -322,9 +321,8 @@ def test_tls_edge(tmp_path, shared_cxr):
     model = Analyzer(ModelChoice(detector=TINY))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP16)], gpu=False)
-    python_backend_overlay(tmp_path / "repository", tmp_path / "serve")
     grpc, http, metrics = free_ports(3)
-    server = EdgeServer(tmp_path / "serve", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+    server = EdgeServer(tmp_path / "repository", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics, tls=TlsFiles(files["server.pem"], files["server.key"]))
     server.start()
     try:
@@ -358,9 +356,8 @@ def test_mutual_tls_edge_set_in_settings(tmp_path):
     model = Analyzer(ModelChoice(detector=TINY, runtime="torch"))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)], gpu=False)
-    python_backend_overlay(tmp_path / "repository", tmp_path / "serve")
     grpc, http, metrics = free_ports(3)
-    server = EdgeServer(tmp_path / "serve", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+    server = EdgeServer(tmp_path / "repository", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics,
                         tls=TlsFiles(files["server.pem"], files["server.key"], client_ca=files["ca.pem"]))
     server.start()

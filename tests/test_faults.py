@@ -19,7 +19,7 @@ from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
 from inference.edge_parts import WireFormat, part_spec
-from inference.edge_repository import PartRequest, python_backend_overlay, write_repository
+from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
@@ -50,8 +50,7 @@ def _plan(analyzer: Analyzer) -> Plan:
 
 def _server(repository, work, ports=None, triton_site=None) -> EdgeServer:
     grpc, http, metrics = ports or free_ports(3)
-    python_backend_overlay(repository, work / "serve")
-    server = EdgeServer(work / "serve", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
+    server = EdgeServer(repository, work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
                         metrics_port=metrics, triton_site=triton_site)
     server.start()
     return server
@@ -205,16 +204,15 @@ def test_a_stale_repository_of_another_size_or_edited_dtypes_falls_back_saying_w
 
 def test_a_part_unloaded_on_the_server_falls_back_with_the_reason_and_is_used_again_when_reloaded(
         analyzer, server, study):
-    import tritonclient.grpc as grpcclient
-
     part = part_spec(analyzer.classifier, 7, WireFormat.FP32, analyzer.classifier_weights.source).name
-    analyzer.edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=5))
-    admin = grpcclient.InferenceServerClient(server.grpc_address)  # what IT would do with the model API
+    analyzer.edge = client = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=5))
+    operator = server.operator()  # what IT does with `edge control unload|load`: the credential, over loopback
+    loaded = lambda: part in client.status().models  # noqa: E731
     try:
         assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
-        admin.unload_model(part)
+        operator.unload(part)
         deadline = time.monotonic() + 30
-        while admin.is_model_ready(part):
+        while loaded():
             assert time.monotonic() < deadline, "the part did not unload"
             time.sleep(0.2)
         unloaded = analyzer.analyze(study, _plan(analyzer))
@@ -222,12 +220,12 @@ def test_a_part_unloaded_on_the_server_falls_back_with_the_reason_and_is_used_ag
         assert part in unloaded.fallback_reason and "no ready model" in unloaded.fallback_reason, \
             unloaded.fallback_reason
         assert unloaded.probabilities  # the study completed here
-        admin.load_model(part)
+        operator.load(part)
         assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED
     finally:
-        if not admin.is_model_ready(part):
-            admin.load_model(part)  # the module's server stays whole for the tests after this one
-        admin.close()
+        if not loaded():
+            operator.load(part)  # the module's server stays whole for the tests after this one
+        operator.close()
 
 
 OTHER_TRITON = Path(__file__).resolve().parent.parent / ".venv" / "triton-other"  # see the Makefile

@@ -3,8 +3,13 @@
 `python main.py edge serve` places this file next to each exported `model.onnx`: the same ONNX and the
 same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
 wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU.
+
+A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
+`mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
+can swap the file between the check and the load).
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -31,13 +36,24 @@ class TritonPythonModel:
         self.outputs = [t["name"] for t in config["output"] if t["name"] != "edge_compute_ms"]
         self.report_time = any(t["name"] == "edge_compute_ms" for t in config["output"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        onnx = path.read_bytes()
+        expected = config.get("parameters", {}).get("mededge_onnx_sha256", {}).get("string_value", "")
+        actual = hashlib.sha256(onnx).hexdigest()
+        if not expected:
+            raise RuntimeError(
+                f"edge part {config['name']} refused: its config records no ONNX digest (exported by an older "
+                "MedEdge): re-export the repository with `python main.py edge export`")
+        if actual != expected:
+            raise RuntimeError(
+                f"edge part {config['name']} refused: its model.onnx (sha256 {actual[:16]}) is not the one "
+                f"exported (sha256 {expected[:16]}): re-export the repository")
         options = onnxruntime.SessionOptions()
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
         if threads:
             options.intra_op_num_threads = threads
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        self.session = onnxruntime.InferenceSession(onnx, options, providers=providers)
 
     def execute(self, requests):
         # Requests the dynamic batcher grouped are run as one batch, then split again.

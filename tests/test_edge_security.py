@@ -1,0 +1,540 @@
+"""The edge server from an attacker's side, against real Triton servers on loopback.
+
+The attack the edge once allowed: one HTTP request to Triton's repository API uploading a Python-backend model
+whose `model.py` runs at import — code from the network running inside the edge server. It, the same through
+gRPC, and every other call that loads, unloads or changes a model, registers shared memory or changes logging or
+tracing must be refused to anyone without the operator's credential: against `EdgeServer`'s defaults, the
+installed service's command line (packaging/edge/mededge-edge.service) and the stock-container script the export
+writes (run here by a stand-in `docker` that starts the wheel's Triton with the script's own Triton flags).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import ROOT
+from dicom_factory import dataset, gradient, write
+from inference.analyze import Analyzer, ModelChoice
+from inference.edge_client import EdgeClient, EdgeSettings
+from inference.edge_parts import WireFormat, part_spec
+from inference.edge_repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
+from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles, free_ports
+from inference.findings import Mode
+from inference.plan import ModelPlan, Plan
+from test_edge import TINY, _certificates
+from viewer.loader import load_radiograph
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(ModelChoice(detector=TINY, runtime="torch"))
+
+
+@pytest.fixture(scope="module")
+def part(analyzer) -> str:
+    return part_spec(analyzer.classifier, 7, WireFormat.FP32, analyzer.classifier_weights.source).name
+
+
+@pytest.fixture(scope="module")
+def repository(analyzer, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("secure") / "repository"
+    write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
+                                        WireFormat.FP32)], gpu=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> dict[str, Path]:
+    return _certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    return load_radiograph(write(dataset(gradient(320, 288, bits=12, seed=5), bits_stored=12), folder / "s.dcm"))
+
+
+def _server(repository: Path, work: Path, **options) -> EdgeServer:
+    grpc_port, http, metrics = free_ports(3)
+    server = EdgeServer(repository, work, grpc_port=grpc_port, http_port=http, metrics_port=metrics, **options)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(repository, tmp_path_factory):
+    """`EdgeServer` with its defaults: the gateway and Triton on loopback, no TLS."""
+    server = _server(repository, tmp_path_factory.mktemp("plain"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_server(repository, certificates, tmp_path_factory):
+    server = _server(repository, tmp_path_factory.mktemp("tls"),
+                     tls=TlsFiles(certificates["server.pem"], certificates["server.key"]))
+    yield server
+    server.stop()
+
+
+# ------------------------------------------------------------ the attacker's requests
+
+
+def _malicious_model(name: str, marker: Path) -> tuple[str, bytes]:
+    """A Python-backend model whose model.py writes `marker` when Triton imports it."""
+    code = (f"open({str(marker)!r}, 'w').write('code from the network ran on the edge')\n"
+            "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n")
+    config = {"name": name, "backend": "python", "max_batch_size": 0,
+              "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+              "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}
+    return json.dumps(config), code.encode()
+
+
+def _http(port: int, path: str, body: dict | None = None, headers: dict | None = None) -> int:
+    """The status of one plain HTTP request to this machine's `port`."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _http_upload(port: int, marker: Path) -> int:
+    config, code = _malicious_model("pwn", marker)
+    return _http(port, "/v2/repository/models/pwn/load",
+                 {"parameters": {"config": config, "file:1/model.py": base64.b64encode(code).decode()}})
+
+
+def _refused(call) -> str:
+    """Run a gRPC call that must fail; its error text."""
+    try:
+        call()
+    except InferenceServerException as error:
+        return str(error)
+    raise AssertionError("the edge accepted a call it must refuse")
+
+
+def _operator_calls(client: grpcclient.InferenceServerClient, part: str, marker: Path) -> dict:
+    """Every operator call an attacker would try over gRPC, by name."""
+    config, code = _malicious_model("pwn", marker)
+    changed = json.dumps({"name": part, "backend": "python", "max_batch_size": 1})
+    return {
+        "upload code": lambda: client.load_model("pwn", config=config, files={"file:1/model.py": code}),
+        "unload a part": lambda: client.unload_model(part),
+        "load a part with a changed config": lambda: client.load_model(part, config=changed),
+        "register shared memory": lambda: client.register_system_shared_memory("attacker", "/mededge-attack", 64),
+        "change logging": lambda: client.update_log_settings({"log_file": str(marker)}),
+        "change tracing": lambda: client.update_trace_settings(settings={"trace_file": str(marker),
+                                                                         "trace_level": ["TIMESTAMPS"]}),
+        "list the repository": lambda: client.get_model_repository_index(),
+    }
+
+
+def _still_serving(address: str, part: str, analyzer: Analyzer, study, **settings) -> None:
+    """The part is loaded as exported and a study is analysed on the edge at `address`."""
+    client = EdgeClient(EdgeSettings(address, timeout_s=30, **settings))
+    try:
+        assert part in client.status().models
+        analyzer.edge = client
+        findings = analyzer.analyze(study, Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(7)),
+                                    allow_fallback=False)
+        assert findings.mode is Mode.DISTRIBUTED
+    finally:
+        analyzer.edge = None
+        client.close()
+
+
+# ------------------------------------------------------------ EdgeServer's defaults
+
+
+def test_the_code_upload_and_every_operator_call_are_refused(server, part, analyzer, study, tmp_path):
+    marker = tmp_path / "pwned"
+    assert _http_upload(server.http_port, marker) == 403
+    for name, call in _operator_calls(grpcclient.InferenceServerClient(server.grpc_address), part, marker).items():
+        assert "UNIMPLEMENTED" in _refused(call), name  # the gateway does not know these calls
+    # Triton's own gRPC (loopback: other users of the edge box) refuses them too, without the credential.
+    for name, call in _operator_calls(grpcclient.InferenceServerClient(server.triton_grpc_address), part,
+                                      marker).items():
+        assert "restricted" in _refused(call), name
+    for path, body in ((f"/v2/repository/models/{part}/unload", {}), ("/v2/repository/index", {}),
+                       ("/v2/systemsharedmemory/region/attacker/register",
+                        {"key": "/mededge-attack", "offset": 0, "byte_size": 64}),
+                       ("/v2/logging", {"log_file": str(marker)}), ("/v2/trace/setting", {"trace_file": str(marker)})):
+        assert _http(server.http_port, path, body) == 403, path
+    assert not marker.exists()
+    _still_serving(server.grpc_address, part, analyzer, study)
+    # The operator, with the credential the server wrote for its own user, can list (and unload, see test_faults).
+    assert (part, "READY") in server.operator().models()
+    assert oct(server.control_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_code_upload_is_refused_over_tls(tls_server, part, analyzer, study, certificates, tmp_path):
+    marker = tmp_path / "pwned"
+    secure = grpcclient.InferenceServerClient(tls_server.grpc_address, ssl=True,
+                                              root_certificates=str(certificates["ca.pem"]))
+    for name, call in _operator_calls(secure, part, marker).items():
+        assert "UNIMPLEMENTED" in _refused(call), name
+    assert _http_upload(tls_server.http_port, marker) == 403
+    assert not marker.exists()
+    _still_serving(tls_server.grpc_address, part, analyzer, study, tls=True, root_certificate=certificates["ca.pem"])
+
+
+def test_oversized_and_mismatched_requests_are_refused_before_they_are_buffered(server, part, repository):
+    """A request larger than the largest legitimate one is refused at its length prefix: neither the gateway
+    (this process) nor Triton grows by its size. Tensors of another shape, type, name or batch are refused."""
+    limit = largest_request_bytes(repository)
+    assert limit < 8 << 20  # one classifier tensor at cut 7, or the link probe's payload, and some framing
+    triton = _ResidentMemory(server.process.pid)
+    gateway = _ResidentMemory(os.getpid())
+    def attack(address: str, megabytes: int, compression: str = "") -> str:
+        """One request of `megabytes` for a 100 KB input, sent from another process; the edge's answer."""
+        code = ("import sys, tritonclient.grpc as g\n"
+                "c = g.InferenceServerClient(sys.argv[1])\n"
+                "i = g.InferInput('t06', [1, 512, 7, 7], 'FP32')\n"
+                "i._raw_content = bytes(int(sys.argv[3]) << 20)\n"
+                "try:\n"
+                "    c.infer(sys.argv[2], [i], compression_algorithm=sys.argv[4] or None, client_timeout=120)\n"
+                "except Exception as e:\n    print(e)\n")
+        return subprocess.run([sys.executable, "-c", code, address, part, str(megabytes), compression],
+                              capture_output=True, text=True, timeout=300).stdout
+
+    # The measurement can tell: straight to Triton (its own loopback port, as before the gateway), 100 MB grow it.
+    with triton:
+        assert "byte size mismatch" in attack(server.triton_grpc_address, 100)
+    assert triton.growth_mb > 80, triton.growth_mb
+    for compression in ("", "deflate"):  # deflate: 300 MB of zeros arrive as a few hundred KB
+        with triton, gateway:
+            answer = attack(server.grpc_address, 300, compression)
+        assert "RESOURCE_EXHAUSTED" in answer and "larger than max" in answer, answer
+        assert triton.growth_mb < 50 and gateway.growth_mb < 50, (compression, triton.growth_mb, gateway.growth_mb)
+
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+
+    def infer(name: str, shape: list[int], dtype: str) -> str:
+        tensor = grpcclient.InferInput(name, shape, dtype)
+        tensor.set_data_from_numpy(np.zeros(shape, {"FP32": np.float32, "FP16": np.float16}[dtype]))
+        return _refused(lambda: client.infer(part, [tensor]))
+
+    assert "unexpected shape" in infer("t06", [1, 256, 7, 7], "FP32")
+    assert "data-type is 'FP16'" in infer("t06", [1, 512, 7, 7], "FP16")
+    assert "unexpected inference input" in infer("t99", [1, 512, 7, 7], "FP32")
+    assert "batch-size must be <=" in infer("t06", [9, 512, 7, 7], "FP32")
+    tensor = grpcclient.InferInput("t06", [1, 512, 7, 7], "FP32")
+    tensor._raw_content = bytes(1 << 20)  # within the size limit, but not what the shape says
+    assert "byte size mismatch" in _refused(lambda: client.infer(part, [tensor]))
+
+
+class _ResidentMemory:
+    """Peak growth of a process's resident memory while the `with` block runs, sampled every 5 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.growth_mb = 0.0
+
+    def _rss_mb(self) -> float:
+        with open(f"/proc/{self.pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+    def __enter__(self):
+        self.growth_mb = 0.0
+        self._start = self._rss_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.005):
+            self.growth_mb = max(self.growth_mb, self._rss_mb() - self._start)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+# ------------------------------------------------------------ what the edge will serve
+
+
+def test_a_repository_others_can_write_is_refused(repository, tmp_path):
+    for unsafe in (repository, repository / f"{next(repository.glob('classifier_*')).name}/1/model.onnx"):
+        mode = unsafe.stat().st_mode
+        unsafe.chmod(mode | 0o002)
+        try:
+            server = EdgeServer(repository, tmp_path / "run", grpc_port=free_ports(1)[0])
+            with pytest.raises(EdgeServerError, match="can be changed by other users"):
+                server.start()
+            assert server.process is None  # refused before Triton started
+        finally:
+            unsafe.chmod(mode)
+
+
+def test_a_part_whose_onnx_is_not_the_exported_one_is_refused(analyzer, repository, tmp_path):
+    """Another model's ONNX in a part's place (same config): the edge does not load it."""
+    import shutil
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(repository, swapped)
+    victim = next(swapped.glob("classifier_*")) / "1" / "model.onnx"
+    victim.write_bytes(victim.read_bytes() + b"\0")  # any change at all
+    with pytest.raises(EdgeServerError, match="is not the one exported"):
+        _server(swapped, tmp_path / "run")
+
+
+def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loaded(repository, part, analyzer,
+                                                                                   study, tmp_path):
+    """`edge control`, as IT runs it on the edge box: list, unload, load after a re-export; a part whose ONNX was
+    changed without a new export is refused, and the part loaded before keeps serving."""
+    import shutil
+
+    import onnx
+
+    from inference.edge_repository import DIGEST, read_config
+    from inference.weights import file_sha256
+
+    exported = tmp_path / "repository"
+    shutil.copytree(repository, exported)
+    grpc_port, http, metrics = free_ports(3)
+    env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path / "data"))
+    process = _edge_serve("--repository", str(exported), "--grpc-port", str(grpc_port), "--http-port", str(http),
+                          "--metrics-port", str(metrics), env=env)
+
+    def control(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "control", "--grpc-port",
+                               str(grpc_port), *args], env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        _until_serving(process)
+        assert f"{part}\tREADY" in control("list").stdout
+        # A re-export: a new model.onnx and the digest of it in the config.
+        onnx_path = exported / part / "1" / "model.onnx"
+        model = onnx.load(str(onnx_path))
+        model.doc_string = "re-exported"
+        onnx.save(model, str(onnx_path))
+        config = read_config(exported / part / "config.pbtxt")
+        config.parameters[DIGEST].string_value = file_sha256(onnx_path)
+        (exported / part / "config.pbtxt").write_text(str(config))
+        assert control("unload", part).returncode == 0
+        assert f"{part}\tUNAVAILABLE" in control("list").stdout
+        done = control("load", part)
+        assert done.returncode == 0 and f"loaded {part}" in done.stdout, done.stderr
+        _still_serving(f"127.0.0.1:{grpc_port}", part, analyzer, study)
+        # The file changed, the config not: refused with the reason; what was loaded keeps serving.
+        onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+        done = control("load", part)
+        assert done.returncode == 1 and "is not the one exported" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        _still_serving(f"127.0.0.1:{grpc_port}", part, analyzer, study)
+        assert "needs the part's name" in control("load").stderr
+    finally:
+        _stopped(process)
+    assert "no edge server's control file" in control("list").stderr  # stopped: its credential is gone
+
+
+# ------------------------------------------------------------ plaintext beyond loopback, the command line
+
+
+def _edge_serve(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "edge", "serve", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _until_serving(process: subprocess.Popen) -> str:
+    lines = []
+    while not any("stop with" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        lines.append(line)
+    return "".join(lines)
+
+
+def _stopped(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    return process.stderr.read()
+
+
+@pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--http-host", "0.0.0.0"], ["--metrics-host", "::"]])
+def test_plaintext_beyond_loopback_is_refused_without_insecure(repository, where):
+    ports = [str(p) for p in free_ports(3)]
+    process = _edge_serve("--repository", str(repository), "--grpc-port", ports[0], "--http-port", ports[1],
+                          "--metrics-port", ports[2], *where)
+    assert process.wait(timeout=60) == 1
+    error = process.stderr.read()
+    assert "refusing plaintext beyond loopback" in error and "--insecure" in error and "Traceback" not in error
+
+
+def test_insecure_serves_plaintext_and_warns_on_every_start(repository, part, analyzer, study, tmp_path):
+    grpc_port, http, metrics = free_ports(3)
+    env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path))
+    for _ in range(2):
+        process = _edge_serve("--repository", str(repository), "--host", "0.0.0.0", "--grpc-port", str(grpc_port),
+                              "--http-port", str(http), "--metrics-port", str(metrics), "--insecure", env=env)
+        try:
+            _until_serving(process)
+            client = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc_port}"))
+            assert part in client.status().models
+            client.close()
+        finally:
+            errors = _stopped(process)
+        assert f"warning: insecure: gRPC on 0.0.0.0:{grpc_port} is plaintext" in errors, errors
+
+
+def test_the_installed_service_command_line_refuses_the_attack(repository, part, analyzer, study, certificates,
+                                                               tmp_path):
+    """mededge-edge.service's ExecStart as written, with this machine's paths and free ports put in."""
+    unit = (ROOT / "packaging/edge/mededge-edge.service").read_text()
+    command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[10:])
+    ports = {"8001": free_ports(1)[0], "8000": free_ports(1)[0], "8002": free_ports(1)[0]}
+    local = {"/opt/mededge/.venv/bin/python": sys.executable, "main.py": str(ROOT / "main.py"),
+             "/var/lib/mededge/repository": str(repository), "$MEDEDGE_EDGE_OPTS": None,
+             **{f"/etc/mededge/tls/{name}": str(certificates[name]) for name in ("server.pem", "server.key")},
+             **{port: str(free) for port, free in ports.items()}}
+    assert set(local) - {"$MEDEDGE_EDGE_OPTS"} <= set(command), command  # the unit still has what is replaced
+    command = [local.get(word, word) for word in command if local.get(word, word) is not None]
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # the network, over TLS
+    process = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path)))
+    try:
+        _until_serving(process)
+        marker = tmp_path / "pwned"
+        assert _http_upload(ports["8000"], marker) == 403
+        secure = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['8001']}", ssl=True,
+                                                  root_certificates=str(certificates["ca.pem"]))
+        for name, call in _operator_calls(secure, part, marker).items():
+            assert "UNIMPLEMENTED" in _refused(call), name
+        plaintext = EdgeClient(EdgeSettings(f"127.0.0.1:{ports['8001']}", check_timeout_s=2))
+        with pytest.raises(Exception, match="require TLS"):
+            plaintext.status()
+        assert not marker.exists()
+        _still_serving(f"127.0.0.1:{ports['8001']}", part, analyzer, study, tls=True,
+                       root_certificate=certificates["ca.pem"])
+    finally:
+        _stopped(process)
+
+
+# ------------------------------------------------------------ the stock-container set-up
+
+
+STAND_IN_DOCKER = '''#!{python}
+"""A stand-in for `docker run` of the stock Triton image: runs the wheel's tritonserver with the same Triton
+arguments, the container's ports and mounts mapped to this machine (the wheel has only the Python backend, so
+/models is served through its Python-backend overlay)."""
+import os, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from inference.edge_repository import python_backend_overlay
+from inference.edge_server import Installation
+
+args = sys.argv[1:]
+assert args.pop(0) == "run"
+published, mounts = {{}}, {{}}
+while args[0].startswith("-"):
+    option = args.pop(0)
+    if option == "-p":
+        address, port, inside = args.pop(0).rsplit(":", 2)
+        published[inside] = (address, port)
+    elif option == "-v":
+        host, inside = args.pop(0).split(":")[:2]
+        mounts[inside] = host
+    elif option == "--gpus":
+        args.pop(0)
+image, command = args[0], args[1:]
+assert command[0] == "tritonserver", command
+work = Path(os.environ["STAND_IN_WORK"])
+served = work / "serve"
+python_backend_overlay(Path(mounts["/models"]), served)
+installation = Installation.find()
+flags = []
+for flag in command[1:]:
+    if flag.startswith("--model-repository="):
+        flag = f"--model-repository={{served}}"
+    for inside, host in mounts.items():
+        flag = flag.replace(f"={{inside}}/", f"={{host}}/")
+    flags.append(flag)
+for inside, kind in (("8001", "grpc"), ("8000", "http"), ("8002", "metrics")):
+    address, port = published[inside]
+    flags += [f"--{{kind}}-address={{address}}", f"--{{kind}}-port={{port}}"]
+flags.append(f"--backend-directory={{installation.backend_directory(work / 'backends')}}")
+print("stand-in docker:", image, *flags, file=sys.stderr, flush=True)
+os.execve(installation.tritonserver, [str(installation.tritonserver), *flags], installation.environment())
+'''
+
+
+def test_the_stock_container_script_refuses_the_attack(analyzer, part, study, certificates, tmp_path):
+    exported = tmp_path / "exported"
+    write_repository(exported, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
+                                            WireFormat.FP32)], gpu=False)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(STAND_IN_DOCKER.format(python=sys.executable, root=str(ROOT)))
+    (bin_dir / "docker").chmod(0o755)
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    for name in ("server.pem", "server.key"):
+        (tls_dir / name).write_bytes(certificates[name].read_bytes())
+    grpc_port, http, metrics = free_ports(3)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STAND_IN_WORK=str(tmp_path / "work"),
+               MEDEDGE_TLS_DIR=str(tls_dir), MEDEDGE_GRPC_ADDRESS="127.0.0.1", MEDEDGE_GRPC_PORT=str(grpc_port),
+               MEDEDGE_HTTP_PORT=str(http), MEDEDGE_METRICS_PORT=str(metrics))
+    script = str(exported / DOCKER_SCRIPT)
+    process = subprocess.Popen([script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _http_ready(http) is False:
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.5)
+        marker = tmp_path / "pwned"
+        assert _http_upload(http, marker) == 403
+        secure = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True,
+                                                  root_certificates=str(certificates["ca.pem"]))
+        for name, call in _operator_calls(secure, part, marker).items():
+            assert "restricted" in _refused(call), name  # Triton's own lock: this set-up has no gateway
+        assert not marker.exists()
+        _still_serving(f"127.0.0.1:{grpc_port}", part, analyzer, study, tls=True,
+                       root_certificate=certificates["ca.pem"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+    def refusal(**changes) -> str:
+        done = subprocess.run([script], env={**env, **changes}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        return done.stderr
+
+    assert "refusing plaintext gRPC on 0.0.0.0" in refusal(MEDEDGE_TLS_DIR=str(tmp_path / "none"),
+                                                          MEDEDGE_GRPC_ADDRESS="0.0.0.0")
+    onnx = exported / part / "1" / "model.onnx"
+    onnx.chmod(0o666)
+    assert "can be changed by other users" in refusal()
+    onnx.chmod(0o644)
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    assert "not the one exported" in refusal()
+
+
+def _http_ready(port: int) -> bool:
+    try:
+        return _http(port, "/v2/health/ready") == 200
+    except OSError:
+        return False

@@ -69,15 +69,42 @@ else
 fi
 rm -rf "$STATE/repository" && mv "$STATE/repository.new" "$STATE/repository"
 chown -R mededge:mededge "$STATE"
+chmod -R u=rwX,g=rX,o= "$STATE/repository"   # the service refuses a repository others could change
 
-install -d -m 0755 "$CONFIG"
+# TLS for gRPC (the unit serves it on every interface and refuses plaintext there). Kept when present; else a site
+# CA and a server certificate it signed, for this host's names and addresses. The workstations trust ca.pem.
+TLS="$CONFIG/tls"
+install -d -m 0755 "$CONFIG" && install -d -m 0750 -g mededge "$TLS"
+if [ ! -e "$TLS/server.pem" ] || [ ! -e "$TLS/server.key" ]; then
+    echo "making a site CA and a TLS certificate for this edge in $TLS"
+    names="DNS:localhost,IP:127.0.0.1,DNS:$(hostname)"
+    fqdn=$(hostname -f 2>/dev/null || true)
+    [ -n "$fqdn" ] && [ "$fqdn" != "$(hostname)" ] && names="$names,DNS:$fqdn"
+    for address in $(hostname -I 2>/dev/null || true); do names="$names,IP:$address"; done
+    scratch=$(mktemp -d)
+    (umask 077
+     openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=MedEdge site CA ($(hostname))" \
+         -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null
+     openssl req -newkey rsa:3072 -nodes -subj "/CN=$(hostname)" -keyout "$TLS/server.key" \
+         -out "$scratch/server.csr" 2>/dev/null
+     printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$names" > "$scratch/san.ext"
+     openssl x509 -req -in "$scratch/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
+         -days 825 -extfile "$scratch/san.ext" -out "$TLS/server.pem" 2>/dev/null)
+    rm -rf "$scratch"
+    chmod 0644 "$TLS/ca.pem" "$TLS/server.pem"
+    chgrp mededge "$TLS/server.key" && chmod 0640 "$TLS/server.key"   # ca.key stays root's (0600)
+    echo "workstations: Settings → Edge → Use TLS, CA certificate = a copy of $TLS/ca.pem (names: $names)"
+fi
+
 [ -e "$CONFIG/edge.env" ] || cat > "$CONFIG/edge.env" <<'EOF'
 # Options appended to `main.py edge serve` by mededge-edge.service (see `main.py edge serve --help`).
-# TLS (key readable by group mededge, e.g. chgrp mededge key.pem && chmod 0640 key.pem):
-#MEDEDGE_EDGE_OPTS=--tls-cert /etc/mededge/tls/server.pem --tls-key /etc/mededge/tls/server.key
-# mutual TLS: add --tls-client-ca /etc/mededge/tls/workstations-ca.pem ; one interface only: --host 10.0.0.5
+# gRPC is served over TLS with /etc/mededge/tls/server.pem and server.key (key readable by group mededge).
+# Mutual TLS (workstations need a certificate this CA signed): --tls-client-ca /etc/mededge/tls/workstations-ca.pem
+# One interface only: --host 10.0.0.5 . Plaintext gRPC (not recommended; warned on every start): --insecure
+#MEDEDGE_EDGE_OPTS=--tls-client-ca /etc/mededge/tls/workstations-ca.pem
 EOF
 install -m 0644 "$PREFIX/packaging/edge/$UNIT" "/etc/systemd/system/$UNIT"
 systemctl daemon-reload
 systemctl enable --now "$UNIT"
 echo "started $UNIT — check: systemctl status $UNIT; curl -sf http://127.0.0.1:8000/v2/health/ready && echo ready"
+echo "operator: sudo -u mededge env MEDEDGE_DATA_DIR=$STATE $PREFIX/.venv/bin/python $PREFIX/main.py edge control list"

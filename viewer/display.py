@@ -8,6 +8,9 @@ under the interactive budget.
 from __future__ import annotations
 
 import numpy as np
+import pydicom  # noqa: F401  the package before its modules, see viewer/loader.py
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_windowing
 
 from viewer.radiograph import Radiograph, VoiFunction, VoiLut, Window
 
@@ -22,9 +25,6 @@ def grey_levels(values: np.ndarray, window: Window, function: VoiFunction = VoiF
         index = np.clip(np.asarray(values, dtype=np.int64) - voi_lut.first_mapped, 0, table.size - 1)
         low, high = float(table.min()), float(table.max())
         return (table[index] - low) / max(high - low, 1.0)
-    from pydicom.dataset import Dataset
-    from pydicom.pixels import apply_windowing
-
     # A minimal VOI LUT module: pydicom maps onto 0..2**BitsStored-1 of an unsigned image.
     voi = Dataset()
     voi.PhotometricInterpretation = "MONOCHROME2"

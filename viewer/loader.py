@@ -11,9 +11,32 @@ import re
 import struct
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
+# The whole decoding stack is imported with this module, before any loader thread runs: opening several files at
+# once on a cold start had each worker thread import pydicom on first use, and concurrent first imports of a
+# package that imports itself in a circle give one thread a half-initialised module ("cannot import name
+# 'Dataset' from partially initialized module 'pydicom.dataset'"). `import pydicom` comes first, so a thread
+# that gets here while another is importing waits for the whole package.
+import cv2
 import numpy as np
+import pydicom
+import pydicom.pixels  # registers every decoder plugin, importing its backend (pylibjpeg, GDCM …)
+from PIL import Image
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from viewer import voi
 from viewer.errors import RadiographError
@@ -26,6 +49,8 @@ from viewer.radiograph import (
     Window,
     WindowSource,
 )
+
+Image.init()  # Pillow's format plugins, otherwise imported by whichever thread opens the first PNG/TIFF
 
 MAX_DIMENSION = 20_000          # rows or columns beyond this are refused
 MAX_DECODE_BYTES = 1 << 30      # one decoded frame beyond 1 GiB is refused before decoding
@@ -106,8 +131,6 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
 
 
 def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     where = str(file)
     notes: list[str] = []
@@ -144,8 +167,6 @@ def _check_deflated_size(file: Path, where: str) -> None:
 
     Anything unreadable here is left for pydicom to report.
     """
-    from pydicom.filereader import read_dataset, read_preamble
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     with open(file, "rb") as stream:
         try:
@@ -172,8 +193,6 @@ def _check_deflated_size(file: Path, where: str) -> None:
 
 def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
     """Files without File Meta carry no transfer syntax: use what pydicom detected (Implicit VR LE by default)."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -263,8 +282,6 @@ def _describe_non_image(ds) -> str:
 
 
 def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import UID
 
     uid = UID(transfer_syntax)
     name = uid.name if uid.is_transfer_syntax else transfer_syntax
@@ -315,7 +332,6 @@ def _keep_first_native_frame(ds, where: str) -> None:
 
     A 4 GB cine loop then costs one frame of memory, not the whole file.
     """
-    from pydicom.dataelem import DataElement, RawDataElement
 
     raw = ds.get_item("PixelData", keep_deferred=True)
     if not isinstance(raw, RawDataElement) or raw.value is not None or not isinstance(ds.filename, str):
@@ -351,8 +367,6 @@ def _decoder_reason(exc: BaseException) -> str:
 
 def _to_grey_modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
     """Colour to luminance; then the Modality LUT (rescale or LUT sequence) via pydicom."""
-    import cv2
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
@@ -480,7 +494,6 @@ def _first_window(ds, notes: list[str]) -> Window | None:
 
 def _first_number(value) -> float:
     """Window Center/Width may hold several values (alternative windows): the first is the default."""
-    from pydicom.multival import MultiValue
 
     if isinstance(value, (MultiValue, list, tuple)):
         value = value[0]
@@ -579,7 +592,6 @@ def _warning_notes(caught) -> list[str]:
 
 
 def _with_notes(radiograph: Radiograph, extra: list[str]) -> Radiograph:
-    from dataclasses import replace
 
     return replace(radiograph, notes=radiograph.notes + tuple(extra))
 
@@ -605,8 +617,6 @@ def _decoded_bytes_per_pixel(image) -> int:
 
 def _load_raster(file: Path, kind: str) -> Radiograph:
     """PNG/JPEG/TIFF: header checked with Pillow (no decode), pixels decoded with OpenCV."""
-    import cv2
-    from PIL import Image
 
     where = str(file)
     Image.MAX_IMAGE_PIXELS = None  # our own limits below apply, and name the reason

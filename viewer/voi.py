@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom  # noqa: F401  the package before its modules, see viewer/loader.py
+from pydicom.pixels import apply_voi
 
 from viewer.radiograph import VoiLut, Window
 
@@ -48,7 +50,6 @@ def window_misfit(window: Window, data_range: tuple[float, float]) -> str | None
 
 def voi_lut_from_dataset(ds, index: int = 0) -> VoiLut:
     """Item `index` of the VOI LUT Sequence, tabulated over its input range by pydicom's `apply_voi`."""
-    from pydicom.pixels import apply_voi
 
     item = ds.VOILUTSequence[index]
     entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)

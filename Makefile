@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench sysdeps clean package
+.PHONY: run test bench sysdeps sysdeps-test clean package
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,18 @@ $(OTHER_TRITON): | $(STAMP)
 	$(PY) -m pip install --quiet --no-deps --target $@.partial nvidia-pytriton==0.5.0
 	mv $@.partial $@
 
-# Shared libraries Qt's offscreen/xcb platforms load; installed only when missing.
+# The system libraries PySide6's Qt links (packaging/qt-libraries.tsv), and for the tests dcmtk, Xvfb, xdotool
+# and xwd; installed only when missing (as root; otherwise the apt-get line is printed).
 sysdeps:
-	@sh packaging/linux-sysdeps.sh
+	@sh packaging/linux-sysdeps.sh run
+
+sysdeps-test:
+	@sh packaging/linux-sysdeps.sh test
 
 run: $(STAMP) sysdeps
 	$(PY) main.py $(ARGS)
 
-test: $(STAMP) $(OTHER_TRITON) sysdeps
+test: $(STAMP) $(OTHER_TRITON) sysdeps-test
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -37,8 +41,9 @@ bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_window_level.py
 	$(PY) bench/bench_runtimes.py
 
-# Desktop app as one folder (dist/MedEdgeViewer/) with PyInstaller, smoke-tested offscreen (packaging/README.md).
-package: $(STAMP) sysdeps
+# Desktop app as one folder (dist/MedEdgeViewer/) with PyInstaller, smoke-tested offscreen and on Xvfb
+# (packaging/README.md).
+package: $(STAMP) sysdeps-test
 	bash packaging/desktop/build.sh
 
 clean:

@@ -1,24 +1,36 @@
 #!/bin/sh
-# Install the Debian libraries PySide6 needs at run time, only those that are missing.
-# The PyPI wheels bundle Qt itself but link these system libraries.
+# Install the Debian packages the viewer needs at run time (and, with `test`, the tools the tests drive), only
+# those that are missing; as a normal user, print the apt-get line instead.
+#
+#   sh packaging/linux-sysdeps.sh run     # make run: the system libraries PySide6's Qt links (xcb, EGL, fonts …)
+#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool and xwd
+#
+# The libraries come from packaging/qt-libraries.tsv (soname → package), which packaging/qt_libraries.py derives
+# from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
 set -e
+here=$(dirname "$0")
 missing=""
-need() { ldconfig -p | grep -q "$1" || missing="$missing $2"; }
-need 'libEGL.so.1'          libegl1
-need 'libGL.so.1'           libgl1
-need 'libfontconfig.so.1'   libfontconfig1
-need 'libxkbcommon.so.0'    libxkbcommon0
-need 'libdbus-1.so.3'       libdbus-1-3
-need 'libxkbcommon-x11.so.0' libxkbcommon-x11-0
-need 'libxcb-cursor.so.0'   libxcb-cursor0
-# A test tool, not a run-time need: tests/test_structured_report.py checks the DICOM SR with dcmtk's dsrdump.
+present=$(ldconfig -p)
+while IFS="$(printf '\t')" read -r soname package; do
+    case "$soname" in ''|'#'*) continue ;; esac
+    printf '%s\n' "$present" | grep -q "^[[:space:]]*$soname " && continue
+    case " $missing " in *" $package "*) ;; *) missing="$missing $package" ;; esac
+done < "$here/qt-libraries.tsv"
+
+# Qt draws text with the system's fonts (fontconfig); a minimal system may have none.
+[ -n "$(fc-list 2>/dev/null | head -n 1)" ] || missing="$missing fonts-dejavu-core"
+
 tools=""
-command -v dsrdump >/dev/null 2>&1 || tools=" dcmtk"
+if [ "${1:-run}" = test ]; then
+    # dsrdump: the DICOM SR check; Xvfb, xdotool, xwd: the viewer on a real X server (tests/test_x11.py)
+    command -v dsrdump >/dev/null 2>&1 || tools="$tools dcmtk"
+    command -v Xvfb >/dev/null 2>&1 || tools="$tools xvfb"
+    command -v xdotool >/dev/null 2>&1 || tools="$tools xdotool"
+    command -v xwd >/dev/null 2>&1 || tools="$tools x11-apps"
+fi
 [ -z "$missing$tools" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-    [ -n "$tools" ] && echo "the tests need dcmtk (dsrdump) — install it with: sudo apt-get install$tools" >&2
-    [ -z "$missing" ] && exit 0
-    echo "Qt needs these Debian packages:$missing — install them with: sudo apt-get install$missing" >&2
+    echo "missing Debian packages:$missing$tools — install them with: sudo apt-get install$missing$tools" >&2
     exit 1
 fi
 echo "installing Debian packages:$missing$tools"

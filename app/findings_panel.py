@@ -23,6 +23,7 @@ class FindingsPanel(QWidget):
         self.banner = QLabel(DEMO_BANNER)
         self.banner.setStyleSheet("background:#b00020;color:white;font-weight:bold;padding:6px;")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.banner.setWordWrap(True)
         self.banner.setVisible(False)
         self.mode_label = QLabel("No analysis yet (F5 analyses the open study)")
         self.mode_label.setWordWrap(True)

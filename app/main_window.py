@@ -3,6 +3,7 @@ the analysis service; holds no pixel or model logic of its own."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,8 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 
 from app.analysis import AnalysisService, check_edge
 from app.findings_panel import DEMO_BANNER, FindingsPanel, timing_text
-from app.settings import AppSettings, load_settings, save_settings
+from app.settings import APPLICATION, ORGANISATION, AppSettings, load_settings, save_settings
+from app.theme import apply_theme
 from app.workers import Worker, start
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
@@ -35,6 +37,9 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
 ]
 _KEYS = dict(SHORTCUTS)
+DEFAULT_SIZE = (1440, 900)
+STUDIES_WIDTH, FINDINGS_WIDTH = 240, 360  # starting dock widths (px): both readable on a 1366 px screen
+LAYOUT_KEYS = ("window/geometry", "window/state")  # beside the settings, in the same QSettings
 
 
 def load_for_list(path: str):
@@ -66,9 +71,14 @@ class MainWindow(QMainWindow):
         self.findings_panel = FindingsPanel(self)
         self.findings_panel.thresholds = dict(settings.finding_thresholds)
         self.tag_browser = TagBrowser(self)
-        self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Findings", self.findings_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("DICOM tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
+        apply_theme(QApplication.instance(), settings.theme)
+        studies = self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
+        findings = self._dock("Findings", self.findings_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        tags = self._dock("DICOM tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks = (studies, findings, tags)
+        self.tabifyDockWidget(findings, tags)  # the 14 findings get the column's height; tags a click away
+        findings.raise_()
+        self.resizeDocks([studies, findings], [STUDIES_WIDTH, FINDINGS_WIDTH], Qt.Orientation.Horizontal)
 
         self.analysis = AnalysisService(settings, self)
         self.analysis.progress.connect(self._analysis_progress)
@@ -160,6 +170,9 @@ class MainWindow(QMainWindow):
         for preset in PRESETS:
             presets.addAction(self._action(f"Preset: {preset}", lambda _=False, p=preset: self.canvas.apply_preset(p)))
         view.addAction(self._action("Distance tool", self.canvas.start_ruler))
+        panels = view.addMenu("Panels")  # a closed panel comes back from here
+        for dock in self.docks:
+            panels.addAction(dock.toggleViewAction())
 
         ai = menu.addMenu("&AI")
         self.analyze_action = self._action("Analyze", self.analyze_current)
@@ -449,6 +462,8 @@ class MainWindow(QMainWindow):
             self.apply_settings(dialog.result_settings)
 
     def apply_settings(self, settings: AppSettings) -> None:
+        if settings.theme is not self.settings.theme:
+            apply_theme(QApplication.instance(), settings.theme)
         self.settings = settings
         self.analysis.update_settings(settings)
         save_settings(settings, self.store)
@@ -496,16 +511,45 @@ class MainWindow(QMainWindow):
                                 "<tr><td>Zoom</td><td><b>wheel</b></td></tr><tr><td>Pan</td><td><b>drag</b></td>"
                                 "</tr></table>")
 
+    def restore_layout(self) -> None:
+        """The window's size, place and docks as the user left them; the first time, a size that fits the
+        screen (1440 × 900 at most: on a 1366 × 768 laptop the whole screen)."""
+        store = self.store if self.store is not None else QSettings(ORGANISATION, APPLICATION)
+        geometry, state = store.value(LAYOUT_KEYS[0]), store.value(LAYOUT_KEYS[1])
+        if geometry is not None and self.restoreGeometry(geometry):
+            if state is not None:
+                self.restoreState(state)
+            return
+        screen = (self.screen() or QApplication.primaryScreen()).availableGeometry()
+        self.resize(min(DEFAULT_SIZE[0], screen.width()), min(DEFAULT_SIZE[1], screen.height()))
+        self.move(screen.topLeft())
+        if screen.width() <= DEFAULT_SIZE[0] or screen.height() <= DEFAULT_SIZE[1]:
+            self.setWindowState(Qt.WindowState.WindowMaximized)
+
     def closeEvent(self, event) -> None:
         self.analysis.cancel()
         save_settings(self.settings, self.store)
+        store = self.store if self.store is not None else QSettings(ORGANISATION, APPLICATION)
+        store.setValue(LAYOUT_KEYS[0], self.saveGeometry())
+        store.setValue(LAYOUT_KEYS[1], self.saveState())
         super().closeEvent(event)
 
 
+def choose_platform(environ=os.environ) -> None:
+    """On a Wayland desktop with XWayland, Qt's xcb platform: the one tested here on a real X server (native
+    Wayland is used only where no X server is offered; QT_QPA_PLATFORM set by the user always wins)."""
+    if "QT_QPA_PLATFORM" not in environ and environ.get("WAYLAND_DISPLAY") and environ.get("DISPLAY"):
+        environ["QT_QPA_PLATFORM"] = "xcb"
+
+
 def run_viewer(paths: list[str], screenshot: str | None = None) -> int:
+    choose_platform()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow()
-    window.resize(1440, 900)
+    if screenshot:
+        window.resize(*DEFAULT_SIZE)
+    else:
+        window.restore_layout()
     window.show()
     if screenshot:
         from app.screenshot import take_screenshot

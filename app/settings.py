@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from app.theme import Theme
 from inference.edge_client import EdgeSettings, parse_address
 from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 
@@ -48,6 +49,7 @@ class AppSettings:
     finding_thresholds: dict[str, float] = field(default_factory=dict)  # finding → positive at or above
     auto_analyze: bool = False
     recent_files: tuple[str, ...] = ()
+    theme: Theme = Theme.DARK                 # reading-room dark by default; light on request
 
     def __post_init__(self) -> None:
         for address in self.edge_addresses:

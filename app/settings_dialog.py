@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from app.analysis import test_connection
 from app.settings import AppSettings, SplitMode
+from app.theme import Theme
 from app.workers import Worker, start
 from inference.settings import WIRE_FORMATS
 from inference.weights import file_sha256
@@ -112,6 +113,11 @@ class SettingsDialog(QDialog):
         self.confidence.setSingleStep(0.05)
         self.confidence.setValue(settings.confidence)
         form.addRow("Box confidence", self.confidence)
+        self.theme = QComboBox()
+        for theme, label in ((Theme.DARK, "Dark (reading room)"), (Theme.LIGHT, "Light")):
+            self.theme.addItem(label, theme)
+        self.theme.setCurrentIndex(self.theme.findData(settings.theme))
+        form.addRow("Appearance", self.theme)
 
         self.test_button = QPushButton("Test connection")
         self.test_button.clicked.connect(self.test_connection)
@@ -173,7 +179,8 @@ class SettingsDialog(QDialog):
                        classifier_cut=self.classifier_cut.value(), wire=self.wire.currentText(),
                        device=self.device.currentData(), runtime=self.runtime.currentData(),
                        detector_weights=self.detector_weights.text().strip(),
-                       classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value())
+                       classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value(),
+                       theme=self.theme.currentData())
 
     def accept(self) -> None:
         try:

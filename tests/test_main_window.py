@@ -48,7 +48,7 @@ def test_open_shows_the_radiograph(qtbot, window, shared_cxr):
     path = shared_cxr / "dicom/CR-MONO1-10-chest"
     open_and_wait(qtbot, window, path)
     assert np.array_equal(window.canvas.displayed_image(), render_8bit(load_radiograph(path)))
-    assert window.study_list.rowCount() == 1 and window.study_list.item(0, 4).text() == "CR"
+    assert window.study_list.rowCount() == 1 and window.study_list.rows[window.current].modality == "CR"
     assert window.tag_browser.tree.topLevelItemCount() > 10
     window.tag_browser.search.setText("WindowCenter")
     assert window.tag_browser.visible_rows() == ["WindowCenter"]

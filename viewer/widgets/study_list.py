@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
-COLUMNS = ("", "Patient", "Date", "View", "Modality", "Status")
+COLUMNS = ("", "Study")
 THUMBNAIL = 64
+
+
+@dataclass
+class StudyRow:
+    """What a row says: the facts a reader sorts by, and where the study's analysis stands."""
+
+    patient: str
+    date: str
+    view: str
+    modality: str
+    status: str = "opened"
+
+    def text(self) -> str:
+        """Three short lines beside the thumbnail: they fit a narrow dock where six columns were cut off."""
+        facts = " · ".join(part for part in (self.date, self.view, self.modality) if part)
+        return f"{self.patient}\n{facts}\n{self.status}"
 
 
 def thumbnail_pixels(radiograph: Radiograph) -> np.ndarray:
@@ -39,9 +57,17 @@ class StudyList(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)  # a long name ends in "…"; the tooltip has it whole
         self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(THUMBNAIL + 4)
+        self.verticalHeader().setDefaultSectionSize(THUMBNAIL + 8)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(0, THUMBNAIL + 8)
+        header.setStretchLastSection(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.paths: list[str] = []
+        self.rows: dict[str, StudyRow] = {}
         self.cellDoubleClicked.connect(lambda row, _: self.studyChosen.emit(self.paths[row]))
         self.itemSelectionChanged.connect(self._selected)
 
@@ -58,23 +84,31 @@ class StudyList(QTableWidget):
         name = info.patient_name.replace("^", " ").strip() or radiograph.path.rsplit("/", 1)[-1]
         date = f"{info.study_date[:4]}-{info.study_date[4:6]}-{info.study_date[6:8]}" if len(info.study_date) == 8 \
             else info.study_date
-        for column, text in enumerate((name, date, info.view_position, info.modality or radiograph.file_format,
-                                       "opened"), start=1):
-            self.setItem(row, column, QTableWidgetItem(text))
+        self.rows[radiograph.path] = StudyRow(name, date, info.view_position,
+                                              info.modality or radiograph.file_format)
+        self._show(radiograph.path)
         return row
 
     def remove(self, path: str) -> None:
         if path in self.paths:
             row = self.paths.index(path)
             self.paths.pop(row)
+            self.rows.pop(path)
             self.removeRow(row)
 
     def set_status(self, path: str, status: str) -> None:
         if path in self.paths:
-            self.setItem(self.paths.index(path), 5, QTableWidgetItem(status))
+            self.rows[path].status = status
+            self._show(path)
 
     def status(self, path: str) -> str:
-        return self.item(self.paths.index(path), 5).text()
+        return self.rows[path].status
+
+    def _show(self, path: str) -> None:
+        text = self.rows[path].text()
+        item = QTableWidgetItem(text)
+        item.setToolTip(f"{text}\n{path}")
+        self.setItem(self.paths.index(path), 1, item)
 
     def _selected(self) -> None:
         rows = self.selectionModel().selectedRows()

@@ -1,0 +1,122 @@
+"""What a desktop user expects of the window (pytest-qt, offscreen): it fits a 1366 × 768 screen with nothing cut
+off in the Studies list and the findings panel, it is dark unless Settings say light, and it comes back with the
+size and dock layout it was closed with."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QFontMetrics, QPalette
+from PySide6.QtWidgets import QApplication, QDockWidget
+
+from app.main_window import MainWindow, choose_platform
+from app.settings import AppSettings, load_settings
+from app.theme import Theme
+from dicom_factory import dataset, gradient, write
+from inference.findings import Findings, Mode
+from test_main_window import open_and_wait
+
+FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+
+
+@pytest.fixture
+def store(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def _window(qtbot, store, size=(1366, 768)) -> MainWindow:
+    window = MainWindow(store)
+    window.resize(*size)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def _dock(window: MainWindow, title: str) -> QDockWidget:
+    return next(d for d in window.findChildren(QDockWidget) if d.windowTitle() == title)
+
+
+def test_on_a_small_screen_nothing_is_cut_off_in_the_studies_and_the_findings(qtbot, store, tmp_path):
+    window = _window(qtbot, store)
+    study = write(dataset(gradient(256, 256, bits=12, seed=1), bits_stored=12, PatientName="Doe^Jane",
+                          StudyDate="20240131", ViewPosition="PA"), tmp_path / "s.dcm")
+    open_and_wait(qtbot, window, study)
+    listing = window.study_list
+    metrics = QFontMetrics(listing.font())
+    column = listing.columnWidth(1)
+    assert listing.rows[str(study)].text().splitlines() == ["Doe Jane", "2024-01-31 · PA · DX", "opened"]
+    for line in listing.rows[str(study)].text().splitlines():
+        assert metrics.horizontalAdvance(line) + 8 <= column, (line, column)  # whole, not elided
+    assert listing.viewport().width() >= listing.columnWidth(0) + column - 2  # no column past the edge
+
+    probabilities = {name: 0.5 for name in FINDINGS}
+    findings = Findings(str(study), (), probabilities, {"detector": "demo", "classifier": "demo"}, Mode.LOCAL,
+                        split={"detector": 32, "classifier": 10}, timing_ms={"total": 900.0})
+    window.findings[window.current] = findings
+    window.findings_panel.show_findings(findings)
+    qtbot.wait(50)
+    panel, dock = window.findings_panel, _dock(window, "Findings")
+    assert panel.minimumSizeHint().width() <= dock.width()  # every row's name, bar and threshold fit
+    assert len(panel.rows) == 14 and all(button.isVisible() for button, _, _ in panel.rows.values())
+    lowest = max(button.mapTo(window, button.rect().bottomLeft()).y() for button, _, _ in panel.rows.values())
+    assert lowest < window.height() - window.statusBar().height()  # the 14th row is on screen
+    assert window.width() <= 1366 and window.height() <= 768
+
+
+def test_dark_by_default_light_from_settings(qtbot, store):
+    window = _window(qtbot, store)
+    assert window.settings.theme is Theme.DARK
+    dark = QApplication.instance().palette().color(QPalette.ColorRole.Window)
+    assert dark.lightness() < 80
+    from dataclasses import replace
+
+    window.apply_settings(replace(window.settings, theme=Theme.LIGHT))
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness() > 180
+    assert load_settings(store)[0].theme is Theme.LIGHT  # remembered
+    window.apply_settings(replace(window.settings, theme=Theme.DARK))
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness() < 80
+    with pytest.raises(ValueError):
+        Theme("sepia")
+
+
+def test_the_window_comes_back_with_its_size_and_docks(qtbot, store):
+    window = _window(qtbot, store, size=(760, 560))  # inside the offscreen screen (800 × 600)
+    _dock(window, "Studies").hide()
+    window.resizeDocks([_dock(window, "Findings")], [300], Qt.Orientation.Horizontal)
+    qtbot.wait(50)
+    width = _dock(window, "Findings").width()
+    window.close()
+    again = MainWindow(store)
+    qtbot.addWidget(again)
+    again.restore_layout()
+    again.show()
+    qtbot.waitExposed(again)
+    assert (again.width(), again.height()) == (760, 560)
+    assert not _dock(again, "Studies").isVisible() and _dock(again, "Findings").isVisible()
+    assert abs(_dock(again, "Findings").width() - width) <= 2
+
+
+def test_a_first_start_fits_the_screen(qtbot, tmp_path):
+    window = MainWindow(QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.restore_layout()
+    window.show()
+    qtbot.waitExposed(window)
+    screen = window.screen().availableGeometry()
+    assert window.frameGeometry().width() <= max(screen.width(), 1440)
+    assert window.width() <= screen.width() or window.windowState() & Qt.WindowState.WindowMaximized
+
+
+def test_wayland_sessions_use_xcb_through_xwayland_unless_told_otherwise():
+    wayland = {"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"}
+    choose_platform(wayland)
+    assert wayland["QT_QPA_PLATFORM"] == "xcb"
+    native = {"WAYLAND_DISPLAY": "wayland-0"}  # no XWayland: Qt's own choice (its wayland platform)
+    choose_platform(native)
+    assert "QT_QPA_PLATFORM" not in native
+    chosen = {"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0", "QT_QPA_PLATFORM": "wayland"}
+    choose_platform(chosen)
+    assert chosen["QT_QPA_PLATFORM"] == "wayland"
+    assert AppSettings().theme is Theme.DARK

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the one-folder desktop app (dist/MedEdgeViewer/) with PyInstaller, then smoke-test the BUILT app:
-# it must decode the real radiographs and render an analysed study offscreen. Run by `make package`.
+# it must decode the real radiographs, render an analysed study offscreen, and run on a real X server (Xvfb,
+# Qt's xcb platform: studies opened, Analyze clicked, findings on screen). Run by `make package`.
 #
 #   SMOKE_DATA=DIR   real radiographs (default ../shared/data/cxr beside the checkout)
 #   SMOKE=0          build only
@@ -86,4 +87,16 @@ if problems:
 print(f"smoke: {path} ok ({image.size[0]}x{image.size[1]}, {size // 1024} KiB, {distinct} colours)")
 EOF
 for weights in "$MEDEDGE_DATA_DIR"/weights/*.pt; do echo "smoke: demo weights generated: ${weights##*/}"; done
+
+# 4. the viewer as a user starts it on a desktop: X server (Xvfb 1366x768), xcb platform, three studies at once,
+#    Analyze clicked with xdotool, the findings read back from the screen with xwd (tests/x11.py)
+(unset QT_QPA_PLATFORM; "$PY" tests/x11.py "$SMOKE_DIR/x11" "$APP/MedEdgeViewer" -- "$STUDY" \
+    "$DATA/dicom/CR-MONO1-10-chest" "$DATA/raster/txv_nih_00027426_000_512px.png") \
+    || { echo "smoke: the bundle on a real X server failed (screenshots in $SMOKE_DIR/x11)" >&2; exit 1; }
+
+# 5. the system libraries the bundle takes from the machine (packaging/README.md lists them)
+"$PY" packaging/qt_libraries.py --bundle "$APP/_internal/PySide6" > "$SMOKE_DIR/system-libraries.tsv" \
+    || { cat "$SMOKE_DIR/system-libraries.tsv"; echo "smoke: a library the bundle needs is missing" >&2; exit 1; }
+echo "smoke: the bundle's Qt needs $(wc -l < "$SMOKE_DIR/system-libraries.tsv") system libraries from" \
+     "$(cut -f2 "$SMOKE_DIR/system-libraries.tsv" | sort -u | wc -l) packages: $SMOKE_DIR/system-libraries.tsv"
 echo "package: $APP ($(du -sh "$APP" | cut -f1)), built in ${build_s} s, smoke test passed"

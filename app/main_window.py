@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QSlider, QToolBar, QWidget, QHBoxLayout)
 
@@ -48,6 +49,19 @@ def load_for_list(path: str):
     return radiograph, thumbnail_pixels(radiograph)
 
 
+@dataclass
+class _OpenBatch:
+    """Files asked for together (the command line, a drop, Open files, Open folder) and how their loading went."""
+
+    size: int
+    pending: int = -1
+    shown: bool = False  # the first study that opened is shown
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def __post_init__(self) -> None:
+        self.pending = self.size
+
+
 class MainWindow(QMainWindow):
     def __init__(self, store: QSettings | None = None) -> None:
         """`store`: where settings persist (default: the user's QSettings; tests pass their own file)."""
@@ -61,6 +75,7 @@ class MainWindow(QMainWindow):
         self.findings: dict[str, object] = {}
         self.current: str | None = None
         self._workers: set[Worker] = set()  # running loaders (their signals must stay alive)
+        self.refusal_notice: QMessageBox | None = None  # the last "Not opened" notice of a batch
 
         self.canvas = RadiographCanvas(self)
         self.setCentralWidget(self.canvas)
@@ -232,37 +247,59 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_paths(self, paths: list[str]) -> list[Worker]:
-        """Files load in the background (folders: their files); the first one opened is shown."""
+        """Files load in the background, all at once (folders: their files); the first that opens is shown.
+        When several were asked for and some could not be opened, one notice lists each with its reason."""
         files: list[str] = []
         for path in paths:
             folder = Path(path)
             files += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [str(path)]
-        return [self._load(path, show=index == 0) for index, path in enumerate(files)]
+        batch = _OpenBatch(len(files))
+        return [self._load(path, batch) for path in files]
 
     def open_path(self, path: str | Path) -> Worker:
-        return self._load(str(path), show=True)
+        return self._load(str(path), _OpenBatch(1))
 
-    def _load(self, path: str, show: bool) -> Worker:
+    def _load(self, path: str, batch: _OpenBatch) -> Worker:
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
         worker = Worker(load_for_list, path)  # loading and the thumbnail both stay off the UI thread
-        worker.signals.returned.connect(lambda loaded, s=show: self._loaded(*loaded, s))
-        worker.signals.errored.connect(lambda exc, p=path: self._load_failed(p, exc))
+        worker.signals.returned.connect(lambda loaded: self._loaded(*loaded, batch))
+        worker.signals.errored.connect(lambda exc, p=path: self._load_failed(p, exc, batch))
         return start(worker, keep=self._workers)
 
-    def _loaded(self, radiograph: Radiograph, thumb, show: bool) -> None:
+    def _loaded(self, radiograph: Radiograph, thumb, batch: _OpenBatch) -> None:
         self.radiographs[radiograph.path] = radiograph
         self.study_list.add(radiograph, thumb)
         self.settings = self.settings.with_recent(radiograph.path)
         self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
-        if show:
+        if not batch.shown:
+            batch.shown = True
             self.show_study(radiograph.path)
         if self.auto_action.isChecked():
             self.analyze(radiograph)
+        self._batch_done(batch)
 
-    def _load_failed(self, path: str, exc: BaseException) -> None:
+    def _load_failed(self, path: str, exc: BaseException, batch: _OpenBatch) -> None:
         reason = exc.reason if isinstance(exc, RadiographError) else f"unexpected error: {exc}"
+        batch.refused.append((path, reason))
         self.statusBar().showMessage(f"{Path(path).name}: {reason}")
+        self._batch_done(batch)
+
+    def _batch_done(self, batch: _OpenBatch) -> None:
+        batch.pending -= 1
+        if batch.pending or not batch.refused or batch.size == 1:
+            return
+        opened = batch.size - len(batch.refused)
+        self.statusBar().showMessage(f"Opened {opened} of {batch.size}; {len(batch.refused)} not opened")
+        lines = "".join(f"<li><b>{escape(Path(path).name)}</b>: {escape(reason)}</li>" for path, reason in batch.refused)
+        notice = QMessageBox(QMessageBox.Icon.Warning, "Not opened",
+                             f"{len(batch.refused)} of {batch.size} files could not be opened:<ul>{lines}</ul>",
+                             QMessageBox.StandardButton.Ok, self)
+        notice.setDetailedText("\n".join(f"{path}: {reason}" for path, reason in batch.refused))
+        notice.setModal(False)  # it reports; it does not stop the reading
+        notice.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        notice.show()
+        self.refusal_notice = notice
 
     def show_study(self, path: str) -> None:
         radiograph = self.radiographs[path]

@@ -120,3 +120,32 @@ def test_wayland_sessions_use_xcb_through_xwayland_unless_told_otherwise():
     choose_platform(chosen)
     assert chosen["QT_QPA_PLATFORM"] == "wayland"
     assert AppSettings().theme is Theme.DARK
+
+
+def test_dropping_several_files_opens_each_readable_one_and_names_each_refusal(qtbot, store, shared_cxr, tmp_path):
+    """A drop of several files (the first unreadable): every radiograph is listed, the first that opened is
+    shown, and one notice names each file that was not opened with its own reason."""
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    window = _window(qtbot, store)
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = [tmp_path / "notes.txt", shared_cxr / "dicom/CR-MONO1-10-chest", shared_cxr / "other/pydicom_test-SR.dcm",
+             shared_cxr / "raster/txv_nih_00027426_000_512px.png", tmp_path / "gone.dcm"]
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(path)) for path in files])
+    at, how = QPointF(200, 200), (Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                                  Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(at.toPoint(), *how)
+    assert QApplication.sendEvent(window, enter) and enter.isAccepted()  # the window takes files
+    assert QApplication.sendEvent(window, QDropEvent(at, *how))
+    qtbot.waitUntil(lambda: window.refusal_notice is not None, timeout=60_000)
+    assert sorted(window.study_list.paths) == sorted(str(files[i]) for i in (1, 3))
+    assert window.current in window.study_list.paths  # the first file was refused: the first that opened shows
+    text = window.refusal_notice.text()
+    assert "3 of 5 files could not be opened" in text
+    for name, reason in (("notes.txt", "not"), ("pydicom_test-SR.dcm", "structured report"),
+                         ("gone.dcm", "no such file")):
+        assert name in text and reason in text, (name, text)
+    assert not window.refusal_notice.isModal()
+    assert window.statusBar().currentMessage() == "Opened 2 of 5; 3 not opened"

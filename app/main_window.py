@@ -51,15 +51,25 @@ def load_for_list(path: str):
 
 @dataclass
 class _OpenBatch:
-    """Files asked for together (the command line, a drop, Open files, Open folder) and how their loading went."""
+    """Files asked for together (the command line, a drop, Open files, Open folder) and how their loading went.
+    They load at the same time; the first in the order given that opens is shown."""
 
-    size: int
-    pending: int = -1
-    shown: bool = False  # the first study that opened is shown
+    paths: list[str]
+    finished: dict[str, bool] = field(default_factory=dict)  # path → opened
+    shown: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
-    def __post_init__(self) -> None:
-        self.pending = self.size
+    def to_show(self) -> str | None:
+        """The study to show now: the first opened one with every file before it finished, once."""
+        if self.shown:
+            return None
+        for path in self.paths:
+            if path not in self.finished:
+                return None
+            if self.finished[path]:
+                self.shown = True
+                return path
+        return None
 
 
 class MainWindow(QMainWindow):
@@ -253,11 +263,11 @@ class MainWindow(QMainWindow):
         for path in paths:
             folder = Path(path)
             files += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [str(path)]
-        batch = _OpenBatch(len(files))
+        batch = _OpenBatch(files)
         return [self._load(path, batch) for path in files]
 
     def open_path(self, path: str | Path) -> Worker:
-        return self._load(str(path), _OpenBatch(1))
+        return self._load(str(path), _OpenBatch([str(path)]))
 
     def _load(self, path: str, batch: _OpenBatch) -> Worker:
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
@@ -272,28 +282,27 @@ class MainWindow(QMainWindow):
         self.settings = self.settings.with_recent(radiograph.path)
         self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
-        if not batch.shown:
-            batch.shown = True
-            self.show_study(radiograph.path)
         if self.auto_action.isChecked():
             self.analyze(radiograph)
-        self._batch_done(batch)
+        self._batch_done(batch, radiograph.path, opened=True)
 
     def _load_failed(self, path: str, exc: BaseException, batch: _OpenBatch) -> None:
         reason = exc.reason if isinstance(exc, RadiographError) else f"unexpected error: {exc}"
         batch.refused.append((path, reason))
         self.statusBar().showMessage(f"{Path(path).name}: {reason}")
-        self._batch_done(batch)
+        self._batch_done(batch, path, opened=False)
 
-    def _batch_done(self, batch: _OpenBatch) -> None:
-        batch.pending -= 1
-        if batch.pending or not batch.refused or batch.size == 1:
+    def _batch_done(self, batch: _OpenBatch, path: str, opened: bool) -> None:
+        batch.finished[path] = opened
+        if (shown := batch.to_show()) is not None and shown in self.radiographs:  # (not closed meanwhile)
+            self.show_study(shown)
+        size = len(batch.paths)
+        if len(batch.finished) < size or not batch.refused or size == 1:
             return
-        opened = batch.size - len(batch.refused)
-        self.statusBar().showMessage(f"Opened {opened} of {batch.size}; {len(batch.refused)} not opened")
+        self.statusBar().showMessage(f"Opened {size - len(batch.refused)} of {size}; {len(batch.refused)} not opened")
         lines = "".join(f"<li><b>{escape(Path(path).name)}</b>: {escape(reason)}</li>" for path, reason in batch.refused)
         notice = QMessageBox(QMessageBox.Icon.Warning, "Not opened",
-                             f"{len(batch.refused)} of {batch.size} files could not be opened:<ul>{lines}</ul>",
+                             f"{len(batch.refused)} of {size} files could not be opened:<ul>{lines}</ul>",
                              QMessageBox.StandardButton.Ok, self)
         notice.setDetailedText("\n".join(f"{path}: {reason}" for path, reason in batch.refused))
         notice.setModal(False)  # it reports; it does not stop the reading

@@ -229,8 +229,10 @@ else
     tls=""
     case "$address" in
         127.*|::1|localhost) ;;
-        *) [ "${{MEDEDGE_INSECURE:-}}" = 1 ] || fail "no $tls_dir/server.pem and server.key: refusing plaintext gRPC on $address (put them there, or MEDEDGE_INSECURE=1)"
-           echo "{DOCKER_SCRIPT}: warning: insecure: gRPC on $address is plaintext, readable and writable by anyone on that network" >&2 ;;
+        *) [ "${{MEDEDGE_INSECURE:-}}" = 1 ] || fail "no $tls_dir/server.pem and server.key:" \\
+               "refusing plaintext gRPC on $address (put them there, or MEDEDGE_INSECURE=1)"
+           echo "{DOCKER_SCRIPT}: warning: insecure: gRPC on $address is plaintext," \\
+               "readable and writable by anyone on that network" >&2 ;;
     esac
 fi
 credential=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')

@@ -17,6 +17,7 @@ installs the packages whose sonames are missing, `make package` lists them for t
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -34,22 +35,30 @@ _LINE = re.compile(r"^\s*(\S+)\s+=>\s+(not found|\S+)")
 
 def wheel_files(root: Path | None = None) -> list[Path]:
     """The Qt files the viewer loads, in the installed PySide6 or in `root` (a bundle's PySide6 folder)."""
+    bundle = root is not None
     if root is None:
         import PySide6
 
         root = Path(PySide6.__file__).resolve().parent
-    modules = [next(root.glob(f"{name}.*so")) for name in MODULES]
-    return modules + [root / "Qt" / "plugins" / plugin for plugin in PLUGINS]
+    modules = {name: next(root.glob(f"{name}.*so"), None) for name in MODULES}
+    absent = [name for name, path in modules.items() if path is None]
+    if absent and not bundle:  # a bundle leaves out what its app never imports (QtTest, for one)
+        raise SystemExit(f"the PySide6 in {root} has no {', '.join(absent)}")
+    plugins = [root / "Qt" / "plugins" / plugin for plugin in PLUGINS]
+    return [path for path in modules.values() if path is not None] + [p for p in plugins if p.exists() or not bundle]
 
 
 def linked(root: Path | None = None) -> dict[str, str | None]:
     """soname → where it resolves on this machine (None: not found) for every library outside the wheel (or
     outside the bundle whose PySide6 folder is `root`)."""
     files = wheel_files(root)
-    inside = str(files[0].parent.parent)  # site-packages, or the bundle's _internal
+    inside = str(files[0].resolve().parent.parent)  # site-packages, or the bundle's _internal
     found: dict[str, str | None] = {}
     for file in files:
-        output = subprocess.run(["ldd", str(file)], capture_output=True, text=True, check=True).stdout
+        # A PyInstaller bundle runs with LD_LIBRARY_PATH at its _internal folder (its bootloader sets it), where it
+        # keeps the copies of system libraries it collected: resolve as the running app does.
+        env = {**os.environ, "LD_LIBRARY_PATH": inside} if root is not None else None
+        output = subprocess.run(["ldd", str(file)], capture_output=True, text=True, check=True, env=env).stdout
         for line in output.splitlines():
             match = _LINE.match(line)
             if not match:

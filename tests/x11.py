@@ -7,6 +7,7 @@ Debian packages: xvfb, xdotool, x11-apps (`make test` installs them, packaging/l
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import time
@@ -160,16 +161,16 @@ def _first_toolbar_button(screen: np.ndarray) -> tuple[int, int]:
 
 def drive_viewer(server: XServer, command: list[str], studies: list[Path], home: Path, out: Path,
                  cwd: Path | None = None) -> np.ndarray:
-    """Start the viewer (`command` + the studies) on `server` as a user with no settings yet, wait until every
-    study is listed and the first is shown, click the first toolbar button (Analyze) with a real X event, and
-    wait until the findings are on screen. Screenshots go to `out`; the last one is returned. AssertionError
-    (with the viewer's output) when any step does not happen."""
+    """Start the viewer (`command`, which opens `studies`) on `server` as a user with no settings yet, wait until
+    every study is listed and the first one given is shown (its file name in the window title), click the first
+    toolbar button (Analyze) with a real X event, and wait until the findings are on screen. Screenshots go to
+    `out`; the last one is returned. AssertionError (with the viewer's output) when any step does not happen."""
     env = server.env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
-    viewer = subprocess.Popen([*command, *map(str, studies)], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    viewer = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)  # `make run` and the python it starts
 
     def said() -> str:
-        viewer.kill()
+        os.killpg(viewer.pid, signal.SIGKILL)
         return viewer.communicate()[0][-3000:]
 
     try:
@@ -182,10 +183,13 @@ def drive_viewer(server: XServer, command: list[str], studies: list[Path], home:
         while True:  # every study listed, the first one shown
             screen = server.screenshot()
             listed = _thumbnails(screen[60:height - 60, 2:70])
-            if listed == len(studies) and _grey_levels(screen[100:height - 100, 400:900]) >= 64:
+            title = server.run("xdotool", "getwindowname", window)
+            if listed == len(studies) and studies[0].name in title and _grey_levels(screen[100:height - 100,
+                                                                                        400:900]) >= 64:
                 break
             assert viewer.poll() is None, said()
-            assert time.monotonic() < deadline, f"{listed} studies listed: {save_png(screen, out / 'opened.png')}"
+            assert time.monotonic() < deadline, f"{listed} studies listed, title {title!r}: " \
+                                                f"{save_png(screen, out / 'opened.png')}"
             time.sleep(0.5)
         save_png(screen, out / "opened.png")
         geometry = dict(line.split("=") for line in server.run("xdotool", "getwindowgeometry", "--shell",
@@ -204,11 +208,12 @@ def drive_viewer(server: XServer, command: list[str], studies: list[Path], home:
         assert _thumbnails(screen[60:height - 60, 2:70]) == len(studies)
         return screen
     finally:
-        viewer.terminate()
-        try:
-            viewer.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            viewer.kill()
+        if viewer.poll() is None:
+            os.killpg(viewer.pid, signal.SIGTERM)
+            try:
+                viewer.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(viewer.pid, signal.SIGKILL)
 
 
 def main() -> int:
@@ -224,7 +229,7 @@ def main() -> int:
     server = start_xvfb()
     try:
         with tempfile.TemporaryDirectory() as home:
-            drive_viewer(server, command, studies, Path(home), out)
+            drive_viewer(server, [*command, *map(str, studies)], studies, Path(home), out)
     except AssertionError as error:
         print(f"x11: {error}", file=sys.stderr)
         return 1

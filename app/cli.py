@@ -462,8 +462,8 @@ def _edge_serve(args: argparse.Namespace) -> int:
         return _fail("edge serve", "mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
     base = data_dir() / "edge"
     server = EdgeServer(Path(args.repository or "."), base / f"run-{args.grpc_port}", host=args.host,
-                        grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
-                        http_host=args.http_host, metrics_host=args.metrics_host, tls=tls, insecure=args.insecure)
+                        grpc_port=args.grpc_port, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                        tls=tls, insecure=args.insecure)
     try:
         warnings = server.check_exposure()  # before a long export: a refused address fails at once
         if args.repository:
@@ -489,8 +489,8 @@ def _edge_serve(args: argparse.Namespace) -> int:
         return _fail("edge serve", exc)
     scheme = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
     print(f"MedEdge edge server: gRPC for the workstations on {args.host}:{args.grpc_port} ({scheme}); "
-          f"Triton HTTP on {args.http_host}:{args.http_port}, metrics on {args.metrics_host}:{args.metrics_port}",
-          flush=True)
+          f"metrics on {args.metrics_host}:{args.metrics_port}; Triton itself on {server.triton_grpc_address} "
+          "(this user's only)", flush=True)
     print("serving: " + ", ".join(sorted(p.parent.name for p in server.serving_path.glob("*/config.pbtxt"))),
           flush=True)
     print(f"operator: python main.py edge control --grpc-port {args.grpc_port} list|unload PART|load PART", flush=True)
@@ -516,13 +516,18 @@ def _edge_control(args: argparse.Namespace) -> int:
         return _fail("edge control", f"{args.action} needs the part's name (see: edge control list)")
     try:
         operator = OperatorClient.from_control_file(data_dir() / "edge" / f"run-{args.grpc_port}" / "control.json")
+        if args.action == "status":  # e.g. for monitoring on the box: exit 0 only when ready
+            ready, version, models = operator.status()
+            loaded = [name for name, state in models if state == "READY"]
+            print(f"{'ready' if ready else 'NOT READY'}: Triton {version}, {len(loaded)} of {len(models)} parts loaded")
+            return EXIT_OK if ready else EXIT_USAGE
         if args.action == "list":
             for name, state in operator.models():
                 print(f"{name}\t{state}")
         else:
             getattr(operator, args.action)(args.part)
             print(f"{args.action}ed {args.part}")
-    except EdgeServerError as exc:
+    except (EdgeServerError, OSError) as exc:
         return _fail("edge control", exc)
     except InferenceServerException as exc:
         return _fail("edge control", f"the edge server refused: {exc.message()}")
@@ -656,14 +661,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="where the workstations reach gRPC (default 127.0.0.1: "
                        "this machine only; 0.0.0.0 every interface, which needs TLS or --insecure)")
     serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--http-host", default="127.0.0.1", help="Triton's HTTP (health, and the operator's "
-                       "control) listens here (default 127.0.0.1; elsewhere it is plaintext: --insecure)")
-    serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus metrics listen here (default "
                        "127.0.0.1; elsewhere it is plaintext: --insecure)")
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--insecure", action="store_true", help="allow plaintext beyond loopback (a warning on "
-                       "every start): gRPC without TLS on another address, or HTTP/metrics off loopback")
+                       "every start): gRPC without TLS on another address, or metrics off loopback")
     serve.add_argument("--repository", metavar="DIR", help="serve this exported repository (default: export "
                        "the parts below into the data folder first)")
     _add_part_options(serve)
@@ -672,10 +674,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
     serve.set_defaults(run=_edge_serve)
 
-    control = edge_sub.add_parser("control", help="the operator's calls on a running `edge serve` here: list, "
-                                  "unload or load a part", description="Uses the credential `edge serve` writes "
+    control = edge_sub.add_parser("control", help="the operator's calls on a running `edge serve` here: status, "
+                                  "list, unload or load a part", description="Uses the credential `edge serve` writes "
                                   "into its data folder (readable by its user only), over loopback.")
-    control.add_argument("action", choices=("list", "unload", "load"))
+    control.add_argument("action", choices=("status", "list", "unload", "load"))
     control.add_argument("part", nargs="?", help="the part's name, e.g. classifier_cut07_fp16")
     control.add_argument("--grpc-port", type=int, default=8001, help="the server's --grpc-port (default 8001)")
     control.set_defaults(run=_edge_control)

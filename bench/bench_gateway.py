@@ -1,5 +1,6 @@
-"""What the edge's gateway costs: round trips of the same requests straight to Triton (its loopback port) and
-through the gateway `edge serve` puts in front of it, side by side in rotated rounds, on this machine.
+"""What the edge's gateway costs: round trips of the same requests straight to Triton (its private Unix socket)
+and through the gateway `edge serve` puts in front of it (TCP on loopback), side by side in rotated rounds, on
+this machine.
 
 Requests: the link probe with 1 MiB and 4 MiB (the size of the detector's FP32 tensor at cut 6, 512 px), and the
 classifier's edge part at cut 7 (FP32, 98 KiB) with its compute. Client, gateway and Triton share this machine's
@@ -53,8 +54,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mededge-gateway-"))
     write_repository(work / "repository", [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
                                                        WireFormat.FP32)], gpu=False)
-    grpc, http, metrics = free_ports(3)
-    server = EdgeServer(work / "repository", work / "run", grpc_port=grpc, http_port=http, metrics_port=metrics)
+    grpc, metrics = free_ports(2)
+    server = EdgeServer(work / "repository", work / "run", grpc_port=grpc, metrics_port=metrics)
     server.start()
     try:
         paths = {"Triton direct": grpcclient.InferenceServerClient(server.triton_grpc_address),

@@ -92,9 +92,8 @@ def run_benchmark(radiograph: Radiograph, quick: bool, work: Path | None = None,
     requests = bench_parts(analyzer, quick)
     progress(f"exporting {len(requests)} edge parts into {work / 'repository'}")
     write_repository(work / "repository", requests, gpu=False, progress=progress)
-    grpc, http, metrics = free_ports(3)
-    server = EdgeServer(work / "repository", work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics)
+    grpc, metrics = free_ports(2)
+    server = EdgeServer(work / "repository", work / "run", grpc_port=grpc, metrics_port=metrics)
     server.start()
     try:
         edge = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=120))

@@ -74,7 +74,11 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, *, gpu: bool, backend: st
 
 
 def read_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
+    """A Triton model config; ValueError with the reason when the file is not one."""
+    try:
+        return text_format.Parse(path.read_text(), mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"{path} is not a Triton model config: {exc}") from None
 
 
 def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = True,
@@ -109,9 +113,12 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
 
 
 def write_checksums(root: Path) -> None:
-    """`SHA256SUMS` of every part's ONNX, from the digests in the configs (`sha256sum --check` reads it)."""
-    lines = [f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx"
-             for path in sorted(root.glob("*/config.pbtxt"))]
+    """`SHA256SUMS` (what `sha256sum --check` reads) of every file the server loads: each part's config and its
+    ONNX (the digest recorded in the config at export)."""
+    lines = []
+    for path in sorted(root.glob("*/config.pbtxt")):
+        lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
+        lines.append(f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
     (root / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
@@ -123,8 +130,11 @@ def largest_request_bytes(repository: Path) -> int:
         config = read_config(path)
         if config.name == PROBE_MODEL:
             continue
-        sizes = [int(np.prod(list(t.dims))) * _DTYPE_BYTES[t.data_type] for t in config.input]
-        largest = max(largest, sum(sizes))
+        for tensor in config.input:
+            if tensor.data_type not in _DTYPE_BYTES or any(d < 1 for d in tensor.dims):
+                raise ValueError(f"{config.name}: input {tensor.name} is {mc.DataType.Name(tensor.data_type)} "
+                                 f"{list(tensor.dims)}, not a MedEdge edge part's (fixed FP32, FP16 or UINT8)")
+        largest = max(largest, sum(int(np.prod(list(t.dims))) * _DTYPE_BYTES[t.data_type] for t in config.input))
     return largest + REQUEST_OVERHEAD
 
 
@@ -177,6 +187,8 @@ def overlay_part(config_path: Path, target: Path) -> str:
     config = read_config(config_path)
     config.ClearField("platform")
     config.backend = "python"
+    for key in [k for k in config.parameters if not k.startswith("mededge_")]:
+        del config.parameters[key]  # only ours: Python-backend parameters such as EXECUTION_ENV_PATH run code
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
     if config.name != PROBE_MODEL:
@@ -208,16 +220,19 @@ def docker_script(gpu: bool) -> str:
 #   - HTTP (8000) and metrics (8002) published on this machine's loopback only.
 #   - No model can be loaded, unloaded or changed while it runs (--model-control-mode=none; restart the container
 #     after a re-export), and Triton refuses every {", ".join(OPERATOR_APIS)}
-#     call without a credential made here at each start and never stored.
-#   - The repository is mounted read-only, must not be writable by group or others, and every model.onnx must
-#     match SHA256SUMS.
+#     call without a credential made here at each start (this script keeps no copy; docker holds the container's
+#     arguments while it runs — with model control off, the credential opens nothing that loads code).
+#   - The repository is mounted read-only, must hold no links and nothing group or others may write, and its model
+#     folders exactly the files SHA256SUMS lists, each with its digest.
 # Ports: MEDEDGE_GRPC_PORT (8001), MEDEDGE_HTTP_PORT (8000), MEDEDGE_METRICS_PORT (8002). Image: MEDEDGE_TRITON_IMAGE.
 set -eu
 cd "$(dirname "$0")"
 fail() {{ echo "{DOCKER_SCRIPT}: $*" >&2; exit 1; }}
-sha256sum --check --quiet {CHECKSUMS} || fail "a part's model.onnx is not the one exported (above): re-export"
-unsafe=$(find . \\( -perm -g+w -o -perm -o+w \\) -print | head -n 1)
-[ -z "$unsafe" ] || fail "$unsafe can be changed by other users: chmod -R go-w $(pwd)"
+sha256sum --check --quiet {CHECKSUMS} || fail "a part is not the one exported (above): re-export"
+[ "$(sed 's/^[0-9a-f]*  //' {CHECKSUMS} | sort)" = "$(find . -mindepth 2 ! -type d | sed 's|^\\./||' | sort)" ] \\
+    || fail "the model folders hold files {CHECKSUMS} does not list (or lack some): re-export"
+unsafe=$(find . \\( -type l -o -perm -g+w -o -perm -o+w \\) -print | head -n 1)
+[ -z "$unsafe" ] || fail "$unsafe is a link or can be changed by other users: chmod -R go-w $(pwd), no links"
 address=${{MEDEDGE_GRPC_ADDRESS:-0.0.0.0}}
 tls_dir=${{MEDEDGE_TLS_DIR:-/etc/mededge/tls}}
 set --

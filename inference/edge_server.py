@@ -5,10 +5,12 @@ exported repository (see edge_repository). Its backend stub links libpython: thi
 first on LD_LIBRARY_PATH, or another Python's libpython is picked up and model start fails.
 
 Secure by default: the network reaches only the gateway (edge_gateway: the calls a workstation makes, requests
-bounded in size, TLS); Triton's gRPC, HTTP and metrics listen on loopback, and Triton itself refuses every call
-that loads, unloads or changes a model, registers shared memory or changes logging or tracing unless it carries
-the credential only the operator can read (a fresh one each start, in `control.json`, mode 0600). Plaintext
-beyond loopback needs `insecure=True`. The repository must be writable by nobody but its owner, and each part
+bounded in size, TLS). Triton's gRPC listens on a Unix socket in a folder only the server's user can enter (no
+TCP port: other users of the machine cannot reach it either), its HTTP is off, its metrics (read-only) listen on
+loopback; and Triton itself refuses every call that loads, unloads or changes a model, registers shared memory
+or changes logging or tracing unless it carries a credential made at each start (`--grpc-restricted-protocol`;
+it also lies in `control.json`, mode 0600, for `edge control`). Plaintext beyond loopback needs `insecure=True`.
+The repository must be changeable by nobody but its owner (and root), hold no symbolic links, and each part
 loads only if its ONNX is the one exported (packaging/triton/python_model.py checks the SHA-256).
 """
 
@@ -119,44 +121,55 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 
-def writable_by_others(repository: Path) -> Path | None:
-    """The first path that a user other than this one (or root) could change: the repository, anything in it,
-    or a folder above it (a sticky folder such as /tmp is fine above it). None when there is none."""
-    me = os.geteuid()
+def writable_by_others(repository: Path, owner: int | None = None) -> str | None:
+    """Why someone other than `owner` (default: this process's user) or root could change what the server will
+    run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
+    folder above it unless sticky, like /tmp), or a symbolic link in it (its target is not checked). None when
+    there is no such path."""
+    trusted = {0, os.geteuid() if owner is None else owner}
 
-    def unsafe(path: Path, above: bool = False) -> bool:
-        info = path.stat()
-        if info.st_uid not in (0, me):
-            return True
-        if above and info.st_mode & stat.S_ISVTX:
-            return False
-        return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    def unsafe(path: Path, above: bool = False) -> str | None:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return f"{path} is a symbolic link (the edge serves the files themselves)"
+        if info.st_uid not in trusted:
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (above and info.st_mode & stat.S_ISVTX):
+            return f"{path} can be changed by other users (mode {stat.S_IMODE(info.st_mode):04o})"
+        return None
 
     root = repository.resolve()
     for folder in root.parents:
-        if unsafe(folder, above=True):
-            return folder
-    if unsafe(root):
-        return root
+        if problem := unsafe(folder, above=True):
+            return problem
+    if problem := unsafe(root):
+        return problem
     for folder, folders, files in os.walk(root):
         for name in (*folders, *files):
-            if unsafe(Path(folder) / name):
-                return Path(folder) / name
+            if problem := unsafe(Path(folder) / name):
+                return problem
     return None
 
 
-def refuse_if_writable_by_others(repository: Path) -> None:
-    unsafe = writable_by_others(repository)
-    if unsafe is not None:
-        raise EdgeServerError(f"refusing to serve {repository}: {unsafe} can be changed by other users (a part is "
-                              "code the server runs): make it owned by this user and chmod -R go-w it")
+def refuse_if_writable_by_others(repository: Path, owner: int | None = None) -> None:
+    if (problem := writable_by_others(repository, owner)) is not None:
+        raise EdgeServerError(f"refusing to serve {repository}: {problem} — a part is code the server runs: make "
+                              "the repository this user's, without links, and chmod -R go-w it")
+
+
+def triton_socket_url(folder: Path) -> str:
+    """Triton binds `--grpc-address` + ":" + `--grpc-port`: with a Unix socket address that is its file name."""
+    return f"unix:{folder / 'triton.sock'}:{SOCKET_PORT}"
+
+
+SOCKET_PORT = 1  # only the suffix of the socket's file name (see triton_socket_url)
+SOCKET_PATH_MAX = 100  # a Unix socket's path must stay under 108 bytes
 
 
 class OperatorClient:
-    """The operator's calls on a running edge (list, unload, load a part), over loopback with the credential.
-
-    `python main.py edge control` uses it with the server's `control.json`; the tests with `EdgeServer.operator`.
-    """
+    """The operator's calls on a running edge (list, unload, load a part), through Triton's private socket with
+    the credential. `python main.py edge control` uses it with the server's `control.json`; the tests with
+    `EdgeServer.operator`."""
 
     def __init__(self, triton_grpc: str, credential: str, repository: Path, serving: Path) -> None:
         import tritonclient.grpc as grpcclient
@@ -181,6 +194,11 @@ class OperatorClient:
         except (OSError, ValueError, KeyError) as exc:
             raise EdgeServerError(f"unreadable control file {path}: {exc}") from None
 
+    def status(self) -> tuple[bool, str, list[tuple[str, str]]]:
+        """(ready, Triton's version, (part, state) of every model)."""
+        ready = self._client.is_server_ready(client_timeout=10)
+        return bool(ready), self._client.get_server_metadata(client_timeout=10).version, self.models()
+
     def models(self) -> list[tuple[str, str]]:
         """(part, state) for every model in the served repository."""
         index = self._client.get_model_repository_index(headers=self._headers)
@@ -196,8 +214,15 @@ class OperatorClient:
         exported = self.repository / part / "config.pbtxt"
         if not exported.is_file():
             raise EdgeServerError(f"no part {part!r} in {self.repository}")
-        refuse_if_writable_by_others(self.repository)
-        overlay_part(exported, self.serving)
+        server_user = self.serving.stat().st_uid  # root may run this for the server's user
+        refuse_if_writable_by_others(self.repository, owner=server_user)
+        try:
+            made = overlay_part(exported, self.serving)
+        except ValueError as exc:
+            raise EdgeServerError(f"{exported}: {exc}") from None
+        if os.geteuid() != server_user:  # what root made there, the server must be able to replace later
+            for path in (self.serving / made, *(self.serving / made).rglob("*")):
+                os.chown(path, server_user, self.serving.stat().st_gid, follow_symlinks=False)
         self._client.load_model(part, headers=self._headers)
 
     def close(self) -> None:
@@ -207,26 +232,25 @@ class OperatorClient:
 @dataclass
 class EdgeServer:
     """Triton serving the exported `repository`, reached by the workstations through the gateway on
-    `host:grpc_port`; Triton's HTTP and metrics listen on loopback unless told otherwise.
+    `host:grpc_port`; Triton's metrics (read-only) on `metrics_host:metrics_port`, loopback unless told
+    otherwise.
 
-    The Python-backend overlay, Triton's log and the operator's control file live in `work_dir`."""
+    The Python-backend overlay, Triton's log, its socket and the operator's control file live in `work_dir`."""
 
     repository: Path
     work_dir: Path
     host: str = LOOPBACK
     grpc_port: int = 8001
-    http_port: int = 8000
     metrics_port: int = 8002
-    http_host: str = LOOPBACK
     metrics_host: str = LOOPBACK
     tls: TlsFiles | None = None
     insecure: bool = False  # allow plaintext beyond loopback (each such listener is in `exposure_warnings`)
     log_verbose: int = 0
     triton_site: Path | None = None  # another nvidia-pytriton's folder (Installation.find); None: the installed one
     process: subprocess.Popen | None = field(default=None, init=False)
-    triton_grpc_port: int = field(default=0, init=False)
     credential: str = field(default="", init=False, repr=False)
     gateway: EdgeGateway | None = field(default=None, init=False)
+    _socket_dir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -248,12 +272,13 @@ class EdgeServer:
 
     @property
     def triton_grpc_address(self) -> str:
-        """Triton's own gRPC, on loopback: the operator's way in (with the credential), never the network's."""
-        return f"{LOOPBACK}:{self.triton_grpc_port}"
+        """Triton's own gRPC: a Unix socket the server's user alone can open — the operator's way in (with the
+        credential), never the network's."""
+        return triton_socket_url(self._socket_dir or self.work_dir)
 
     def plaintext_beyond_loopback(self) -> list[str]:
         """The listeners that would carry plaintext to other machines."""
-        listeners = [("HTTP", self.http_host, self.http_port), ("metrics", self.metrics_host, self.metrics_port)]
+        listeners = [("metrics", self.metrics_host, self.metrics_port)]
         if self.tls is None:
             listeners.insert(0, ("gRPC", self.host, self.grpc_port))
         return [f"{name} on {host}:{port}" for name, host, port in listeners if not is_loopback(host)]
@@ -263,7 +288,7 @@ class EdgeServer:
         plaintext = self.plaintext_beyond_loopback()
         if plaintext and not self.insecure:
             advice = ("give --tls-cert and --tls-key" if self.tls is None and not is_loopback(self.host)
-                      else "keep HTTP and metrics on loopback")
+                      else "keep the metrics on loopback")
             raise EdgeServerError(f"refusing plaintext beyond loopback ({', '.join(plaintext)}): {advice}, "
                                   "or accept the risk with --insecure")
         return [f"insecure: {listener} is plaintext, readable and writable by anyone on that network"
@@ -274,10 +299,10 @@ class EdgeServer:
 
     def command(self, installation: Installation) -> list[str]:
         backends = installation.backend_directory(self.work_dir / "backends")
+        address = self.triton_grpc_address.rsplit(":", 1)[0]
         return [str(installation.tritonserver), f"--model-repository={self.serving_path}",
                 f"--backend-directory={backends}",
-                f"--grpc-address={LOOPBACK}", f"--grpc-port={self.triton_grpc_port}",
-                f"--http-address={self.http_host}", f"--http-port={self.http_port}",
+                f"--grpc-address={address}", f"--grpc-port={SOCKET_PORT}", "--allow-http=false",
                 f"--metrics-address={self.metrics_host}", f"--metrics-port={self.metrics_port}",
                 f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
                 "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
@@ -288,7 +313,6 @@ class EdgeServer:
         self.check_exposure()
         refuse_if_writable_by_others(self.repository)
         busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),
-                                                                ("HTTP", self.http_host, self.http_port),
                                                                 ("metrics", self.metrics_host, self.metrics_port))
                 if port_in_use(host, port)]
         if busy:
@@ -296,24 +320,41 @@ class EdgeServer:
                                   "(another server running? choose other ports)")
         installation = Installation.find(self.triton_site)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.work_dir.chmod(0o700)
-        python_backend_overlay(self.repository, self.serving_path)
+        self.work_dir.chmod(0o700)  # the socket, the overlay and the control file: this user's only
+        try:
+            python_backend_overlay(self.repository, self.serving_path)
+            limit = largest_request_bytes(self.serving_path)
+        except ValueError as exc:
+            raise EdgeServerError(f"refusing to serve {self.repository}: {exc}") from None
         credentials = self._tls_credentials()
         self.credential = secrets.token_urlsafe(32)  # a new one each start: an old copy opens nothing
-        self.triton_grpc_port = free_ports(1)[0]
+        self._socket_dir = self._private_socket_folder()
         self._write_control_file()
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
                                         env=installation.environment(), start_new_session=True)
         log.close()
-        self._wait_ready(ready_timeout_s)
         try:
-            self.gateway = EdgeGateway(self.triton_grpc_address, self.host, self.grpc_port,
-                                       largest_request_bytes(self.serving_path), credentials)
+            self._wait_ready(ready_timeout_s)
+            self.gateway = EdgeGateway(self.triton_grpc_address, self.host, self.grpc_port, limit, credentials)
             self.gateway.start()
-        except RuntimeError as exc:  # gRPC could not bind the address
+        except RuntimeError as exc:  # gRPC could not bind the address, or Triton did not come up
             self.stop()
+            if isinstance(exc, EdgeServerError):
+                raise
             raise EdgeServerError(f"cannot listen on {self.host}:{self.grpc_port}: {exc}") from None
+        except BaseException:
+            self.stop()
+            raise
+
+    def _private_socket_folder(self) -> Path:
+        """The work folder (0700) holds Triton's socket unless its path is too long for a Unix socket; then a
+        fresh 0700 folder under the runtime folder (systemd's RuntimeDirectory) or the temporary folder."""
+        if len(str(self.work_dir / "triton.sock:1")) <= SOCKET_PATH_MAX:
+            return self.work_dir
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="mededge-edge-", dir=os.environ.get("RUNTIME_DIRECTORY") or None))
 
     def _tls_credentials(self):
         if self.tls is None:
@@ -334,26 +375,24 @@ class EdgeServer:
         self.control_path.chmod(0o600)
 
     def _wait_ready(self, timeout_s: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.triton_grpc_address)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EdgeServerError(f"tritonserver exited with code {self.process.returncode}: {self.log_tail()}")
-            if self._http_ready():
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise EdgeServerError(f"tritonserver not ready after {timeout_s:.0f} s: {self.log_tail()}")
-
-    def _http_ready(self) -> bool:
-        """Readiness over Triton's HTTP (loopback by default): independent of the gateway and TLS."""
-        import urllib.request
-
         try:
-            url = f"http://{local_url_host(self.http_host)}:{self.http_port}/v2/health/ready"
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise EdgeServerError(f"tritonserver exited with code {self.process.returncode}: "
+                                          f"{self.log_tail()}")
+                try:
+                    if client.is_server_ready(client_timeout=1):
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.25)
+        finally:
+            client.close()
+        raise EdgeServerError(f"tritonserver not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 3) -> str:
         try:
@@ -371,14 +410,17 @@ class EdgeServer:
             gateway.stop(grace_s=EXIT_TIMEOUT_S)
         self.control_path.unlink(missing_ok=True)
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._socket_dir is not None and self._socket_dir != self.work_dir:
+            import shutil
+
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def __enter__(self) -> EdgeServer:
         self.start()

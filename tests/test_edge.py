@@ -39,10 +39,11 @@ TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, 
 pytestmark = pytest.mark.timeout(900)
 
 
-def start_server(repository: Path, work: Path) -> EdgeServer:
-    grpc, http, metrics = free_ports(3)
-    server = EdgeServer(repository, work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics)
+def start_server(repository: Path, work: Path, ports: tuple[int, int] | None = None, **options) -> EdgeServer:
+    """A real edge server (gateway + Triton) on free loopback ports serving `repository`; `options` for
+    EdgeServer (tls, triton_site …)."""
+    grpc, metrics = ports or free_ports(2)
+    server = EdgeServer(repository, work / "run", grpc_port=grpc, metrics_port=metrics, **options)
     server.start()
     return server
 
@@ -169,8 +170,8 @@ def test_address_parsing():
 
 
 def test_port_in_use_is_refused(every_part_server, tmp_path):
-    busy = EdgeServer(tmp_path, tmp_path / "run", host="127.0.0.1", grpc_port=every_part_server.grpc_port,
-                      http_port=free_ports(1)[0], metrics_port=free_ports(1)[0])
+    busy = EdgeServer(every_part_server.repository, tmp_path / "run", grpc_port=every_part_server.grpc_port,
+                      metrics_port=free_ports(1)[0])
     with pytest.raises(EdgeServerError, match=f"gRPC port {every_part_server.grpc_port} already in use"):
         busy.start()
 
@@ -207,9 +208,9 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     assert "docker run" in (out / "serve-with-docker.sh").read_text()
 
     # The same files, through `edge serve --repository`, in a real server: the serve path loads what export wrote.
-    grpc, http, metrics = free_ports(3)
-    server = _python("edge", "serve", "--repository", str(out), "--host", "127.0.0.1", "--grpc-port", str(grpc),
-                     "--http-port", str(http), "--metrics-port", str(metrics))
+    grpc, metrics = free_ports(2)
+    server = _python("edge", "serve", "--repository", str(out), "--grpc-port", str(grpc),
+                     "--metrics-port", str(metrics))
     try:
         lines = []
         while not any("stop with" in line for line in lines):
@@ -321,10 +322,8 @@ def test_tls_edge(tmp_path, shared_cxr):
     model = Analyzer(ModelChoice(detector=TINY))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP16)], gpu=False)
-    grpc, http, metrics = free_ports(3)
-    server = EdgeServer(tmp_path / "repository", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics, tls=TlsFiles(files["server.pem"], files["server.key"]))
-    server.start()
+    server = start_server(tmp_path / "repository", tmp_path, tls=TlsFiles(files["server.pem"], files["server.key"]))
+    grpc = server.grpc_port
     try:
         secure = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["ca.pem"]))
         assert secure.status().ready
@@ -356,11 +355,9 @@ def test_mutual_tls_edge_set_in_settings(tmp_path):
     model = Analyzer(ModelChoice(detector=TINY, runtime="torch"))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)], gpu=False)
-    grpc, http, metrics = free_ports(3)
-    server = EdgeServer(tmp_path / "repository", tmp_path / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics,
-                        tls=TlsFiles(files["server.pem"], files["server.key"], client_ca=files["ca.pem"]))
-    server.start()
+    server = start_server(tmp_path / "repository", tmp_path,
+                          tls=TlsFiles(files["server.pem"], files["server.key"], client_ca=files["ca.pem"]))
+    grpc = server.grpc_port
     try:
         settings = AppSettings(edge_addresses=(f"127.0.0.1:{grpc}",), tls=True, ca_file=str(files["ca.pem"]),
                                client_certificate_file=str(files["client.pem"]),

@@ -37,7 +37,7 @@ from inference.edge_repository import DOCKER_SCRIPT, PartRequest, largest_reques
 from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
-from test_edge import TINY, _certificates
+from test_edge import TINY, _certificates, start_server
 from viewer.loader import load_radiograph
 
 pytestmark = pytest.mark.timeout(900)
@@ -73,10 +73,7 @@ def study(tmp_path_factory):
 
 
 def _server(repository: Path, work: Path, **options) -> EdgeServer:
-    grpc_port, http, metrics = free_ports(3)
-    server = EdgeServer(repository, work, grpc_port=grpc_port, http_port=http, metrics_port=metrics, **options)
-    server.start()
-    return server
+    return start_server(repository, work, **options)
 
 
 @pytest.fixture(scope="module")
@@ -170,23 +167,70 @@ def _still_serving(address: str, part: str, analyzer: Analyzer, study, **setting
 
 def test_the_code_upload_and_every_operator_call_are_refused(server, part, analyzer, study, tmp_path):
     marker = tmp_path / "pwned"
-    assert _http_upload(server.http_port, marker) == 403
     for name, call in _operator_calls(grpcclient.InferenceServerClient(server.grpc_address), part, marker).items():
         assert "UNIMPLEMENTED" in _refused(call), name  # the gateway does not know these calls
-    # Triton's own gRPC (loopback: other users of the edge box) refuses them too, without the credential.
+    # Triton offers no HTTP (the upload's way in) and no gRPC port: over TCP, only its read-only metrics.
+    assert _tcp_listeners(server.process.pid) == {("127.0.0.1", server.metrics_port)}
+    assert "--allow-http=false" in Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode().split("\0")
+    # Its own gRPC, a Unix socket the server's user alone can open, refuses them too without the credential.
     for name, call in _operator_calls(grpcclient.InferenceServerClient(server.triton_grpc_address), part,
                                       marker).items():
         assert "restricted" in _refused(call), name
-    for path, body in ((f"/v2/repository/models/{part}/unload", {}), ("/v2/repository/index", {}),
-                       ("/v2/systemsharedmemory/region/attacker/register",
-                        {"key": "/mededge-attack", "offset": 0, "byte_size": 64}),
-                       ("/v2/logging", {"log_file": str(marker)}), ("/v2/trace/setting", {"trace_file": str(marker)})):
-        assert _http(server.http_port, path, body) == 403, path
     assert not marker.exists()
     _still_serving(server.grpc_address, part, analyzer, study)
     # The operator, with the credential the server wrote for its own user, can list (and unload, see test_faults).
     assert (part, "READY") in server.operator().models()
     assert oct(server.control_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(server.work_dir.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                    reason="needs root (to act as another user) and the system's python3")
+def test_another_user_of_the_edge_box_cannot_reach_triton_or_read_the_credential(server):
+    """What `ps` shows of Triton's command line (the credential) opens nothing: its socket and the control file
+    are in a folder only the server's user can enter. The system's python3 stands for the other user's program
+    (this venv's interpreter may sit in a folder that user cannot enter)."""
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1]); print('reached')\n"
+             "except OSError as e:\n    print('refused', e)\n"
+             "try:\n    open(sys.argv[2]).read(); print('read')\n"
+             "except OSError as e:\n    print('unreadable', e)\n")
+    socket_path = server.triton_grpc_address.removeprefix("unix:")
+    assert Path(socket_path).exists()
+    nobody = 65534
+    done = subprocess.run(["/usr/bin/python3", "-c", probe, socket_path, str(server.control_path)],
+                          capture_output=True, text=True, timeout=60, user=nobody, group=nobody,
+                          env={"PATH": "/usr/bin:/bin"}, cwd="/")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("refused") and "Permission denied" in lines[0], done.stdout + done.stderr
+    assert lines[1].startswith("unreadable") and "Permission denied" in lines[1], done.stdout + done.stderr
+
+
+def _tcp_listeners(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket the process holds (from /proc: its descriptors' socket
+    inodes matched against the kernel's TCP tables)."""
+    import ipaddress
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # the kernel prints 32-bit words
+            found.add((str(ipaddress.ip_address(raw)), int(port, 16)))
+    return found
 
 
 def test_the_code_upload_is_refused_over_tls(tls_server, part, analyzer, study, certificates, tmp_path):
@@ -195,7 +239,6 @@ def test_the_code_upload_is_refused_over_tls(tls_server, part, analyzer, study, 
                                               root_certificates=str(certificates["ca.pem"]))
     for name, call in _operator_calls(secure, part, marker).items():
         assert "UNIMPLEMENTED" in _refused(call), name
-    assert _http_upload(tls_server.http_port, marker) == 403
     assert not marker.exists()
     _still_serving(tls_server.grpc_address, part, analyzer, study, tls=True, root_certificate=certificates["ca.pem"])
 
@@ -314,10 +357,10 @@ def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loade
 
     exported = tmp_path / "repository"
     shutil.copytree(repository, exported)
-    grpc_port, http, metrics = free_ports(3)
+    grpc_port, metrics = free_ports(2)
     env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path / "data"))
-    process = _edge_serve("--repository", str(exported), "--grpc-port", str(grpc_port), "--http-port", str(http),
-                          "--metrics-port", str(metrics), env=env)
+    process = _edge_serve("--repository", str(exported), "--grpc-port", str(grpc_port), "--metrics-port",
+                          str(metrics), env=env)
 
     def control(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "control", "--grpc-port",
@@ -325,6 +368,8 @@ def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loade
 
     try:
         _until_serving(process)
+        status = control("status")
+        assert status.returncode == 0 and status.stdout.startswith("ready: Triton 2."), status
         assert f"{part}\tREADY" in control("list").stdout
         # A re-export: a new model.onnx and the digest of it in the config.
         onnx_path = exported / part / "1" / "model.onnx"
@@ -374,22 +419,22 @@ def _stopped(process: subprocess.Popen) -> str:
     return process.stderr.read()
 
 
-@pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--http-host", "0.0.0.0"], ["--metrics-host", "::"]])
+@pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--metrics-host", "::"]])
 def test_plaintext_beyond_loopback_is_refused_without_insecure(repository, where):
-    ports = [str(p) for p in free_ports(3)]
-    process = _edge_serve("--repository", str(repository), "--grpc-port", ports[0], "--http-port", ports[1],
-                          "--metrics-port", ports[2], *where)
+    ports = [str(p) for p in free_ports(2)]
+    process = _edge_serve("--repository", str(repository), "--grpc-port", ports[0], "--metrics-port", ports[1],
+                          *where)
     assert process.wait(timeout=60) == 1
     error = process.stderr.read()
     assert "refusing plaintext beyond loopback" in error and "--insecure" in error and "Traceback" not in error
 
 
 def test_insecure_serves_plaintext_and_warns_on_every_start(repository, part, analyzer, study, tmp_path):
-    grpc_port, http, metrics = free_ports(3)
+    grpc_port, metrics = free_ports(2)
     env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path))
     for _ in range(2):
         process = _edge_serve("--repository", str(repository), "--host", "0.0.0.0", "--grpc-port", str(grpc_port),
-                              "--http-port", str(http), "--metrics-port", str(metrics), "--insecure", env=env)
+                              "--metrics-port", str(metrics), "--insecure", env=env)
         try:
             _until_serving(process)
             client = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc_port}"))
@@ -405,7 +450,7 @@ def test_the_installed_service_command_line_refuses_the_attack(repository, part,
     """mededge-edge.service's ExecStart as written, with this machine's paths and free ports put in."""
     unit = (ROOT / "packaging/edge/mededge-edge.service").read_text()
     command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[10:])
-    ports = {"8001": free_ports(1)[0], "8000": free_ports(1)[0], "8002": free_ports(1)[0]}
+    ports = dict(zip(("8001", "8002"), free_ports(2)))
     local = {"/opt/mededge/.venv/bin/python": sys.executable, "main.py": str(ROOT / "main.py"),
              "/var/lib/mededge/repository": str(repository), "$MEDEDGE_EDGE_OPTS": None,
              **{f"/etc/mededge/tls/{name}": str(certificates[name]) for name in ("server.pem", "server.key")},
@@ -418,7 +463,8 @@ def test_the_installed_service_command_line_refuses_the_attack(repository, part,
     try:
         _until_serving(process)
         marker = tmp_path / "pwned"
-        assert _http_upload(ports["8000"], marker) == 403
+        triton = subprocess.run(["pgrep", "-P", str(process.pid), "tritonserver"], capture_output=True, text=True)
+        assert _tcp_listeners(int(triton.stdout.split()[0])) == {("127.0.0.1", ports["8002"])}  # metrics only
         secure = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['8001']}", ssl=True,
                                                   root_certificates=str(certificates["ca.pem"]))
         for name, call in _operator_calls(secure, part, marker).items():

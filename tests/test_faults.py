@@ -23,7 +23,7 @@ from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
-from test_edge import TINY
+from test_edge import TINY, start_server
 from viewer.loader import load_radiograph
 
 pytestmark = pytest.mark.timeout(900)
@@ -49,11 +49,7 @@ def _plan(analyzer: Analyzer) -> Plan:
 
 
 def _server(repository, work, ports=None, triton_site=None) -> EdgeServer:
-    grpc, http, metrics = ports or free_ports(3)
-    server = EdgeServer(repository, work / "run", host="127.0.0.1", grpc_port=grpc, http_port=http,
-                        metrics_port=metrics, triton_site=triton_site)
-    server.start()
-    return server
+    return start_server(repository, work, ports, triton_site=triton_site)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +115,7 @@ def test_a_cut_link_falls_back_and_the_client_reconnects_when_it_returns(analyze
 
 
 def test_a_restarted_server_is_used_again_by_the_same_client(analyzer, repository, study, tmp_path):
-    ports = free_ports(3)
+    ports = free_ports(2)
     _served_then_stopped(analyzer, repository, study, tmp_path / "a", ports)
     down = analyzer.analyze(study, _plan(analyzer))
     assert down.mode is Mode.LOCAL_FALLBACK and "unreachable" in down.fallback_reason
@@ -160,7 +156,7 @@ def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, reposit
     monkeypatch.setattr(edge_client, "REVERIFY_S", 1.0)  # 30 s in use
     stale = tmp_path / "stale"
     write_repository(stale, [PartRequest(analyzer.classifier, "0" * 64, 7, WireFormat.FP32)], gpu=False)
-    ports = free_ports(3)
+    ports = free_ports(2)
     _served_then_stopped(analyzer, repository, study, tmp_path / "a", ports)
     second = _server(stale, tmp_path / "b", ports)
     try:
@@ -260,7 +256,7 @@ def _successes(server: EdgeServer) -> int:
 
 
 def test_several_servers_share_the_load_fail_over_and_fail_back(analyzer, repository, study, server, tmp_path):
-    ports = free_ports(3)
+    ports = free_ports(2)
     other = _server(repository, tmp_path / "other", ports)
     group = EdgeGroup([EdgeSettings(server.grpc_address, timeout_s=5), EdgeSettings(other.grpc_address, timeout_s=5)],
                       retry_s=2.0)

@@ -106,5 +106,5 @@ EOF
 install -m 0644 "$PREFIX/packaging/edge/$UNIT" "/etc/systemd/system/$UNIT"
 systemctl daemon-reload
 systemctl enable --now "$UNIT"
-echo "started $UNIT — check: systemctl status $UNIT; curl -sf http://127.0.0.1:8000/v2/health/ready && echo ready"
-echo "operator: sudo -u mededge env MEDEDGE_DATA_DIR=$STATE $PREFIX/.venv/bin/python $PREFIX/main.py edge control list"
+echo "started $UNIT — check: systemctl status $UNIT, and (ready, version, parts) as the operator:"
+echo "  sudo -u mededge env MEDEDGE_DATA_DIR=$STATE $PREFIX/.venv/bin/python $PREFIX/main.py edge control status"

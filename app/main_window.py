@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 
 from app.analysis import AnalysisService, check_edge
 from app.findings_panel import DEMO_BANNER, FindingsPanel, timing_text
-from app.settings import APPLICATION, ORGANISATION, AppSettings, load_settings, save_settings
+from app.settings import AppSettings, load_settings, save_settings, settings_store
 from app.theme import apply_theme
 from app.workers import Worker, start
 from viewer.errors import RadiographError
@@ -55,20 +55,24 @@ class _OpenBatch:
     They load at the same time; the first in the order given that opens is shown."""
 
     paths: list[str]
-    finished: dict[str, bool] = field(default_factory=dict)  # path → opened
+    opened: dict[int, str | None] = field(default_factory=dict)  # position in `paths` → the study's path, or None
     shown: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def done(self) -> bool:
+        return len(self.opened) == len(self.paths)
 
     def to_show(self) -> str | None:
         """The study to show now: the first opened one with every file before it finished, once."""
         if self.shown:
             return None
-        for path in self.paths:
-            if path not in self.finished:
+        for index in range(len(self.paths)):
+            if index not in self.opened:
                 return None
-            if self.finished[path]:
+            if self.opened[index] is not None:
                 self.shown = True
-                return path
+                return self.opened[index]
         return None
 
 
@@ -264,19 +268,19 @@ class MainWindow(QMainWindow):
             folder = Path(path)
             files += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [str(path)]
         batch = _OpenBatch(files)
-        return [self._load(path, batch) for path in files]
+        return [self._load(path, batch, index) for index, path in enumerate(files)]
 
     def open_path(self, path: str | Path) -> Worker:
-        return self._load(str(path), _OpenBatch([str(path)]))
+        return self._load(str(path), _OpenBatch([str(path)]), 0)
 
-    def _load(self, path: str, batch: _OpenBatch) -> Worker:
+    def _load(self, path: str, batch: _OpenBatch, index: int) -> Worker:
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
         worker = Worker(load_for_list, path)  # loading and the thumbnail both stay off the UI thread
-        worker.signals.returned.connect(lambda loaded: self._loaded(*loaded, batch))
-        worker.signals.errored.connect(lambda exc, p=path: self._load_failed(p, exc, batch))
+        worker.signals.returned.connect(lambda loaded: self._loaded(*loaded, batch, index))
+        worker.signals.errored.connect(lambda exc: self._load_failed(path, exc, batch, index))
         return start(worker, keep=self._workers)
 
-    def _loaded(self, radiograph: Radiograph, thumb, batch: _OpenBatch) -> None:
+    def _loaded(self, radiograph: Radiograph, thumb, batch: _OpenBatch, index: int) -> None:
         self.radiographs[radiograph.path] = radiograph
         self.study_list.add(radiograph, thumb)
         self.settings = self.settings.with_recent(radiograph.path)
@@ -284,20 +288,20 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
         if self.auto_action.isChecked():
             self.analyze(radiograph)
-        self._batch_done(batch, radiograph.path, opened=True)
+        self._batch_done(batch, index, radiograph.path)
 
-    def _load_failed(self, path: str, exc: BaseException, batch: _OpenBatch) -> None:
+    def _load_failed(self, path: str, exc: BaseException, batch: _OpenBatch, index: int) -> None:
         reason = exc.reason if isinstance(exc, RadiographError) else f"unexpected error: {exc}"
         batch.refused.append((path, reason))
         self.statusBar().showMessage(f"{Path(path).name}: {reason}")
-        self._batch_done(batch, path, opened=False)
+        self._batch_done(batch, index, None)
 
-    def _batch_done(self, batch: _OpenBatch, path: str, opened: bool) -> None:
-        batch.finished[path] = opened
+    def _batch_done(self, batch: _OpenBatch, index: int, study: str | None) -> None:
+        batch.opened[index] = study
         if (shown := batch.to_show()) is not None and shown in self.radiographs:  # (not closed meanwhile)
             self.show_study(shown)
         size = len(batch.paths)
-        if len(batch.finished) < size or not batch.refused or size == 1:
+        if not batch.done or not batch.refused or size == 1:
             return
         self.statusBar().showMessage(f"Opened {size - len(batch.refused)} of {size}; {len(batch.refused)} not opened")
         lines = "".join(f"<li><b>{escape(Path(path).name)}</b>: {escape(reason)}</li>" for path, reason in batch.refused)
@@ -560,7 +564,7 @@ class MainWindow(QMainWindow):
     def restore_layout(self) -> None:
         """The window's size, place and docks as the user left them; the first time, a size that fits the
         screen (1440 × 900 at most: on a 1366 × 768 laptop the whole screen)."""
-        store = self.store if self.store is not None else QSettings(ORGANISATION, APPLICATION)
+        store = settings_store(self.store)
         geometry, state = store.value(LAYOUT_KEYS[0]), store.value(LAYOUT_KEYS[1])
         if geometry is not None and self.restoreGeometry(geometry):
             if state is not None:
@@ -575,7 +579,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.analysis.cancel()
         save_settings(self.settings, self.store)
-        store = self.store if self.store is not None else QSettings(ORGANISATION, APPLICATION)
+        store = settings_store(self.store)
         store.setValue(LAYOUT_KEYS[0], self.saveGeometry())
         store.setValue(LAYOUT_KEYS[1], self.saveState())
         super().closeEvent(event)

@@ -112,12 +112,13 @@ class AppSettings:
         return replace(self, recent_files=recent[:keep])
 
 
-def _qsettings(store: QSettings | None) -> QSettings:
+def settings_store(store: QSettings | None) -> QSettings:
+    """`store`, or the user's own QSettings (the tests pass a file of their own)."""
     return store if store is not None else QSettings(ORGANISATION, APPLICATION)
 
 
 def save_settings(settings: AppSettings, store: QSettings | None = None) -> None:
-    store = _qsettings(store)
+    store = settings_store(store)
     for key, value in asdict(settings).items():
         if isinstance(value, enum.Enum):
             value = value.value
@@ -131,7 +132,7 @@ def save_settings(settings: AppSettings, store: QSettings | None = None) -> None
 
 def load_settings(store: QSettings | None = None) -> tuple[AppSettings, str | None]:
     """The stored settings, validated; on a bad stored value the defaults and the reason."""
-    store = _qsettings(store)
+    store = settings_store(store)
     defaults = AppSettings()
     values = {}
     for spec in fields(AppSettings):

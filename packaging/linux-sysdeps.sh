@@ -9,6 +9,7 @@
 # from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
 set -e
 here=$(dirname "$0")
+PATH="$PATH:/sbin:/usr/sbin"   # ldconfig, for a user whose PATH lacks them
 missing=""
 present=$(ldconfig -p)
 while IFS="$(printf '\t')" read -r soname package; do
@@ -17,8 +18,10 @@ while IFS="$(printf '\t')" read -r soname package; do
     case " $missing " in *" $package "*) ;; *) missing="$missing $package" ;; esac
 done < "$here/qt-libraries.tsv"
 
-# Qt draws text with the system's fonts (fontconfig); a minimal system may have none.
-[ -n "$(fc-list 2>/dev/null | head -n 1)" ] || missing="$missing fonts-dejavu-core"
+# Qt draws text with the system's fonts (through fontconfig); a minimal system may have none.
+fonts=$(find /usr/share/fonts /usr/local/share/fonts -type f \( -name '*.ttf' -o -name '*.otf' -o -name '*.pfb' \) \
+    2>/dev/null | head -n 1)
+[ -n "$fonts" ] || missing="$missing fonts-dejavu-core"
 
 tools=""
 if [ "${1:-run}" = test ]; then

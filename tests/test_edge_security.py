@@ -182,6 +182,11 @@ def test_the_code_upload_and_every_operator_call_are_refused(server, part, analy
     assert (part, "READY") in server.operator().models()
     assert oct(server.control_path.stat().st_mode & 0o777) == "0o600"
     assert oct(server.work_dir.stat().st_mode & 0o777) == "0o700"
+    # A load balancer's standard gRPC health check passes the gateway: HealthCheckResponse{status: SERVING}.
+    import grpc
+
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        assert channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10) == b"\x08\x01"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),

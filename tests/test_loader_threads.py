@@ -20,7 +20,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 
-RUNS = 12
+RUNS = 6  # before the fix the race showed on the first run
 
 CHILD = """
 import json, sys, threading

@@ -109,5 +109,6 @@ class FindingsPanel(QWidget):
 
 
 def timing_text(timing: dict[str, float]) -> str:
-    parts = [f"{k} {timing.get(k, 0):.0f}" for k in ("preprocess", "local", "transfer", "edge", "postprocess")]
+    phases = ("preprocess", "local", "transfer", "edge", *(("queued",) if timing.get("queued") else ()), "postprocess")
+    parts = [f"{k} {timing.get(k, 0):.0f}" for k in phases]
     return f"Time {timing.get('total', 0):.0f} ms: " + " · ".join(parts)

@@ -7,6 +7,7 @@ a study is never lost. Pre- and post-processing always run here.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -20,7 +21,7 @@ import torch
 
 from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.detector import DetectorConfig, YoloDetector
-from inference.edge_client import EdgeClient, EdgeError, EdgeFailure
+from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
 from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, kind_of, part_spec, tensor_name
 from inference.findings import ActivationMaps, Detection, Findings, Mode
 from inference.plan import ModelPlan, Plan
@@ -73,6 +74,19 @@ LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
 # Studies whose local stages are done before the oldest is finished, in a pipelined series: with two,
 # the link (sending one) and the edge (computing another) work at once, beside the workstation.
 AHEAD = 2
+# A request's timeout: the settings' timeout (an edge that does not answer a lone request within it is taken
+# for down) plus this many times the expected time of the requests queued ahead of it and of its own — a
+# pipelined series queues requests on purpose, and must not give up the edge for the wait it planned.
+QUEUE_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """An edge reply, and how long its request took: in all, and with the part to itself."""
+
+    reply: EdgeReply
+    round_trip_ms: float  # sent → reply, waiting behind this series' earlier requests for the same part included
+    service_ms: float     # from when the part finished the request before it (or from sending) to the reply
 
 
 @dataclass
@@ -84,8 +98,8 @@ class _Step:
     features: int | None  # CheXNet's feature stage, when heat maps are wanted
     here: dict[int, torch.Tensor]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # set when the whole model ran here
-    reply: Future | None = None
-    spent_ms: float = 0.0
+    reply: Future | None = None  # of a _Timed
+    local_ms: float = 0.0  # stages run here and the encoding of what crosses the cut
 
     def link_down(self) -> str | None:
         """Why the edge could not be reached at all, if this step's request already failed that way."""
@@ -113,12 +127,18 @@ class _Run:
     """How one model's stages ran."""
 
     outputs: dict[str, np.ndarray]
-    transfer_ms: float = 0.0
-    edge_ms: float = 0.0
+    local_ms: float = 0.0     # stages run here, a fallback's included
+    transfer_ms: float = 0.0  # the request's own time on the link and the serve path (service − edge compute)
+    edge_ms: float = 0.0      # the edge's compute, as the edge reports it
+    queued_ms: float = 0.0    # waiting behind this series' earlier requests to the same part
     used_edge: bool = False
     fallback_reason: str | None = None
     link_down: bool = False  # the server could not be reached at all (not e.g. a missing model)
-    model_ms: float = 0.0  # this model's own time in the analysis (local, waiting for the edge, fallback)
+
+    @property
+    def model_ms(self) -> float:
+        """This model's own time: what the planner predicts (a pipelined series' queueing left out)."""
+        return self.local_ms + self.transfer_ms + self.edge_ms
 
 
 def _call_now(function, *args) -> Future:
@@ -174,6 +194,11 @@ class Analyzer:
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # edge requests of a pipelined series
+        self._flight_lock = threading.Lock()
+        self._in_flight: dict[int, float] = {}      # request → its expected ms, for the timeouts of later ones
+        self._request_ids = itertools.count()
+        self._served_until: dict[str, float] = {}   # part → when its last reply came (service time of the next)
+        self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
 
     @property
     def weights(self) -> dict[str, str]:
@@ -207,8 +232,7 @@ class Analyzer:
         check = _cancel_check(cancel)
         with self._lock, torch.inference_mode():
             # Edge requests made on the spot: each model's time is its own (what the planner predicts).
-            begun = self._begin(radiograph, plan, with_heat_maps, check,
-                                lambda *request: _call_now(self.edge.infer, *request))
+            begun = self._begin(radiograph, plan, with_heat_maps, check, _call_now)
             return self._complete(begun, allow_fallback, check)
 
     def analyze_many(self, studies: Iterable[Radiograph | StudyError], plan: Plan | Callable[[], Plan] | None = None,
@@ -229,7 +253,7 @@ class Analyzer:
         current = plan if callable(plan) else lambda: plan
         if self._pool is None:  # a request per model for each study under way
             self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
-        send = lambda *request: self._pool.submit(self.edge.infer, *request)  # noqa: E731
+        send = self._pool.submit
         pending: deque[_Begun | StudyError] = deque()
         for study in studies:
             if isinstance(study, StudyError):
@@ -275,7 +299,8 @@ class Analyzer:
         return plan
 
     def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send) -> _Begun:
-        """Preprocess, then each model's local stages; what crosses a cut is sent with `send`."""
+        """Preprocess, then each model's local stages; the request with what crosses a cut is run by `send`
+        (now, or in the pool) and returns a Future."""
         started = time.perf_counter()
         (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
@@ -317,7 +342,7 @@ class Analyzer:
         if k == n and session is not None:  # the whole model here, on the faster runtime
             check()
             return _Step(model, k, features, {}, outputs=session.run(batch),
-                         spent_ms=(time.perf_counter() - started) * 1e3)
+                         local_ms=(time.perf_counter() - started) * 1e3)
         here = model.run_stages({INPUT: self._tensor(batch)}, 0, k,
                                 keep=[features] if features is not None and features < k else [],
                                 before_stage=check)
@@ -326,41 +351,69 @@ class Analyzer:
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             crossing = encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
+            step.local_ms = (time.perf_counter() - started) * 1e3
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
-                          else send(spec, crossing, wanted, plan.wire.compression))
-        step.spent_ms = (time.perf_counter() - started) * 1e3
+                          else send(self._request(spec, crossing, wanted, plan)))
+        else:
+            step.local_ms = (time.perf_counter() - started) * 1e3
         return step
+
+    def _request(self, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
+                 plan: ModelPlan) -> Callable[[], _Timed]:
+        """The edge request for one model of one study, its timeout set now: the settings' timeout plus
+        QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own)."""
+        expected = max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
+        with self._flight_lock:
+            ahead = sum(self._in_flight.values())
+            key = next(self._request_ids)
+            self._in_flight[key] = expected
+        timeout_s = self.edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected) / 1e3
+
+        def request() -> _Timed:
+            sent = time.perf_counter()
+            try:
+                reply = self.edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s)
+            finally:
+                done = time.perf_counter()
+                with self._flight_lock:
+                    del self._in_flight[key]
+                    began = max(sent, self._served_until.get(spec.name, 0.0))
+                    self._served_until[spec.name] = done
+            self._service_ms[spec.name] = (done - began) * 1e3
+            return _Timed(reply, (done - sent) * 1e3, (done - began) * 1e3)
+        return request
 
     def _remote_part(self, step: _Step, allow_fallback: bool, check) -> _Run:
         """The edge's reply for stages [k, n); when the edge failed (or k = n) they run here."""
-        started = time.perf_counter()
         model, n, k, features = step.model, step.model.stage_count, step.cut, step.features
-        run = _Run(outputs=dict(step.outputs))
+        run = _Run(outputs=dict(step.outputs), local_ms=step.local_ms)
         if step.reply is not None:
             try:
-                reply = step.reply.result()
+                timed: _Timed = step.reply.result()
             except EdgeError as error:
                 if not allow_fallback:
                     raise
                 run.fallback_reason = str(error)
                 run.link_down = error.failure in LINK_FAILURES
             else:
-                run.outputs = dict(reply.outputs)
-                run.edge_ms, run.transfer_ms, run.used_edge = reply.edge_ms, reply.round_trip_ms - reply.edge_ms, True
+                run.outputs, run.used_edge = dict(timed.reply.outputs), True
+                run.edge_ms = min(timed.reply.edge_ms, timed.service_ms)
+                run.transfer_ms = timed.service_ms - run.edge_ms
+                run.queued_ms = timed.round_trip_ms - timed.service_ms
         here = step.here
         if not run.outputs:  # local only, or the edge failed: the remaining stages run here
+            started = time.perf_counter()
             here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else [],
                                          before_stage=check))
             name = "output" if isinstance(model, YoloDetector) else "probabilities"
             run.outputs[name] = here[n - 1].cpu().numpy()
+            run.local_ms += (time.perf_counter() - started) * 1e3
         if features is not None and "features" not in run.outputs:
             run.outputs["features"] = here[features].cpu().numpy()
-        run.model_ms = step.spent_ms + (time.perf_counter() - started) * 1e3
         return run
 
     def _complete(self, begun: _Begun, allow_fallback: bool, check) -> Findings:
         """Collect both models' remaining stages, then post-process into Findings."""
-        ran_from = time.perf_counter()
         runs = {name: self._remote_part(step, allow_fallback, check) for name, step in begun.steps.items()}
         detector, classifier = runs["detector"], runs["classifier"]
         ran = time.perf_counter()
@@ -379,9 +432,7 @@ class Analyzer:
         finished = time.perf_counter()
 
         plan = begun.plan
-        transfer = sum(r.transfer_ms for r in runs.values())
-        edge = sum(r.edge_ms for r in runs.values())
-        model_ms = {name: r.model_ms for name, r in runs.items()}
+        phase = lambda name: sum(getattr(r, name) for r in runs.values())  # noqa: E731
         reasons = list(dict.fromkeys(r.fallback_reason for r in runs.values() if r.fallback_reason))
         return Findings(
             path=begun.radiograph.path,
@@ -392,12 +443,13 @@ class Analyzer:
             split={"detector": plan.detector.cut, "classifier": plan.classifier.cut},
             wire={name: p.wire.value for name, p in (("detector", plan.detector), ("classifier", plan.classifier))
                   if p.cut < self.stage_counts[name]},
-            timing_ms={"preprocess": (begun.preprocessed - begun.started) * 1e3,
-                       "local": sum(model_ms.values()) - transfer - edge, "transfer": transfer, "edge": edge,
+            # each phase a measured duration; in a pipelined series they overlap other studies' phases
+            timing_ms={"preprocess": (begun.preprocessed - begun.started) * 1e3, "local": phase("local_ms"),
+                       "transfer": phase("transfer_ms"), "edge": phase("edge_ms"), "queued": phase("queued_ms"),
                        "postprocess": (finished - ran) * 1e3, "total": (finished - begun.started) * 1e3},
             fallback_reason="; ".join(reasons) or None,
             activation_maps=maps,
-            model_ms=model_ms,
+            model_ms={name: r.model_ms for name, r in runs.items()},
             # A model run whole here uses the chosen runtime; stages before a cut run in PyTorch.
             runtime={name: self.runtimes[name] if step.outputs else "torch" for name, step in begun.steps.items()},
         )

@@ -61,7 +61,7 @@ class EdgeSettings:
     root_certificate: Path | None = None  # CA that signed the server certificate (None: system CAs)
     client_certificate: Path | None = None  # for mutual TLS
     client_key: Path | None = None
-    timeout_s: float = 10.0               # bounds every request end to end
+    timeout_s: float = 10.0               # bounds a request with nothing queued ahead of it, end to end
     check_timeout_s: float = 2.0          # liveness / readiness / metadata checks
 
     def __post_init__(self) -> None:
@@ -178,10 +178,12 @@ class EdgeClient:
     # ------------------------------------------------------------ inference
 
     def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
-              compression: str | None = None) -> EdgeReply:
-        """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s`.
+              compression: str | None = None, timeout_s: float | None = None) -> EdgeReply:
+        """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s` (the
+        settings' when None: a caller with requests queued ahead of this one gives a longer bound).
 
         `compression` ("deflate" or "gzip") has gRPC compress the request; the server inflates it."""
+        timeout = timeout_s or self.settings.timeout_s
         self.verify(spec)
         grpc = self._grpc
         inputs = []
@@ -195,10 +197,9 @@ class EdgeClient:
         before = None if timed else self._compute_stats(spec.name)
         started = time.perf_counter()
         try:
-            result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
-                                                           client_timeout=self.settings.timeout_s,
+            result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted, client_timeout=timeout,
                                                            compression_algorithm=compression),
-                                f"inference on {spec.name}", timeout=self.settings.timeout_s)
+                                f"inference on {spec.name}", timeout=timeout)
         except EdgeError:
             with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time
                 self._verified.pop(spec.name, None)
@@ -370,8 +371,8 @@ class EdgeGroup:
         raise last
 
     def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
-              compression: str | None = None) -> EdgeReply:
-        return self._each(lambda client: client.infer(spec, tensors, outputs, compression), rotate=True)
+              compression: str | None = None, timeout_s: float | None = None) -> EdgeReply:
+        return self._each(lambda client: client.infer(spec, tensors, outputs, compression, timeout_s), rotate=True)
 
     def status(self) -> ServerStatus:
         return self._each(lambda client: client.status(), rotate=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from inference.preprocess import CropGeometry
 
-TIMING_PHASES = ("preprocess", "local", "transfer", "edge", "postprocess", "total")
+TIMING_PHASES = ("preprocess", "local", "transfer", "edge", "queued", "postprocess", "total")
 
 
 class Mode(str, enum.Enum):
@@ -63,7 +63,8 @@ class Findings:
     timing_ms: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
-    model_ms: dict[str, float] = field(default_factory=dict)      # measured, per model (local + transfer + edge)
+    model_ms: dict[str, float] = field(default_factory=dict)      # measured, per model (local + transfer + edge,
+                                                                  # a pipelined series' queueing left out)
     predicted_ms: dict[str, float] = field(default_factory=dict)  # the planner's prediction, per model
     runtime: dict[str, str] = field(default_factory=dict)  # model → local runtime of its workstation stages
 

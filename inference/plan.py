@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inference.edge_parts import WireFormat
 
@@ -16,6 +16,9 @@ AUTO_CUTS = {"detector": 6, "classifier": 7}
 class ModelPlan:
     cut: int
     wire: WireFormat = WireFormat.FP32
+    # The planner's prediction of the edge request (transfer + edge compute), 0 when unknown: the request's
+    # timeout grows by it and by the predictions of the requests queued ahead of it.
+    remote_ms: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,36 @@ def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_
         assert max(abs(result.probabilities[k] - v) for k, v in alone.probabilities.items()) <= 1e-6
         _matched(alone.detections, result.detections, 0.999, 1e-5)
         assert result.heat_map("Effusion").shape == alone.heat_map("Effusion").shape
+        # every phase is a measured duration of its own, overlapped or not: none is negative
+        assert all(value >= 0 for value in result.timing_ms.values()) and result.timing_ms["local"] > 0
+        assert sum(result.model_ms.values()) == pytest.approx(
+            sum(result.timing_ms[p] for p in ("local", "transfer", "edge")), rel=1e-6)
+
+
+def test_a_pipelined_series_waits_for_the_requests_it_queued(analyzer, every_part_server, radiograph, monkeypatch):
+    """Both models fully offloaded and a deep pipeline (six studies ahead, as a slow edge makes it): requests
+    queue on the edge behind the series' own. A fixed timeout a little above one request's time stops the
+    series (the old behaviour: QUEUE_MARGIN 0); the timeout that follows the queue ahead of each request lets
+    every study finish on the edge."""
+    import inference.analyze as analyze_module
+
+    plan = Plan(ModelPlan(0, WireFormat.FP32), ModelPlan(0, WireFormat.FP32))
+    alone = [analyzer.analyze(radiograph, plan, allow_fallback=False) for _ in range(2)][-1]
+    one_request_s = max(alone.model_ms.values()) / 1e3
+    tight = EdgeClient(EdgeSettings(every_part_server.grpc_address, timeout_s=1.3 * one_request_s))
+    monkeypatch.setattr(analyzer, "edge", tight)
+    monkeypatch.setattr(analyzer, "_pool", None)  # a pool as wide as the deeper pipeline
+    monkeypatch.setattr(analyze_module, "AHEAD", 6)
+    try:
+        monkeypatch.setattr(analyze_module, "QUEUE_MARGIN", 0.0)
+        results = list(analyzer.analyze_many([radiograph] * 7, plan, allow_fallback=False))
+        assert isinstance(results[-1], StudyError) and results[-1].error.failure is EdgeFailure.TIMEOUT, results
+        monkeypatch.setattr(analyze_module, "QUEUE_MARGIN", 2.0)
+        results = list(analyzer.analyze_many([radiograph] * 7, plan, allow_fallback=False))
+        assert len(results) == 7 and all(r.mode is Mode.EDGE for r in results), results
+        assert max(r.timing_ms["queued"] for r in results) > 2 * one_request_s * 1e3  # they did queue
+    finally:
+        tight.close()
 
 
 def test_neck_cuts_send_several_tensors(analyzer, every_part_server):

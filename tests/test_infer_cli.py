@@ -28,7 +28,8 @@ def test_infer_real_files_json_lines(shared_cxr, tmp_path):
         assert list(record["probabilities"]) == list(CHESTXRAY14)
         assert all(0 <= p <= 1 for p in record["probabilities"].values())
         assert record["mode"] == "local" and record["split"] == {"detector": 32, "classifier": 10}
-        assert set(record["timing_ms"]) == {"preprocess", "local", "transfer", "edge", "postprocess", "total"}
+        assert set(record["timing_ms"]) == {"preprocess", "local", "transfer", "edge", "queued",
+                                            "postprocess", "total"}
         assert record["timing_ms"]["total"] >= record["timing_ms"]["local"] > 0
         for detection in record["detections"]:
             assert set(detection) == {"label", "score", "box_xyxy"} and detection["label"] == "opacity"

@@ -99,7 +99,7 @@ class AnalysisService(QObject):
         if planner is not None and planner.options:
             findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
             if not findings.fallback_reason:
-                planner.observe(findings.model_ms)  # lasting drift: the next study measures and plans again
+                planner.observe(findings.model_ms, findings.timing_ms["queued"])  # lasting drift: the next study measures and plans again
         return findings
 
     def _auto_plan(self, analyzer: Analyzer, radiograph: Radiograph, fixed: Plan):

@@ -102,7 +102,9 @@ def _infer_setup(args: argparse.Namespace):
         raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
     planner = None
     if edge is not None and (args.split or "auto") == "auto":
-        planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(_expand(args.paths)))
+        paths = _expand(args.paths)  # several studies: planned for throughput, the series being pipelined
+        planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(paths),
+                                 series=len(paths) > 1 or args.recursive)
     return analyzer, edge, plan, planner
 
 
@@ -165,8 +167,8 @@ def _infer(args: argparse.Namespace) -> int:
                 continue
             if planner is not None and planner.options:
                 result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-                if not result.fallback_reason and planner.observe(result.model_ms):
-                    _, current["plan"] = _planned(analyzer, edge, plan, planner)  # the link drifted: plan again
+                if not result.fallback_reason and planner.observe(result.model_ms, result.timing_ms["queued"]):
+                    _, current["plan"] = _planned(analyzer, edge, plan, planner, series=True)  # drifted: plan again
             sink.record(result.to_json(), structured_report=report(result))
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes
@@ -268,9 +270,10 @@ def _first_radiograph(paths, tries: int = 10):
     return None
 
 
-def _planned(analyzer, edge, fallback_plan, planner=None, study=None):
+def _planned(analyzer, edge, fallback_plan, planner=None, study=None, series: bool = False):
     """--split auto: the planner's choice (measured link, edge and local profiles, and `study`, a real
-    radiograph, for the wire formats), or the documented fixed cuts when the edge cannot be measured."""
+    radiograph, for the wire formats) — for a pipelined `series`, the plan of the highest throughput — or
+    the documented fixed cuts when the edge cannot be measured."""
     from inference.edge_client import EdgeError
     from inference.planner import Planner
 
@@ -278,7 +281,7 @@ def _planned(analyzer, edge, fallback_plan, planner=None, study=None):
     if study is not None:
         planner.learn_from(study)
     try:
-        plan = planner.plan()
+        plan = planner.plan(series=series)
     except EdgeError as exc:
         print(f"mededge infer: cannot measure the edge ({exc}); using the fixed auto cuts", file=sys.stderr)
         return None, fallback_plan
@@ -389,7 +392,9 @@ def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", metavar="PEM", help="CA certificate that signed the edge server's certificate")
     parser.add_argument("--client-cert", metavar="PEM", help="mutual TLS: this workstation's certificate")
     parser.add_argument("--client-key", metavar="PEM", help="mutual TLS: its private key")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="edge request timeout (default 10 s)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="edge request timeout with nothing queued ahead (default 10 s; a request queued "
+                             "behind others gets their expected time on top)")
 
 
 def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:

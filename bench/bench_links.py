@@ -8,11 +8,16 @@ Needs root (network namespaces, veth, tc). Builds, for the run only:
 
 `tbf` on both ends of the veth sets the rate (this kernel has no netem, so the delay comes from the
 relay; round trip = 2 × the link's one-way delay). Each workstation and edge gets one core of this
-2-core machine, so neither competes with the other. For every link, `main.py bench --edge` measures
-local only, every served cut × wire format and auto in one run. Writes links.json, links.md and
-latency-vs-cut.png into --out, and removes the namespace, veth and server at the end.
+2-core machine, so neither competes with the other. `--workstation-quota F` makes the workstation weaker
+than the edge, as a hospital PC is beside an edge box: its process runs in a cgroup (v1 `cpu` controller)
+limited to F of its core, with a 10 ms period so that the throttling is smooth; the ratio this gives is
+measured, not assumed (whole-model local time / the edge's compute on the full-offload part). For every
+link, `main.py bench --edge` measures local only, every served cut × wire format and auto in one run.
+Writes links.json, links.md and latency-vs-cut.png into --out, and removes the namespace, veth, cgroup
+and server at the end.
 
     sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR] [--links 1,2,3]
+                                               [--workstation-quota 0.25]
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ GRPC_PORT = 8001
 LINKS = (("veth, unshaped", None, 0.0), ("1 Gbit/s, 1 ms", 1000, 1.0), ("100 Mbit/s, 5 ms", 100, 5.0),
          ("20 Mbit/s, 20 ms", 20, 20.0))
 LINK_CUTS = {"detector": (0, 4, 6, 8, 15, 22), "classifier": tuple(range(10))}
+CGROUP = Path("/sys/fs/cgroup/cpu/mededge-workstation")
+CGROUP_PERIOD_US = 10_000  # short: the quota throttles smoothly instead of in 100 ms stalls
 
 
 def sh(*command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -76,6 +83,21 @@ def shape(mbit: int | None) -> None:
                "burst", str(burst), "latency", "100ms")
 
 
+def make_cgroup(quota: float) -> None:
+    """The workstation's CPU quota: `quota` of one core (cgroup v1 cpu controller)."""
+    remove_cgroup()
+    CGROUP.mkdir()
+    (CGROUP / "cpu.cfs_period_us").write_text(str(CGROUP_PERIOD_US))
+    (CGROUP / "cpu.cfs_quota_us").write_text(str(round(quota * CGROUP_PERIOD_US)))
+
+
+def remove_cgroup() -> None:
+    if CGROUP.exists():
+        for pid in (CGROUP / "cgroup.procs").read_text().split():  # any left: back to the root group
+            (CGROUP.parent / "cgroup.procs").write_text(pid)
+        CGROUP.rmdir()
+
+
 def export(work: Path, quick: bool, python: str) -> Path:
     """The edge parts, exported once (kept across runs in --work)."""
     repository = work / "repository"
@@ -106,13 +128,17 @@ def serve(repository: Path, work: Path, python: str) -> subprocess.Popen:
     raise RuntimeError("edge serve did not start within 10 minutes")
 
 
-def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str) -> dict:
+def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str,
+            quota: float | None) -> dict:
     out = work / f"link-{len(list(work.glob('link-*.json')))}.json"
     size = ["--detector-size", "256"] if quick else []
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(["taskset", "-c", "0", python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
-                    "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", *size],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    # its own data folder per quota: the stage profiles cached there are this (throttled) workstation's
+    env = dict(os.environ, OMP_NUM_THREADS="1", MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"))
+    command = ["taskset", "-c", "0", python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
+               "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", *size]
+    if quota is not None:  # the shell joins the cgroup, then becomes the benchmark
+        command = ["sh", "-c", f'echo $$ > {CGROUP / "cgroup.procs"} && exec "$@"', "sh", *command]
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
 
@@ -131,12 +157,15 @@ def plot(reports: list[dict], path: Path) -> None:
             rows = [r for r in model["rows"] if r["option"].startswith("cut ")]
             for wire in sorted({r["wire"] for r in rows}):
                 mine = sorted((r for r in rows if r["wire"] == wire), key=lambda r: r["cut"])
-                axis.plot([r["cut"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=wire)
+                line, = axis.plot([r["cut"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=wire)
+                floor = [r for r in mine if r.get("predicted_ms")]  # local stages + bytes / bandwidth + RTT + edge
+                axis.plot([r["cut"] for r in floor], [r["predicted_ms"] for r in floor], linestyle=":",
+                          color=line.get_color(), label=f"{wire} floor")
             axis.axhline(model["rows"][0]["median_ms"], color="grey", linestyle="--", label="local only")
             auto = model["rows"][-1]
             axis.plot([auto["cut"]], [auto["median_ms"]], marker="*", markersize=14, color="black", linestyle="",
                       label="auto")
-            axis.set_title(f"{model['model']} · {report['link']}", fontsize=9)
+            axis.set_title(f"{model['model']} · {report['link'].split(';')[0]}", fontsize=9)
             axis.set_xlabel("cut (stages before it run on the workstation)", fontsize=8)
             axis.set_ylabel("median ms", fontsize=8)
             axis.set_ylim(bottom=0)
@@ -154,7 +183,11 @@ def main() -> int:
     parser.add_argument("--links", default=",".join(str(i) for i in range(len(LINKS))),
                         help="which links, by number: " + ", ".join(f"{i} = {label}" for i, (label, _, _) in
                                                                    enumerate(LINKS)) + " (default all)")
+    parser.add_argument("--workstation-quota", type=float, metavar="F",
+                        help="the workstation limited to this fraction of its core (e.g. 0.25), the edge on a full one")
     args = parser.parse_args()
+    if args.workstation_quota is not None and not 0.01 <= args.workstation_quota <= 1:
+        parser.error("--workstation-quota: a fraction of one core, 0.01 to 1")
     try:
         links = [LINKS[int(i)] for i in args.links.split(",")]
     except (ValueError, IndexError):
@@ -178,14 +211,19 @@ def main() -> int:
     repository = export(work, args.quick, python)
     server = None
     reports = []
+    quota = args.workstation_quota
+    setting = (f"workstation at {quota:.0%} of a core (cgroup cpu quota, {CGROUP_PERIOD_US // 1000} ms period), "
+               "edge on a full core" if quota is not None else "workstation and edge on a core each")
     try:
         make_network()
+        if quota is not None:
+            make_cgroup(quota)
         server = serve(repository, work, python)
         for label, mbit, delay_ms in links:
             print(f"link: {label}", file=sys.stderr, flush=True)
             shape(mbit)
             with Relay((EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
-                reports.append(measure(label, relay, work, args.quick, args.repeats, python))
+                reports.append(measure(f"{label}; {setting}", relay, work, args.quick, args.repeats, python, quota))
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -194,6 +232,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
         remove_network()
+        remove_cgroup()
     (out / "links.json").write_text(json.dumps(reports, indent=2))
     (out / "links.md").write_text("\n".join(f"### {r['link']}\n\n{markdown(r)}" for r in reports))
     plot(reports, out / "latency-vs-cut.png")

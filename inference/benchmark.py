@@ -25,7 +25,7 @@ from inference.edge_parts import ENCODINGS, WireFormat, kind_of, part_name
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan
-from inference.planner import Planner
+from inference.planner import Planner, series_bound_ms
 from viewer.radiograph import Radiograph
 
 QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}
@@ -45,6 +45,7 @@ class Row:
     bytes_sent: int
     median_ms: float
     p95_ms: float
+    predicted_ms: float | None = None  # the planner's prediction (None: a wire format the fidelity gate refused)
     ratio_to_local: float = 1.0
 
 
@@ -112,10 +113,20 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     local = analyzer.local_plan()
     progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge)
+    started = time.perf_counter()  # what a user waits before the first result, with nothing cached yet
     planner.learn_from(radiograph)
     auto = planner.plan()
+    planning_s = time.perf_counter() - started
+    chosen_options = dict(planner.options)
+    series_plan = planner.plan(series=True)
+    series_options = dict(planner.options)
+    progress("measuring the edge's compute on every served part, for the predicted column")
+    for name, model in models.items():
+        for cut, wire in options[name]:
+            planner.profile(name, model, cut, wire)
     rows: list[Row] = []
     for name, model in models.items():
+        predicted = {(o.cut, o.wire): o.predicted_ms for o in planner.candidates(name, model, served)}
         progress(f"{name}: local, {len(options[name])} served options and auto, {repeats} rounds")
         chosen = getattr(auto, name)
         offloaded = chosen.cut < model.stage_count
@@ -126,21 +137,28 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
                        chosen.wire.value if offloaded else "-",
                        _bytes_sent(planner, name, model, chosen.cut, chosen.wire) if offloaded else 0))
         plans = [local] + [_plan_for(local, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
-        for label, (median, p95) in zip(labels, _interleaved(analyzer, radiograph, plans, name, repeats)):
-            rows.append(Row(name, *label, median, p95))
-    series = measure_series(analyzer, radiograph, balanced_plan(planner, served),
-                            count=SERIES_STUDIES, progress=progress)
+        keys = [(model.stage_count, WireFormat.FP32)] + list(options[name]) + [(chosen.cut, chosen.wire)]
+        for label, key, (median, p95) in zip(labels, keys, _interleaved(analyzer, radiograph, plans, name, repeats)):
+            rows.append(Row(name, *label, median, p95, predicted.get(key)))
+    series = measure_series(analyzer, radiograph, auto, series_plan, count=SERIES_STUDIES, progress=progress)
+    series["predicted_bound_ms"] = series_bound_ms(tuple(series_options.values()), planner.preprocess_ms)
     results = []
     for name in models:
         mine = [r for r in rows if r.model == name]
         local_ms = mine[0].median_ms
         mine = [Row(**{**r.__dict__, "ratio_to_local": local_ms / r.median_ms}) for r in mine]
+        # the compute ratio the set-up gave, measured: the whole model here / the edge's compute on all of it
+        full = [planner.link.edge_part_ms[p] for p in (part_name(kind_of(models[name]), 0, w) for w in ENCODINGS)
+                if p in planner.link.edge_part_ms]
         results.append({"model": name, "rows": [r.__dict__ for r in mine],
-                        "predicted_ms": planner.options[name].predicted_ms, **summary([r.__dict__ for r in mine])})
+                        "predicted_ms": chosen_options[name].predicted_ms,
+                        "edge_full_ms": full[0] if full else None,
+                        "compute_ratio": local_ms / full[0] if full else None, **summary([r.__dict__ for r in mine])})
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
             "link": link, "repeats": repeats, "image": radiograph.path,
             "detector_input": analyzer.detector.config.input_size,
             "probe": {"round_trip_ms": planner.link.round_trip_ms, "mbit_s": planner.link.mbit_s},
+            "planning_s": planning_s,
             "models": results, "series": series}
 
 
@@ -150,41 +168,40 @@ def _bytes_sent(planner: Planner, name: str, model, cut: int, wire: WireFormat) 
     return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
 
 
-def balanced_plan(planner: Planner, served: set[str]) -> Plan:
-    """Per model, the served option where pipelining a series has the most to overlap: with AHEAD = 2 the
-    workstation, the link and the edge each work on a different study, so a study costs the slowest of the
-    three instead of their sum — the option with the largest predicted sum / slowest."""
-    chosen = {}
-    for name, model in planner.models().items():
-        offloaded = [o for o in planner.candidates(name, model, served) if o.cut < model.stage_count]
-        best = max(offloaded, key=lambda o: (o.local_ms + o.transfer_ms + o.edge_ms)
-                   / max(o.local_ms, o.transfer_ms, o.edge_ms, 1e-9), default=None)
-        chosen[name] = ModelPlan(best.cut, best.wire) if best else ModelPlan(model.stage_count)
-    return Plan(chosen["detector"], chosen["classifier"])
-
-
-def measure_series(analyzer: Analyzer, radiograph: Radiograph, plan: Plan, count: int, rounds: int = 3,
-                   progress=print) -> dict:
-    """Throughput of `count` studies one after another vs pipelined (`analyze_many`), alternating rounds."""
-    progress(f"series of {count}: sequential vs pipelined")
+def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: Plan, series_plan: Plan, count: int,
+                   rounds: int = 3, progress=print) -> dict:
+    """A series of `count` studies: the best single-study plan run one study after another, against the series
+    plan pipelined (`analyze_many`), in alternating rounds. The pipelined run is also held to its own bound:
+    `count` × the busiest of workstation (pre-, post-processing and local stages), link and edge per study,
+    from the phases its studies measured."""
+    progress(f"series of {count}: the best plan sequential vs the series plan pipelined")
     studies = [radiograph] * count
-    list(analyzer.analyze_many(studies[:2], plan, with_heat_maps=False, allow_fallback=False))  # warm-up
-    sequential, pipelined = [], []
+    list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))  # warm-up
+    sequential, pipelined, bounds = [], [], []
     for _ in range(rounds):
         started = time.perf_counter()
         for study in studies:
-            analyzer.analyze(study, plan, with_heat_maps=False, allow_fallback=False)
+            analyzer.analyze(study, sequential_plan, with_heat_maps=False, allow_fallback=False)
         sequential.append(time.perf_counter() - started)
         started = time.perf_counter()
-        results = list(analyzer.analyze_many(studies, plan, with_heat_maps=False, allow_fallback=False))
+        results = list(analyzer.analyze_many(studies, series_plan, with_heat_maps=False, allow_fallback=False))
         pipelined.append(time.perf_counter() - started)
         if len(results) != count or not all(isinstance(r, Findings) for r in results):
             raise ValueError(f"the pipelined series lost studies: {results}")
+        phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in results)  # noqa: E731
+        bounds.append(count * max(phase("preprocess", "local", "postprocess"), phase("transfer"), phase("edge")) / 1e3)
     stages = analyzer.stage_counts
-    return {"plan": {name: _option_name(getattr(plan, name), stages[name]) for name in stages}, "studies": count,
-            "rounds": rounds, "sequential_s": statistics.median(sequential),
-            "pipelined_s": statistics.median(pipelined),
-            "speedup": statistics.median(sequential) / statistics.median(pipelined)}
+    name_of = lambda plan: {name: _option_name(getattr(plan, name), stages[name]) for name in stages}  # noqa: E731
+    sequential_s, pipelined_s, bound_s = (statistics.median(x) for x in (sequential, pipelined, bounds))
+    return {"sequential_plan": name_of(sequential_plan), "plan": name_of(series_plan), "studies": count,
+            "rounds": rounds, "sequential_s": sequential_s, "pipelined_s": pipelined_s,
+            "speedup": sequential_s / pipelined_s, "bound_s": bound_s, "of_bound": bound_s / pipelined_s}
+
+
+def prediction_error(rows: list[dict]) -> float | None:
+    """Median |predicted / measured − 1| over the options the planner predicted."""
+    errors = [abs(r["predicted_ms"] / r["median_ms"] - 1) for r in rows if r.get("predicted_ms")]
+    return statistics.median(errors) if errors else None
 
 
 def summary(rows: list[dict]) -> dict:
@@ -203,7 +220,9 @@ def summary(rows: list[dict]) -> dict:
             "auto_choice_within_5pct_of_best": chosen["median_ms"] <= 1.05 * best["median_ms"],
             "auto_choice_vs_better_of_local_and_offload": baseline / chosen["median_ms"],
             "auto_run_within_5pct_of_best": auto["median_ms"] <= 1.05 * best["median_ms"],
-            "auto_run_vs_better_of_local_and_offload": baseline / auto["median_ms"]}
+            "auto_run_vs_better_of_local_and_offload": baseline / auto["median_ms"],
+            "auto_run_vs_its_choice": chosen["median_ms"] / auto["median_ms"],
+            "prediction_error_median": prediction_error(fixed)}
 
 
 def _option_name(plan: ModelPlan, stage_count: int) -> str:
@@ -232,27 +251,41 @@ def machine_description() -> str:
 def markdown(report: dict) -> str:
     lines = [f"{report['date']} · {report['machine']} · link: {report['link']} · probe: "
              f"{report['probe']['round_trip_ms']:.1f} ms round trip, {report['probe']['mbit_s']:.0f} Mbit/s · "
-             f"{report['repeats']} repeats · image {Path(report['image']).name}", ""]
+             f"{report['repeats']} repeats · image {Path(report['image']).name}"
+             + (f" · auto's first plan took {report['planning_s']:.1f} s" if "planning_s" in report else ""), ""]
     yes = lambda flag: "yes" if flag else "**no**"  # noqa: E731
     for model in report["models"]:
         judged = summary(model["rows"])
-        lines += [f"**{model['model']}** — best measured: {judged['best']}; auto chose {judged['auto_choice']}: "
+        ratio = (f" (compute ratio workstation/edge {model['compute_ratio']:.1f}: local {model['rows'][0]['median_ms']:.0f} ms, "
+                 f"edge {model['edge_full_ms']:.0f} ms on the whole model)" if model.get("compute_ratio") else "")
+        lines += [f"**{model['model']}**{ratio} — best measured: {judged['best']}; auto chose {judged['auto_choice']}: "
                   f"within 5% of best {yes(judged['auto_choice_within_5pct_of_best'])}, "
                   f"{judged['auto_choice_vs_better_of_local_and_offload']:.2f}× the better of local and offload; "
                   f"auto's own run: within 5% {yes(judged['auto_run_within_5pct_of_best'])}, "
-                  f"{judged['auto_run_vs_better_of_local_and_offload']:.2f}×", "",
-                  "| option | MiB sent | median ms | p95 ms | speed-up vs local |", "|---|---|---|---|---|"]
+                  f"{judged['auto_run_vs_better_of_local_and_offload']:.2f}×, "
+                  f"{judged['auto_run_vs_its_choice']:.2f}× the option it chose; "
+                  f"prediction error (median) {_percent(judged['prediction_error_median'])}", "",
+                  "| option | MiB sent | predicted ms | median ms | p95 ms | speed-up vs local |",
+                  "|---|---|---|---|---|---|"]
         for row in model["rows"]:
-            lines.append(f"| {row['option']} | {row['bytes_sent'] / 2**20:.2f} | {row['median_ms']:.0f} | "
-                         f"{row['p95_ms']:.0f} | {row['ratio_to_local']:.2f}× |")
+            predicted = f"{row['predicted_ms']:.0f}" if row.get("predicted_ms") else "–"
+            lines.append(f"| {row['option']} | {row['bytes_sent'] / 2**20:.2f} | {predicted} | "
+                         f"{row['median_ms']:.0f} | {row['p95_ms']:.0f} | {row['ratio_to_local']:.2f}× |")
         lines.append("")
     if "series" in report:
         series = report["series"]
-        plan = ", ".join(f"{name} {option}" for name, option in series["plan"].items())
-        lines += [f"**series of {series['studies']} studies** ({plan}; median of {series['rounds']} rounds): "
-                  f"sequential {series['sequential_s']:.2f} s, pipelined {series['pipelined_s']:.2f} s — "
-                  f"**{series['speedup']:.2f}×** the sequential throughput", ""]
+        named = lambda plan: ", ".join(f"{name} {option}" for name, option in plan.items())  # noqa: E731
+        lines += [f"**series of {series['studies']} studies** (median of {series['rounds']} rounds): the best "
+                  f"single-study plan ({named(series['sequential_plan'])}) one after another "
+                  f"{series['sequential_s']:.2f} s; the series plan ({named(series['plan'])}) pipelined "
+                  f"{series['pipelined_s']:.2f} s — **{series['speedup']:.2f}×** the best sequential throughput, "
+                  f"{series['of_bound']:.0%} of its bound ({series['bound_s']:.2f} s measured, "
+                  f"{series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s predicted)", ""]
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
 
 def save(report: dict, path: Path) -> None:

@@ -1,24 +1,30 @@
 """Cut planning: per model, the option (local only, full offload, or a cut with a wire format) with the
-lowest predicted end-to-end latency on the machines and link at hand.
+lowest predicted end-to-end latency on the machines and link at hand — or, for a series, the pair of
+options with the highest pipelined throughput.
 
 Predicted time of cut k with wire w = local stages [0, k) (measured per stage on this workstation,
-cached per machine, runtime and input size) + round trip + bytes crossing k in w / bandwidth (both from
-the link probe) + edge stages [k, n) (this workstation's stage times scaled by the edge/local speed
-ratio measured on a served part) + the outputs coming back. For int8+deflate the bytes are the deflated
-int8 payload and the time to deflate here and inflate there is added (both measured on the tensors
-crossing k), so compression is chosen only where the link is slow enough for it to pay. Only parts the
-server has, and wire formats that pass the fidelity gate, are candidates. A plan is re-made when measured
-times drift from it.
+cached per machine, runtime and input size) + round trip (the probe's: a request through the serve path,
+its fixed cost included) + bytes crossing k in w / bandwidth (both from the link probe) + the edge's
+compute for part (k, w) + the outputs coming back. The edge's compute is measured on the part itself
+(profiling requests when the plan is made, cached per server, part and weights); a part not measured yet
+is predicted from this workstation's stage times scaled by the edge/local ratio of the parts that were.
+For int8+deflate the bytes are the deflated int8 payload and the time to deflate here and inflate there
+is added (both measured on the tensors crossing k), so compression is chosen only where the link is slow
+enough for it to pay. Only parts the server has, and wire formats that pass the fidelity gate, are
+chosen; the gate and the profiling run on the best-predicted options only, until one passes. A plan is
+re-made when measured times drift from it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import statistics
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +41,7 @@ PROBABILITY_TOLERANCE = 0.02  # the fidelity gate: a wire format must keep proba
 BOX_IOU = 0.9                 # … and match every box at this IoU
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
+PROFILED_PARTS = 4            # per model and plan: edge parts measured before the best prediction is trusted
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,26 @@ class Option:
     cut: int
     wire: WireFormat
     predicted_ms: float
-    local_ms: float = 0.0
-    transfer_ms: float = 0.0
-    edge_ms: float = 0.0
+    local_ms: float = 0.0     # stages here (and deflating): the workstation's share
+    transfer_ms: float = 0.0  # round trip, bytes both ways, inflating there: the link's share
+    edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
+    measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
+
+    @property
+    def offloaded(self) -> bool:
+        return self.transfer_ms > 0 or self.edge_ms > 0
+
+    @property
+    def model_plan(self) -> ModelPlan:
+        return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms)
+
+
+def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) -> float:
+    """Time per study of a pipelined series: the workstation, the link and the edge each work on a different
+    study, so a study costs the busiest of the three (summed over the models), not their sum.
+    `workstation_ms`: what the workstation does for every study whatever the plan (pre-processing)."""
+    return max(workstation_ms + sum(o.local_ms for o in options), sum(o.transfer_ms for o in options),
+               sum(o.edge_ms for o in options))
 
 
 @dataclass(frozen=True)
@@ -75,8 +99,9 @@ def measure_deflate(payloads: list[dict[str, np.ndarray]]) -> Deflate:
 class LinkProfile:
     round_trip_ms: float
     mbit_s: float
-    edge_ratio: dict[str, float]  # model → edge time / local time for the same stages
+    edge_ratio: dict[str, float]  # model → edge time / local time for the same stages (parts not measured)
     queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
+    edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
 
 
 def machine_key() -> str:
@@ -153,23 +178,31 @@ class Planner:
     calibration: list = field(default_factory=list)  # extra model-input images (real radiographs)
     link: LinkProfile | None = None
     options: dict[str, Option] = field(default_factory=dict)
+    cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     _drift: dict[str, int] = field(default_factory=dict)
     _gate: dict[tuple, bool] = field(default_factory=dict)
     _deflate: dict[tuple[str, int], Deflate] = field(default_factory=dict)
     _local: dict[str, list[float]] = field(default_factory=dict)
     _whole: dict[str, float] = field(default_factory=dict)
+    _unservable: set[str] = field(default_factory=set)  # parts whose profiling request failed
+    _server: str = ""     # address and Triton version: the key of the edge's cached part times
+    _fresh: bool = False  # measure the edge's parts again (a drift): the cached times are not trusted
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
+    _own_queue_ms: float = 0.0  # this client's requests' wait behind each other since the mark
     _queue_ms: float = 0.0
+    preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
 
     def learn_from(self, radiograph) -> None:
         """Use a real study for the fidelity gate and the deflate ratios, before the first plan: the planner's
         own sample image is smooth, and would make the wire look far more compressible than radiographs are."""
         if not self.calibration and not self.options:
+            started = time.perf_counter()
             self.calibration = list(self.analyzer.model_inputs(radiograph).items())
+            self.preprocess_ms = (time.perf_counter() - started) * 1e3
 
     def local_ms(self, name: str, model: StagedModel) -> list[float]:
         if name not in self._local:
-            self._local[name] = local_stage_ms(model)
+            self._local[name] = local_stage_ms(model, cache_dir=self.cache_dir)
         return self._local[name]
 
     def whole_local_ms(self, name: str, model: StagedModel) -> float:
@@ -188,37 +221,104 @@ class Planner:
     def models(self) -> dict[str, StagedModel]:
         return {"detector": self.analyzer.detector, "classifier": self.analyzer.classifier}
 
+    # ------------------------------------------------------------ measuring
+
     def measure_link(self) -> LinkProfile:
+        """The link (probe), the edge's compute on the parts measured before (cached per server), and per
+        model the edge/local ratio for the parts not measured yet."""
         probe = self.edge.probe()
-        served = set(self.edge.status().models)
-        ratios = {}
+        status = self.edge.status()
+        self._server = f"{self.edge.settings.address} triton {status.version}"
+        known = {} if self._fresh else self._cached_edge_times()
+        self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, {}, self._queue_ms,
+                                {part: ms for part, ms in known.items() if part in status.models})
+        self._fresh = False
+        self._unservable.clear()
         for name, model in self.models().items():
-            ratios[name] = self._edge_ratio(name, model, served)
-        self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, ratios, self._queue_ms)
+            self.link.edge_ratio[name] = self._edge_ratio(name, model, set(status.models))
         return self.link
 
     def _edge_ratio(self, name: str, model: StagedModel, served: set[str]) -> float:
-        """Edge compute / local compute for the stages of the first served part of this model."""
+        """Edge compute / local compute over the parts of this model measured so far (the median); when none
+        is, the first served part is measured (full offload first)."""
         local = self.local_ms(name, model)
-        for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
-            for wire in ENCODINGS:
-                if part_name(kind_of(model), cut, wire) not in served:
-                    continue  # checked by name first: a part's spec costs a partial forward pass
-                spec = self.analyzer.part(model, cut, wire)
-                with torch.inference_mode():
-                    crossing = model.run_stages({INPUT: sample_input(model).to(self.analyzer.device)}, 0, cut)
-                tensors = encode(wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
-                try:
-                    self.edge.infer(spec, tensors, tuple(t.name for t in spec.outputs))  # warm-up
-                    edge_ms = statistics.median(self.edge.infer(spec, tensors, tuple(t.name for t in spec.outputs)
-                                                                ).edge_ms for _ in range(3))
-                except EdgeError:
-                    continue
-                return max(edge_ms, 0.01) / max(sum(local[cut:]), 0.01)
-        return float("inf")  # nothing of this model is served: only local is possible
 
-    def candidates(self, name: str, model: StagedModel, served: set[str]) -> list[Option]:
-        local = self.local_ms(name, model)
+        def ratios() -> list[float]:
+            return [self.link.edge_part_ms[self.analyzer.part(model, cut, wire).name] / max(sum(local[cut:]), 0.01)
+                    for cut in range(model.stage_count) for wire in ENCODINGS
+                    if part_name(kind_of(model), cut, wire) in self.link.edge_part_ms]
+        if not ratios():
+            for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
+                served_wires = [w for w in ENCODINGS if part_name(kind_of(model), cut, w) in served]
+                if served_wires and self.profile(name, model, cut, served_wires[0]) is not None:
+                    break
+        return max(statistics.median(ratios()), 1e-4) if ratios() else float("inf")
+
+    def profile(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
+        """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3);
+        None when the part does not answer. Kept per server, part and weights."""
+        spec = self.analyzer.part(model, cut, wire)
+        if spec.name in self.link.edge_part_ms:
+            return self.link.edge_part_ms[spec.name]
+        with torch.inference_mode():
+            crossing = model.run_stages({INPUT: sample_input(model).to(self.analyzer.device)}, 0, cut)
+        tensors = encode(wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+        outputs = tuple(t.name for t in spec.outputs)
+        try:
+            self.edge.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
+            edge_ms = statistics.median(self.edge.infer(spec, tensors, outputs).edge_ms for _ in range(3))
+        except EdgeError:
+            self._unservable.add(spec.name)
+            return None
+        self.link.edge_part_ms[spec.name] = max(edge_ms, 0.01)
+        self._save_edge_times()
+        return self.link.edge_part_ms[spec.name]
+
+    def _edge_times_path(self) -> Path:
+        from inference.weights import data_dir
+
+        return (self.cache_dir or data_dir()) / "profiles" / "edge-parts.json"
+
+    def _part_key(self, part: str) -> str | None:
+        """A part's cache key: its name and the fingerprint of the weights this workstation expects there."""
+        for name, model in self.models().items():
+            for cut in range(model.stage_count):
+                for wire in ENCODINGS:
+                    if part_name(kind_of(model), cut, wire) == part:
+                        return f"{part}@{self.analyzer.part(model, cut, wire).fingerprint}"
+        return None
+
+    def _cached_edge_times(self) -> dict[str, float]:
+        try:
+            cached = json.loads(self._edge_times_path().read_text()).get(self._server, {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        wanted = {}
+        for key, ms in cached.items():
+            part = key.partition("@")[0]
+            if self._part_key(part) == key and isinstance(ms, (int, float)) and ms > 0:
+                wanted[part] = float(ms)
+        return wanted
+
+    def _save_edge_times(self) -> None:
+        path = self._edge_times_path()
+        try:
+            everything = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            everything = {}
+        everything[self._server] = {self._part_key(p): ms for p, ms in self.link.edge_part_ms.items()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(everything, indent=1))
+        except OSError:
+            pass  # a read-only data folder: measured again next time
+
+    # ------------------------------------------------------------ predicting
+
+    def candidates(self, name: str, model: StagedModel, served: set[str], gated: bool = True) -> list[Option]:
+        """Local only and every served option, predicted. `gated`: only wire formats that pass the fidelity
+        gate, and deflate ratios measured (now, where not yet); otherwise those not known to fail the gate,
+        with a guess for deflate ratios not measured yet (`plan` checks the options that rank first)."""
         n = model.stage_count
         whole = self.whole_local_ms(name, model)
         options = [Option(name, n, WireFormat.FP32, whole, local_ms=whole)]
@@ -227,28 +327,59 @@ class Planner:
             return options
         for cut in range(n):
             for wire in WireFormat:
-                if part_name(kind_of(model), cut, wire) not in served or not self._fidelity(name, model, cut, wire):
+                spec_name = part_name(kind_of(model), cut, wire)
+                if spec_name not in served or spec_name in self._unservable:
                     continue
-                spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
-                sent, packing = spec.input_bytes, 0.0
-                if wire.compression:
-                    deflate = self.deflate(name, model, cut)
-                    sent = spec.input_bytes / deflate.ratio
-                    packing = deflate.deflate_ms + link.edge_ratio[name] * deflate.inflate_ms
-                transfer = link.round_trip_ms + packing + (sent + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
-                edge = link.edge_ratio[name] * sum(local[cut:]) + link.queue_ms
-                here = sum(local[:cut])
-                options.append(Option(name, cut, wire, here + transfer + edge, here, transfer, edge))
+                known = self._gate.get(self._gate_key(name, model, cut, wire))
+                if known is False or (gated and not self._fidelity(name, model, cut, wire)):
+                    continue
+                if gated and wire.compression:
+                    self.deflate(name, model, cut)
+                options.append(self._option(name, model, cut, wire))
         return options
+
+    def _option(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> Option:
+        link, local = self.link, self.local_ms(name, model)
+        spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
+        sent, deflating, inflating = spec.input_bytes, 0.0, 0.0
+        if wire.compression:
+            # not measured yet: a hopeful guess (half the bytes, free), so that it is measured when it ranks
+            deflate = self._deflate.get((name, cut), Deflate(2.0, 0.0, 0.0))
+            sent = spec.input_bytes / deflate.ratio
+            deflating, inflating = deflate.deflate_ms, link.edge_ratio[name] * deflate.inflate_ms
+        measured = link.edge_part_ms.get(spec.name)
+        edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
+        transfer = link.round_trip_ms + inflating + (sent + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
+        here = sum(local[:cut]) + deflating
+        return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
 
     def _images(self, name: str, model: StagedModel) -> list[torch.Tensor]:
         return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]
 
+    def _gate_key(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> tuple:
+        # compression is lossless: int8+deflate passes where int8 does
+        return name, self.analyzer.part(model, cut, wire).fingerprint, cut, wire.encoding.value
+
     def _fidelity(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> bool:
-        key = (name, cut, wire.encoding)  # compression is lossless: int8+deflate passes where int8 does
+        """The fidelity gate for (cut, wire), run once per model weights and kept on disk."""
+        key = self._gate_key(name, model, cut, wire)
         if key not in self._gate:
-            decode = self.analyzer.decode_raw if name == "detector" else None
-            self._gate[key] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
+            path = self._edge_times_path().with_name("fidelity.json")
+            text = "/".join(map(str, key))
+            try:
+                kept = json.loads(path.read_text())
+            except (OSError, ValueError):
+                kept = {}
+            if isinstance(kept.get(text), bool):
+                self._gate[key] = kept[text]
+            else:
+                decode = self.analyzer.decode_raw if name == "detector" else None
+                self._gate[key] = kept[text] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(kept, indent=1))
+                except OSError:
+                    pass
         return self._gate[key]
 
     def deflate(self, name: str, model: StagedModel, cut: int) -> Deflate:
@@ -262,15 +393,64 @@ class Planner:
             self._deflate[(name, cut)] = measure_deflate(payloads)
         return self._deflate[(name, cut)]
 
-    def plan(self) -> Plan:
+    # ------------------------------------------------------------ choosing
+
+    def plan(self, series: bool = False) -> Plan:
+        """The fastest plan for one study, or with `series` the one with the highest pipelined throughput
+        (the least `series_bound_ms`; ties to the faster single study)."""
         if self.link is None:
             self.measure_link()
         served = set(self.edge.status().models)
-        for name, model in self.models().items():
-            self.options[name] = min(self.candidates(name, model, served), key=lambda o: o.predicted_ms)
+        models = self.models()
+
+        def per_model(name: str):
+            return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False)),
+                                  key=lambda c: c[0].predicted_ms)
+
+        def pairs():
+            each = [self.candidates(name, model, served, gated=False) for name, model in models.items()]
+            return sorted(itertools.product(*each), key=lambda c: (series_bound_ms(c, self.preprocess_ms),
+                                                                   sum(o.predicted_ms for o in c)))
+
+        budget = {name: PROFILED_PARTS for name in models}
+        if series:
+            chosen = self._settled(pairs, budget)
+        else:
+            chosen = tuple(self._settled(per_model(name), budget)[0] for name in models)
+        self.options = {o.model: o for o in chosen}
+        self._queue_mark, self._own_queue_ms = self._queue_totals(), 0.0
         d, c = self.options["detector"], self.options["classifier"]
-        self._queue_mark = self._queue_totals()
-        return Plan(ModelPlan(d.cut, d.wire), ModelPlan(c.cut, c.wire))
+        return Plan(d.model_plan, c.model_plan)
+
+    def _settled(self, ranked, budget: dict[str, int]) -> tuple[Option, ...]:
+        """The first of `ranked()` whose options are all known good: the best-ranked is checked (fidelity
+        gate, deflate ratio, the edge's compute on its part, within `budget` profilings per model) and the
+        ranking made again after each check, until the first one needs none. Local only needs none."""
+        while True:
+            for choice in ranked():
+                pending = next((o for o in choice if o.offloaded and self._unchecked(o, budget)), None)
+                if pending is None:
+                    return choice
+                self._check(pending, budget)
+                break
+
+    def _unchecked(self, option: Option, budget: dict[str, int]) -> bool:
+        model = self.models()[option.model]
+        return (self._gate_key(option.model, model, option.cut, option.wire) not in self._gate
+                or (option.wire.compression and (option.model, option.cut) not in self._deflate)
+                or (not option.measured_edge and budget[option.model] > 0))
+
+    def _check(self, option: Option, budget: dict[str, int]) -> None:
+        name, model = option.model, self.models()[option.model]
+        if self._gate_key(name, model, option.cut, option.wire) not in self._gate:
+            self._fidelity(name, model, option.cut, option.wire)
+        elif option.wire.compression and (name, option.cut) not in self._deflate:
+            self.deflate(name, model, option.cut)
+        else:
+            budget[name] -= 1
+            self.profile(name, model, option.cut, option.wire)
+
+    # ------------------------------------------------------------ watching
 
     def _queue_totals(self) -> tuple[int, float] | None:
         try:
@@ -278,22 +458,26 @@ class Planner:
         except EdgeError:
             return None
 
-    def observe(self, measured_ms: dict[str, float]) -> bool:
+    def observe(self, measured_ms: dict[str, float], own_queue_ms: float = 0.0) -> bool:
         """Compare a result's measured per-model times with the plan, and the edge's queue with the one
-        planned for; re-plan on lasting drift or a queue that grew (or emptied) past QUEUE_MS."""
+        planned for; re-plan on lasting drift or a queue that grew (or emptied) past QUEUE_MS.
+
+        `own_queue_ms`: how long this result's requests waited behind this client's earlier ones (a pipelined
+        series queues on purpose); that wait is the plan's, not other clients' load, and is not counted."""
         drifted = False
         for name, option in self.options.items():
             ratio = measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
             self._drift[name] = self._drift.get(name, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0
             drifted |= self._drift[name] >= 2
+        self._own_queue_ms += own_queue_ms
         now = self._queue_totals()
         if now is not None and self._queue_mark is not None and now[0] > self._queue_mark[0]:
-            queue_ms = (now[1] - self._queue_mark[1]) / (now[0] - self._queue_mark[0])  # per request since
+            others_ms = max(now[1] - self._queue_mark[1] - self._own_queue_ms, 0.0)
+            queue_ms = others_ms / (now[0] - self._queue_mark[0])  # per request since the plan
             if abs(queue_ms - self._queue_ms) > QUEUE_MS:
                 self._queue_ms = queue_ms
                 drifted = True
         if drifted:
             self._drift.clear()
-            self.link = None  # measure the link and the edge again
+            self.link, self._fresh = None, True  # measure the link and the edge's parts again
         return drifted
-

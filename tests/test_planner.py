@@ -204,11 +204,17 @@ def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
         chosen = options[-1].removeprefix("auto → ")
         assert model["auto_choice"] == chosen and chosen in options[:-1]  # judged by a measured option
         assert isinstance(model["auto_choice_within_5pct_of_best"], bool)
-    series = report["series"]  # the same studies, one after another and pipelined
+        # every option the gate let through is predicted (the edge's compute measured on its own part)
+        assert all(row["predicted_ms"] > 0 for row in model["rows"] if row["wire"] in ("-", "fp32"))
+        assert 0 <= model["prediction_error_median"] < 10
+    series = report["series"]  # the best single-study plan one after another, the series plan pipelined
     assert series["studies"] == SERIES_STUDIES and series["sequential_s"] > 0 and series["pipelined_s"] > 0
+    assert set(series["sequential_plan"]) == set(series["plan"]) == {"detector", "classifier"}
+    assert 0 < series["bound_s"] and series["predicted_bound_ms"] > 0
     text = markdown(report)
-    assert "| option | MiB sent | median ms | p95 ms | speed-up vs local |" in text
-    assert "the sequential throughput" in text
+    print(text)
+    assert "| option | MiB sent | predicted ms | median ms | p95 ms | speed-up vs local |" in text
+    assert "the best sequential throughput" in text and "of its bound" in text
 
 
 def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(shared_cxr):
@@ -264,3 +270,41 @@ def test_a_queue_on_the_edge_triggers_a_new_plan_that_counts_it(planned):
     after = {o.cut: o.predicted_ms for o in planner.candidates("classifier", analyzer.classifier, served)
              if o.wire is WireFormat.FP16}
     assert all(after[cut] > before[cut] + QUEUE_MS for cut in before)  # every offloaded option costs the wait
+
+
+def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned, tmp_path):
+    """The edge's compute per part is kept between runs (per server, part and weights). A kept time far
+    below what the part now takes (the box got slower, or busier) shows as drift in the results: auto
+    measures the parts again against the real server and plans with what it measured."""
+    import json
+
+    from inference.planner import DRIFT
+
+    analyzer, radiograph = planned
+    first = Planner(analyzer, analyzer.edge, cache_dir=tmp_path)
+    first.learn_from(radiograph)
+    first.plan()
+    kept = tmp_path / "profiles" / "edge-parts.json"
+    (server, parts), = json.loads(kept.read_text()).items()
+    assert parts and all(ms > 0 for ms in parts.values())  # the parts profiled for the plan, kept
+    kept.write_text(json.dumps({server: {part: ms / 50 for part, ms in parts.items()}}))  # now 50x too fast
+
+    planner = Planner(analyzer, analyzer.edge, cache_dir=tmp_path)
+    planner.learn_from(radiograph)
+    plan = planner.plan()
+    kept_times = {key.partition("@")[0]: ms / 50 for key, ms in parts.items()}
+    stale = {part: ms for part, ms in planner.link.edge_part_ms.items() if part in kept_times}
+    assert stale == kept_times  # read back, not measured
+    classifier = planner.options["classifier"]
+    assert classifier.cut == 0 and classifier.measured_edge  # full offload looks nearly free
+    drifted = [planner.observe(analyzer.analyze(radiograph, plan).model_ms) for _ in range(2)]
+    assert drifted == [False, True] and planner.link is None  # twice off the prediction: measure again
+    planner.plan()
+    for part, ms in planner.link.edge_part_ms.items():
+        if part in stale:
+            assert ms > 10 * stale[part], part  # measured on the server, not the kept time
+    now_kept = json.loads(kept.read_text())[server]
+    assert set(now_kept) & set(parts) and all(now_kept[key] > 10 * ms / 50 for key, ms in parts.items() if key in now_kept)
+    option = planner.options["classifier"]
+    findings = analyzer.analyze(radiograph, Plan(planner.options["detector"].model_plan, option.model_plan))
+    assert 1 / (2 * DRIFT) <= findings.model_ms["classifier"] / option.predicted_ms <= 2 * DRIFT

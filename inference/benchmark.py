@@ -1,7 +1,7 @@
 """`python main.py bench`: local only, full offload, cuts × wire formats and auto, side by side in one run
 against a real Triton (`edge serve`'s server) on this machine.
 
-Each option is measured per model (the other model runs locally): the model's own time in the
+Each option is measured per model (the other model runs as auto chose): the model's own time in the
 analysis (local stages + transfer + edge), median and p95 over repeats, and its ratio to local only.
 """
 
@@ -110,7 +110,6 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     served = set(edge.status().models)
     options = served_options(analyzer, served)
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
-    local = analyzer.local_plan()
     progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge)
     started = time.perf_counter()  # what a user waits before the first result, with nothing cached yet
@@ -136,7 +135,10 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         labels.append((f"auto → {_option_name(chosen, model.stage_count)}", chosen.cut,
                        chosen.wire.value if offloaded else "-",
                        _bytes_sent(planner, name, model, chosen.cut, chosen.wire) if offloaded else 0))
-        plans = [local] + [_plan_for(local, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
+        # the other model as auto runs it in every plan: auto's row and the row of the option it chose are then
+        # the same configuration, measured twice in the same rounds
+        plans = [_plan_for(auto, name, ModelPlan(model.stage_count))]
+        plans += [_plan_for(auto, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
         keys = [(model.stage_count, WireFormat.FP32)] + list(options[name]) + [(chosen.cut, chosen.wire)]
         for label, key, (median, p95) in zip(labels, keys, _interleaved(analyzer, radiograph, plans, name, repeats)):
             rows.append(Row(name, *label, median, p95, predicted.get(key)))
@@ -173,11 +175,18 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     """A series of `count` studies: the best single-study plan run one study after another, against the series
     plan pipelined (`analyze_many`), in alternating rounds. The pipelined run is also held to its own bound:
     `count` × the busiest of workstation (pre-, post-processing and local stages), link and edge per study,
-    from the phases its studies measured."""
+    from the phases of the series plan measured one study at a time."""
     progress(f"series of {count}: the best plan sequential vs the series plan pipelined")
     studies = [radiograph] * count
     list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))  # warm-up
-    sequential, pipelined, bounds = [], [], []
+    # the bound: each resource's time per study under the series plan, measured one study at a time (in the
+    # pipeline the phases stretch as they share the workstation's CPU, and would not bound it)
+    alone = [analyzer.analyze(radiograph, series_plan, with_heat_maps=False, allow_fallback=False) for _ in range(5)]
+    phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in alone)  # noqa: E731
+    per_study = {"workstation": phase("preprocess", "local", "postprocess"), "link": phase("transfer"),
+                 "edge": phase("edge")}
+    bound_s = count * max(per_study.values()) / 1e3
+    sequential, pipelined = [], []
     for _ in range(rounds):
         started = time.perf_counter()
         for study in studies:
@@ -188,14 +197,13 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
         pipelined.append(time.perf_counter() - started)
         if len(results) != count or not all(isinstance(r, Findings) for r in results):
             raise ValueError(f"the pipelined series lost studies: {results}")
-        phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in results)  # noqa: E731
-        bounds.append(count * max(phase("preprocess", "local", "postprocess"), phase("transfer"), phase("edge")) / 1e3)
     stages = analyzer.stage_counts
     name_of = lambda plan: {name: _option_name(getattr(plan, name), stages[name]) for name in stages}  # noqa: E731
-    sequential_s, pipelined_s, bound_s = (statistics.median(x) for x in (sequential, pipelined, bounds))
+    sequential_s, pipelined_s = statistics.median(sequential), statistics.median(pipelined)
     return {"sequential_plan": name_of(sequential_plan), "plan": name_of(series_plan), "studies": count,
             "rounds": rounds, "sequential_s": sequential_s, "pipelined_s": pipelined_s,
-            "speedup": sequential_s / pipelined_s, "bound_s": bound_s, "of_bound": bound_s / pipelined_s}
+            "speedup": sequential_s / pipelined_s, "per_study_ms": per_study, "bound_s": bound_s,
+            "of_bound": bound_s / pipelined_s}
 
 
 def prediction_error(rows: list[dict]) -> float | None:
@@ -222,15 +230,24 @@ def summary(rows: list[dict]) -> dict:
             "auto_run_within_5pct_of_best": auto["median_ms"] <= 1.05 * best["median_ms"],
             "auto_run_vs_better_of_local_and_offload": baseline / auto["median_ms"],
             "auto_run_vs_its_choice": chosen["median_ms"] / auto["median_ms"],
-            "prediction_error_median": prediction_error(fixed)}
+            "prediction_error_median": prediction_error(fixed),
+            "serve_overhead_ms": serve_overhead_ms(fixed)}
+
+
+def serve_overhead_ms(rows: list[dict]) -> float | None:
+    """What the serve path adds beyond physics on full offload (cut 0 fp32): measured − predicted, the
+    prediction being bytes / probed bandwidth + the probe's round trip + the edge's compute on the part."""
+    full = next((r for r in rows if r["option"] == "cut 0 fp32" and r.get("predicted_ms")), None)
+    return full["median_ms"] - full["predicted_ms"] if full else None
 
 
 def _option_name(plan: ModelPlan, stage_count: int) -> str:
     return "local" if plan.cut >= stage_count else f"cut {plan.cut} {plan.wire.value}"
 
 
-def _plan_for(local: Plan, name: str, option: ModelPlan) -> Plan:
-    return Plan(option, local.classifier) if name == "detector" else Plan(local.detector, option)
+def _plan_for(base: Plan, name: str, option: ModelPlan) -> Plan:
+    """`base` with `name`'s plan replaced by `option`."""
+    return Plan(option, base.classifier) if name == "detector" else Plan(base.detector, option)
 
 
 def machine_description() -> str:
@@ -264,7 +281,8 @@ def markdown(report: dict) -> str:
                   f"auto's own run: within 5% {yes(judged['auto_run_within_5pct_of_best'])}, "
                   f"{judged['auto_run_vs_better_of_local_and_offload']:.2f}×, "
                   f"{judged['auto_run_vs_its_choice']:.2f}× the option it chose; "
-                  f"prediction error (median) {_percent(judged['prediction_error_median'])}", "",
+                  f"prediction error (median) {_percent(judged['prediction_error_median'])}; serve path beyond "
+                  f"physics on full offload {_ms(judged['serve_overhead_ms'])}", "",
                   "| option | MiB sent | predicted ms | median ms | p95 ms | speed-up vs local |",
                   "|---|---|---|---|---|---|"]
         for row in model["rows"]:
@@ -279,13 +297,18 @@ def markdown(report: dict) -> str:
                   f"single-study plan ({named(series['sequential_plan'])}) one after another "
                   f"{series['sequential_s']:.2f} s; the series plan ({named(series['plan'])}) pipelined "
                   f"{series['pipelined_s']:.2f} s — **{series['speedup']:.2f}×** the best sequential throughput, "
-                  f"{series['of_bound']:.0%} of its bound ({series['bound_s']:.2f} s measured, "
-                  f"{series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s predicted)", ""]
+                  f"{series['of_bound']:.0%} of its bound ({series['bound_s']:.2f} s from its busiest resource "
+                  f"measured one study at a time, {series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s "
+                  "predicted)", ""]
     return "\n".join(lines)
 
 
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.0f} ms"
 
 
 def save(report: dict, path: Path) -> None:

@@ -277,7 +277,7 @@ def _planned(analyzer, edge, fallback_plan, planner=None, study=None, series: bo
     from inference.edge_client import EdgeError
     from inference.planner import Planner
 
-    planner = planner or Planner(analyzer, edge)
+    planner = planner or Planner(analyzer, edge, with_heat_maps=False)  # infer fetches no heat maps
     if study is not None:
         planner.learn_from(study)
     try:

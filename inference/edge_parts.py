@@ -106,10 +106,6 @@ class EdgePartSpec:
         sizes = {"FP32": 4, "FP16": 2, "UINT8": 1}
         return sum(int(np.prod(t.shape)) * sizes[t.dtype] for t in self.inputs)
 
-    @property
-    def output_bytes(self) -> int:
-        return sum(int(np.prod(t.shape)) * 4 for t in self.outputs)
-
 
 def model_input_shape(model: StagedModel) -> tuple[int, ...]:
     if isinstance(model, YoloDetector):

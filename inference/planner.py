@@ -3,7 +3,8 @@ lowest predicted end-to-end latency on the machines and link at hand — or, for
 options with the highest pipelined throughput.
 
 Predicted time of cut k with wire w = local stages [0, k) (measured per stage on this workstation,
-cached per machine, runtime and input size) + round trip (the probe's: a request through the serve path,
+cached per machine, runtime and input size and batch) + encoding the tensors crossing k in w (measured
+here) + round trip (the probe's: a request through the serve path,
 its fixed cost included) + bytes crossing k in w / bandwidth (both from the link probe) + the edge's
 compute for part (k, w) + the outputs coming back. The edge's compute is measured on the part itself
 (profiling requests when the plan is made, cached per server, part and weights); a part not measured yet
@@ -50,7 +51,7 @@ class Option:
     cut: int
     wire: WireFormat
     predicted_ms: float
-    local_ms: float = 0.0     # stages here (and deflating): the workstation's share
+    local_ms: float = 0.0     # stages here, encoding (and deflating): the workstation's share
     transfer_ms: float = 0.0  # round trip, bytes both ways, inflating there: the link's share
     edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
     measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
@@ -108,13 +109,26 @@ def machine_key() -> str:
     return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
 
 
+def analysis_batch(model: StagedModel) -> int:
+    """Images per analysis: CheXNet's ten crops when configured, else one."""
+    return 10 if isinstance(model, CheXNet) and model.config.ten_crop else 1
+
+
+def analysis_input(model: StagedModel) -> torch.Tensor:
+    """The planner's sample input as an analysis gives it to the model: its batch, on its device,
+    channels-last (Analyzer._tensor) — stage times depend on all three."""
+    device = next(model.parameters()).device
+    return sample_input(model, analysis_batch(model)).to(device, memory_format=torch.channels_last)
+
+
 def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list[float]:
     """Median time of each stage on this workstation for this runtime, cached per machine and input size."""
     from inference.weights import data_dir
 
     device = next(model.parameters()).device
     weights = "any"  # stage times do not depend on the weights' values
-    key = f"{machine_key()}-{device.type}-{kind_of(model).value}-" + "-".join(
+    batch = analysis_batch(model)
+    key = f"{machine_key()}-{device.type}-{kind_of(model).value}-channels-last-batch{batch}-" + "-".join(
         v for k, v in identity_of(model, weights) if k != "classes")
     folder = (cache_dir or data_dir()) / "profiles"
     path = folder / (key.replace("/", "_") + ".json")
@@ -128,7 +142,7 @@ def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list
     times: list[list[float]] = [[] for _ in range(model.stage_count)]
     with torch.inference_mode():
         for _ in range(repeats + 1):  # the first pass warms up and is not kept
-            tensors = {INPUT: sample_input(model).to(device)}
+            tensors = {INPUT: analysis_input(model)}
             for index in range(model.stage_count):
                 started = time.perf_counter()
                 tensors.update(model.run_stages(tensors, index, index + 1, keep=list(tensors)))
@@ -179,12 +193,15 @@ class Planner:
     link: LinkProfile | None = None
     options: dict[str, Option] = field(default_factory=dict)
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
+    with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     _drift: dict[str, int] = field(default_factory=dict)
     _gate: dict[tuple, bool] = field(default_factory=dict)
     _deflate: dict[tuple[str, int], Deflate] = field(default_factory=dict)
     _local: dict[str, list[float]] = field(default_factory=dict)
     _whole: dict[str, float] = field(default_factory=dict)
     _unservable: set[str] = field(default_factory=set)  # parts whose profiling request failed
+    _crossings: dict[tuple[str, int], dict] = field(default_factory=dict)  # the sample input's tensors at a cut
+    _encoding: dict[tuple[str, int, WireFormat], float] = field(default_factory=dict)  # ms to encode them here
     _server: str = ""     # address and Triton version: the key of the edge's cached part times
     _fresh: bool = False  # measure the edge's parts again (a drift): the cached times are not trusted
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
@@ -214,7 +231,7 @@ class Planner:
         if name not in self._whole:
             from inference.runtimes import median_ms
 
-            image = sample_input(model).numpy()
+            image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
             self._whole[name] = median_ms(lambda: session.run(image))
         return self._whole[name]
 
@@ -260,9 +277,7 @@ class Planner:
         spec = self.analyzer.part(model, cut, wire)
         if spec.name in self.link.edge_part_ms:
             return self.link.edge_part_ms[spec.name]
-        with torch.inference_mode():
-            crossing = model.run_stages({INPUT: sample_input(model).to(self.analyzer.device)}, 0, cut)
-        tensors = encode(wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+        tensors = encode(wire, self._crossing(name, model, cut))
         outputs = tuple(t.name for t in spec.outputs)
         try:
             self.edge.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
@@ -273,6 +288,25 @@ class Planner:
         self.link.edge_part_ms[spec.name] = max(edge_ms, 0.01)
         self._save_edge_times()
         return self.link.edge_part_ms[spec.name]
+
+    def _crossing(self, name: str, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
+        """The tensors crossing `cut` for the sample input, as the analysis hands them to the encoder."""
+        if (name, cut) not in self._crossings:
+            with torch.inference_mode():
+                crossing = model.run_stages({INPUT: analysis_input(model)}, 0, cut)
+            self._crossings[(name, cut)] = {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()}
+        return self._crossings[(name, cut)]
+
+    def encoding_ms(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> float:
+        """Encoding what crosses `cut` here (fp32: the contiguous copy; int8: quantizing), median of 5; the
+        edge's decoding is inside its part, so in its measured compute."""
+        key = (name, cut, wire.encoding)
+        if key not in self._encoding:
+            from inference.runtimes import median_ms
+
+            crossing = self._crossing(name, model, cut)
+            self._encoding[key] = median_ms(lambda: encode(wire, crossing), repeats=5)
+        return self._encoding[key]
 
     def _edge_times_path(self) -> Path:
         from inference.weights import data_dir
@@ -333,6 +367,8 @@ class Planner:
                 known = self._gate.get(self._gate_key(name, model, cut, wire))
                 if known is False or (gated and not self._fidelity(name, model, cut, wire)):
                     continue
+                if gated:
+                    self.encoding_ms(name, model, cut, wire)
                 if gated and wire.compression:
                     self.deflate(name, model, cut)
                 options.append(self._option(name, model, cut, wire))
@@ -341,16 +377,19 @@ class Planner:
     def _option(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> Option:
         link, local = self.link, self.local_ms(name, model)
         spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
-        sent, deflating, inflating = spec.input_bytes, 0.0, 0.0
+        batch = analysis_batch(model)  # the spec's shapes are per image
+        sent, deflating, inflating = spec.input_bytes * batch, 0.0, 0.0
+        returned = batch * sum(int(np.prod(t.shape)) * 4 for t in spec.outputs
+                               if t.name != "features" or self.with_heat_maps)
         if wire.compression:
             # not measured yet: a hopeful guess (half the bytes, free), so that it is measured when it ranks
             deflate = self._deflate.get((name, cut), Deflate(2.0, 0.0, 0.0))
-            sent = spec.input_bytes / deflate.ratio
+            sent = sent / deflate.ratio
             deflating, inflating = deflate.deflate_ms, link.edge_ratio[name] * deflate.inflate_ms
         measured = link.edge_part_ms.get(spec.name)
         edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
-        transfer = link.round_trip_ms + inflating + (sent + spec.output_bytes) * 8 / (link.mbit_s * 1e3)
-        here = sum(local[:cut]) + deflating
+        transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
+        here = sum(local[:cut]) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
 
     def _images(self, name: str, model: StagedModel) -> list[torch.Tensor]:
@@ -437,6 +476,7 @@ class Planner:
     def _unchecked(self, option: Option, budget: dict[str, int]) -> bool:
         model = self.models()[option.model]
         return (self._gate_key(option.model, model, option.cut, option.wire) not in self._gate
+                or (option.model, option.cut, option.wire.encoding) not in self._encoding
                 or (option.wire.compression and (option.model, option.cut) not in self._deflate)
                 or (not option.measured_edge and budget[option.model] > 0))
 
@@ -444,6 +484,8 @@ class Planner:
         name, model = option.model, self.models()[option.model]
         if self._gate_key(name, model, option.cut, option.wire) not in self._gate:
             self._fidelity(name, model, option.cut, option.wire)
+        elif (name, option.cut, option.wire.encoding) not in self._encoding:
+            self.encoding_ms(name, model, option.cut, option.wire)
         elif option.wire.compression and (name, option.cut) not in self._deflate:
             self.deflate(name, model, option.cut)
         else:

@@ -119,6 +119,27 @@ def test_planner_deflates_only_where_the_link_is_slow_enough(planned, shared_cxr
     assert fast[WireFormat.INT8_DEFLATE] > fast[WireFormat.INT8]  # 100 Gbit/s: deflating only costs time
 
 
+def test_planner_counts_the_bytes_and_the_encoding_the_analysis_has(planned):
+    """What comes back is predicted as the analyses fetch it: CheXNet's features (for heat maps) only when
+    they are wanted; encoding the tensors here (int8: quantizing) is measured and counted as the workstation's."""
+    from inference.planner import LinkProfile
+
+    analyzer, _ = planned
+    served = set(analyzer.edge.status().models)
+    model = analyzer.classifier
+    predicted = {}
+    for heat in (True, False):
+        planner = Planner(analyzer, analyzer.edge, with_heat_maps=heat)
+        planner.link = LinkProfile(round_trip_ms=1.0, mbit_s=8.0, edge_ratio={"detector": 1.0, "classifier": 1.0})
+        predicted[heat] = {(o.cut, o.wire): o for o in planner.candidates("classifier", model, served)}
+    features = next(t for t in analyzer.part(model, 0, WireFormat.INT8).outputs if t.name == "features")
+    saved_ms = int(np.prod(features.shape)) * 4 * 8 / 8e3  # its bytes at 8 Mbit/s
+    with_maps, without = predicted[True][(0, WireFormat.INT8)], predicted[False][(0, WireFormat.INT8)]
+    assert with_maps.transfer_ms - without.transfer_ms == pytest.approx(saved_ms, rel=1e-6)
+    encoding = planner.encoding_ms("classifier", model, 0, WireFormat.INT8)
+    assert encoding > 0 and without.local_ms == pytest.approx(encoding)  # cut 0: nothing else runs here
+
+
 def test_fidelity_gate_rejects_a_wire_that_distorts(planned, monkeypatch):
     analyzer, _ = planned
     image = torch.from_numpy(np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32))

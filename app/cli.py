@@ -121,7 +121,9 @@ def _infer_target(args: argparse.Namespace):
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from inference.analyze import StudyError
+    import time
+
+    from inference.analyze import AHEAD, StudyError
     from inference.edge_client import EdgeError
     from inference.weights import WeightsError
     from viewer.errors import RadiographError
@@ -153,9 +155,11 @@ def _infer(args: argparse.Namespace) -> int:
             return None
         return lambda: _write_sr(result, sr_folder, analyzer)
 
+    arrived = []  # when each result came: a series plan is held to the time between results
     with sink:
         for result in analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
                                             with_heat_maps=False):
+            arrived.append(time.perf_counter())
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here
@@ -167,7 +171,9 @@ def _infer(args: argparse.Namespace) -> int:
                 continue
             if planner is not None and planner.options:
                 result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-                if not result.fallback_reason and planner.observe(result.model_ms, result.timing_ms["queued"]):
+                # the first results come as the pipeline fills: their spacing says nothing of its pace
+                period = (arrived[-1] - arrived[-2]) * 1e3 if len(arrived) > AHEAD + 1 else None
+                if not result.fallback_reason and planner.observe(result.model_ms, result.timing_ms["queued"], period):
                     _, current["plan"] = _planned(analyzer, edge, plan, planner, series=True)  # drifted: plan again
             sink.record(result.to_json(), structured_report=report(result))
     if sink.interrupted:

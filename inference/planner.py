@@ -192,6 +192,7 @@ class Planner:
     calibration: list = field(default_factory=list)  # extra model-input images (real radiographs)
     link: LinkProfile | None = None
     options: dict[str, Option] = field(default_factory=dict)
+    series_ms: float | None = None  # a series plan's predicted time per study (its bound); None: a study's plan
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     _drift: dict[str, int] = field(default_factory=dict)
@@ -457,6 +458,7 @@ class Planner:
         else:
             chosen = tuple(self._settled(per_model(name), budget)[0] for name in models)
         self.options = {o.model: o for o in chosen}
+        self.series_ms = series_bound_ms(chosen, self.preprocess_ms) if series else None
         self._queue_mark, self._own_queue_ms = self._queue_totals(), 0.0
         d, c = self.options["detector"], self.options["classifier"]
         return Plan(d.model_plan, c.model_plan)
@@ -500,17 +502,24 @@ class Planner:
         except EdgeError:
             return None
 
-    def observe(self, measured_ms: dict[str, float], own_queue_ms: float = 0.0) -> bool:
-        """Compare a result's measured per-model times with the plan, and the edge's queue with the one
-        planned for; re-plan on lasting drift or a queue that grew (or emptied) past QUEUE_MS.
+    def observe(self, measured_ms: dict[str, float], own_queue_ms: float = 0.0,
+                period_ms: float | None = None) -> bool:
+        """Compare a result with the plan, and the edge's queue with the one planned for; re-plan on lasting
+        drift or a queue that grew (or emptied) past QUEUE_MS. A study's plan is held to each model's
+        measured time; a series plan to `period_ms`, the time between two results of the pipelined series
+        (its models' times stretch as they share the workstation and the edge, as the plan expects).
 
         `own_queue_ms`: how long this result's requests waited behind this client's earlier ones (a pipelined
         series queues on purpose); that wait is the plan's, not other clients' load, and is not counted."""
+        if self.series_ms is not None:
+            ratios = {"series": (period_ms if period_ms is not None else self.series_ms) / max(self.series_ms, 0.01)}
+        else:
+            ratios = {name: measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
+                      for name, option in self.options.items()}
         drifted = False
-        for name, option in self.options.items():
-            ratio = measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
-            self._drift[name] = self._drift.get(name, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0
-            drifted |= self._drift[name] >= 2
+        for key, ratio in ratios.items():
+            self._drift[key] = self._drift.get(key, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0
+            drifted |= self._drift[key] >= 2
         self._own_queue_ms += own_queue_ms
         now = self._queue_totals()
         if now is not None and self._queue_mark is not None and now[0] > self._queue_mark[0]:

@@ -98,8 +98,8 @@ class AnalysisService(QObject):
         findings = analyzer.analyze(radiograph, plan, cancel=cancel)
         if planner is not None and planner.options:
             findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-            if not findings.fallback_reason:
-                planner.observe(findings.model_ms, findings.timing_ms["queued"])  # lasting drift: the next study measures and plans again
+            if not findings.fallback_reason:  # lasting drift: the next study measures and plans again
+                planner.observe(findings.model_ms, findings.timing_ms["queued"])
         return findings
 
     def _auto_plan(self, analyzer: Analyzer, radiograph: Radiograph, fixed: Plan):

@@ -174,7 +174,8 @@ def _infer(args: argparse.Namespace) -> int:
                 # the first results come as the pipeline fills: their spacing says nothing of its pace
                 period = (arrived[-1] - arrived[-2]) * 1e3 if len(arrived) > AHEAD + 1 else None
                 if not result.fallback_reason and planner.observe(result.model_ms, result.timing_ms["queued"], period):
-                    _, current["plan"] = _planned(analyzer, edge, plan, planner, series=True)  # drifted: plan again
+                    _, current["plan"] = _planned(analyzer, edge, plan, planner,  # drifted: plan again, as before
+                                                  series=planner.series_ms is not None)
             sink.record(result.to_json(), structured_report=report(result))
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes

@@ -346,16 +346,14 @@ class Analyzer:
         here = model.run_stages({INPUT: self._tensor(batch)}, 0, k,
                                 keep=[features] if features is not None and features < k else [],
                                 before_stage=check)
-        step = _Step(model, k, features, here)
-        if k < n:
+        crossing = (encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
+                    if k < n else None)
+        step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3)
+        if crossing is not None:  # the request's own time is measured apart, by _request
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
-            crossing = encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
-            step.local_ms = (time.perf_counter() - started) * 1e3
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
                           else send(self._request(spec, crossing, wanted, plan)))
-        else:
-            step.local_ms = (time.perf_counter() - started) * 1e3
         return step
 
     def _request(self, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],

@@ -112,7 +112,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
     progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge, with_heat_maps=False)  # the rounds run without heat maps
-    started = time.perf_counter()  # what a user waits before the first result, with nothing cached yet
+    started = time.perf_counter()  # what a user waits before the first result (with what the data folder kept)
     planner.learn_from(radiograph)
     auto = planner.plan()
     planning_s = time.perf_counter() - started

@@ -97,8 +97,7 @@ class EdgePartSpec:
     @property
     def fingerprint(self) -> str:
         """Short hash of the identity: a stale repository (other weights, size or classes) shows here."""
-        text = ";".join(f"{k}={v}" for k, v in self.identity)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return fingerprint_of(self.identity)
 
     @property
     def input_bytes(self) -> int:
@@ -118,6 +117,11 @@ def output_names(model: StagedModel, cut: int) -> tuple[str, ...]:
         return ("output",)
     # The heat maps need the last dense features; the edge returns them when it computed them.
     return ("probabilities", "features") if cut <= model.features_stage else ("probabilities",)
+
+
+def fingerprint_of(identity: tuple[tuple[str, str], ...]) -> str:
+    """Short hash of a model's identity (`identity_of`): the same for every part of that model."""
+    return hashlib.sha256(";".join(f"{k}={v}" for k, v in identity).encode()).hexdigest()[:16]
 
 
 def identity_of(model: StagedModel, weights: str) -> tuple[tuple[str, str], ...]:

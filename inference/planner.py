@@ -32,8 +32,8 @@ import torch
 
 from inference.classifier import CheXNet
 from inference.edge_client import EdgeClient, EdgeError
-from inference.edge_parts import (ENCODINGS, EdgePartSpec, WireFormat, identity_of, kind_of, part_name,
-                                  sample_input, tensor_name)
+from inference.edge_parts import (ENCODINGS, EdgePartSpec, WireFormat, fingerprint_of, identity_of, kind_of,
+                                  part_name, sample_input, tensor_name)
 from inference.plan import ModelPlan, Plan
 from inference.stages import INPUT, StagedModel
 from inference.wire import deflated, encode, round_trip
@@ -105,6 +105,22 @@ class LinkProfile:
     edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
 
 
+def _read_json(path: Path):
+    """A kept profile, or None when it is missing or unreadable (it is then measured again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value, indent=1))
+    except OSError:
+        pass  # a read-only data folder: measured again next time
+
+
 def machine_key() -> str:
     return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
 
@@ -130,15 +146,10 @@ def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list
     batch = analysis_batch(model)
     key = f"{machine_key()}-{device.type}-{kind_of(model).value}-channels-last-batch{batch}-" + "-".join(
         v for k, v in identity_of(model, weights) if k != "classes")
-    folder = (cache_dir or data_dir()) / "profiles"
-    path = folder / (key.replace("/", "_") + ".json")
-    if path.exists():
-        try:
-            times = json.loads(path.read_text())
-            if len(times) == model.stage_count:
-                return [float(t) for t in times]
-        except (ValueError, OSError):
-            pass
+    path = (cache_dir or data_dir()) / "profiles" / (key.replace("/", "_") + ".json")
+    kept = _read_json(path)
+    if isinstance(kept, list) and len(kept) == model.stage_count:
+        return [float(t) for t in kept]
     times: list[list[float]] = [[] for _ in range(model.stage_count)]
     with torch.inference_mode():
         for _ in range(repeats + 1):  # the first pass warms up and is not kept
@@ -148,8 +159,7 @@ def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list
                 tensors.update(model.run_stages(tensors, index, index + 1, keep=list(tensors)))
                 times[index].append((time.perf_counter() - started) * 1e3)
     medians = [statistics.median(t[1:]) for t in times]
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(medians))
+    _write_json(path, medians)
     return medians
 
 
@@ -195,8 +205,9 @@ class Planner:
     series_ms: float | None = None  # a series plan's predicted time per study (its bound); None: a study's plan
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
+    preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
     _drift: dict[str, int] = field(default_factory=dict)
-    _gate: dict[tuple, bool] = field(default_factory=dict)
+    _gate: dict[str, bool] = field(default_factory=dict)  # _gate_key → passes
     _deflate: dict[tuple[str, int], Deflate] = field(default_factory=dict)
     _local: dict[str, list[float]] = field(default_factory=dict)
     _whole: dict[str, float] = field(default_factory=dict)
@@ -208,7 +219,6 @@ class Planner:
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
     _own_queue_ms: float = 0.0  # this client's requests' wait behind each other since the mark
     _queue_ms: float = 0.0
-    preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
 
     def learn_from(self, radiograph) -> None:
         """Use a real study for the fidelity gate and the deflate ratios, before the first plan: the planner's
@@ -260,17 +270,15 @@ class Planner:
         """Edge compute / local compute over the parts of this model measured so far (the median); when none
         is, the first served part is measured (full offload first)."""
         local = self.local_ms(name, model)
-
-        def ratios() -> list[float]:
-            return [self.link.edge_part_ms[self.analyzer.part(model, cut, wire).name] / max(sum(local[cut:]), 0.01)
-                    for cut in range(model.stage_count) for wire in ENCODINGS
-                    if part_name(kind_of(model), cut, wire) in self.link.edge_part_ms]
-        if not ratios():
-            for cut in sorted(range(model.stage_count), key=lambda c: (c != 0, c)):
-                served_wires = [w for w in ENCODINGS if part_name(kind_of(model), cut, w) in served]
-                if served_wires and self.profile(name, model, cut, served_wires[0]) is not None:
+        parts = {(cut, wire): part_name(kind_of(model), cut, wire) for cut in range(model.stage_count)
+                 for wire in ENCODINGS}
+        if not any(part in self.link.edge_part_ms for part in parts.values()):
+            for cut, wire in sorted(parts, key=lambda key: key[0] != 0):  # full offload first, then in cut order
+                if parts[(cut, wire)] in served and self.profile(name, model, cut, wire) is not None:
                     break
-        return max(statistics.median(ratios()), 1e-4) if ratios() else float("inf")
+        ratios = [self.link.edge_part_ms[part] / max(sum(local[cut:]), 0.01)
+                  for (cut, _), part in parts.items() if part in self.link.edge_part_ms]
+        return max(statistics.median(ratios), 1e-4) if ratios else float("inf")
 
     def profile(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
         """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3);
@@ -319,39 +327,26 @@ class Planner:
 
         return (self.cache_dir or data_dir()) / "profiles" / "edge-parts.json"
 
-    def _part_key(self, part: str) -> str | None:
-        """A part's cache key: its name and the fingerprint of the weights this workstation expects there."""
-        for name, model in self.models().items():
-            for cut in range(model.stage_count):
-                for wire in ENCODINGS:
-                    if part_name(kind_of(model), cut, wire) == part:
-                        return f"{part}@{self.analyzer.part(model, cut, wire).fingerprint}"
-        return None
+    def _fingerprint(self, name: str) -> str:
+        """The model's identity (architecture, size, classes, weights): what its kept profiles belong to."""
+        return fingerprint_of(identity_of(self.models()[name], self.analyzer.weights[name]))
+
+    def _part_key(self, part: str) -> str:
+        """A part's cache key: its name and the fingerprint of the model this workstation expects there."""
+        return f"{part}@{self._fingerprint(part.partition('_cut')[0])}"
 
     def _cached_edge_times(self) -> dict[str, float]:
-        try:
-            cached = json.loads(self._edge_times_path().read_text()).get(self._server, {})
-        except (OSError, ValueError, AttributeError):
-            return {}
-        wanted = {}
-        for key, ms in cached.items():
-            part = key.partition("@")[0]
-            if self._part_key(part) == key and isinstance(ms, (int, float)) and ms > 0:
-                wanted[part] = float(ms)
-        return wanted
+        everything = _read_json(self._edge_times_path())
+        cached = everything.get(self._server, {}) if isinstance(everything, dict) else {}
+        return {key.partition("@")[0]: float(ms) for key, ms in cached.items()
+                if isinstance(ms, (int, float)) and ms > 0 and self._part_key(key.partition("@")[0]) == key}
 
     def _save_edge_times(self) -> None:
         path = self._edge_times_path()
-        try:
-            everything = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, ValueError):
-            everything = {}
+        everything = _read_json(path)
+        everything = everything if isinstance(everything, dict) else {}
         everything[self._server] = {self._part_key(p): ms for p, ms in self.link.edge_part_ms.items()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(everything, indent=1))
-        except OSError:
-            pass  # a read-only data folder: measured again next time
+        _write_json(path, everything)
 
     # ------------------------------------------------------------ predicting
 
@@ -370,7 +365,7 @@ class Planner:
                 spec_name = part_name(kind_of(model), cut, wire)
                 if spec_name not in served or spec_name in self._unservable:
                     continue
-                known = self._gate.get(self._gate_key(name, model, cut, wire))
+                known = self._gate.get(self._gate_key(name, cut, wire))
                 if known is False or (gated and not self._fidelity(name, model, cut, wire)):
                     continue
                 if gated:
@@ -401,30 +396,23 @@ class Planner:
     def _images(self, name: str, model: StagedModel) -> list[torch.Tensor]:
         return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]
 
-    def _gate_key(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> tuple:
+    def _gate_key(self, name: str, cut: int, wire: WireFormat) -> str:
         # compression is lossless: int8+deflate passes where int8 does
-        return name, self.analyzer.part(model, cut, wire).fingerprint, cut, wire.encoding.value
+        return f"{name}/{self._fingerprint(name)}/{cut}/{wire.encoding.value}"
 
     def _fidelity(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> bool:
         """The fidelity gate for (cut, wire), run once per model weights and kept on disk."""
-        key = self._gate_key(name, model, cut, wire)
+        key = self._gate_key(name, cut, wire)
         if key not in self._gate:
             path = self._edge_times_path().with_name("fidelity.json")
-            text = "/".join(map(str, key))
-            try:
-                kept = json.loads(path.read_text())
-            except (OSError, ValueError):
-                kept = {}
-            if isinstance(kept.get(text), bool):
-                self._gate[key] = kept[text]
+            kept = _read_json(path)
+            kept = kept if isinstance(kept, dict) else {}
+            if isinstance(kept.get(key), bool):
+                self._gate[key] = kept[key]
             else:
                 decode = self.analyzer.decode_raw if name == "detector" else None
-                self._gate[key] = kept[text] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(kept, indent=1))
-                except OSError:
-                    pass
+                self._gate[key] = kept[key] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
+                _write_json(path, kept)
         return self._gate[key]
 
     def deflate(self, name: str, model: StagedModel, cut: int) -> Deflate:
@@ -481,15 +469,14 @@ class Planner:
                 break
 
     def _unchecked(self, option: Option, budget: dict[str, int]) -> bool:
-        model = self.models()[option.model]
-        return (self._gate_key(option.model, model, option.cut, option.wire) not in self._gate
+        return (self._gate_key(option.model, option.cut, option.wire) not in self._gate
                 or (option.model, option.cut, option.wire.encoding) not in self._encoding
                 or (option.wire.compression and (option.model, option.cut) not in self._deflate)
                 or (not option.measured_edge and budget[option.model] > 0))
 
     def _check(self, option: Option, budget: dict[str, int]) -> None:
         name, model = option.model, self.models()[option.model]
-        if self._gate_key(name, model, option.cut, option.wire) not in self._gate:
+        if self._gate_key(name, option.cut, option.wire) not in self._gate:
             self._fidelity(name, model, option.cut, option.wire)
         elif (name, option.cut, option.wire.encoding) not in self._encoding:
             self.encoding_ms(name, model, option.cut, option.wire)

@@ -75,8 +75,9 @@ LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
 # the link (sending one) and the edge (computing another) work at once, beside the workstation.
 AHEAD = 2
 # A request's timeout: the settings' timeout (an edge that does not answer a lone request within it is taken
-# for down) plus this many times the expected time of the requests queued ahead of it and of its own — a
-# pipelined series queues requests on purpose, and must not give up the edge for the wait it planned.
+# for down) plus this many times the expected edge time of the requests queued ahead of it, of its own, and of
+# the studies a pipelined series may send while it is out (the edge batches them with it, or shares its cores
+# among them) — a series queues requests on purpose, and must not give up the edge for the wait it planned.
 QUEUE_MARGIN = 2.0
 
 
@@ -232,7 +233,7 @@ class Analyzer:
         check = _cancel_check(cancel)
         with self._lock, torch.inference_mode():
             # Edge requests made on the spot: each model's time is its own (what the planner predicts).
-            begun = self._begin(radiograph, plan, with_heat_maps, check, _call_now)
+            begun = self._begin(radiograph, plan, with_heat_maps, check, _call_now, 0)
             return self._complete(begun, allow_fallback, check)
 
     def analyze_many(self, studies: Iterable[Radiograph | StudyError], plan: Plan | Callable[[], Plan] | None = None,
@@ -261,7 +262,7 @@ class Analyzer:
             else:
                 with self._lock, torch.inference_mode():
                     pending.append(self._guarded(study.path, lambda: self._begin(
-                        study, self._checked(current()), with_heat_maps, check, send)))
+                        study, self._checked(current()), with_heat_maps, check, send, AHEAD)))
             while len(pending) > AHEAD or (pending and isinstance(pending[-1], StudyError)):
                 result = self._finish(pending.popleft(), allow_fallback, check)
                 yield result
@@ -298,16 +299,22 @@ class Analyzer:
                 self.part(model, model_plan.cut, model_plan.wire)  # computed once, outside the timings
         return plan
 
-    def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send) -> _Begun:
+    def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send,
+               sent_after: int) -> _Begun:
         """Preprocess, then each model's local stages; the request with what crosses a cut is run by `send`
-        (now, or in the pool) and returns a Future."""
+        (now, or in the pool) and returns a Future. Up to `sent_after` more studies' requests may follow
+        while this study's are out (their timeouts allow for them)."""
         started = time.perf_counter()
+        joining_ms = sent_after * sum(self._expected_ms(self.part(model, model_plan.cut, model_plan.wire), model_plan)
+                                      for model, model_plan in ((self.detector, plan.detector),
+                                                                (self.classifier, plan.classifier))
+                                      if model_plan.cut < model.stage_count)
         (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
-        detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, None)
+        detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, joining_ms, None)
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
         classifier = self._local_part(self.classifier, cls_input, plan.classifier, with_heat_maps, check, send,
-                                      detector.link_down())
+                                      joining_ms,                                       detector.link_down())
         return _Begun(radiograph, plan, box_geometry, crop_geometry, started, preprocessed,
                       {"detector": detector, "classifier": classifier})
 
@@ -330,7 +337,7 @@ class Analyzer:
         return torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
 
     def _local_part(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, check, send,
-                    edge_down: str | None) -> _Step:
+                    joining_ms: float, edge_down: str | None) -> _Step:
         """Stages [0, k) here, then the tensors crossing cut k go to the edge (`send` returns a Future).
 
         `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
@@ -353,19 +360,24 @@ class Analyzer:
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
-                          else send(self._request(spec, crossing, wanted, plan)))
+                          else send(self._request(spec, crossing, wanted, plan, joining_ms)))
         return step
 
+    def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
+        """The edge's expected time for a request to `spec`: planned, or as the last one took if longer."""
+        return max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
+
     def _request(self, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
-                 plan: ModelPlan) -> Callable[[], _Timed]:
+                 plan: ModelPlan, joining_ms: float) -> Callable[[], _Timed]:
         """The edge request for one model of one study, its timeout set now: the settings' timeout plus
-        QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own)."""
-        expected = max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
+        QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own + `joining_ms`,
+        that of the requests that may be sent while it is out)."""
+        expected = self._expected_ms(spec, plan)
         with self._flight_lock:
             ahead = sum(self._in_flight.values())
             key = next(self._request_ids)
             self._in_flight[key] = expected
-        timeout_s = self.edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected) / 1e3
+        timeout_s = self.edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected + joining_ms) / 1e3
 
         def request() -> _Timed:
             sent = time.perf_counter()

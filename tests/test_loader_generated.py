@@ -93,6 +93,28 @@ def test_jpeg_processes_gdcm_encodes(tmp_path, syntax, bits, tolerance):
     assert np.abs(r.pixels.astype(int) - pixels).max() <= tolerance
 
 
+def test_sixteen_bit_precision_jpeg_extended_opens_and_a_damaged_one_says_what_to_ask_for(tmp_path, capfd):
+    """GDCM writes 12-bit images as JPEG Extended with 16-bit precision, which pydicom's plugins refuse: GDCM's
+    own reader opens it. With its compressed data destroyed neither can: one line that names the encoding
+    and what to ask the sender for, no decoder's text, and nothing printed to the terminal."""
+    pixels = gradient(64, 48, bits=12)
+    source = write(dataset(pixels, bits_stored=12), tmp_path / "plain.dcm")
+    path = gdcm_transcode(source, tmp_path / "jpeg.dcm", JPEGExtended12Bit)
+    r = load_radiograph(path)
+    assert r.transfer_syntax == JPEGExtended12Bit
+    assert np.abs(r.pixels.astype(int) - pixels).mean() < 0.01 * 4095
+    data = bytearray(path.read_bytes())
+    start = data.find(b"\xff\xd8") + 2
+    data[start:len(data) - 16] = bytes(len(data) - 16 - start)  # everything after the JPEG's first marker
+    damaged = tmp_path / "damaged.dcm"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(RadiographError) as refusal:
+        load_radiograph(damaged)
+    assert str(refusal.value) == ("pixel data not decodable: JPEG Extended (Process 2 and 4) 12-bit (corrupt, or a "
+                                  "variant no installed decoder reads) — ask for an uncompressed or lossless export")
+    assert capfd.readouterr().err == ""
+
+
 def test_encoding_without_installed_plugin_names_what_to_install(tmp_path, image12, monkeypatch):
     """Pretend no JPEG-LS plugin is installed: the error names the package (pydicom's own list)."""
     from pydicom.pixels import get_decoder

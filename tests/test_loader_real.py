@@ -104,3 +104,25 @@ def test_png_chest(shared_cxr):
     assert (r.rows, r.columns, r.file_format) == (512, 512, "PNG")
     assert r.window_source is WindowSource.FULL_RANGE
     assert np.array_equal(render_8bit(r), r.pixels)  # an 8-bit PNG shows exactly as stored
+
+
+def test_twelve_bit_jpeg_extended_opens_with_and_without_odd_scan_parameters(shared_cxr, tmp_path, capfd):
+    """RG2_JPLY (NEMA WG04: a CR in 12-bit JPEG Extended) says its scan ends at coefficient 0 instead of 63,
+    as some older CR systems wrote: pydicom's plugins refuse it, GDCM's own reader decodes it. The same file
+    with the standard value decodes through pydicom. Both match the lossless copy of the image (RG2_JPLL),
+    and no decoder's diagnostics reach the terminal."""
+    lossless = load_radiograph(shared_cxr / "other/RG2_JPLL.dcm").pixels.astype(int)
+    odd = shared_cxr / "other/RG2_JPLY.dcm"
+    data = bytearray(odd.read_bytes())
+    scan = data.find(b"\xff\xda")  # SOS: length, 1 component (2 bytes), then Ss, Se
+    assert data[scan + 7:scan + 9] == b"\x00\x00"
+    data[scan + 8] = 63
+    standard = tmp_path / "RG2_JPLY_standard_scan.dcm"
+    standard.write_bytes(bytes(data))
+    for path in (odd, standard):
+        r = load_radiograph(path)
+        assert r.transfer_syntax == "1.2.840.10008.1.2.4.51" and r.pixels.shape == lossless.shape == (2140, 1760)
+        difference = np.abs(r.pixels.astype(int) - lossless)
+        assert difference.mean() < 0.01 * lossless.max(), path  # lossy: 3.8 of 893 here
+        assert np.corrcoef(r.pixels.ravel(), lossless.ravel())[0, 1] > 0.999
+    assert capfd.readouterr().err == ""  # GDCM printed "Unsupported JPEG data precision 12" before

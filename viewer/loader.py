@@ -9,8 +9,11 @@ import math
 import os
 import re
 import struct
+import tempfile
+import threading
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -303,7 +306,8 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
         _keep_first_native_frame(ds, where)
     try:
         ds.pixel_array_options(index=0)
-        pixels = ds.pixel_array
+        with _native_output_captured():  # codec libraries print their diagnostics themselves
+            pixels = ds.pixel_array
     except MemoryError as exc:
         raise RadiographError("not enough memory to decode the pixel data", where) from exc
     except (KeyboardInterrupt, SystemExit):
@@ -314,9 +318,9 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
             raise RadiographError(
                 f"truncated pixel data: {short['have']} of {short['need']} bytes present ({name})", where
             ) from exc
-        raise RadiographError(
-            f"corrupt or truncated pixel data ({name}): {_decoder_reason(exc)}", where
-        ) from exc
+        pixels = _decoded_by_gdcm(ds, frames) if uid.is_compressed else None
+        if pixels is None:
+            raise RadiographError(_undecodable(ds, uid, name, exc), where) from exc
     finally:
         if frames > 1:
             ds.NumberOfFrames = frames  # the header keeps the file's own count
@@ -325,6 +329,80 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
     if not pixels.dtype.isnative:  # big endian files: OpenCV and torch want native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
+
+
+# Which compressed encodings are lossy: what to ask the sender for when one cannot be decoded.
+_LOSSLESS_SYNTAXES = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
+                      "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201"}
+
+
+def _undecodable(ds, uid: UID, name: str, exc: BaseException) -> str:
+    """Why no decoder read the pixel data, for a person: the encoding and bit depth, and what to ask for."""
+    bits = ds.get("BitsStored") or ds.get("BitsAllocated")
+    depth = f" {bits}-bit" if bits else ""
+    if uid.is_compressed and uid not in _LOSSLESS_SYNTAXES:
+        return (f"pixel data not decodable: {name}{depth} (corrupt, or a variant no installed decoder reads) — "
+                "ask for an uncompressed or lossless export")
+    return f"corrupt or truncated pixel data ({name}{depth}): {_decoder_reason(exc)}"
+
+
+def _decoded_by_gdcm(ds, frames: int) -> np.ndarray | None:
+    """The first frame as GDCM's own reader decodes the file: it reads what pydicom's plugins refuse (12-bit
+    JPEG Extended with unusual scan parameters, as older CR systems wrote). None when it cannot either."""
+    if not isinstance(ds.filename, str):
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frame_bytes = rows * columns * samples * -(-int(ds.BitsAllocated) // 8)
+    if frame_bytes * frames > MAX_DECODE_BYTES:  # GDCM decodes every frame
+        return None
+    try:
+        import gdcm
+
+        reader = gdcm.ImageReader()
+        reader.SetFileName(ds.filename)
+        with _native_output_captured():
+            if not reader.Read():
+                return None
+            image = reader.GetImage()
+            buffer = image.GetBuffer()
+        layout = image.GetPixelFormat()
+        bits, signed = int(layout.GetBitsAllocated()), bool(layout.GetPixelRepresentation())
+        dtype = {8: np.int8 if signed else np.uint8, 16: np.int16 if signed else np.uint16,
+                 32: np.int32 if signed else np.uint32}.get(bits)
+        if dtype is None or int(layout.GetSamplesPerPixel()) != samples:
+            return None
+        data = buffer.encode("utf-8", "surrogateescape") if isinstance(buffer, str) else bytes(buffer)
+        size = rows * columns * samples * np.dtype(dtype).itemsize
+        if len(data) < size:
+            return None
+        pixels = np.frombuffer(data[:size], dtype).reshape((rows, columns, samples) if samples > 1 else (rows, columns))
+        if samples > 1 and "YBR" in str(image.GetPhotometricInterpretation()):
+            return pixels[..., 0].copy()  # the luminance: a radiograph is read in grey
+        return pixels.copy()
+    except Exception:  # noqa: BLE001 - GDCM is the last decoder tried; its failure is the file's
+        return None
+
+
+_NATIVE_OUTPUT = threading.Lock()
+
+
+@contextmanager
+def _native_output_captured():
+    """Whatever native decoders print to the process's stderr meanwhile ("Not a JPEG file: starts with 0x00
+    0x00") goes to a scratch file, not to the user's terminal: the loader's own message says what matters."""
+    with _NATIVE_OUTPUT, tempfile.TemporaryFile() as scratch:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a GUI launched without one)
+            yield
+            return
+        try:
+            os.dup2(scratch.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _keep_first_native_frame(ds, where: str) -> None:

@@ -6,7 +6,9 @@ Triton shipped in the nvidia-pytriton wheel can serve (it has only the Python ba
 `model.onnx`, the same config but for `backend: "python"`, plus a small `model.py` that runs onnxruntime.
 
 Each config records its ONNX's SHA-256 (`mededge_onnx_sha256`, also in `SHA256SUMS`): the serving side loads a
-part only if its file still has that digest. Nothing in the repository is writable by group or others.
+part only if its file still has that digest. The parts of one model share one copy of its weights
+(`weights.bin`, hard-linked into each part's folder; see edge_weights.py), checked the same way. Nothing in the
+repository is writable by group or others.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.edge_access import OPERATOR_APIS, operator_flags
 from inference.edge_parts import EdgePartSpec, WireFormat, export_part, part_spec
+from inference.edge_weights import (INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, SharedWeights, find_shared,
+                                    share_weights, used_ranges_sha256, write_shared)
 from inference.stages import StagedModel
 from inference.weights import file_sha256
 
@@ -46,7 +50,8 @@ class PartRequest:
     wire: WireFormat
 
 
-def model_config(spec: EdgePartSpec, onnx_sha256: str, *, gpu: bool, backend: str = "onnxruntime") -> mc.ModelConfig:
+def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, gpu: bool,
+                 backend: str = "onnxruntime") -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH)
     if backend == "onnxruntime":
         config.platform = "onnxruntime_onnx"
@@ -70,6 +75,7 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, *, gpu: bool, backend: st
     config.parameters["mededge_cut"].string_value = str(spec.cut)
     config.parameters["mededge_wire"].string_value = spec.wire.value
     config.parameters[DIGEST].string_value = onnx_sha256
+    config.parameters[WEIGHTS_DIGEST].string_value = weights_sha256
     return config
 
 
@@ -86,21 +92,23 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept)."""
     root.mkdir(parents=True, exist_ok=True)
     specs = []
+    shared: dict[str, SharedWeights] = {}  # model fingerprint → its weights in this repository
     for request in requests:
         spec = part_spec(request.model, request.cut, request.wire, request.weights)
         folder = root / spec.name
         onnx_path = folder / "1" / "model.onnx"
         config_path = folder / "config.pbtxt"
-        digest = file_sha256(onnx_path) if onnx_path.exists() else ""
         recorded = read_config(config_path).parameters if config_path.exists() else {}
-        current = (digest and "mededge_fingerprint" in recorded and DIGEST in recorded
-                   and recorded["mededge_fingerprint"].string_value == spec.fingerprint
-                   and recorded[DIGEST].string_value == digest)
-        if not current:
+        digest, weights_digest = _current_digests(onnx_path, recorded, spec.fingerprint)
+        if not digest:
             progress(f"exporting {spec.name} ({spec.input_bytes / 2**20:.2f} MiB per image on the wire)")
             export_part(request.model, spec, onnx_path)
+            if spec.fingerprint not in shared:
+                shared[spec.fingerprint] = (find_shared(root, spec.fingerprint)
+                                            or _new_shared(request, onnx_path.parent))
+            weights_digest = share_weights(onnx_path, shared[spec.fingerprint])
             digest = file_sha256(onnx_path)
-        config_path.write_text(text_format.MessageToString(model_config(spec, digest, gpu=gpu)))
+        config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu)))
         specs.append(spec)
     write_probe(root)
     (root / "README.md").write_text(repository_readme(specs, gpu))
@@ -112,13 +120,47 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     return specs
 
 
+def _current_digests(onnx_path: Path, recorded, fingerprint: str) -> tuple[str, str]:
+    """(ONNX digest, weights digest) of the part already at `onnx_path` if it is the one to serve: of this
+    model, its files as exported and its weights shared; ("", "") when it must be exported (again)."""
+    if not onnx_path.exists() or any(key not in recorded for key in ("mededge_fingerprint", DIGEST, WEIGHTS_DIGEST)):
+        return "", ""
+    digest = file_sha256(onnx_path)
+    if recorded["mededge_fingerprint"].string_value != fingerprint or recorded[DIGEST].string_value != digest:
+        return "", ""
+    weights_digest = recorded[WEIGHTS_DIGEST].string_value
+    try:
+        if used_ranges_sha256(onnx_path.read_bytes(), onnx_path.parent / WEIGHTS_FILE) != weights_digest:
+            return "", ""
+    except (OSError, ValueError, KeyError):
+        return "", ""
+    return digest, weights_digest
+
+
+def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
+    """The model's weights written once into `folder`, from its whole-model part (cut 0), which holds every
+    tensor a part of it can use."""
+    import tempfile
+
+    whole = part_spec(request.model, 0, WireFormat.FP32, request.weights)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        export_part(request.model, whole, Path(scratch) / "model.onnx")
+        return write_shared(folder, whole.fingerprint, Path(scratch) / "model.onnx")
+
+
 def write_checksums(root: Path) -> None:
-    """`SHA256SUMS` (what `sha256sum --check` reads) of every file the server loads: each part's config and its
-    ONNX (the digest recorded in the config at export)."""
-    lines = []
+    """`SHA256SUMS` (what `sha256sum --check` reads) of every file the server loads: each part's config, its
+    ONNX (the digest recorded in the config at export) and its links to the model's weights (hashed once)."""
+    lines, by_file = [], {}
     for path in sorted(root.glob("*/config.pbtxt")):
         lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
         lines.append(f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
+        for name in (WEIGHTS_FILE, INDEX_FILE):
+            shared = path.parent / "1" / name
+            if shared.exists():
+                key = (shared.stat().st_dev, shared.stat().st_ino)  # hard links: one file, hashed once
+                by_file.setdefault(key, file_sha256(shared))
+                lines.append(f"{by_file[key]}  {path.parent.name}/1/{name}")
     (root / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
@@ -200,7 +242,9 @@ def overlay_part(config_path: Path, target: Path) -> str:
         shutil.rmtree(folder)
     version = folder / "1"
     version.mkdir(parents=True)
-    (version / "model.onnx").symlink_to((config_path.parent / "1" / "model.onnx").resolve())
+    for name in ("model.onnx", WEIGHTS_FILE):  # the exported files themselves (the model checks them)
+        if (config_path.parent / "1" / name).exists():
+            (version / name).symlink_to((config_path.parent / "1" / name).resolve())
     shutil.copyfile(PYTHON_MODEL, version / "model.py")
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return config.name

@@ -349,6 +349,26 @@ def test_a_part_whose_onnx_is_not_the_exported_one_is_refused(analyzer, reposito
         _server(swapped, tmp_path / "run")
 
 
+def test_a_part_whose_shared_weights_were_changed_is_refused(repository, tmp_path):
+    """The parts of a model read their tensors from one `weights.bin`: one byte changed in a range a part
+    uses, its ONNX untouched, and the edge does not load that part."""
+    import shutil
+
+    import onnx
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(repository, swapped)
+    version = next(swapped.glob("classifier_*")) / "1"
+    tensor = next(t for t in onnx.load(str(version / "model.onnx"), load_external_data=False).graph.initializer
+                  if t.data_location == onnx.TensorProto.EXTERNAL)
+    offset = int({entry.key: entry.value for entry in tensor.external_data}["offset"])
+    blob = bytearray((version / "weights.bin").read_bytes())
+    blob[offset] ^= 0x01  # one bit of one weight
+    (version / "weights.bin").write_bytes(bytes(blob))
+    with pytest.raises(EdgeServerError, match="weights it reads from weights.bin are not the ones exported"):
+        _server(swapped, tmp_path / "run")
+
+
 def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loaded(repository, part, analyzer,
                                                                                    study, tmp_path):
     """`edge control`, as IT runs it on the edge box: list, unload, load after a re-export; a part whose ONNX was
@@ -579,6 +599,11 @@ def test_the_stock_container_script_refuses_the_attack(analyzer, part, study, ce
     onnx.chmod(0o666)
     assert "can be changed by other users" in refusal()
     onnx.chmod(0o644)
+    weights = exported / part / "1" / "weights.bin"
+    kept = weights.read_bytes()
+    weights.write_bytes(kept[:-1] + bytes([kept[-1] ^ 1]))  # the model's shared weights, one bit
+    assert "not the one exported" in refusal()
+    weights.write_bytes(kept)
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     assert "not the one exported" in refusal()
 

@@ -6,7 +6,9 @@ wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, e
 
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
-can swap the file between the check and the load).
+can swap the file between the check and the load). The same for its tensors kept in the model's shared
+`weights.bin` (see inference/edge_weights.py): the ranges the ONNX refers to are read once, checked against
+`mededge_weights_sha256`, and put into the model before the session is made.
 """
 
 import hashlib
@@ -47,6 +49,7 @@ class TritonPythonModel:
             raise RuntimeError(
                 f"edge part {config['name']} refused: its model.onnx (sha256 {actual[:16]}) is not the one "
                 f"exported (sha256 {expected[:16]}): re-export the repository")
+        onnx = _with_shared_weights(config, onnx, path.parent)
         options = onnxruntime.SessionOptions()
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
         if threads:
@@ -78,3 +81,31 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += size
         return responses
+
+
+def _with_shared_weights(config: dict, onnx: bytes, folder: Path) -> bytes:
+    """The part with the tensors it keeps in `weights.bin` read in, once, and checked; unchanged without any."""
+    import onnx as onnx_format
+
+    model = onnx_format.load_from_string(onnx)
+    external = [t for t in model.graph.initializer if t.data_location == onnx_format.TensorProto.EXTERNAL]
+    if not external:
+        return onnx
+    expected = config.get("parameters", {}).get("mededge_weights_sha256", {}).get("string_value", "")
+    used = hashlib.sha256()
+    with (folder / "weights.bin").open("rb") as source:
+        for tensor in external:
+            fields = {entry.key: entry.value for entry in tensor.external_data}
+            if fields.get("location") != "weights.bin":  # the export never points elsewhere
+                raise RuntimeError(f"edge part {config['name']} refused: a tensor of its model.onnx is kept in "
+                                   f"{fields.get('location')!r}, not in the shared weights.bin: re-export")
+            source.seek(int(fields.get("offset", 0)))
+            data = source.read(int(fields["length"]))
+            used.update(data)
+            tensor.raw_data = data
+            del tensor.external_data[:]
+            tensor.data_location = onnx_format.TensorProto.DEFAULT
+    if used.hexdigest() != expected:
+        raise RuntimeError(f"edge part {config['name']} refused: the weights it reads from weights.bin are not "
+                           "the ones exported: re-export the repository")
+    return model.SerializeToString()

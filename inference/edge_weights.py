@@ -60,7 +60,7 @@ def write_shared(folder: Path, model: str, whole_part: Path) -> SharedWeights:
     """`weights.bin` and its index in `folder`, from the tensors of the whole model's part `whole_part`."""
     import onnx
 
-    proto = onnx.load(str(whole_part))
+    proto = onnx.load(str(whole_part), load_external_data=False)  # exported just now: all inside
     ranges: dict[str, tuple[int, int]] = {}
     chunks: list[tuple[int, bytes]] = []
     end = 0
@@ -111,7 +111,7 @@ def share_weights(onnx_path: Path, shared: SharedWeights) -> str:
     the ranges it now reads, in order (or of nothing, when none were found)."""
     import onnx
 
-    proto = onnx.load(str(onnx_path))
+    proto = onnx.load(str(onnx_path), load_external_data=False)  # exported just now: all inside
     used = hashlib.sha256()
     for tensor in proto.graph.initializer:
         data = _tensor_bytes(tensor)

@@ -244,7 +244,7 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     import onnx
 
-    graph = onnx.load(str(out / "classifier_cut07_fp16/1/model.onnx")).graph
+    graph = onnx.load(str(out / "classifier_cut07_fp16/1/model.onnx"), load_external_data=False).graph
     assert [i.name for i in graph.input] == ["t06"] and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert "serve-with-docker.sh" in (out / "README.md").read_text() and "8001" in (out / "README.md").read_text()

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -105,7 +104,7 @@ def load_radiograph(path: str | os.PathLike[str]) -> Radiograph:
 
     # DICM first: a DICOM preamble may itself be a TIFF header (dual-format files).
     if head[128:132] == b"DICM":
-        return _load_dicom(file, has_preamble=True)
+        return _load_dicom_file(file, has_preamble=True)
     if head.startswith(_PNG_MAGIC):
         return _load_raster(file, "PNG")
     if head.startswith(_JPEG_MAGIC):
@@ -113,21 +112,31 @@ def load_radiograph(path: str | os.PathLike[str]) -> Radiograph:
     if head[:4] in _TIFF_MAGICS:
         return _load_raster(file, "TIFF")
     if _looks_like_bare_dicom(head):
-        return _load_dicom(file, has_preamble=False)
+        return _load_dicom_file(file, has_preamble=False)
     raise RadiographError("not an image file: neither DICOM nor PNG, JPEG or TIFF", where)
 
 
 def _looks_like_bare_dicom(head: bytes) -> bool:
-    """A data set written without preamble and File Meta starts with an even, low group number."""
+    """A data set written without preamble and File Meta starts with an even, low group number: little endian,
+    or big endian with an explicit VR (the retired Explicit VR Big Endian; pydicom tells the two apart)."""
     if len(head) < 8:
         return False
-    group = int.from_bytes(head[0:2], "little")
-    return group in _DICOM_FIRST_GROUPS
+    if int.from_bytes(head[0:2], "little") in _DICOM_FIRST_GROUPS:
+        return True
+    vr = head[4:6]
+    return int.from_bytes(head[0:2], "big") in _DICOM_FIRST_GROUPS and vr.isalpha() and vr.isupper()
+
+
+def _load_dicom_file(file: Path, has_preamble: bool) -> Radiograph:
+    try:
+        return _load_dicom(file, has_preamble)
+    except RecursionError as exc:  # sequences nested thousands deep: pydicom reads them recursively
+        raise RadiographError("damaged DICOM header: sequences nested too deeply to read", str(file)) from exc
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 2].rsplit(" ", 1)[0] + " …"  # never inside a word
 
 
 # ---------------------------------------------------------------- DICOM
@@ -147,6 +156,13 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
             raise RadiographError(f"not a readable DICOM file: {_one_line(exc)}", where) from exc
         except (EOFError, struct.error) as exc:  # the file ends inside an element header or value
             raise RadiographError("truncated DICOM file: it ends inside a data element", where) from exc
+        except RecursionError:
+            raise
+        except OSError as exc:
+            if exc.errno is None:  # pydicom's own: "No tag to read at file position …" inside a sequence
+                raise RadiographError("truncated or damaged DICOM file: it ends inside a sequence item",
+                                      where) from exc
+            raise RadiographError(f"cannot be read: {exc.strerror or exc}", where) from exc
         except Exception as exc:  # pydicom raises many types on damaged headers
             raise RadiographError(f"truncated or corrupt DICOM header: {_one_line(exc)}", where) from exc
         if len(ds) == 0 and has_preamble:
@@ -157,7 +173,7 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
         transfer_syntax = _ensure_transfer_syntax(ds, notes)
         frames = _check_image_header(ds, where)
         pixels = _decode_first_frame(ds, transfer_syntax, where)
-        pixels = _to_grey_modality_values(pixels, ds, where)
+        pixels = _to_grey_modality_values(pixels, ds, where, notes)
         radiograph = _dicom_radiograph(ds, file, pixels, frames, transfer_syntax, notes)
     pydicom_notes = _warning_notes(caught)
     if pydicom_notes:
@@ -215,14 +231,22 @@ def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
 
 def _check_image_header(ds, where: str) -> int:
     """Refuse what is not an image, or too large to decode, before touching the pixel data."""
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(_has_value(ds, k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if "DirectoryRecordSequence" in ds:
+            raise RadiographError("this is a DICOMDIR, the index of a CD or USB stick, not an image: open it or "
+                                  "its folder to see the images it lists", where)
         if "PixelDataProviderURL" in ds:
             raise RadiographError("no image in this file: its pixels are on a JPIP server "
                                   "(Pixel Data Provider URL), which this viewer does not fetch", where)
         sop_class = str(getattr(ds.get("SOPClassUID"), "name", "") or "")
+        if "SOPClassUID" not in ds and "Modality" not in ds and "Rows" not in ds:  # zeros or noise that parsed
+            raise RadiographError("not a readable DICOM file: no SOP Class, Modality or image found", where)
+        if _ends_inside_an_element(ds):
+            raise RadiographError("truncated or corrupt DICOM file: it ends inside a data element, with no pixel "
+                                  "data", where)
         if "Rows" in ds or sop_class.endswith("Image Storage") or "Image Storage -" in sop_class:
-            raise RadiographError(f"truncated or corrupt DICOM file: an image header ({sop_class or 'Rows'}) "
-                                  "but no pixel data", where)
+            raise RadiographError(f"header only: the image data was removed ({sop_class or 'an image'} without "
+                                  "Pixel Data) — ask for the complete image", where)
         if "SOPClassUID" not in ds and "Modality" not in ds:  # zeros or noise that happened to parse
             raise RadiographError("not a readable DICOM file: no SOP Class, Modality or image found", where)
         raise RadiographError(f"no image in this file: it is {_describe_non_image(ds)}", where)
@@ -251,6 +275,34 @@ def _check_image_header(ds, where: str) -> int:
     if "PhotometricInterpretation" not in ds and samples == 1:
         ds.PhotometricInterpretation = "MONOCHROME2"  # old ACR-NEMA files omit it
     return frames
+
+
+def _ends_inside_an_element(ds) -> bool:
+    """An element's length reaches past the end of the file: the file was cut (or a length is wrong), so the
+    image data may be missing for that reason rather than removed on purpose."""
+    try:
+        size = os.path.getsize(ds.filename)
+    except (OSError, TypeError):
+        return False
+    ends = {}
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value_tell is not None:
+            ends[tag] = raw.value_tell + raw.length
+    if any(end > size for end in ends.values()):
+        return True
+    last = max(ds.keys(), default=None)
+    return last in ends and ends[last] < size  # bytes after the last element: an element header cut short
+
+
+def _has_value(ds, keyword: str) -> bool:
+    """`keyword` is present with a value (an empty Pixel Data element is an image header without its image)."""
+    if keyword not in ds:
+        return False
+    element = ds.get_item(keyword, keep_deferred=True)
+    if isinstance(element, RawDataElement):
+        return element.length != 0
+    return element.value is not None and len(element.value) > 0
 
 
 def _header_int(ds, keyword: str, default: int | None, where: str) -> int:
@@ -384,25 +436,39 @@ def _decoded_by_gdcm(ds, frames: int) -> np.ndarray | None:
         return None
 
 
-_NATIVE_OUTPUT = threading.Lock()
+class _NativeOutput:
+    """Whatever native decoders print to the process's stderr ("Not a JPEG file: starts with 0x00 0x00") while
+    any decode runs goes to the null device, not to the user's terminal: the loader's own message says what
+    matters. Decodes in several loader threads overlap: the first redirects, the last restores."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved: int | None = None
 
-@contextmanager
-def _native_output_captured():
-    """Whatever native decoders print to the process's stderr meanwhile ("Not a JPEG file: starts with 0x00
-    0x00") goes to a scratch file, not to the user's terminal: the loader's own message says what matters."""
-    with _NATIVE_OUTPUT, tempfile.TemporaryFile() as scratch:
+    @contextmanager
+    def captured(self):
+        with self._lock:
+            if self._active == 0:
+                try:
+                    self._saved = os.dup(2)
+                    with open(os.devnull, "wb") as null:
+                        os.dup2(null.fileno(), 2)
+                except OSError:  # no stderr at all (a GUI launched without one): nothing to hide
+                    self._saved = None
+            self._active += 1
         try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all (a GUI launched without one)
-            yield
-            return
-        try:
-            os.dup2(scratch.fileno(), 2)
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and self._saved is not None:
+                    os.dup2(self._saved, 2)
+                    os.close(self._saved)
+                    self._saved = None
+
+
+_native_output_captured = _NativeOutput().captured
 
 
 def _keep_first_native_frame(ds, where: str) -> None:
@@ -443,8 +509,9 @@ def _decoder_reason(exc: BaseException) -> str:
     return _one_line(exc)
 
 
-def _to_grey_modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
-    """Colour to luminance; then the Modality LUT (rescale or LUT sequence) via pydicom."""
+def _to_grey_modality_values(pixels: np.ndarray, ds, where: str, notes: list[str]) -> np.ndarray:
+    """Colour to luminance; then the Modality LUT (rescale or LUT sequence) via pydicom. A Modality LUT
+    Sequence that cannot be applied is left out with a note: the stored values are still the image."""
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
@@ -456,7 +523,11 @@ def _to_grey_modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
                 pixels = pixels.astype(np.float32)
             return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
         if "ModalityLUTSequence" in ds:
-            return apply_modality_lut(pixels, ds)
+            try:
+                return apply_modality_lut(pixels, ds)
+            except Exception:  # noqa: BLE001 - an empty or malformed LUT item: optional for display
+                notes.append("Modality LUT Sequence empty or malformed: not applied (stored values shown)")
+                del ds.ModalityLUTSequence
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
     except Exception as exc:
@@ -660,12 +731,21 @@ def _study_info(ds) -> StudyInfo:
     )
 
 
+_SEE_STANDARD = re.compile(r"\s*Please see <[^>]*>[^.]*\.?|\s*<https?://[^>]*>")
+_LONG_QUOTE = re.compile(r"'([^']{40})[^']+'")
+
+
 def _warning_notes(caught) -> list[str]:
+    """pydicom's warnings about the file, as short notes: without links to the standard, long values
+    shortened, never cut inside a word."""
     seen: list[str] = []
     for record in caught:
-        line = _one_line(record.message, 120)
-        if line not in seen:
-            seen.append(line)
+        text = " ".join(_SEE_STANDARD.sub("", str(record.message)).split())
+        text = _LONG_QUOTE.sub(lambda m: f"'{m[1]}…'", text)
+        if len(text) > 120:
+            text = text[:120].rsplit(" ", 1)[0] + " …"
+        if text and text not in seen:
+            seen.append(text)
     return seen[:5]
 
 

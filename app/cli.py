@@ -13,6 +13,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
+from viewer.media import files_to_open
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -22,32 +23,43 @@ COMMANDS = ("inspect", "infer", "evaluate", "edge", "models", "bench")  # anythi
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from viewer.media import MediaError, dicomdir_of, referenced_images
+
+    failed = False
+    for path in args.files:
+        dicomdir = dicomdir_of(path)
+        if dicomdir is None:
+            failed |= not _inspect_one(path, {})
+            continue
+        try:  # a patient CD: the index, then each image it lists, under its patient, study and series
+            images = referenced_images(dicomdir)
+        except MediaError as exc:
+            print(json.dumps({"path": str(dicomdir), "ok": False, "error": str(exc)}, ensure_ascii=False))
+            failed = True
+            continue
+        missing = sum(not image.present for image in images)
+        print(json.dumps({"path": str(dicomdir), "ok": True, "dicomdir": True, "images": len(images),
+                          "missing": missing}, ensure_ascii=False), flush=True)
+        for image in images:
+            failed |= not _inspect_one(image.path, {"patient": image.patient, "study": image.study,
+                                                    "series": image.series})
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _inspect_one(path: str, context: dict) -> bool:
+    """One JSON line for `path` (with `context` first); whether it opened."""
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
     from viewer.report import describe
 
-    failed = False
-    for path in args.files:
-        try:
-            record = describe(load_radiograph(path))
-        except RadiographError as exc:
-            record = {"path": path, "ok": False, "error": exc.reason}
-        except Exception as exc:  # a bug of ours must still not hide the other files' results
-            record = {"path": path, "ok": False, "error": f"unexpected error ({type(exc).__name__}): {exc}"}
-        failed |= not record["ok"]
-        print(json.dumps(record, ensure_ascii=False), flush=True)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-def _expand(paths: list[str]) -> list[str]:
-    """Folders become their files (sorted, not recursive); files stay in the order given."""
-    from pathlib import Path
-
-    out: list[str] = []
-    for path in paths:
-        folder = Path(path)
-        out.extend(sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [path])
-    return out
+    try:
+        record = describe(load_radiograph(path))
+    except RadiographError as exc:
+        record = {"path": path, "ok": False, "error": exc.reason}
+    except Exception as exc:  # a bug of ours must still not hide the other files' results
+        record = {"path": path, "ok": False, "error": f"unexpected error ({type(exc).__name__}): {exc}"}
+    print(json.dumps({"path": record.pop("path"), **context, **record}, ensure_ascii=False), flush=True)
+    return record["ok"]
 
 
 def _model_choice(args: argparse.Namespace, runtime: str | None = None):
@@ -102,7 +114,7 @@ def _infer_setup(args: argparse.Namespace):
         raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
     planner = None
     if edge is not None and (args.split or "auto") == "auto":
-        paths = _expand(args.paths)  # several studies: planned for throughput, the series being pipelined
+        paths = files_to_open(args.paths)  # several studies: planned for throughput, the series being pipelined
         planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(paths),
                                  series=len(paths) > 1 or args.recursive)
     return analyzer, edge, plan, planner
@@ -111,12 +123,12 @@ def _infer_setup(args: argparse.Namespace):
 def _infer_target(args: argparse.Namespace):
     """(files to analyse, where each study's line goes, SR folder or None): a resumable worklist with --out
     (app/worklist.py), JSON lines otherwise."""
-    from app.worklist import SR_FOLDER, Batch, study_files
+    from app.worklist import SR_FOLDER, Batch
 
     if args.out:
-        batch = Batch(Path(args.out), study_files(args.paths, args.recursive), retry_failed=args.retry_failed)
+        batch = Batch(Path(args.out), files_to_open(args.paths, args.recursive), retry_failed=args.retry_failed)
         return batch.todo, batch, args.sr or str(Path(args.out) / SR_FOLDER)
-    files = study_files(args.paths, recursive=True) if args.recursive else _expand(args.paths)
+    files = files_to_open(args.paths, args.recursive)
     return files, _JsonLines(args.json), args.sr
 
 
@@ -337,7 +349,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.images:
         if not Path(args.images).is_dir():
             return _fail("models quantize", f"{args.images} is not a folder")
-        for path in _expand([args.images]):
+        for path in files_to_open([args.images]):
             try:
                 greys.append(render_8bit(load_radiograph(path)))
             except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it

@@ -21,6 +21,7 @@ from app.theme import apply_theme
 from app.workers import Worker, start
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
+from viewer.media import files_to_open
 from viewer.radiograph import Radiograph
 from viewer.widgets.canvas import PRESETS, RadiographCanvas
 from viewer.widgets.study_list import StudyList, thumbnail_pixels
@@ -261,12 +262,10 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_paths(self, paths: list[str]) -> list[Worker]:
-        """Files load in the background, all at once (folders: their files); the first that opens is shown.
-        When several were asked for and some could not be opened, one notice lists each with its reason."""
-        files: list[str] = []
-        for path in paths:
-            folder = Path(path)
-            files += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [str(path)]
+        """Files load in the background, all at once (folders: their files; a patient CD's DICOMDIR: the images
+        it lists); the first that opens is shown. When several were asked for and some could not be opened,
+        one notice lists each with its reason."""
+        files = files_to_open(paths)
         batch = _OpenBatch(files)
         return [self._load(path, batch, index) for index, path in enumerate(files)]
 

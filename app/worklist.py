@@ -27,27 +27,6 @@ SR_FOLDER = "sr"
 SUMMARY_COLUMNS = ("path", "mode", "top_finding", "top_probability", "boxes", "max_box_score", "sr", "error")
 
 
-def study_files(paths: Iterable[str], recursive: bool = False) -> list[str]:
-    """Files in the order given; a folder becomes its files, sorted, hidden ones (".name") left out.
-
-    With `recursive` sub-folders are walked too (sorted, hidden folders skipped, symbolic links to folders
-    not followed so that a link loop cannot walk forever).
-    """
-    out: list[str] = []
-    for path in paths:
-        folder = Path(path)
-        if not folder.is_dir():
-            out.append(str(folder))  # spelled as the loader spells it (results are matched by path)
-            continue
-        found: list[Path] = []
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
-            found += [Path(root) / f for f in files if not f.startswith(".") and (Path(root) / f).is_file()]
-        # Sorting paths (not strings) keeps a folder's files together: "a/b.dcm" before "a-1.dcm".
-        out += [str(p) for p in sorted(found, key=lambda p: p.relative_to(folder).parts)]
-    return out
-
-
 def file_key(path: str) -> dict[str, Any] | None:
     """What identifies a study's file between runs: absolute path, size and modification time (ns).
 

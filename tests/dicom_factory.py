@@ -93,3 +93,24 @@ def gdcm_transcode(source: Path, target: Path, transfer_syntax: str) -> Path:
     if not writer.Write():
         raise RuntimeError(f"GDCM could not write {target}")
     return target
+
+
+def patient_cd(folder: Path, patients: int = 2, images_per_series: int = 2) -> Path:
+    """A patient CD as an archive burns one: a DICOMDIR and, under it, each patient's study with one CR series
+    (pydicom's FileSet, which names the files as Part 10 media want: PT000000/ST000000/SE000000/IM000000)."""
+    from pydicom.fileset import FileSet
+
+    file_set = FileSet()
+    for p in range(patients):
+        study, series = generate_uid(), generate_uid()
+        for i in range(images_per_series):
+            ds = dataset(gradient(64, 48, bits=12, seed=10 * p + i), bits_stored=12, modality="CR",
+                         sop_class="1.2.840.10008.5.1.4.1.1.1")
+            ds.PatientName, ds.PatientID = f"Patient{p + 1}^Test", f"CD-{p + 1:04d}"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260115", "101500", f"S{p + 1}", ""
+            ds.StudyDescription, ds.SeriesDescription = "Chest PA", "PA"
+            ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
+            file_set.add(ds)
+    file_set.write(folder)
+    return folder / "DICOMDIR"

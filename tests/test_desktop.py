@@ -167,3 +167,35 @@ def test_relative_and_repeated_paths_from_the_command_line(qtbot, store, tmp_pat
     assert window.current == str(Path("./s.dcm")) == "s.dcm" and window.study_list.paths == ["s.dcm"]
     assert "missing.dcm" in window.refusal_notice.text() and "1 of 3 files" in window.refusal_notice.text()
     assert study.exists()
+
+
+def test_a_patient_cd_dropped_opens_the_images_its_dicomdir_lists(qtbot, store, tmp_path):
+    """A CD's root folder dropped on the window: the images its DICOMDIR lists open, both patients'; an image
+    the index lists but the media lacks is named in the notice; the DICOMDIR itself is not offered as a study."""
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    from dicom_factory import patient_cd
+
+    cd = tmp_path / "CD"
+    cd.mkdir()
+    patient_cd(cd)
+    lost = cd / "PT000001/ST000000/SE000000/IM000001"
+    lost.unlink()
+    window = _window(qtbot, store)
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(cd))])
+    at, how = QPointF(200, 200), (Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                                  Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(at.toPoint(), *how)
+    assert QApplication.sendEvent(window, enter) and enter.isAccepted()
+    assert QApplication.sendEvent(window, QDropEvent(at, *how))
+    qtbot.waitUntil(lambda: window.refusal_notice is not None, timeout=60_000)
+    listed = sorted(window.study_list.paths)
+    assert listed == sorted(str(cd / p) for p in ("PT000000/ST000000/SE000000/IM000000",
+                                                  "PT000000/ST000000/SE000000/IM000001",
+                                                  "PT000001/ST000000/SE000000/IM000000"))
+    names = {window.radiographs[path].info.patient_name for path in listed}
+    assert names == {"Patient1^Test", "Patient2^Test"}
+    text = window.refusal_notice.text()
+    assert "1 of 4 files could not be opened" in text and "IM000001" in text and "no such file" in text

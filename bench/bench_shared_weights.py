@@ -29,19 +29,10 @@ from inference.benchmark import machine_description  # noqa: E402
 from inference.edge_parts import WireFormat, part_spec  # noqa: E402
 from inference.edge_repository import DIGEST, PartRequest, read_config, write_checksums, write_repository  # noqa: E402
 from inference.edge_server import EdgeServer, free_ports  # noqa: E402
-from inference.edge_weights import INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE  # noqa: E402
+from inference.edge_weights import INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, bytes_on_disk  # noqa: E402
 from inference.weights import file_sha256  # noqa: E402
 
 CUTS = {"detector": (0, 8, 24), "classifier": (0, 5, 7)}
-
-
-def bytes_on_disk(root: Path) -> int:
-    files = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            info = path.stat()
-            files[(info.st_dev, info.st_ino)] = info.st_size
-    return sum(files.values())
 
 
 def with_weights_inside(shared: Path, target: Path) -> None:

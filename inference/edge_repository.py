@@ -143,7 +143,7 @@ def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
     import tempfile
 
     whole = part_spec(request.model, 0, WireFormat.FP32, request.weights)
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:  # not in the repository: a killed export leaves nothing there
         export_part(request.model, whole, Path(scratch) / "model.onnx")
         return write_shared(folder, whole.fingerprint, Path(scratch) / "model.onnx")
 
@@ -155,6 +155,11 @@ def write_checksums(root: Path) -> None:
     for path in sorted(root.glob("*/config.pbtxt")):
         lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
         lines.append(f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
+        parameters = read_config(path).parameters
+        onnx_path = path.parent / "1" / "model.onnx"
+        if WEIGHTS_DIGEST in parameters and onnx_path.exists() and used_ranges_sha256(
+                onnx_path.read_bytes(), path.parent / "1" / WEIGHTS_FILE) != parameters[WEIGHTS_DIGEST].string_value:
+            continue  # its weights changed since export: unlisted, so the container script refuses the part
         for name in (WEIGHTS_FILE, INDEX_FILE):
             shared = path.parent / "1" / name
             if shared.exists():

@@ -163,3 +163,13 @@ def used_ranges_sha256(model_bytes: bytes, weights: Path) -> str:
                 source.seek(int(fields.get("offset", 0)))
                 used.update(source.read(int(fields["length"])))
     return used.hexdigest()
+
+
+def bytes_on_disk(root: Path) -> int:
+    """What a repository takes on disk: each file once, however many hard links it has."""
+    files = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            info = path.stat()
+            files[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(files.values())

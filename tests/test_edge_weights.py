@@ -6,7 +6,6 @@ repositories are written the same way); here: the size, the one file, and what o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,19 +15,9 @@ import torch
 from inference.analyze import Analyzer
 from inference.edge_parts import WireFormat, export_part, part_spec, sample_input, tensor_name
 from inference.edge_repository import PartRequest, write_repository
-from inference.edge_weights import WEIGHTS_FILE
+from inference.edge_weights import WEIGHTS_FILE, bytes_on_disk
 from inference.stages import INPUT
 from inference.wire import encode
-
-
-def _bytes_on_disk(root: Path) -> int:
-    """What the repository takes: each file once, however many hard links it has."""
-    files = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            info = path.stat()
-            files[(info.st_dev, info.st_ino)] = info.st_size
-    return sum(files.values())
 
 
 def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):
@@ -42,7 +31,7 @@ def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):
     parts = sorted(root.glob("classifier_*"))
     assert len(parts) == model.stage_count + 1
     # Separately, the parts would hold their stages' weights each time: 6× the model here.
-    assert _bytes_on_disk(root) <= 1.5 * whole.stat().st_size, (_bytes_on_disk(root), whole.stat().st_size)
+    assert bytes_on_disk(root) <= 1.5 * whole.stat().st_size, (bytes_on_disk(root), whole.stat().st_size)
     blobs = {(p / "1" / WEIGHTS_FILE).stat().st_ino for p in parts}
     assert len(blobs) == 1
 

@@ -172,7 +172,7 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
 
         transfer_syntax = _ensure_transfer_syntax(ds, notes)
         frames = _check_image_header(ds, where)
-        pixels = _decode_first_frame(ds, transfer_syntax, where)
+        pixels = _decode_first_frame(ds, transfer_syntax, where, notes)
         pixels = _to_grey_modality_values(pixels, ds, where, notes)
         radiograph = _dicom_radiograph(ds, file, pixels, frames, transfer_syntax, notes)
     pydicom_notes = _warning_notes(caught)
@@ -280,6 +280,8 @@ def _check_image_header(ds, where: str) -> int:
 def _ends_inside_an_element(ds) -> bool:
     """An element's length reaches past the end of the file: the file was cut (or a length is wrong), so the
     image data may be missing for that reason rather than removed on purpose."""
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return False  # positions are in the inflated data, not in the file
     try:
         size = os.path.getsize(ds.filename)
     except (OSError, TypeError):
@@ -336,7 +338,7 @@ def _describe_non_image(ds) -> str:
     return kind
 
 
-def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
+def _decode_first_frame(ds, transfer_syntax: str, where: str, notes: list[str]) -> np.ndarray:
 
     uid = UID(transfer_syntax)
     name = uid.name if uid.is_transfer_syntax else transfer_syntax
@@ -370,9 +372,11 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
             raise RadiographError(
                 f"truncated pixel data: {short['have']} of {short['need']} bytes present ({name})", where
             ) from exc
-        pixels = _decoded_by_gdcm(ds, frames) if uid.is_compressed else None
+        # Only for JPEG Extended: elsewhere GDCM might fill in what a truncated file lacks, without a word.
+        pixels = _decoded_by_gdcm(ds, frames) if uid == _JPEG_EXTENDED else None
         if pixels is None:
             raise RadiographError(_undecodable(ds, uid, name, exc), where) from exc
+        notes.append("decoded by GDCM: pydicom's decoders refused this JPEG Extended variant")
     finally:
         if frames > 1:
             ds.NumberOfFrames = frames  # the header keeps the file's own count
@@ -384,6 +388,7 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str) -> np.ndarray:
 
 
 # Which compressed encodings are lossy: what to ask the sender for when one cannot be decoded.
+_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 _LOSSLESS_SYNTAXES = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
                       "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201"}
 
@@ -455,6 +460,8 @@ class _NativeOutput:
                     with open(os.devnull, "wb") as null:
                         os.dup2(null.fileno(), 2)
                 except OSError:  # no stderr at all (a GUI launched without one): nothing to hide
+                    if self._saved is not None:
+                        os.close(self._saved)
                     self._saved = None
             self._active += 1
         try:

@@ -63,14 +63,15 @@ def referenced_images(dicomdir: str | os.PathLike[str]) -> list[ReferencedImage]
     try:
         with warnings.catch_warnings():  # e.g. a listed image missing from the media: reported per image below
             warnings.simplefilter("ignore")
-            file_set = FileSet(pydicom.dcmread(dicomdir))
+            file_set = FileSet()  # orphan records left out: pydicom would copy their files to a scratch folder
+            file_set.load(pydicom.dcmread(dicomdir), include_orphans=False)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged index
         raise MediaError(f"{dicomdir}: not a readable DICOMDIR ({_reason(exc)})") from exc
     images = []
     # The record tree, not `for instance in file_set`: pydicom leaves out of that the images missing from the
     # media, which the user must hear about.
     for node in file_set._tree:
-        if not node.has_instance or node.instance.is_private:
+        if not node.has_instance or node.record_type != "IMAGE":  # not SR, presentation states, private
             continue
         instance = node.instance
         levels = {node.record_type: node._record for node in instance.node.reverse() if not node.is_root}

@@ -114,7 +114,7 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     (root / "README.md").write_text(repository_readme(specs, gpu))
     (root / DOCKER_SCRIPT).write_text(docker_script(gpu))
     (root / DOCKER_SCRIPT).chmod(0o755)
-    write_checksums(root)
+    write_checksums(root, checked={spec.name for spec in specs})
     for path in (root, *root.rglob("*")):  # only the owner may change what the server will run
         path.chmod(path.stat().st_mode & ~0o022)
     return specs
@@ -129,12 +129,15 @@ def _current_digests(onnx_path: Path, recorded, fingerprint: str) -> tuple[str, 
     if recorded["mededge_fingerprint"].string_value != fingerprint or recorded[DIGEST].string_value != digest:
         return "", ""
     weights_digest = recorded[WEIGHTS_DIGEST].string_value
+    return (digest, weights_digest) if _weights_match(onnx_path, weights_digest) else ("", "")
+
+
+def _weights_match(onnx_path: Path, weights_digest: str) -> bool:
+    """The ranges of `weights.bin` the part at `onnx_path` reads are the ones its export recorded."""
     try:
-        if used_ranges_sha256(onnx_path.read_bytes(), onnx_path.parent / WEIGHTS_FILE) != weights_digest:
-            return "", ""
+        return used_ranges_sha256(onnx_path.read_bytes(), onnx_path.parent / WEIGHTS_FILE) == weights_digest
     except (OSError, ValueError, KeyError):
-        return "", ""
-    return digest, weights_digest
+        return False
 
 
 def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
@@ -148,18 +151,19 @@ def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
         return write_shared(folder, whole.fingerprint, Path(scratch) / "model.onnx")
 
 
-def write_checksums(root: Path) -> None:
+def write_checksums(root: Path, checked: set[str] = frozenset()) -> None:
     """`SHA256SUMS` (what `sha256sum --check` reads) of every file the server loads: each part's config, its
-    ONNX (the digest recorded in the config at export) and its links to the model's weights (hashed once)."""
+    ONNX (the digest recorded in the config at export) and its links to the model's weights (hashed once).
+    A part whose weights no longer match its export is left unlisted (the container script then refuses it);
+    `checked` names the parts whose weights the caller has just checked."""
     lines, by_file = [], {}
     for path in sorted(root.glob("*/config.pbtxt")):
-        lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
-        lines.append(f"{read_config(path).parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
         parameters = read_config(path).parameters
-        onnx_path = path.parent / "1" / "model.onnx"
-        if WEIGHTS_DIGEST in parameters and onnx_path.exists() and used_ranges_sha256(
-                onnx_path.read_bytes(), path.parent / "1" / WEIGHTS_FILE) != parameters[WEIGHTS_DIGEST].string_value:
-            continue  # its weights changed since export: unlisted, so the container script refuses the part
+        lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
+        lines.append(f"{parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
+        if (WEIGHTS_DIGEST in parameters and path.parent.name not in checked
+                and not _weights_match(path.parent / "1" / "model.onnx", parameters[WEIGHTS_DIGEST].string_value)):
+            continue
         for name in (WEIGHTS_FILE, INDEX_FILE):
             shared = path.parent / "1" / name
             if shared.exists():

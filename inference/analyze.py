@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +142,14 @@ class _Run:
         return self.local_ms + self.transfer_ms + self.edge_ms
 
 
+def _abandon(pending: Iterable[_Begun | StudyError]) -> None:
+    """The studies of a series that ended early: requests not yet sent are dropped and those out are waited
+    for (each within its timeout), so that none outlives the series on the edge or its connection."""
+    replies = [step.reply for entry in pending if isinstance(entry, _Begun)
+               for step in entry.steps.values() if step.reply is not None]
+    wait([reply for reply in replies if not reply.cancel()])
+
+
 def _call_now(function, *args) -> Future:
     """`function(*args)` run here and now, as a finished Future (the sequential path)."""
     future: Future = Future()
@@ -256,23 +264,26 @@ class Analyzer:
             self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
         send = self._pool.submit
         pending: deque[_Begun | StudyError] = deque()
-        for study in studies:
-            if isinstance(study, StudyError):
-                pending.append(study)
-            else:
-                with self._lock, torch.inference_mode():
-                    pending.append(self._guarded(study.path, lambda: self._begin(
-                        study, self._checked(current()), with_heat_maps, check, send, AHEAD)))
-            while len(pending) > AHEAD or (pending and isinstance(pending[-1], StudyError)):
+        try:
+            for study in studies:
+                if isinstance(study, StudyError):
+                    pending.append(study)
+                else:
+                    with self._lock, torch.inference_mode():
+                        pending.append(self._guarded(study.path, lambda: self._begin(
+                            study, self._checked(current()), with_heat_maps, check, send, AHEAD)))
+                while len(pending) > AHEAD or (pending and isinstance(pending[-1], StudyError)):
+                    result = self._finish(pending.popleft(), allow_fallback, check)
+                    yield result
+                    if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
+                        return
+            while pending:
                 result = self._finish(pending.popleft(), allow_fallback, check)
                 yield result
                 if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
                     return
-        while pending:
-            result = self._finish(pending.popleft(), allow_fallback, check)
-            yield result
-            if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
-                return
+        finally:  # ended early (an edge failure, cancelled, or the caller stopped reading): nothing left behind
+            _abandon(pending)
 
     def _finish(self, entry: _Begun | StudyError, allow_fallback: bool, check) -> Findings | StudyError:
         if isinstance(entry, StudyError):
@@ -356,22 +367,22 @@ class Analyzer:
         crossing = (encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
                     if k < n else None)
         step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3)
-        if crossing is not None:  # the request's own time is measured apart, by _request
+        if crossing is not None:  # the request's own time is measured apart, by _send
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
-                          else send(self._request(spec, crossing, wanted, plan, joining_ms)))
+                          else self._send(send, spec, crossing, wanted, plan, joining_ms))
         return step
 
     def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
         """The edge's expected time for a request to `spec`: planned, or as the last one took if longer."""
         return max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
 
-    def _request(self, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
-                 plan: ModelPlan, joining_ms: float) -> Callable[[], _Timed]:
-        """The edge request for one model of one study, its timeout set now: the settings' timeout plus
-        QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own + `joining_ms`,
-        that of the requests that may be sent while it is out)."""
+    def _send(self, send, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
+              plan: ModelPlan, joining_ms: float) -> Future:
+        """The edge request for one model of one study, run by `send`; its timeout set now: the settings'
+        timeout plus QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own +
+        `joining_ms`, that of the requests that may be sent while it is out)."""
         expected = self._expected_ms(spec, plan)
         with self._flight_lock:
             ahead = sum(self._in_flight.values())
@@ -386,12 +397,17 @@ class Analyzer:
             finally:
                 done = time.perf_counter()
                 with self._flight_lock:
-                    del self._in_flight[key]
                     began = max(sent, self._served_until.get(spec.name, 0.0))
                     self._served_until[spec.name] = done
             self._service_ms[spec.name] = (done - began) * 1e3
             return _Timed(reply, (done - sent) * 1e3, (done - began) * 1e3)
-        return request
+
+        def landed(_: Future) -> None:  # answered, failed, or dropped before it was sent
+            with self._flight_lock:
+                del self._in_flight[key]
+        future = send(request)
+        future.add_done_callback(landed)
+        return future
 
     def _remote_part(self, step: _Step, allow_fallback: bool, check) -> _Run:
         """The edge's reply for stages [k, n); when the edge failed (or k = n) they run here."""

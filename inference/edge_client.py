@@ -107,8 +107,19 @@ class EdgeClient:
         self.settings = settings
         self._grpc = grpcclient
         try:
+            keepalive = grpcclient.KeepAliveOptions()
             self._client = grpcclient.InferenceServerClient(
-                url=self._url(), ssl=settings.tls,
+                url=self._url(), ssl=settings.tls, channel_args=[
+                    # tritonclient's own defaults (channel_args replaces them)...
+                    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+                    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+                    ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                    ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                    ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+                    ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+                    # ...and a connection of its own: gRPC shares one per address between channels, so a
+                    # client made after a closed one would inherit the streams the edge still counts on it
+                    ("grpc.use_local_subchannel_pool", 1)],
                 root_certificates=str(settings.root_certificate) if settings.root_certificate else None,
                 private_key=str(settings.client_key) if settings.client_key else None,
                 certificate_chain=str(settings.client_certificate) if settings.client_certificate else None)

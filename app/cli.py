@@ -42,18 +42,19 @@ def _inspect(args: argparse.Namespace) -> int:
                           "missing": missing}, ensure_ascii=False), flush=True)
         for image in images:
             failed |= not _inspect_one(image.path, {"patient": image.patient, "study": image.study,
-                                                    "series": image.series})
+                                                    "series": image.series}, None if image.present else image.absence)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _inspect_one(path: str, context: dict) -> bool:
-    """One JSON line for `path` (with `context` first); whether it opened."""
+def _inspect_one(path: str, context: dict, absence: str | None = None) -> bool:
+    """One JSON line for `path` (with `context` first); whether it opened. `absence`: why it is known not to."""
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
     from viewer.report import describe
 
     try:
-        record = describe(load_radiograph(path))
+        record = ({"path": path, "ok": False, "error": absence} if absence is not None
+                  else describe(load_radiograph(path)))
     except RadiographError as exc:
         record = {"path": path, "ok": False, "error": exc.reason}
     except Exception as exc:  # a bug of ours must still not hide the other files' results
@@ -114,7 +115,7 @@ def _infer_setup(args: argparse.Namespace):
         raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
     planner = None
     if edge is not None and (args.split or "auto") == "auto":
-        paths = files_to_open(args.paths)  # several studies: planned for throughput, the series being pipelined
+        paths = files_to_open(args.paths).files  # several studies: planned for throughput, the series pipelined
         planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(paths),
                                  series=len(paths) > 1 or args.recursive)
     return analyzer, edge, plan, planner
@@ -125,11 +126,13 @@ def _infer_target(args: argparse.Namespace):
     (app/worklist.py), JSON lines otherwise."""
     from app.worklist import SR_FOLDER, Batch
 
+    contents = files_to_open(args.paths, args.recursive)
+    for note in contents.notes:  # e.g. a damaged DICOMDIR: its media's files are analysed instead
+        print(f"mededge infer: {note}", file=sys.stderr)
     if args.out:
-        batch = Batch(Path(args.out), files_to_open(args.paths, args.recursive), retry_failed=args.retry_failed)
+        batch = Batch(Path(args.out), contents.files, retry_failed=args.retry_failed)
         return batch.todo, batch, args.sr or str(Path(args.out) / SR_FOLDER)
-    files = files_to_open(args.paths, args.recursive)
-    return files, _JsonLines(args.json), args.sr
+    return contents.files, _JsonLines(args.json), args.sr
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -349,7 +352,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.images:
         if not Path(args.images).is_dir():
             return _fail("models quantize", f"{args.images} is not a folder")
-        for path in files_to_open([args.images]):
+        for path in files_to_open([args.images]).files:
             try:
                 greys.append(render_8bit(load_radiograph(path)))
             except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it

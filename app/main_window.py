@@ -21,7 +21,7 @@ from app.theme import apply_theme
 from app.workers import Worker, start
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
-from viewer.media import files_to_open
+from viewer.media import OpenList, files_to_open
 from viewer.radiograph import Radiograph
 from viewer.widgets.canvas import PRESETS, RadiographCanvas
 from viewer.widgets.study_list import StudyList, thumbnail_pixels
@@ -55,18 +55,19 @@ class _OpenBatch:
     """Files asked for together (the command line, a drop, Open files, Open folder) and how their loading went.
     They load at the same time; the first in the order given that opens is shown."""
 
-    paths: list[str]
+    paths: list[str] | None = None  # the files, once the paths given are read (a folder's files, a CD's index)
+    notes: list[str] = field(default_factory=list)  # e.g. a damaged CD index: its media's files opened instead
     opened: dict[int, str | None] = field(default_factory=dict)  # position in `paths` → the study's path, or None
     shown: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
     @property
     def done(self) -> bool:
-        return len(self.opened) == len(self.paths)
+        return self.paths is not None and len(self.opened) == len(self.paths)
 
     def to_show(self) -> str | None:
         """The study to show now: the first opened one with every file before it finished, once."""
-        if self.shown:
+        if self.shown or self.paths is None:
             return None
         for index in range(len(self.paths)):
             if index not in self.opened:
@@ -261,16 +262,33 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_paths([folder])
 
-    def open_paths(self, paths: list[str]) -> list[Worker]:
-        """Files load in the background, all at once (folders: their files; a patient CD's DICOMDIR: the images
-        it lists); the first that opens is shown. When several were asked for and some could not be opened,
-        one notice lists each with its reason."""
-        files = files_to_open(paths)
-        batch = _OpenBatch(files)
-        return [self._load(path, batch, index) for index, path in enumerate(files)]
+    def open_paths(self, paths: list[str]) -> _OpenBatch:
+        """Everything happens in the background: the paths are read (a folder's files; a patient CD's index,
+        which pydicom checks file by file), then the files load all at once; the first that opens is shown.
+        When several were asked for and some could not be opened, one notice lists each with its reason."""
+        batch = _OpenBatch()
+        self.statusBar().showMessage("Reading " + ", ".join(Path(p).name or str(p) for p in paths[:3])
+                                     + ("…" if len(paths) > 3 else ""))
+        reading = Worker(files_to_open, list(paths))
+        reading.signals.returned.connect(lambda contents: self._open_contents(contents, batch))
+        reading.signals.errored.connect(lambda exc: self._open_contents(OpenList([], notes=[
+            f"could not read {', '.join(map(str, paths))}: {getattr(exc, 'strerror', None) or exc}"]), batch))
+        start(reading, keep=self._workers)
+        return batch
 
     def open_path(self, path: str | Path) -> Worker:
-        return self._load(str(path), _OpenBatch([str(path)]), 0)
+        batch = _OpenBatch([str(path)])
+        return self._load(str(path), batch, 0)
+
+    def _open_contents(self, contents: OpenList, batch: _OpenBatch) -> None:
+        batch.paths, batch.notes = contents.files, contents.notes
+        if not contents.files:
+            self.statusBar().showMessage("; ".join(contents.notes) or "No files to open there")
+        for index, path in enumerate(contents.files):
+            if (absence := contents.absence(path)) is not None:  # a CD's index lists it; the media lacks it
+                self._load_failed(path, RadiographError(absence), batch, index)
+            else:
+                self._load(path, batch, index)
 
     def _load(self, path: str, batch: _OpenBatch, index: int) -> Worker:
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
@@ -300,14 +318,17 @@ class MainWindow(QMainWindow):
         if (shown := batch.to_show()) is not None and shown in self.radiographs:  # (not closed meanwhile)
             self.show_study(shown)
         size = len(batch.paths)
-        if not batch.done or not batch.refused or size == 1:
+        if not batch.done or not (batch.notes or batch.refused and size > 1):
             return
-        self.statusBar().showMessage(f"Opened {size - len(batch.refused)} of {size}; {len(batch.refused)} not opened")
+        if batch.refused:
+            self.statusBar().showMessage(f"Opened {size - len(batch.refused)} of {size}; "
+                                         f"{len(batch.refused)} not opened")
+        notes = "".join(f"<p>{escape(note)}</p>" for note in batch.notes)
         lines = "".join(f"<li><b>{escape(Path(path).name)}</b>: {escape(reason)}</li>" for path, reason in batch.refused)
-        notice = QMessageBox(QMessageBox.Icon.Warning, "Not opened",
-                             f"{len(batch.refused)} of {size} files could not be opened:<ul>{lines}</ul>",
-                             QMessageBox.StandardButton.Ok, self)
-        notice.setDetailedText("\n".join(f"{path}: {reason}" for path, reason in batch.refused))
+        refused = f"{len(batch.refused)} of {size} files could not be opened:<ul>{lines}</ul>" if lines else ""
+        notice = QMessageBox(QMessageBox.Icon.Warning, "Not opened" if lines else "Opened with a note",
+                             notes + refused, QMessageBox.StandardButton.Ok, self)
+        notice.setDetailedText("\n".join([*batch.notes, *(f"{path}: {reason}" for path, reason in batch.refused)]))
         notice.setModal(False)  # it reports; it does not stop the reading
         notice.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         notice.show()

@@ -22,8 +22,8 @@ def _wait(app, condition, timeout_s: float) -> bool:
 
 def take_screenshot(app, window, paths: list[str], out: str) -> int:
     window.resize(1440, 900)
-    workers = window.open_paths(paths) if paths else []
-    if not _wait(app, lambda: all(w not in window._workers for w in workers), 120):
+    batch = window.open_paths(paths) if paths else None
+    if batch is not None and not _wait(app, lambda: batch.done, 120):
         print("mededge --screenshot: opening the files timed out", file=sys.stderr)
         return 1
     if window.current is not None:

@@ -4,6 +4,7 @@ size and dock layout it was closed with."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,16 @@ def test_on_a_small_screen_nothing_is_cut_off_in_the_studies_and_the_findings(qt
     open_and_wait(qtbot, window, study)
     listing = window.study_list
     metrics = QFontMetrics(listing.font())
-    column = listing.columnWidth(1)
-    assert listing.rows[str(study)].text().splitlines() == ["Doe Jane", "2024-01-31 · PA · DX", "opened"]
-    for line in listing.rows[str(study)].text().splitlines():
-        assert metrics.horizontalAdvance(line) + 8 <= column, (line, column)  # whole, not elided
-    assert listing.viewport().width() >= listing.columnWidth(0) + column - 2  # no column past the edge
+    rows = [listing.topLevelItem(0)]  # patient, study, series, image
+    while rows[-1].childCount():
+        rows.append(rows[-1].child(0))
+    assert [row.text(0).splitlines() for row in rows] == [["Doe Jane (TEST-0001)"], ["2024-01-31"], ["DX"],
+                                                          ["PA · DX", "opened"]]
+    for row in rows:
+        room = listing.visualItemRect(row)
+        assert 0 <= room.left() and room.right() <= listing.viewport().width()  # nothing past the edge
+        for line in row.text(0).splitlines():  # whole, not elided
+            assert metrics.horizontalAdvance(line) + listing.iconSize().width() * (row is rows[-1]) + 8 <= room.width()
 
     probabilities = {name: 0.5 for name in FINDINGS}
     findings = Findings(str(study), (), probabilities, {"detector": "demo", "classifier": "demo"}, Mode.LOCAL,
@@ -198,4 +204,47 @@ def test_a_patient_cd_dropped_opens_the_images_its_dicomdir_lists(qtbot, store, 
     names = {window.radiographs[path].info.patient_name for path in listed}
     assert names == {"Patient1^Test", "Patient2^Test"}
     text = window.refusal_notice.text()
-    assert "1 of 4 files could not be opened" in text and "IM000001" in text and "no such file" in text
+    assert "1 of 4 files could not be opened" in text and "<b>IM000001</b>: listed in the DICOMDIR but not on the " \
+        "media (Patient2 Test (CD-0002), 20260115 Chest PA, CR #1)" in text
+    # the tree a reader knows from other viewers: patients, their studies, each study's series, its images
+    tree = window.study_list
+    patients = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+    assert sorted(p.text(0) for p in patients) == ["Patient1 Test (CD-0001)", "Patient2 Test (CD-0002)"]
+    assert all(p.child(0).text(0) == "2026-01-15 · Chest PA" and p.child(0).child(0).text(0) == "CR #1 PA"
+               for p in patients)
+    assert sorted(p.child(0).child(0).childCount() for p in patients) == [1, 2]
+    tree.setCurrentItem(next(p for p in patients if p.text(0).startswith("Patient2")))  # a patient: its image
+    assert window.current == str(cd / "PT000001/ST000000/SE000000/IM000000")
+
+
+def test_a_cd_with_a_damaged_index_opens_what_the_media_holds_without_blocking(qtbot, store, tmp_path, monkeypatch):
+    """The index is read off the UI thread (pydicom checks every listed file: slow on a real CD; here made
+    slower on purpose); a damaged one is named in a notice and the images on the media open instead."""
+    import pydicom
+
+    import app.main_window as main_window
+    from dicom_factory import patient_cd
+    from test_main_window import Watchdog
+    from test_media import _relink
+
+    cd = tmp_path / "CD"
+    cd.mkdir()
+    index = patient_cd(cd)
+    records = pydicom.dcmread(index).DirectoryRecordSequence
+    _relink(index, len(records) - 1, records[0].seq_item_tell)  # the last record leads back to the first
+    reading = main_window.files_to_open
+
+    def slow_media(paths):
+        time.sleep(1.0)
+        return reading(paths)
+
+    monkeypatch.setattr(main_window, "files_to_open", slow_media)
+    window = _window(qtbot, store)
+    with Watchdog() as watchdog:
+        window.open_paths([str(cd)])
+        qtbot.waitUntil(lambda: window.refusal_notice is not None, timeout=60_000)
+    assert watchdog.longest_ms < 500, watchdog.longest_ms
+    assert len(window.study_list.paths) == 4
+    assert window.refusal_notice.windowTitle() == "Opened with a note"
+    assert "damaged DICOMDIR: its record links loop: opened the files on the media instead" in \
+        window.refusal_notice.text()

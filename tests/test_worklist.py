@@ -54,9 +54,9 @@ def test_study_files_recursive_sorted_without_hidden(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     rel = lambda paths: [os.path.relpath(p, tmp_path) for p in paths]  # noqa: E731
-    assert rel(files_to_open([str(tmp_path)], recursive=True)) == ["a/b/c.png", "a/z.dcm", "a-1.png", "b.png"]
-    assert rel(files_to_open([str(tmp_path)])) == ["a-1.png", "b.png"]
-    assert files_to_open(["missing.dcm"]) == ["missing.dcm"]  # a file that is not there still fails with its reason
+    assert rel(files_to_open([str(tmp_path)], recursive=True).files) == ["a/b/c.png", "a/z.dcm", "a-1.png", "b.png"]
+    assert rel(files_to_open([str(tmp_path)]).files) == ["a-1.png", "b.png"]
+    assert files_to_open(["missing.dcm"]).files == ["missing.dcm"]  # a file that is not there still fails with its reason
 
 
 def test_resume_skips_finished_and_reruns_changed_files(tmp_path):
@@ -142,7 +142,7 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "main.py"), "infer", str(worklist_folder), "--recursive", "--out", str(out),
                *FAST]
-    total = len(files_to_open([str(worklist_folder)], recursive=True))
+    total = len(files_to_open([str(worklist_folder)], recursive=True).files)
     assert total == 10
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -164,7 +164,7 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     assert f"{total}/{total}" in done.stderr  # the progress bar reached the end
     records = _lines(out)
     assert len(records) == total  # nothing analysed twice
-    assert sorted(r["path"] for r in records) == sorted(files_to_open([str(worklist_folder)], recursive=True))
+    assert sorted(r["path"] for r in records) == sorted(files_to_open([str(worklist_folder)], recursive=True).files)
     by_name = {Path(r["path"]).name: r for r in records}
     assert "corrupt" in by_name["zz_corrupt.png"]["error"] and by_name["zz_corrupt.png"]["worklist"]["finished"]
     real = by_name["000_real.png"]

@@ -112,6 +112,9 @@ def _bar_pixels(region: np.ndarray) -> int:
     return int(sum(np.all(np.abs(region.astype(int) - colour) <= 6, axis=-1).sum() for colour in FINDING_BARS))
 
 
+THUMBNAILS_END = 118  # the Studies tree's thumbnails lie left of this, under three levels (patient, study, series)
+
+
 def _thumbnails(strip: np.ndarray) -> int:
     """Thumbnail images stacked in a vertical strip: runs of at least 40 rows that each hold many grey levels."""
     rows = [len(np.unique(row[:, 0])) >= 16 for row in strip]
@@ -182,7 +185,7 @@ def drive_viewer(server: XServer, command: list[str], studies: list[Path], home:
         deadline = time.monotonic() + 180
         while True:  # every study listed, the first one shown
             screen = server.screenshot()
-            listed = _thumbnails(screen[60:height - 60, 2:70])
+            listed = _thumbnails(screen[60:height - 60, 2:THUMBNAILS_END])
             title = server.run("xdotool", "getwindowname", window)
             if listed == len(studies) and studies[0].name in title and _grey_levels(screen[100:height - 100,
                                                                                         400:900]) >= 64:
@@ -205,7 +208,7 @@ def drive_viewer(server: XServer, command: list[str], studies: list[Path], home:
             time.sleep(1)
         save_png(screen, out / "analysed.png")
         assert _grey_levels(screen[100:height - 100, 400:900]) >= 64  # the radiograph is still there
-        assert _thumbnails(screen[60:height - 60, 2:70]) == len(studies)
+        assert _thumbnails(screen[60:height - 60, 2:THUMBNAILS_END]) == len(studies)
         return screen
     finally:
         if viewer.poll() is None:

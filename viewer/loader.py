@@ -734,6 +734,9 @@ def _study_info(ds) -> StudyInfo:
         laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
         body_part=_text(ds, "BodyPartExamined"),
         study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        series_number=_text(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
     )
 

@@ -110,6 +110,9 @@ class StudyInfo:
     laterality: str = ""
     body_part: str = ""
     study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    series_number: str = ""
+    series_description: str = ""
     sop_instance_uid: str = ""
 
 

@@ -1,36 +1,60 @@
-"""The study list: one row per opened file with its thumbnail and the facts a reader sorts by."""
+"""The study list: the opened images as radiology viewers list a patient CD — patients, their studies, each
+study's series — with each image's thumbnail and where its analysis stands."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
-COLUMNS = ("", "Study")
 THUMBNAIL = 64
+INDENT = 12  # per level: three levels still leave the image rows room in a narrow dock
+PATH = Qt.ItemDataRole.UserRole  # an image row's path
 
 
 @dataclass
 class StudyRow:
-    """What a row says: the facts a reader sorts by, and where the study's analysis stands."""
+    """What an image's row says (its patient, study and series are the rows above it) and where its analysis
+    stands."""
 
-    patient: str
-    date: str
     view: str
     modality: str
     status: str = "opened"
 
     def text(self) -> str:
-        """Three short lines beside the thumbnail: they fit a narrow dock where six columns were cut off."""
-        facts = " · ".join(part for part in (self.date, self.view, self.modality) if part)
-        return f"{self.patient}\n{facts}\n{self.status}"
+        return f"{' · '.join(part for part in (self.view, self.modality) if part)}\n{self.status}"
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where an image goes in the tree: each level's key (what tells two apart) and label (what a reader sees)."""
+
+    levels: tuple[tuple[str, str], ...]  # (key, label) for the patient, the study, the series
+
+    @classmethod
+    def of(cls, radiograph: Radiograph) -> _Place:
+        info, name = radiograph.info, Path(radiograph.path).name
+        patient = info.patient_name.replace("^", " ").strip()
+        date = info.study_date
+        date = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
+        series = " ".join(v for v in (info.modality or radiograph.file_format,
+                                      f"#{info.series_number}" if info.series_number else "",
+                                      info.series_description) if v)
+        return cls((
+            (f"{info.patient_id}\0{patient}",
+             f"{patient or 'No name'} ({info.patient_id})" if info.patient_id else patient or "No patient details"),
+            # a file without study or series identity (a PNG, a bare export) is a study of its own
+            (info.study_instance_uid or radiograph.path,
+             " · ".join(v for v in (date, info.study_description) if v) or name),
+            (info.series_instance_uid or radiograph.path, series)))
 
 
 def thumbnail_pixels(radiograph: Radiograph) -> np.ndarray:
@@ -47,57 +71,64 @@ def _icon(small: np.ndarray) -> QIcon:
     return QIcon(QPixmap.fromImage(qimage.copy()))
 
 
-class StudyList(QTableWidget):
-    studyChosen = Signal(str)  # path
+class StudyList(QTreeWidget):
+    studyChosen = Signal(str)  # an image's path
 
     def __init__(self, parent=None) -> None:
-        super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels(COLUMNS)
+        super().__init__(parent)
+        self.setHeaderHidden(True)
+        self.setColumnCount(1)
         self.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setIndentation(INDENT)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setWordWrap(False)
-        self.setTextElideMode(Qt.TextElideMode.ElideRight)  # a long name ends in "…"; the tooltip has it whole
-        self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(THUMBNAIL + 8)
-        header = self.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
-        header.resizeSection(0, THUMBNAIL + 8)
-        header.setStretchLastSection(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)  # a long label ends in "…"; the tooltip has it whole
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.paths: list[str] = []
+        self.paths: list[str] = []  # the images, in the order they were added
         self.rows: dict[str, StudyRow] = {}
-        self.cellDoubleClicked.connect(lambda row, _: self.studyChosen.emit(self.paths[row]))
-        self.itemSelectionChanged.connect(self._selected)
+        self._images: dict[str, QTreeWidgetItem] = {}
+        self._groups: dict[tuple[str, ...], QTreeWidgetItem] = {}  # keys down to a level → its row
+        self.itemActivated.connect(self._chosen)  # double-click, or Enter
+        self.itemSelectionChanged.connect(lambda: self._chosen(self.currentItem()))
 
-    def add(self, radiograph: Radiograph, thumb: np.ndarray | None = None) -> int:
-        if radiograph.path in self.paths:
-            return self.paths.index(radiograph.path)
-        row = self.rowCount()
-        self.insertRow(row)
+    def add(self, radiograph: Radiograph, thumb: np.ndarray | None = None) -> None:
+        if radiograph.path in self._images:
+            return
+        parent, keys = self.invisibleRootItem(), ()
+        for key, label in _Place.of(radiograph).levels:
+            keys += (key,)
+            if keys not in self._groups:
+                group = QTreeWidgetItem(parent, [label])
+                group.setToolTip(0, label)
+                group.setExpanded(True)
+                self._groups[keys] = group
+            parent = self._groups[keys]
+        item = QTreeWidgetItem(parent)
+        item.setData(0, PATH, radiograph.path)
+        item.setIcon(0, _icon(thumbnail_pixels(radiograph) if thumb is None else thumb))
+        item.setSizeHint(0, QSize(0, THUMBNAIL + 8))
         self.paths.append(radiograph.path)
-        icon = QTableWidgetItem(_icon(thumbnail_pixels(radiograph) if thumb is None else thumb), "")
-        icon.setToolTip(radiograph.path)
-        self.setItem(row, 0, icon)
+        self._images[radiograph.path] = item
         info = radiograph.info
-        name = info.patient_name.replace("^", " ").strip() or radiograph.path.rsplit("/", 1)[-1]
-        date = f"{info.study_date[:4]}-{info.study_date[4:6]}-{info.study_date[6:8]}" if len(info.study_date) == 8 \
-            else info.study_date
-        self.rows[radiograph.path] = StudyRow(name, date, info.view_position,
+        self.rows[radiograph.path] = StudyRow(" ".join(v for v in (info.view_position, info.laterality) if v),
                                               info.modality or radiograph.file_format)
         self._show(radiograph.path)
-        return row
 
     def remove(self, path: str) -> None:
-        if path in self.paths:
-            row = self.paths.index(path)
-            self.paths.pop(row)
-            self.rows.pop(path)
-            self.removeRow(row)
+        """Forget an image's row, and the series, study and patient rows it leaves empty."""
+        item = self._images.pop(path, None)
+        if item is None:
+            return
+        self.paths.remove(path)
+        self.rows.pop(path)
+        while item is not None and item.childCount() == 0:
+            parent = item.parent()
+            (parent or self.invisibleRootItem()).removeChild(item)
+            self._groups = {keys: group for keys, group in self._groups.items() if group is not item}
+            item = parent
 
     def set_status(self, path: str, status: str) -> None:
-        if path in self.paths:
+        if path in self.rows:
             self.rows[path].status = status
             self._show(path)
 
@@ -105,18 +136,13 @@ class StudyList(QTableWidget):
         return self.rows[path].status
 
     def _show(self, path: str) -> None:
-        text = self.rows[path].text()
-        item = QTableWidgetItem(text)
-        item.setToolTip(f"{text}\n{path}")
-        self.setItem(self.paths.index(path), 1, item)
+        item, text = self._images[path], self.rows[path].text()
+        item.setText(0, text)
+        item.setToolTip(0, f"{text}\n{path}")
 
-    def _selected(self) -> None:
-        rows = self.selectionModel().selectedRows()
-        if rows:
-            self.studyChosen.emit(self.paths[rows[0].row()])
-
-    def keyPressEvent(self, event) -> None:
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentRow() >= 0:
-            self.studyChosen.emit(self.paths[self.currentRow()])
-            return
-        super().keyPressEvent(event)
+    def _chosen(self, item: QTreeWidgetItem | None) -> None:
+        """An image row shows its image; a patient, study or series row the first image under it."""
+        while item is not None and item.data(0, PATH) is None:
+            item = item.child(0)
+        if item is not None:
+            self.studyChosen.emit(item.data(0, PATH))

@@ -304,7 +304,7 @@ def _(folder):
     return write(_base(SamplesPerPixel=4), folder / "spp4.dcm")
 
 
-@case("bits-stored-above-bits-allocated", "pixel data|Bits")
+@case("bits-stored-above-bits-allocated", "image header invalid: Bits Stored 20 with Bits Allocated 16")
 def _(folder):
     return write(_base(BitsStored=20, HighBit=19), folder / "bs20.dcm")
 
@@ -330,12 +330,12 @@ def _(folder):
     return _write(folder, "framesX.dcm", _replace(data, (0x0028, 0x0008), _short(0x0028, 0x0008, b"IS", b"lots")))
 
 
-@case("photometric-unknown", "pixel data|photometric|Photometric")
+@case("photometric-unknown", "unsupported Photometric Interpretation .XYZ.")
 def _(folder):
     return write(_base(PhotometricInterpretation="XYZ"), folder / "xyz.dcm")
 
 
-@case("rescale-slope-not-a-number", "Modality LUT|DICOM")
+@case("rescale-slope-not-a-number", "RescaleSlope is not a number")
 def _(folder):
     data = _bytes(_base(RescaleSlope="2", RescaleIntercept="0"))
     return _write(folder, "slope.dcm", _replace(data, (0x0028, 0x1053), _short(0x0028, 0x1053, b"DS", b"steep ")))
@@ -697,8 +697,9 @@ def _assert_clear(message: str, says: str, name: str) -> None:
     assert len(message) <= 240, (name, message)
     for sign in ("Traceback", "object at 0x", "Error(", "<class", "File \"", "NoneType", "object is not",
                  "has no len()", "has no attribute", "recursion depth", "No tag to read", "index out of range",
-                 "invalid literal", "unpack"):
-        assert sign not in message, (name, message)  # Python's words, not the file's
+                 "invalid literal", "unpack", "could not convert", "embedded null", "Error -", "cannot identify",
+                 "pylibjpeg:", "pydicom:", "gdcm:", "must be in the range", "/tmp/"):
+        assert sign not in message, (name, message)  # Python's or a library's words (and paths), not the file's
     assert not re.search(r"\w…", message), (name, message)  # never cut inside a word
     assert re.search(says, message), f"{name}: {message!r} does not say {says!r}"
 

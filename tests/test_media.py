@@ -109,3 +109,6 @@ def test_a_damaged_dicomdir_is_named_and_the_media_opened_instead(tmp_path):
     _relink(index, patients[-1], records[patients[0]].seq_item_tell + 2)  # inside a record, not at one
     with pytest.raises(MediaError, match="a record link points outside its records$"):
         referenced_images(index)
+    index.write_bytes(index.read_bytes()[:200])  # cut inside the records
+    with pytest.raises(MediaError, match="damaged DICOMDIR: its records cannot be read$"):
+        referenced_images(index)

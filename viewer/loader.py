@@ -68,6 +68,8 @@ _DICOM_FIRST_GROUPS = {0x0000, 0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028}
 _SHORT_PIXEL_DATA = re.compile(r"less than expected \((?P<have>\d+) vs (?P<need>\d+) bytes\)")
 
 # What a data set without an image is, for the error message.
+_PHOTOMETRICS = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+                 "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT"}  # those pydicom converts
 _NON_IMAGE_MODALITIES = {
     "SR": "a structured report",
     "PR": "a presentation state",
@@ -134,11 +136,6 @@ def _load_dicom_file(file: Path, has_preamble: bool) -> Radiograph:
         raise RadiographError("damaged DICOM header: sequences nested too deeply to read", str(file)) from exc
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 2].rsplit(" ", 1)[0] + " …"  # never inside a word
-
-
 # ---------------------------------------------------------------- DICOM
 
 
@@ -152,8 +149,9 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
             _check_deflated_size(file, where)
         try:
             ds = pydicom.dcmread(file, force=not has_preamble, defer_size=DEFER_SIZE)
-        except InvalidDicomError as exc:
-            raise RadiographError(f"not a readable DICOM file: {_one_line(exc)}", where) from exc
+        except InvalidDicomError as exc:  # pydicom's words name its checks; what a reader needs is which part
+            raise RadiographError("not a readable DICOM file: its File Meta header is damaged" if has_preamble
+                                  else "not a readable DICOM file", where) from exc
         except (EOFError, struct.error) as exc:  # the file ends inside an element header or value
             raise RadiographError("truncated DICOM file: it ends inside a data element", where) from exc
         except RecursionError:
@@ -163,8 +161,11 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
                 raise RadiographError("truncated or damaged DICOM file: it ends inside a sequence item",
                                       where) from exc
             raise RadiographError(f"cannot be read: {exc.strerror or exc}", where) from exc
-        except Exception as exc:  # pydicom raises many types on damaged headers
-            raise RadiographError(f"truncated or corrupt DICOM header: {_one_line(exc)}", where) from exc
+        except zlib.error as exc:
+            raise RadiographError("truncated or corrupt DICOM file: its deflated data set cannot be inflated",
+                                  where) from exc
+        except Exception as exc:  # pydicom raises many types on damaged headers, in Python's words
+            raise RadiographError("truncated or corrupt DICOM header", where) from exc
         if len(ds) == 0 and has_preamble:
             raise RadiographError("truncated or corrupt DICOM file: nothing could be read after the File Meta", where)
         if len(ds) == 0:
@@ -267,6 +268,15 @@ def _check_image_header(ds, where: str) -> int:
         raise RadiographError(f"unsupported Bits Allocated {bits_allocated}", where)
     if frames < 1:
         raise RadiographError(f"invalid Number of Frames {frames}", where)
+    bits_stored = _header_int(ds, "BitsStored", bits_allocated, where)
+    if not 1 <= bits_stored <= bits_allocated:
+        raise RadiographError(f"image header invalid: Bits Stored {bits_stored} with Bits Allocated "
+                              f"{bits_allocated}", where)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if photometric and photometric not in _PHOTOMETRICS:
+        raise RadiographError(f"unsupported Photometric Interpretation {photometric[:20]!r}", where)
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _header_number(ds, keyword, where)
     decode_bytes = rows * columns * samples * max(bits_allocated // 8, 1)
     if decode_bytes > MAX_DECODE_BYTES:
         raise RadiographError(
@@ -322,6 +332,19 @@ def _header_int(ds, keyword: str, default: int | None, where: str) -> int:
         return int(value)
     except (TypeError, ValueError) as exc:
         raise RadiographError(f"image header invalid: {keyword} is not a number ({str(value)[:40]!r})",
+                              where) from exc
+
+
+def _header_number(ds, keyword: str, where: str) -> None:
+    """A decimal attribute that must hold a number when present (Rescale Slope and Intercept)."""
+    try:
+        value = ds.get(keyword)
+        if value is not None and value != "":
+            float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        shown = ds.get_item(keyword, keep_deferred=True).value
+        shown = shown.decode("latin-1", "replace") if isinstance(shown, bytes) else str(shown)
+        raise RadiographError(f"image header invalid: {keyword} is not a number ({shown.strip()[:40]!r})",
                               where) from exc
 
 
@@ -400,7 +423,7 @@ def _undecodable(ds, uid: UID, name: str, exc: BaseException) -> str:
     if uid.is_compressed and uid not in _LOSSLESS_SYNTAXES:
         return (f"pixel data not decodable: {name}{depth} (corrupt, or a variant no installed decoder reads) — "
                 "ask for an uncompressed or lossless export")
-    return f"corrupt or truncated pixel data ({name}{depth}): {_decoder_reason(exc)}"
+    return f"corrupt or truncated pixel data ({name}{depth}): the decoder refused it — ask for a new export"
 
 
 def _decoded_by_gdcm(ds, frames: int) -> np.ndarray | None:
@@ -506,16 +529,6 @@ def _missing_plugins(decoder) -> list[str]:
     return [m.split(" - requires ")[-1] if " - requires " in m else m for m in missing]
 
 
-def _decoder_reason(exc: BaseException) -> str:
-    """pydicom joins one message per plugin; keep the most telling line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for prefer in ("pylibjpeg:", "pydicom:", "gdcm:", "pyjpegls:", "pillow:"):
-        for line in lines:
-            if line.startswith(prefer):
-                return _one_line(line)
-    return _one_line(exc)
-
-
 def _to_grey_modality_values(pixels: np.ndarray, ds, where: str, notes: list[str]) -> np.ndarray:
     """Colour to luminance; then the Modality LUT (rescale or LUT sequence) via pydicom. A Modality LUT
     Sequence that cannot be applied is left out with a note: the stored values are still the image."""
@@ -538,7 +551,7 @@ def _to_grey_modality_values(pixels: np.ndarray, ds, where: str, notes: list[str
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
     except Exception as exc:
-        raise RadiographError(f"invalid Modality LUT or colour data: {_one_line(exc)}", where) from exc
+        raise RadiographError("invalid Modality LUT or palette colour data", where) from exc
     if slope == 1 and intercept == 0:
         return pixels
     values = apply_modality_lut(pixels, ds)
@@ -615,8 +628,8 @@ def _dicom_voi(ds, pixels: np.ndarray, data_range: tuple[float, float], notes: l
     if "VOILUTSequence" in ds:
         try:
             lut = voi.voi_lut_from_dataset(ds)
-        except Exception as exc:
-            notes.append(f"VOI LUT Sequence unreadable ({_one_line(exc, 80)}): not used")
+        except Exception:  # noqa: BLE001 - optional for display: the stored window or the histogram is used
+            notes.append("VOI LUT Sequence unreadable: not used")
         else:
             problem = voi.window_misfit(lut.input_window, data_range)
             if problem is None:
@@ -643,8 +656,8 @@ def _first_window(ds, notes: list[str]) -> Window | None:
         center = _first_number(ds.WindowCenter)
         width = _first_number(ds.WindowWidth)
         return Window(center=center, width=width)
-    except Exception as exc:
-        notes.append(f"stored window unreadable ({_one_line(exc, 80)}): not used")
+    except Exception:  # noqa: BLE001 - optional for display: the histogram is used
+        notes.append("stored window (Window Center/Width) unreadable: not used")
         return None
 
 
@@ -795,8 +808,11 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
             frames = int(getattr(image, "n_frames", 1) or 1)
             if kind == "PNG":
                 image.verify()  # checks chunk CRCs without decoding
-    except Exception as exc:
-        raise RadiographError(f"corrupt or truncated {kind} file: {_one_line(exc)}", where) from exc
+    except SyntaxError as exc:  # Pillow's verify(): a chunk's CRC does not match
+        raise RadiographError(f"damaged {kind} file: its checksums do not match (changed in transfer?)",
+                              where) from exc
+    except Exception as exc:  # Pillow names the path and its own checks
+        raise RadiographError(f"corrupt or truncated {kind} file: not a valid {kind} image", where) from exc
     if width > MAX_DIMENSION or height > MAX_DIMENSION:
         raise RadiographError(
             f"image is {height} × {width} pixels; more than {MAX_DIMENSION} per side is refused", where
@@ -815,7 +831,7 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
         encoded = np.fromfile(file, dtype=np.uint8)
         pixels = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except Exception as exc:
-        raise RadiographError(f"corrupt {kind} file: {_one_line(exc)}", where) from exc
+        raise RadiographError(f"corrupt {kind} file: OpenCV could not decode it", where) from exc
     if pixels is None or pixels.size == 0:
         raise RadiographError(f"corrupt or truncated {kind} file: OpenCV could not decode it", where)
 

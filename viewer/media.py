@@ -118,8 +118,8 @@ def referenced_images(dicomdir: str | os.PathLike[str]) -> list[ReferencedImage]
             file_set.load(index, include_orphans=False)
     except MediaError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged index
-        raise MediaError(f"{dicomdir}: not a readable DICOMDIR ({_reason(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged index, in Python's words
+        raise MediaError(f"{dicomdir}: damaged DICOMDIR: its records cannot be read") from exc
     images = []
     root, listings = Path(file_set.path), {}
     # The record tree, not `for instance in file_set`: pydicom leaves out of that the images missing from the
@@ -155,11 +155,6 @@ def _check_links(index) -> None:
             seen.add(offset)
             heads.append(record.get("OffsetOfReferencedLowerLevelDirectoryEntity", 0))
             offset = record.get("OffsetOfTheNextDirectoryRecord", 0)
-
-
-def _reason(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 100 else text[:98].rsplit(" ", 1)[0] + " …"
 
 
 def _text(record, keyword: str) -> str:

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from inference.edge_access import OPERATOR_APIS, operator_flags
 from inference.edge_parts import EdgePartSpec, WireFormat, export_part, part_spec
 from inference.edge_weights import (INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, SharedWeights, find_shared,
-                                    share_weights, used_ranges_sha256, write_shared)
+                                    remove_leftovers, share_weights, used_ranges_sha256, write_shared)
 from inference.stages import StagedModel
 from inference.weights import file_sha256
 
@@ -91,6 +91,8 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
                      progress=lambda message: None) -> list[EdgePartSpec]:
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept)."""
     root.mkdir(parents=True, exist_ok=True)
+    for path in remove_leftovers(root):
+        progress(f"removed {path.relative_to(root)}, left by an interrupted export")
     specs = []
     shared: dict[str, SharedWeights] = {}  # model fingerprint → its weights in this repository
     for request in requests:

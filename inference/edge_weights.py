@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ INDEX_FILE = "weights.json"     # tensor digest → range, for the next export i
 WEIGHTS_DIGEST = "mededge_weights_sha256"
 INLINE_BYTES = 1024             # smaller tensors stay in the ONNX (onnx's own external-data threshold)
 ALIGN = 4096                    # ranges start on a page: onnxruntime may map them instead of copying
+_TEMPORARY = re.compile(r"\..+\.(link|[a-z0-9_]{8})")  # see remove_leftovers
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,16 @@ def _tensor_bytes(tensor) -> bytes:
     from onnx import numpy_helper
 
     return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """The temporary files an interrupted export left in the parts' folders (files are written beside their
+    place and renamed: ".NAME.XXXXXXXX" by `_replace_atomically`, ".NAME.link" by `link`): removed, since the
+    stock-container script serves nothing that SHA256SUMS does not list."""
+    left = [path for path in root.glob("*/*/.*") if path.is_file() and _TEMPORARY.fullmatch(path.name)]
+    for path in left:
+        path.unlink()
+    return left
 
 
 def _replace_atomically(path: Path, write) -> None:

@@ -42,6 +42,16 @@ def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):
     assert [line.split(" (")[0] for line in said] == ["exporting classifier_cut03_fp16"]
     assert (root / "classifier_cut03_fp16/1" / WEIGHTS_FILE).stat().st_ino in blobs
 
+    # An export killed half-way leaves its temporary files beside the parts; the next one removes them (the
+    # container script refuses a repository holding files SHA256SUMS does not list).
+    left = [root / "classifier_cut03_fp16/1/.weights.bin.k2x_9q0a", root / "classifier_cut05_int8/1/.weights.bin.link"]
+    for path in left:
+        path.write_bytes(b"half-written")
+    said.clear()
+    write_repository(root, [PartRequest(model, weights, 3, WireFormat.FP16)], gpu=False, progress=said.append)
+    assert not any(path.exists() for path in left)
+    assert sorted(said) == sorted(f"removed {p.relative_to(root)}, left by an interrupted export" for p in left)
+
     # The stock Triton's onnxruntime backend opens a part from its folder: the tensors come from weights.bin.
     spec = part_spec(model, 5, WireFormat.INT8, weights)
     version = root / spec.name / "1"

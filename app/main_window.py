@@ -337,6 +337,7 @@ class MainWindow(QMainWindow):
     def show_study(self, path: str) -> None:
         radiograph = self.radiographs[path]
         self.current = path
+        self.study_list.mark_shown(path)
         self.canvas.show_radiograph(radiograph)
         self.invert_action.setChecked(False)
         self.tag_browser.show_header(radiograph.header)

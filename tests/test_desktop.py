@@ -213,6 +213,7 @@ def test_a_patient_cd_dropped_opens_the_images_its_dicomdir_lists(qtbot, store, 
     assert all(p.child(0).text(0) == "2026-01-15 · Chest PA" and p.child(0).child(0).text(0) == "CR #1 PA"
                for p in patients)
     assert sorted(p.child(0).child(0).childCount() for p in patients) == [1, 2]
+    assert tree.currentItem().data(0, Qt.ItemDataRole.UserRole) == window.current  # the image shown is marked
     tree.setCurrentItem(next(p for p in patients if p.text(0).startswith("Patient2")))  # a patient: its image
     assert window.current == str(cd / "PT000001/ST000000/SE000000/IM000000")
 

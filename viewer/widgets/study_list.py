@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSignalBlocker, QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 
@@ -121,11 +121,12 @@ class StudyList(QTreeWidget):
             return
         self.paths.remove(path)
         self.rows.pop(path)
-        while item is not None and item.childCount() == 0:
-            parent = item.parent()
-            (parent or self.invisibleRootItem()).removeChild(item)
-            self._groups = {keys: group for keys, group in self._groups.items() if group is not item}
-            item = parent
+        with QSignalBlocker(self):  # the selection moves as rows go: the window chooses what it shows next
+            while item is not None and item.childCount() == 0:
+                parent = item.parent()
+                (parent or self.invisibleRootItem()).removeChild(item)
+                self._groups = {keys: group for keys, group in self._groups.items() if group is not item}
+                item = parent
 
     def set_status(self, path: str, status: str) -> None:
         if path in self.rows:
@@ -134,6 +135,14 @@ class StudyList(QTreeWidget):
 
     def status(self, path: str) -> str:
         return self.rows[path].status
+
+    def mark_shown(self, path: str) -> None:
+        """Select the row of the image on screen (shown from elsewhere: opening, closing, Analyze all)."""
+        item = self._images.get(path)
+        if item is not None and self.currentItem() is not item:
+            with QSignalBlocker(self):  # it is shown already
+                self.setCurrentItem(item)
+            self.viewport().update()
 
     def _show(self, path: str) -> None:
         item, text = self._images[path], self.rows[path].text()

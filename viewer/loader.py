@@ -172,7 +172,7 @@ def _load_dicom(file: Path, has_preamble: bool) -> Radiograph:
             raise RadiographError("not an image file: no DICOM elements could be read", where)
 
         transfer_syntax = _ensure_transfer_syntax(ds, notes)
-        frames = _check_image_header(ds, where)
+        frames = _check_image_header(ds, where, notes)
         pixels = _decode_first_frame(ds, transfer_syntax, where, notes)
         pixels = _to_grey_modality_values(pixels, ds, where, notes)
         radiograph = _dicom_radiograph(ds, file, pixels, frames, transfer_syntax, notes)
@@ -230,7 +230,7 @@ def _ensure_transfer_syntax(ds, notes: list[str]) -> str:
     return str(uid)
 
 
-def _check_image_header(ds, where: str) -> int:
+def _check_image_header(ds, where: str, notes: list[str]) -> int:
     """Refuse what is not an image, or too large to decode, before touching the pixel data."""
     if not any(_has_value(ds, k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         if "DirectoryRecordSequence" in ds:
@@ -255,7 +255,12 @@ def _check_image_header(ds, where: str) -> int:
     columns = _header_int(ds, "Columns", None, where)
     samples = _header_int(ds, "SamplesPerPixel", 1, where) or 1  # 0 read as absent, as before
     bits_allocated = _header_int(ds, "BitsAllocated", None, where)
-    frames = _header_int(ds, "NumberOfFrames", 1, where) or 1  # 0 read as absent, as before
+    try:
+        frames = _header_int(ds, "NumberOfFrames", 1, where) or 1  # 0 read as absent, as before
+    except RadiographError:  # only the first frame is shown: a count that cannot be read must not stop it
+        notes.append("Number of Frames unreadable: read as one frame (the first is shown)")
+        del ds.NumberOfFrames
+        frames = 1
     if rows <= 0 or columns <= 0:
         raise RadiographError(f"image has no pixels ({rows} × {columns})", where)
     if rows > MAX_DIMENSION or columns > MAX_DIMENSION:

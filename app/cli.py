@@ -388,7 +388,7 @@ def _add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) ->
     parser.add_argument("--detector-weights", metavar="F", help="detector state dict (default: demo weights)")
     parser.add_argument("--classifier-weights", metavar="F", help="classifier weights (default: demo weights)")
     parser.add_argument("--detector-arch", choices=("yolov4-p5", "yolov4-p6", "yolov4-p7"),
-                        help="detector network (default from resources/models/models.yaml: yolov4-p5)")
+                        help="detector network (default from inference/resources/models/models.yaml: yolov4-p5)")
     parser.add_argument("--detector-size", type=int, metavar="PX", help="letterbox size (default 512)")
     parser.add_argument("--confidence", type=float, help="detection threshold (default 0.4)")
     parser.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.5)")

@@ -31,7 +31,7 @@ from inference.weights import file_sha256
 
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
-PYTHON_MODEL = Path(__file__).resolve().parent.parent / "packaging" / "triton" / "python_model.py"
+PYTHON_MODEL = Path(__file__).resolve().parent / "resources" / "triton" / "python_model.py"  # package data
 _DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
 DIGEST = "mededge_onnx_sha256"

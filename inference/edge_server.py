@@ -11,7 +11,7 @@ loopback; and Triton itself refuses every call that loads, unloads or changes a 
 or changes logging or tracing unless it carries a credential made at each start (`--grpc-restricted-protocol`;
 it also lies in `control.json`, mode 0600, for `edge control`). Plaintext beyond loopback needs `insecure=True`.
 The repository must be changeable by nobody but its owner (and root), hold no symbolic links, and each part
-loads only if its ONNX is the one exported (packaging/triton/python_model.py checks the SHA-256).
+loads only if its ONNX is the one exported (inference/resources/triton/python_model.py checks the SHA-256).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ build_s=$(( $(date +%s) - start ))
 [ -x "$APP/MedEdgeViewer" ] || { echo "build.sh: $APP/MedEdgeViewer was not built" >&2; exit 1; }
 
 # The bundle must carry every DICOM decoder the loader relies on, and no edge server.
-for needed in resources/models/models.yaml '_openjpeg.*.so' '_libjpeg.*.so' 'rle/*.so' '_CharLS.*.so' \
+for needed in inference/resources/models/models.yaml '_openjpeg.*.so' '_libjpeg.*.so' 'rle/*.so' '_CharLS.*.so' \
               '_gdcm/_gdcmswig.so' _gdcm/XML/Part3.xml 'pylibjpeg_openjpeg-*.dist-info/entry_points.txt' \
               'torch/lib/libtorch_cpu.so' 'onnxruntime/capi/onnxruntime_pybind11_state.*.so' \
               'PySide6/Qt/plugins/platforms/libqxcb.so' 'PySide6/Qt/plugins/platforms/libqoffscreen.so'; do

@@ -105,7 +105,7 @@ class _JsonLines:
 def _infer_setup(args: argparse.Namespace):
     """(analyzer, edge client or None, plan, planner or None) for `infer`; ValueError and friends on bad options."""
     from inference.analyze import Analyzer
-    from inference.edge_parts import WireFormat
+    from inference.wire import WireFormat
     from inference.plan import parse_split
 
     edge = _edge(args) if args.edge else None
@@ -212,7 +212,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     """Each configuration (a local runtime, or a split on --edge) over the labelled images, then the metrics."""
     from inference.analyze import Analyzer
     from inference.edge_client import EdgeError
-    from inference.edge_parts import WireFormat
+    from inference.wire import WireFormat
     from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, \
         table
     from inference.plan import parse_split
@@ -425,7 +425,7 @@ def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
 
 
 def _part_requests(args: argparse.Namespace, analyzer) -> list:
-    from inference.edge_parts import WireFormat
+    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest
     from inference.plan import AUTO_CUTS
 

@@ -19,10 +19,10 @@ import torch  # noqa: E402
 
 from inference.analyze import Analyzer  # noqa: E402
 from inference.benchmark import machine_description  # noqa: E402
-from inference.edge_parts import WireFormat, tensor_name  # noqa: E402
+from inference.edge_parts import tensor_name  # noqa: E402
 from inference.preprocess import classifier_crops, letterbox  # noqa: E402
 from inference.stages import INPUT  # noqa: E402
-from inference.wire import encode  # noqa: E402
+from inference.wire import WireFormat, encode  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 

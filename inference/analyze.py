@@ -22,7 +22,7 @@ import torch
 from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.detector import DetectorConfig, YoloDetector
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
-from inference.edge_parts import EdgePartSpec, ModelKind, WireFormat, kind_of, part_spec, tensor_name
+from inference.edge_parts import EdgePartSpec, ModelKind, kind_of, part_spec, tensor_name
 from inference.findings import ActivationMaps, Detection, Findings, Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
@@ -30,7 +30,7 @@ from inference.preprocess import Letterbox, classifier_crops, letterbox
 from inference.stages import INPUT, StagedModel
 from inference.runtimes import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
 from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
-from inference.wire import encode
+from inference.wire import WireFormat, encode
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 

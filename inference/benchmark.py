@@ -21,7 +21,8 @@ from inference.analyze import Analyzer, ModelChoice
 from inference.findings import Findings
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import ENCODINGS, WireFormat, kind_of, part_name
+from inference.edge_parts import kind_of, part_name
+from inference.wire import ENCODINGS, WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.plan import ModelPlan, Plan

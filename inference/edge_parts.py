@@ -21,6 +21,7 @@ from torch import nn
 from inference.classifier import CheXNet
 from inference.detector import YoloDetector
 from inference.stages import INPUT, StagedModel
+from inference.wire import WireFormat, dequantize_torch, encode
 
 ONNX_OPSET = 17
 FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to the input size
@@ -29,34 +30,6 @@ FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to t
 class ModelKind(str, enum.Enum):
     DETECTOR = "detector"
     CLASSIFIER = "classifier"
-
-
-class WireFormat(str, enum.Enum):
-    """How the tensors crossing a cut travel to the edge. FP16 halves the bytes; the edge computes in FP32."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"  # uint8 codes + per-channel scale and zero point (see inference/wire.py)
-    # int8, with the request deflate-compressed by gRPC itself and inflated by the server's gRPC before
-    # Triton sees it: lossless, and served by the same edge part as int8 (a stock Triton needs nothing more).
-    INT8_DEFLATE = "int8+deflate"
-
-    @property
-    def encoding(self) -> WireFormat:
-        """The tensor encoding, which decides the edge part (compression happens below it, in gRPC)."""
-        return WireFormat.INT8 if self is WireFormat.INT8_DEFLATE else self
-
-    @property
-    def compression(self) -> str | None:
-        """gRPC's message compression for the request (tritonclient's `compression_algorithm`)."""
-        return "deflate" if self is WireFormat.INT8_DEFLATE else None
-
-    @property
-    def triton_dtype(self) -> str:
-        return {"fp32": "FP32", "fp16": "FP16", "int8": "UINT8"}[self.encoding.value]
-
-
-ENCODINGS = tuple(dict.fromkeys(w.encoding for w in WireFormat))  # the wire formats with an edge part each
 
 
 def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
@@ -180,8 +153,6 @@ class EdgePart(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.wire is WireFormat.INT8:  # (codes, scale, zero) per crossing tensor
-            from inference.wire import dequantize_torch
-
             tensors = tuple(dequantize_torch(*tensors[i:i + 3]) for i in range(0, len(tensors), 3))
         else:
             tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
@@ -200,8 +171,6 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path) -> None:
     part = EdgePart(model, spec.cut, spec.wire).eval()
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
-    from inference.wire import encode
-
     names_in = [t.name for t in spec.inputs]
     encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
     args = tuple(torch.from_numpy(encoded[name]) for name in names_in)

@@ -46,9 +46,7 @@ class ActivationMaps:
     geometry: CropGeometry
 
     def upsampled(self, finding: str) -> np.ndarray:
-        from inference.postprocess import heat_map  # postprocess imports this module
-
-        return heat_map(self.maps[self.names.index(finding)], self.geometry)
+        return self.geometry.heat_map(self.maps[self.names.index(finding)])
 
 
 @dataclass(frozen=True)

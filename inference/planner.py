@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import platform
 import statistics
 import time
 import zlib
@@ -32,14 +31,14 @@ import torch
 
 from inference.classifier import CheXNet
 from inference.edge_client import EdgeClient, EdgeError
-from inference.edge_parts import (ENCODINGS, EdgePartSpec, WireFormat, fingerprint_of, identity_of, kind_of,
-                                  part_name, sample_input, tensor_name)
+from inference.edge_parts import (EdgePartSpec, fingerprint_of, identity_of, kind_of, part_name, sample_input,
+                                   tensor_name)
+from inference.fidelity import PROBABILITY_TOLERANCE, boxes_match
 from inference.plan import ModelPlan, Plan
+from inference.runtimes import machine_key, median_ms
 from inference.stages import INPUT, StagedModel
-from inference.wire import deflated, encode, round_trip
+from inference.wire import ENCODINGS, WireFormat, deflated, encode, round_trip
 
-PROBABILITY_TOLERANCE = 0.02  # the fidelity gate: a wire format must keep probabilities within this
-BOX_IOU = 0.9                 # … and match every box at this IoU
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
 PROFILED_PARTS = 4            # per model and plan: edge parts measured before the best prediction is trusted
@@ -121,10 +120,6 @@ def _write_json(path: Path, value) -> None:
         pass  # a read-only data folder: measured again next time
 
 
-def machine_key() -> str:
-    return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
-
-
 def analysis_batch(model: StagedModel) -> int:
     """Images per analysis: CheXNet's ten crops when configured, else one."""
     return 10 if isinstance(model, CheXNet) and model.config.ten_crop else 1
@@ -178,18 +173,8 @@ def passes_fidelity(model: StagedModel, cut: int, wire: WireFormat, images: list
             if isinstance(model, CheXNet):
                 if float((result - reference).abs().max()) > PROBABILITY_TOLERANCE:
                     return False
-            elif decode is not None and not _boxes_match(decode(reference), decode(result)):
+            elif decode is not None and not boxes_match(decode(reference), decode(result)):
                 return False
-    return True
-
-
-def _boxes_match(expected, got) -> bool:
-    from inference.postprocess import box_iou
-
-    boxes = np.array([d.box_xyxy for d in got]).reshape(-1, 4)
-    for detection in expected:
-        if not len(boxes) or box_iou(np.array(detection.box_xyxy), boxes).max() < BOX_IOU:
-            return False
     return True
 
 
@@ -240,8 +225,6 @@ class Planner:
         if session is None:
             return sum(self.local_ms(name, model))
         if name not in self._whole:
-            from inference.runtimes import median_ms
-
             image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
             self._whole[name] = median_ms(lambda: session.run(image))
         return self._whole[name]

@@ -1,12 +1,12 @@
-"""From raw model outputs to findings: detection decode + NMS + un-letterbox; calibrated probabilities; heat maps."""
+"""From raw model outputs to findings: detection decode + NMS + un-letterbox; calibrated probabilities (heat maps
+go back onto the image through their crop's geometry: `CropGeometry.heat_map`)."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from inference.findings import Detection
-from inference.preprocess import CropGeometry, Letterbox
+from inference.preprocess import Letterbox
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -64,22 +64,3 @@ def calibrate(probabilities: np.ndarray, operating_points: tuple[float, ...] | N
         low = probabilities / (t * 2)
         high = 1.0 - (1.0 - probabilities) / ((1.0 - t) * 2)
     return np.where(np.isnan(t), np.nan, np.where(probabilities < t, low, high))
-
-
-def heat_map(cam: np.ndarray, geometry: CropGeometry) -> np.ndarray:
-    """One class-activation map of the centre crop → [rows, cols] in [0, 1] on the original image.
-
-    Upsampled to its crop, placed in the resized image (zero outside the crop), resized to the
-    original, and scaled so its largest positive activation is 1.
-    """
-    rows, cols = geometry.original
-    new_rows, new_cols = geometry.resized
-    top, left = geometry.origins[geometry.centre_index]
-    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0)
-    peak = float(cam.max())
-    if peak <= 0:
-        return np.zeros((rows, cols), dtype=np.float32)
-    placed = np.zeros((new_rows, new_cols), dtype=np.float32)
-    placed[top:top + geometry.crop, left:left + geometry.crop] = cv2.resize(
-        cam / peak, (geometry.crop, geometry.crop), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(placed, (cols, rows), interpolation=cv2.INTER_LINEAR)

@@ -66,6 +66,24 @@ class CropGeometry:
     def centre_index(self) -> int:
         return len(self.origins) - 1
 
+    def heat_map(self, cam: np.ndarray) -> np.ndarray:
+        """One class-activation map of the centre crop → [rows, cols] in [0, 1] on the original image.
+
+        Upsampled to its crop, placed in the resized image (zero outside the crop), resized to the
+        original, and scaled so its largest positive activation is 1.
+        """
+        rows, cols = self.original
+        new_rows, new_cols = self.resized
+        top, left = self.origins[self.centre_index]
+        cam = np.maximum(np.asarray(cam, dtype=np.float32), 0)
+        peak = float(cam.max())
+        if peak <= 0:
+            return np.zeros((rows, cols), dtype=np.float32)
+        placed = np.zeros((new_rows, new_cols), dtype=np.float32)
+        placed[top:top + self.crop, left:left + self.crop] = cv2.resize(
+            cam / peak, (self.crop, self.crop), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(placed, (cols, rows), interpolation=cv2.INTER_LINEAR)
+
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import statistics
 import time
 import weakref
@@ -46,8 +47,10 @@ import numpy as np
 import torch
 
 from inference.classifier import CheXNet
-from inference.edge_parts import (ModelKind, WireFormat, export_part, identity_of, kind_of, output_names,
-                                  part_difference, part_spec, sample_input)
+from inference.edge_parts import (ModelKind, export_part, identity_of, kind_of, output_names, part_difference,
+                                   part_spec, sample_input)
+from inference.wire import WireFormat
+from inference.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 from inference.settings import LOCAL_RUNTIMES
 from inference.stages import INPUT, StagedModel
 
@@ -288,8 +291,6 @@ def gate(model: StagedModel, session: OnnxModel | TorchHalf, images: Iterable[np
     (`passes`) with what it saw, including the largest difference as `part_difference` measures it
     (probabilities; detector scores and box coordinates as a fraction of the input).
     """
-    from inference.planner import BOX_IOU, PROBABILITY_TOLERANCE, _boxes_match
-
     detector = kind_of(model) is ModelKind.DETECTOR
     name = "output" if detector else "probabilities"
     worst, boxes, scores, count = 0.0, True, 0.0, 0
@@ -301,7 +302,7 @@ def gate(model: StagedModel, session: OnnxModel | TorchHalf, images: Iterable[np
             worst = max(worst, part_difference(kind_of(model), name, reference, got, image.shape[-1]))
             if detector:
                 want, have = detections_in_input(model, reference), detections_in_input(model, got)
-                boxes &= _boxes_match(want, have) and _boxes_match(have, want)
+                boxes &= boxes_match(want, have) and boxes_match(have, want)
                 # Box matching alone is vacuous where nothing crosses the threshold: every anchor's confidence
                 # (objectness × class score, what the threshold and NMS see) is held to the probability tolerance.
                 scores = max(scores, float(np.abs(reference[..., 4:5] * reference[..., 5:]
@@ -351,9 +352,12 @@ def median_ms(function, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
-    from inference.planner import machine_key
+def machine_key() -> str:
+    """This machine, for the measurements kept on disk (stage profiles, runtime choices): they hold for it."""
+    return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
 
+
+def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     # Weights are part of the key: the gate verdicts depend on them (the timings do not).
     key = f"runtime-{machine_key()}-{kind_of(model).value}-" + "-".join(
         v for k, v in identity_of(model, weights) if k != "classes")

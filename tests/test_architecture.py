@@ -40,3 +40,24 @@ print(len(names))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 5  # loader, display, voi, radiograph, errors, report, ...
+
+
+def test_no_import_cycles_and_no_private_names_across_modules():
+    """Issue 21: every import runs one way (none back, not even inside a function), and a module's private
+    names (`_name`) stay in it."""
+    import ast
+
+    import grimp
+
+    graph = grimp.build_graph("app", "viewer", "inference")
+    ours = {m for m in graph.modules if m.split(".")[0] in ("app", "viewer", "inference")}
+    cycles = sorted({tuple(sorted((a, b))) for a in ours for b in graph.find_modules_directly_imported_by(a)
+                     if b in ours and graph.chain_exists(importer=b, imported=a)})
+    assert not cycles, cycles
+    crossing = []
+    for path in sorted(p for package in ("app", "viewer", "inference") for p in (ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("app", "viewer", "inference"):
+                crossing += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_")]
+    assert not crossing, crossing

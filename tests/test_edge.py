@@ -25,7 +25,7 @@ from dicom_factory import dataset, gradient, write
 from inference.analyze import AHEAD, Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
-from inference.edge_parts import WireFormat
+from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, EdgeServerError, free_ports
 from inference.findings import Mode

@@ -32,7 +32,8 @@ from conftest import ROOT
 from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import WireFormat, part_spec
+from inference.edge_parts import part_spec
+from inference.wire import WireFormat
 from inference.edge_repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
 from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.findings import Mode

@@ -13,11 +13,11 @@ import onnxruntime
 import torch
 
 from inference.analyze import Analyzer
-from inference.edge_parts import WireFormat, export_part, part_spec, sample_input, tensor_name
+from inference.edge_parts import export_part, part_spec, sample_input, tensor_name
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_weights import WEIGHTS_FILE, bytes_on_disk
 from inference.stages import INPUT
-from inference.wire import encode
+from inference.wire import WireFormat, encode
 
 
 def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):

@@ -18,7 +18,8 @@ from bench.relay import Relay
 from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
-from inference.edge_parts import WireFormat, part_spec
+from inference.edge_parts import part_spec
+from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.findings import Mode

@@ -243,7 +243,7 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     from test_edge import start_server
 
     from inference.analyze import Analyzer
-    from inference.edge_parts import WireFormat
+    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest, write_repository
     from inference.plan import AUTO_CUTS
 
@@ -283,7 +283,7 @@ def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbo
 
     from bench.relay import Relay
     from inference.analyze import Analyzer
-    from inference.edge_parts import WireFormat
+    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest, write_repository
 
     models = Analyzer()

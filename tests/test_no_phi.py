@@ -17,7 +17,7 @@ from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import WireFormat
+from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan

@@ -8,14 +8,13 @@ import torch
 
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner, local_stage_ms, passes_fidelity
 from inference.runtimes import RUNTIMES
 from inference.stages import INPUT
-from inference.wire import dequantize_torch, quantize, round_trip
+from inference.wire import WireFormat, dequantize_torch, quantize, round_trip
 from test_edge import TINY, start_server
 from viewer.loader import load_radiograph
 

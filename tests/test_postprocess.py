@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inference.findings import Detection
-from inference.postprocess import decode_detections, heat_map, nms
+from inference.postprocess import decode_detections, nms
 from inference.preprocess import LETTERBOX_GREY, classifier_crops, letterbox
 
 
@@ -79,7 +79,7 @@ def test_heat_map_lies_on_the_centre_crop_of_the_original():
     assert geometry.resized == (256, 512) and geometry.origins == ((16, 144),)
     cam = np.zeros((7, 7), np.float32)
     cam[3, 3] = 2.0
-    full = heat_map(cam, geometry)
+    full = geometry.heat_map(cam)
     assert full.shape == (300, 600) and full.max() == pytest.approx(1.0, abs=0.05)
     peak_y, peak_x = np.unravel_index(full.argmax(), full.shape)
     assert abs(peak_x - 300) < 20 and abs(peak_y - 150) < 20

@@ -15,7 +15,7 @@ import torch
 
 from conftest import ROOT
 from inference.analyze import Analyzer, ModelChoice
-from inference.planner import PROBABILITY_TOLERANCE
+from inference.fidelity import PROBABILITY_TOLERANCE
 from inference.runtimes import (DYNAMIC, FP32, HALF, RUNTIMES, STATIC, OnnxModel, RuntimeRefused, TorchHalf,
                                 choose_runtime, current_static, fp32_file, model_input, open_runtime, verdict)
 from test_edge import TINY

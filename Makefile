@@ -33,6 +33,7 @@ run: $(STAMP) sysdeps
 	$(PY) main.py $(ARGS)
 
 test: $(STAMP) $(OTHER_TRITON) sysdeps-test
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 

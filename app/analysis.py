@@ -13,9 +13,9 @@ from app.workers import Worker, start
 from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus, connect
 from inference.edge_repository import PROBE_MODEL
-from inference.wire import WireFormat
 from inference.plan import Plan, parse_split
 from inference.planner import Planner
+from inference.wire import WireFormat
 from viewer.radiograph import Radiograph
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Sequence
 
 from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 from viewer.media import files_to_open
@@ -105,8 +105,8 @@ class _JsonLines:
 def _infer_setup(args: argparse.Namespace):
     """(analyzer, edge client or None, plan, planner or None) for `infer`; ValueError and friends on bad options."""
     from inference.analyze import Analyzer
-    from inference.wire import WireFormat
     from inference.plan import parse_split
+    from inference.wire import WireFormat
 
     edge = _edge(args) if args.edge else None
     analyzer = Analyzer(_model_choice(args), edge=edge)
@@ -212,11 +212,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     """Each configuration (a local runtime, or a split on --edge) over the labelled images, then the metrics."""
     from inference.analyze import Analyzer
     from inference.edge_client import EdgeError
-    from inference.wire import WireFormat
-    from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, \
-        table
+    from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, table
     from inference.plan import parse_split
     from inference.weights import WeightsError
+    from inference.wire import WireFormat
 
     try:
         labels = read_labels(args.labels)
@@ -425,9 +424,9 @@ def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
 
 
 def _part_requests(args: argparse.Namespace, analyzer) -> list:
-    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest
     from inference.plan import AUTO_CUTS
+    from inference.wire import WireFormat
 
     models = {"detector": (analyzer.detector, analyzer.detector_source),
               "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}

@@ -149,7 +149,7 @@ class Batch:
         self._keys = keys = {path: file_key(path) for path in unique}
         before = [done.get(_identity(keys[p])) if keys[p] else None for p in unique]
         self.total = len(unique)
-        self.todo = [p for p, record in zip(unique, before) if record is None]
+        self.todo = [p for p, record in zip(unique, before, strict=True) if record is None]
         self.skipped = self.total - len(self.todo)
         self.failed_before = sum(1 for record in before if record is not None and "error" in record)
         self.analysed = 0

@@ -27,9 +27,9 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 from inference.analyze import Analyzer  # noqa: E402
 from inference.benchmark import machine_description  # noqa: E402
 from inference.edge_parts import part_spec  # noqa: E402
-from inference.wire import WireFormat
 from inference.edge_repository import PROBE_MODEL, PartRequest, write_repository  # noqa: E402
 from inference.edge_server import EdgeServer, free_ports  # noqa: E402
+from inference.wire import WireFormat  # noqa: E402
 
 
 def requests(analyzer: Analyzer) -> dict[str, tuple[str, list]]:

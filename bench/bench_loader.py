@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dicom_factory import dataset, gradient, write  # noqa: E402
 from inference.benchmark import machine_description  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
+
+from dicom_factory import dataset, gradient, write  # noqa: E402
 
 SIZE = 3000
 SOURCE = ROOT.parent / "shared/data/cxr/dicom/DX_chest_966_fixed.dcm"
@@ -86,12 +86,12 @@ def main() -> int:
     report = {
         "benchmark": "load 3000x3000 16-bit DICOM + display-ready 8-bit image",
         "content": content,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
         "results": results,
     }
     print(f"{report['date']} · {report['machine']} · content: {content}")
-    print(f"| encoding | file MB | load median ms | 8-bit median ms | total median ms | total p95 ms | runs |")
+    print("| encoding | file MB | load median ms | 8-bit median ms | total median ms | total p95 ms | runs |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['file_mb']:.1f} | {r['load_median_ms']:.0f} | {r['render_median_ms']:.0f} | "

@@ -66,13 +66,13 @@ def main() -> int:
             output = "output" if name == "detector" else "probabilities"
             with torch.inference_mode():
                 reference = model(torch.from_numpy(batch)).numpy()
-                torch_ms = median_ms(lambda: model(torch.from_numpy(batch)), repeats=7)
+                torch_ms = median_ms(lambda model=model, batch=batch: model(torch.from_numpy(batch)), repeats=7)
             torch_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
             print(f"| {name} | PyTorch eager | {torch_mb:.0f} | {torch_ms:.0f} | 1.00× | — | — | — |", flush=True)
             for runtime in (FP32, DYNAMIC, STATIC):
                 session = OnnxModel(model, weights, Path(folder), runtime,
                                     calibration=inputs if runtime == STATIC else None)
-                ms = median_ms(lambda: session.run(batch), repeats=7)
+                ms = median_ms(lambda session=session, batch=batch: session.run(batch), repeats=7)
                 got = session.run(batch)[output]
                 difference = part_difference(kind_of(model), output, reference, got, batch.shape[-1])
                 verdict = gate(model, session, inputs)

@@ -45,7 +45,7 @@ def main() -> int:
                 model.to(memory_format=layout)
                 image = batch.contiguous(memory_format=layout)
                 with torch.inference_mode():
-                    ms = median_ms(lambda: model(image), repeats=7)
+                    ms = median_ms(lambda model=model, image=image: model(image), repeats=7)
                     difference = float(np.abs(model(image).numpy() - reference).max())
                 baseline = baseline or ms
                 label = "channels-last" if layout is torch.channels_last else "contiguous (NCHW)"

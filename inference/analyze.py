@@ -27,8 +27,8 @@ from inference.findings import ActivationMaps, Detection, Findings, Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import calibrate, decode_detections
 from inference.preprocess import Letterbox, classifier_crops, letterbox
-from inference.stages import INPUT, StagedModel
 from inference.runtimes import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
+from inference.stages import INPUT, StagedModel
 from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.wire import WireFormat, encode
 from viewer.display import render_8bit
@@ -265,23 +265,21 @@ class Analyzer:
         send = self._pool.submit
         pending: deque[_Begun | StudyError] = deque()
         try:
-            for study in studies:
+            for study in itertools.chain(studies, (None,)):  # None: the input is over, finish the rest
                 if isinstance(study, StudyError):
                     pending.append(study)
-                else:
+                elif study is not None:
                     with self._lock, torch.inference_mode():
-                        pending.append(self._guarded(study.path, lambda: self._begin(
+                        pending.append(self._guarded(study.path, lambda study=study: self._begin(
                             study, self._checked(current()), with_heat_maps, check, send, AHEAD)))
-                while len(pending) > AHEAD or (pending and isinstance(pending[-1], StudyError)):
-                    result = self._finish(pending.popleft(), allow_fallback, check)
+                while pending and (study is None or len(pending) > AHEAD or isinstance(pending[-1], StudyError)):
+                    result = self._finish(pending[0], allow_fallback, check)
+                    ends = isinstance(result, StudyError) and isinstance(result.error, EdgeError)
+                    if not ends:  # an edge failure's study stays: its other model's request is abandoned too
+                        pending.popleft()
                     yield result
-                    if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
+                    if ends:
                         return
-            while pending:
-                result = self._finish(pending.popleft(), allow_fallback, check)
-                yield result
-                if isinstance(result, StudyError) and isinstance(result.error, EdgeError):
-                    return
         finally:  # ended early (an edge failure, cancelled, or the caller stopped reading): nothing left behind
             _abandon(pending)
 
@@ -496,7 +494,7 @@ class Analyzer:
     def _shown_probabilities(self, probabilities: np.ndarray) -> dict[str, float]:
         """The ChestX-ray14 findings this classifier predicts, in ChestX-ray14 order; others left out."""
         calibrated = calibrate(probabilities, self.classifier_weights.operating_points)
-        by_name = dict(zip(self.classifier.config.classes, calibrated))
+        by_name = dict(zip(self.classifier.config.classes, calibrated, strict=True))
         return {name: float(by_name[name]) for name in CHESTXRAY14
                 if name in by_name and np.isfinite(by_name[name])}
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from inference.analyze import Analyzer, ModelChoice
-from inference.findings import Findings
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
 from inference.edge_parts import kind_of, part_name
-from inference.wire import ENCODINGS, WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
+from inference.findings import Findings
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner, series_bound_ms
+from inference.wire import ENCODINGS, WireFormat
 from viewer.radiograph import Radiograph
 
 QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}
@@ -141,7 +141,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         plans = [_plan_for(auto, name, ModelPlan(model.stage_count))]
         plans += [_plan_for(auto, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
         keys = [(model.stage_count, WireFormat.FP32)] + list(options[name]) + [(chosen.cut, chosen.wire)]
-        for label, key, (median, p95) in zip(labels, keys, _interleaved(analyzer, radiograph, plans, name, repeats)):
+        for label, key, (median, p95) in zip(labels, keys, _interleaved(analyzer, radiograph, plans, name, repeats), strict=True):
             rows.append(Row(name, *label, median, p95, predicted.get(key)))
     series = measure_series(analyzer, radiograph, auto, series_plan, count=SERIES_STUDIES, progress=progress)
     series["predicted_bound_ms"] = series_bound_ms(tuple(series_options.values()), planner.preprocess_ms)

@@ -111,7 +111,7 @@ class YoloDetector(StagedModel):
         """Detect biases as the original initialises them (few objects per image); used for demo weights."""
         detect = self.detect
         with torch.no_grad():
-            for conv, stride in zip(detect.m, detect.stride.tolist()):
+            for conv, stride in zip(detect.m, detect.stride.tolist(), strict=True):
                 bias = conv.bias.view(detect.per_level, -1)
                 bias[:, 4] += math.log(8 / (640 / stride) ** 2)
                 bias[:, 5:] += math.log(0.6 / (detect.classes - 0.99))

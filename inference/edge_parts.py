@@ -136,7 +136,7 @@ def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> E
             inputs += [TensorSpec(tensor_name(index) + "_scale", channels, "FP32"),
                        TensorSpec(tensor_name(index) + "_zero", channels, "FP32")]
     inputs = tuple(inputs)
-    outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32") for name, t in zip(output_names(model, cut), outputs))
+    outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32") for name, t in zip(output_names(model, cut), outputs, strict=True))
     return EdgePartSpec(kind_of(model), cut, wire, inputs, outs, identity_of(model, weights))
 
 
@@ -158,7 +158,7 @@ class EdgePart(nn.Module):
             tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
         last = self.model.stage_count - 1
         keep = [self.model.features_stage] if "features" in self.names else []
-        result = self.model.run_stages(dict(zip(self.crossing, tensors)), self.cut, last + 1, keep=keep)
+        result = self.model.run_stages(dict(zip(self.crossing, tensors, strict=True)), self.cut, last + 1, keep=keep)
         if "features" in self.names:
             return result[last], result[self.model.features_stage]
         return (result[last],)
@@ -184,8 +184,8 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path) -> None:
                           dynamic_axes={name: {0: "batch"} for name in names_in + names_out})
         expected = part(*args)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(names_out, {n: a.numpy() for n, a in zip(names_in, args)})
-    for name, want, have in zip(names_out, expected, got):
+    got = session.run(names_out, {n: a.numpy() for n, a in zip(names_in, args, strict=True)})
+    for name, want, have in zip(names_out, expected, got, strict=True):
         difference = part_difference(spec.kind, name, want.numpy(), have, model_input_shape(model)[-1])
         if difference > FP32_TOLERANCE:
             raise RuntimeError(f"{spec.name}: ONNX output {name!r} differs from PyTorch by {difference:.2e}")

@@ -14,21 +14,29 @@ repository is writable by group or others.
 from __future__ import annotations
 
 import shutil
-
-import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.edge_access import OPERATOR_APIS, operator_flags
 from inference.edge_parts import EdgePartSpec, export_part, part_spec
-from inference.wire import WireFormat
-from inference.edge_weights import (INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, SharedWeights, find_shared,
-                                    remove_leftovers, share_weights, used_ranges_sha256, write_shared)
+from inference.edge_weights import (
+    INDEX_FILE,
+    WEIGHTS_DIGEST,
+    WEIGHTS_FILE,
+    SharedWeights,
+    find_shared,
+    remove_leftovers,
+    share_weights,
+    used_ranges_sha256,
+    write_shared,
+)
 from inference.stages import StagedModel
 from inference.weights import file_sha256
+from inference.wire import WireFormat
 
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000

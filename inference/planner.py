@@ -31,8 +31,15 @@ import torch
 
 from inference.classifier import CheXNet
 from inference.edge_client import EdgeClient, EdgeError
-from inference.edge_parts import (EdgePartSpec, fingerprint_of, identity_of, kind_of, part_name, sample_input,
-                                   tensor_name)
+from inference.edge_parts import (
+    EdgePartSpec,
+    fingerprint_of,
+    identity_of,
+    kind_of,
+    part_name,
+    sample_input,
+    tensor_name,
+)
 from inference.fidelity import PROBABILITY_TOLERANCE, boxes_match
 from inference.plan import ModelPlan, Plan
 from inference.runtimes import machine_key, median_ms

@@ -52,7 +52,7 @@ def decode_detections(raw: np.ndarray, geometry: Letterbox, labels: tuple[str, .
     keep = nms(boxes + offset, scores, iou)[:max_detections]
     original = geometry.to_original(boxes[keep])
     return [Detection(labels[int(cls[k])], float(scores[k]), tuple(float(v) for v in box))
-            for k, box in zip(keep, original)]
+            for k, box in zip(keep, original, strict=True)]
 
 
 def calibrate(probabilities: np.ndarray, operating_points: tuple[float, ...] | None) -> np.ndarray:

@@ -32,6 +32,7 @@ measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onn
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -47,12 +48,20 @@ import numpy as np
 import torch
 
 from inference.classifier import CheXNet
-from inference.edge_parts import (ModelKind, export_part, identity_of, kind_of, output_names, part_difference,
-                                   part_spec, sample_input)
-from inference.wire import WireFormat
+from inference.edge_parts import (
+    ModelKind,
+    export_part,
+    identity_of,
+    kind_of,
+    output_names,
+    part_difference,
+    part_spec,
+    sample_input,
+)
 from inference.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 from inference.settings import LOCAL_RUNTIMES
 from inference.stages import INPUT, StagedModel
+from inference.wire import WireFormat
 
 TORCH = "torch"
 HALF = "torch-fp16"
@@ -164,8 +173,7 @@ class _Reader:
 
 def build_quantized(fp32: Path, runtime: str, images: Sequence[np.ndarray] | None = None) -> Path:
     """Write the INT8 build of `fp32` (reused when already there) and return its path."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if runtime == STATIC and not images:
@@ -231,7 +239,7 @@ class OnnxModel:
         self.path = path
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})))
+        return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch.astype(np.float32)}), strict=True))
 
 
 class TorchHalf:
@@ -255,7 +263,7 @@ class TorchHalf:
             image = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float16)
             result = model.run_stages({INPUT: image}, 0, last + 1, keep=[features] if features is not None else [])
             tensors = (result[last],) if features is None else (result[last], result[features])
-        return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, tensors)}
+        return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, tensors, strict=True)}
 
 
 # ---------------------------------------------------------------- fidelity gate
@@ -394,7 +402,7 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str,
     times: dict[str, float] = {}
     with torch.inference_mode():
         for name in usable:
-            run = (lambda: model(image)) if name == TORCH else (lambda s=session(name): s.run(image.numpy()))
+            run = (lambda: model(image)) if name == TORCH else functools.partial(session(name).run, image.numpy())
             started = time.perf_counter()
             run()  # warm-up, and a first look
             first = (time.perf_counter() - started) * 1e3
@@ -418,10 +426,11 @@ def choose_on_cuda(model: StagedModel, device: torch.device) -> TorchHalf | None
 
 
 def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: str,
-                 device: torch.device = torch.device("cpu")) -> OnnxModel | TorchHalf | None:
+                 device: torch.device | None = None) -> OnnxModel | TorchHalf | None:
     """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`, or on CUDA by
     `choose_on_cuda`); None for PyTorch FP32. An explicit runtime that is not built (static INT8) or fails the
     gate raises RuntimeRefused. onnxruntime runs on the CPU only: on a CUDA device its names mean PyTorch."""
+    device = device or torch.device("cpu")
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == TORCH:

@@ -124,7 +124,7 @@ def _calibrate_batch_norms(model: nn.Module, image: torch.Tensor) -> None:
     model.train()
     with torch.no_grad():
         model(image)
-    for norm, momentum in zip(norms, momenta):
+    for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.eval()
 

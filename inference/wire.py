@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 import torch
 
+
 class WireFormat(str, enum.Enum):
     """How the tensors crossing a cut travel to the edge. FP16 halves the bytes; the edge computes in FP32."""
 

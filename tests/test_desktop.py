@@ -15,8 +15,9 @@ from PySide6.QtWidgets import QApplication, QDockWidget
 from app.main_window import MainWindow, choose_platform
 from app.settings import AppSettings, load_settings
 from app.theme import Theme
-from dicom_factory import dataset, gradient, write
 from inference.findings import Findings, Mode
+
+from dicom_factory import dataset, gradient, write
 from test_main_window import open_and_wait
 
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -224,6 +225,7 @@ def test_a_cd_with_a_damaged_index_opens_what_the_media_holds_without_blocking(q
     import pydicom
 
     import app.main_window as main_window
+
     from dicom_factory import patient_cd
     from test_main_window import Watchdog
     from test_media import _relink

@@ -5,12 +5,15 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_windowing
 
-from dicom_factory import gradient
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph, VoiFunction, VoiLut, Window, WindowSource
 
+from dicom_factory import gradient
 
-def _radiograph(pixels, window=Window(2000, 1500), **kwargs) -> Radiograph:
+WINDOW = Window(2000, 1500)
+
+
+def _radiograph(pixels, window=WINDOW, **kwargs) -> Radiograph:
     return Radiograph(path="mem", pixels=pixels, photometric="MONOCHROME2", bits_stored=12, window=window,
                       window_source=WindowSource.DICOM_WINDOW, **kwargs)
 

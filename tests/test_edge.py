@@ -7,12 +7,13 @@ is served and compared with the local result.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +21,20 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from conftest import ROOT
-from dicom_factory import dataset, gradient, write
 from inference.analyze import AHEAD, Analyzer, ModelChoice, StudyError
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
-from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, EdgeServerError, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.postprocess import box_iou
+from inference.wire import WireFormat
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
+
+from conftest import ROOT
+from dicom_factory import dataset, gradient, write
 
 TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
 pytestmark = pytest.mark.timeout(900)
@@ -123,7 +125,7 @@ def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_
     results = list(analyzer.analyze_many(series, plan, allow_fallback=False))
     assert [r.path for r in results] == [s.path for s in series]
     assert isinstance(results[2], StudyError) and str(results[2].error) == "no such file"
-    for study, result in zip(series, results):
+    for study, result in zip(series, results, strict=True):
         if isinstance(study, StudyError):
             continue
         alone = analyzer.analyze(study, plan, allow_fallback=False)
@@ -137,10 +139,18 @@ def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_
             sum(result.timing_ms[p] for p in ("local", "transfer", "edge")), rel=1e-6)
 
 
-def test_a_series_stopped_early_leaves_no_request_behind(analyzer, every_part_server, radiograph):
+def test_a_series_stopped_early_leaves_no_request_behind(analyzer, every_part_server, radiograph, monkeypatch):
     """A reader that stops after the first result (the window closed, Analyze all cancelled): the studies
     begun ahead of it have their requests dropped or finished by the time the series is closed."""
     plan = Plan(ModelPlan(0, WireFormat.FP32), ModelPlan(0, WireFormat.FP32))
+    infer, calls = analyzer.edge.infer, itertools.count()
+
+    def slow_after_the_first_study(*args, **kwargs):  # the real edge, answering the later studies late
+        if next(calls) >= 2:
+            time.sleep(2)
+        return infer(*args, **kwargs)
+
+    monkeypatch.setattr(analyzer.edge, "infer", slow_after_the_first_study)
     series = analyzer.analyze_many([radiograph] * 6, plan, allow_fallback=False)
     assert next(series).mode is Mode.EDGE
     assert analyzer._in_flight  # the next studies' requests are out

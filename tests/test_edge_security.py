@@ -28,18 +28,19 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT
-from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeSettings
 from inference.edge_parts import part_spec
-from inference.wire import WireFormat
 from inference.edge_repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
 from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
-from test_edge import TINY, _certificates, start_server
+from inference.wire import WireFormat
 from viewer.loader import load_radiograph
+
+from conftest import ROOT
+from dicom_factory import dataset, gradient, write
+from test_edge import TINY, _certificates, start_server
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -475,7 +476,7 @@ def test_the_installed_service_command_line_refuses_the_attack(repository, part,
     """mededge-edge.service's ExecStart as written, with this machine's paths and free ports put in."""
     unit = (ROOT / "packaging/edge/mededge-edge.service").read_text()
     command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[10:])
-    ports = dict(zip(("8001", "8002"), free_ports(2)))
+    ports = dict(zip(("8001", "8002"), free_ports(2), strict=True))
     local = {"/opt/mededge/.venv/bin/python": sys.executable, "main.py": str(ROOT / "main.py"),
              "/var/lib/mededge/repository": str(repository), "$MEDEDGE_EDGE_OPTS": None,
              **{f"/etc/mededge/tls/{name}": str(certificates[name]) for name in ("server.pem", "server.key")},

@@ -65,5 +65,5 @@ def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):
     feeds = {t.name: feeds[t.name] for t in spec.inputs}
     got = onnxruntime.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
     want = onnxruntime.InferenceSession(str(embedded), providers=["CPUExecutionProvider"]).run(None, feeds)
-    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     assert os.stat(version / "model.onnx").st_size < 0.1 * embedded.stat().st_size

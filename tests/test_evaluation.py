@@ -9,10 +9,22 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from inference.classifier import CHESTXRAY14
-from inference.evaluation import (EvaluationInputError, LabelFile, Predictions, auroc, average_precision, mean_auroc,
-                                  per_finding_auroc, read_boxes, read_labels, score, table)
+from inference.evaluation import (
+    EvaluationInputError,
+    LabelFile,
+    Predictions,
+    auroc,
+    average_precision,
+    mean_auroc,
+    per_finding_auroc,
+    read_boxes,
+    read_labels,
+    score,
+    table,
+)
+
+from conftest import ROOT
 from test_worklist import _png
 
 # ------------------------------------------------------------------ metrics by hand

@@ -15,17 +15,18 @@ from pathlib import Path
 import pytest
 
 from bench.relay import Relay
-from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
 from inference.edge_parts import part_spec
-from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.edge_server import EdgeServer, free_ports
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
-from test_edge import TINY, start_server
+from inference.wire import WireFormat
 from viewer.loader import load_radiograph
+
+from dicom_factory import dataset, gradient, write
+from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -175,8 +176,9 @@ def test_a_stale_repository_of_another_size_or_edited_dtypes_falls_back_saying_w
     exported at another input size, and the classifier's config was edited to take FP16."""
     from dataclasses import replace as with_changes
 
-    from inference.edge_repository import read_config
     from tritonclient.grpc import model_config_pb2 as mc
+
+    from inference.edge_repository import read_config
 
     bigger = Analyzer(ModelChoice(detector=with_changes(TINY, input_size=160), runtime="torch"))
     stale = tmp_path / "stale"
@@ -306,7 +308,7 @@ def test_soak_500_analyses_through_the_edge(analyzer, server, study):
     gc.collect()
     rss, fds, threads = _resources()
     modes = set()
-    for index in range(250):
+    for _ in range(250):
         modes.add(analyzer.analyze(study, plan, with_heat_maps=False).mode)
     for result in analyzer.analyze_many([study] * 250, plan, with_heat_maps=False):
         modes.add(result.mode)

@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
 from inference.classifier import CHESTXRAY14
+
+from conftest import ROOT
 
 FILES = ["dicom/CR-MONO1-10-chest", "dicom/DX_chest_966_fixed.dcm", "dicom/RG1_J2KI.dcm",
          "dicom/highdicom_dx_image_canine_thorax.dcm", "raster/txv_nih_00027426_000_512px.png"]

@@ -9,11 +9,11 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_windowing
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -23,11 +23,12 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_factory import dataset, gdcm_transcode, gradient, write
 from viewer.display import render_8bit
 from viewer.errors import RadiographError
 from viewer.loader import MAX_DIMENSION, load_radiograph
 from viewer.radiograph import SpacingSource, Window, WindowSource
+
+from dicom_factory import dataset, gdcm_transcode, gradient, write
 
 
 @pytest.fixture
@@ -312,7 +313,7 @@ def _with_raw_name(ds: Dataset, charset: str | None, raw: bytes) -> Dataset:
     "charset, raw, expected",
     [
         ("ISO_IR 100", "Müller^Jörg".encode("latin-1"), "Müller^Jörg"),
-        ("ISO_IR 192", "Çelik^Ayşe".encode("utf-8"), "Çelik^Ayşe"),
+        ("ISO_IR 192", "Çelik^Ayşe".encode(), "Çelik^Ayşe"),
         ("GB18030", "王^小明".encode("gb18030"), "王^小明"),
         ("ISO_IR 192", b"Bad\xff\xfeName", "Bad"),        # invalid UTF-8: replaced, not fatal
         ("ISO_IR 999", b"Unknown^Charset", "Unknown^Charset"),  # unknown character set name

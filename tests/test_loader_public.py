@@ -14,10 +14,11 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from test_malformed_corpus import _assert_clear
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import MediaError, files_to_open, referenced_images
+
+from test_malformed_corpus import _assert_clear
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
 FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and not p.name.startswith("."))

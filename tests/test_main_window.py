@@ -240,12 +240,12 @@ def test_cancel(qtbot, window, shared_cxr):
 
 def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     """Against a real edge server (MedEdge's cuts), then with the server stopped: the fallback is shown."""
-    from test_edge import start_server
-
     from inference.analyze import Analyzer
-    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest, write_repository
     from inference.plan import AUTO_CUTS
+    from inference.wire import WireFormat
+
+    from test_edge import start_server
 
     models = Analyzer()  # the GUI's default models: P5 at 512 px, demo weights
     write_repository(tmp_path / "repository", [
@@ -279,12 +279,12 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
 def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbot, window, shared_cxr, tmp_path):
     """The link to the edge stalls (a TCP relay holds every byte): the request times out in a worker, the
     window keeps painting (no main-thread gap over 200 ms) and the study completes locally with the reason."""
-    from test_edge import start_server
-
     from bench.relay import Relay
     from inference.analyze import Analyzer
-    from inference.wire import WireFormat
     from inference.edge_repository import PartRequest, write_repository
+    from inference.wire import WireFormat
+
+    from test_edge import start_server
 
     models = Analyzer()
     write_repository(tmp_path / "repository", [PartRequest(models.classifier, models.classifier_weights.source, 7,
@@ -332,9 +332,9 @@ def test_screenshot_command(shared_cxr, tmp_path):
 
 
 def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, tmp_path):
-    from test_edge import start_server
-
     from inference.edge_repository import write_repository
+
+    from test_edge import start_server
 
     write_repository(tmp_path / "repository", [], gpu=False)  # just the link probe
     server = start_server(tmp_path / "repository", tmp_path)

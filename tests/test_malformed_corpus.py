@@ -27,11 +27,12 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from conftest import ROOT
-from dicom_factory import dataset, gradient, write
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.radiograph import Radiograph
+
+from conftest import ROOT
+from dicom_factory import dataset, gradient, write
 
 SECONDS_PER_CASE = 5.0      # the bound
 MAX_RSS_GROWTH_MB = 300     # far below the 1 GiB a decode may use: refused before allocating
@@ -873,7 +874,7 @@ def test_huge_inputs_are_refused_before_allocating(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["path"] for r in results] == paths
-    for name, result in zip([*HUGE, "sparse-cine-1.5-gb"], results):
+    for name, result in zip([*HUGE, "sparse-cine-1.5-gb"], results, strict=True):
         assert (result["outcome"] == "loaded") == (name == "sparse-cine-1.5-gb"), (name, result["outcome"])
         assert result["grown_mb"] < MAX_RSS_GROWTH_MB, f"{name}: resident memory grew {result['grown_mb']:.0f} MB"
 
@@ -882,7 +883,7 @@ def test_huge_inputs_are_refused_before_allocating(tmp_path):
 
 
 def test_inspect_on_corpus_files_exits_2_one_line_each_no_traceback(tmp_path):
-    names = ["truncated-pixel-value-half@%d" % TRUNCATIONS["pixel-value-half"][0], "rows-columns-65535-bits-32",
+    names = [f"truncated-pixel-value-half@{TRUNCATIONS['pixel-value-half'][0]}", "rows-columns-65535-bits-32",
              "private-transfer-syntax", "non-image-comprehensive-sr", "png-bomb-65535-square",
              "corrupt-file-under-unicode-path-with-spaces", "random-4-kib"]
     paths = []
@@ -896,7 +897,7 @@ def test_inspect_on_corpus_files_exits_2_one_line_each_no_traceback(tmp_path):
     assert "Traceback" not in done.stderr and done.stderr.strip() == "", done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == len(paths)
-    for path, line in zip(paths, lines):
+    for path, line in zip(paths, lines, strict=True):
         record = json.loads(line)
         assert record == {"path": path, "ok": False, "error": record["error"]}
         _assert_clear(record["error"], CORPUS[names[paths.index(path)]][1], path)

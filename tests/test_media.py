@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from dicom_factory import dataset, gradient, patient_cd, write
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import MediaError, dicomdir_of, files_to_open, referenced_images
+
+from conftest import ROOT
+from dicom_factory import dataset, gradient, patient_cd, write
 
 IMAGES = ["PT000000/ST000000/SE000000/IM000000", "PT000000/ST000000/SE000000/IM000001",
           "PT000001/ST000000/SE000000/IM000000", "PT000001/ST000000/SE000000/IM000001"]

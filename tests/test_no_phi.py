@@ -13,17 +13,18 @@ import pydicom
 import pytest
 
 from bench.relay import Relay
-from dicom_factory import dataset, gradient, write
 from inference.analyze import Analyzer, ModelChoice
 from inference.detector import DetectorConfig
 from inference.edge_client import EdgeClient, EdgeSettings
-from inference.wire import WireFormat
 from inference.edge_repository import PartRequest, write_repository
 from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner
-from test_edge import start_server
+from inference.wire import WireFormat
 from viewer.loader import load_radiograph
+
+from dicom_factory import dataset, gradient, write
+from test_edge import start_server
 
 TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33)
 pytestmark = pytest.mark.timeout(600)

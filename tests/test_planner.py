@@ -13,10 +13,10 @@ from inference.findings import Mode
 from inference.plan import ModelPlan, Plan
 from inference.planner import Planner, local_stage_ms, passes_fidelity
 from inference.runtimes import RUNTIMES
-from inference.stages import INPUT
-from inference.wire import WireFormat, dequantize_torch, quantize, round_trip
-from test_edge import TINY, start_server
+from inference.wire import WireFormat, dequantize_torch, quantize
 from viewer.loader import load_radiograph
+
+from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(900)
 

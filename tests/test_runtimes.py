@@ -13,14 +13,29 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from inference.analyze import Analyzer, ModelChoice
 from inference.fidelity import PROBABILITY_TOLERANCE
-from inference.runtimes import (DYNAMIC, FP32, HALF, RUNTIMES, STATIC, OnnxModel, RuntimeRefused, TorchHalf,
-                                choose_runtime, current_static, fp32_file, model_input, open_runtime, verdict)
-from test_edge import TINY
+from inference.runtimes import (
+    DYNAMIC,
+    FP32,
+    HALF,
+    RUNTIMES,
+    STATIC,
+    OnnxModel,
+    RuntimeRefused,
+    TorchHalf,
+    choose_runtime,
+    current_static,
+    fp32_file,
+    model_input,
+    open_runtime,
+    verdict,
+)
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
+
+from conftest import ROOT
+from test_edge import TINY
 
 pytestmark = pytest.mark.timeout(600)
 

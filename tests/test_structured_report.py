@@ -13,12 +13,22 @@ import pytest
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage
 
-from dicom_factory import dataset, gradient, write
 from inference.classifier import CHESTXRAY14
 from inference.findings import Detection, Findings, Mode
-from inference.structured_report import (DEMO_MARK, OPACITY, PRIVATE_SCHEME, StructuredReportError, build_sr,
-                                         finding_code, package_version, read_source_header, write_sr)
+from inference.structured_report import (
+    DEMO_MARK,
+    OPACITY,
+    PRIVATE_SCHEME,
+    StructuredReportError,
+    build_sr,
+    finding_code,
+    package_version,
+    read_source_header,
+    write_sr,
+)
 from viewer.loader import load_radiograph
+
+from dicom_factory import dataset, gradient, write
 from test_main_window import open_and_wait, store, window  # noqa: F401 (pytest-qt fixtures of the viewer)
 
 SHA = "0123456789abcdef" * 4
@@ -28,7 +38,7 @@ SCORES = [0.91, 0.47]
 
 def _findings(path: str, demo_detector: bool = True) -> Findings:
     probabilities = {name: round(0.05 + 0.9 * i / len(CHESTXRAY14), 6) for i, name in enumerate(CHESTXRAY14)}
-    return Findings(path=path, detections=tuple(Detection("opacity", s, b) for s, b in zip(SCORES, BOXES)),
+    return Findings(path=path, detections=tuple(Detection("opacity", s, b) for s, b in zip(SCORES, BOXES, strict=True)),
                     probabilities=probabilities,
                     weights={"detector": "demo" if demo_detector else SHA, "classifier": SHA},
                     mode=Mode.DISTRIBUTED, split={"detector": 6, "classifier": 7}, wire={"detector": "fp16",
@@ -88,7 +98,7 @@ def test_pydicom_reads_back_the_same_values(sr_file, study):
 
     scoords = hd.sr.utils.find_content_items(ds, value_type="SCOORD", recursive=True)
     assert len(scoords) == 2
-    for scoord, (x1, y1, x2, y2) in zip(scoords, BOXES):
+    for scoord, (x1, y1, x2, y2) in zip(scoords, BOXES, strict=True):
         assert scoord.GraphicType == "POLYLINE"
         points = np.asarray(scoord.GraphicData, dtype=float).reshape(-1, 2)
         assert points.tolist() == [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]  # closed: first = last
@@ -115,7 +125,7 @@ def test_highdicom_reads_back_the_same_values(sr_file, study):
 
     boxes = report.get_planar_roi_measurement_groups(referenced_sop_instance_uid=source.SOPInstanceUID)
     assert len(boxes) == 2
-    for group, score, (x1, y1, x2, y2) in zip(boxes, SCORES, BOXES):
+    for group, score, (x1, y1, x2, y2) in zip(boxes, SCORES, BOXES, strict=True):
         assert group.finding_type == OPACITY
         assert [site.value for site in group.finding_sites] == [codes.SCT.Lung]
         assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -130,7 +140,7 @@ def test_highdicom_reads_back_the_same_values(sr_file, study):
 
     groups = report.get_image_measurement_groups(referenced_sop_instance_uid=source.SOPInstanceUID)
     assert len(groups) == len(CHESTXRAY14)
-    for group, (name, probability) in zip(groups, findings.probabilities.items()):
+    for group, (name, probability) in zip(groups, findings.probabilities.items(), strict=True):
         assert group.finding_type == finding_code(name)
         (measurement,) = group.get_measurements(name=codes.DCM.Probability)
         assert measurement.value == pytest.approx(probability)

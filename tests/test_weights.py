@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT
 from inference import yolo_layers
 from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.convert import convert_pickled_checkpoint
@@ -26,6 +25,8 @@ from inference.weights import (
     load_classifier,
     load_detector,
 )
+
+from conftest import ROOT
 
 SIZE = 128
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from app.worklist import Batch, ResultsLog, read_results, summary_rows, write_summary
-from viewer.media import files_to_open
-from conftest import ROOT
 from inference.classifier import CHESTXRAY14
+from viewer.media import files_to_open
+
+from conftest import ROOT
 
 FAST = ["--detector-size", "128", "--runtime", "torch"]  # small letterbox, no runtime timing: a quick run
 
@@ -80,7 +81,7 @@ def test_truncated_last_line_is_ignored_and_not_glued_to_the_next(tmp_path):
     with Batch(tmp_path, files) as batch:
         batch.record({"path": files[0], "mode": "local", "probabilities": {}, "detections": []})
     with open(tmp_path / "results.jsonl", "a") as log:
-        log.write('{"path": "%s", "mode": "loc' % files[1])  # killed mid-write
+        log.write(f'{{"path": "{files[1]}", "mode": "loc')  # killed mid-write
     assert [r["path"] for r in read_results(tmp_path)] == [files[0]]
     batch = Batch(tmp_path, files)
     assert batch.todo == [files[1]]

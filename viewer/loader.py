@@ -47,7 +47,6 @@ from viewer.radiograph import (
     SpacingSource,
     StudyInfo,
     VoiFunction,
-    VoiLut,
     Window,
     WindowSource,
 )

@@ -75,7 +75,7 @@ class TritonPythonModel:
         start = 0
         for index, size in enumerate(sizes):
             tensors = [pb_utils.Tensor(name, result[start:start + size].copy())
-                       for name, result in zip(self.outputs, results)]
+                       for name, result in zip(self.outputs, results, strict=True)]
             if self.report_time:
                 tensors.append(pb_utils.Tensor("edge_compute_ms", np.full((size, 1), compute_ms, np.float32)))
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)

@@ -719,9 +719,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--link", metavar="LABEL", help="with --edge: what the link is, for the report")
     _add_model_options(bench)
     _add_tls_client_options(bench)
-    bench.add_argument("--image", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
-                                             "cxr" / "raster" / "txv_nih_00027426_000_512px.png"),
-                       help="the radiograph to analyse (default: a chest radiograph from ../shared/data/cxr)")
+    bench.add_argument("--image", required=True, metavar="FILE",
+                       help="the chest radiograph to analyse (its tensors decide what int8 and deflate save, so use "
+                            "a real one, e.g. ../shared/data/cxr/raster/txv_nih_00027426_000_512px.png here)")
     bench.set_defaults(run=_bench)
 
     models = sub.add_parser("models", help="model weights tools").add_subparsers(dest="models_command",

@@ -129,13 +129,14 @@ def serve(repository: Path, work: Path, python: str) -> subprocess.Popen:
 
 
 def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str,
-            quota: float | None) -> dict:
+            quota: float | None, image: str) -> dict:
     out = work / f"link-{len(list(work.glob('link-*.json')))}.json"
     size = ["--detector-size", "256"] if quick else []
     # its own data folder per quota: the stage profiles cached there are this (throttled) workstation's
     env = dict(os.environ, OMP_NUM_THREADS="1", MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"))
     command = ["taskset", "-c", "0", python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
-               "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", *size]
+               "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", "--image", image,
+               *size]
     if quota is not None:  # the shell joins the cgroup, then becomes the benchmark
         command = ["sh", "-c", f'echo $$ > {CGROUP / "cgroup.procs"} && exec "$@"', "sh", *command]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -183,6 +184,8 @@ def main() -> int:
     parser.add_argument("--links", default=",".join(str(i) for i in range(len(LINKS))),
                         help="which links, by number: " + ", ".join(f"{i} = {label}" for i, (label, _, _) in
                                                                    enumerate(LINKS)) + " (default all)")
+    parser.add_argument("--image", default=str(ROOT.parent / "shared/data/cxr/raster/txv_nih_00027426_000_512px.png"),
+                        help="the chest radiograph each run analyses (default: the real one the docs' figures used)")
     parser.add_argument("--workstation-quota", type=float, metavar="F",
                         help="the workstation limited to this fraction of its core (e.g. 0.25), the edge on a full one")
     args = parser.parse_args()
@@ -223,7 +226,8 @@ def main() -> int:
             print(f"link: {label}", file=sys.stderr, flush=True)
             shape(mbit)
             with Relay((EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
-                reports.append(measure(f"{label}; {setting}", relay, work, args.quick, args.repeats, python, quota))
+                reports.append(measure(f"{label}; {setting}", relay, work, args.quick, args.repeats, python, quota,
+                                       args.image))
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -127,6 +127,7 @@ class EdgeClient:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
         self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
+        self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
         self._lock = threading.Lock()
 
     def _url(self) -> str:
@@ -150,9 +151,18 @@ class EdgeClient:
     def verify(self, spec: EdgePartSpec) -> None:
         """The server's part `spec.name` is ready and is the same part as ours. Checked again after
         REVERIFY_S: the edge may have been restarted meanwhile with another repository (same shapes, other
-        weights would otherwise go unnoticed)."""
+        weights would otherwise go unnoticed). One check per part at a time: the requests of a pipelined
+        series that arrive meanwhile wait for it (all checking at once, a new connection's first burst went
+        past the streams the edge allows on it and was refused: REFUSED_STREAM)."""
         if time.monotonic() - self._verified.get(spec.name, -REVERIFY_S) < REVERIFY_S:
             return
+        with self._lock:
+            checking = self._checking.setdefault(spec.name, threading.Lock())
+        with checking:
+            if time.monotonic() - self._verified.get(spec.name, -REVERIFY_S) >= REVERIFY_S:  # not done meanwhile
+                self._verify(spec)
+
+    def _verify(self, spec: EdgePartSpec) -> None:
         timeout = self.settings.check_timeout_s
         ready = self._call(lambda: self._client.is_model_ready(spec.name, client_timeout=timeout),
                            f"model {spec.name} readiness")

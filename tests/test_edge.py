@@ -209,6 +209,29 @@ def test_neck_cuts_send_several_tensors(analyzer, every_part_server):
     assert [i.name for i in config.input] == ["t06", "t11", "t13", "t14"]
 
 
+def test_a_part_is_checked_once_however_many_requests_arrive_together(analyzer, every_part_server):
+    """A pipelined series on a new connection: its first requests all need the part checked. One check runs,
+    the others wait for it (each checking too, the burst went past the edge's streams per connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = analyzer.part(analyzer.detector, 6, WireFormat.FP32)
+    fresh = EdgeClient(EdgeSettings(every_part_server.grpc_address))
+    asked, ready = [], fresh._client.is_model_ready
+
+    def counted(*args, **kwargs):
+        asked.append(args)
+        time.sleep(0.2)  # a slow answer: the others arrive while it is out
+        return ready(*args, **kwargs)
+
+    try:
+        fresh._client.is_model_ready = counted
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: fresh.verify(spec), range(8)))
+        assert len(asked) == 1
+    finally:
+        fresh.close()
+
+
 def test_client_checks_and_errors(analyzer, every_part_server):
     status = analyzer.edge.status()
     assert status.live and status.ready and status.version

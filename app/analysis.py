@@ -1,46 +1,53 @@
-"""Analysis for the GUI: builds the Analyzer from the settings (in a worker, once) and runs studies off the UI thread."""
+"""Analysis for the GUI: the analysis session (inference/session.py) built from the settings (in a worker, once),
+run off the UI thread, its results as Qt signals."""
 
 from __future__ import annotations
 
 import gc
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, Signal
 
 from app.settings import AppSettings
 from app.workers import Worker, start
-from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus, connect
+from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice, StudyError
+from inference.edge_client import EdgeClient, LinkMeasurement, ServerStatus, connect
 from inference.edge_repository import PROBE_MODEL
-from inference.plan import Plan, parse_split
-from inference.planner import Planner
+from inference.plan import parse_split
+from inference.session import AnalysisSession
 from inference.wire import WireFormat
 from viewer.radiograph import Radiograph
 
 
 @dataclass
 class Job:
-    path: str
+    path: str  # the study; "" for a series
     worker: Worker
     cancel: threading.Event
 
 
 class AnalysisService(QObject):
-    """One analysis at a time; `progress` says what runs, `finished`/`failed`/`cancelled` end each job."""
+    """One analysis at a time — a study, or a pipelined series (Analyze all) — through the analysis session
+    (inference/session.py) in a worker. `progress` says what runs; `finished`/`failed`/`cancelled` end each
+    study's analysis; a series also says when each of its studies `started`, and `series_ended` once."""
 
     progress = Signal(str, str)     # path, message
     finished = Signal(str, object)  # path, Findings
     failed = Signal(str, str)       # path, one-line reason
     cancelled = Signal(str)         # path
+    started = Signal(str)           # path: a series' study begins
+    series_ended = Signal(bool, str)  # cancelled, the reason it stopped ("" when every study ended)
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
         self.settings = settings
         self._analyzer: Analyzer | None = None
         self._analyzer_key: tuple | None = None
+        self._session: AnalysisSession | None = None
+        self._session_key: tuple | None = None
         self._build_lock = threading.Lock()
-        self._planner: Planner | None = None
+        self._path = ""  # the study the session's progress is about
         self.job: Job | None = None
         # The cyclic GC's full passes hold the interpreter for as long as they scan; with torch and the
         # models loaded (tens of thousands of long-lived objects) that was 150-270 ms, measured, and
@@ -56,13 +63,24 @@ class AnalysisService(QObject):
         return self.job is not None
 
     def analyze(self, radiograph: Radiograph) -> Job:
+        return self._start(radiograph.path, self._run, radiograph)
+
+    def analyze_all(self, radiographs: list[Radiograph]) -> Job:
+        """The studies as one pipelined series: the next ones' local stages run while the edge works."""
+        return self._start("", self._run_series, list(radiographs))
+
+    def _start(self, path: str, run, what) -> Job:
         if self.job is not None:
             self.job.cancel.set()  # a newer request replaces a running one
         cancel = threading.Event()
-        worker = Worker(self._run, radiograph, self.settings, cancel)
-        job = Job(radiograph.path, worker, cancel)
-        worker.signals.returned.connect(lambda findings, j=job: self._done(j, findings))
-        worker.signals.errored.connect(lambda error, j=job: self._error(j, error))
+        worker = Worker(run, what, self.settings, cancel)
+        job = Job(path, worker, cancel)
+        if path:
+            worker.signals.returned.connect(lambda findings, j=job: self._done(j, findings))
+            worker.signals.errored.connect(lambda error, j=job: self._error(j, error))
+        else:
+            worker.signals.returned.connect(lambda _, j=job: self._series_done(j, None))
+            worker.signals.errored.connect(lambda error, j=job: self._series_done(j, error))
         self.job = job
         start(worker)
         return job
@@ -74,45 +92,51 @@ class AnalysisService(QObject):
     def _analyzer_for(self, settings: AppSettings, path: str) -> Analyzer:
         key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.runtime,
                tuple(settings.edges))
+        if self._analyzer is None or self._analyzer_key != key:
+            self.progress.emit(path, "loading models…")
+            edge = connect(settings.edges) if settings.edges else None
+            choice = ModelChoice(detector_weights=settings.detector_weights or None,
+                                 classifier_weights=settings.classifier_weights or None, device=settings.device,
+                                 runtime=settings.runtime)
+            self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge), key
+            gc.freeze()
+        return self._analyzer
+
+    def _session_for(self, settings: AppSettings, path: str) -> AnalysisSession:
+        """The session for these settings: kept while they hold, with its planner's measurements."""
         with self._build_lock:
-            if self._analyzer is None or self._analyzer_key != key:
-                self.progress.emit(path, "loading models…")
-                edge = connect(settings.edges) if settings.edges else None
-                choice = ModelChoice(detector_weights=settings.detector_weights or None,
-                                     classifier_weights=settings.classifier_weights or None, device=settings.device,
-                                     runtime=settings.runtime)
-                self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge), key
-                gc.freeze()
-            return self._analyzer
+            self._path = path
+            analyzer = self._analyzer_for(settings, path)
+            key = (analyzer, settings.split, settings.wire)
+            if self._session is None or self._session_key != key:
+                fixed = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
+                self._session = AnalysisSession(analyzer, fixed, auto=settings.split == "auto",
+                                                progress=lambda message: self.progress.emit(self._path, message))
+                self._session_key = key
+            return self._session
 
     def _run(self, radiograph: Radiograph, settings: AppSettings, cancel: threading.Event):
-        analyzer = self._analyzer_for(settings, radiograph.path)
+        session = self._session_for(settings, radiograph.path)
         if cancel.is_set():
             raise AnalysisCancelled("analysis cancelled")
-        plan = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
-        planner = self._planner if settings.split == "auto" else None
-        if settings.split == "auto":
-            planner, plan = self._auto_plan(analyzer, radiograph, plan)
-        where = "on this workstation" if not plan.uses_edge(analyzer.stage_counts) else "here and on the edge"
-        self.progress.emit(radiograph.path, f"running both models {where}…")
-        findings = analyzer.analyze(radiograph, plan, cancel=cancel)
-        if planner is not None and planner.options:
-            findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-            if not findings.fallback_reason:  # lasting drift: the next study measures and plans again
-                planner.observe(findings.model_ms, findings.timing_ms["queued"])
-        return findings
+        return session.analyze(radiograph, cancel=cancel)
 
-    def _auto_plan(self, analyzer: Analyzer, radiograph: Radiograph, fixed: Plan):
-        """Auto: the planner's choice for this link; the documented fixed cuts if the edge cannot be measured."""
-        if self._planner is None or self._planner.analyzer is not analyzer:
-            self._planner = Planner(analyzer, analyzer.edge)
-        self._planner.learn_from(radiograph)  # the first study: how a real radiograph's tensors compress
-        if self._planner.link is None or not self._planner.options:
-            self.progress.emit(radiograph.path, "measuring the link and the edge to choose the cuts…")
-        try:
-            return self._planner, self._planner.plan()
-        except EdgeError:
-            return None, fixed
+    def _run_series(self, radiographs: list[Radiograph], settings: AppSettings, cancel: threading.Event) -> None:
+        if not radiographs:
+            return
+        session = self._session_for(settings, radiographs[0].path)
+
+        def begun():  # each study as the pipeline takes it up
+            for radiograph in radiographs:
+                self._path = radiograph.path
+                self.started.emit(radiograph.path)
+                yield radiograph
+
+        for result in session.analyze_series(begun(), cancel=cancel):
+            if isinstance(result, StudyError):
+                self.failed.emit(result.path, _one_line(result.error))
+            else:
+                self.finished.emit(result.path, result)
 
     def _done(self, job: Job, findings) -> None:
         if self.job is job:
@@ -128,7 +152,17 @@ class AnalysisService(QObject):
         if isinstance(error, AnalysisCancelled):
             self.cancelled.emit(job.path)
         else:
-            self.failed.emit(job.path, " ".join(str(error).split()) or type(error).__name__)
+            self.failed.emit(job.path, _one_line(error))
+
+    def _series_done(self, job: Job, error: BaseException | None) -> None:
+        if self.job is job:
+            self.job = None
+        cancelled = isinstance(error, AnalysisCancelled) or job.cancel.is_set()
+        self.series_ended.emit(cancelled, "" if error is None or cancelled else _one_line(error))
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def check_edge(settings: AppSettings) -> ServerStatus:

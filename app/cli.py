@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
@@ -102,23 +101,22 @@ class _JsonLines:
         self._out.flush()
 
 
-def _infer_setup(args: argparse.Namespace):
-    """(analyzer, edge client or None, plan, planner or None) for `infer`; ValueError and friends on bad options."""
+def _session(args: argparse.Namespace, command: str, runtime: str | None = None, with_edge: bool = True):
+    """The analysis session for `infer` or `evaluate` (inference/session.py), on --edge when given and
+    `with_edge`; ValueError and friends on bad options. Neither command fetches heat maps."""
     from inference.analyze import Analyzer
     from inference.plan import parse_split
+    from inference.session import AnalysisSession
     from inference.wire import WireFormat
 
-    edge = _edge(args) if args.edge else None
-    analyzer = Analyzer(_model_choice(args), edge=edge)
-    plan = parse_split(args.split or ("auto" if edge else "local"), analyzer.stage_counts, WireFormat(args.wire))
+    edge = _edge(args) if args.edge and with_edge else None
+    analyzer = Analyzer(_model_choice(args, runtime=runtime), edge=edge)
+    split = args.split or ("auto" if edge else "local")
+    plan = parse_split(split, analyzer.stage_counts, WireFormat(args.wire))
     if plan.uses_edge(analyzer.stage_counts) and edge is None:
         raise ValueError(f"--split {args.split} sends stages to an edge server: give its address with --edge")
-    planner = None
-    if edge is not None and (args.split or "auto") == "auto":
-        paths = files_to_open(args.paths).files  # several studies: planned for throughput, the series pipelined
-        planner, plan = _planned(analyzer, edge, plan, study=_first_radiograph(paths),
-                                 series=len(paths) > 1 or args.recursive)
-    return analyzer, edge, plan, planner
+    return AnalysisSession(analyzer, plan, auto=split == "auto", with_heat_maps=False,
+                           progress=lambda message: print(f"mededge {command}: {message}", file=sys.stderr))
 
 
 def _infer_target(args: argparse.Namespace):
@@ -136,20 +134,20 @@ def _infer_target(args: argparse.Namespace):
 
 
 def _infer(args: argparse.Namespace) -> int:
-    import time
-
-    from inference.analyze import AHEAD, StudyError
+    from inference.analyze import StudyError
     from inference.edge_client import EdgeError
     from inference.weights import WeightsError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
     try:
-        analyzer, edge, plan, planner = _infer_setup(args)
+        session = _session(args, "infer")
     except (WeightsError, ValueError, EdgeError) as exc:
         return _fail("infer", exc)
     files, sink, sr_folder = _infer_target(args)
-    current = {"plan": plan}
+    if session.planner is not None:  # several studies: planned for throughput, the series pipelined
+        session.prepare(_first_radiograph(files), series=len(files) > 1 or args.recursive)
+    analyzer = session.analyzer
     dicom: set[str] = set()  # a worklist writes an SR for DICOM studies only; --sr alone says why not for others
 
     def studies():  # loaded lazily: loading study i+1 overlaps the edge's work on study i
@@ -170,11 +168,8 @@ def _infer(args: argparse.Namespace) -> int:
             return None
         return lambda: _write_sr(result, sr_folder, analyzer)
 
-    arrived = []  # when each result came: a series plan is held to the time between results
     with sink:
-        for result in analyzer.analyze_many(studies(), lambda: current["plan"], allow_fallback=not args.no_fallback,
-                                            with_heat_maps=False):
-            arrived.append(time.perf_counter())
+        for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback, planned=True):
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here
@@ -184,13 +179,6 @@ def _infer(args: argparse.Namespace) -> int:
                 sink.record({"path": result.path, "error": error.reason if unreadable else
                              f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
                 continue
-            if planner is not None and planner.options:
-                result = replace(result, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
-                # the first results come as the pipeline fills: their spacing says nothing of its pace
-                period = (arrived[-1] - arrived[-2]) * 1e3 if len(arrived) > AHEAD + 1 else None
-                if not result.fallback_reason and planner.observe(result.model_ms, result.timing_ms["queued"], period):
-                    _, current["plan"] = _planned(analyzer, edge, plan, planner,  # drifted: plan again, as before
-                                                  series=planner.series_ms is not None)
             sink.record(result.to_json(), structured_report=report(result))
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes
@@ -210,12 +198,9 @@ def _write_sr(findings, folder: str, analyzer) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Each configuration (a local runtime, or a split on --edge) over the labelled images, then the metrics."""
-    from inference.analyze import Analyzer
     from inference.edge_client import EdgeError
     from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, table
-    from inference.plan import parse_split
     from inference.weights import WeightsError
-    from inference.wire import WireFormat
 
     try:
         labels = read_labels(args.labels)
@@ -247,22 +232,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, runtime, address in configurations:
         print(f"mededge evaluate: {name} on {len(images)} image(s) …", file=sys.stderr, flush=True)
         try:
-            edge = _edge(args) if address else None
-            analyzer = Analyzer(_model_choice(args, runtime=runtime), edge=edge)
-            split = args.split or ("auto" if edge else "local")
-            plan = parse_split(split, analyzer.stage_counts, WireFormat(args.wire))
-            if edge is not None and split == "auto":
-                plan = _planned(analyzer, edge, plan, study=_first_radiograph(map(str, images.values())))[1]
-            if edge is not None:
+            session = _session(args, "evaluate", runtime=runtime, with_edge=address is not None)
+            plan = session.prepare(_first_radiograph(map(str, images.values())))
+            if address:
                 name = "split " + ", ".join(f"{m} {getattr(plan, m).cut} {getattr(plan, m).wire.value}"
                                             for m in ("detector", "classifier"))
-            predictions = predict(name, analyzer, plan, images)
+            predictions = predict(name, session.analyzer, plan, images)
         except (WeightsError, ValueError, EdgeError, OSError, RuntimeError) as exc:  # e.g. INT8 refused by the gate
             print(f"mededge evaluate: {name}: {exc}", file=sys.stderr)
             results.append({"configuration": name, "error": str(exc)})
             continue
         results.append(score(predictions, labels, boxes) | {"failed_images": predictions.failed})
-        del analyzer  # one configuration's models in memory at a time
+        del session  # one configuration's models in memory at a time
     scored = [r for r in results if "error" not in r]
     print(table(scored) if scored else "no configuration ran")
     for r in results:
@@ -289,27 +270,6 @@ def _first_radiograph(paths, tries: int = 10):
         except (RadiographError, OSError):
             continue
     return None
-
-
-def _planned(analyzer, edge, fallback_plan, planner=None, study=None, series: bool = False):
-    """--split auto: the planner's choice (measured link, edge and local profiles, and `study`, a real
-    radiograph, for the wire formats) — for a pipelined `series`, the plan of the highest throughput — or
-    the documented fixed cuts when the edge cannot be measured."""
-    from inference.edge_client import EdgeError
-    from inference.planner import Planner
-
-    planner = planner or Planner(analyzer, edge, with_heat_maps=False)  # infer fetches no heat maps
-    if study is not None:
-        planner.learn_from(study)
-    try:
-        plan = planner.plan(series=series)
-    except EdgeError as exc:
-        print(f"mededge infer: cannot measure the edge ({exc}); using the fixed auto cuts", file=sys.stderr)
-        return None, fallback_plan
-    chosen = ", ".join(f"{o.model} cut {o.cut} {o.wire.value} (predicted {o.predicted_ms:.0f} ms)"
-                       for o in planner.options.values())
-    print(f"mededge infer: plan: {chosen}", file=sys.stderr)
-    return planner, plan
 
 
 def _edge(args: argparse.Namespace):

@@ -128,13 +128,12 @@ class MainWindow(QMainWindow):
         self.analysis.failed.connect(self._analysis_failed)
         self.analysis.cancelled.connect(self._analysis_cancelled)
         # "Analyze all": after the handlers above (they set the single-study state, these step the batch)
-        self._batch: list[str] = []       # studies still queued
-        self._batch_current: str | None = None
-        self._batch_job = None
+        self._batch: list[str] = []       # Analyze all: its studies without a result yet
         self._batch_counts = [0, 0, 0]    # done, failed, total
+        self.analysis.started.connect(lambda path: self._batch_status(path, "analysing"))
         self.analysis.finished.connect(lambda path, findings: self._batch_step(path, f"done: {findings.mode.value}"))
         self.analysis.failed.connect(lambda path, reason: self._batch_step(path, f"failed: {reason}", failed=True))
-        self.analysis.cancelled.connect(self._batch_cancelled)
+        self.analysis.series_ended.connect(self._batch_end)
 
         self._build_status_bar()
         self._build_actions()
@@ -408,14 +407,15 @@ class MainWindow(QMainWindow):
         return self.analysis.analyze(radiograph)
 
     def analyze_all(self) -> None:
-        """Every study in the list, one after another through the analysis service (off the UI thread)."""
+        """Every study in the list as one pipelined series (the next studies' local stages run while the edge
+        works on earlier ones), off the UI thread; each row shows where its study stands."""
         paths = [p for p in self.study_list.paths if p in self.radiographs]
         if not paths:
             self.statusBar().showMessage("Open studies first", 3000)
             return
-        if self._batch_current is not None:
+        if self._batch:
             return  # already analysing all
-        self._batch = paths
+        self._batch = list(paths)
         self._batch_counts = [0, 0, len(paths)]
         for path in paths:
             self.study_list.set_status(path, "queued")
@@ -423,61 +423,48 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.setFormat("%v/%m")
         self.progress.setTextVisible(True)
-        self._batch_next()
+        self.progress.setVisible(True)
+        self.analysis.analyze_all([self.radiographs[p] for p in paths])
 
-    def _batch_next(self) -> None:
-        while self._batch and self._batch[0] not in self.radiographs:  # closed while queued
-            self._batch.pop(0)
-            self._batch_counts[2] -= 1
-        if not self._batch:
-            self._batch_end()
-            return
-        self._batch_current = self._batch.pop(0)
-        done, failed, total = self._batch_counts
-        self.progress.setRange(0, total)
-        self.progress.setValue(done + failed)
-        self._batch_job = self.analyze(self.radiographs[self._batch_current])
-        self.study_list.set_status(self._batch_current, "analysing")
-
-    def _ends_batch_job(self, path: str) -> bool:
-        """Whether a finished/failed/cancelled signal is the batch's job's: the service clears its job before
-        it signals, so while the batch's job still runs the signal is another (older, replaced) job's."""
-        return path == self._batch_current and self.analysis.job is not self._batch_job
+    def _batch_status(self, path: str, status: str) -> None:
+        if path in self._batch and path in self.radiographs:  # (not closed meanwhile)
+            self.study_list.set_status(path, status)
 
     def _batch_step(self, path: str, status: str, failed: bool = False) -> None:
-        if not self._ends_batch_job(path):
+        if path not in self._batch:
             return  # a single-study analysis, not the batch's
-        self.study_list.set_status(path, status)
-        self._batch_counts[1 if failed else 0] += 1
-        self._batch_next()
-
-    def _batch_cancelled(self, path: str) -> None:
-        if not self._ends_batch_job(path):
-            return
-        if path not in self.study_list.paths:  # its study was closed: go on with the rest
+        self._batch.remove(path)
+        if path not in self.radiographs:  # closed meanwhile
             self._batch_counts[2] -= 1
-            self._batch_next()
-            return
-        for rest in self._batch:  # Esc / Cancel (or a newer analysis request) stops the rest
-            self.study_list.set_status(rest, "cancelled")
-        self._batch = []
-        self._batch_end(cancelled=True)
+        else:
+            self.study_list.set_status(path, status)
+            self._batch_counts[1 if failed else 0] += 1
+        done, failed_count, total = self._batch_counts
+        self.progress.setValue(done + failed_count)
 
-    def _batch_end(self, cancelled: bool = False) -> None:
+    def _batch_end(self, cancelled: bool, reason: str) -> None:
+        """The series ended: what did not get a result was cancelled (Esc, Cancel, a newer analysis) or
+        failed with the series (`reason`)."""
+        for rest in self._batch:
+            self._batch_status(rest, "cancelled" if cancelled or not reason else f"failed: {reason}")
+        self._batch_counts[2] -= sum(rest not in self.radiographs for rest in self._batch)  # closed meanwhile
+        self._batch = []
         done, failed, total = self._batch_counts
-        self._batch_current = self._batch_job = None
         self.progress.setRange(0, 0)  # back to the busy indicator of single analyses
         self.progress.setTextVisible(False)
         self.progress.setVisible(self.analysis.busy)
-        what = "stopped" if cancelled else "finished"
+        what = "stopped" if cancelled or reason else "finished"
         self.statusBar().showMessage(f"Analyze all {what}: {done} of {total} analysed"
-                                     + (f", {failed} failed" if failed else ""), 10_000)
+                                     + (f", {failed} failed" if failed else "") + (f" ({reason})" if reason else ""),
+                                     10_000)
 
     def _analysis_progress(self, path: str, message: str) -> None:
         self.statusBar().showMessage(f"{Path(path).name}: {message}")
 
     def _analysis_finished(self, path: str, findings) -> None:
         self.progress.setVisible(self.analysis.busy)
+        if path not in self.radiographs:
+            return  # closed while it was analysed
         self.findings[path] = findings
         self.study_list.set_status(path, findings.mode.value)
         self.mode_label.setText(f"{findings.mode.value} · {timing_text(findings.timing_ms)}")

@@ -249,7 +249,8 @@ class Analyzer:
                      cancel: threading.Event | None = None) -> Iterator[Findings | StudyError]:
         """Analyse a series, pipelined: the local stages of the next studies run while the edge works.
 
-        Results come in input order, up to AHEAD studies behind the input. Edge requests go out from a small
+        Results come in input order, up to AHEAD studies behind the input (none behind when a study's plan
+        runs everything here: pipelining would only delay its result). Edge requests go out from a small
         thread pool (a blocking gRPC call releases the interpreter), so the workstation's stages overlap the
         edge's compute and the transfer, and with two studies ahead the transfer of one overlaps the edge's
         compute of the other; each study's `total` time then includes that overlap. A study that
@@ -264,15 +265,19 @@ class Analyzer:
             self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
         send = self._pool.submit
         pending: deque[_Begun | StudyError] = deque()
+        depth = AHEAD  # studies begun ahead of the one finishing; none when everything runs here (no gain)
         try:
             for study in itertools.chain(studies, (None,)):  # None: the input is over, finish the rest
                 if isinstance(study, StudyError):
                     pending.append(study)
                 elif study is not None:
+                    planned = current()
+                    depth = AHEAD if planned is not None and planned.uses_edge(self.stage_counts) else 0
                     with self._lock, torch.inference_mode():
-                        pending.append(self._guarded(study.path, lambda study=study: self._begin(
-                            study, self._checked(current()), with_heat_maps, check, send, AHEAD)))
-                while pending and (study is None or len(pending) > AHEAD or isinstance(pending[-1], StudyError)):
+                        pending.append(self._guarded(study.path, lambda study=study, planned=planned: self._begin(
+                            study, self._checked(planned), with_heat_maps, check, send, AHEAD)))
+                while pending and (study is None or len(pending) > depth or isinstance(pending[-1], StudyError)):
+                    check()  # cancelled: no further result, even of a study whose stages all ran already
                     result = self._finish(pending[0], allow_fallback, check)
                     ends = isinstance(result, StudyError) and isinstance(result.error, EdgeError)
                     if not ends:  # an edge failure's study stays: its other model's request is abandoned too

@@ -1,12 +1,15 @@
-"""AI → Analyze all: every study in the list, one at a time off the UI thread, with progress and per-study status."""
+"""AI → Analyze all: every study in the list as one pipelined series off the UI thread, with progress and
+per-study status."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from PySide6.QtWidgets import QToolBar
 
 from app.settings import SplitMode
+from inference.analyze import Analyzer
 
 from test_main_window import Watchdog, store, window  # noqa: F401  (pytest fixtures)
 from test_worklist import _png
@@ -30,19 +33,20 @@ def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_pat
     paths = [shared_cxr / REAL, _png(tmp_path / "a.png", 1), _png(tmp_path / "b.png", 2)]
     _open_local(qtbot, window, paths)
     failing = str(paths[1])
-    run = window.analysis._run
+    begin = Analyzer._begin
 
-    def run_or_fail(radiograph, settings, cancel):  # one study's analysis fails: the batch goes on
+    def begin_or_fail(self, radiograph, *args):  # one study's analysis fails: the series goes on
         if radiograph.path == failing:
             raise RuntimeError("edge and local both unavailable")
-        return run(radiograph, settings, cancel)
+        return begin(self, radiograph, *args)
 
-    monkeypatch.setattr(window.analysis, "_run", run_or_fail)
+    monkeypatch.setattr(Analyzer, "_begin", begin_or_fail)
     assert window.analyze_all_action in window.findChild(QToolBar, "Tools").actions()
     with Watchdog() as watchdog:
         window.analyze_all_action.trigger()
-        assert _statuses(window) == ["analysing", "queued", "queued"]
+        assert _statuses(window) == ["queued", "queued", "queued"]
         assert window.progress.isVisible() and window.progress.maximum() == 3
+        qtbot.waitUntil(lambda: "analysing" in _statuses(window), timeout=60_000)  # as the pipeline takes them
         qtbot.waitUntil(lambda: "Analyze all finished" in window.statusBar().currentMessage(), timeout=180_000)
     assert watchdog.longest_ms < 500, f"UI blocked for {watchdog.longest_ms:.0f} ms"
     assert {p: window.study_list.status(p) for p in window.study_list.paths} == {
@@ -56,9 +60,17 @@ def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_pat
     assert window.study_list.status(window.current) == "local"
 
 
-def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path):
+def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path, monkeypatch):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
     _open_local(qtbot, window, paths)
+    begin = Analyzer._begin
+
+    def later_ones_slow(self, radiograph, *args):  # the first result comes while the others still run
+        if radiograph.path != str(paths[0]):
+            time.sleep(2)
+        return begin(self, radiograph, *args)
+
+    monkeypatch.setattr(Analyzer, "_begin", later_ones_slow)
     window.analyze_all_action.trigger()
     qtbot.waitUntil(lambda: _statuses(window)[0].startswith("done"), timeout=180_000)
     window.cancel_action.trigger()  # Esc

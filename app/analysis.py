@@ -19,6 +19,8 @@ from inference.session import AnalysisSession
 from inference.wire import WireFormat
 from viewer.radiograph import Radiograph
 
+SERIES_FOR_THROUGHPUT = False  # Analyze all: each study's fastest plan, pipelined (see docs/benchmarks.md)
+
 
 @dataclass
 class Job:
@@ -132,7 +134,7 @@ class AnalysisService(QObject):
                 self.started.emit(radiograph.path)
                 yield radiograph
 
-        for result in session.analyze_series(begun(), cancel=cancel):
+        for result in session.analyze_series(begun(), cancel=cancel, for_throughput=SERIES_FOR_THROUGHPUT):
             if isinstance(result, StudyError):
                 self.failed.emit(result.path, _one_line(result.error))
             else:

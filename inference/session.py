@@ -69,17 +69,19 @@ class AnalysisSession:
         return self._observed(findings, None, series=False)
 
     def analyze_series(self, studies: Iterable[Radiograph | StudyError], cancel: threading.Event | None = None,
-                       allow_fallback: bool = True, planned: bool = False) -> Iterator[Findings | StudyError]:
+                       allow_fallback: bool = True, planned: bool = False,
+                       for_throughput: bool = True) -> Iterator[Findings | StudyError]:
         """A pipelined series (`Analyzer.analyze_many`: results in input order, a failed study as its
-        `StudyError`), planned for throughput on its first radiograph unless `planned` (already prepared),
-        held to its pace and planned again when that drifts."""
+        `StudyError`), planned on its first radiograph unless `planned` (already prepared) — for throughput,
+        or with `for_throughput=False` each study's own fastest plan, pipelined all the same — held to its
+        pace and planned again when that drifts."""
         ready = planned or self.planner is None
 
         def first_plans(studies):
             nonlocal ready
             for study in studies:
                 if not ready and isinstance(study, Radiograph):
-                    self.prepare(study, series=True)
+                    self.prepare(study, series=for_throughput)
                     ready = True
                 yield study
 
@@ -91,8 +93,16 @@ class AnalysisSession:
             if isinstance(result, Findings):
                 # the first results come as the pipeline fills: their spacing says nothing of its pace
                 period = (arrived[-1] - arrived[-2]) * 1e3 if len(arrived) > AHEAD + 1 else None
-                result = self._observed(result, period, series=True)
+                # a study's own plan is not held to pipelined times (they stretch as the studies share the
+                # workstation and the edge: read as drift, the edge was measured again mid-series, 3× slower)
+                result = self._observed(result, period, series=True) if for_throughput else self._predicted(result)
             yield result
+
+    def _predicted(self, findings: Findings) -> Findings:
+        """The result with the plan's predictions beside it."""
+        if self.planner is None or not self.planner.options:
+            return findings
+        return replace(findings, predicted_ms={n: o.predicted_ms for n, o in self.planner.options.items()})
 
     def _observed(self, findings: Findings, period_ms: float | None, series: bool) -> Findings:
         """The result with the plan's predictions beside it; on lasting drift the next study is planned
@@ -100,7 +110,7 @@ class AnalysisSession:
         planner = self.planner
         if planner is None or not planner.options:
             return findings
-        findings = replace(findings, predicted_ms={n: o.predicted_ms for n, o in planner.options.items()})
+        findings = self._predicted(findings)
         if not findings.fallback_reason and planner.observe(findings.model_ms, findings.timing_ms["queued"],
                                                             period_ms):
             self.prepare(None, series=series and planner.series_ms is not None)

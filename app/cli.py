@@ -145,7 +145,7 @@ def _infer(args: argparse.Namespace) -> int:
     except (WeightsError, ValueError, EdgeError) as exc:
         return _fail("infer", exc)
     files, sink, sr_folder = _infer_target(args)
-    if session.planner is not None:  # several studies: planned for throughput, the series pipelined
+    if session.planner is not None and files:  # several studies: planned for throughput, the series pipelined
         session.prepare(_first_radiograph(files), series=len(files) > 1 or args.recursive)
     analyzer = session.analyzer
     dicom: set[str] = set()  # a worklist writes an SR for DICOM studies only; --sr alone says why not for others

@@ -287,8 +287,7 @@ class MainWindow(QMainWindow):
         return batch
 
     def open_path(self, path: str | Path) -> Worker:
-        batch = _OpenBatch([str(path)])
-        return self._load(str(path), batch, 0)
+        return self._load(str(path), _OpenBatch([str(path)]), 0)
 
     def _open_contents(self, contents: OpenList, batch: _OpenBatch) -> None:
         batch.paths, batch.notes = contents.files, contents.notes

@@ -1,4 +1,4 @@
-"""Analysis for the GUI: the analysis session (inference/session.py) built from the settings (in a worker, once),
+"""Analysis for the GUI: the analysis session (inference/analysis/session.py) built from the settings (in a worker, once),
 run off the UI thread, its results as Qt signals."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from PySide6.QtCore import QObject, Signal
 
 from app.settings import AppSettings
 from app.workers import Worker, start
-from inference.analyze import AnalysisCancelled, Analyzer, ModelChoice, StudyError
-from inference.edge_client import EdgeClient, LinkMeasurement, ServerStatus, connect
-from inference.edge_repository import PROBE_MODEL
-from inference.plan import parse_split
-from inference.session import AnalysisSession
-from inference.wire import WireFormat
+from inference.analysis.analyzer import AnalysisCancelled, Analyzer, ModelChoice, StudyError
+from inference.analysis.session import AnalysisSession
+from inference.edge.client import EdgeClient, LinkMeasurement, ServerStatus, connect
+from inference.edge.repository import PROBE_MODEL
+from inference.models.wire import WireFormat
+from inference.planning.plan import parse_split
 from viewer.radiograph import Radiograph
 
 SERIES_FOR_THROUGHPUT = False  # Analyze all: each study's fastest plan, pipelined (see docs/benchmarks.md)
@@ -31,7 +31,7 @@ class Job:
 
 class AnalysisService(QObject):
     """One analysis at a time — a study, or a pipelined series (Analyze all) — through the analysis session
-    (inference/session.py) in a worker. `progress` says what runs; `finished`/`failed`/`cancelled` end each
+    (inference/analysis/session.py) in a worker. `progress` says what runs; `finished`/`failed`/`cancelled` end each
     study's analysis; a series also says when each of its studies `started`, and `series_ended` once."""
 
     progress = Signal(str, str)     # path, message

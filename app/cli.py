@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
+from inference.models.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 from viewer.media import files_to_open
 
 EXIT_OK = 0
@@ -63,9 +63,9 @@ def _inspect_one(path: str, context: dict, absence: str | None = None) -> bool:
 
 
 def _model_choice(args: argparse.Namespace, runtime: str | None = None):
-    from inference.analyze import ModelChoice
-    from inference.classifier import ClassifierConfig
-    from inference.detector import DetectorConfig
+    from inference.analysis.analyzer import ModelChoice
+    from inference.models.classifier import ClassifierConfig
+    from inference.models.detector import DetectorConfig
 
     given = {"architecture": args.detector_arch, "input_size": args.detector_size,
              "confidence": args.confidence, "iou": args.iou}
@@ -102,12 +102,12 @@ class _JsonLines:
 
 
 def _session(args: argparse.Namespace, command: str, runtime: str | None = None, with_edge: bool = True):
-    """The analysis session for `infer` or `evaluate` (inference/session.py), on --edge when given and
+    """The analysis session for `infer` or `evaluate` (inference/analysis/session.py), on --edge when given and
     `with_edge`; ValueError and friends on bad options. Neither command fetches heat maps."""
-    from inference.analyze import Analyzer
-    from inference.plan import parse_split
-    from inference.session import AnalysisSession
-    from inference.wire import WireFormat
+    from inference.analysis.analyzer import Analyzer
+    from inference.analysis.session import AnalysisSession
+    from inference.models.wire import WireFormat
+    from inference.planning.plan import parse_split
 
     edge = _edge(args) if args.edge and with_edge else None
     analyzer = Analyzer(_model_choice(args, runtime=runtime), edge=edge)
@@ -134,9 +134,9 @@ def _infer_target(args: argparse.Namespace):
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from inference.analyze import StudyError
-    from inference.edge_client import EdgeError
-    from inference.weights import WeightsError
+    from inference.analysis.analyzer import StudyError
+    from inference.edge.client import EdgeError
+    from inference.models.weights import WeightsError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
@@ -187,7 +187,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 def _write_sr(findings, folder: str, analyzer) -> dict:
     """--sr DIR: the study's DICOM SR; {"sr": path}, or {"sr_error": reason} (e.g. a PNG input)."""
-    from inference.structured_report import StructuredReportError, algorithm_names, read_source_header, write_sr
+    from inference.reports.structured_report import StructuredReportError, algorithm_names, read_source_header, write_sr
 
     try:  # the header is read again: analyze_many keeps only the Findings of each study
         path = write_sr(findings, read_source_header(findings.path), folder, model_names=algorithm_names(analyzer))
@@ -198,9 +198,17 @@ def _write_sr(findings, folder: str, analyzer) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Each configuration (a local runtime, or a split on --edge) over the labelled images, then the metrics."""
-    from inference.edge_client import EdgeError
-    from inference.evaluation import EvaluationInputError, locate_images, predict, read_boxes, read_labels, score, table
-    from inference.weights import WeightsError
+    from inference.edge.client import EdgeError
+    from inference.models.weights import WeightsError
+    from inference.reports.evaluation import (
+        EvaluationInputError,
+        locate_images,
+        predict,
+        read_boxes,
+        read_labels,
+        score,
+        table,
+    )
 
     try:
         labels = read_labels(args.labels)
@@ -276,7 +284,7 @@ def _edge(args: argparse.Namespace):
     """A client of --edge: one server, or a fail-over group for a comma-separated list."""
     from pathlib import Path
 
-    from inference.edge_client import EdgeSettings, connect
+    from inference.edge.client import EdgeSettings, connect
 
     optional = lambda value: Path(value) if value else None  # noqa: E731
     return connect([EdgeSettings(address.strip(), tls=args.tls or bool(args.ca), root_certificate=optional(args.ca),
@@ -285,8 +293,8 @@ def _edge(args: argparse.Namespace):
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from inference.convert import convert_pickled_checkpoint
-    from inference.weights import WeightsError, describe_weights
+    from inference.models.convert import convert_pickled_checkpoint
+    from inference.models.weights import WeightsError, describe_weights
 
     try:
         summary = convert_pickled_checkpoint(args.source, args.target, trust_pickle=args.trust_pickle)
@@ -300,9 +308,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     """Build INT8 local runtimes and report each one's fidelity gate verdict, one JSON line per model."""
-    from inference.analyze import Analyzer
-    from inference.runtimes import STATIC, OnnxModel, model_input, verdict
-    from inference.weights import WeightsError, data_dir
+    from inference.analysis.analyzer import Analyzer
+    from inference.models.weights import WeightsError, data_dir
+    from inference.runtimes.local import STATIC, OnnxModel, model_input, verdict
     from viewer.display import render_8bit
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
@@ -384,9 +392,9 @@ def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
 
 
 def _part_requests(args: argparse.Namespace, analyzer) -> list:
-    from inference.edge_repository import PartRequest
-    from inference.plan import AUTO_CUTS
-    from inference.wire import WireFormat
+    from inference.edge.repository import PartRequest
+    from inference.models.wire import WireFormat
+    from inference.planning.plan import AUTO_CUTS
 
     models = {"detector": (analyzer.detector, analyzer.detector_source),
               "classifier": (analyzer.classifier, analyzer.classifier_weights.source)}
@@ -414,9 +422,9 @@ def _part_requests(args: argparse.Namespace, analyzer) -> list:
 def _edge_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference.analyze import Analyzer
-    from inference.edge_repository import write_repository
-    from inference.weights import WeightsError
+    from inference.analysis.analyzer import Analyzer
+    from inference.edge.repository import write_repository
+    from inference.models.weights import WeightsError
 
     try:
         analyzer = Analyzer(_model_choice(args, runtime="torch"))  # exports only
@@ -435,9 +443,9 @@ def _edge_serve(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from inference.edge_repository import write_repository
-    from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles
-    from inference.weights import WeightsError, data_dir
+    from inference.edge.repository import write_repository
+    from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles
+    from inference.models.weights import WeightsError, data_dir
 
     tls = None
     if args.tls_cert or args.tls_key:
@@ -456,7 +464,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
             if not any(server.repository.glob("*/config.pbtxt")):
                 return _fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
         else:
-            from inference.analyze import Analyzer
+            from inference.analysis.analyzer import Analyzer
 
             analyzer = Analyzer(_model_choice(args, runtime="torch"))  # exports only
             requests = _part_requests(args, analyzer)
@@ -495,8 +503,8 @@ def _edge_control(args: argparse.Namespace) -> int:
     """The operator's calls on a running `edge serve` of this machine, with the credential it wrote."""
     from tritonclient.utils import InferenceServerException
 
-    from inference.edge_server import EdgeServerError, OperatorClient
-    from inference.weights import data_dir
+    from inference.edge.server import EdgeServerError, OperatorClient
+    from inference.models.weights import data_dir
 
     if args.action in ("load", "unload") and not args.part:
         return _fail("edge control", f"{args.action} needs the part's name (see: edge control list)")
@@ -523,10 +531,10 @@ def _edge_control(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference.benchmark import markdown, measure, run_benchmark, save
-    from inference.edge_client import EdgeError
-    from inference.edge_server import EdgeServerError
-    from inference.weights import WeightsError
+    from inference.edge.client import EdgeError
+    from inference.edge.server import EdgeServerError
+    from inference.models.weights import WeightsError
+    from inference.reports.benchmark import markdown, measure, run_benchmark, save
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
@@ -534,7 +542,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         radiograph = load_radiograph(args.image)
         if args.edge:  # a server that is already running, e.g. across an emulated link (bench/bench_links.py)
-            from inference.analyze import Analyzer
+            from inference.analysis.analyzer import Analyzer
 
             analyzer = Analyzer(_model_choice(args))
             report = measure(analyzer, radiograph, _edge(args), repeats=args.repeats or 10,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from inference.findings import Findings, Mode
+from inference.models.findings import Findings, Mode
 
 DEMO_BANNER = "Demo weights — untrained, not for diagnosis"
 MODE_TEXT = {Mode.LOCAL: "local (this workstation)", Mode.DISTRIBUTED: "distributed (workstation + edge)",

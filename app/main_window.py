@@ -558,7 +558,7 @@ class MainWindow(QMainWindow):
 
     def export_sr(self, folder: str) -> Path | None:
         """The current study's findings as a DICOM SR in `folder`; the status bar gives its path or why not."""
-        from inference.structured_report import StructuredReportError, write_sr  # highdicom: loaded when used
+        from inference.reports.structured_report import StructuredReportError, write_sr  # highdicom: loaded when used
 
         findings = self.findings.get(self.current) if self.current else None
         if findings is None:

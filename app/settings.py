@@ -14,8 +14,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from app.theme import Theme
-from inference.edge_client import EdgeSettings, parse_address
-from inference.settings import LOCAL_RUNTIMES, WIRE_FORMATS
+from inference.edge.client import EdgeSettings, parse_address
+from inference.models.settings import LOCAL_RUNTIMES, WIRE_FORMATS
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
 

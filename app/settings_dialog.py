@@ -31,8 +31,8 @@ from app.analysis import test_connection
 from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
-from inference.settings import WIRE_FORMATS
-from inference.weights import file_sha256
+from inference.models.settings import WIRE_FORMATS
+from inference.models.weights import file_sha256
 
 
 class SettingsDialog(QDialog):

@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from inference.analyze import Analyzer  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
-from inference.edge_parts import part_spec  # noqa: E402
-from inference.edge_repository import PROBE_MODEL, PartRequest, write_repository  # noqa: E402
-from inference.edge_server import EdgeServer, free_ports  # noqa: E402
-from inference.wire import WireFormat  # noqa: E402
+from inference.analysis.analyzer import Analyzer  # noqa: E402
+from inference.edge.repository import PROBE_MODEL, PartRequest, write_repository  # noqa: E402
+from inference.edge.server import EdgeServer, free_ports  # noqa: E402
+from inference.models.parts import part_spec  # noqa: E402
+from inference.models.wire import WireFormat  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
 
 
 def requests(analyzer: Analyzer) -> dict[str, tuple[str, list]]:

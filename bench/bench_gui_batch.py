@@ -30,8 +30,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["OMP_NUM_THREADS"] = "1"  # one core: torch must not plan for two
 
 from bench.bench_links import CGROUP, CGROUP_PERIOD_US, make_cgroup, remove_cgroup  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
-from inference.edge_server import free_ports  # noqa: E402
+from inference.edge.server import free_ports  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
 
 CXR = ROOT.parent / "shared" / "data" / "cxr"
 STUDIES = ["raster/txv_nih_00027426_000_512px.png", "dicom/DX_chest_966_fixed.dcm", "dicom/CR-MONO1-10-chest",

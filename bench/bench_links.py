@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.relay import Relay  # noqa: E402
-from inference.benchmark import QUICK_CUTS, markdown  # noqa: E402
+from inference.reports.benchmark import QUICK_CUTS, markdown  # noqa: E402
 
 NAMESPACE = "mededge-edge"
 HOST_SIDE, EDGE_SIDE = "mededge-ws", "mededge-eg"

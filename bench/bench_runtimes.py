@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from inference.analyze import Analyzer  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
-from inference.edge_parts import kind_of, part_difference  # noqa: E402
-from inference.runtimes import DYNAMIC, FP32, STATIC, OnnxModel, gate, median_ms, model_input  # noqa: E402
+from inference.analysis.analyzer import Analyzer  # noqa: E402
+from inference.models.parts import kind_of, part_difference  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.runtimes.local import DYNAMIC, FP32, STATIC, OnnxModel, gate, median_ms, model_input  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.errors import RadiographError  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402

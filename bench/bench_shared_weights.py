@@ -24,13 +24,13 @@ import onnx  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-from inference.analyze import Analyzer  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
-from inference.edge_repository import DIGEST, PartRequest, read_config, write_checksums, write_repository  # noqa: E402
-from inference.edge_server import EdgeServer, free_ports  # noqa: E402
-from inference.edge_weights import INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, bytes_on_disk  # noqa: E402
-from inference.weights import file_sha256  # noqa: E402
-from inference.wire import WireFormat  # noqa: E402
+from inference.analysis.analyzer import Analyzer  # noqa: E402
+from inference.edge.repository import DIGEST, PartRequest, read_config, write_checksums, write_repository  # noqa: E402
+from inference.edge.server import EdgeServer, free_ports  # noqa: E402
+from inference.edge.weights import INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, bytes_on_disk  # noqa: E402
+from inference.models.weights import file_sha256  # noqa: E402
+from inference.models.wire import WireFormat  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
 
 CUTS = {"detector": (0, 8, 24), "classifier": (0, 5, 7)}
 

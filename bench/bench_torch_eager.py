@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from inference.analyze import Analyzer  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
-from inference.runtimes import median_ms, model_input  # noqa: E402
+from inference.analysis.analyzer import Analyzer  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.runtimes.local import median_ms, model_input  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from bench.bench_loader import SOURCE  # noqa: E402
-from inference.benchmark import machine_description  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402
 from viewer.radiograph import Window  # noqa: E402

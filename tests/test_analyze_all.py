@@ -9,7 +9,7 @@ from dataclasses import replace
 from PySide6.QtWidgets import QToolBar
 
 from app.settings import SplitMode
-from inference.analyze import Analyzer
+from inference.analysis.analyzer import Analyzer
 
 from test_main_window import Watchdog, store, window  # noqa: F401  (pytest fixtures)
 from test_worklist import _png

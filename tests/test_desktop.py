@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QDockWidget
 from app.main_window import MainWindow, choose_platform
 from app.settings import AppSettings, load_settings
 from app.theme import Theme
-from inference.findings import Findings, Mode
+from inference.models.findings import Findings, Mode
 
 from dicom_factory import dataset, gradient, write
 from test_main_window import open_and_wait

@@ -21,15 +21,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from inference.analyze import AHEAD, Analyzer, ModelChoice, StudyError
-from inference.detector import DetectorConfig
-from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
-from inference.edge_repository import PartRequest, write_repository
-from inference.edge_server import EdgeServer, EdgeServerError, free_ports
-from inference.findings import Mode
-from inference.plan import ModelPlan, Plan
-from inference.postprocess import box_iou
-from inference.wire import WireFormat
+from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice, StudyError
+from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
+from inference.edge.repository import PartRequest, write_repository
+from inference.edge.server import EdgeServer, EdgeServerError, free_ports
+from inference.models.detector import DetectorConfig
+from inference.models.findings import Mode
+from inference.models.postprocess import box_iou
+from inference.models.wire import WireFormat
+from inference.planning.plan import ModelPlan, Plan
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
@@ -164,7 +164,7 @@ def test_a_pipelined_series_waits_for_the_requests_it_queued(analyzer, every_par
     series (the old behaviour: QUEUE_MARGIN 0); the timeout that follows the queue ahead of each request, and
     the studies the pipeline may send while it is out (batched with it: the first of the series waited for
     six more in CI), lets every study finish on the edge."""
-    import inference.analyze as analyze_module
+    import inference.analysis.analyzer as analyze_module
 
     plan = Plan(ModelPlan(0, WireFormat.FP32), ModelPlan(0, WireFormat.FP32))
     alone = [analyzer.analyze(radiograph, plan, allow_fallback=False) for _ in range(4)][1:]  # after a warm-up
@@ -405,7 +405,7 @@ def _certificates(folder: Path) -> dict[str, Path]:
 
 
 def test_tls_edge(tmp_path, shared_cxr):
-    from inference.edge_server import TlsFiles
+    from inference.edge.server import TlsFiles
 
     files = _certificates(tmp_path)
     model = Analyzer(ModelChoice(detector=TINY))
@@ -438,7 +438,7 @@ def test_mutual_tls_edge_set_in_settings(tmp_path):
     """A server that demands client certificates: the workstation's certificate from Settings gets in;
     without one, the refusal is a clear TLS error."""
     from app.settings import AppSettings
-    from inference.edge_server import TlsFiles
+    from inference.edge.server import TlsFiles
 
     files = _certificates(tmp_path)
     model = Analyzer(ModelChoice(detector=TINY, runtime="torch"))

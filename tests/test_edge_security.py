@@ -28,14 +28,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from inference.analyze import Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import part_spec
-from inference.edge_repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
-from inference.edge_server import EdgeServer, EdgeServerError, TlsFiles, free_ports
-from inference.findings import Mode
-from inference.plan import ModelPlan, Plan
-from inference.wire import WireFormat
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.edge.client import EdgeClient, EdgeSettings
+from inference.edge.repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
+from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
+from inference.models.findings import Mode
+from inference.models.parts import part_spec
+from inference.models.wire import WireFormat
+from inference.planning.plan import ModelPlan, Plan
 from viewer.loader import load_radiograph
 
 from conftest import ROOT
@@ -379,8 +379,8 @@ def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loade
 
     import onnx
 
-    from inference.edge_repository import DIGEST, read_config
-    from inference.weights import file_sha256
+    from inference.edge.repository import DIGEST, read_config
+    from inference.models.weights import file_sha256
 
     exported = tmp_path / "repository"
     shutil.copytree(repository, exported)
@@ -515,8 +515,8 @@ arguments, the container's ports and mounts mapped to this machine (the wheel ha
 import os, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from inference.edge_repository import python_backend_overlay
-from inference.edge_server import Installation
+from inference.edge.repository import python_backend_overlay
+from inference.edge.server import Installation
 
 args = sys.argv[1:]
 assert args.pop(0) == "run"

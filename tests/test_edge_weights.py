@@ -1,4 +1,4 @@
-"""Every cut of a model served from one copy of its weights (inference/edge_weights.py).
+"""Every cut of a model served from one copy of its weights (inference/edge/weights.py).
 
 What the served parts compute is checked against the workstation's own results in test_edge.py (its
 repositories are written the same way); here: the size, the one file, and what onnxruntime reads."""
@@ -12,12 +12,12 @@ import onnx
 import onnxruntime
 import torch
 
-from inference.analyze import Analyzer
-from inference.edge_parts import export_part, part_spec, sample_input, tensor_name
-from inference.edge_repository import PartRequest, write_repository
-from inference.edge_weights import WEIGHTS_FILE, bytes_on_disk
-from inference.stages import INPUT
-from inference.wire import WireFormat, encode
+from inference.analysis.analyzer import Analyzer
+from inference.edge.repository import PartRequest, write_repository
+from inference.edge.weights import WEIGHTS_FILE, bytes_on_disk
+from inference.models.parts import export_part, part_spec, sample_input, tensor_name
+from inference.models.stages import INPUT
+from inference.models.wire import WireFormat, encode
 
 
 def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from inference.classifier import CHESTXRAY14
-from inference.evaluation import (
+from inference.models.classifier import CHESTXRAY14
+from inference.reports.evaluation import (
     EvaluationInputError,
     LabelFile,
     Predictions,

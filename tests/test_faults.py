@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from bench.relay import Relay
-from inference.analyze import Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, EdgeGroup, EdgeSettings
-from inference.edge_parts import part_spec
-from inference.edge_repository import PartRequest, write_repository
-from inference.edge_server import EdgeServer, free_ports
-from inference.findings import Mode
-from inference.plan import ModelPlan, Plan
-from inference.wire import WireFormat
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.edge.client import EdgeClient, EdgeGroup, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
+from inference.edge.server import EdgeServer, free_ports
+from inference.models.findings import Mode
+from inference.models.parts import part_spec
+from inference.models.wire import WireFormat
+from inference.planning.plan import ModelPlan, Plan
 from viewer.loader import load_radiograph
 
 from dicom_factory import dataset, gradient, write
@@ -153,7 +153,7 @@ def test_a_server_killed_mid_series_every_study_completes(analyzer, repository, 
 
 def test_a_server_restarted_with_a_stale_repository_is_noticed(analyzer, repository, study, tmp_path, monkeypatch):
     """Same address, same shapes, other weights: the client checks the part again and falls back."""
-    from inference import edge_client
+    from inference.edge import client as edge_client
 
     monkeypatch.setattr(edge_client, "REVERIFY_S", 1.0)  # 30 s in use
     stale = tmp_path / "stale"
@@ -178,7 +178,7 @@ def test_a_stale_repository_of_another_size_or_edited_dtypes_falls_back_saying_w
 
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from inference.edge_repository import read_config
+    from inference.edge.repository import read_config
 
     bigger = Analyzer(ModelChoice(detector=with_changes(TINY, input_size=160), runtime="torch"))
     stale = tmp_path / "stale"

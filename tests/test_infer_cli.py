@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from inference.classifier import CHESTXRAY14
+from inference.models.classifier import CHESTXRAY14
 
 from conftest import ROOT
 

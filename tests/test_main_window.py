@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.settings import AppSettings, SplitMode, load_settings, save_settings
 from app.settings_dialog import SettingsDialog
-from inference.findings import Detection, Findings, Mode
+from inference.models.findings import Detection, Findings, Mode
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 from viewer.radiograph import Window
@@ -240,10 +240,10 @@ def test_cancel(qtbot, window, shared_cxr):
 
 def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     """Against a real edge server (MedEdge's cuts), then with the server stopped: the fallback is shown."""
-    from inference.analyze import Analyzer
-    from inference.edge_repository import PartRequest, write_repository
-    from inference.plan import AUTO_CUTS
-    from inference.wire import WireFormat
+    from inference.analysis.analyzer import Analyzer
+    from inference.edge.repository import PartRequest, write_repository
+    from inference.models.wire import WireFormat
+    from inference.planning.plan import AUTO_CUTS
 
     from test_edge import start_server
 
@@ -280,9 +280,9 @@ def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbo
     """The link to the edge stalls (a TCP relay holds every byte): the request times out in a worker, the
     window keeps painting (no main-thread gap over 200 ms) and the study completes locally with the reason."""
     from bench.relay import Relay
-    from inference.analyze import Analyzer
-    from inference.edge_repository import PartRequest, write_repository
-    from inference.wire import WireFormat
+    from inference.analysis.analyzer import Analyzer
+    from inference.edge.repository import PartRequest, write_repository
+    from inference.models.wire import WireFormat
 
     from test_edge import start_server
 
@@ -332,7 +332,7 @@ def test_screenshot_command(shared_cxr, tmp_path):
 
 
 def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, tmp_path):
-    from inference.edge_repository import write_repository
+    from inference.edge.repository import write_repository
 
     from test_edge import start_server
 

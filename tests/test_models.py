@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
-from inference.detector import DetectorConfig, YoloDetector
-from inference.stages import INPUT
+from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
+from inference.models.detector import DetectorConfig, YoloDetector
+from inference.models.stages import INPUT
 
 SIZE = 128  # a multiple of P7's largest stride; keeps every forward pass cheap
 

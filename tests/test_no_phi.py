@@ -13,14 +13,14 @@ import pydicom
 import pytest
 
 from bench.relay import Relay
-from inference.analyze import Analyzer, ModelChoice
-from inference.detector import DetectorConfig
-from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_repository import PartRequest, write_repository
-from inference.findings import Mode
-from inference.plan import ModelPlan, Plan
-from inference.planner import Planner
-from inference.wire import WireFormat
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.edge.client import EdgeClient, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
+from inference.models.detector import DetectorConfig
+from inference.models.findings import Mode
+from inference.models.wire import WireFormat
+from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import Planner
 from viewer.loader import load_radiograph
 
 from dicom_factory import dataset, gradient, write

@@ -46,8 +46,8 @@ def test_the_wheel_runs_inspect_and_infer_from_a_fresh_environment(tmp_path, sha
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
 
-    where = run(str(python), "-c", "import app, inference, viewer.widgets; from inference.edge_repository import "
-                "PYTHON_MODEL; from inference.settings import RESOURCES; print(inference.__file__); "
+    where = run(str(python), "-c", "import app, inference, viewer.widgets; from inference.edge.repository import "
+                "PYTHON_MODEL; from inference.models.settings import RESOURCES; print(inference.__file__); "
                 "print(PYTHON_MODEL.is_file() and (RESOURCES / 'models.yaml').is_file())")
     assert where.returncode == 0, where.stderr
     assert where.stdout.split() == [str(site / "inference" / "__init__.py"), "True"]  # not the checkout's

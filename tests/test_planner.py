@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from inference.analyze import Analyzer, ModelChoice
-from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_repository import PartRequest, write_repository
-from inference.findings import Mode
-from inference.plan import ModelPlan, Plan
-from inference.planner import Planner, local_stage_ms, passes_fidelity
-from inference.runtimes import RUNTIMES
-from inference.wire import WireFormat, dequantize_torch, quantize
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.edge.client import EdgeClient, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
+from inference.models.findings import Mode
+from inference.models.wire import WireFormat, dequantize_torch, quantize
+from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import Planner, local_stage_ms, passes_fidelity
+from inference.runtimes.local import RUNTIMES
 from viewer.loader import load_radiograph
 
 from test_edge import TINY, start_server
@@ -34,7 +34,7 @@ def test_int8_codes_round_trip_within_half_a_step():
 
 
 def test_wire_formats_named_for_the_settings_are_the_enum():
-    from inference.settings import WIRE_FORMATS
+    from inference.models.settings import WIRE_FORMATS
 
     assert WIRE_FORMATS == tuple(w.value for w in WireFormat)
     assert WireFormat.INT8_DEFLATE.encoding is WireFormat.INT8 and WireFormat.INT8_DEFLATE.compression == "deflate"
@@ -101,7 +101,7 @@ def test_int8_deflate_is_lossless_and_compresses_what_goes_over_the_link(planned
 
 
 def test_planner_deflates_only_where_the_link_is_slow_enough(planned, shared_cxr):
-    from inference.planner import LinkProfile
+    from inference.planning.planner import LinkProfile
 
     analyzer, _ = planned
     planner = Planner(analyzer, analyzer.edge)
@@ -121,7 +121,7 @@ def test_planner_deflates_only_where_the_link_is_slow_enough(planned, shared_cxr
 def test_planner_counts_the_bytes_and_the_encoding_the_analysis_has(planned):
     """What comes back is predicted as the analyses fetch it: CheXNet's features (for heat maps) only when
     they are wanted; encoding the tensors here (int8: quantizing) is measured and counted as the workstation's."""
-    from inference.planner import LinkProfile
+    from inference.planning.planner import LinkProfile
 
     analyzer, _ = planned
     served = set(analyzer.edge.status().models)
@@ -143,7 +143,7 @@ def test_fidelity_gate_rejects_a_wire_that_distorts(planned, monkeypatch):
     analyzer, _ = planned
     image = torch.from_numpy(np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32))
     assert passes_fidelity(analyzer.classifier, 7, WireFormat.INT8, [image])
-    import inference.planner as planner_module
+    import inference.planning.planner as planner_module
 
     monkeypatch.setattr(planner_module, "round_trip", lambda wire, t: t * 3.0)  # a broken codec
     assert not passes_fidelity(analyzer.classifier, 7, WireFormat.INT8, [image])
@@ -207,7 +207,7 @@ def test_bench_times_the_options_in_rotated_rounds():
     """Every option once per round, each round starting one later: drift falls on all options alike."""
     from types import SimpleNamespace
 
-    from inference.benchmark import _interleaved
+    from inference.reports.benchmark import _interleaved
 
     order = []
 
@@ -223,7 +223,7 @@ def test_bench_times_the_options_in_rotated_rounds():
 
 
 def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
-    from inference.benchmark import SERIES_STUDIES, markdown, run_benchmark
+    from inference.reports.benchmark import SERIES_STUDIES, markdown, run_benchmark
 
     radiograph = load_radiograph(shared_cxr / "raster/txv_nih_00027426_000_512px.png")
     report = run_benchmark(radiograph, quick=True, work=tmp_path, progress=lambda m: None, detector=TINY)
@@ -253,7 +253,7 @@ def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):
 
 
 def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(shared_cxr):
-    from inference.weights import data_dir
+    from inference.models.weights import data_dir
 
     radiograph = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")
     torch_run = Analyzer(ModelChoice(detector=TINY)).analyze(radiograph)
@@ -282,9 +282,9 @@ def test_a_queue_on_the_edge_triggers_a_new_plan_that_counts_it(planned):
     the planner notices, re-plans, and adds the wait to every offloaded option."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from inference.edge_parts import sample_input
-    from inference.planner import QUEUE_MS
-    from inference.wire import encode
+    from inference.models.parts import sample_input
+    from inference.models.wire import encode
+    from inference.planning.planner import QUEUE_MS
 
     analyzer, _ = planned
     planner = Planner(analyzer, analyzer.edge)
@@ -313,7 +313,7 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     measures the parts again against the real server and plans with what it measured."""
     import json
 
-    from inference.planner import DRIFT
+    from inference.planning.planner import DRIFT
 
     analyzer, radiograph = planned
     first = Planner(analyzer, analyzer.edge, cache_dir=tmp_path)

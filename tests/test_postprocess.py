@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from inference.findings import Detection
-from inference.postprocess import decode_detections, nms
-from inference.preprocess import LETTERBOX_GREY, classifier_crops, letterbox
+from inference.models.findings import Detection
+from inference.models.postprocess import decode_detections, nms
+from inference.models.preprocess import LETTERBOX_GREY, classifier_crops, letterbox
 
 
 @pytest.mark.parametrize("shape", [(300, 200), (200, 300), (517, 1023), (64, 64)])

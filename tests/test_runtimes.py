@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.analyze import Analyzer, ModelChoice
-from inference.fidelity import PROBABILITY_TOLERANCE
-from inference.runtimes import (
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.runtimes.fidelity import PROBABILITY_TOLERANCE
+from inference.runtimes.local import (
     DYNAMIC,
     FP32,
     HALF,

@@ -13,9 +13,9 @@ import pytest
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage
 
-from inference.classifier import CHESTXRAY14
-from inference.findings import Detection, Findings, Mode
-from inference.structured_report import (
+from inference.models.classifier import CHESTXRAY14
+from inference.models.findings import Detection, Findings, Mode
+from inference.reports.structured_report import (
     DEMO_MARK,
     OPACITY,
     PRIVATE_SCHEME,
@@ -160,9 +160,9 @@ def test_dsrdump_parses_it(sr_file):
 
 
 def test_real_radiograph_analysed_then_exported(shared_cxr, tmp_path):
-    from inference.analyze import Analyzer, ModelChoice
-    from inference.detector import DetectorConfig
-    from inference.structured_report import algorithm_names
+    from inference.analysis.analyzer import Analyzer, ModelChoice
+    from inference.models.detector import DetectorConfig
+    from inference.reports.structured_report import algorithm_names
 
     radiograph = load_radiograph(shared_cxr / "dicom/CR-MONO1-10-chest")  # no File Meta, no preamble
     analyzer = Analyzer(ModelChoice(detector=DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33)))
@@ -242,8 +242,8 @@ def test_infer_sr_writes_one_sr_per_dicom_study(shared_cxr, tmp_path, monkeypatc
     import json
 
     from app import cli
-    from inference.analyze import ModelChoice
-    from inference.detector import DetectorConfig
+    from inference.analysis.analyzer import ModelChoice
+    from inference.models.detector import DetectorConfig
 
     small = ModelChoice(detector=DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33))
     monkeypatch.setattr(cli, "_model_choice", lambda args, runtime=None: small)  # the --sr wiring, not the model

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from inference import yolo_layers
-from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
-from inference.convert import convert_pickled_checkpoint
-from inference.detector import DetectorConfig, YoloDetector
-from inference.weights import (
+from inference.models import yolo_layers
+from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
+from inference.models.convert import convert_pickled_checkpoint
+from inference.models.detector import DetectorConfig, YoloDetector
+from inference.models.weights import (
     XRV_PATHOLOGIES,
     WeightsError,
     demo_state_dict,
@@ -209,7 +209,7 @@ def test_torchxrayvision_weights_map_outputs_by_name(tmp_path):
     assert (loaded.layout, loaded.in_channels, loaded.normalisation) == ("torchxrayvision", 1, "xrv")
     assert model.config.classes == XRV_PATHOLOGIES and model.features.conv0.in_channels == 1
 
-    from inference.analyze import Analyzer, ModelChoice
+    from inference.analysis.analyzer import Analyzer, ModelChoice
     from viewer.radiograph import Radiograph, Window, WindowSource
 
     analyzer = Analyzer(ModelChoice(classifier_weights=path, detector=DetectorConfig(input_size=SIZE)))
@@ -220,7 +220,7 @@ def test_torchxrayvision_weights_map_outputs_by_name(tmp_path):
     assert list(findings.probabilities) == [n for n in CHESTXRAY14 if n != "Hernia"]
     assert "Lung Opacity" not in findings.probabilities
     # Same numbers as running the network on the ±1024 input directly (calibration 0.5 is the identity).
-    from inference.preprocess import classifier_crops
+    from inference.models.preprocess import classifier_crops
 
     crops, _ = classifier_crops(grey, 224, 224, False, 1, "xrv")
     assert crops.min() >= -1024 and crops.max() <= 1024
@@ -243,8 +243,8 @@ def test_torchxrayvision_pickled_model_keeps_its_output_names(tmp_path):
 
 def test_demo_weights_are_identical_across_runs(tmp_path):
     """Two separate processes with empty caches generate byte-identical demo weights."""
-    code = ("from inference.weights import demo_state_dict; from inference.classifier import CheXNet;"
-            "from inference.detector import YoloDetector, DetectorConfig;"
+    code = ("from inference.models.weights import demo_state_dict; from inference.models.classifier import CheXNet;"
+            "from inference.models.detector import YoloDetector, DetectorConfig;"
             "demo_state_dict(CheXNet()); demo_state_dict(YoloDetector(DetectorConfig(input_size=128)))")
     digests = []
     for run in ("a", "b"):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.worklist import Batch, ResultsLog, read_results, summary_rows, write_summary
-from inference.classifier import CHESTXRAY14
+from inference.models.classifier import CHESTXRAY14
 from viewer.media import files_to_open
 
 from conftest import ROOT

@@ -7,7 +7,7 @@ wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, e
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
 can swap the file between the check and the load). The same for its tensors kept in the model's shared
-`weights.bin` (see inference/edge_weights.py): the ranges the ONNX refers to are read once, checked against
+`weights.bin` (see inference/edge/weights.py): the ranges the ONNX refers to are read once, checked against
 `mededge_weights_sha256`, and put into the model before the session is made.
 """
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.classifier import CheXNet
-from inference.detector import YoloDetector
-from inference.stages import INPUT, StagedModel
-from inference.wire import WireFormat, dequantize_torch, encode
+from inference.models.classifier import CheXNet
+from inference.models.detector import YoloDetector
+from inference.models.stages import INPUT, StagedModel
+from inference.models.wire import WireFormat, dequantize_torch, encode
 
 ONNX_OPSET = 17
 FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to the input size

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.preprocess import CropGeometry
+from inference.models.preprocess import CropGeometry
 
 TIMING_PHASES = ("preprocess", "local", "transfer", "edge", "queued", "postprocess", "total")
 

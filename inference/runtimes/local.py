@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.classifier import CheXNet
-from inference.edge_parts import (
+from inference.models.classifier import CheXNet
+from inference.models.parts import (
     ModelKind,
     export_part,
     identity_of,
@@ -58,10 +58,10 @@ from inference.edge_parts import (
     part_spec,
     sample_input,
 )
-from inference.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
-from inference.settings import LOCAL_RUNTIMES
-from inference.stages import INPUT, StagedModel
-from inference.wire import WireFormat
+from inference.models.settings import LOCAL_RUNTIMES
+from inference.models.stages import INPUT, StagedModel
+from inference.models.wire import WireFormat
+from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 
 TORCH = "torch"
 HALF = "torch-fp16"
@@ -271,7 +271,7 @@ class TorchHalf:
 
 def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
     """The model's input batch from a display-ready grey image, exactly as `analyze` makes it."""
-    from inference.preprocess import classifier_crops, letterbox
+    from inference.models.preprocess import classifier_crops, letterbox
 
     config = model.config
     if isinstance(model, CheXNet):
@@ -282,8 +282,8 @@ def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
 
 def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
     """Detections in input pixels from the detector's raw output [1, N, 5 + classes]."""
-    from inference.postprocess import decode_detections
-    from inference.preprocess import Letterbox
+    from inference.models.postprocess import decode_detections
+    from inference.models.preprocess import Letterbox
 
     config = model.config
     size = config.input_size

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.edge_parts import EdgePartSpec
-from inference.edge_repository import COMPUTE_TIME_OUTPUT
-from inference.wire import DTYPES as WIRE_DTYPES
+from inference.edge.repository import COMPUTE_TIME_OUTPUT
+from inference.models.parts import EdgePartSpec
+from inference.models.wire import DTYPES as WIRE_DTYPES
 
 REVERIFY_S = 30.0
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$")
@@ -270,7 +270,7 @@ class EdgeClient:
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,
         through the repository's probe model; the returned checksum proves the bytes arrived intact."""
-        from inference.edge_repository import PROBE_MODEL
+        from inference.edge.repository import PROBE_MODEL
 
         def send(size: int) -> float:
             payload = np.frombuffer(np.random.default_rng(size).bytes(size), np.uint8).reshape(1, size)

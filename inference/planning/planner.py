@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.classifier import CheXNet
-from inference.edge_client import EdgeClient, EdgeError
-from inference.edge_parts import (
+from inference.edge.client import EdgeClient, EdgeError
+from inference.models.classifier import CheXNet
+from inference.models.parts import (
     EdgePartSpec,
     fingerprint_of,
     identity_of,
@@ -40,11 +40,11 @@ from inference.edge_parts import (
     sample_input,
     tensor_name,
 )
-from inference.fidelity import PROBABILITY_TOLERANCE, boxes_match
-from inference.plan import ModelPlan, Plan
-from inference.runtimes import machine_key, median_ms
-from inference.stages import INPUT, StagedModel
-from inference.wire import ENCODINGS, WireFormat, deflated, encode, round_trip
+from inference.models.stages import INPUT, StagedModel
+from inference.models.wire import ENCODINGS, WireFormat, deflated, encode, round_trip
+from inference.planning.plan import ModelPlan, Plan
+from inference.runtimes.fidelity import PROBABILITY_TOLERANCE, boxes_match
+from inference.runtimes.local import machine_key, median_ms
 
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
@@ -141,7 +141,7 @@ def analysis_input(model: StagedModel) -> torch.Tensor:
 
 def local_stage_ms(model: StagedModel, repeats: int = 3, cache_dir=None) -> list[float]:
     """Median time of each stage on this workstation for this runtime, cached per machine and input size."""
-    from inference.weights import data_dir
+    from inference.models.weights import data_dir
 
     device = next(model.parameters()).device
     weights = "any"  # stage times do not depend on the weights' values
@@ -313,7 +313,7 @@ class Planner:
         return self._encoding[key]
 
     def _edge_times_path(self) -> Path:
-        from inference.weights import data_dir
+        from inference.models.weights import data_dir
 
         return (self.cache_dir or data_dir()) / "profiles" / "edge-parts.json"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.postprocess import box_iou
+from inference.models.postprocess import box_iou
 
 PROBABILITY_TOLERANCE = 0.02  # a wire format or runtime must keep probabilities within this
 BOX_IOU = 0.9                 # … and match every box at this IoU

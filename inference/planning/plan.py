@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inference.wire import WireFormat
+from inference.models.wire import WireFormat
 
 # `--split auto` until the planner measures the link (issue "cut planning"): MedEdge's cut 6 for the
 # detector (after layers 0..5: one 256×64×64 tensor at 512 px) and after transition 3 for CheXNet

@@ -28,7 +28,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
-from inference.findings import Findings
+from inference.models.findings import Findings
 
 if TYPE_CHECKING:
     from viewer.radiograph import Radiograph

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inference.weights import WeightsError
+from inference.models.weights import WeightsError
 
 
 class _StandIn(nn.Module):

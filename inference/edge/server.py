@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference.edge_access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
-from inference.edge_gateway import EdgeGateway, server_credentials
-from inference.edge_repository import largest_request_bytes, overlay_part, python_backend_overlay
+from inference.edge.access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
+from inference.edge.gateway import EdgeGateway, server_credentials
+from inference.edge.repository import largest_request_bytes, overlay_part, python_backend_overlay
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
 

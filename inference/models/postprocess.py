@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.findings import Detection
-from inference.preprocess import Letterbox
+from inference.models.findings import Detection
+from inference.models.preprocess import Letterbox
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

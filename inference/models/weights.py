@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
-from inference.detector import DetectorConfig, YoloDetector
+from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
+from inference.models.detector import DetectorConfig, YoloDetector
 
 DEMO = "demo"
 DEMO_SEED = 20260101

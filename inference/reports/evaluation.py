@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.classifier import CHESTXRAY14
-from inference.postprocess import box_iou
+from inference.models.classifier import CHESTXRAY14
+from inference.models.postprocess import box_iou
 
 NO_FINDING = "No Finding"
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
@@ -212,7 +212,7 @@ def locate_images(folder: str | os.PathLike[str], names: Iterable[str]) -> tuple
 def predict(name: str, analyzer, plan, images: Mapping[str, Path],
             progress: Callable[[int, int], None] | None = None) -> Predictions:
     """Run `analyzer` (with `plan`) over the images, pipelined like `infer`; failures are recorded."""
-    from inference.analyze import StudyError
+    from inference.analysis.analyzer import StudyError
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 

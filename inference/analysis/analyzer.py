@@ -19,18 +19,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from inference.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
-from inference.detector import DetectorConfig, YoloDetector
-from inference.edge_client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
-from inference.edge_parts import EdgePartSpec, ModelKind, kind_of, part_spec, tensor_name
-from inference.findings import ActivationMaps, Detection, Findings, Mode
-from inference.plan import ModelPlan, Plan
-from inference.postprocess import calibrate, decode_detections
-from inference.preprocess import Letterbox, classifier_crops, letterbox
-from inference.runtimes import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
-from inference.stages import INPUT, StagedModel
-from inference.weights import LoadedWeights, data_dir, load_classifier, load_detector
-from inference.wire import WireFormat, encode
+from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
+from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
+from inference.models.detector import DetectorConfig, YoloDetector
+from inference.models.findings import ActivationMaps, Detection, Findings, Mode
+from inference.models.parts import EdgePartSpec, ModelKind, kind_of, part_spec, tensor_name
+from inference.models.postprocess import calibrate, decode_detections
+from inference.models.preprocess import Letterbox, classifier_crops, letterbox
+from inference.models.stages import INPUT, StagedModel
+from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
+from inference.models.wire import WireFormat, encode
+from inference.planning.plan import ModelPlan, Plan
+from inference.runtimes.local import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 

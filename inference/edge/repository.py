@@ -21,9 +21,8 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from inference.edge_access import OPERATOR_APIS, operator_flags
-from inference.edge_parts import EdgePartSpec, export_part, part_spec
-from inference.edge_weights import (
+from inference.edge.access import OPERATOR_APIS, operator_flags
+from inference.edge.weights import (
     INDEX_FILE,
     WEIGHTS_DIGEST,
     WEIGHTS_FILE,
@@ -34,13 +33,14 @@ from inference.edge_weights import (
     used_ranges_sha256,
     write_shared,
 )
-from inference.stages import StagedModel
-from inference.weights import file_sha256
-from inference.wire import WireFormat
+from inference.models.parts import EdgePartSpec, export_part, part_spec
+from inference.models.stages import StagedModel
+from inference.models.weights import file_sha256
+from inference.models.wire import WireFormat
 
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
-PYTHON_MODEL = Path(__file__).resolve().parent / "resources" / "triton" / "python_model.py"  # package data
+PYTHON_MODEL = Path(__file__).resolve().parent.parent / "resources" / "triton" / "python_model.py"  # package data
 _DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
 DIGEST = "mededge_onnx_sha256"

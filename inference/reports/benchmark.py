@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.analyze import Analyzer, ModelChoice
-from inference.detector import DetectorConfig
-from inference.edge_client import EdgeClient, EdgeSettings
-from inference.edge_parts import kind_of, part_name
-from inference.edge_repository import PartRequest, write_repository
-from inference.edge_server import EdgeServer, free_ports
-from inference.findings import Findings
-from inference.plan import ModelPlan, Plan
-from inference.planner import Planner, series_bound_ms
-from inference.wire import ENCODINGS, WireFormat
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.edge.client import EdgeClient, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
+from inference.edge.server import EdgeServer, free_ports
+from inference.models.detector import DetectorConfig
+from inference.models.findings import Findings
+from inference.models.parts import kind_of, part_name
+from inference.models.wire import ENCODINGS, WireFormat
+from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import Planner, series_bound_ms
 from viewer.radiograph import Radiograph
 
 QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}

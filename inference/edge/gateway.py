@@ -28,7 +28,7 @@ import threading
 
 import grpc
 
-from inference.edge_access import WORKSTATION_CALLS
+from inference.edge.access import WORKSTATION_CALLS
 
 SERVICE = "inference.GRPCInferenceService"
 HEALTH = ("grpc.health.v1.Health", "Check")  # the standard health check (Triton answers it too)

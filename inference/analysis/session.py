@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
-from inference.analyze import AHEAD, Analyzer, StudyError
-from inference.edge_client import EdgeError
-from inference.findings import Findings
-from inference.plan import Plan
-from inference.planner import Planner
+from inference.analysis.analyzer import AHEAD, Analyzer, StudyError
+from inference.edge.client import EdgeError
+from inference.models.findings import Findings
+from inference.planning.plan import Plan
+from inference.planning.planner import Planner
 from viewer.radiograph import Radiograph
 
 

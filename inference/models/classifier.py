@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from inference.settings import MODEL_SETTINGS
-from inference.stages import INPUT, StagedModel, chain
+from inference.models.settings import MODEL_SETTINGS
+from inference.models.stages import INPUT, StagedModel, chain
 
 _C = MODEL_SETTINGS["classifier"]
 CHESTXRAY14: tuple[str, ...] = tuple(_C["classes"])  # the 14 findings shown, in ChestX-ray14 order

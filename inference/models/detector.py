@@ -14,9 +14,9 @@ import torch
 import yaml
 from torch import nn
 
-from inference import yolo_layers as L
-from inference.settings import MODEL_SETTINGS, RESOURCES
-from inference.stages import INPUT, Stage, StagedModel
+from inference.models import yolo_layers as L
+from inference.models.settings import MODEL_SETTINGS, RESOURCES
+from inference.models.stages import INPUT, Stage, StagedModel
 
 ARCHITECTURES = ("yolov4-p5", "yolov4-p6", "yolov4-p7")
 _BLOCKS = {"Conv": L.Conv, "BottleneckCSP": L.BottleneckCSP, "BottleneckCSP2": L.BottleneckCSP2,

@@ -1,0 +1,1 @@
+"""What the analyses produce for people: DICOM SR, evaluation against labels, and benchmarks."""

@@ -35,6 +35,7 @@ run: $(STAMP) sysdeps
 test: $(STAMP) $(OTHER_TRITON) sysdeps-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -1,5 +1,5 @@
-"""Analysis for the GUI: the analysis session (inference/analysis/session.py) built from the settings (in a worker, once),
-run off the UI thread, its results as Qt signals."""
+"""Analysis for the GUI: the analysis session (inference/analysis/session.py) built from the settings (in a worker,
+once), run off the UI thread, its results as Qt signals."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from app.settings import AppSettings
 from app.workers import Worker, start
 from inference.analysis.analyzer import AnalysisCancelled, Analyzer, ModelChoice, StudyError
 from inference.analysis.session import AnalysisSession
+from inference.config import SplitMode
 from inference.edge.client import EdgeClient, LinkMeasurement, ServerStatus, connect
 from inference.edge.repository import PROBE_MODEL
-from inference.models.wire import WireFormat
-from inference.planning.plan import parse_split
+from inference.planning.plan import plan_for
 from viewer.radiograph import Radiograph
 
 SERIES_FOR_THROUGHPUT = False  # Analyze all: each study's fastest plan, pipelined (see docs/benchmarks.md)
@@ -111,8 +111,8 @@ class AnalysisService(QObject):
             analyzer = self._analyzer_for(settings, path)
             key = (analyzer, settings.split, settings.wire)
             if self._session is None or self._session_key != key:
-                fixed = parse_split(settings.split, analyzer.stage_counts, WireFormat(settings.wire))
-                self._session = AnalysisSession(analyzer, fixed, auto=settings.split == "auto",
+                fixed = plan_for(settings.split, analyzer.stage_counts, settings.wire)
+                self._session = AnalysisSession(analyzer, fixed, auto=settings.split.mode is SplitMode.AUTO,
                                                 progress=lambda message: self.progress.emit(self._path, message))
                 self._session_key = key
             return self._session

@@ -55,9 +55,10 @@ class FindingsPanel(QWidget):
         text = f"Mode: {MODE_TEXT[findings.mode]}"
         if findings.fallback_reason:
             text += f" — {findings.fallback_reason}"
-        cuts = ", ".join(f"{m} cut {k}" + (f" ({findings.wire[m]})" if m in findings.wire else "")
-                         for m, k in findings.split.items())
-        runtimes = ", ".join(f"{m} {r}" for m, r in findings.runtime.items())
+        runs = findings.models.items()
+        cuts = ", ".join(f"{kind.value} cut {run.cut}" + (f" ({run.wire.value})" if run.wire else "")
+                         for kind, run in runs)
+        runtimes = ", ".join(f"{kind.value} {run.runtime.value}" for kind, run in runs)
         self.mode_label.setText(f"{text}\nSplit: {cuts}" + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
         self.timing_label.setText(timing_text(findings.timing_ms))
         ordered = sorted(findings.probabilities.items(), key=lambda item: -item[1])

@@ -1,10 +1,11 @@
-"""The main window: study list, canvas, findings, tag browser, status bar. Wires widgets to the loader and
-the analysis service; holds no pixel or model logic of its own."""
+"""The main window: study list, canvas, findings, tag browser, status bar. Wires the loader and the analysis
+service into the study model (app/studies.py), and the widgets to follow it; holds no pixel or model logic."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from html import escape
 from pathlib import Path
@@ -27,9 +28,12 @@ from PySide6.QtWidgets import (
 
 from app.analysis import AnalysisService, check_edge
 from app.findings_panel import DEMO_BANNER, FindingsPanel, timing_text
+from app.pacs_panel import PacsPanel
 from app.settings import AppSettings, load_settings, save_settings, settings_store
+from app.studies import Batch, Study, StudyModel
 from app.theme import apply_theme
 from app.workers import Worker, start
+from inference.models.weights import data_dir
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import OpenList, files_to_open
@@ -71,6 +75,7 @@ class _OpenBatch:
     opened: dict[int, str | None] = field(default_factory=dict)  # position in `paths` → the study's path, or None
     shown: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    then: Callable[[list[str]], None] | None = None  # called once with the studies opened, when all are done
 
     @property
     def done(self) -> bool:
@@ -98,9 +103,7 @@ class MainWindow(QMainWindow):
         self.store = store
         settings, settings_problem = load_settings(store)
         self.settings = settings
-        self.radiographs: dict[str, Radiograph] = {}
-        self.findings: dict[str, object] = {}
-        self.current: str | None = None
+        self.studies = StudyModel(self)
         self._workers: set[Worker] = set()  # running loaders (their signals must stay alive)
         self.refusal_notice: QMessageBox | None = None  # the last "Not opened" notice of a batch
 
@@ -113,13 +116,19 @@ class MainWindow(QMainWindow):
         self.findings_panel = FindingsPanel(self)
         self.findings_panel.thresholds = dict(settings.finding_thresholds)
         self.tag_browser = TagBrowser(self)
+        self.pacs_panel = PacsPanel(self)
+        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title)
+        self.pacs_panel.retrieved.connect(self._open_retrieved)
         apply_theme(QApplication.instance(), settings.theme)
         studies = self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
         findings = self._dock("Findings", self.findings_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         tags = self._dock("DICOM tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.docks = (studies, findings, tags)
+        pacs = self._dock("PACS", self.pacs_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.docks = (studies, pacs, findings, tags)
         self.tabifyDockWidget(findings, tags)  # the 14 findings get the column's height; tags a click away
+        self.tabifyDockWidget(studies, pacs)  # the PACS search a tab beside the studies opened
         findings.raise_()
+        studies.raise_()
         self.resizeDocks([studies, findings], [STUDIES_WIDTH, FINDINGS_WIDTH], Qt.Orientation.Horizontal)
 
         self.analysis = AnalysisService(settings, self)
@@ -128,16 +137,24 @@ class MainWindow(QMainWindow):
         self.analysis.failed.connect(self._analysis_failed)
         self.analysis.cancelled.connect(self._analysis_cancelled)
         # "Analyze all": after the handlers above (they set the single-study state, these step the batch)
-        self._batch: list[str] = []       # Analyze all: its studies without a result yet
-        self._batch_counts = [0, 0, 0]    # done, failed, total
-        self.analysis.started.connect(lambda path: self._batch_status(path, "analysing"))
-        self.analysis.finished.connect(lambda path, findings: self._batch_step(path, f"done: {findings.mode.value}"))
-        self.analysis.failed.connect(lambda path, reason: self._batch_step(path, f"failed: {reason}", failed=True))
-        self.analysis.series_ended.connect(self._batch_end)
+        self.analysis.started.connect(self.studies.batch_study_began)
+        self.analysis.finished.connect(
+            lambda path, findings: self.studies.batch_study_ended(path, f"done: {findings.mode.value}"))
+        self.analysis.failed.connect(
+            lambda path, reason: self.studies.batch_study_ended(path, f"failed: {reason}", failed=True))
+        self.analysis.series_ended.connect(self.studies.end_batch)
 
         self._build_status_bar()
         self._build_actions()
         self._build_toolbar()
+        # the views follow the study model
+        self.studies.added.connect(lambda study, thumb: self.study_list.add(study.radiograph, thumb))
+        self.studies.removed.connect(self.study_list.remove)
+        self.studies.status_changed.connect(self.study_list.set_status)
+        self.studies.current_changed.connect(self._follow_current)
+        self.studies.findings_changed.connect(self._follow_findings)
+        self.studies.batch_changed.connect(self._follow_batch)
+        self.studies.batch_ended.connect(self._batch_ended)
         self.study_list.studyChosen.connect(self.show_study)
         self.canvas.cursorMoved.connect(self.cursor_label.setText)
         self.canvas.measured.connect(lambda text: self.statusBar().showMessage(f"Distance {text}", 5000))
@@ -193,6 +210,8 @@ class MainWindow(QMainWindow):
         file.addAction(self._action("Export view as PNG", self.choose_export))
         self.sr_action = self._action("Export DICOM SR…", self.choose_sr_export)
         file.addAction(self.sr_action)
+        self.send_action = self._action("Send results to PACS", self.send_results)
+        file.addAction(self.send_action)
         file.aboutToShow.connect(self.update_sr_action)  # enabled only for a study with findings
         file.addSeparator()
         file.addAction(self._action("Settings", self.open_settings))
@@ -217,7 +236,7 @@ class MainWindow(QMainWindow):
 
         ai = menu.addMenu("&AI")
         self.analyze_action = self._action("Analyze", self.analyze_current)
-        self.analyze_all_action = self._action("Analyze all", self.analyze_all)
+        self.analyze_all_action = self._action("Analyze all", lambda: self.analyze_all())
         self.cancel_action = self._action("Cancel analysis", self.analysis.cancel)
         self.boxes_action = self._action("Show boxes", lambda checked: self.canvas.set_boxes_visible(checked),
                                          checkable=True)
@@ -272,11 +291,11 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_paths([folder])
 
-    def open_paths(self, paths: list[str]) -> _OpenBatch:
+    def open_paths(self, paths: list[str], then: Callable[[list[str]], None] | None = None) -> _OpenBatch:
         """Everything happens in the background: the paths are read (a folder's files; a patient CD's index,
         which pydicom checks file by file), then the files load all at once; the first that opens is shown.
         When several were asked for and some could not be opened, one notice lists each with its reason."""
-        batch = _OpenBatch()
+        batch = _OpenBatch(then=then)
         self.statusBar().showMessage("Reading " + ", ".join(Path(p).name or str(p) for p in paths[:3])
                                      + ("…" if len(paths) > 3 else ""))
         reading = Worker(files_to_open, list(paths))
@@ -306,9 +325,13 @@ class MainWindow(QMainWindow):
         worker.signals.errored.connect(lambda exc: self._load_failed(path, exc, batch, index))
         return start(worker, keep=self._workers)
 
+    @property
+    def current(self) -> str | None:
+        """The path of the study shown."""
+        return self.studies.current
+
     def _loaded(self, radiograph: Radiograph, thumb, batch: _OpenBatch, index: int) -> None:
-        self.radiographs[radiograph.path] = radiograph
-        self.study_list.add(radiograph, thumb)
+        self.studies.add(radiograph, thumb)
         self.settings = self.settings.with_recent(radiograph.path)
         self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
@@ -324,8 +347,11 @@ class MainWindow(QMainWindow):
 
     def _batch_done(self, batch: _OpenBatch, index: int, study: str | None) -> None:
         batch.opened[index] = study
-        if (shown := batch.to_show()) is not None and shown in self.radiographs:  # (not closed meanwhile)
+        if (shown := batch.to_show()) is not None and shown in self.studies:  # (not closed meanwhile)
             self.show_study(shown)
+        if batch.done and batch.then is not None:
+            then, batch.then = batch.then, None
+            then([path for _, path in sorted(batch.opened.items()) if path is not None and path in self.studies])
         size = len(batch.paths)
         if not batch.done or not (batch.notes or batch.refused and size > 1):
             return
@@ -344,19 +370,32 @@ class MainWindow(QMainWindow):
         self.refusal_notice = notice
 
     def show_study(self, path: str) -> None:
-        radiograph = self.radiographs[path]
-        self.current = path
-        self.study_list.mark_shown(path)
+        self.studies.show(path)
+
+    def _follow_current(self, study: Study | None) -> None:
+        """The study shown changed: the list marks it, the canvas, tags and findings show it."""
+        if study is None:
+            self.canvas.show_nothing()
+            self.tag_browser.clear()
+            self.findings_panel.show_findings(None)
+            self.setWindowTitle("MedEdge Viewer")
+            return
+        radiograph = study.radiograph
+        self.study_list.mark_shown(study.path)
         self.canvas.show_radiograph(radiograph)
         self.invert_action.setChecked(False)
         self.tag_browser.show_header(radiograph.header)
-        findings = self.findings.get(path)
-        self.findings_panel.show_findings(findings)
-        if findings is not None:
-            self._show_overlays(findings)
+        self.findings_panel.show_findings(study.findings)
+        if study.findings is not None:
+            self._show_overlays(study.findings)
         info = radiograph.info
         self.setWindowTitle(" · ".join(p for p in ("MedEdge Viewer", info.patient_name.replace("^", " "),
-                                                   info.modality, Path(path).name) if p))
+                                                   info.modality, Path(study.path).name) if p))
+
+    def _follow_findings(self, study: Study) -> None:
+        if study.path == self.current and study.findings is not None:
+            self.findings_panel.show_findings(study.findings)
+            self._show_overlays(study.findings)
 
     def close_current(self) -> None:
         if self.current is not None:
@@ -366,19 +405,7 @@ class MainWindow(QMainWindow):
         """Forget the study (image, findings, list row); the next one in the list is shown, if any."""
         if self.analysis.job is not None and self.analysis.job.path == path:
             self.analysis.cancel()
-        self.radiographs.pop(path, None)
-        self.findings.pop(path, None)
-        self.study_list.remove(path)
-        if path != self.current:
-            return
-        self.current = None
-        if self.study_list.paths:
-            self.show_study(self.study_list.paths[0])
-        else:
-            self.canvas.show_nothing()
-            self.tag_browser.clear()
-            self.findings_panel.show_findings(None)
-            self.setWindowTitle("MedEdge Viewer")
+        self.studies.remove(path, then=next((p for p in self.study_list.paths if p != path), None))
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -398,88 +425,60 @@ class MainWindow(QMainWindow):
         if self.current is None:
             self.statusBar().showMessage("Open a study first", 3000)
             return
-        self.analyze(self.radiographs[self.current])
+        self.analyze(self.studies.get(self.current).radiograph)
 
     def analyze(self, radiograph: Radiograph):
-        self.study_list.set_status(radiograph.path, "analysing…")
+        self.studies.set_status(radiograph.path, "analysing…")
         self.progress.setVisible(True)
         return self.analysis.analyze(radiograph)
 
-    def analyze_all(self) -> None:
-        """Every study in the list as one pipelined series (the next studies' local stages run while the edge
-        works on earlier ones), off the UI thread; each row shows where its study stands."""
-        paths = [p for p in self.study_list.paths if p in self.radiographs]
+    def analyze_all(self, only: list[str] | None = None) -> None:
+        """Every study in the list (or those of `only`) as one pipelined series (the next studies' local stages run
+        while the edge works on earlier ones), off the UI thread; each row shows where its study stands."""
+        paths = [p for p in self.study_list.paths if p in self.studies and (only is None or p in only)]
         if not paths:
             self.statusBar().showMessage("Open studies first", 3000)
             return
-        if self._batch:
+        if self.studies.batch is not None:
             return  # already analysing all
-        self._batch = list(paths)
-        self._batch_counts = [0, 0, len(paths)]
-        for path in paths:
-            self.study_list.set_status(path, "queued")
-        self.progress.setRange(0, len(paths))
-        self.progress.setValue(0)
+        self.studies.begin_batch(paths)
+        self.analysis.analyze_all([self.studies.get(p).radiograph for p in paths])
+
+    def _follow_batch(self, batch: Batch) -> None:
+        """Analyze all's progress: studies ended of those asked (less any closed meanwhile)."""
+        self.progress.setRange(0, batch.total)
+        self.progress.setValue(batch.ended)
         self.progress.setFormat("%v/%m")
         self.progress.setTextVisible(True)
         self.progress.setVisible(True)
-        self.analysis.analyze_all([self.radiographs[p] for p in paths])
 
-    def _batch_status(self, path: str, status: str) -> None:
-        if path in self._batch and path in self.radiographs:  # (not closed meanwhile)
-            self.study_list.set_status(path, status)
-
-    def _batch_step(self, path: str, status: str, failed: bool = False) -> None:
-        if path not in self._batch:
-            return  # a single-study analysis, not the batch's
-        self._batch.remove(path)
-        if path not in self.radiographs:  # closed meanwhile
-            self._batch_counts[2] -= 1
-        else:
-            self.study_list.set_status(path, status)
-            self._batch_counts[1 if failed else 0] += 1
-        done, failed_count, total = self._batch_counts
-        self.progress.setValue(done + failed_count)
-
-    def _batch_end(self, cancelled: bool, reason: str) -> None:
-        """The series ended: what did not get a result was cancelled (Esc, Cancel, a newer analysis) or
-        failed with the series (`reason`)."""
-        for rest in self._batch:
-            self._batch_status(rest, "cancelled" if cancelled or not reason else f"failed: {reason}")
-        self._batch_counts[2] -= sum(rest not in self.radiographs for rest in self._batch)  # closed meanwhile
-        self._batch = []
-        done, failed, total = self._batch_counts
+    def _batch_ended(self, batch: Batch, cancelled: bool) -> None:
         self.progress.setRange(0, 0)  # back to the busy indicator of single analyses
         self.progress.setTextVisible(False)
         self.progress.setVisible(self.analysis.busy)
-        what = "stopped" if cancelled or reason else "finished"
-        self.statusBar().showMessage(f"Analyze all {what}: {done} of {total} analysed"
-                                     + (f", {failed} failed" if failed else "") + (f" ({reason})" if reason else ""),
-                                     10_000)
+        what = "stopped" if cancelled or batch.reason else "finished"
+        self.statusBar().showMessage(f"Analyze all {what}: {batch.done} of {batch.total} analysed"
+                                     + (f", {batch.failed} failed" if batch.failed else "")
+                                     + (f" ({batch.reason})" if batch.reason else ""), 10_000)
 
     def _analysis_progress(self, path: str, message: str) -> None:
         self.statusBar().showMessage(f"{Path(path).name}: {message}")
 
     def _analysis_finished(self, path: str, findings) -> None:
         self.progress.setVisible(self.analysis.busy)
-        if path not in self.radiographs:
+        if not self.studies.set_findings(path, findings):
             return  # closed while it was analysed
-        self.findings[path] = findings
-        self.study_list.set_status(path, findings.mode.value)
         self.mode_label.setText(f"{findings.mode.value} · {timing_text(findings.timing_ms)}")
         self.statusBar().showMessage(f"{Path(path).name}: analysed ({findings.mode.value})", 5000)
-        if path == self.current:
-            self.findings_panel.show_findings(findings)
-            self._show_overlays(findings)
 
     def _analysis_failed(self, path: str, reason: str) -> None:
         self.progress.setVisible(self.analysis.busy)
-        self.study_list.set_status(path, "failed")
+        self.studies.set_status(path, "failed")
         self.statusBar().showMessage(f"{Path(path).name}: analysis failed: {reason}")
 
     def _analysis_cancelled(self, path: str) -> None:
         self.progress.setVisible(self.analysis.busy)
-        self.study_list.set_status(path, "cancelled")
+        self.studies.set_status(path, "cancelled")
         self.statusBar().showMessage(f"{Path(path).name}: analysis cancelled", 5000)
 
     def _show_overlays(self, findings) -> None:
@@ -488,7 +487,7 @@ class MainWindow(QMainWindow):
         self._update_banner(findings.demo_weights)
 
     def _show_heat_map(self, finding: str) -> None:
-        findings = self.findings.get(self.current)
+        findings = self.studies.findings(self.current)
         heat = findings.heat_map(finding) if finding and findings is not None else None
         self.canvas.show_heat_map(heat, self.opacity_slider.value() / 100)
 
@@ -533,6 +532,7 @@ class MainWindow(QMainWindow):
         if settings.theme is not self.settings.theme:
             apply_theme(QApplication.instance(), settings.theme)
         self.settings = settings
+        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title)
         self.analysis.update_settings(settings)
         save_settings(settings, self.store)
         self._update_banner()
@@ -548,7 +548,40 @@ class MainWindow(QMainWindow):
         return self.canvas.grab().save(path, "PNG")
 
     def update_sr_action(self) -> None:
-        self.sr_action.setEnabled(self.current is not None and self.findings.get(self.current) is not None)
+        analysed = self.studies.findings(self.current) is not None
+        self.sr_action.setEnabled(analysed)
+        self.send_action.setEnabled(analysed and bool(self.settings.pacs_nodes))
+
+    def _open_retrieved(self, files: list[str], analyse: bool) -> None:
+        """A study retrieved from the PACS: its images open like any files, and with "Analyse on retrieve" are
+        analysed together once they have."""
+        self.open_paths(files, then=self.analyze_all if analyse else None)
+
+    def send_results(self) -> Worker | None:
+        """The shown study's findings as a DICOM SR, stored on the default PACS node (in a worker); the status bar
+        says where it went or why not."""
+        from app.results import write_and_send
+
+        study = self.studies.current_study
+        if study is None or study.findings is None:
+            self.statusBar().showMessage("Send results to PACS: analyse the study first", 5000)
+            return None
+        if not self.settings.pacs:
+            self.statusBar().showMessage("Send results to PACS: no PACS node set (Settings → PACS nodes)", 5000)
+            return None
+        node = self.settings.pacs[0]
+        self.statusBar().showMessage(f"Sending the DICOM SR to {node}…")
+        worker = Worker(write_and_send, study.findings, study.radiograph.header, data_dir() / "sent-sr", None, node,
+                        self.settings.ae_title)
+
+        def sent(outcome: dict) -> None:
+            problem = outcome.get("sr_error") or outcome.get("send_error")
+            self.statusBar().showMessage(f"DICOM SR not sent: {problem}" if problem else
+                                         f"DICOM SR sent to {outcome['sent']}", 0 if problem else 10_000)
+
+        worker.signals.returned.connect(sent)
+        worker.signals.errored.connect(lambda exc: self.statusBar().showMessage(f"DICOM SR not sent: {exc}"))
+        return start(worker, keep=self._workers)
 
     def choose_sr_export(self) -> None:
         start_in = str(Path(self.current).parent) if self.current else ""
@@ -560,12 +593,13 @@ class MainWindow(QMainWindow):
         """The current study's findings as a DICOM SR in `folder`; the status bar gives its path or why not."""
         from inference.reports.structured_report import StructuredReportError, write_sr  # highdicom: loaded when used
 
-        findings = self.findings.get(self.current) if self.current else None
-        if findings is None:
+        study = self.studies.current_study
+        findings = study.findings if study is not None else None
+        if study is None or findings is None:
             self.statusBar().showMessage("DICOM SR: analyse the study first", 5000)
             return None
         try:
-            path = write_sr(findings, self.radiographs[self.current], folder)
+            path = write_sr(findings, study.radiograph, folder)
         except (StructuredReportError, OSError) as exc:
             self.statusBar().showMessage(f"DICOM SR not written: {exc}")
             return None

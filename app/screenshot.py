@@ -34,7 +34,7 @@ def take_screenshot(app, window, paths: list[str], out: str) -> int:
         if not _wait(app, lambda: bool(done), ANALYSIS_TIMEOUT_S):
             print("mededge --screenshot: the analysis did not finish in time", file=sys.stderr)
             return 1
-        findings = window.findings.get(window.current)
+        findings = window.studies.findings(window.current)
         if findings is not None and findings.probabilities:
             top = max(findings.probabilities, key=findings.probabilities.get)
             window.findings_panel.rows[top][0].click()  # show the most probable finding's heat map

@@ -8,23 +8,17 @@ reason kept for the status bar.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
 from app.theme import Theme
+from inference.config import Device, ModelKind, Runtime, SplitMode, SplitPolicy, WireFormat
 from inference.edge.client import EdgeSettings, parse_address
-from inference.models.settings import LOCAL_RUNTIMES, WIRE_FORMATS
+from pacs.nodes import DicomNode, checked_ae_title
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
-
-
-class SplitMode(str, enum.Enum):
-    AUTO = "auto"
-    LOCAL = "local"
-    EDGE = "edge"
-    MANUAL = "manual"  # the cuts below
 
 
 @dataclass(frozen=True)
@@ -38,11 +32,11 @@ class AppSettings:
     split_mode: SplitMode = SplitMode.AUTO
     detector_cut: int = 6                     # used when split_mode is MANUAL
     classifier_cut: int = 7
-    wire: str = "fp32"
-    device: str = "cpu"                       # cpu | cuda | auto
-    # Local whole-model runtime (one of LOCAL_RUNTIMES). The GUI starts with torch: preparing the
-    # ONNX Runtime model (export + check, once) holds the interpreter long enough to stutter the window.
-    runtime: str = "torch"
+    wire: WireFormat = WireFormat.FP32
+    device: Device = Device()
+    # Local whole-model runtime. The GUI starts with torch: preparing the ONNX Runtime model (export +
+    # check, once) holds the interpreter long enough to stutter the window.
+    runtime: Runtime = Runtime.TORCH
     detector_weights: str = ""                # empty: demo weights
     classifier_weights: str = ""
     confidence: float = 0.4                   # boxes shown at or above this score
@@ -50,8 +44,19 @@ class AppSettings:
     auto_analyze: bool = False
     recent_files: tuple[str, ...] = ()
     theme: Theme = Theme.DARK                 # reading-room dark by default; light on request
+    pacs_nodes: tuple[str, ...] = ()          # AET@host:port of the PACS nodes; the first is the default
+    ae_title: str = "MEDEDGE"                 # this workstation's AE title towards them
 
     def __post_init__(self) -> None:
+        # the dialog's combo boxes and older stored settings hand over text: typed here, with the reason if not
+        for name, kind in (("split_mode", SplitMode), ("wire", WireFormat), ("runtime", Runtime)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                choices = ", ".join(choice.value for choice in kind)
+                raise ValueError(f"{name.replace('_', ' ')} must be one of {choices}, "
+                                 f"got {getattr(self, name)!r}") from None
+        object.__setattr__(self, "device", Device.parse(self.device))
         for address in self.edge_addresses:
             parse_address(address)  # ValueError with the reason
         if self.tls and self.ca_file and not Path(self.ca_file).is_file():
@@ -65,12 +70,6 @@ class AppSettings:
                 raise ValueError(f"{what} file not found: {path}")
         if not 0.1 <= self.timeout_s <= 600:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
-        if self.wire not in WIRE_FORMATS:
-            raise ValueError(f"wire format must be one of {', '.join(WIRE_FORMATS)}, got {self.wire!r}")
-        if self.runtime not in LOCAL_RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(LOCAL_RUNTIMES)}, got {self.runtime!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):
             if path and not Path(path).is_file():
                 raise ValueError(f"{name} weights file not found: {path}")
@@ -79,6 +78,9 @@ class AppSettings:
         for name, value in self.finding_thresholds.items():
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold of {name} must lie in [0, 1], got {value}")
+        for node in self.pacs_nodes:
+            DicomNode.parse(node)  # ValueError with the reason
+        checked_ae_title(self.ae_title, "this workstation's AE title")
         if self.detector_cut < 0 or self.classifier_cut < 0:
             raise ValueError("cuts are never negative")
 
@@ -87,11 +89,8 @@ class AppSettings:
         """Every configured edge, preferred first; empty when analysis is local only."""
         if self.split_mode is SplitMode.LOCAL:
             return []
-        optional = lambda value: Path(value) if value else None  # noqa: E731
-        return [EdgeSettings(address, tls=self.tls, root_certificate=optional(self.ca_file),
-                             client_certificate=optional(self.client_certificate_file),
-                             client_key=optional(self.client_key_file), timeout_s=self.timeout_s)
-                for address in self.edge_addresses]
+        return EdgeSettings.each(self.edge_addresses, self.tls, self.ca_file, self.client_certificate_file,
+                                 self.client_key_file, self.timeout_s)
 
     @property
     def edge(self) -> EdgeSettings | None:
@@ -99,13 +98,19 @@ class AppSettings:
         return next(iter(self.edges), None)
 
     @property
-    def split(self) -> str:
-        """The plan in `parse_split` terms."""
+    def split(self) -> SplitPolicy:
+        """Where the models are cut: every stage here while no edge is configured."""
         if self.edge is None:
-            return "local"
+            return SplitPolicy(SplitMode.LOCAL)
         if self.split_mode is SplitMode.MANUAL:
-            return f"detector:{self.detector_cut},classifier:{self.classifier_cut}"
-        return self.split_mode.value
+            return SplitPolicy(SplitMode.MANUAL, {ModelKind.DETECTOR: self.detector_cut,
+                                                  ModelKind.CLASSIFIER: self.classifier_cut})
+        return SplitPolicy(self.split_mode)
+
+    @property
+    def pacs(self) -> list[DicomNode]:
+        """The PACS nodes, the default first."""
+        return [DicomNode.parse(node) for node in self.pacs_nodes]
 
     def with_recent(self, path: str, keep: int = 10) -> AppSettings:
         recent = (path,) + tuple(p for p in self.recent_files if p != path)
@@ -119,9 +124,11 @@ def settings_store(store: QSettings | None) -> QSettings:
 
 def save_settings(settings: AppSettings, store: QSettings | None = None) -> None:
     store = settings_store(store)
-    for key, value in asdict(settings).items():
+    for key, value in ((spec.name, getattr(settings, spec.name)) for spec in fields(settings)):
         if isinstance(value, enum.Enum):
             value = value.value
+        elif isinstance(value, Device):
+            value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, dict):
@@ -154,6 +161,8 @@ def _coerce(raw, default):
     """QSettings hands back strings on some platforms: turn `raw` into the type of `default`."""
     if isinstance(default, enum.Enum):
         return type(default)(raw)
+    if isinstance(default, Device):
+        return Device.parse(str(raw))
     if isinstance(default, bool):
         return raw if isinstance(raw, bool) else str(raw).lower() in ("true", "1", "yes")
     if isinstance(default, int):

@@ -1,4 +1,4 @@
-"""Settings dialog: edge address(es), TLS, timeout, split, wire, device, weights, thresholds.
+"""Settings dialog: edge address(es), TLS, timeout, split, wire, device, weights, thresholds, PACS nodes.
 
 OK builds an `AppSettings`, which validates; a bad value is refused with its reason and the dialog
 stays open. "Test connection" and the weights' SHA-256 run in workers: the dialog never freezes.
@@ -31,7 +31,7 @@ from app.analysis import test_connection
 from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
-from inference.models.settings import WIRE_FORMATS
+from inference.config import Runtime, WireFormat
 from inference.models.weights import file_sha256
 
 
@@ -87,23 +87,24 @@ class SettingsDialog(QDialog):
             row.addWidget(spin)
         form.addRow("Manual cuts", cuts)
         self.wire = QComboBox()
-        self.wire.addItems(list(WIRE_FORMATS))
-        self.wire.setCurrentText(settings.wire)
+        self.wire.addItems([wire.value for wire in WireFormat])
+        self.wire.setCurrentText(settings.wire.value)
         form.addRow("Wire precision", self.wire)
         self.device = QComboBox()
         self.device.addItem("CPU", "cpu")
         if torch.cuda.is_available():
             self.device.addItem("CUDA", "cuda")
-        self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
+        self.device.setCurrentIndex(max(self.device.findData(str(settings.device)), 0))
         form.addRow("Local device", self.device)
         self.runtime = QComboBox()
-        for value, text in (("auto", "Auto (the fastest that passes the fidelity gate, measured)"),
-                            ("torch", "PyTorch"), ("torch-fp16", "PyTorch FP16 (for CUDA)"),
-                            ("onnxruntime", "ONNX Runtime"),
-                            ("onnxruntime-int8-dynamic", "ONNX Runtime INT8 (dynamic)"),
-                            ("onnxruntime-int8-static", "ONNX Runtime INT8 (static; run 'models quantize' first)")):
-            self.runtime.addItem(text, value)
-        self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
+        for runtime, text in ((Runtime.AUTO, "Auto (the fastest that passes the fidelity gate, measured)"),
+                              (Runtime.TORCH, "PyTorch"), (Runtime.TORCH_FP16, "PyTorch FP16 (for CUDA)"),
+                              (Runtime.ONNXRUNTIME, "ONNX Runtime"),
+                              (Runtime.ONNXRUNTIME_INT8_DYNAMIC, "ONNX Runtime INT8 (dynamic)"),
+                              (Runtime.ONNXRUNTIME_INT8_STATIC,
+                               "ONNX Runtime INT8 (static; run 'models quantize' first)")):
+            self.runtime.addItem(text, runtime.value)
+        self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime.value), 0))
         self.runtime.setToolTip("ONNX Runtime is faster for CheXNet on most CPUs; its model is prepared once "
                                 "(about a minute) on the first analysis after choosing it")
         form.addRow("Local runtime", self.runtime)
@@ -132,11 +133,23 @@ class SettingsDialog(QDialog):
             self.theme.addItem(label, theme)
         self.theme.setCurrentIndex(self.theme.findData(settings.theme))
         form.addRow("Appearance", self.theme)
+        self.pacs_nodes = QPlainTextEdit("\n".join(settings.pacs_nodes))
+        self.pacs_nodes.setPlaceholderText("PACS@pacs.example.org:104 (AE title@host:port, one per line; the first "
+                                           "is the default)")
+        self.pacs_nodes.setMaximumHeight(60)
+        form.addRow("PACS nodes", self.pacs_nodes)
+        self.ae_title = QLineEdit(settings.ae_title)
+        self.ae_title.setToolTip("the AE title the PACS knows this workstation by (up to 16 characters)")
+        form.addRow("This workstation's AE title", self.ae_title)
 
         self.test_button = QPushButton("Test connection")
         self.test_button.clicked.connect(self.test_connection)
         self.test_result = QLabel("")
         self.test_result.setWordWrap(True)
+        self.test_pacs_button = QPushButton("Test PACS nodes")
+        self.test_pacs_button.clicked.connect(self.test_pacs)
+        self.pacs_result = QLabel("")
+        self.pacs_result.setWordWrap(True)
         self.error = QLabel("")
         self.error.setStyleSheet("color:#b00020;")
         self.error.setWordWrap(True)
@@ -147,6 +160,8 @@ class SettingsDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.test_button)
         layout.addWidget(self.test_result)
+        layout.addWidget(self.test_pacs_button)
+        layout.addWidget(self.pacs_result)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
 
@@ -194,7 +209,10 @@ class SettingsDialog(QDialog):
                        device=self.device.currentData(), runtime=self.runtime.currentData(),
                        detector_weights=self.detector_weights.text().strip(),
                        classifier_weights=self.classifier_weights.text().strip(), confidence=self.confidence.value(),
-                       theme=self.theme.currentData())
+                       theme=self.theme.currentData(),
+                       pacs_nodes=tuple(line.strip() for line in self.pacs_nodes.toPlainText().splitlines()
+                                        if line.strip()),
+                       ae_title=self.ae_title.text().strip())
 
     def accept(self) -> None:
         try:
@@ -233,3 +251,40 @@ class SettingsDialog(QDialog):
             self.test_result.setText(f"Failed: {exc}")
 
         return self._run(test_connection, settings, on_result=shown, on_error=failed)
+
+    def test_pacs(self) -> Worker | None:
+        """C-ECHO each PACS node, in a worker: a line per node (its round trip, or why it did not answer)."""
+        try:
+            settings = self.collect()
+        except ValueError as exc:
+            self.pacs_result.setText(f"Cannot test: {exc}")
+            return None
+        if not settings.pacs:
+            self.pacs_result.setText("No PACS node set.")
+            return None
+        self.test_pacs_button.setEnabled(False)
+        self.pacs_result.setText("Testing " + ", ".join(map(str, settings.pacs)) + "…")
+
+        def shown(lines: list[str]) -> None:
+            self.test_pacs_button.setEnabled(True)
+            self.pacs_result.setText("\n".join(lines))
+
+        def failed(exc) -> None:
+            self.test_pacs_button.setEnabled(True)
+            self.pacs_result.setText(f"Failed: {exc}")
+
+        return self._run(echo_each, settings.pacs, settings.ae_title, on_result=shown, on_error=failed)
+
+
+def echo_each(nodes, ae_title: str) -> list[str]:
+    """C-ECHO every node: "NODE: C-ECHO ok in N ms", or "NODE: …" with the reason."""
+    from pacs.dimse import DicomNetworkError, echo
+
+    lines = []
+    for node in nodes:
+        try:
+            lines.append(f"{node}: C-ECHO ok in {echo(node, ae_title, timeout_s=10):.0f} ms")
+        except DicomNetworkError as exc:
+            lines.append(str(exc))
+    return lines
+

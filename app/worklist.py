@@ -197,8 +197,8 @@ class Batch:
                 outcome = {"sr_error": f"{type(exc).__name__}: {exc}"}
             if "sr" in outcome:  # relative to DIR when inside it: the folder can be moved as a whole
                 sr = Path(outcome["sr"]).resolve()
-                outcome = {"sr": str(sr.relative_to(self.folder.resolve()))} \
-                    if sr.is_relative_to(self.folder.resolve()) else outcome
+                if sr.is_relative_to(self.folder.resolve()):
+                    outcome = outcome | {"sr": str(sr.relative_to(self.folder.resolve()))}
             record = dict(record) | outcome
         assert self.log is not None, "record() is called inside `with Batch(...)`"
         path = record["path"]

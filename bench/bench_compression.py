@@ -18,10 +18,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from inference.analysis.analyzer import Analyzer  # noqa: E402
+from inference.config import WireFormat
 from inference.models.parts import tensor_name  # noqa: E402
 from inference.models.preprocess import classifier_crops, letterbox  # noqa: E402
 from inference.models.stages import INPUT  # noqa: E402
-from inference.models.wire import WireFormat, encode  # noqa: E402
+from inference.models.wire import encode  # noqa: E402
 from inference.reports.benchmark import machine_description  # noqa: E402
 from viewer.display import render_8bit  # noqa: E402
 from viewer.loader import load_radiograph  # noqa: E402

@@ -109,7 +109,7 @@ def measure(args, work: Path, address: str, quota: float | None) -> int:
     window = MainWindow(QSettings(str(work / "viewer.ini"), QSettings.Format.IniFormat))
     window.apply_settings(replace(window.settings, edge_addresses=(address,), split_mode=SplitMode.AUTO))
     window.open_paths(paths)
-    wait(app, lambda: len(window.radiographs) == len(paths))
+    wait(app, lambda: len(window.studies) == len(paths))
     order = [p for p in window.study_list.paths]
     results = {}
     window.analysis.finished.connect(lambda path, findings: results.__setitem__(path, findings))
@@ -119,7 +119,7 @@ def measure(args, work: Path, address: str, quota: float | None) -> int:
         results.clear()
         started = time.perf_counter()
         for path in order:
-            window.analysis.analyze(window.radiographs[path])
+            window.analysis.analyze(window.studies.get(path).radiograph)
             wait(app, lambda path=path: path in results and not window.analysis.busy)
         return time.perf_counter() - started
 
@@ -141,7 +141,7 @@ def measure(args, work: Path, address: str, quota: float | None) -> int:
             print(f"round {round_ + 1}: {name} {times[name][-1]:.1f} s ({', '.join(modes)})", file=sys.stderr,
                   flush=True)
     last = results[order[-1]]  # the series plan, as its last study records it
-    plans = {name: f"cut {cut} {last.wire.get(name, '')}".strip() for name, cut in last.split.items()}
+    plans = {kind.value: f"cut {run.cut} {run.wire.value if run.wire else ''}".strip() for kind, run in last.models.items()}
     one, piped = statistics.median(times["one by one"]), statistics.median(times["pipelined"])
     setting = ("viewer (offscreen MainWindow) on CPU 0" + (f" at {quota:.0%} of it (cgroup cpu quota, "
                f"{CGROUP_PERIOD_US // 1000} ms period)" if quota is not None else "") +

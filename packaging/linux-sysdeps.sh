@@ -3,7 +3,7 @@
 # those that are missing; as a normal user, print the apt-get line instead.
 #
 #   sh packaging/linux-sysdeps.sh run     # make run: the system libraries PySide6's Qt links (xcb, EGL, fonts …)
-#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool and xwd
+#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd and Orthanc
 #
 # The libraries come from packaging/qt-libraries.tsv (soname → package), which packaging/qt_libraries.py derives
 # from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
@@ -30,6 +30,9 @@ if [ "${1:-run}" = test ]; then
     command -v Xvfb >/dev/null 2>&1 || tools="$tools xvfb"
     command -v xdotool >/dev/null 2>&1 || tools="$tools xdotool"
     command -v xwd >/dev/null 2>&1 || tools="$tools x11-apps"
+    # a real PACS for tests/test_listen.py (and the PACS client's tests): Orthanc and its DICOMweb plugin
+    command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || tools="$tools orthanc"
+    [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || tools="$tools orthanc-dicomweb"
 fi
 [ -z "$missing$tools" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -32,3 +32,20 @@ def _demo_weights_cache(tmp_path_factory):
         os.environ.pop("MEDEDGE_DATA_DIR", None)
     else:
         os.environ["MEDEDGE_DATA_DIR"] = previous
+
+
+# How each model of a result ran, as plain text by model name: what the tests compare against.
+def cuts(findings) -> dict[str, int]:
+    return {kind.value: run.cut for kind, run in findings.models.items()}
+
+
+def wires(findings) -> dict[str, str]:
+    return {kind.value: run.wire.value for kind, run in findings.models.items() if run.wire is not None}
+
+
+def runtimes(findings) -> dict[str, str]:
+    return {kind.value: run.runtime.value for kind, run in findings.models.items()}
+
+
+def measured(findings) -> dict:
+    return {kind: run.measured_ms for kind, run in findings.models.items()}

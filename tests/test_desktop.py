@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QApplication, QDockWidget
 from app.main_window import MainWindow, choose_platform
 from app.settings import AppSettings, load_settings
 from app.theme import Theme
-from inference.models.findings import Findings, Mode
+from inference.config import ModelKind
+from inference.models.findings import Findings, Mode, ModelRun
 
 from dicom_factory import dataset, gradient, write
 from test_main_window import open_and_wait
@@ -61,10 +62,10 @@ def test_on_a_small_screen_nothing_is_cut_off_in_the_studies_and_the_findings(qt
             assert metrics.horizontalAdvance(line) + listing.iconSize().width() * (row is rows[-1]) + 8 <= room.width()
 
     probabilities = {name: 0.5 for name in FINDINGS}
-    findings = Findings(str(study), (), probabilities, {"detector": "demo", "classifier": "demo"}, Mode.LOCAL,
-                        split={"detector": 32, "classifier": 10}, timing_ms={"total": 900.0})
-    window.findings[window.current] = findings
-    window.findings_panel.show_findings(findings)
+    findings = Findings(str(study), (), probabilities, {ModelKind.DETECTOR: ModelRun("demo", 32),
+                                                        ModelKind.CLASSIFIER: ModelRun("demo", 10)},
+                        Mode.LOCAL, timing_ms={"total": 900.0})
+    window.studies.set_findings(window.current, findings)  # the findings panel follows the model
     qtbot.wait(50)
     panel, dock = window.findings_panel, _dock(window, "Findings")
     assert panel.minimumSizeHint().width() <= dock.width()  # every row's name, bar and threshold fit
@@ -202,7 +203,7 @@ def test_a_patient_cd_dropped_opens_the_images_its_dicomdir_lists(qtbot, store, 
     assert listed == sorted(str(cd / p) for p in ("PT000000/ST000000/SE000000/IM000000",
                                                   "PT000000/ST000000/SE000000/IM000001",
                                                   "PT000001/ST000000/SE000000/IM000000"))
-    names = {window.radiographs[path].info.patient_name for path in listed}
+    names = {window.studies.get(path).radiograph.info.patient_name for path in listed}
     assert names == {"Patient1^Test", "Patient2^Test"}
     text = window.refusal_notice.text()
     assert "1 of 4 files could not be opened" in text and "<b>IM000001</b>: listed in the DICOMDIR but not on the " \

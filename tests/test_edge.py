@@ -22,18 +22,18 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice, StudyError
+from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, free_ports
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Mode
 from inference.models.postprocess import box_iou
-from inference.models.wire import WireFormat
 from inference.planning.plan import ModelPlan, Plan
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
-from conftest import ROOT
+from conftest import ROOT, cuts
 from dicom_factory import dataset, gradient, write
 
 TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
@@ -101,7 +101,7 @@ def test_every_cut_of_both_models_matches_local(analyzer, every_part_server, rad
             plan = Plan(ModelPlan(cut, wire), ModelPlan(min(cut, n_cls - 1), wire))
             split = analyzer.analyze(radiograph, plan, allow_fallback=False)
             assert split.mode is (Mode.EDGE if cut == 0 else Mode.DISTRIBUTED)
-            assert split.split == {"detector": cut, "classifier": min(cut, n_cls - 1)}
+            assert cuts(split) == {"detector": cut, "classifier": min(cut, n_cls - 1)}
             assert split.timing_ms["edge"] > 0 and split.timing_ms["transfer"] > 0
             difference = max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items())
             if wire is WireFormat.FP32:
@@ -135,7 +135,7 @@ def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_
         assert result.heat_map("Effusion").shape == alone.heat_map("Effusion").shape
         # every phase is a measured duration of its own, overlapped or not: none is negative
         assert all(value >= 0 for value in result.timing_ms.values()) and result.timing_ms["local"] > 0
-        assert sum(result.model_ms.values()) == pytest.approx(
+        assert sum(run.measured_ms for run in result.models.values()) == pytest.approx(
             sum(result.timing_ms[p] for p in ("local", "transfer", "edge")), rel=1e-6)
 
 
@@ -168,7 +168,7 @@ def test_a_pipelined_series_waits_for_the_requests_it_queued(analyzer, every_par
 
     plan = Plan(ModelPlan(0, WireFormat.FP32), ModelPlan(0, WireFormat.FP32))
     alone = [analyzer.analyze(radiograph, plan, allow_fallback=False) for _ in range(4)][1:]  # after a warm-up
-    one_request_s = min(max(a.model_ms.values()) for a in alone) / 1e3  # a slow run must not loosen the bound
+    one_request_s = min(max(run.measured_ms for run in a.models.values()) for a in alone) / 1e3  # a slow run must not loosen the bound
     tight = EdgeClient(EdgeSettings(every_part_server.grpc_address, timeout_s=1.3 * one_request_s))
     monkeypatch.setattr(analyzer, "edge", tight)
     monkeypatch.setattr(analyzer, "_pool", None)  # a pool as wide as the deeper pipeline

@@ -29,12 +29,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.models.findings import Mode
 from inference.models.parts import part_spec
-from inference.models.wire import WireFormat
 from inference.planning.plan import ModelPlan, Plan
 from viewer.loader import load_radiograph
 

@@ -13,11 +13,12 @@ import onnxruntime
 import torch
 
 from inference.analysis.analyzer import Analyzer
+from inference.config import WireFormat
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.weights import WEIGHTS_FILE, bytes_on_disk
 from inference.models.parts import export_part, part_spec, sample_input, tensor_name
 from inference.models.stages import INPUT
-from inference.models.wire import WireFormat, encode
+from inference.models.wire import encode
 
 
 def test_every_cut_of_a_model_shares_one_copy_of_its_weights(tmp_path):

@@ -14,10 +14,13 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.settings import AppSettings, SplitMode, load_settings, save_settings
 from app.settings_dialog import SettingsDialog
+from inference.config import SplitPolicy
 from inference.models.findings import Detection, Findings, Mode
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 from viewer.radiograph import Window
+
+from conftest import cuts
 
 CHEST = "dicom/DX_chest_966_fixed.dcm"
 
@@ -140,8 +143,8 @@ def test_confidence_slider_filters_boxes_without_new_analysis(qtbot, window, sha
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     findings = Findings(path=window.current, detections=(
         Detection("opacity", 0.9, (100, 100, 400, 400)), Detection("opacity", 0.6, (800, 900, 1200, 1300)),
-        Detection("opacity", 0.45, (1300, 300, 1700, 800))), probabilities={"Effusion": 0.7}, weights={})
-    window._analysis_finished(window.current, findings)
+        Detection("opacity", 0.45, (1300, 300, 1700, 800))), probabilities={"Effusion": 0.7}, models={})
+    window.studies.set_findings(window.current, findings)  # the model changes: the canvas follows
     assert window.canvas.visible_box_count() == 3
     window.confidence_slider.setValue(70)
     assert window.canvas.visible_box_count() == 1
@@ -158,7 +161,7 @@ def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
     save_settings(settings, store)
     loaded, problem = load_settings(QSettings(store.fileName(), QSettings.Format.IniFormat))
     assert problem is None and loaded == settings
-    assert loaded.split == "detector:15,classifier:7"
+    assert loaded.split == SplitPolicy.manual(detector=15, classifier=7)
 
     dialog = SettingsDialog(AppSettings())
     qtbot.addWidget(dialog)
@@ -241,8 +244,8 @@ def test_cancel(qtbot, window, shared_cxr):
 def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
     """Against a real edge server (MedEdge's cuts), then with the server stopped: the fallback is shown."""
     from inference.analysis.analyzer import Analyzer
+    from inference.config import WireFormat
     from inference.edge.repository import PartRequest, write_repository
-    from inference.models.wire import WireFormat
     from inference.planning.plan import AUTO_CUTS
 
     from test_edge import start_server
@@ -259,13 +262,13 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
                                       split_mode=SplitMode.MANUAL, detector_cut=6, classifier_cut=7))
         qtbot.waitUntil(lambda: "connected" in window.edge_label.text(), timeout=20000)
         findings = analyse_and_wait(qtbot, window)
-        assert findings.mode is Mode.DISTRIBUTED and findings.split == {"detector": 6, "classifier": 7}
+        assert findings.mode is Mode.DISTRIBUTED and cuts(findings) == {"detector": 6, "classifier": 7}
         assert "distributed" in window.findings_panel.mode_label.text()
         # Auto: the planner measures the link and chooses among local and the served parts.
         window.apply_settings(replace(window.settings, split_mode=SplitMode.AUTO))
         findings = analyse_and_wait(qtbot, window, timeout_ms=300000)
-        assert set(findings.predicted_ms) == {"detector", "classifier"}
-        assert findings.split["detector"] in (6, 32) and findings.split["classifier"] in (7, 10)
+        assert all(run.predicted_ms is not None for run in findings.models.values())
+        assert cuts(findings)["detector"] in (6, 32) and cuts(findings)["classifier"] in (7, 10)
     finally:
         server.stop()
     findings = analyse_and_wait(qtbot, window)
@@ -281,8 +284,8 @@ def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbo
     window keeps painting (no main-thread gap over 200 ms) and the study completes locally with the reason."""
     from bench.relay import Relay
     from inference.analysis.analyzer import Analyzer
+    from inference.config import WireFormat
     from inference.edge.repository import PartRequest, write_repository
-    from inference.models.wire import WireFormat
 
     from test_edge import start_server
 
@@ -380,7 +383,7 @@ def test_open_and_close_100_studies_without_growth(qtbot, window, tmp_path):
         open_and_wait(qtbot, window, path)
         assert window.canvas.displayed_image() is not None
         window.close_current()
-        assert window.current is None and not window.study_list.paths and not window.radiographs
+        assert window.current is None and not window.study_list.paths and not len(window.studies)
         assert window.canvas.displayed_image() is None and window.windowTitle() == "MedEdge Viewer"
 
     for path in paths * 2:  # warm-up: caches, the first worker threads

@@ -14,11 +14,11 @@ import pytest
 
 from bench.relay import Relay
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Mode
-from inference.models.wire import WireFormat
 from inference.planning.plan import ModelPlan, Plan
 from inference.planning.planner import Planner
 from viewer.loader import load_radiograph

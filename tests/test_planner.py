@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
 from inference.models.findings import Mode
-from inference.models.wire import WireFormat, dequantize_torch, quantize
+from inference.models.wire import dequantize_torch, quantize
 from inference.planning.plan import ModelPlan, Plan
 from inference.planning.planner import Planner, local_stage_ms, passes_fidelity
 from inference.runtimes.local import RUNTIMES
 from viewer.loader import load_radiograph
 
+from conftest import measured, runtimes, wires
 from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(900)
@@ -33,10 +35,7 @@ def test_int8_codes_round_trip_within_half_a_step():
                             torch.from_numpy(scale[1:2, 2:3]), torch.from_numpy(zero[1:2, 2:3])).item() == 0.0
 
 
-def test_wire_formats_named_for_the_settings_are_the_enum():
-    from inference.models.settings import WIRE_FORMATS
-
-    assert WIRE_FORMATS == tuple(w.value for w in WireFormat)
+def test_wire_formats_say_their_encoding_and_compression():
     assert WireFormat.INT8_DEFLATE.encoding is WireFormat.INT8 and WireFormat.INT8_DEFLATE.compression == "deflate"
     assert all(w.compression is None and w.encoding is w for w in WireFormat if w is not WireFormat.INT8_DEFLATE)
 
@@ -62,7 +61,7 @@ def test_int8_wire_through_the_server_matches_the_local_simulation(planned):
     for cut in (0, 6, 15):
         plan = Plan(ModelPlan(cut, WireFormat.INT8), ModelPlan(7, WireFormat.INT8))
         split = analyzer.analyze(radiograph, plan, allow_fallback=False)
-        assert split.mode in (Mode.EDGE, Mode.DISTRIBUTED) and split.wire == {"detector": "int8", "classifier": "int8"}
+        assert split.mode in (Mode.EDGE, Mode.DISTRIBUTED) and wires(split) == {"detector": "int8", "classifier": "int8"}
         assert max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items()) <= 0.02
         assert analyzer.part(analyzer.detector, cut, WireFormat.INT8).input_bytes * 3.5 < \
             analyzer.part(analyzer.detector, cut, WireFormat.FP32).input_bytes
@@ -89,7 +88,7 @@ def test_int8_deflate_is_lossless_and_compresses_what_goes_over_the_link(planned
     finally:
         analyzer.edge = direct
     plain, packed = results[WireFormat.INT8], results[WireFormat.INT8_DEFLATE]
-    assert packed.mode is Mode.DISTRIBUTED and packed.wire == {"detector": "int8+deflate"}  # classifier here
+    assert packed.mode is Mode.DISTRIBUTED and wires(packed) == {"detector": "int8+deflate"}  # classifier here
     assert [(d.score, d.box_xyxy) for d in packed.detections] == [(d.score, d.box_xyxy) for d in plain.detections]
     planner = Planner(analyzer, analyzer.edge)
     planner.learn_from(radiograph)
@@ -166,7 +165,7 @@ def test_planner_predicts_and_picks_the_fastest_served_option(planned):
         assert planner.options[name] == best
     assert (plan.detector.cut, plan.detector.wire) == (planner.options["detector"].cut, planner.options["detector"].wire)
     findings = analyzer.analyze(radiograph, plan)
-    assert set(findings.model_ms) == {"detector", "classifier"}
+    assert all(run.measured_ms > 0 for run in findings.models.values()) and len(findings.models) == 2
 
 
 def test_drift_triggers_a_new_measurement(planned):
@@ -214,7 +213,7 @@ def test_bench_times_the_options_in_rotated_rounds():
     class Recorder:  # stands in for Analyzer: records which plan ran when
         def analyze(self, radiograph, plan, **options):
             order.append(plan)
-            return SimpleNamespace(model_ms={"classifier": 10.0 * (plan + 1)})
+            return SimpleNamespace(models={"classifier": SimpleNamespace(measured_ms=10.0 * (plan + 1))})
 
     results = _interleaved(Recorder(), None, [0, 1, 2], "classifier", repeats=4)
     warm, rounds = order[:3], [order[3 + 3 * r: 6 + 3 * r] for r in range(4)]
@@ -263,8 +262,8 @@ def test_onnxruntime_local_runtime_matches_torch_and_auto_choice_is_cached(share
     assert max(abs(onnx_run.probabilities[k] - v) for k, v in torch_run.probabilities.items()) <= 1e-4
     assert len(onnx_run.detections) == len(torch_run.detections)
     assert np.abs(onnx_run.heat_map("Effusion") - torch_run.heat_map("Effusion")).max() <= 1e-3
-    assert torch_run.runtime == {"detector": "torch", "classifier": "torch"}
-    assert onnx_run.runtime == {"detector": "onnxruntime", "classifier": "onnxruntime"}  # said in the result
+    assert runtimes(torch_run) == {"detector": "torch", "classifier": "torch"}
+    assert runtimes(onnx_run) == {"detector": "onnxruntime", "classifier": "onnxruntime"}  # said in the result
     auto = Analyzer(ModelChoice(detector=TINY, runtime="auto"))
     folder = data_dir() / "local-onnx"
     choices = [next(folder.glob("runtime-*-detector-*-0.25-0.33-128-*.json")),
@@ -332,7 +331,7 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     assert stale == kept_times  # read back, not measured
     classifier = planner.options["classifier"]
     assert classifier.cut == 0 and classifier.measured_edge  # full offload looks nearly free
-    drifted = [planner.observe(analyzer.analyze(radiograph, plan).model_ms) for _ in range(2)]
+    drifted = [planner.observe(measured(analyzer.analyze(radiograph, plan))) for _ in range(2)]
     assert drifted == [False, True] and planner.link is None  # twice off the prediction: measure again
     planner.plan()
     for part, ms in planner.link.edge_part_ms.items():
@@ -342,4 +341,4 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     assert set(now_kept) & set(parts) and all(now_kept[key] > 10 * ms / 50 for key, ms in parts.items() if key in now_kept)
     option = planner.options["classifier"]
     findings = analyzer.analyze(radiograph, Plan(planner.options["detector"].model_plan, option.model_plan))
-    assert 1 / (2 * DRIFT) <= findings.model_ms["classifier"] / option.predicted_ms <= 2 * DRIFT
+    assert 1 / (2 * DRIFT) <= findings.models["classifier"].measured_ms / option.predicted_ms <= 2 * DRIFT

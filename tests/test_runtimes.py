@@ -153,7 +153,7 @@ def test_fp16_runtime_runs_the_whole_model_at_half_precision_within_the_gate(set
     radiograph = load_radiograph(shared_cxr / REAL[2])
     fp16 = Analyzer(ModelChoice(detector=TINY, runtime=HALF)).analyze(radiograph)
     fp32 = Analyzer(ModelChoice(detector=TINY)).analyze(radiograph)
-    assert fp16.runtime == {"detector": HALF, "classifier": HALF}
+    assert {kind: run.runtime for kind, run in fp16.models.items()} == {"detector": HALF, "classifier": HALF}
     assert max(abs(fp16.probabilities[k] - v) for k, v in fp32.probabilities.items()) <= PROBABILITY_TOLERANCE
     assert fp16.heat_map("Effusion").shape == fp32.heat_map("Effusion").shape  # the features came back too
 
@@ -162,8 +162,8 @@ def test_every_runtime_is_offered_and_checked():
     """The command line offers every runtime without importing torch; the app's settings accept them all."""
     from app.settings import AppSettings
 
-    code = ("import sys; from app.cli import _parser; "
-            "args = _parser().parse_args(['infer', 'x.png', '--runtime', 'onnxruntime-int8-dynamic']); "
+    code = ("import sys; from app.cli import parser; "
+            "args = parser().parse_args(['infer', 'x.png', '--runtime', 'onnxruntime-int8-dynamic']); "
             "print(args.runtime, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.split() == ["onnxruntime-int8-dynamic", "False"]

@@ -13,8 +13,9 @@ import pytest
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage
 
+from inference.config import ModelKind, WireFormat
 from inference.models.classifier import CHESTXRAY14
-from inference.models.findings import Detection, Findings, Mode
+from inference.models.findings import Detection, Findings, Mode, ModelRun
 from inference.reports.structured_report import (
     DEMO_MARK,
     OPACITY,
@@ -40,10 +41,9 @@ def _findings(path: str, demo_detector: bool = True) -> Findings:
     probabilities = {name: round(0.05 + 0.9 * i / len(CHESTXRAY14), 6) for i, name in enumerate(CHESTXRAY14)}
     return Findings(path=path, detections=tuple(Detection("opacity", s, b) for s, b in zip(SCORES, BOXES, strict=True)),
                     probabilities=probabilities,
-                    weights={"detector": "demo" if demo_detector else SHA, "classifier": SHA},
-                    mode=Mode.DISTRIBUTED, split={"detector": 6, "classifier": 7}, wire={"detector": "fp16",
-                                                                                         "classifier": "fp16"},
-                    runtime={"detector": "torch", "classifier": "torch"})
+                    models={ModelKind.DETECTOR: ModelRun("demo" if demo_detector else SHA, 6, wire=WireFormat.FP16),
+                            ModelKind.CLASSIFIER: ModelRun(SHA, 7, wire=WireFormat.FP16)},
+                    mode=Mode.DISTRIBUTED)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_gui_export_dicom_sr(qtbot, window, shared_cxr, tmp_path, monkeypatch):
     open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")
     window.update_sr_action()
     assert not window.sr_action.isEnabled()  # nothing to report before an analysis
-    window._analysis_finished(window.current, _findings(window.current))
+    window.studies.set_findings(window.current, _findings(window.current))
     window.update_sr_action()
     assert window.sr_action.isEnabled()
 
@@ -226,13 +226,13 @@ def test_gui_export_dicom_sr(qtbot, window, shared_cxr, tmp_path, monkeypatch):
     assert str(written) in window.statusBar().currentMessage()
     sr = hd.sr.srread(written)
     assert sr.content.get_planar_roi_measurement_groups(
-        referenced_sop_instance_uid=window.radiographs[window.current].header.SOPInstanceUID)
+        referenced_sop_instance_uid=window.studies.current_study.radiograph.header.SOPInstanceUID)
 
 
 def test_gui_export_dicom_sr_of_a_png_says_why(qtbot, window, shared_cxr, tmp_path):
     png = shared_cxr / "raster/txv_nih_00027426_000_512px.png"
     open_and_wait(qtbot, window, png)
-    window._analysis_finished(window.current, _findings(window.current))
+    window.studies.set_findings(window.current, _findings(window.current))
     assert window.export_sr(str(tmp_path / "sr")) is None
     assert "a DICOM SR needs a DICOM source image" in window.statusBar().currentMessage()
     assert not (tmp_path / "sr").exists()
@@ -242,11 +242,12 @@ def test_infer_sr_writes_one_sr_per_dicom_study(shared_cxr, tmp_path, monkeypatc
     import json
 
     from app import cli
+    from app.cli import common
     from inference.analysis.analyzer import ModelChoice
     from inference.models.detector import DetectorConfig
 
     small = ModelChoice(detector=DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33))
-    monkeypatch.setattr(cli, "_model_choice", lambda args, runtime=None: small)  # the --sr wiring, not the model
+    monkeypatch.setattr(common, "model_choice", lambda args, runtime=None: small)  # the --sr wiring, not the model
     dicom, png = shared_cxr / "dicom/CR-MONO1-10-chest", shared_cxr / "raster/txv_nih_00027426_000_512px.png"
     assert cli.main(["infer", str(dicom), str(png), "--sr", str(tmp_path / "sr")]) == 0
     first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())

@@ -611,7 +611,7 @@ def _padding_range(ds) -> tuple[float, float] | None:
     if padding is None:
         return None
     limit = _int(ds, "PixelPaddingRangeLimit")
-    low, high = sorted((padding, padding if limit is None else limit))
+    low, high = sorted((float(padding), float(padding if limit is None else limit)))
     if "ModalityLUTSequence" not in ds:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)

@@ -121,14 +121,17 @@ def referenced_images(dicomdir: str | os.PathLike[str]) -> list[ReferencedImage]
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged index, in Python's words
         raise MediaError(f"{dicomdir}: damaged DICOMDIR: its records cannot be read") from exc
     images = []
-    root, listings = Path(file_set.path), {}
+    root = file_set.root_path  # set by `load` from a file read from disk
+    listings: dict[Path, dict[str, Path]] = {}
     # The record tree, not `for instance in file_set`: pydicom leaves out of that the images missing from the
     # media, which the user must hear about.
     for node in file_set._tree:
         if not node.has_instance or node.record_type != "IMAGE":  # not SR, presentation states, private
             continue
         levels = {level.record_type: level._record for level in node.reverse() if not level.is_root}
-        path = _on_media(root, node.file_id_path(root), listings)
+        relative = node.file_id_path(root)
+        assert relative is not None, "pydicom gives an instance only to a record with a file ID"
+        path = _on_media(root, relative, listings)
         images.append(ReferencedImage(
             str(path), _patient(levels.get("PATIENT")), _study(levels.get("STUDY")), _series(levels.get("SERIES")),
             path.is_file()))

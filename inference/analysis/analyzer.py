@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from inference.config import Device, DeviceKind, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.models.detector import DetectorConfig, YoloDetector
-from inference.models.findings import ActivationMaps, Detection, Findings, Mode
-from inference.models.parts import EdgePartSpec, ModelKind, kind_of, part_spec, tensor_name
+from inference.models.findings import ActivationMaps, Detection, Findings, Mode, ModelRun
+from inference.models.parts import EdgePartSpec, kind_of, part_spec, tensor_name
 from inference.models.postprocess import calibrate, decode_detections
-from inference.models.preprocess import Letterbox, classifier_crops, letterbox
+from inference.models.preprocess import CropGeometry, Letterbox, classifier_crops, letterbox
 from inference.models.stages import INPUT, StagedModel
 from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
-from inference.models.wire import WireFormat, encode
+from inference.models.wire import encode
 from inference.planning.plan import ModelPlan, Plan
-from inference.runtimes.local import RUNTIMES, OnnxModel, TorchHalf, detections_in_input, open_runtime
+from inference.runtimes.local import OnnxModel, TorchHalf, detections_in_input, open_runtime
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
@@ -43,14 +44,22 @@ class ModelChoice:
     classifier_weights: str | os.PathLike[str] | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    device: str = "cpu"  # "cpu", "cuda" (or "cuda:N"), or "auto" (CUDA when present)
-    runtime: str = "torch"  # whole-model local runs: one of LOCAL_RUNTIMES; "auto" measures, per model
+    device: Device = Device()
+    runtime: Runtime = Runtime.TORCH  # whole-model local runs; AUTO measures, per model
+
+    def __post_init__(self) -> None:  # a command line's or a setting's text: checked here, once
+        object.__setattr__(self, "device", Device.parse(self.device))
+        try:
+            object.__setattr__(self, "runtime", Runtime(self.runtime))
+        except ValueError:
+            raise ValueError(f"runtime must be one of {', '.join(r.value for r in Runtime)}, "
+                             f"got {self.runtime!r}") from None
 
     @property
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
+        if self.device.kind is DeviceKind.AUTO:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
+        device = torch.device(str(self.device))
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("CUDA was asked for, but this PyTorch build or machine has no CUDA device")
         return device
@@ -107,7 +116,7 @@ class _Step:
         if self.reply is None or not self.reply.done() or not isinstance(self.reply.exception(), EdgeError):
             return None
         error = self.reply.exception()
-        return str(error) if error.failure in LINK_FAILURES else None
+        return str(error) if isinstance(error, EdgeError) and error.failure in LINK_FAILURES else None
 
 
 @dataclass
@@ -117,10 +126,10 @@ class _Begun:
     radiograph: Radiograph
     plan: Plan
     box_geometry: Letterbox
-    crop_geometry: object
+    crop_geometry: CropGeometry
     started: float
     preprocessed: float
-    steps: dict[str, _Step]
+    steps: dict[ModelKind, _Step]
 
 
 @dataclass
@@ -185,17 +194,16 @@ class Analyzer:
         self.classifier, self.classifier_weights = load_classifier(choice.classifier, choice.classifier_weights)
         # channels-last: 1.06x (detector) and 1.27x (classifier) faster in eager mode on this CPU, results equal
         # to float rounding (bench/bench_torch_eager.py, docs/benchmarks.md)
-        self.detector.to(self.device, memory_format=torch.channels_last)
-        self.classifier.to(self.device, memory_format=torch.channels_last)
-        self.onnx: dict[str, OnnxModel | TorchHalf] = {}  # models run whole here on another runtime than torch
-        self.runtimes = {"detector": "torch", "classifier": "torch"}  # the local runtime of each whole model
-        if choice.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {choice.runtime!r}")
-        if choice.runtime != "torch":
+        # Module.to takes memory_format (torch's own stubs leave it out)
+        self.detector.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.classifier.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.onnx: dict[ModelKind, OnnxModel | TorchHalf] = {}  # models run whole here on another runtime than torch
+        self.runtimes = dict.fromkeys(ModelKind, Runtime.TORCH)  # the local runtime of each whole model
+        if choice.runtime is not Runtime.TORCH:
             folder = data_dir() / "local-onnx"
             folder.mkdir(parents=True, exist_ok=True)
-            for name, model, weights in (("detector", self.detector, self.detector_source),
-                                         ("classifier", self.classifier, self.classifier_weights.source)):
+            for name, model, weights in ((ModelKind.DETECTOR, self.detector, self.detector_source),
+                                         (ModelKind.CLASSIFIER, self.classifier, self.classifier_weights.source)):
                 # auto: the fastest that passes the fidelity gate; an explicit one that fails it raises
                 session = open_runtime(model, weights, folder, choice.runtime, self.device)
                 if session is not None:
@@ -210,22 +218,22 @@ class Analyzer:
         self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
 
     @property
-    def weights(self) -> dict[str, str]:
-        return {"detector": self.detector_source, "classifier": self.classifier_weights.source}
+    def weights(self) -> dict[ModelKind, str]:
+        return {ModelKind.DETECTOR: self.detector_source, ModelKind.CLASSIFIER: self.classifier_weights.source}
 
     @property
-    def stage_counts(self) -> dict[str, int]:
-        return {"detector": self.detector.stage_count, "classifier": self.classifier.stage_count}
+    def stage_counts(self) -> dict[ModelKind, int]:
+        return {ModelKind.DETECTOR: self.detector.stage_count, ModelKind.CLASSIFIER: self.classifier.stage_count}
 
-    def _name(self, model: StagedModel) -> str:
-        return "detector" if model is self.detector else "classifier"
+    def model(self, kind: ModelKind) -> StagedModel:
+        return self.detector if kind is ModelKind.DETECTOR else self.classifier
 
     def local_plan(self) -> Plan:
         return Plan(ModelPlan(self.detector.stage_count), ModelPlan(self.classifier.stage_count))
 
     def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec:
         """The edge part for stages [cut, n) of `model` (names, shapes, fingerprint); computed once."""
-        weights = self.weights[self._name(model)]
+        weights = self.weights[kind_of(model)]
         key = (kind_of(model), cut, wire.encoding)  # int8+deflate: the int8 part
         if key not in self._parts:
             self._parts[key] = part_spec(model, cut, wire, weights)
@@ -308,7 +316,8 @@ class Analyzer:
         plan = plan or self.local_plan()
         if plan.uses_edge(self.stage_counts) and self.edge is None:
             raise ValueError("this plan sends stages to the edge, but no edge server is configured")
-        for model, model_plan in ((self.detector, plan.detector), (self.classifier, plan.classifier)):
+        for kind, model_plan in plan.items():
+            model = self.model(kind)
             if model_plan.cut < model.stage_count:
                 self.part(model, model_plan.cut, model_plan.wire)  # computed once, outside the timings
         return plan
@@ -319,10 +328,9 @@ class Analyzer:
         (now, or in the pool) and returns a Future. Up to `sent_after` more studies' requests may follow
         while this study's are out (their timeouts allow for them)."""
         started = time.perf_counter()
-        joining_ms = sent_after * sum(self._expected_ms(self.part(model, model_plan.cut, model_plan.wire), model_plan)
-                                      for model, model_plan in ((self.detector, plan.detector),
-                                                                (self.classifier, plan.classifier))
-                                      if model_plan.cut < model.stage_count)
+        joining_ms = sent_after * sum(self._expected_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire),
+                                                        model_plan)
+                                      for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind])
         (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
         detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, joining_ms, None)
@@ -330,7 +338,7 @@ class Analyzer:
         classifier = self._local_part(self.classifier, cls_input, plan.classifier, with_heat_maps, check, send,
                                       joining_ms,                                       detector.link_down())
         return _Begun(radiograph, plan, box_geometry, crop_geometry, started, preprocessed,
-                      {"detector": detector, "classifier": classifier})
+                      {ModelKind.DETECTOR: detector, ModelKind.CLASSIFIER: classifier})
 
     def _preprocess(self, radiograph: Radiograph):
         """(detector input, letterbox), (classifier crops, crop geometry) of one radiograph."""
@@ -340,11 +348,12 @@ class Analyzer:
                 classifier_crops(grey, cls_config.resize, cls_config.input_size, cls_config.ten_crop,
                                  cls_config.in_channels, cls_config.normalisation))
 
-    def model_inputs(self, radiograph: Radiograph) -> dict[str, torch.Tensor]:
+    def model_inputs(self, radiograph: Radiograph) -> dict[ModelKind, torch.Tensor]:
         """Each model's input for this radiograph (the classifier's centre crop), on the model's device."""
         (det_input, _), (cls_input, crops) = self._preprocess(radiograph)
         centre = crops.centre_index
-        return {"detector": self._tensor(det_input), "classifier": self._tensor(cls_input[centre:centre + 1])}
+        return {ModelKind.DETECTOR: self._tensor(det_input),
+                ModelKind.CLASSIFIER: self._tensor(cls_input[centre:centre + 1])}
 
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         """A model input batch on the models' device, in their memory format."""
@@ -359,7 +368,7 @@ class Analyzer:
         started = time.perf_counter()
         n, k = model.stage_count, plan.cut
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
-        session = self.onnx.get(self._name(model))
+        session = self.onnx.get(kind_of(model))
         if k == n and session is not None:  # the whole model here, on the faster runtime
             check()
             return _Step(model, k, features, {}, outputs=session.run(batch),
@@ -386,17 +395,20 @@ class Analyzer:
         """The edge request for one model of one study, run by `send`; its timeout set now: the settings'
         timeout plus QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own +
         `joining_ms`, that of the requests that may be sent while it is out)."""
+        edge = self.edge
+        if edge is None:
+            raise ValueError("this plan sends stages to the edge, but no edge server is configured")
         expected = self._expected_ms(spec, plan)
         with self._flight_lock:
             ahead = sum(self._in_flight.values())
             key = next(self._request_ids)
             self._in_flight[key] = expected
-        timeout_s = self.edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected + joining_ms) / 1e3
+        timeout_s = edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected + joining_ms) / 1e3
 
         def request() -> _Timed:
             sent = time.perf_counter()
             try:
-                reply = self.edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s)
+                reply = edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s)
             finally:
                 done = time.perf_counter()
                 with self._flight_lock:
@@ -444,7 +456,7 @@ class Analyzer:
     def _complete(self, begun: _Begun, allow_fallback: bool, check) -> Findings:
         """Collect both models' remaining stages, then post-process into Findings."""
         runs = {name: self._remote_part(step, allow_fallback, check) for name, step in begun.steps.items()}
-        detector, classifier = runs["detector"], runs["classifier"]
+        detector, classifier = runs[ModelKind.DETECTOR], runs[ModelKind.CLASSIFIER]
         ran = time.perf_counter()
         det_config = self.detector.config
         detections = decode_detections(detector.outputs["output"][0], begun.box_geometry, det_config.classes,
@@ -452,7 +464,7 @@ class Analyzer:
         probabilities = classifier.outputs["probabilities"].mean(axis=0).astype(np.float64)  # ten-crop: average
         shown = self._shown_probabilities(probabilities)
         maps = None
-        if "features" in classifier.outputs and begun.steps["classifier"].features is not None:
+        if "features" in classifier.outputs and begun.steps[ModelKind.CLASSIFIER].features is not None:
             centre = begun.crop_geometry.centre_index
             features = torch.tensor(classifier.outputs["features"][centre:centre + 1], device=self.device)
             cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
@@ -467,23 +479,22 @@ class Analyzer:
             path=begun.radiograph.path,
             detections=tuple(detections),
             probabilities=shown,
-            weights=self.weights,
+            # A model run whole here uses the chosen runtime; stages before a cut run in PyTorch.
+            models={kind: ModelRun(self.weights[kind], plan[kind].cut,
+                                   self.runtimes[kind] if begun.steps[kind].outputs else Runtime.TORCH,
+                                   plan[kind].wire if plan[kind].cut < self.stage_counts[kind] else None,
+                                   run.model_ms)
+                    for kind, run in runs.items()},
             mode=self._mode(plan, runs),
-            split={"detector": plan.detector.cut, "classifier": plan.classifier.cut},
-            wire={name: p.wire.value for name, p in (("detector", plan.detector), ("classifier", plan.classifier))
-                  if p.cut < self.stage_counts[name]},
             # each phase a measured duration; in a pipelined series they overlap other studies' phases
             timing_ms={"preprocess": (begun.preprocessed - begun.started) * 1e3, "local": phase("local_ms"),
                        "transfer": phase("transfer_ms"), "edge": phase("edge_ms"), "queued": phase("queued_ms"),
                        "postprocess": (finished - ran) * 1e3, "total": (finished - begun.started) * 1e3},
             fallback_reason="; ".join(reasons) or None,
             activation_maps=maps,
-            model_ms={name: r.model_ms for name, r in runs.items()},
-            # A model run whole here uses the chosen runtime; stages before a cut run in PyTorch.
-            runtime={name: self.runtimes[name] if step.outputs else "torch" for name, step in begun.steps.items()},
         )
 
-    def _mode(self, plan: Plan, runs: dict[str, _Run]) -> Mode:
+    def _mode(self, plan: Plan, runs: dict[ModelKind, _Run]) -> Mode:
         if any(r.fallback_reason for r in runs.values()):
             return Mode.LOCAL_FALLBACK
         if not any(r.used_edge for r in runs.values()):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 
 from inference.analysis.analyzer import AHEAD, Analyzer, StudyError
 from inference.edge.client import EdgeError
@@ -102,7 +101,7 @@ class AnalysisSession:
         """The result with the plan's predictions beside it."""
         if self.planner is None or not self.planner.options:
             return findings
-        return replace(findings, predicted_ms={n: o.predicted_ms for n, o in self.planner.options.items()})
+        return findings.predicted({kind: option.predicted_ms for kind, option in self.planner.options.items()})
 
     def _observed(self, findings: Findings, period_ms: float | None, series: bool) -> Findings:
         """The result with the plan's predictions beside it; on lasting drift the next study is planned
@@ -111,7 +110,7 @@ class AnalysisSession:
         if planner is None or not planner.options:
             return findings
         findings = self._predicted(findings)
-        if not findings.fallback_reason and planner.observe(findings.model_ms, findings.timing_ms["queued"],
-                                                            period_ms):
+        measured = {kind: run.measured_ms for kind, run in findings.models.items()}
+        if not findings.fallback_reason and planner.observe(measured, findings.timing_ms["queued"], period_ms):
             self.prepare(None, series=series and planner.series_ms is not None)
         return findings

@@ -39,7 +39,9 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         pass
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        # IP addresses are text; getaddrinfo's (int, bytes) form is for Python built without IPv6
+        found = {address for *_, sockaddr in socket.getaddrinfo(host, None)
+                 if isinstance(address := sockaddr[0], str)}
     except OSError:
         return False
     return bool(found) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in found)

@@ -12,8 +12,10 @@ import ipaddress
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -73,6 +75,17 @@ class EdgeSettings:
                 raise ValueError(f"TLS file not found: {path}")
         if (self.client_certificate is None) != (self.client_key is None):
             raise ValueError("mutual TLS needs both a client certificate and its key")
+
+    @classmethod
+    def each(cls, addresses: Iterable[str], tls: bool = False, ca_file: str | None = None,
+             client_certificate_file: str | None = None, client_key_file: str | None = None,
+             timeout_s: float = 10.0) -> list[EdgeSettings]:
+        """One edge's settings per address (blank ones skipped), with the same TLS files and timeout: how the
+        viewer's settings and the command line's options both describe their edges."""
+        optional = lambda value: Path(value) if value else None  # noqa: E731
+        return [cls(address.strip(), tls=tls, root_certificate=optional(ca_file),
+                    client_certificate=optional(client_certificate_file), client_key=optional(client_key_file),
+                    timeout_s=timeout_s) for address in addresses if address.strip()]
 
 
 @dataclass(frozen=True)
@@ -344,6 +357,9 @@ class EdgeClient:
         return EdgeError(EdgeFailure.SERVER_ERROR, f"{what} failed on the edge: {text[:160]}")
 
 
+_T = TypeVar("_T")
+
+
 class EdgeGroup:
     """Several edge servers with the same parts, used like one `EdgeClient`.
 
@@ -376,7 +392,7 @@ class EdgeGroup:
         order = [(start + i) % len(self.clients) for i in range(len(self.clients))]
         return sorted(order, key=lambda i: self._down_until[i] > now)  # stable: keeps the rotation
 
-    def _each(self, call, rotate: bool):
+    def _each(self, call: Callable[[EdgeClient], _T], rotate: bool) -> _T:
         last: EdgeError | None = None
         for index in self._order(rotate):
             try:
@@ -387,6 +403,7 @@ class EdgeGroup:
                 continue
             self._down_until[index] = 0.0
             return result
+        assert last is not None  # there is at least one client, and every one failed
         if len(self.clients) > 1:
             raise EdgeError(last.failure, f"all {len(self.clients)} edge servers failed; last: {last}")
         raise last

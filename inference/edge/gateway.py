@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from typing import NoReturn, Protocol
 
 import grpc
 
@@ -36,6 +37,14 @@ MAX_CONCURRENT_CALLS = 64       # beyond this gRPC answers RESOURCE_EXHAUSTED: m
 STREAMS_PER_CONNECTION = 16     # a workstation keeps a few calls in flight (a pipelined series: 2 studies ahead)
 MAX_CALL_S = 600.0              # a call without a deadline is given this one
 IDLE_CONNECTION_MS = 5 * 60_000  # a connection with no call for this long is closed
+
+
+class _CallContext(Protocol):
+    """What a forwarder uses of `grpc.aio.ServicerContext` (grpc ships no type information)."""
+
+    def time_remaining(self) -> float | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn: ...
 
 
 class EdgeGateway:
@@ -55,8 +64,8 @@ class EdgeGateway:
         self._channel: grpc.aio.Channel | None = None
 
     async def _serve(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.triton, options=[("grpc.max_receive_message_length", -1),
-                                                                        ("grpc.max_send_message_length", -1)])
+        self._channel = channel = grpc.aio.insecure_channel(
+            self.triton, options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
         self._server = grpc.aio.server(
             maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
             options=[("grpc.max_receive_message_length", self.max_request_bytes),
@@ -64,19 +73,20 @@ class EdgeGateway:
                      ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
                      ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
                      ("grpc.so_reuseport", 0)])  # a port already taken is an error, never shared
-        calls = {name: self._forwarder(SERVICE, name) for name in WORKSTATION_CALLS}
+        calls = {name: self._forwarder(channel, SERVICE, name) for name in WORKSTATION_CALLS}
         self._server.add_generic_rpc_handlers([
             grpc.method_handlers_generic_handler(SERVICE, calls),
-            grpc.method_handlers_generic_handler(HEALTH[0], {HEALTH[1]: self._forwarder(*HEALTH)})])
+            grpc.method_handlers_generic_handler(HEALTH[0], {HEALTH[1]: self._forwarder(channel, *HEALTH)})])
         if self.credentials is None:
             self._server.add_insecure_port(self.address)
         else:
             self._server.add_secure_port(self.address, self.credentials)
         await self._server.start()
 
-    def _forwarder(self, service: str, method: str) -> grpc.RpcMethodHandler:
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            call = self._channel.unary_unary(f"/{service}/{method}")  # bytes in, bytes out: nothing re-encoded
+    @staticmethod
+    def _forwarder(channel: grpc.aio.Channel, service: str, method: str) -> grpc.RpcMethodHandler:
+        async def forward(request: bytes, context: _CallContext) -> bytes:
+            call = channel.unary_unary(f"/{service}/{method}")  # bytes in, bytes out: nothing re-encoded
             remaining = context.time_remaining()
             timeout = min(remaining, MAX_CALL_S) if remaining is not None and math.isfinite(remaining) else MAX_CALL_S
             try:

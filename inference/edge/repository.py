@@ -14,6 +14,7 @@ repository is writable by group or others.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from inference.config import WireFormat
 from inference.edge.access import OPERATOR_APIS, operator_flags
 from inference.edge.weights import (
     INDEX_FILE,
@@ -36,7 +38,6 @@ from inference.edge.weights import (
 from inference.models.parts import EdgePartSpec, export_part, part_spec
 from inference.models.stages import StagedModel
 from inference.models.weights import file_sha256
-from inference.models.wire import WireFormat
 
 MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
@@ -162,12 +163,13 @@ def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
         return write_shared(folder, whole.fingerprint, Path(scratch) / "model.onnx")
 
 
-def write_checksums(root: Path, checked: set[str] = frozenset()) -> None:
+def write_checksums(root: Path, checked: AbstractSet[str] = frozenset()) -> None:
     """`SHA256SUMS` (what `sha256sum --check` reads) of every file the server loads: each part's config, its
     ONNX (the digest recorded in the config at export) and its links to the model's weights (hashed once).
     A part whose weights no longer match its export is left unlisted (the container script then refuses it);
     `checked` names the parts whose weights the caller has just checked."""
-    lines, by_file = [], {}
+    lines: list[str] = []
+    by_file: dict[tuple[int, int], str] = {}  # (device, inode) → digest
     for path in sorted(root.glob("*/config.pbtxt")):
         parameters = read_config(path).parameters
         lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")

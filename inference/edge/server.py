@@ -144,9 +144,9 @@ def writable_by_others(repository: Path, owner: int | None = None) -> str | None
             return problem
     if problem := unsafe(root):
         return problem
-    for folder, folders, files in os.walk(root):
+    for here, folders, files in os.walk(root):
         for name in (*folders, *files):
-            if problem := unsafe(Path(folder) / name):
+            if problem := unsafe(Path(here) / name):
                 return problem
     return None
 
@@ -331,11 +331,11 @@ class EdgeServer:
         self._socket_dir = self._private_socket_folder()
         self._write_control_file()
         log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
-                                        env=installation.environment(), start_new_session=True)
+        self.process = process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
+                                                  env=installation.environment(), start_new_session=True)
         log.close()
         try:
-            self._wait_ready(ready_timeout_s)
+            self._wait_ready(process, ready_timeout_s)
             self.gateway = EdgeGateway(self.triton_grpc_address, self.host, self.grpc_port, limit, credentials)
             self.gateway.start()
         except RuntimeError as exc:  # gRPC could not bind the address, or Triton did not come up
@@ -374,15 +374,15 @@ class EdgeServer:
             stream.write(text)
         self.control_path.chmod(0o600)
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
         import tritonclient.grpc as grpcclient
 
         client = grpcclient.InferenceServerClient(self.triton_grpc_address)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise EdgeServerError(f"tritonserver exited with code {self.process.returncode}: "
+                if process.poll() is not None:
+                    raise EdgeServerError(f"tritonserver exited with code {process.returncode}: "
                                           f"{self.log_tail()}")
                 try:
                     if client.is_server_ready(client_timeout=1):

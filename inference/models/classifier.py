@@ -100,11 +100,12 @@ class CheXNet(StagedModel):
         self.features_stage = names.index("features")  # its output is what the heat maps weigh
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features
-        return f.pool0(f.relu0(f.norm0(f.conv0(x))))
+        for name in ("conv0", "norm0", "relu0", "pool0"):  # by name: attribute lookup types them Tensor | Module
+            x = self.features.get_submodule(name)(x)
+        return x
 
     def _last_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features.norm5(x))
+        return F.relu(self.features.get_submodule("norm5")(x))
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

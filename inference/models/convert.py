@@ -69,7 +69,7 @@ def convert_pickled_checkpoint(source: str | os.PathLike[str], target: str | os.
     else:
         raise WeightsError(f"{source.name} holds neither a model nor a state dict")
     state = {k: (v.float() if v.is_floating_point() else v).clone() for k, v in state.items()}
-    out = {"state_dict": state}
+    out: dict[str, dict[str, torch.Tensor] | list[str]] = {"state_dict": state}
     if names:
         out["pathologies"] = [str(n) for n in names]
     target.parent.mkdir(parents=True, exist_ok=True)

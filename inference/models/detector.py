@@ -102,7 +102,10 @@ class YoloDetector(StagedModel):
 
     @property
     def detect(self) -> L.Detect:
-        return self.model[-1]
+        head = self.model[-1]
+        if not isinstance(head, L.Detect):  # the layer list ends with its Detect row
+            raise TypeError(f"{self.config.architecture}: the last layer is {type(head).__name__}, not Detect")
+        return head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.run_stages({INPUT: images}, 0, self.stage_count)[self.stage_count - 1]
@@ -112,6 +115,7 @@ class YoloDetector(StagedModel):
         detect = self.detect
         with torch.no_grad():
             for conv, stride in zip(detect.m, detect.stride.tolist(), strict=True):
+                assert isinstance(conv, nn.Conv2d) and conv.bias is not None  # Detect's 1×1 convs, with biases
                 bias = conv.bias.view(detect.per_level, -1)
                 bias[:, 4] += math.log(8 / (640 / stride) ** 2)
                 bias[:, 5:] += math.log(0.6 / (detect.classes - 0.99))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from inference.config import ModelKind, Runtime, WireFormat
 from inference.models.preprocess import CropGeometry
 
 TIMING_PHASES = ("preprocess", "local", "transfer", "edge", "queued", "postprocess", "total")
@@ -50,21 +52,27 @@ class ActivationMaps:
 
 
 @dataclass(frozen=True)
+class ModelRun:
+    """How one model of an analysis ran: its weights, where it was cut, how its tensors travelled, how long."""
+
+    weights: str                        # "demo" or the SHA-256 of the weights file
+    cut: int                            # stages [0, cut) here, [cut, n) on the edge (n: all here)
+    runtime: Runtime = Runtime.TORCH    # what ran its stages here (a model cut for the edge: PyTorch)
+    wire: WireFormat | None = None      # how its tensors travelled, when it was cut before n
+    measured_ms: float = 0.0            # local + transfer + edge (a pipelined series' queueing left out)
+    predicted_ms: float | None = None   # the planner's prediction of `measured_ms`, when it planned
+
+
+@dataclass(frozen=True)
 class Findings:
     path: str
     detections: tuple[Detection, ...]
     probabilities: dict[str, float]              # only the findings the classifier actually predicts
-    weights: dict[str, str]                      # model → "demo" or SHA-256 of the weights file
+    models: Mapping[ModelKind, ModelRun]         # how each model ran
     mode: Mode = Mode.LOCAL
-    split: dict[str, int] = field(default_factory=dict)   # model → cut used
-    wire: dict[str, str] = field(default_factory=dict)    # model → wire format, for models cut before n
     timing_ms: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
-    model_ms: dict[str, float] = field(default_factory=dict)      # measured, per model (local + transfer + edge,
-                                                                  # a pipelined series' queueing left out)
-    predicted_ms: dict[str, float] = field(default_factory=dict)  # the planner's prediction, per model
-    runtime: dict[str, str] = field(default_factory=dict)  # model → local runtime of its workstation stages
 
     def heat_map(self, finding: str) -> np.ndarray:
         """The finding's class-activation map on the original image, [rows, cols] in [0, 1]."""
@@ -74,28 +82,35 @@ class Findings:
 
     @property
     def demo_weights(self) -> bool:
-        return "demo" in self.weights.values()
+        return any(run.weights == "demo" for run in self.models.values())
+
+    def predicted(self, predicted_ms: Mapping[ModelKind, float]) -> Findings:
+        """These findings with the planner's prediction beside each model's measured time."""
+        models = {kind: replace(run, predicted_ms=predicted_ms.get(kind, run.predicted_ms))
+                  for kind, run in self.models.items()}
+        return replace(self, models=models)
 
     def to_json(self) -> dict[str, Any]:
+        runs = {kind.value: run for kind, run in self.models.items()}
         record: dict[str, Any] = {
             "path": self.path,
-            "weights": dict(self.weights),
+            "weights": {name: run.weights for name, run in runs.items()},
             "demo_weights": self.demo_weights,
             "detections": [{"label": d.label, "score": round(d.score, 6),
                             "box_xyxy": [round(v, 2) for v in d.box_xyxy]} for d in self.detections],
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "mode": self.mode.value,
-            "split": dict(self.split),
+            "split": {name: run.cut for name, run in runs.items()},
             "timing_ms": {k: round(self.timing_ms.get(k, 0.0), 2) for k in TIMING_PHASES},
-            "runtime": dict(self.runtime),
+            "runtime": {name: run.runtime.value for name, run in runs.items()},
         }
-        if self.wire:
-            record["wire"] = dict(self.wire)
+        if wire := {name: run.wire.value for name, run in runs.items() if run.wire is not None}:
+            record["wire"] = wire
         if self.fallback_reason:
             record["fallback_reason"] = self.fallback_reason
-        if self.predicted_ms:
-            record["plan"] = {name: {"cut": self.split[name], "wire": self.wire.get(name, "local"),
-                                     "predicted_ms": round(self.predicted_ms[name], 2),
-                                     "measured_ms": round(self.model_ms.get(name, 0.0), 2)}
-                              for name in self.predicted_ms}
+        if any(run.predicted_ms is not None for run in runs.values()):
+            record["plan"] = {name: {"cut": run.cut, "wire": run.wire.value if run.wire else "local",
+                                     "predicted_ms": round(run.predicted_ms, 2),
+                                     "measured_ms": round(run.measured_ms, 2)}
+                              for name, run in runs.items() if run.predicted_ms is not None}
         return record

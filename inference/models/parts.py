@@ -8,7 +8,6 @@ the heat maps. Every dimension but the batch is fixed.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -18,18 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from inference.config import ModelKind, WireFormat
 from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
 from inference.models.stages import INPUT, StagedModel
-from inference.models.wire import WireFormat, dequantize_torch, encode
+from inference.models.wire import dequantize_torch, encode
 
 ONNX_OPSET = 17
 FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to the input size
-
-
-class ModelKind(str, enum.Enum):
-    DETECTOR = "detector"
-    CLASSIFIER = "classifier"
 
 
 def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
@@ -43,6 +38,20 @@ def tensor_name(index: int) -> str:
 
 def kind_of(model: StagedModel) -> ModelKind:
     return ModelKind.DETECTOR if isinstance(model, YoloDetector) else ModelKind.CLASSIFIER
+
+
+def as_detector(model: StagedModel) -> YoloDetector:
+    """`model` as the detector, for code that has already told the two models apart."""
+    if not isinstance(model, YoloDetector):
+        raise TypeError(f"expected the detector, got {type(model).__name__}")
+    return model
+
+
+def as_classifier(model: StagedModel) -> CheXNet:
+    """`model` as the classifier: every staged model that is not the detector is one."""
+    if not isinstance(model, CheXNet):
+        raise TypeError(f"expected the detector or the classifier, got {type(model).__name__}")
+    return model
 
 
 @dataclass(frozen=True)
@@ -82,14 +91,15 @@ class EdgePartSpec:
 def model_input_shape(model: StagedModel) -> tuple[int, ...]:
     if isinstance(model, YoloDetector):
         return (3, model.config.input_size, model.config.input_size)
-    return (model.config.in_channels, model.config.input_size, model.config.input_size)
+    config = as_classifier(model).config
+    return (config.in_channels, config.input_size, config.input_size)
 
 
 def output_names(model: StagedModel, cut: int) -> tuple[str, ...]:
     if isinstance(model, YoloDetector):
         return ("output",)
     # The heat maps need the last dense features; the edge returns them when it computed them.
-    return ("probabilities", "features") if cut <= model.features_stage else ("probabilities",)
+    return ("probabilities", "features") if cut <= as_classifier(model).features_stage else ("probabilities",)
 
 
 def fingerprint_of(identity: tuple[tuple[str, str], ...]) -> str:
@@ -98,13 +108,16 @@ def fingerprint_of(identity: tuple[tuple[str, str], ...]) -> str:
 
 
 def identity_of(model: StagedModel, weights: str) -> tuple[tuple[str, str], ...]:
-    config = model.config
     if isinstance(model, YoloDetector):
-        return (("model", "detector"), ("architecture", config.architecture),
-                ("width", str(config.width_multiple or "")), ("depth", str(config.depth_multiple or "")),
-                ("input_size", str(config.input_size)), ("classes", ",".join(config.classes)), ("weights", weights))
-    return (("model", "classifier"), ("architecture", "densenet121"), ("input_size", str(config.input_size)),
-            ("in_channels", str(config.in_channels)), ("classes", ",".join(config.classes)), ("weights", weights))
+        detector = model.config
+        return (("model", "detector"), ("architecture", detector.architecture),
+                ("width", str(detector.width_multiple or "")), ("depth", str(detector.depth_multiple or "")),
+                ("input_size", str(detector.input_size)), ("classes", ",".join(detector.classes)),
+                ("weights", weights))
+    classifier = as_classifier(model).config
+    return (("model", "classifier"), ("architecture", "densenet121"), ("input_size", str(classifier.input_size)),
+            ("in_channels", str(classifier.in_channels)), ("classes", ",".join(classifier.classes)),
+            ("weights", weights))
 
 
 def sample_input(model: StagedModel, batch: int = 1) -> torch.Tensor:
@@ -128,16 +141,16 @@ def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> E
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model).to(device)}, 0, cut)
         outputs = EdgePart(model, cut, WireFormat.FP32)(*crossing.values())
-    inputs = []
+    inputs: list[TensorSpec] = []
     for index, tensor in crossing.items():
         inputs.append(TensorSpec(tensor_name(index), tuple(tensor.shape[1:]), wire.triton_dtype))
         if wire is WireFormat.INT8:  # per-channel scale and zero point travel beside the codes
             channels = (tensor.shape[1],)
             inputs += [TensorSpec(tensor_name(index) + "_scale", channels, "FP32"),
                        TensorSpec(tensor_name(index) + "_zero", channels, "FP32")]
-    inputs = tuple(inputs)
-    outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32") for name, t in zip(output_names(model, cut), outputs, strict=True))
-    return EdgePartSpec(kind_of(model), cut, wire, inputs, outs, identity_of(model, weights))
+    outs = tuple(TensorSpec(name, tuple(t.shape[1:]), "FP32")
+                 for name, t in zip(output_names(model, cut), outputs, strict=True))
+    return EdgePartSpec(kind_of(model), cut, wire, tuple(inputs), outs, identity_of(model, weights))
 
 
 class EdgePart(nn.Module):
@@ -150,6 +163,8 @@ class EdgePart(nn.Module):
         self.wire = wire.encoding
         self.crossing = model.crossing(cut)
         self.names = output_names(model, cut)
+        # Only the classifier has features; its stage index, when this part returns them.
+        self.features_stage = as_classifier(model).features_stage if "features" in self.names else None
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.wire is WireFormat.INT8:  # (codes, scale, zero) per crossing tensor
@@ -157,10 +172,11 @@ class EdgePart(nn.Module):
         else:
             tensors = tuple(t.float() for t in tensors)  # FP16 on the wire, FP32 arithmetic
         last = self.model.stage_count - 1
-        keep = [self.model.features_stage] if "features" in self.names else []
+        features = self.features_stage
+        keep = [features] if features is not None else []
         result = self.model.run_stages(dict(zip(self.crossing, tensors, strict=True)), self.cut, last + 1, keep=keep)
-        if "features" in self.names:
-            return result[last], result[self.model.features_stage]
+        if features is not None:
+            return result[last], result[features]
         return (result[last],)
 
 

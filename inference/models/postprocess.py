@@ -51,8 +51,8 @@ def decode_detections(raw: np.ndarray, geometry: Letterbox, labels: tuple[str, .
     offset = cls[:, None] * (4.0 * geometry.size + 1.0)
     keep = nms(boxes + offset, scores, iou)[:max_detections]
     original = geometry.to_original(boxes[keep])
-    return [Detection(labels[int(cls[k])], float(scores[k]), tuple(float(v) for v in box))
-            for k, box in zip(keep, original, strict=True)]
+    return [Detection(labels[int(cls[k])], float(scores[k]), (float(x1), float(y1), float(x2), float(y2)))
+            for k, (x1, y1, x2, y2) in zip(keep, original, strict=True)]
 
 
 def calibrate(probabilities: np.ndarray, operating_points: tuple[float, ...] | None) -> np.ndarray:

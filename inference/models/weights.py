@@ -157,13 +157,14 @@ def demo_state_dict(model: YoloDetector | CheXNet, seed: int = DEMO_SEED) -> dic
     return state
 
 
-def _demo_key(model: nn.Module, seed: int) -> str:
+def _demo_key(model: YoloDetector | CheXNet, seed: int) -> str:
     if isinstance(model, YoloDetector):
-        config = model.config
-        scaled = f"-w{config.width_multiple}-d{config.depth_multiple}" if config.width_multiple or config.depth_multiple else ""
-        return f"{config.architecture}{scaled}-c{len(config.classes)}-s{seed}-v{DEMO_FORMAT_VERSION}"
-    config = model.config
-    return f"densenet121-c{len(config.classes)}-i{config.in_channels}-s{seed}-v{DEMO_FORMAT_VERSION}"
+        detector = model.config
+        scaled = (f"-w{detector.width_multiple}-d{detector.depth_multiple}"
+                  if detector.width_multiple or detector.depth_multiple else "")
+        return f"{detector.architecture}{scaled}-c{len(detector.classes)}-s{seed}-v{DEMO_FORMAT_VERSION}"
+    classifier = model.config
+    return f"densenet121-c{len(classifier.classes)}-i{classifier.in_channels}-s{seed}-v{DEMO_FORMAT_VERSION}"
 
 
 # ---------------------------------------------------------------- reading checkpoints

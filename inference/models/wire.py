@@ -7,37 +7,12 @@ inside the part's ONNX graph as (q − zero) · scale.
 
 from __future__ import annotations
 
-import enum
 import zlib
 
 import numpy as np
 import torch
 
-
-class WireFormat(str, enum.Enum):
-    """How the tensors crossing a cut travel to the edge. FP16 halves the bytes; the edge computes in FP32."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"  # uint8 codes + per-channel scale and zero point (see the module docstring)
-    # int8, with the request deflate-compressed by gRPC itself and inflated by the server's gRPC before
-    # Triton sees it: lossless, and served by the same edge part as int8 (a stock Triton needs nothing more).
-    INT8_DEFLATE = "int8+deflate"
-
-    @property
-    def encoding(self) -> WireFormat:
-        """The tensor encoding, which decides the edge part (compression happens below it, in gRPC)."""
-        return WireFormat.INT8 if self is WireFormat.INT8_DEFLATE else self
-
-    @property
-    def compression(self) -> str | None:
-        """gRPC's message compression for the request (tritonclient's `compression_algorithm`)."""
-        return "deflate" if self is WireFormat.INT8_DEFLATE else None
-
-    @property
-    def triton_dtype(self) -> str:
-        return {"fp32": "FP32", "fp16": "FP16", "int8": "UINT8"}[self.encoding.value]
-
+from inference.config import WireFormat
 
 ENCODINGS = tuple(dict.fromkeys(w.encoding for w in WireFormat))  # the wire formats with an edge part each
 

@@ -131,6 +131,11 @@ class Detect(nn.Module):
     Buffers `anchors` (in stride units) and `anchor_grid` (pixels) are named as in trained checkpoints.
     """
 
+    # the buffers registered below (nn.Module's attribute lookup types them as Tensor | Module)
+    stride: torch.Tensor
+    anchors: torch.Tensor
+    anchor_grid: torch.Tensor
+
     def __init__(self, classes: int, anchors: list[list[float]], channels: list[int], strides: list[int]) -> None:
         super().__init__()
         self.classes = classes

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from inference.models.wire import WireFormat
+from inference.config import ModelKind, SplitMode, SplitPolicy, WireFormat
 
-# `--split auto` until the planner measures the link (issue "cut planning"): MedEdge's cut 6 for the
-# detector (after layers 0..5: one 256×64×64 tensor at 512 px) and after transition 3 for CheXNet
+# The split `auto` runs with until the planner has measured the link and the edge (or when it cannot): MedEdge's
+# cut 6 for the detector (after layers 0..5: one 256×64×64 tensor at 512 px) and after transition 3 for CheXNet
 # (one 512×7×7 tensor, 98 KiB in FP32).
-AUTO_CUTS = {"detector": 6, "classifier": 7}
+AUTO_CUTS = {ModelKind.DETECTOR: 6, ModelKind.CLASSIFIER: 7}
 
 
 @dataclass(frozen=True)
@@ -26,30 +27,28 @@ class Plan:
     detector: ModelPlan
     classifier: ModelPlan
 
-    def uses_edge(self, stage_counts: dict[str, int]) -> bool:
-        return self.detector.cut < stage_counts["detector"] or self.classifier.cut < stage_counts["classifier"]
+    def __getitem__(self, kind: ModelKind) -> ModelPlan:
+        return self.detector if ModelKind(kind) is ModelKind.DETECTOR else self.classifier
+
+    def items(self) -> Iterator[tuple[ModelKind, ModelPlan]]:
+        yield from ((ModelKind.DETECTOR, self.detector), (ModelKind.CLASSIFIER, self.classifier))
+
+    def uses_edge(self, stage_counts: Mapping[ModelKind, int]) -> bool:
+        return any(plan.cut < stage_counts[kind] for kind, plan in self.items())
 
 
-def parse_split(split: str, stage_counts: dict[str, int], wire: WireFormat = WireFormat.FP32) -> Plan:
-    """`local`, `edge`, `auto`, `K` (both models) or `detector:K,classifier:K` → a Plan; ValueError otherwise."""
-    text = split.strip().lower()
-    if text == "local":
+def plan_for(policy: SplitPolicy, stage_counts: Mapping[ModelKind, int], wire: WireFormat = WireFormat.FP32) -> Plan:
+    """The fixed plan of `policy` for models of `stage_counts` stages (`auto`: the documented cuts, until the
+    planner chooses); ValueError naming the model when a manual cut is out of its range."""
+    if policy.mode is SplitMode.LOCAL:
         cuts = dict(stage_counts)
-    elif text == "edge":
-        cuts = {name: 0 for name in stage_counts}
-    elif text == "auto":
+    elif policy.mode is SplitMode.EDGE:
+        cuts = dict.fromkeys(stage_counts, 0)
+    elif policy.mode is SplitMode.AUTO:
         cuts = dict(AUTO_CUTS)
-    elif text.isdigit():
-        cuts = {name: int(text) for name in stage_counts}
     else:
-        cuts = {}
-        for item in text.split(","):
-            name, _, value = item.partition(":")
-            if name.strip() not in stage_counts or not value.strip().isdigit():
-                raise ValueError(f"--split {split!r}: expected local, edge, auto, K or detector:K,classifier:K")
-            cuts[name.strip()] = int(value)
-        cuts = {name: cuts.get(name, stage_counts[name]) for name in stage_counts}
-    for name, cut in cuts.items():
-        if not 0 <= cut <= stage_counts[name]:
-            raise ValueError(f"--split: the {name} has cuts 0..{stage_counts[name]}, got {cut}")
-    return Plan(ModelPlan(cuts["detector"], wire), ModelPlan(cuts["classifier"], wire))
+        cuts = {kind: policy.cuts.get(kind, stage_counts[kind]) for kind in stage_counts}
+    for kind, cut in cuts.items():
+        if not 0 <= cut <= stage_counts[kind]:
+            raise ValueError(f"split {policy}: the {kind.value} has cuts 0..{stage_counts[kind]}, got {cut}")
+    return Plan(ModelPlan(cuts[ModelKind.DETECTOR], wire), ModelPlan(cuts[ModelKind.CLASSIFIER], wire))

@@ -23,14 +23,19 @@ import json
 import statistics
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError
 from inference.models.classifier import CheXNet
+from inference.models.detector import YoloDetector
+from inference.models.findings import Detection
 from inference.models.parts import (
     EdgePartSpec,
     fingerprint_of,
@@ -41,10 +46,11 @@ from inference.models.parts import (
     tensor_name,
 )
 from inference.models.stages import INPUT, StagedModel
-from inference.models.wire import ENCODINGS, WireFormat, deflated, encode, round_trip
+from inference.models.wire import ENCODINGS, deflated, encode, round_trip
 from inference.planning.plan import ModelPlan, Plan
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE, boxes_match
-from inference.runtimes.local import machine_key, median_ms
+from inference.runtimes.local import OnnxModel, TorchHalf, machine_key, median_ms
+from viewer.radiograph import Radiograph
 
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
@@ -53,7 +59,7 @@ PROFILED_PARTS = 4            # per model and plan: edge parts measured before t
 
 @dataclass(frozen=True)
 class Option:
-    model: str
+    model: ModelKind
     cut: int
     wire: WireFormat
     predicted_ms: float
@@ -106,7 +112,7 @@ def measure_deflate(payloads: list[dict[str, np.ndarray]]) -> Deflate:
 class LinkProfile:
     round_trip_ms: float
     mbit_s: float
-    edge_ratio: dict[str, float]  # model → edge time / local time for the same stages (parts not measured)
+    edge_ratio: dict[ModelKind, float]  # model → edge time / local time for the same stages (parts not measured)
     queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
     edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
 
@@ -185,27 +191,52 @@ def passes_fidelity(model: StagedModel, cut: int, wire: WireFormat, images: list
     return True
 
 
+class PlannedAnalyzer(Protocol):
+    """What the planner needs of the analyzer it plans for (inference.analysis.analyzer.Analyzer)."""
+
+    @property
+    def detector(self) -> YoloDetector: ...
+
+    @property
+    def classifier(self) -> CheXNet: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def onnx(self) -> Mapping[ModelKind, OnnxModel | TorchHalf]: ...
+
+    @property
+    def weights(self) -> Mapping[ModelKind, str]: ...
+
+    def model_inputs(self, radiograph: Radiograph) -> Mapping[ModelKind, torch.Tensor]: ...
+
+    def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec: ...
+
+    def decode_raw(self, raw: torch.Tensor) -> list[Detection]: ...
+
+
 @dataclass
 class Planner:
     """Plans for an `Analyzer` with an edge; `plan()` measures (once, then from cache) and chooses."""
 
-    analyzer: object
+    analyzer: PlannedAnalyzer
     edge: EdgeClient
     calibration: list = field(default_factory=list)  # extra model-input images (real radiographs)
     link: LinkProfile | None = None
-    options: dict[str, Option] = field(default_factory=dict)
+    options: dict[ModelKind, Option] = field(default_factory=dict)
     series_ms: float | None = None  # a series plan's predicted time per study (its bound); None: a study's plan
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
-    _drift: dict[str, int] = field(default_factory=dict)
+    _drift: dict[ModelKind | str, int] = field(default_factory=dict)  # a model, or "series"
     _gate: dict[str, bool] = field(default_factory=dict)  # _gate_key → passes
-    _deflate: dict[tuple[str, int], Deflate] = field(default_factory=dict)
-    _local: dict[str, list[float]] = field(default_factory=dict)
-    _whole: dict[str, float] = field(default_factory=dict)
+    _deflate: dict[tuple[ModelKind, int], Deflate] = field(default_factory=dict)
+    _local: dict[ModelKind, list[float]] = field(default_factory=dict)
+    _whole: dict[ModelKind, float] = field(default_factory=dict)
     _unservable: set[str] = field(default_factory=set)  # parts whose profiling request failed
-    _crossings: dict[tuple[str, int], dict] = field(default_factory=dict)  # the sample input's tensors at a cut
-    _encoding: dict[tuple[str, int, WireFormat], float] = field(default_factory=dict)  # ms to encode them here
+    _crossings: dict[tuple[ModelKind, int], dict] = field(default_factory=dict)  # the sample input's tensors at a cut
+    _encoding: dict[tuple[ModelKind, int, WireFormat], float] = field(default_factory=dict)  # ms to encode them here
     _server: str = ""     # address and Triton version: the key of the edge's cached part times
     _fresh: bool = False  # measure the edge's parts again (a drift): the cached times are not trusted
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
@@ -220,12 +251,12 @@ class Planner:
             self.calibration = list(self.analyzer.model_inputs(radiograph).items())
             self.preprocess_ms = (time.perf_counter() - started) * 1e3
 
-    def local_ms(self, name: str, model: StagedModel) -> list[float]:
+    def local_ms(self, name: ModelKind, model: StagedModel) -> list[float]:
         if name not in self._local:
             self._local[name] = local_stage_ms(model, cache_dir=self.cache_dir)
         return self._local[name]
 
-    def whole_local_ms(self, name: str, model: StagedModel) -> float:
+    def whole_local_ms(self, name: ModelKind, model: StagedModel) -> float:
         """Local only: the stage profile under PyTorch, or the runtime that runs the whole model here
         (onnxruntime, INT8), measured once."""
         session = self.analyzer.onnx.get(name)
@@ -236,8 +267,13 @@ class Planner:
             self._whole[name] = median_ms(lambda: session.run(image))
         return self._whole[name]
 
-    def models(self) -> dict[str, StagedModel]:
-        return {"detector": self.analyzer.detector, "classifier": self.analyzer.classifier}
+    @property
+    def measured(self) -> LinkProfile:
+        """The link and the edge as last measured; measured now when they are not."""
+        return self.link if self.link is not None else self.measure_link()
+
+    def models(self) -> dict[ModelKind, StagedModel]:
+        return {ModelKind.DETECTOR: self.analyzer.detector, ModelKind.CLASSIFIER: self.analyzer.classifier}
 
     # ------------------------------------------------------------ measuring
 
@@ -256,26 +292,26 @@ class Planner:
             self.link.edge_ratio[name] = self._edge_ratio(name, model, set(status.models))
         return self.link
 
-    def _edge_ratio(self, name: str, model: StagedModel, served: set[str]) -> float:
+    def _edge_ratio(self, name: ModelKind, model: StagedModel, served: set[str]) -> float:
         """Edge compute / local compute over the parts of this model measured so far (the median); when none
         is, the first served part is measured (full offload first)."""
         local = self.local_ms(name, model)
         parts = {(cut, wire): part_name(kind_of(model), cut, wire) for cut in range(model.stage_count)
                  for wire in ENCODINGS}
-        if not any(part in self.link.edge_part_ms for part in parts.values()):
+        if not any(part in self.measured.edge_part_ms for part in parts.values()):
             for cut, wire in sorted(parts, key=lambda key: key[0] != 0):  # full offload first, then in cut order
                 if parts[(cut, wire)] in served and self.profile(name, model, cut, wire) is not None:
                     break
-        ratios = [self.link.edge_part_ms[part] / max(sum(local[cut:]), 0.01)
-                  for (cut, _), part in parts.items() if part in self.link.edge_part_ms]
+        ratios = [self.measured.edge_part_ms[part] / max(sum(local[cut:]), 0.01)
+                  for (cut, _), part in parts.items() if part in self.measured.edge_part_ms]
         return max(statistics.median(ratios), 1e-4) if ratios else float("inf")
 
-    def profile(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
+    def profile(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
         """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3);
         None when the part does not answer. Kept per server, part and weights."""
         spec = self.analyzer.part(model, cut, wire)
-        if spec.name in self.link.edge_part_ms:
-            return self.link.edge_part_ms[spec.name]
+        if spec.name in self.measured.edge_part_ms:
+            return self.measured.edge_part_ms[spec.name]
         tensors = encode(wire, self._crossing(name, model, cut))
         outputs = tuple(t.name for t in spec.outputs)
         try:
@@ -284,11 +320,11 @@ class Planner:
         except EdgeError:
             self._unservable.add(spec.name)
             return None
-        self.link.edge_part_ms[spec.name] = max(edge_ms, 0.01)
+        self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
         self._save_edge_times()
-        return self.link.edge_part_ms[spec.name]
+        return self.measured.edge_part_ms[spec.name]
 
-    def _crossing(self, name: str, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
+    def _crossing(self, name: ModelKind, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
         """The tensors crossing `cut` for the sample input, as the analysis hands them to the encoder."""
         if (name, cut) not in self._crossings:
             with torch.inference_mode():
@@ -296,7 +332,7 @@ class Planner:
             self._crossings[(name, cut)] = {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()}
         return self._crossings[(name, cut)]
 
-    def encoding_ms(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> float:
+    def encoding_ms(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> float:
         """Encoding what crosses `cut` here (fp32: the contiguous copy; int8: quantizing), the least of 5
         (a fixed computation: noise only adds, and one stall of 0.3 s under a CPU quota once made int8 look
         slower than fp32); the edge's decoding is inside its part, so in its measured compute."""
@@ -317,13 +353,13 @@ class Planner:
 
         return (self.cache_dir or data_dir()) / "profiles" / "edge-parts.json"
 
-    def _fingerprint(self, name: str) -> str:
+    def _fingerprint(self, name: ModelKind) -> str:
         """The model's identity (architecture, size, classes, weights): what its kept profiles belong to."""
         return fingerprint_of(identity_of(self.models()[name], self.analyzer.weights[name]))
 
     def _part_key(self, part: str) -> str:
         """A part's cache key: its name and the fingerprint of the model this workstation expects there."""
-        return f"{part}@{self._fingerprint(part.partition('_cut')[0])}"
+        return f"{part}@{self._fingerprint(ModelKind(part.partition('_cut')[0]))}"
 
     def _cached_edge_times(self) -> dict[str, float]:
         everything = _read_json(self._edge_times_path())
@@ -335,12 +371,12 @@ class Planner:
         path = self._edge_times_path()
         everything = _read_json(path)
         everything = everything if isinstance(everything, dict) else {}
-        everything[self._server] = {self._part_key(p): ms for p, ms in self.link.edge_part_ms.items()}
+        everything[self._server] = {self._part_key(p): ms for p, ms in self.measured.edge_part_ms.items()}
         _write_json(path, everything)
 
     # ------------------------------------------------------------ predicting
 
-    def candidates(self, name: str, model: StagedModel, served: set[str], gated: bool = True) -> list[Option]:
+    def candidates(self, name: ModelKind, model: StagedModel, served: set[str], gated: bool = True) -> list[Option]:
         """Local only and every served option, predicted. `gated`: only wire formats that pass the fidelity
         gate, and deflate ratios measured (now, where not yet); otherwise those not known to fail the gate,
         with a guess for deflate ratios not measured yet (`plan` checks the options that rank first)."""
@@ -365,11 +401,11 @@ class Planner:
                 options.append(self._option(name, model, cut, wire))
         return options
 
-    def _option(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> Option:
-        link, local = self.link, self.local_ms(name, model)
+    def _option(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> Option:
+        link, local = self.measured, self.local_ms(name, model)
         spec: EdgePartSpec = self.analyzer.part(model, cut, wire)
         batch = analysis_batch(model)  # the spec's shapes are per image
-        sent, deflating, inflating = spec.input_bytes * batch, 0.0, 0.0
+        sent, deflating, inflating = float(spec.input_bytes * batch), 0.0, 0.0
         returned = batch * sum(int(np.prod(t.shape)) * 4 for t in spec.outputs
                                if t.name != "features" or self.with_heat_maps)
         if wire.compression:
@@ -383,14 +419,14 @@ class Planner:
         here = sum(local[:cut]) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
 
-    def _images(self, name: str, model: StagedModel) -> list[torch.Tensor]:
+    def _images(self, name: ModelKind, model: StagedModel) -> list[torch.Tensor]:
         return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]
 
-    def _gate_key(self, name: str, cut: int, wire: WireFormat) -> str:
+    def _gate_key(self, name: ModelKind, cut: int, wire: WireFormat) -> str:
         # compression is lossless: int8+deflate passes where int8 does
         return f"{name}/{self._fingerprint(name)}/{cut}/{wire.encoding.value}"
 
-    def _fidelity(self, name: str, model: StagedModel, cut: int, wire: WireFormat) -> bool:
+    def _fidelity(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> bool:
         """The fidelity gate for (cut, wire), run once per model weights and kept on disk."""
         key = self._gate_key(name, cut, wire)
         if key not in self._gate:
@@ -400,12 +436,12 @@ class Planner:
             if isinstance(kept.get(key), bool):
                 self._gate[key] = kept[key]
             else:
-                decode = self.analyzer.decode_raw if name == "detector" else None
+                decode = self.analyzer.decode_raw if name == ModelKind.DETECTOR else None
                 self._gate[key] = kept[key] = passes_fidelity(model, cut, wire, self._images(name, model), decode)
                 _write_json(path, kept)
         return self._gate[key]
 
-    def deflate(self, name: str, model: StagedModel, cut: int) -> Deflate:
+    def deflate(self, name: ModelKind, model: StagedModel, cut: int) -> Deflate:
         """How well the int8 payload at `cut` deflates, on the planner's images; measured once."""
         if (name, cut) not in self._deflate:
             real = [x for kind, x in self.calibration if kind == name]
@@ -426,7 +462,7 @@ class Planner:
         served = set(self.edge.status().models)
         models = self.models()
 
-        def per_model(name: str):
+        def per_model(name: ModelKind):
             return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False)),
                                   key=lambda c: c[0].predicted_ms)
 
@@ -443,10 +479,10 @@ class Planner:
         self.options = {o.model: o for o in chosen}
         self.series_ms = series_bound_ms(chosen, self.preprocess_ms) if series else None
         self._queue_mark, self._own_queue_ms = self._queue_totals(), 0.0
-        d, c = self.options["detector"], self.options["classifier"]
+        d, c = self.options[ModelKind.DETECTOR], self.options[ModelKind.CLASSIFIER]
         return Plan(d.model_plan, c.model_plan)
 
-    def _settled(self, ranked, budget: dict[str, int]) -> tuple[Option, ...]:
+    def _settled(self, ranked, budget: dict[ModelKind, int]) -> tuple[Option, ...]:
         """The first of `ranked()` whose options are all known good: the best-ranked is checked (fidelity
         gate, deflate ratio, the edge's compute on its part, within `budget` profilings per model) and the
         ranking made again after each check, until the first one needs none. Local only needs none."""
@@ -458,13 +494,13 @@ class Planner:
                 self._check(pending, budget)
                 break
 
-    def _unchecked(self, option: Option, budget: dict[str, int]) -> bool:
+    def _unchecked(self, option: Option, budget: dict[ModelKind, int]) -> bool:
         return (self._gate_key(option.model, option.cut, option.wire) not in self._gate
                 or (option.model, option.cut, option.wire.encoding) not in self._encoding
                 or (option.wire.compression and (option.model, option.cut) not in self._deflate)
                 or (not option.measured_edge and budget[option.model] > 0))
 
-    def _check(self, option: Option, budget: dict[str, int]) -> None:
+    def _check(self, option: Option, budget: dict[ModelKind, int]) -> None:
         name, model = option.model, self.models()[option.model]
         if self._gate_key(name, option.cut, option.wire) not in self._gate:
             self._fidelity(name, model, option.cut, option.wire)
@@ -484,7 +520,7 @@ class Planner:
         except EdgeError:
             return None
 
-    def observe(self, measured_ms: dict[str, float], own_queue_ms: float = 0.0,
+    def observe(self, measured_ms: Mapping[ModelKind, float], own_queue_ms: float = 0.0,
                 period_ms: float | None = None) -> bool:
         """Compare a result with the plan, and the edge's queue with the one planned for; re-plan on lasting
         drift or a queue that grew (or emptied) past QUEUE_MS. A study's plan is held to each model's
@@ -493,6 +529,7 @@ class Planner:
 
         `own_queue_ms`: how long this result's requests waited behind this client's earlier ones (a pipelined
         series queues on purpose); that wait is the plan's, not other clients' load, and is not counted."""
+        ratios: dict[ModelKind | str, float]
         if self.series_ms is not None:
             ratios = {"series": (period_ms if period_ms is not None else self.series_ms) / max(self.series_ms, 0.01)}
         else:

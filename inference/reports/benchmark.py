@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, free_ports
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Findings
 from inference.models.parts import kind_of, part_name
-from inference.models.wire import ENCODINGS, WireFormat
+from inference.models.wire import ENCODINGS
 from inference.planning.plan import ModelPlan, Plan
 from inference.planning.planner import Planner, series_bound_ms
 from viewer.radiograph import Radiograph
 
-QUICK_CUTS = {"detector": (0, 6, 15), "classifier": (0, 7)}
-FULL_CUTS = {"detector": (0, 1, 2, 3, 4, 5, 6, 8, 15, 22), "classifier": tuple(range(10))}
+QUICK_CUTS = {ModelKind.DETECTOR: (0, 6, 15), ModelKind.CLASSIFIER: (0, 7)}
+FULL_CUTS = {ModelKind.DETECTOR: (0, 1, 2, 3, 4, 5, 6, 8, 15, 22), ModelKind.CLASSIFIER: tuple(range(10))}
 LOOPBACK = "loopback (edge on the same 2 cores)"
 # Long enough that the pipeline's fill and drain (AHEAD studies at each end) weigh little: the throughput of
 # a folder is that of the pipeline's steady state.
@@ -50,7 +51,7 @@ class Row:
     ratio_to_local: float = 1.0
 
 
-def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], model: str,
+def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], model: ModelKind,
                  repeats: int) -> list[tuple[float, float]]:
     """Median and p95 of `model`'s time under each plan, measured in rounds: every plan once per round, the
     order rotated each round, so that the machine's drift (other load, clocks, caches) falls on all options
@@ -61,7 +62,7 @@ def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], 
     for round_ in range(repeats):
         for index in (np.arange(len(plans)) + round_) % len(plans):
             findings = analyzer.analyze(radiograph, plans[index], with_heat_maps=False, allow_fallback=False)
-            times[index].append(findings.model_ms[model])
+            times[index].append(findings.models[model].measured_ms)
     return [(statistics.median(t), float(np.percentile(t, 95))) for t in times]
 
 
@@ -69,7 +70,7 @@ def bench_parts(analyzer: Analyzer, quick: bool) -> list[PartRequest]:
     """The edge parts a benchmark measures: a few cuts in fp32/int8 (quick), or many cuts in every format."""
     cuts = QUICK_CUTS if quick else FULL_CUTS
     wires = (WireFormat.FP32, WireFormat.INT8) if quick else ENCODINGS
-    models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
+    models = {kind: analyzer.model(kind) for kind in ModelKind}
     return [PartRequest(models[name], analyzer.weights[name], cut, wire) for name in models for cut in cuts[name]
             for wire in wires]
 
@@ -77,7 +78,7 @@ def bench_parts(analyzer: Analyzer, quick: bool) -> list[PartRequest]:
 def served_options(analyzer: Analyzer, served: set[str]) -> dict[str, list[tuple[int, WireFormat]]]:
     """Per model, the (cut, wire) options whose edge part the server has, in cut order (an int8 part serves
     int8+deflate too)."""
-    models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
+    models = {kind: analyzer.model(kind) for kind in ModelKind}
     return {name: [(cut, wire) for cut in range(model.stage_count) for wire in WireFormat
                    if part_name(kind_of(model), cut, wire) in served] for name, model in models.items()}
 
@@ -110,7 +111,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     analyzer.edge = edge
     served = set(edge.status().models)
     options = served_options(analyzer, served)
-    models = {"detector": analyzer.detector, "classifier": analyzer.classifier}
+    models = {kind: analyzer.model(kind) for kind in ModelKind}
     progress("auto: measuring the link and planning")  # first: its choice is timed in the same rounds
     planner = Planner(analyzer, edge, with_heat_maps=False)  # the rounds run without heat maps
     started = time.perf_counter()  # what a user waits before the first result (with what the data folder kept)
@@ -151,8 +152,8 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         local_ms = mine[0].median_ms
         mine = [Row(**{**r.__dict__, "ratio_to_local": local_ms / r.median_ms}) for r in mine]
         # the compute ratio the set-up gave, measured: the whole model here / the edge's compute on all of it
-        full = [planner.link.edge_part_ms[p] for p in (part_name(kind_of(models[name]), 0, w) for w in ENCODINGS)
-                if p in planner.link.edge_part_ms]
+        full = [planner.measured.edge_part_ms[p] for p in (part_name(kind_of(models[name]), 0, w) for w in ENCODINGS)
+                if p in planner.measured.edge_part_ms]
         results.append({"model": name, "rows": [r.__dict__ for r in mine],
                         "predicted_ms": chosen_options[name].predicted_ms,
                         "edge_full_ms": full[0] if full else None,
@@ -160,12 +161,12 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
             "link": link, "repeats": repeats, "image": radiograph.path,
             "detector_input": analyzer.detector.config.input_size,
-            "probe": {"round_trip_ms": planner.link.round_trip_ms, "mbit_s": planner.link.mbit_s},
+            "probe": {"round_trip_ms": planner.measured.round_trip_ms, "mbit_s": planner.measured.mbit_s},
             "planning_s": planning_s,
             "models": results, "series": series}
 
 
-def _bytes_sent(planner: Planner, name: str, model, cut: int, wire: WireFormat) -> int:
+def _bytes_sent(planner: Planner, name: ModelKind, model, cut: int, wire: WireFormat) -> int:
     """Bytes per image on the link: the part's inputs, deflated by the ratio measured on the benchmark's image."""
     raw = planner.analyzer.part(model, cut, wire).input_bytes
     return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
@@ -248,7 +249,7 @@ def _option_name(plan: ModelPlan, stage_count: int) -> str:
 
 def _plan_for(base: Plan, name: str, option: ModelPlan) -> Plan:
     """`base` with `name`'s plan replaced by `option`."""
-    return Plan(option, base.classifier) if name == "detector" else Plan(base.detector, option)
+    return Plan(option, base.classifier) if name == ModelKind.DETECTOR else Plan(base.detector, option)
 
 
 def machine_description() -> str:

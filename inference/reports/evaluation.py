@@ -114,10 +114,10 @@ def auroc(truth: Sequence[int], scores: Sequence[float]) -> float | None:
     """Area under the ROC curve; None when the images hold only one class (it is undefined then)."""
     from sklearn.metrics import roc_auc_score
 
-    truth = np.asarray(truth, dtype=int)
-    if truth.size == 0 or truth.min() == truth.max():
+    labels = np.asarray(truth, dtype=int)
+    if labels.size == 0 or labels.min() == labels.max():
         return None
-    return float(roc_auc_score(truth, np.asarray(scores, dtype=float)))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
 
 
 def per_finding_auroc(truth: Mapping[str, frozenset[str]], probabilities: Mapping[str, Mapping[str, float]],

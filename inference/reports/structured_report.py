@@ -28,6 +28,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
+from inference.config import ModelKind
 from inference.models.findings import Findings
 
 if TYPE_CHECKING:
@@ -112,8 +113,9 @@ def _evidence(source: Dataset) -> Dataset:
     return evidence
 
 
-def _algorithm(model: str, findings: Findings, names: Mapping[str, str]) -> hd.sr.AlgorithmIdentification:
-    weights = findings.weights.get(model)
+def _algorithm(model: ModelKind, findings: Findings, names: Mapping[ModelKind, str]) -> hd.sr.AlgorithmIdentification:
+    run = findings.models.get(model)
+    weights = run.weights if run is not None else None
     demo = weights == "demo"
     if weights is None:
         described, demo_answer = "not recorded", "unknown"
@@ -124,12 +126,11 @@ def _algorithm(model: str, findings: Findings, names: Mapping[str, str]) -> hd.s
         f"demo weights: {demo_answer}",
         f"mode: {findings.mode.value}",
     ]
-    if model in findings.split:
-        parameters.append(f"cut: {findings.split[model]}")
-    if model in findings.wire:
-        parameters.append(f"wire: {findings.wire[model]}")
-    if model in findings.runtime:
-        parameters.append(f"runtime: {findings.runtime[model]}")
+    if run is not None:
+        parameters.append(f"cut: {run.cut}")
+        if run.wire is not None:
+            parameters.append(f"wire: {run.wire.value}")
+        parameters.append(f"runtime: {run.runtime.value}")
     if findings.fallback_reason:
         parameters.append(f"fallback: {findings.fallback_reason}"[:1024])  # UT holds more; keep items short
     return hd.sr.AlgorithmIdentification(name=names[model], version=package_version(), parameters=parameters,
@@ -146,17 +147,17 @@ def _closed_box(box_xyxy) -> np.ndarray:
     return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
 
 
-def algorithm_names(analyzer=None) -> dict[str, str]:
+def algorithm_names(analyzer=None) -> dict[ModelKind, str]:
     """Model names for TID 4019, from an `Analyzer`'s configuration when given (duck-typed: no torch here)."""
     detector, size, crops = "yolov4-p5", 512, ""
     if analyzer is not None:
         detector, size = analyzer.detector.config.architecture, analyzer.detector.config.input_size
         crops = ", ten-crop" if analyzer.classifier.config.ten_crop else ""
-    return {"detector": f"MedEdge lung opacity detector (Scaled-YOLOv4 {detector.upper()}, {size} px)",
-            "classifier": f"MedEdge chest findings classifier (CheXNet DenseNet-121{crops})"}
+    return {ModelKind.DETECTOR: f"MedEdge lung opacity detector (Scaled-YOLOv4 {detector.upper()}, {size} px)",
+            ModelKind.CLASSIFIER: f"MedEdge chest findings classifier (CheXNet DenseNet-121{crops})"}
 
 
-def build_sr(findings: Findings, source: Dataset, *, model_names: Mapping[str, str] | None = None,
+def build_sr(findings: Findings, source: Dataset | None, *, model_names: Mapping[ModelKind, str] | None = None,
              sop_instance_uid: str | None = None) -> hd.sr.ComprehensiveSR:
     """A Comprehensive SR (TID 1500) of `findings` on the image whose header is `source`.
 
@@ -178,7 +179,7 @@ def build_sr(findings: Findings, source: Dataset, *, model_names: Mapping[str, s
         raise StructuredReportError(f"cannot build the DICOM SR: {exc}") from exc
 
 
-def _build(findings: Findings, evidence: Dataset, names: Mapping[str, str],
+def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str],
            sop_instance_uid: str | None) -> hd.sr.ComprehensiveSR:
     frames = int(evidence.get("NumberOfFrames", 1) or 1)
     frame_numbers = [1] if frames > 1 else None  # the loader analyses the first frame only
@@ -196,13 +197,13 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[str, str],
             referenced_region=region,
             finding_type=OPACITY,
             finding_sites=[hd.sr.FindingSite(LUNG)],
-            algorithm_id=_algorithm("detector", findings, names),
+            algorithm_id=_algorithm(ModelKind.DETECTOR, findings, names),
             measurements=[score]))
     for name, probability in findings.probabilities.items():
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name.replace("_", " ")),
             finding_type=finding_code(name),
-            algorithm_id=_algorithm("classifier", findings, names),
+            algorithm_id=_algorithm(ModelKind.CLASSIFIER, findings, names),
             measurements=[hd.sr.Measurement(name=PROBABILITY, value=float(probability), unit=UNITLESS)],
             source_images=[hd.sr.SourceImageForMeasurementGroup(evidence.SOPClassUID, evidence.SOPInstanceUID,
                                                                 referenced_frame_numbers=frame_numbers)]))

@@ -47,9 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference.config import ModelKind, Runtime, WireFormat
 from inference.models.classifier import CheXNet
 from inference.models.parts import (
-    ModelKind,
+    EdgePartSpec,
+    as_detector,
     export_part,
     identity_of,
     kind_of,
@@ -58,22 +60,21 @@ from inference.models.parts import (
     part_spec,
     sample_input,
 )
-from inference.models.settings import LOCAL_RUNTIMES
 from inference.models.stages import INPUT, StagedModel
-from inference.models.wire import WireFormat
 from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 
-TORCH = "torch"
-HALF = "torch-fp16"
-FP32 = "onnxruntime"
-DYNAMIC = "onnxruntime-int8-dynamic"
-STATIC = "onnxruntime-int8-static"
-RUNTIMES = LOCAL_RUNTIMES
+TORCH = Runtime.TORCH
+HALF = Runtime.TORCH_FP16
+FP32 = Runtime.ONNXRUNTIME
+DYNAMIC = Runtime.ONNXRUNTIME_INT8_DYNAMIC
+STATIC = Runtime.ONNXRUNTIME_INT8_STATIC
+RUNTIMES = tuple(Runtime)
 QUANTIZED = (DYNAMIC, STATIC)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 
 
-_WHOLE_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {weights: spec of stages [0, n)}
+# model → {weights: spec of stages [0, n)}
+_WHOLE_SPECS: weakref.WeakKeyDictionary[StagedModel, dict[str, EdgePartSpec]] = weakref.WeakKeyDictionary()
 
 
 class RuntimeRefused(ValueError):
@@ -96,7 +97,7 @@ def fp32_file(model: StagedModel, weights: str, folder: Path, export: bool = Tru
     return path, tuple(t.name for t in spec.outputs)
 
 
-def quantized_file(fp32: Path, runtime: str, calibration: str | None = None) -> Path:
+def quantized_file(fp32: Path, runtime: Runtime, calibration: str | None = None) -> Path:
     """Where the INT8 build of `fp32` lives (static: per calibration set)."""
     if runtime == DYNAMIC:
         return fp32.with_name(f"{fp32.stem}-int8-dynamic.onnx")
@@ -171,15 +172,18 @@ class _Reader:
         return None if image is None else {"image": np.ascontiguousarray(image, dtype=np.float32)}
 
 
-def build_quantized(fp32: Path, runtime: str, images: Sequence[np.ndarray] | None = None) -> Path:
+def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] | None = None) -> Path:
     """Write the INT8 build of `fp32` (reused when already there) and return its path."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if runtime == STATIC and not images:
-        raise RuntimeRefused("static INT8 needs calibration images: build it with "
-                             "`python main.py models quantize --images DIR`")
-    target = quantized_file(fp32, runtime, calibration_fingerprint(images) if runtime == STATIC else None)
+    static_images: Sequence[np.ndarray] = ()  # the calibration set: only a static build has one
+    if runtime == STATIC:
+        if not images:
+            raise RuntimeRefused("static INT8 needs calibration images: build it with "
+                                 "`python main.py models quantize --images DIR`")
+        static_images = images
+    target = quantized_file(fp32, runtime, calibration_fingerprint(static_images) if runtime == STATIC else None)
     if not target.exists():
         prepared = target.with_suffix(".pre.tmp")
         partial = target.with_suffix(".tmp")  # renamed when complete: a killed build is never reused
@@ -192,7 +196,7 @@ def build_quantized(fp32: Path, runtime: str, images: Sequence[np.ndarray] | Non
                     quantize_dynamic(str(prepared), str(partial), per_channel=True, weight_type=QuantType.QUInt8,
                                      nodes_to_exclude=keep_fp32)
                 else:
-                    quantize_static(str(prepared), str(partial), _Reader(images), quant_format=QuantFormat.QDQ,
+                    quantize_static(str(prepared), str(partial), _Reader(static_images), quant_format=QuantFormat.QDQ,
                                     per_channel=True, activation_type=QuantType.QUInt8,
                                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                                     nodes_to_exclude=keep_fp32)
@@ -201,7 +205,7 @@ def build_quantized(fp32: Path, runtime: str, images: Sequence[np.ndarray] | Non
             for leftover in (prepared, partial):
                 leftover.unlink(missing_ok=True)
     if runtime == STATIC:
-        _static_record(fp32).write_text(json.dumps({"file": target.name, "images": len(images)}))
+        _static_record(fp32).write_text(json.dumps({"file": target.name, "images": len(static_images)}))
     return target
 
 
@@ -215,7 +219,7 @@ class OnnxModel:
     current static build; `RuntimeRefused` when there is none).
     """
 
-    def __init__(self, model: StagedModel, weights: str, folder: Path, runtime: str = FP32,
+    def __init__(self, model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
                  calibration: Sequence[np.ndarray] | None = None) -> None:
         import onnxruntime
 
@@ -224,10 +228,11 @@ class OnnxModel:
         if runtime == FP32:
             path = fp32
         elif runtime == STATIC and not calibration:
-            path = current_static(fp32)
-            if path is None:
+            static = current_static(fp32)
+            if static is None:
                 raise RuntimeRefused(f"no static INT8 build of the {kind_of(model).value} yet: make one with "
                                      "`python main.py models quantize --images DIR` (calibration radiographs)")
+            path = static
         elif runtime in QUANTIZED:
             path = build_quantized(fp32, runtime, calibration)
         else:
@@ -235,11 +240,12 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.runtime = runtime
+        self.runtime = Runtime(runtime)
         self.path = path
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch.astype(np.float32)}), strict=True))
+        results = self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})
+        return dict(zip(self.outputs, results, strict=True))
 
 
 class TorchHalf:
@@ -273,11 +279,11 @@ def model_input(model: StagedModel, grey: np.ndarray) -> np.ndarray:
     """The model's input batch from a display-ready grey image, exactly as `analyze` makes it."""
     from inference.models.preprocess import classifier_crops, letterbox
 
-    config = model.config
     if isinstance(model, CheXNet):
+        config = model.config
         return classifier_crops(grey, config.resize, config.input_size, config.ten_crop, config.in_channels,
                                 config.normalisation)[0]
-    return letterbox(grey, config.input_size)[0]
+    return letterbox(grey, as_detector(model).config.input_size)[0]
 
 
 def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
@@ -285,7 +291,7 @@ def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
     from inference.models.postprocess import decode_detections
     from inference.models.preprocess import Letterbox
 
-    config = model.config
+    config = as_detector(model).config
     size = config.input_size
     return decode_detections(np.asarray(raw)[0], Letterbox((size, size), size, 1.0, 1.0, 0, 0), config.classes,
                              config.confidence, config.iou, config.max_detections)
@@ -372,16 +378,17 @@ def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     return folder / (key.replace("/", "_") + ".json")
 
 
-def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str, OnnxModel | None]:
+def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[Runtime, OnnxModel | None]:
     """`auto`: the fastest runtime on this machine among those that pass the gate (measured once per
     set of candidates, then read from the cache); with its session, None for PyTorch."""
     fp32, _ = fp32_file(model, weights, folder)
     files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC)}  # dynamic needs no calibration
-    if current_static(fp32) is not None:
-        files[STATIC] = current_static(fp32)
-    sessions: dict[str, OnnxModel] = {}
+    static = current_static(fp32)
+    if static is not None:
+        files[STATIC] = static
+    sessions: dict[Runtime, OnnxModel] = {}
 
-    def session(name: str) -> OnnxModel:  # opened only when needed: the detector's are large
+    def session(name: Runtime) -> OnnxModel:  # opened only when needed: the detector's are large
         if name not in sessions:
             sessions[name] = OnnxModel(model, weights, folder, name)
         return sessions[name]
@@ -395,11 +402,12 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str,
     try:
         record = json.loads(record_path.read_text())
         if record["candidates"] == candidates and record["runtime"] in usable:
-            return record["runtime"], None if record["runtime"] == TORCH else session(record["runtime"])
+            chosen = Runtime(record["runtime"])
+            return chosen, None if chosen is TORCH else session(chosen)
     except (OSError, ValueError, KeyError):
         pass
     image = sample_input(model)
-    times: dict[str, float] = {}
+    times: dict[Runtime, float] = {}
     with torch.inference_mode():
         for name in usable:
             run = (lambda: model(image)) if name == TORCH else functools.partial(session(name).run, image.numpy())
@@ -408,7 +416,7 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[str,
             first = (time.perf_counter() - started) * 1e3
             best = min(times.values(), default=float("inf"))
             times[name] = first if first > SLOWER * best else median_ms(run)
-    runtime = min(times, key=times.get)
+    runtime = min(times, key=times.__getitem__)  # every key is present (times.get would type as Optional)
     record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "gate": verdicts}
                                       | {f"{name}_ms": ms for name, ms in times.items()}))
     return runtime, None if runtime == TORCH else session(runtime)
@@ -425,17 +433,16 @@ def choose_on_cuda(model: StagedModel, device: torch.device) -> TorchHalf | None
     return half if median_ms(lambda: half.run(image.cpu().numpy())) < fp32_ms else None
 
 
-def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: str,
+def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: Runtime,
                  device: torch.device | None = None) -> OnnxModel | TorchHalf | None:
     """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`, or on CUDA by
     `choose_on_cuda`); None for PyTorch FP32. An explicit runtime that is not built (static INT8) or fails the
     gate raises RuntimeRefused. onnxruntime runs on the CPU only: on a CUDA device its names mean PyTorch."""
     device = device or torch.device("cpu")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    runtime = Runtime(runtime)  # ValueError for a name that is none
     if runtime == TORCH:
         return None
-    if runtime == "auto":
+    if runtime == Runtime.AUTO:
         return choose_on_cuda(model, device) if device.type == "cuda" else choose_runtime(model, weights, folder)[1]
     if runtime != HALF and device.type == "cuda":
         return None

@@ -104,6 +104,8 @@ fi
 #MEDEDGE_EDGE_OPTS=--tls-client-ca /etc/mededge/tls/workstations-ca.pem
 EOF
 install -m 0644 "$PREFIX/packaging/edge/$UNIT" "/etc/systemd/system/$UNIT"
+# the DICOM node beside it: installed, not enabled (it needs its senders and the PACS in /etc/mededge/listen.env)
+install -m 0644 "$PREFIX/packaging/edge/mededge-listen.service" /etc/systemd/system/mededge-listen.service
 systemctl daemon-reload
 systemctl enable --now "$UNIT"
 echo "started $UNIT — check: systemctl status $UNIT, and (ready, version, parts) as the operator:"

@@ -106,8 +106,11 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def displayed_image(self) -> np.ndarray | None:
         return self.image_item.image
 
-    def current_window(self) -> Window:
-        return self.state.window or self.radiograph.window
+    def current_window(self) -> Window | None:
+        """The window in use: the user's, else the image's own; None with neither (no image shown)."""
+        if self.state.window is not None or self.radiograph is None:
+            return self.state.window
+        return self.radiograph.window
 
     def _render(self) -> None:
         if self.radiograph is None:
@@ -149,11 +152,11 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def _drag_window(self, dx: float, dy: float) -> None:
         """Right drag: right widens the window, down raises the level (as in most PACS viewers)."""
-        if self.radiograph is None:
+        window = self.current_window()
+        if self.radiograph is None or window is None:
             return
         low, high = self.radiograph.value_range
         step = max(high - low, 1.0) / 600.0
-        window = self.current_window()
         self.set_window(Window(window.center + dy * step, max(window.width + dx * step, 1.0)))
 
     # ------------------------------------------------------------ geometry
@@ -209,6 +212,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def describe_position(self, x: float, y: float) -> str:
         r = self.radiograph
+        if r is None:  # no image: nothing under the cursor
+            return ""
         value = r.pixels[int(y), int(x)]
         text = f"x {int(x)}, y {int(y)} px · value {value:g}"
         if r.pixel_spacing_mm:
@@ -239,7 +244,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def ruler_length(self) -> tuple[float, str] | None:
         """(length, unit) of the distance line: mm when the spacing is known, else pixels."""
-        if self._ruler is None:
+        if self._ruler is None or self.radiograph is None:  # the ruler exists only over an image
             return None
         (x1, y1), (x2, y2) = [(h.pos().x(), h.pos().y()) for h in self._ruler.getHandles()]
         dx, dy = x2 - x1, y2 - y1  # handles share the line's origin: their difference is the length
@@ -249,7 +254,10 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         return math.hypot(dx, dy), "px"
 
     def _update_ruler(self) -> None:
-        length, unit = self.ruler_length()
+        measured = self.ruler_length()
+        if measured is None or self._ruler is None or self._ruler_label is None:  # removed meanwhile
+            return
+        length, unit = measured
         handle = self._ruler.getHandles()[1]
         self._ruler_label.setPos(self._ruler.pos() + handle.pos())
         text = f"{length:.1f} {unit}"

@@ -94,7 +94,8 @@ class StudyList(QTreeWidget):
     def add(self, radiograph: Radiograph, thumb: np.ndarray | None = None) -> None:
         if radiograph.path in self._images:
             return
-        parent, keys = self.invisibleRootItem(), ()
+        parent = self.invisibleRootItem()
+        keys: tuple[str, ...] = ()
         for key, label in _Place.of(radiograph).levels:
             keys += (key,)
             if keys not in self._groups:

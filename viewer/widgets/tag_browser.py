@@ -54,7 +54,7 @@ class TagBrowser(QWidget):
 
         def visit(item: QTreeWidgetItem) -> bool:
             own = not needle or any(needle in item.text(c).lower() for c in range(4))
-            children = [visit(item.child(i)) for i in range(item.childCount())]
+            children = [visit(child) for i in range(item.childCount()) if (child := item.child(i)) is not None]
             shown = own or any(children)
             item.setHidden(not shown)
             if needle and any(children):
@@ -63,14 +63,15 @@ class TagBrowser(QWidget):
 
         root = self.tree.invisibleRootItem()
         for index in range(root.childCount()):
-            visit(root.child(index))
+            if (child := root.child(index)) is not None:
+                visit(child)
 
     def visible_rows(self) -> list[str]:
         rows = []
         root = self.tree.invisibleRootItem()
         for index in range(root.childCount()):
             item = root.child(index)
-            if not item.isHidden():
+            if item is not None and not item.isHidden():
                 rows.append(item.text(1))
         return rows
 

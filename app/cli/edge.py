@@ -1,0 +1,193 @@
+"""`edge export|serve|control`: the edge server's Triton repository, the server, and its operator's calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
+from inference.config import Runtime
+
+
+def add_parser(sub) -> None:
+    edge = sub.add_parser("edge", help="the edge server: export a Triton repository, or serve one")
+    edge_sub = edge.add_subparsers(dest="edge_command", metavar="ACTION", required=True)
+    export = edge_sub.add_parser("export", help="write a Triton model repository of edge parts (stock container)",
+                                 description="One Triton model per edge part: <part>/1/model.onnx + config.pbtxt "
+                                             "(onnxruntime_onnx), and a README with the docker command.")
+    export.add_argument("--out", required=True, metavar="DIR")
+    _add_part_options(export)
+    export.add_argument("--cpu", action="store_true", help="instance groups KIND_CPU (default KIND_GPU)")
+    export.set_defaults(run=_edge_export)
+
+    serve = edge_sub.add_parser("serve", help="run a real Triton server (nvidia-pytriton's tritonserver, no Docker)",
+                                description="Serves the edge parts through onnxruntime in Triton's Python "
+                                            "backend until Ctrl-C or SIGTERM.")
+    serve.add_argument("--host", default="127.0.0.1", help="where the workstations reach gRPC (default 127.0.0.1: "
+                       "this machine only; 0.0.0.0 every interface, which needs TLS or --insecure)")
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus metrics listen here (default "
+                       "127.0.0.1; elsewhere it is plaintext: --insecure)")
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--insecure", action="store_true", help="allow plaintext beyond loopback (a warning on "
+                       "every start): gRPC without TLS on another address, or metrics off loopback")
+    serve.add_argument("--repository", metavar="DIR", help="serve this exported repository (default: export "
+                       "the parts below into the data folder first)")
+    _add_part_options(serve)
+    serve.add_argument("--tls-cert", metavar="PEM", help="server certificate: gRPC over TLS")
+    serve.add_argument("--tls-key", metavar="PEM", help="server private key")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
+    serve.set_defaults(run=_edge_serve)
+
+    control = edge_sub.add_parser("control", help="the operator's calls on a running `edge serve` here: status, "
+                                  "list, unload or load a part", description="Uses the credential `edge serve` writes "
+                                  "into its data folder (readable by its user only), over loopback.")
+    control.add_argument("action", choices=("status", "list", "unload", "load"))
+    control.add_argument("part", nargs="?", help="the part's name, e.g. classifier_cut07_fp16")
+    control.add_argument("--grpc-port", type=int, default=8001, help="the server's --grpc-port (default 8001)")
+    control.set_defaults(run=_edge_control)
+
+
+def _add_part_options(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    parser.add_argument("--models", default="detector,classifier", help="which models (default both)")
+    parser.add_argument("--cuts", default="default", help="'default' (full offload and the auto cut), 'all', "
+                        "or a list like 1,6 (each applied to every model it is valid for)")
+    parser.add_argument("--wire", default="fp32,fp16", help="wire formats to export (default fp32,fp16)")
+
+
+def _part_requests(args: argparse.Namespace, analyzer) -> list:
+    from inference.config import WireFormat
+    from inference.edge.repository import PartRequest
+    from inference.planning.plan import AUTO_CUTS
+
+    kinds = chosen_models(args.models)
+    # int8+deflate travels to the int8 part: each encoding is exported once
+    wires = list(dict.fromkeys(WireFormat(w.strip()).encoding for w in args.wire.split(",") if w.strip()))
+    requests = []
+    for kind in kinds:
+        model, weights = analyzer.model(kind), analyzer.weights[kind]
+        if args.cuts == "all":
+            cuts = list(range(model.stage_count))
+        elif args.cuts == "default":
+            cuts = [0, AUTO_CUTS[kind]]
+        else:
+            cuts = [int(c) for c in args.cuts.split(",") if c.strip()]
+            cuts = [c for c in cuts if 0 <= c < model.stage_count]
+            if not cuts:
+                raise ValueError(f"none of the cuts {args.cuts} is valid for the {kind.value} "
+                                 f"(0..{model.stage_count - 1})")
+        requests += [PartRequest(model, weights, cut, wire) for cut in cuts for wire in wires]
+    return requests
+
+
+def _edge_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inference.analysis.analyzer import Analyzer
+    from inference.edge.repository import write_repository
+    from inference.models.weights import WeightsError
+
+    try:
+        analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
+        requests = _part_requests(args, analyzer)
+        specs = write_repository(Path(args.out), requests, gpu=not args.cpu,
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (WeightsError, ValueError, OSError) as exc:
+        return fail("edge export", exc)
+    print(json.dumps({"repository": str(Path(args.out).resolve()), "parts": [s.name for s in specs]}))
+    return EXIT_OK
+
+
+def _edge_serve(args: argparse.Namespace) -> int:
+    import hashlib
+    import signal
+    import threading
+    from pathlib import Path
+
+    from inference.edge.repository import write_repository
+    from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles
+    from inference.models.weights import WeightsError, data_dir
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            return fail("edge serve", "TLS needs both --tls-cert and --tls-key")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key),
+                       Path(args.tls_client_ca) if args.tls_client_ca else None)
+    elif args.tls_client_ca:
+        return fail("edge serve", "mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
+    base = data_dir() / "edge"
+    server = EdgeServer(Path(args.repository or "."), base / f"run-{args.grpc_port}", host=args.host,
+                        grpc_port=args.grpc_port, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                        tls=tls, insecure=args.insecure)
+    try:
+        warnings = server.check_exposure()  # before a long export: a refused address fails at once
+        if args.repository:
+            if not any(server.repository.glob("*/config.pbtxt")):
+                return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
+        else:
+            from inference.analysis.analyzer import Analyzer
+
+            analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
+            requests = _part_requests(args, analyzer)
+            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
+                                             for r in requests)).encode()).hexdigest()[:12]
+            server.repository = base / f"repository-{key}"
+            write_repository(server.repository, requests, gpu=False,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+        for warning in warnings:  # on every start, into the service's journal
+            print(f"mededge edge serve: warning: {warning}", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+    except (EdgeServerError, WeightsError, ValueError, OSError) as exc:
+        return fail("edge serve", exc)
+    scheme = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
+    print(f"MedEdge edge server: gRPC for the workstations on {args.host}:{args.grpc_port} ({scheme}); "
+          f"metrics on {args.metrics_host}:{args.metrics_port}; Triton itself on {server.triton_grpc_address} "
+          "(this user's only)", flush=True)
+    print("serving: " + ", ".join(sorted(p.parent.name for p in server.serving_path.glob("*/config.pbtxt"))),
+          flush=True)
+    print(f"operator: python main.py edge control --grpc-port {args.grpc_port} list|unload PART|load PART", flush=True)
+    print("stop with Ctrl-C", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                return fail("edge serve", f"tritonserver stopped: {server.log_tail()}")
+    finally:
+        server.stop()
+    print("edge server stopped", flush=True)
+    return EXIT_OK
+
+
+def _edge_control(args: argparse.Namespace) -> int:
+    """The operator's calls on a running `edge serve` of this machine, with the credential it wrote."""
+    from tritonclient.utils import InferenceServerException
+
+    from inference.edge.server import EdgeServerError, OperatorClient
+    from inference.models.weights import data_dir
+
+    if args.action in ("load", "unload") and not args.part:
+        return fail("edge control", f"{args.action} needs the part's name (see: edge control list)")
+    try:
+        operator = OperatorClient.from_control_file(data_dir() / "edge" / f"run-{args.grpc_port}" / "control.json")
+        if args.action == "status":  # e.g. for monitoring on the box: exit 0 only when ready
+            ready, version, models = operator.status()
+            loaded = [name for name, state in models if state == "READY"]
+            print(f"{'ready' if ready else 'NOT READY'}: Triton {version}, {len(loaded)} of {len(models)} parts loaded")
+            return EXIT_OK if ready else EXIT_USAGE
+        if args.action == "list":
+            for name, state in operator.models():
+                print(f"{name}\t{state}")
+        else:
+            getattr(operator, args.action)(args.part)
+            print(f"{args.action}ed {args.part}")
+    except (EdgeServerError, OSError) as exc:
+        return fail("edge control", exc)
+    except InferenceServerException as exc:
+        return fail("edge control", f"the edge server refused: {exc.message()}")
+    return EXIT_OK
+

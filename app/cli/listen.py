@@ -1,0 +1,176 @@
+"""`listen`: a DICOM node that analyses the radiographs it receives (storage SCP → queue → analysis session → SR,
+sent on with --send). What was acknowledged is analysed exactly once, across crashes and restarts:
+DIR/incoming/ holds every instance acknowledged, DIR/results.jsonl each one analysed (app/worklist.py)."""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from app.cli.common import (
+    EXIT_OK,
+    WIRE_CHOICES,
+    add_model_options,
+    add_tls_client_options,
+    analysis_session,
+    fail,
+)
+from app.results import write_and_send
+
+BURST = 32  # studies taken from the queue into one pipelined series
+
+
+def add_parser(sub) -> None:
+    listen = sub.add_parser("listen", help="a DICOM node: receive radiographs by C-STORE, analyse each, write its "
+                            "DICOM SR (and send it on)",
+                            description="A storage SCP. Each CR/DX image received is written to DIR/incoming and "
+                                        "synced before success is answered (other SOP classes, and images the "
+                                        "loader cannot read, are refused with a status), then analysed (the "
+                                        "queue pipelined, with local fallback); its SR goes to DIR/sr and, with "
+                                        "--send, to that node. DIR/results.jsonl gets a line per study. A restart "
+                                        "resumes the queue; an instance received twice is analysed once. "
+                                        "Stops on Ctrl-C or SIGTERM after the studies in progress.")
+    listen.add_argument("--out", required=True, metavar="DIR", help="received images, results and SRs")
+    listen.add_argument("--ae-title", default="MEDEDGE", metavar="AET", help="this node's AE title (default MEDEDGE)")
+    listen.add_argument("--host", default="127.0.0.1", help="listen here (default 127.0.0.1: this machine only; "
+                        "another address needs --allow and, DIMSE being plaintext, --insecure)")
+    listen.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
+    listen.add_argument("--allow", metavar="AET,...", help="the calling AE titles let in (others: association "
+                        "rejected); required beyond loopback")
+    listen.add_argument("--insecure", action="store_true", help="allow plaintext DICOM beyond loopback")
+    listen.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE each SR to this node (e.g. the PACS)")
+    add_model_options(listen)
+    listen.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server (several, "
+                        "comma-separated)")
+    listen.add_argument("--split", metavar="MODE", help="auto (default with --edge), local, edge, K, or "
+                        "detector:K,classifier:K")
+    listen.add_argument("--wire", choices=WIRE_CHOICES, default="fp32", help="wire format for fixed splits")
+    add_tls_client_options(listen)
+    listen.set_defaults(run=_listen)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from app.worklist import ResultsLog, file_key, finished_records, read_results, write_summary
+    from inference.edge.access import is_loopback
+    from inference.edge.client import EdgeError
+    from inference.models.weights import WeightsError
+    from pacs.listener import Inbox, StorageListener
+    from pacs.nodes import DicomNode, checked_ae_title
+
+    note = lambda message: print(f"mededge listen: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        ae_title = checked_ae_title(args.ae_title)
+        allowed = tuple(checked_ae_title(t, "allowed AE title") for t in args.allow.split(",") if t.strip()) \
+            if args.allow else None
+        destination = DicomNode.parse(args.send) if args.send else None
+        if not is_loopback(args.host):
+            if allowed is None:
+                raise ValueError(f"listening on {args.host} lets any DICOM node in: name the senders with --allow")
+            if not args.insecure:
+                raise ValueError(f"DICOM on {args.host} would be plaintext beyond this machine: give --insecure "
+                                 "to accept that (e.g. on an isolated modality network)")
+        session = analysis_session(args, "listen")
+    except (WeightsError, ValueError, EdgeError) as exc:
+        return fail("listen", exc)
+
+    folder = Path(args.out)
+    inbox = Inbox(folder)
+    done = finished_records(read_results(folder))
+    waiting: queue.Queue[str] = queue.Queue()
+    for path in inbox.files():  # acknowledged before a stop or a crash, not analysed yet
+        key = file_key(path)
+        if key is None or (key["file"], key["size"], key["mtime_ns"]) not in done:
+            waiting.put(path)
+    if waiting.qsize():
+        note(f"{waiting.qsize()} received before, not analysed yet: queued first")
+    listener = StorageListener(inbox, ae_title, allowed, waiting.put, note)
+    try:
+        listener.start(args.host, args.port)
+    except OSError as exc:
+        return fail("listen", f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    note(f"listening as {ae_title} on {args.host}:{args.port}"
+         + (f", from {', '.join(allowed)} only" if allowed else "") + (f"; SRs sent to {destination}" if destination
+                                                                       else "") + "; stop with Ctrl-C")
+    counts = {"analysed": 0, "failed": 0, "sent": 0}
+    with ResultsLog(folder) as log:
+        while not stop.is_set():
+            burst = _take(waiting, stop)
+            if burst:
+                for record, finished in _analyse(session, burst, folder, destination, ae_title, note, stop):
+                    counts["analysed"] += finished and "error" not in record
+                    counts["failed"] += "error" in record
+                    counts["sent"] += "sent" in record
+                    log.write(record, file_key(record["path"]), finished)
+    listener.stop()
+    write_summary(folder, read_results(folder))
+    note(f"stopped: {listener.received} received, {listener.duplicates} duplicates, {listener.refused} refused; "
+         f"{counts['analysed']} analysed, {counts['failed']} failed, {counts['sent']} SRs sent (what was received "
+         "and not analysed yet is analysed on the next start)")
+    return EXIT_OK
+
+
+def _take(waiting: queue.Queue[str], stop: threading.Event) -> list[str]:
+    """The next studies: waits (a while) for the first, then takes what else is queued, up to BURST."""
+    try:
+        burst = [waiting.get(timeout=0.5)]
+    except queue.Empty:
+        return []
+    while len(burst) < BURST and not stop.is_set():
+        try:
+            burst.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return burst
+
+
+def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str, note, stop: threading.Event):
+    """(record, finished) per study of `paths`, as a pipelined series: its SR written, and sent on. Once `stop` is
+    set no study is begun (those left stay in the inbox for the next start)."""
+    from pydicom.uid import generate_uid
+
+    from app.worklist import SR_FOLDER
+    from inference.analysis.analyzer import StudyError
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+
+    radiographs = {}
+
+    def studies():
+        for path in paths:
+            if stop.is_set():
+                return
+            try:
+                radiographs[path] = load_radiograph(path)
+            except RadiographError as exc:  # checked when received; a file damaged on disk since
+                yield StudyError(path, exc)
+                continue
+            yield radiographs[path]
+
+    for result in session.analyze_series(studies()):
+        if isinstance(result, StudyError):
+            error = result.error
+            unreadable = isinstance(error, RadiographError)  # stays so; another failure is retried next start
+            reason = error.reason if unreadable else f"analysis failed ({type(error).__name__}): {error}"
+            note(f"{Path(result.path).stem}: {reason}")
+            yield {"path": result.path, "error": reason}, unreadable
+            continue
+        radiograph = radiographs.pop(result.path)
+        # the SR's UID derived from the image's: a study analysed again after a crash rewrites the same SR
+        uid = generate_uid(entropy_srcs=[str(radiograph.header.SOPInstanceUID), "mededge sr"])
+        outcome = write_and_send(result, radiograph.header, folder / SR_FOLDER, session.analyzer, destination,
+                                    ae_title, sop_instance_uid=uid)
+        if "sr" in outcome:  # relative to DIR: the folder can be moved as a whole
+            outcome["sr"] = str(Path(outcome["sr"]).relative_to(folder))
+        record = result.to_json() | outcome
+        note(f"{Path(result.path).stem}: analysed ({result.mode.value})"
+             + (f", SR sent to {destination}" if "sent" in record else "")
+             + (f"; {record.get('sr_error') or record.get('send_error')}" if "sr_error" in record
+                or "send_error" in record else ""))
+        yield record, True

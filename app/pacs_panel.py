@@ -1,0 +1,261 @@
+"""The PACS panel: search a PACS node for radiograph studies, look into their series, retrieve a study into the
+cache (with progress and cancel) and hand its images to the viewer. Every PACS call runs in a worker."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import date
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.workers import Worker, start
+from inference.models.weights import data_dir
+from pacs.nodes import DicomNode
+from pacs.query import RetrieveCancelled, StudyMatch, StudyQuery, find_series, find_studies, get_study
+
+COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Accession", "Modalities", "Images")
+UID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def cache_folder() -> Path:
+    """Where retrieved studies are kept: in the user's data folder, never beside the program."""
+    return data_dir() / "pacs-cache"
+
+
+def _day(text: str, what: str) -> date | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected a date as YYYY-MM-DD") from None
+
+
+def _shown_date(da: str) -> str:
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+class PacsPanel(QWidget):
+    retrieved = Signal(list, bool)        # the retrieved files, whether to analyse them
+    progressed = Signal(int, object)      # images received, how many are coming (None: unknown) — from a worker
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.nodes: list[DicomNode] = []
+        self.ae_title = "MEDEDGE"
+        self._workers: set[Worker] = set()
+        self._cancel: threading.Event | None = None
+
+        self.node = QComboBox()
+        self.patient_name = QLineEdit(placeholderText="e.g. Rossi* (wildcards * and ?)")
+        self.patient_id = QLineEdit()
+        self.accession = QLineEdit()
+        self.date_from = QLineEdit(placeholderText="YYYY-MM-DD")
+        self.date_to = QLineEdit(placeholderText="YYYY-MM-DD")
+        self.modalities = QLineEdit("CR,DX")
+        form = QFormLayout()
+        form.addRow("PACS", self.node)
+        form.addRow("Patient name", self.patient_name)
+        form.addRow("Patient ID", self.patient_id)
+        form.addRow("Accession", self.accession)
+        dates = QHBoxLayout()
+        dates.addWidget(self.date_from)
+        dates.addWidget(QLabel("to"))
+        dates.addWidget(self.date_to)
+        form.addRow("Study date", dates)
+        form.addRow("Modalities", self.modalities)
+        for edit in (self.patient_name, self.patient_id, self.accession, self.date_from, self.date_to):
+            edit.returnPressed.connect(self.search)
+
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(self.search)
+        self.results = QTreeWidget()
+        self.results.setHeaderLabels(COLUMNS)
+        self.results.setRootIsDecorated(True)
+        self.results.itemExpanded.connect(self._expanded)
+        self.results.itemDoubleClicked.connect(lambda item, column: self.retrieve())
+        self.retrieve_button = QPushButton("Retrieve")
+        self.retrieve_button.clicked.connect(self.retrieve)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.analyse = QCheckBox("Analyse on retrieve")
+        self.clear_button = QPushButton("Clear cache")
+        self.clear_button.setToolTip(f"delete the studies retrieved so far ({cache_folder()})")
+        self.clear_button.clicked.connect(self.clear_cache)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        for button in (self.retrieve_button, self.cancel_button, self.clear_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.search_button)
+        layout.addWidget(self.results, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.analyse)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.progressed.connect(self._progressed)
+        self.set_nodes([], self.ae_title)
+
+    # ------------------------------------------------------------ settings
+
+    def set_nodes(self, nodes: list[DicomNode], ae_title: str) -> None:
+        self.nodes, self.ae_title = list(nodes), ae_title
+        self.node.clear()
+        for node in self.nodes:
+            self.node.addItem(str(node))
+        usable = bool(self.nodes)
+        self.search_button.setEnabled(usable)
+        self.retrieve_button.setEnabled(usable)
+        if not usable:
+            self.status.setText("No PACS node set: add one in Settings (PACS nodes).")
+
+    def chosen_node(self) -> DicomNode | None:
+        index = self.node.currentIndex()
+        return self.nodes[index] if 0 <= index < len(self.nodes) else None
+
+    def query(self) -> StudyQuery:
+        """The filters as a query; ValueError saying which one is wrong."""
+        modalities = tuple(m.strip().upper() for m in self.modalities.text().split(",") if m.strip())
+        return StudyQuery(self.patient_name.text().strip(), self.patient_id.text().strip(),
+                          self.accession.text().strip(), _day(self.date_from.text(), "from date"),
+                          _day(self.date_to.text(), "to date"), modalities)
+
+    # ------------------------------------------------------------ search
+
+    def _run(self, function, *args, on_result, on_error) -> Worker:
+        worker = Worker(function, *args)
+        worker.signals.returned.connect(on_result)
+        worker.signals.errored.connect(on_error)
+        return start(worker, keep=self._workers)
+
+    def search(self) -> Worker | None:
+        node = self.chosen_node()
+        if node is None:
+            return None
+        try:
+            query = self.query()
+        except ValueError as exc:
+            self.status.setText(f"Not searched: {exc}")
+            return None
+        self.search_button.setEnabled(False)
+        self.status.setText(f"Searching {node}…")
+        return self._run(find_studies, node, query, self.ae_title, on_result=self._found,
+                         on_error=lambda exc: self._search_failed(exc))
+
+    def _found(self, studies: list[StudyMatch]) -> None:
+        self.search_button.setEnabled(True)
+        self.results.clear()
+        for study in studies:
+            item = QTreeWidgetItem([study.patient_name, study.patient_id, _shown_date(study.study_date),
+                                    study.description, study.accession_number, ", ".join(study.modalities),
+                                    "" if study.images is None else str(study.images)])
+            item.setData(0, UID_ROLE, study.study_uid)
+            item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
+            self.results.addTopLevelItem(item)
+        if studies:
+            self.results.setCurrentItem(self.results.topLevelItem(0))
+        self.status.setText(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found")
+
+    def _search_failed(self, exc: BaseException) -> None:
+        self.search_button.setEnabled(True)
+        self.status.setText(f"Search failed: {exc}")
+
+    def _expanded(self, item: QTreeWidgetItem) -> None:
+        """A study opened in the list: its series, asked once."""
+        node = self.chosen_node()
+        if item.parent() is not None or item.childCount() or node is None:
+            return
+        placeholder = QTreeWidgetItem(["series…"])
+        item.addChild(placeholder)
+
+        def listed(series) -> None:
+            item.removeChild(placeholder)
+            for one in series:
+                item.addChild(QTreeWidgetItem([f"Series {one.number} · {one.modality}", "", "", one.description,
+                                               "", one.modality, "" if one.images is None else str(one.images)]))
+
+        self._run(find_series, node, item.data(0, UID_ROLE), self.ae_title, on_result=listed,
+                  on_error=lambda exc: placeholder.setText(0, f"series not listed: {exc}"))
+
+    # ------------------------------------------------------------ retrieve
+
+    def retrieve(self) -> Worker | None:
+        node, item = self.chosen_node(), self.results.currentItem()
+        while item is not None and item.parent() is not None:
+            item = item.parent()  # a series row retrieves its study
+        if node is None or item is None:
+            self.status.setText("Choose a study to retrieve")
+            return None
+        if self._cancel is not None:
+            return None  # one retrieve at a time
+        self._cancel = threading.Event()
+        self.retrieve_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        name = item.text(0) or item.text(1) or "study"
+        self.status.setText(f"Retrieving {name} from {node}…")
+        analyse = self.analyse.isChecked()
+        return self._run(get_study, node, item.data(0, UID_ROLE), cache_folder(), self.ae_title, self._cancel,
+                         lambda done, total: self.progressed.emit(done, total),
+                         on_result=lambda retrieved: self._retrieved(retrieved, analyse),
+                         on_error=self._retrieve_failed)
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("Cancelling the retrieve…")
+
+    def _progressed(self, done: int, total) -> None:
+        if total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat("%v/%m")
+
+    def _ended(self) -> None:
+        self._cancel = None
+        self.retrieve_button.setEnabled(bool(self.nodes))
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
+
+    def _retrieved(self, retrieved, analyse: bool) -> None:
+        self._ended()
+        refused = f"; {len(retrieved.refused)} not kept: {retrieved.refused[0]}" if retrieved.refused else ""
+        self.status.setText(f"Retrieved {len(retrieved.files)} image(s){refused}")
+        if retrieved.files:
+            self.retrieved.emit([str(path) for path in retrieved.files], analyse)
+
+    def _retrieve_failed(self, exc: BaseException) -> None:
+        self._ended()
+        if isinstance(exc, RetrieveCancelled):
+            self.status.setText(f"Retrieve cancelled; {str(exc).partition(': ')[2]}, kept in the cache")
+        else:
+            self.status.setText(f"Retrieve failed: {exc}")
+
+    def clear_cache(self) -> Worker:
+        folder = cache_folder()
+        self.status.setText("Clearing the cache…")
+        return self._run(shutil.rmtree, folder, True, on_result=lambda _: self.status.setText(
+            f"Cache cleared ({folder})"), on_error=lambda exc: self.status.setText(f"Cache not cleared: {exc}"))

@@ -1,0 +1,229 @@
+"""Query and retrieve from a PACS over DIMSE (Study Root): C-FIND for studies and their series, C-GET of a study
+into a cache folder. Radiographs only by default (CR, DX), as the viewer reads them."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+
+from pacs.dimse import DicomNetworkError, associate
+from pacs.nodes import DicomNode
+
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+GET = "1.2.840.10008.5.1.4.1.2.2.3"   # … - GET
+RETRIEVED = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
+             DigitalXRayImageStorageForProcessing)
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class RetrieveCancelled(Exception):
+    """The user cancelled a retrieve; the images already received stay in the cache."""
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """What the PACS search panel asks: each filter left empty matches anything (`*` wildcards allowed)."""
+
+    patient_name: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    modalities: tuple[str, ...] = ("CR", "DX")
+
+    def __post_init__(self) -> None:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"study date range: {self.date_from} is after {self.date_to}")
+        for text in (self.patient_name, self.patient_id, self.accession_number, *self.modalities):
+            if "\\" in text or not text.isprintable():
+                raise ValueError(f"search filter {text!r}: no backslashes or control characters")
+
+    @property
+    def date_range(self) -> str:
+        """DICOM DA range matching: `from-to`, `from-`, `-to`, or empty for any date."""
+        if not (self.date_from or self.date_to):
+            return ""
+        as_da = lambda day: day.strftime("%Y%m%d") if day else ""  # noqa: E731
+        return f"{as_da(self.date_from)}-{as_da(self.date_to)}"
+
+
+@dataclass(frozen=True)
+class StudyMatch:
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    study_date: str          # YYYYMMDD as the PACS has it ("" when it has none)
+    description: str
+    accession_number: str
+    modalities: tuple[str, ...]
+    images: int | None       # NumberOfStudyRelatedInstances, when the PACS says
+
+
+@dataclass(frozen=True)
+class SeriesMatch:
+    series_uid: str
+    modality: str
+    number: str
+    description: str
+    images: int | None
+
+
+@dataclass
+class Retrieved:
+    files: list[Path] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "UID: why" for instances not kept
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return " ".join(str(value if value is not None else "").split())
+
+
+def _count(ds: Dataset, keyword: str) -> int | None:
+    try:
+        return int(ds.get(keyword)) if ds.get(keyword) not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _associate(node: DicomNode, calling_ae: str, timeout_s: float, get: bool = False, handlers=None):
+    ae = AE(ae_title=calling_ae)
+    roles: list = []  # SCP/SCU role selections (pynetdicom's negotiation items)
+    if get:  # C-GET: the PACS sends the images back on this association, so we take the storage SCP role
+        ae.add_requested_context(GET)
+        for sop_class in RETRIEVED:
+            ae.add_requested_context(sop_class, ALL_TRANSFER_SYNTAXES)
+            roles.append(build_role(sop_class, scp_role=True))
+    else:
+        ae.add_requested_context(FIND, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    return associate(node, ae, timeout_s, ext_neg=roles or None, handlers=handlers)
+
+
+def _find(node: DicomNode, calling_ae: str, identifier: Dataset, timeout_s: float) -> list[Dataset]:
+    assoc = _associate(node, calling_ae, timeout_s)
+    matches = []
+    try:
+        for status, found in assoc.send_c_find(identifier, FIND):
+            if not status:
+                raise DicomNetworkError(f"{node}: C-FIND got no response (association aborted or timed out)")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01) and found is not None:
+                matches.append(found)
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                raise DicomNetworkError(f"{node}: C-FIND failed (status 0x{code:04X})")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return matches
+
+
+def find_studies(node: DicomNode, query: StudyQuery, calling_ae: str, timeout_s: float = 30.0) -> list[StudyMatch]:
+    """The PACS's studies matching `query` (C-FIND, STUDY level), newest first."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = query.patient_name
+    identifier.PatientID = query.patient_id
+    identifier.AccessionNumber = query.accession_number
+    identifier.StudyDate = query.date_range
+    identifier.ModalitiesInStudy = "\\".join(query.modalities)
+    for keyword in ("StudyInstanceUID", "StudyDescription", "StudyTime", "NumberOfStudyRelatedInstances"):
+        setattr(identifier, keyword, "")
+    studies = []
+    for found in _find(node, calling_ae, identifier, timeout_s):
+        uid = _text(found, "StudyInstanceUID")
+        if not _UID.match(uid):
+            continue  # a PACS answer without a usable UID cannot be retrieved
+        value = found.get("ModalitiesInStudy") or []
+        modalities = tuple(str(m) for m in (value if isinstance(value, MultiValue) else [value]) if str(m))
+        studies.append(StudyMatch(uid, _text(found, "PatientName").replace("^", " ").strip(),
+                                  _text(found, "PatientID"), _text(found, "StudyDate"),
+                                  _text(found, "StudyDescription"),
+                                  _text(found, "AccessionNumber"), modalities,
+                                  _count(found, "NumberOfStudyRelatedInstances")))
+    return sorted(studies, key=lambda s: s.study_date, reverse=True)
+
+
+def find_series(node: DicomNode, study_uid: str, calling_ae: str, timeout_s: float = 30.0) -> list[SeriesMatch]:
+    """The study's series (C-FIND, SERIES level), by series number."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = study_uid
+    for keyword in ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
+                    "NumberOfSeriesRelatedInstances"):
+        setattr(identifier, keyword, "")
+    series = [SeriesMatch(_text(f, "SeriesInstanceUID"), _text(f, "Modality"), _text(f, "SeriesNumber"),
+                          _text(f, "SeriesDescription"), _count(f, "NumberOfSeriesRelatedInstances"))
+              for f in _find(node, calling_ae, identifier, timeout_s)]
+    return sorted(series, key=lambda s: (len(s.number), s.number))
+
+
+def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
+              cancel: threading.Event | None = None, progress: Callable[[int, int | None], None] | None = None,
+              timeout_s: float = 60.0) -> Retrieved:
+    """C-GET the study's radiographs into `cache/<study UID>/<SOP Instance UID>.dcm` (each written whole, then
+    renamed); `progress(received, total)` after each image. RetrieveCancelled when `cancel` is set (the images
+    received stay); DicomNetworkError when the PACS cannot be reached or fails the retrieve."""
+    if not _UID.match(study_uid):
+        raise ValueError(f"not a Study Instance UID: {study_uid[:70]!r}")
+    folder = cache / study_uid
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Retrieved()
+    lock = threading.Lock()
+
+    def stored(event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if not _UID.match(uid):
+            result.refused.append(f"{uid[:70]}: not a valid SOP Instance UID")
+            return 0xC000
+        path = folder / f"{uid}.dcm"
+        partial = folder / f".{uid}.partial"
+        try:
+            partial.write_bytes(event.encoded_dataset())
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            result.refused.append(f"{uid}: cannot write it into the cache ({exc.strerror or exc})")
+            return 0xA700
+        with lock:
+            result.files.append(path)
+        return 0x0000
+
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    assoc = _associate(node, calling_ae, timeout_s, get=True, handlers=[(evt.EVT_C_STORE, stored)])
+    try:
+        for status, _ in assoc.send_c_get(identifier, GET):
+            if cancel is not None and cancel.is_set():
+                assoc.abort()
+                raise RetrieveCancelled(f"retrieve cancelled: {len(result.files)} image(s) received")
+            if not status:
+                raise DicomNetworkError(f"{node}: C-GET got no response (association aborted or timed out)")
+            code = int(status.Status)
+            remaining = _count(status, "NumberOfRemainingSuboperations")
+            if progress is not None:
+                progress(len(result.files), len(result.files) + remaining if remaining is not None else None)
+            if code not in (0x0000, 0xFF00, 0xB000):
+                failed = _count(status, "NumberOfFailedSuboperations")
+                raise DicomNetworkError(f"{node}: C-GET failed (status 0x{code:04X}"
+                                        + (f", {failed} image(s) not sent" if failed else "") + ")")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return result

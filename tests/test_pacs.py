@@ -1,0 +1,102 @@
+"""Query and retrieve against a real Orthanc: C-FIND studies and series with the panel's filters, C-GET a study
+into the cache (with progress and cancel), and one-line errors from nodes that refuse or are not there."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from inference.edge.server import free_ports
+from pacs.dimse import DicomNetworkError, echo, store
+from pacs.nodes import DicomNode
+from pacs.query import RetrieveCancelled, StudyQuery, find_series, find_studies, get_study
+from viewer.loader import load_radiograph
+
+from orthanc import AE_TITLE, running_orthanc
+
+pytestmark = pytest.mark.timeout(300)
+CANINE = "dicom/highdicom_dx_image_canine_thorax.dcm"
+US = "MEDEDGE"
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, shared_cxr):
+    """An Orthanc holding two patients' studies, a one-image and a five-image DX study of a real radiograph, loaded
+    by C-STORE. (Not the shared JPEG 2000 CR: a fragment of odd length, which Orthanc's DIMSE layer refuses.)"""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), known={US: ("127.0.0.1", 1)}) as orthanc:
+        node = DicomNode(AE_TITLE, "127.0.0.1", orthanc.dicom_port)
+        cr = pydicom.dcmread(shared_cxr / CANINE)
+        cr.PatientName, cr.PatientID, cr.StudyDate = "Rossi^Maria", "P-CR-1", "20240105"
+        cr.StudyInstanceUID, cr.SeriesInstanceUID = generate_uid(), generate_uid()
+        cr.SOPInstanceUID = cr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dx_study = generate_uid()
+        series = [generate_uid(), generate_uid()]
+        images = []
+        for index in range(5):
+            ds = pydicom.dcmread(shared_cxr / CANINE)
+            ds.PatientName, ds.PatientID, ds.StudyDate, ds.AccessionNumber = "Bianchi^Luca", "P-DX-2", "20241120", "A77"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = dx_study, series[index % 2]
+            ds.SeriesNumber = index % 2 + 1
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            images.append(ds)
+        store(node, [cr, *images], US)
+        yield node, str(cr.StudyInstanceUID), dx_study
+
+
+def test_echo_and_find_studies_with_the_panels_filters(pacs):
+    node, cr_study, dx_study = pacs
+    assert echo(node, US) > 0
+    everything = find_studies(node, StudyQuery(), US)
+    assert [s.study_uid for s in everything] == [dx_study, cr_study]  # newest first
+    dx = everything[0]
+    assert (dx.patient_name, dx.patient_id, dx.accession_number, dx.study_date, dx.images) == (
+        "Bianchi Luca", "P-DX-2", "A77", "20241120", 5)
+    assert "DX" in dx.modalities
+    assert [s.study_uid for s in find_studies(node, StudyQuery(patient_name="ROSSI*"), US)] == [cr_study]
+    assert [s.study_uid for s in find_studies(node, StudyQuery(patient_id="P-DX-2"), US)] == [dx_study]
+    assert [s.study_uid for s in find_studies(node, StudyQuery(accession_number="A77"), US)] == [dx_study]
+    assert [s.study_uid for s in find_studies(node, StudyQuery(date_from=date(2024, 6, 1)), US)] == [dx_study]
+    assert [s.study_uid for s in find_studies(node, StudyQuery(date_to=date(2024, 6, 1)), US)] == [cr_study]
+    assert find_studies(node, StudyQuery(modalities=("MR",)), US) == []
+    assert [(s.number, s.images) for s in find_series(node, dx_study, US)] == [("1", 3), ("2", 2)]
+    with pytest.raises(ValueError, match="is after"):
+        StudyQuery(date_from=date(2024, 2, 1), date_to=date(2024, 1, 1))
+
+
+def test_get_study_fills_the_cache_with_images_the_viewer_opens(pacs, tmp_path):
+    node, _, dx_study = pacs
+    seen = []
+    retrieved = get_study(node, dx_study, tmp_path / "cache", US, progress=lambda done, total: seen.append(total))
+    assert len(retrieved.files) == 5 and not retrieved.refused
+    assert all(path.parent == tmp_path / "cache" / dx_study for path in retrieved.files)
+    assert {load_radiograph(str(path)).info.patient_id for path in retrieved.files} == {"P-DX-2"}
+    assert 5 in seen  # the PACS said how many were coming
+    assert not list((tmp_path / "cache").rglob("*.partial"))
+
+
+def test_a_cancelled_retrieve_stops_and_keeps_what_came(pacs, tmp_path):
+    node, _, dx_study = pacs
+    cancel = threading.Event()
+    with pytest.raises(RetrieveCancelled, match="retrieve cancelled"):
+        get_study(node, dx_study, tmp_path / "cache", US, cancel=cancel, progress=lambda done, total: cancel.set())
+    kept = list((tmp_path / "cache" / dx_study).glob("*.dcm"))
+    assert 1 <= len(kept) < 5 and all(load_radiograph(str(p)) for p in kept)
+
+
+def test_nodes_that_refuse_or_are_not_there_say_so_in_one_line(pacs, tmp_path):
+    node, _, dx_study = pacs
+    stranger = "STRANGER"  # not declared to the PACS: it may echo and store, not query
+    with pytest.raises(DicomNetworkError) as refused:
+        find_studies(node, StudyQuery(), stranger)
+    assert str(refused.value).startswith(str(node)) and "\n" not in str(refused.value)
+    nobody = DicomNode("PACS", "127.0.0.1", free_ports(1)[0])
+    for call in (lambda: echo(nobody, US, timeout_s=3), lambda: find_studies(nobody, StudyQuery(), US, timeout_s=3),
+                 lambda: get_study(nobody, dx_study, tmp_path, US, timeout_s=3)):
+        with pytest.raises(DicomNetworkError, match="no answer"):
+            call()
+    with pytest.raises(ValueError, match="expected AET@host:port"):
+        DicomNode.parse("pacs.example.org:104")

@@ -1,0 +1,110 @@
+"""The viewer's PACS panel against a real Orthanc, under pytest-qt: search with the filters, look into a study's
+series, retrieve it (into the cache, opened in the Studies list, analysed on retrieve), cancel a retrieve, and
+send the findings back as a DICOM SR."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from app.pacs_panel import cache_folder
+from app.settings_dialog import SettingsDialog
+from pacs import dimse
+from pacs.nodes import DicomNode
+
+from orthanc import AE_TITLE, running_orthanc
+from test_main_window import store, window  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(600)
+CANINE = "dicom/highdicom_dx_image_canine_thorax.dcm"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+def _study(shared_cxr, patient: str, images: int) -> tuple[str, list]:
+    study = generate_uid()
+    datasets = []
+    for index in range(images):
+        ds = pydicom.dcmread(shared_cxr / CANINE)
+        ds.PatientName, ds.PatientID, ds.StudyDate = patient, patient.upper()[:8], "20241120"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = index + 1
+        datasets.append(ds)
+    return study, datasets
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, shared_cxr):
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), known={"MEDEDGE": ("127.0.0.1", 1)}) as orthanc:
+        node = DicomNode(AE_TITLE, "127.0.0.1", orthanc.dicom_port)
+        small, small_images = _study(shared_cxr, "Verdi^Anna", 3)
+        large, large_images = _study(shared_cxr, "Neri^Paolo", 60)
+        dimse.store(node, small_images + large_images, "MEDEDGE")
+        yield orthanc, node, small, large
+
+
+def _with_pacs(window, node):
+    window.apply_settings(replace(window.settings, pacs_nodes=(str(node),)))
+    return window.pacs_panel
+
+
+def test_search_retrieve_analyse_and_send_back(qtbot, window, pacs):
+    orthanc, node, small, _ = pacs
+    panel = _with_pacs(window, node)
+    panel.patient_name.setText("VERDI*")
+    panel.search_button.click()
+    qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
+    row = panel.results.topLevelItem(0)
+    assert (row.text(0), row.text(2), row.text(6)) == ("Verdi Anna", "2024-11-20", "3")
+    row.setExpanded(True)  # its series, asked when opened
+    qtbot.waitUntil(lambda: row.childCount() == 1 and row.child(0).text(0).startswith("Series"), timeout=30_000)
+
+    panel.analyse.setChecked(True)
+    panel.retrieve_button.click()
+    qtbot.waitUntil(lambda: len(window.study_list.paths) == 3, timeout=60_000)
+    assert all(path.startswith(str(cache_folder() / small)) for path in window.study_list.paths)
+    assert "Retrieved 3 image(s)" in panel.status.text()
+    qtbot.waitUntil(lambda: "Analyze all finished: 3 of 3 analysed" in window.statusBar().currentMessage(),
+                    timeout=300_000)
+
+    assert window.current is not None and window.studies.findings(window.current) is not None
+    window.send_results()
+    qtbot.waitUntil(lambda: "DICOM SR sent to" in window.statusBar().currentMessage(), timeout=60_000)
+    [sr] = orthanc.instances_of_class(COMPREHENSIVE_SR)
+    assert sr["PatientID"] == "VERDI^AN"  # the SR belongs to the study it was made from
+
+
+def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs):
+    _, node, _, large = pacs
+    panel = _with_pacs(window, node)
+    panel.date_from.setText("20-11-2024")
+    panel.search_button.click()
+    assert "from date '20-11-2024': expected a date as YYYY-MM-DD" in panel.status.text()
+    panel.date_from.setText("2024-11-01")
+    panel.patient_id.setText("NERI^PAO")
+    panel.search_button.click()
+    qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
+    panel.progressed.connect(lambda done, total: panel.cancel())  # as soon as the first image is in
+    panel.retrieve_button.click()
+    qtbot.waitUntil(lambda: "Retrieve cancelled" in panel.status.text(), timeout=60_000)
+    kept = list((cache_folder() / large).glob("*.dcm"))
+    assert 1 <= len(kept) < 60
+    assert panel.retrieve_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_settings_take_pacs_nodes_and_test_them(qtbot, window, pacs):
+    _, node, _, _ = pacs
+    dialog = SettingsDialog(window.settings, window)
+    qtbot.addWidget(dialog)
+    dialog.pacs_nodes.setPlainText("pacs.example.org:104")
+    dialog.accept()
+    assert "Not saved: DICOM node 'pacs.example.org:104': expected AET@host:port" in dialog.error.text()
+    dialog.pacs_nodes.setPlainText(f"{node}\nOTHER@127.0.0.1:9")
+    dialog.test_pacs_button.click()
+    qtbot.waitUntil(lambda: dialog.test_pacs_button.isEnabled() and "C-ECHO ok" in dialog.pacs_result.text(),
+                    timeout=60_000)
+    first, second = dialog.pacs_result.text().splitlines()
+    assert first.startswith(f"{node}: C-ECHO ok in") and second.startswith("OTHER@127.0.0.1:9: no answer")

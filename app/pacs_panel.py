@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
 
 from app.workers import Worker, start
 from inference.models.weights import data_dir
-from pacs.nodes import DicomNode
-from pacs.query import RetrieveCancelled, StudyMatch, StudyQuery, find_series, find_studies, get_study
+from pacs.query import RetrieveCancelled, StudyMatch, StudyQuery
+from pacs.remote import PacsNode, find_series, find_studies, get_study
 
 COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Accession", "Modalities", "Images")
 UID_ROLE = Qt.ItemDataRole.UserRole
@@ -58,7 +58,7 @@ class PacsPanel(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.nodes: list[DicomNode] = []
+        self.nodes: list[PacsNode] = []
         self.ae_title = "MEDEDGE"
         self._workers: set[Worker] = set()
         self._cancel: threading.Event | None = None
@@ -120,7 +120,7 @@ class PacsPanel(QWidget):
 
     # ------------------------------------------------------------ settings
 
-    def set_nodes(self, nodes: list[DicomNode], ae_title: str) -> None:
+    def set_nodes(self, nodes: list[PacsNode], ae_title: str) -> None:
         self.nodes, self.ae_title = list(nodes), ae_title
         self.node.clear()
         for node in self.nodes:
@@ -131,7 +131,7 @@ class PacsPanel(QWidget):
         if not usable:
             self.status.setText("No PACS node set: add one in Settings (PACS nodes).")
 
-    def chosen_node(self) -> DicomNode | None:
+    def chosen_node(self) -> PacsNode | None:
         index = self.node.currentIndex()
         return self.nodes[index] if 0 <= index < len(self.nodes) else None
 

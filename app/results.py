@@ -7,12 +7,14 @@ from __future__ import annotations
 def write_and_send(findings, header, folder, analyzer=None, destination=None, ae_title: str = "MEDEDGE",
                    sop_instance_uid: str | None = None) -> dict:
     """The study's DICOM SR (algorithms named after `analyzer`'s models, the default ones when None) written into
-    `folder` (`header`: the image's DICOM header) and, when `destination` (a DicomNode) is given, sent there by
-    C-STORE as `ae_title`: {"sr": path, "sent": node}, or with "sr_error" / "send_error" saying why not."""
+    `folder` (`header`: the image's DICOM header) and, when `destination` (a PACS node) is given, sent there by
+    C-STORE as `ae_title` or by STOW-RS: {"sr": path, "sent": node}, or with "sr_error" / "send_error" saying
+    why not."""
     from pydicom import dcmread
 
     from inference.reports.structured_report import StructuredReportError, algorithm_names, write_sr
-    from pacs.dimse import DicomNetworkError, store
+    from pacs.dimse import DicomNetworkError
+    from pacs.remote import store
 
     try:
         path = write_sr(findings, header, folder, model_names=algorithm_names(analyzer),

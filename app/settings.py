@@ -16,7 +16,8 @@ from PySide6.QtCore import QSettings
 from app.theme import Theme
 from inference.config import Device, ModelKind, Runtime, SplitMode, SplitPolicy, WireFormat
 from inference.edge.client import EdgeSettings, parse_address
-from pacs.nodes import DicomNode, checked_ae_title
+from pacs.nodes import checked_ae_title
+from pacs.remote import PacsNode, parse_node
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
 
@@ -44,7 +45,7 @@ class AppSettings:
     auto_analyze: bool = False
     recent_files: tuple[str, ...] = ()
     theme: Theme = Theme.DARK                 # reading-room dark by default; light on request
-    pacs_nodes: tuple[str, ...] = ()          # AET@host:port of the PACS nodes; the first is the default
+    pacs_nodes: tuple[str, ...] = ()          # AET@host:port or https://… DICOMweb; the first is the default
     ae_title: str = "MEDEDGE"                 # this workstation's AE title towards them
 
     def __post_init__(self) -> None:
@@ -79,7 +80,7 @@ class AppSettings:
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold of {name} must lie in [0, 1], got {value}")
         for node in self.pacs_nodes:
-            DicomNode.parse(node)  # ValueError with the reason
+            parse_node(node)  # ValueError with the reason
         checked_ae_title(self.ae_title, "this workstation's AE title")
         if self.detector_cut < 0 or self.classifier_cut < 0:
             raise ValueError("cuts are never negative")
@@ -108,9 +109,9 @@ class AppSettings:
         return SplitPolicy(self.split_mode)
 
     @property
-    def pacs(self) -> list[DicomNode]:
-        """The PACS nodes, the default first."""
-        return [DicomNode.parse(node) for node in self.pacs_nodes]
+    def pacs(self) -> list[PacsNode]:
+        """The PACS nodes (DIMSE or DICOMweb), the default first."""
+        return [parse_node(node) for node in self.pacs_nodes]
 
     def with_recent(self, path: str, keep: int = 10) -> AppSettings:
         recent = (path,) + tuple(p for p in self.recent_files if p != path)

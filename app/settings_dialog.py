@@ -134,8 +134,9 @@ class SettingsDialog(QDialog):
         self.theme.setCurrentIndex(self.theme.findData(settings.theme))
         form.addRow("Appearance", self.theme)
         self.pacs_nodes = QPlainTextEdit("\n".join(settings.pacs_nodes))
-        self.pacs_nodes.setPlaceholderText("PACS@pacs.example.org:104 (AE title@host:port, one per line; the first "
-                                           "is the default)")
+        self.pacs_nodes.setPlaceholderText("PACS@pacs.example.org:104 (DIMSE: AE title@host:port) or "
+                                           "https://pacs.example.org/dicom-web (DICOMweb); one per line, the first "
+                                           "is the default")
         self.pacs_nodes.setMaximumHeight(60)
         form.addRow("PACS nodes", self.pacs_nodes)
         self.ae_title = QLineEdit(settings.ae_title)
@@ -277,13 +278,16 @@ class SettingsDialog(QDialog):
 
 
 def echo_each(nodes, ae_title: str) -> list[str]:
-    """C-ECHO every node: "NODE: C-ECHO ok in N ms", or "NODE: …" with the reason."""
-    from pacs.dimse import DicomNetworkError, echo
+    """Reach every node (C-ECHO; DICOMweb: a QIDO-RS search): "NODE: C-ECHO ok in N ms", or the reason."""
+    from pacs.dicomweb import DicomWebNode
+    from pacs.dimse import DicomNetworkError
+    from pacs.remote import echo
 
     lines = []
     for node in nodes:
+        how = "QIDO-RS" if isinstance(node, DicomWebNode) else "C-ECHO"
         try:
-            lines.append(f"{node}: C-ECHO ok in {echo(node, ae_title, timeout_s=10):.0f} ms")
+            lines.append(f"{node}: {how} ok in {echo(node, ae_title, timeout_s=10):.0f} ms")
         except DicomNetworkError as exc:
             lines.append(str(exc))
     return lines

@@ -2,6 +2,8 @@
 connection to `target`, holding each chunk `delay_ms` in each direction (this kernel has no netem,
 so the delay is added here; `tc tbf` shapes the rate). gRPC passes through it unchanged.
 
+With `tls` it terminates TLS, as a reverse proxy in front of a plaintext server does.
+
 The tests also use it to stall the link (bytes held until resumed), to cut it (every connection
 closed, new ones refused) and to capture what the workstation sends.
 """
@@ -9,13 +11,15 @@ closed, new ones refused) and to capture what the workstation sends.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 
 
 class Relay:
     def __init__(self, target: tuple[str, int], delay_ms: float = 0.0, capture: bool = False,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.target = target
+        self.tls = tls  # given: TLS is terminated here (a reverse proxy in front of a plaintext server)
         self.delay_s = delay_ms / 1e3
         self.capture = capture
         self.host = host
@@ -71,7 +75,7 @@ class Relay:
     async def _listen(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
@@ -121,6 +125,8 @@ class Relay:
                 if chunk is None:
                     if writer.can_write_eof():
                         writer.write_eof()
+                    else:  # TLS has no half-close: the end is told by closing (a response read to the end)
+                        writer.close()
                     return
                 if (wait := due - loop.time()) > 0:
                     await asyncio.sleep(wait)

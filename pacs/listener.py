@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class Inbox:
     def __init__(self, folder: Path) -> None:
         self.folder = folder / INCOMING
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
         for partial in self.folder.glob(".*.partial"):  # a crash mid-write: never acknowledged
             partial.unlink(missing_ok=True)
 
@@ -50,14 +53,23 @@ class Inbox:
         path = self.folder / f"{sop_instance_uid}.dcm"
         if path.exists():
             return path, False
-        partial = self.folder / f".{sop_instance_uid}.{os.getpid()}.partial"
-        try:
-            with open(partial, "wb") as out:
+        # each association runs in its own thread: a temporary file of its own, and one rename at a time
+        with tempfile.NamedTemporaryFile(dir=self.folder, prefix=f".{sop_instance_uid}.", suffix=".partial",
+                                         delete=False) as out:
+            partial = Path(out.name)
+            try:
                 out.write(encoded)
                 out.flush()
                 os.fsync(out.fileno())
+            except OSError:
+                partial.unlink(missing_ok=True)
+                raise
+        try:
             load_radiograph(str(partial))  # refused now, not found unreadable after it was acknowledged
-            os.replace(partial, path)
+            with self._lock:
+                if path.exists():  # the same instance, kept meanwhile by another association
+                    return path, False
+                os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
         folder = os.open(self.folder, os.O_RDONLY)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -102,6 +102,47 @@ def _count(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+def study_match(found: Dataset) -> StudyMatch | None:
+    """A PACS's answer about a study (C-FIND or QIDO-RS), or None without a usable Study Instance UID."""
+    uid = _text(found, "StudyInstanceUID")
+    if not _UID.match(uid):
+        return None  # it could not be retrieved
+    value = found.get("ModalitiesInStudy") or []
+    modalities = tuple(str(m) for m in (value if isinstance(value, MultiValue) else [value]) if str(m))
+    return StudyMatch(uid, _text(found, "PatientName").replace("^", " ").strip(), _text(found, "PatientID"),
+                      _text(found, "StudyDate"), _text(found, "StudyDescription"), _text(found, "AccessionNumber"),
+                      modalities, _count(found, "NumberOfStudyRelatedInstances"))
+
+
+def series_match(found: Dataset) -> SeriesMatch:
+    return SeriesMatch(_text(found, "SeriesInstanceUID"), _text(found, "Modality"), _text(found, "SeriesNumber"),
+                       _text(found, "SeriesDescription"), _count(found, "NumberOfSeriesRelatedInstances"))
+
+
+def newest_first(studies: Iterable[StudyMatch | None]) -> list[StudyMatch]:
+    unique = {s.study_uid: s for s in studies if s is not None}  # (a study found under two modalities: once)
+    return sorted(unique.values(), key=lambda s: s.study_date, reverse=True)
+
+
+def by_number(series: Iterable[SeriesMatch]) -> list[SeriesMatch]:
+    return sorted(series, key=lambda s: (len(s.number), s.number))
+
+
+def cache_instance(folder: Path, sop_instance_uid: str, encoded: bytes) -> Path:
+    """One retrieved instance into `folder` as `<SOP Instance UID>.dcm`, whole or not at all (written, then
+    renamed). ValueError for a UID that is not one (it names the file), OSError from the disk."""
+    if len(sop_instance_uid) > 64 or not _UID.match(sop_instance_uid):
+        raise ValueError(f"{sop_instance_uid[:70]}: not a valid SOP Instance UID")
+    path = folder / f"{sop_instance_uid}.dcm"
+    partial = folder / f".{sop_instance_uid}.partial"
+    try:
+        partial.write_bytes(encoded)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
 def _associate(node: DicomNode, calling_ae: str, timeout_s: float, get: bool = False, handlers=None):
     ae = AE(ae_title=calling_ae)
     roles: list = []  # SCP/SCU role selections (pynetdicom's negotiation items)
@@ -144,19 +185,7 @@ def find_studies(node: DicomNode, query: StudyQuery, calling_ae: str, timeout_s:
     identifier.ModalitiesInStudy = "\\".join(query.modalities)
     for keyword in ("StudyInstanceUID", "StudyDescription", "StudyTime", "NumberOfStudyRelatedInstances"):
         setattr(identifier, keyword, "")
-    studies = []
-    for found in _find(node, calling_ae, identifier, timeout_s):
-        uid = _text(found, "StudyInstanceUID")
-        if not _UID.match(uid):
-            continue  # a PACS answer without a usable UID cannot be retrieved
-        value = found.get("ModalitiesInStudy") or []
-        modalities = tuple(str(m) for m in (value if isinstance(value, MultiValue) else [value]) if str(m))
-        studies.append(StudyMatch(uid, _text(found, "PatientName").replace("^", " ").strip(),
-                                  _text(found, "PatientID"), _text(found, "StudyDate"),
-                                  _text(found, "StudyDescription"),
-                                  _text(found, "AccessionNumber"), modalities,
-                                  _count(found, "NumberOfStudyRelatedInstances")))
-    return sorted(studies, key=lambda s: s.study_date, reverse=True)
+    return newest_first(study_match(found) for found in _find(node, calling_ae, identifier, timeout_s))
 
 
 def find_series(node: DicomNode, study_uid: str, calling_ae: str, timeout_s: float = 30.0) -> list[SeriesMatch]:
@@ -167,10 +196,7 @@ def find_series(node: DicomNode, study_uid: str, calling_ae: str, timeout_s: flo
     for keyword in ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
                     "NumberOfSeriesRelatedInstances"):
         setattr(identifier, keyword, "")
-    series = [SeriesMatch(_text(f, "SeriesInstanceUID"), _text(f, "Modality"), _text(f, "SeriesNumber"),
-                          _text(f, "SeriesDescription"), _count(f, "NumberOfSeriesRelatedInstances"))
-              for f in _find(node, calling_ae, identifier, timeout_s)]
-    return sorted(series, key=lambda s: (len(s.number), s.number))
+    return by_number(series_match(found) for found in _find(node, calling_ae, identifier, timeout_s))
 
 
 def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
@@ -188,16 +214,12 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
 
     def stored(event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
-        if not _UID.match(uid):
-            result.refused.append(f"{uid[:70]}: not a valid SOP Instance UID")
-            return 0xC000
-        path = folder / f"{uid}.dcm"
-        partial = folder / f".{uid}.partial"
         try:
-            partial.write_bytes(event.encoded_dataset())
-            os.replace(partial, path)
+            path = cache_instance(folder, uid, event.encoded_dataset())
+        except ValueError as exc:
+            result.refused.append(str(exc))
+            return 0xC000
         except OSError as exc:
-            partial.unlink(missing_ok=True)
             result.refused.append(f"{uid}: cannot write it into the cache ({exc.strerror or exc})")
             return 0xA700
         with lock:

@@ -24,12 +24,12 @@ COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
 def _study(shared_cxr, patient: str, images: int) -> tuple[str, list]:
-    study = generate_uid()
+    study, series = generate_uid(), generate_uid()
     datasets = []
     for index in range(images):
         ds = pydicom.dcmread(shared_cxr / CANINE)
         ds.PatientName, ds.PatientID, ds.StudyDate = patient, patient.upper()[:8], "20241120"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.InstanceNumber = index + 1
         datasets.append(ds)

@@ -49,8 +49,9 @@ def add_parser(sub) -> None:
                        help="wire format for fixed splits (auto chooses its own)")
     infer.add_argument("--no-fallback", action="store_true",
                        help="fail (exit 3) instead of finishing a study locally when the edge fails")
-    infer.add_argument("--send", metavar="AET@HOST:PORT", help="with --out or --sr: C-STORE each SR to this DICOM "
-                       "node (e.g. the PACS); the study's line says \"sent\" or \"send_error\"")
+    infer.add_argument("--send", metavar="NODE", help="with --out or --sr: send each SR to this PACS node, "
+                       "AET@HOST:PORT (C-STORE) or https://… (DICOMweb STOW-RS); the study's line says \"sent\" or "
+                       "\"send_error\"")
     infer.add_argument("--ae-title", default="MEDEDGE", metavar="AET", help="this workstation's AE title for "
                        "--send (default MEDEDGE)")
     infer.add_argument("--sr", metavar="DIR", help="also write a DICOM Comprehensive SR (TID 1500) per DICOM study "
@@ -103,12 +104,13 @@ def _infer(args: argparse.Namespace) -> int:
     from inference.edge.client import EdgeError
     from inference.models.weights import WeightsError
     from inference.reports.structured_report import StructuredReportError, read_source_header
-    from pacs.nodes import DicomNode, checked_ae_title
+    from pacs.nodes import checked_ae_title
+    from pacs.remote import parse_node
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
     try:
-        destination = DicomNode.parse(args.send) if args.send else None
+        destination = parse_node(args.send) if args.send else None
         if destination is not None and not (args.out or args.sr):
             raise ValueError("--send sends the DICOM SRs: write them with --out DIR or --sr DIR")
         checked_ae_title(args.ae_title)

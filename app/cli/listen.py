@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
     listen.add_argument("--allow", metavar="AET,...", help="the calling AE titles let in (others: association "
                         "rejected); required beyond loopback")
     listen.add_argument("--insecure", action="store_true", help="allow plaintext DICOM beyond loopback")
-    listen.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE each SR to this node (e.g. the PACS)")
+    listen.add_argument("--send", metavar="NODE", help="send each SR to this PACS node: AET@HOST:PORT (C-STORE) "
+                        "or https://… (DICOMweb STOW-RS)")
     add_model_options(listen)
     listen.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server (several, "
                         "comma-separated)")
@@ -59,14 +60,15 @@ def _listen(args: argparse.Namespace) -> int:
     from inference.edge.client import EdgeError
     from inference.models.weights import WeightsError
     from pacs.listener import Inbox, StorageListener
-    from pacs.nodes import DicomNode, checked_ae_title
+    from pacs.nodes import checked_ae_title
+    from pacs.remote import parse_node
 
     note = lambda message: print(f"mededge listen: {message}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         ae_title = checked_ae_title(args.ae_title)
         allowed = tuple(checked_ae_title(t, "allowed AE title") for t in args.allow.split(",") if t.strip()) \
             if args.allow else None
-        destination = DicomNode.parse(args.send) if args.send else None
+        destination = parse_node(args.send) if args.send else None
         if not is_loopback(args.host):
             if allowed is None:
                 raise ValueError(f"listening on {args.host} lets any DICOM node in: name the senders with --allow")

@@ -1,0 +1,60 @@
+"""A PACS node, whichever way it is reached: DIMSE (`AET@host:port`) or DICOMweb (`https://…`). The viewer and
+the command line call these; each goes to pacs.dimse / pacs.query or to pacs.dicomweb."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from pacs import dicomweb, dimse, query
+from pacs.dicomweb import DicomWebNode
+from pacs.nodes import DicomNode
+from pacs.query import Retrieved, SeriesMatch, StudyMatch, StudyQuery
+
+PacsNode = DicomNode | DicomWebNode
+
+
+def parse_node(text: str) -> PacsNode:
+    """`AET@host:port` (DIMSE) or `https://host/path` (DICOMweb); ValueError saying what is wrong."""
+    text = text.strip()
+    if text.lower().startswith(("http://", "https://")):
+        return DicomWebNode(text)
+    return DicomNode.parse(text)
+
+
+def echo(node: PacsNode, calling_ae: str, timeout_s: float = 10.0) -> float:
+    """C-ECHO, or a one-study QIDO-RS search: the round trip in ms."""
+    if isinstance(node, DicomWebNode):
+        return dicomweb.echo(node, timeout_s)
+    return dimse.echo(node, calling_ae, timeout_s)
+
+
+def find_studies(node: PacsNode, study_query: StudyQuery, calling_ae: str) -> list[StudyMatch]:
+    if isinstance(node, DicomWebNode):
+        return dicomweb.find_studies(node, study_query)
+    return query.find_studies(node, study_query, calling_ae)
+
+
+def find_series(node: PacsNode, study_uid: str, calling_ae: str) -> list[SeriesMatch]:
+    if isinstance(node, DicomWebNode):
+        return dicomweb.find_series(node, study_uid)
+    return query.find_series(node, study_uid, calling_ae)
+
+
+def get_study(node: PacsNode, study_uid: str, cache: Path, calling_ae: str, cancel: threading.Event | None = None,
+              progress: Callable[[int, int | None], None] | None = None) -> Retrieved:
+    """C-GET or WADO-RS into `cache/<study UID>/`."""
+    if isinstance(node, DicomWebNode):
+        return dicomweb.get_study(node, study_uid, cache, cancel, progress)
+    return query.get_study(node, study_uid, cache, calling_ae, cancel, progress)
+
+
+def store(node: PacsNode, datasets: list[Dataset], calling_ae: str) -> None:
+    """C-STORE or STOW-RS."""
+    if isinstance(node, DicomWebNode):
+        dicomweb.store(node, datasets)
+    else:
+        dimse.store(node, datasets, calling_ae)

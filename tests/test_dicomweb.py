@@ -1,0 +1,103 @@
+"""DICOMweb against a real Orthanc with its DICOMweb plugin, over HTTPS with HTTP basic auth: STOW-RS, QIDO-RS with
+the panel's filters, WADO-RS into the cache (and cancelled), the SR stored and read back — and the one-line
+answers when the credentials, the certificate or the URL are wrong."""
+
+from __future__ import annotations
+
+import threading
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from app.results import write_and_send
+from inference.config import ModelKind
+from inference.models.findings import Detection, Findings, Mode, ModelRun
+from pacs.dicomweb import DicomWebNode
+from pacs.dimse import DicomNetworkError
+from pacs.query import RetrieveCancelled, StudyQuery
+from pacs.remote import echo, find_series, find_studies, get_study, parse_node, store
+from viewer.loader import load_radiograph
+
+from orthanc import DICOMWEB_PLUGIN, running_orthanc
+from test_edge import _certificates as make_certificates
+
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(not DICOMWEB_PLUGIN.exists(), reason="orthanc-dicomweb is not installed")]
+CANINE = "dicom/highdicom_dx_image_canine_thorax.dcm"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+USER = ("radiology", "s3cret-pass")
+
+
+@pytest.fixture(scope="module")
+def web_pacs(tmp_path_factory, shared_cxr):
+    """An Orthanc serving DICOMweb over HTTPS (a test CA) behind basic auth, with a four-image DX study stored by
+    STOW-RS."""
+    folder = tmp_path_factory.mktemp("dicomweb")
+    files = make_certificates(folder)
+    with running_orthanc(folder / "orthanc", dicomweb=True, tls=(files["ca.pem"], files["server.pem"],
+                                                                   files["server.key"]), user=USER) as orthanc:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MEDEDGE_DICOMWEB_CA", str(files["ca.pem"]))
+            env.setenv("MEDEDGE_DICOMWEB_USER", USER[0])
+            env.setenv("MEDEDGE_DICOMWEB_PASSWORD", USER[1])
+            node = parse_node(orthanc.dicomweb)
+            study, series = generate_uid(), generate_uid()
+            images = []
+            for _ in range(4):
+                ds = pydicom.dcmread(shared_cxr / CANINE)
+                ds.PatientName, ds.PatientID, ds.StudyDate = "Gallo^Sara", "P-WEB-7", "20241002"
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                images.append(ds)
+            store(node, images, "MEDEDGE")
+            yield orthanc, node, study, files
+
+
+def test_search_retrieve_and_store_over_https(web_pacs, tmp_path):
+    orthanc, node, study, _ = web_pacs
+    assert isinstance(node, DicomWebNode) and echo(node, "MEDEDGE") > 0
+    [found] = find_studies(node, StudyQuery(patient_name="GALLO*"), "MEDEDGE")
+    assert (found.study_uid, found.patient_name, found.patient_id, found.images) == (study, "Gallo Sara", "P-WEB-7", 4)
+    assert find_studies(node, StudyQuery(patient_name="NOBODY*"), "MEDEDGE") == []
+    assert [s.images for s in find_series(node, study, "MEDEDGE")] == [4]
+
+    retrieved = get_study(node, study, tmp_path / "cache", "MEDEDGE")
+    assert len(retrieved.files) == 4 and not retrieved.refused
+    radiograph = load_radiograph(str(retrieved.files[0]))
+    assert radiograph.info.patient_id == "P-WEB-7"
+
+    findings = Findings(radiograph.path, (Detection("opacity", 0.8, (10, 10, 60, 60)),), {"Effusion": 0.6},
+                        {ModelKind.DETECTOR: ModelRun("demo", 32), ModelKind.CLASSIFIER: ModelRun("demo", 10)},
+                        Mode.LOCAL)
+    outcome = write_and_send(findings, radiograph.header, tmp_path / "sr", destination=node)
+    assert outcome["sent"] == str(node), outcome
+    [sr] = orthanc.instances_of_class(COMPREHENSIVE_SR)
+    assert sr["SOPInstanceUID"] == str(pydicom.dcmread(outcome["sr"]).SOPInstanceUID)
+
+
+def test_a_wado_retrieve_can_be_cancelled(web_pacs, tmp_path):
+    _, node, study, _ = web_pacs
+    cancel = threading.Event()
+    with pytest.raises(RetrieveCancelled):
+        get_study(node, study, tmp_path, "MEDEDGE", cancel=cancel, progress=lambda done, total: cancel.set())
+    assert 1 <= len(list((tmp_path / study).glob("*.dcm"))) < 4
+
+
+def test_wrong_credentials_certificates_and_urls_say_so_in_one_line(web_pacs, monkeypatch):
+    orthanc, node, _, files = web_pacs
+    monkeypatch.setenv("MEDEDGE_DICOMWEB_PASSWORD", "wrong")
+    with pytest.raises(DicomNetworkError, match="not authorised"):
+        echo(node, "MEDEDGE")
+    monkeypatch.setenv("MEDEDGE_DICOMWEB_PASSWORD", USER[1])
+    monkeypatch.setenv("MEDEDGE_DICOMWEB_CA", str(files["other-ca.pem"]))
+    with pytest.raises(DicomNetworkError, match="certificate is not trusted"):
+        find_studies(node, StudyQuery(), "MEDEDGE")
+    monkeypatch.setenv("MEDEDGE_DICOMWEB_CA", str(files["ca.pem"]))
+    with pytest.raises(DicomNetworkError, match="no DICOMweb service at this URL"):
+        echo(parse_node(orthanc.dicomweb.replace("/dicom-web", "/no-such-service")), "MEDEDGE")
+    for url, says in (("http://pacs.example.org/dicom-web", "https only"),
+                      ("https://user:pw@pacs.example.org/dicom-web", "no credentials in it"),
+                      ("ftp://pacs/dicom-web", "expected AET@host:port")):
+        with pytest.raises(ValueError, match=says):
+            parse_node(url)

@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
         self.findings_panel.thresholds = dict(settings.finding_thresholds)
         self.tag_browser = TagBrowser(self)
         self.pacs_panel = PacsPanel(self)
-        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title)
+        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title, settings.move_port)
         self.pacs_panel.retrieved.connect(self._open_retrieved)
         apply_theme(QApplication.instance(), settings.theme)
         studies = self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -532,7 +532,7 @@ class MainWindow(QMainWindow):
         if settings.theme is not self.settings.theme:
             apply_theme(QApplication.instance(), settings.theme)
         self.settings = settings
-        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title)
+        self.pacs_panel.set_nodes(settings.pacs, settings.ae_title, settings.move_port)
         self.analysis.update_settings(settings)
         save_settings(settings, self.store)
         self._update_banner()

@@ -60,6 +60,7 @@ class PacsPanel(QWidget):
         super().__init__(parent)
         self.nodes: list[PacsNode] = []
         self.ae_title = "MEDEDGE"
+        self.move_port = 0  # DIMSE retrieves by C-MOVE to this port; 0: by C-GET
         self._workers: set[Worker] = set()
         self._cancel: threading.Event | None = None
 
@@ -120,8 +121,8 @@ class PacsPanel(QWidget):
 
     # ------------------------------------------------------------ settings
 
-    def set_nodes(self, nodes: list[PacsNode], ae_title: str) -> None:
-        self.nodes, self.ae_title = list(nodes), ae_title
+    def set_nodes(self, nodes: list[PacsNode], ae_title: str, move_port: int = 0) -> None:
+        self.nodes, self.ae_title, self.move_port = list(nodes), ae_title, move_port
         self.node.clear()
         for node in self.nodes:
             self.node.addItem(str(node))
@@ -219,7 +220,7 @@ class PacsPanel(QWidget):
         self.status.setText(f"Retrieving {name} from {node}…")
         analyse = self.analyse.isChecked()
         return self._run(get_study, node, item.data(0, UID_ROLE), cache_folder(), self.ae_title, self._cancel,
-                         lambda done, total: self.progressed.emit(done, total),
+                         lambda done, total: self.progressed.emit(done, total), self.move_port,
                          on_result=lambda retrieved: self._retrieved(retrieved, analyse),
                          on_error=self._retrieve_failed)
 

@@ -47,6 +47,7 @@ class AppSettings:
     theme: Theme = Theme.DARK                 # reading-room dark by default; light on request
     pacs_nodes: tuple[str, ...] = ()          # AET@host:port or https://… DICOMweb; the first is the default
     ae_title: str = "MEDEDGE"                 # this workstation's AE title towards them
+    move_port: int = 0                        # DIMSE retrieves by C-MOVE to this port; 0: by C-GET
 
     def __post_init__(self) -> None:
         # the dialog's combo boxes and older stored settings hand over text: typed here, with the reason if not
@@ -82,6 +83,8 @@ class AppSettings:
         for node in self.pacs_nodes:
             parse_node(node)  # ValueError with the reason
         checked_ae_title(self.ae_title, "this workstation's AE title")
+        if not 0 <= self.move_port <= 65535:
+            raise ValueError(f"C-MOVE port must lie in 1..65535 (0: retrieve by C-GET), got {self.move_port}")
         if self.detector_cut < 0 or self.classifier_cut < 0:
             raise ValueError("cuts are never negative")
 

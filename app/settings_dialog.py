@@ -142,6 +142,13 @@ class SettingsDialog(QDialog):
         self.ae_title = QLineEdit(settings.ae_title)
         self.ae_title.setToolTip("the AE title the PACS knows this workstation by (up to 16 characters)")
         form.addRow("This workstation's AE title", self.ae_title)
+        self.move_port = QSpinBox()
+        self.move_port.setRange(0, 65535)
+        self.move_port.setSpecialValueText("C-GET (no port)")
+        self.move_port.setValue(settings.move_port)
+        self.move_port.setToolTip("retrieve from DIMSE nodes by C-MOVE to this port (the PACS must know this AE title "
+                                  "at this workstation's address and port); C-GET when none")
+        form.addRow("Retrieve by C-MOVE to port", self.move_port)
 
         self.test_button = QPushButton("Test connection")
         self.test_button.clicked.connect(self.test_connection)
@@ -213,7 +220,7 @@ class SettingsDialog(QDialog):
                        theme=self.theme.currentData(),
                        pacs_nodes=tuple(line.strip() for line in self.pacs_nodes.toPlainText().splitlines()
                                         if line.strip()),
-                       ae_title=self.ae_title.text().strip())
+                       ae_title=self.ae_title.text().strip(), move_port=self.move_port.value())
 
     def accept(self) -> None:
         try:

@@ -48,8 +48,7 @@ def _instances(count: int, folder: Path | None = None) -> tuple[str, list]:
     study, series = generate_uid(), generate_uid()
     copies = []
     for index in range(count):
-        ds = source.copy()  # shallow: the pixels shared, the header and file meta its own
-        ds.file_meta = copy.deepcopy(source.file_meta)
+        ds = copy.deepcopy(source)  # (a shallow copy shares its data elements: every copy one UID)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.PatientID = "BENCH"

@@ -26,6 +26,7 @@ from pacs.dimse import DicomNetworkError, associate
 from pacs.nodes import DicomNode
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # … - MOVE
 GET = "1.2.840.10008.5.1.4.1.2.2.3"   # … - GET
 RETRIEVED = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
              DigitalXRayImageStorageForProcessing)
@@ -143,7 +144,8 @@ def cache_instance(folder: Path, sop_instance_uid: str, encoded: bytes) -> Path:
     return path
 
 
-def _associate(node: DicomNode, calling_ae: str, timeout_s: float, get: bool = False, handlers=None):
+def _associate(node: DicomNode, calling_ae: str, timeout_s: float, get: bool = False, move: bool = False,
+               handlers=None):
     ae = AE(ae_title=calling_ae)
     roles: list = []  # SCP/SCU role selections (pynetdicom's negotiation items)
     if get:  # C-GET: the PACS sends the images back on this association, so we take the storage SCP role
@@ -151,6 +153,8 @@ def _associate(node: DicomNode, calling_ae: str, timeout_s: float, get: bool = F
         for sop_class in RETRIEVED:
             ae.add_requested_context(sop_class, ALL_TRANSFER_SYNTAXES)
             roles.append(build_role(sop_class, scp_role=True))
+    elif move:
+        ae.add_requested_context(MOVE)
     else:
         ae.add_requested_context(FIND, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     return associate(node, ae, timeout_s, ext_neg=roles or None, handlers=handlers)
@@ -201,10 +205,12 @@ def find_series(node: DicomNode, study_uid: str, calling_ae: str, timeout_s: flo
 
 def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
               cancel: threading.Event | None = None, progress: Callable[[int, int | None], None] | None = None,
-              timeout_s: float = 60.0) -> Retrieved:
-    """C-GET the study's radiographs into `cache/<study UID>/<SOP Instance UID>.dcm` (each written whole, then
-    renamed); `progress(received, total)` after each image. RetrieveCancelled when `cancel` is set (the images
-    received stay); DicomNetworkError when the PACS cannot be reached or fails the retrieve."""
+              timeout_s: float = 60.0, move_port: int = 0) -> Retrieved:
+    """Retrieve the study's radiographs into `cache/<study UID>/<SOP Instance UID>.dcm` (each written whole, then
+    renamed): by C-GET on the same association, or with `move_port` by C-MOVE to `calling_ae`, received by a
+    storage SCP on that port for the retrieve's length (the PACS must know this AE title at this host and port).
+    `progress(received, total)` after each image. RetrieveCancelled when `cancel` is set (the images received
+    stay); DicomNetworkError when the PACS cannot be reached or fails the retrieve."""
     if not _UID.match(study_uid):
         raise ValueError(f"not a Study Instance UID: {study_uid[:70]!r}")
     folder = cache / study_uid
@@ -229,23 +235,50 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study_uid
-    assoc = _associate(node, calling_ae, timeout_s, get=True, handlers=[(evt.EVT_C_STORE, stored)])
+    receiver = None
+    if move_port:
+        receiver = _receiver(calling_ae, move_port, node.ae_title, stored)
+        assoc = _associate(node, calling_ae, timeout_s, move=True)
+        responses = assoc.send_c_move(identifier, calling_ae, MOVE)
+    else:
+        assoc = _associate(node, calling_ae, timeout_s, get=True, handlers=[(evt.EVT_C_STORE, stored)])
+        responses = assoc.send_c_get(identifier, GET)
+    how = "C-MOVE" if move_port else "C-GET"
     try:
-        for status, _ in assoc.send_c_get(identifier, GET):
+        for status, _ in responses:
             if cancel is not None and cancel.is_set():
                 assoc.abort()
                 raise RetrieveCancelled(f"retrieve cancelled: {len(result.files)} image(s) received")
             if not status:
-                raise DicomNetworkError(f"{node}: C-GET got no response (association aborted or timed out)")
+                hint = f"; does the PACS know {calling_ae} as a destination?" if move_port else ""
+                raise DicomNetworkError(f"{node}: {how} got no response (association aborted or timed out{hint})")
             code = int(status.Status)
             remaining = _count(status, "NumberOfRemainingSuboperations")
             if progress is not None:
                 progress(len(result.files), len(result.files) + remaining if remaining is not None else None)
+            if code == 0xA801:
+                raise DicomNetworkError(f"{node}: C-MOVE refused: the PACS does not know {calling_ae} as a "
+                                        "destination (its administrator declares this AE title, host and port)")
             if code not in (0x0000, 0xFF00, 0xB000):
                 failed = _count(status, "NumberOfFailedSuboperations")
-                raise DicomNetworkError(f"{node}: C-GET failed (status 0x{code:04X}"
+                raise DicomNetworkError(f"{node}: {how} failed (status 0x{code:04X}"
                                         + (f", {failed} image(s) not sent" if failed else "") + ")")
     finally:
         if assoc.is_established:
             assoc.release()
+        if receiver is not None:
+            receiver.shutdown()
     return result
+
+
+def _receiver(ae_title: str, port: int, sender: str, stored: Callable):
+    """A storage SCP for the radiographs a C-MOVE sends back, listening on `port` (all interfaces: the PACS
+    connects to the address it has for this workstation), letting in the PACS's AE title only."""
+    ae = AE(ae_title=ae_title)
+    ae.require_calling_aet = [sender]
+    for sop_class in RETRIEVED:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    try:
+        return ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, stored)])
+    except OSError as exc:
+        raise DicomNetworkError(f"cannot receive a C-MOVE on port {port}: {exc.strerror or exc}") from None

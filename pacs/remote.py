@@ -45,11 +45,11 @@ def find_series(node: PacsNode, study_uid: str, calling_ae: str) -> list[SeriesM
 
 
 def get_study(node: PacsNode, study_uid: str, cache: Path, calling_ae: str, cancel: threading.Event | None = None,
-              progress: Callable[[int, int | None], None] | None = None) -> Retrieved:
-    """C-GET or WADO-RS into `cache/<study UID>/`."""
+              progress: Callable[[int, int | None], None] | None = None, move_port: int = 0) -> Retrieved:
+    """C-GET (or with `move_port` C-MOVE to this workstation) or WADO-RS into `cache/<study UID>/`."""
     if isinstance(node, DicomWebNode):
         return dicomweb.get_study(node, study_uid, cache, cancel, progress)
-    return query.get_study(node, study_uid, cache, calling_ae, cancel, progress)
+    return query.get_study(node, study_uid, cache, calling_ae, cancel, progress, move_port=move_port)
 
 
 def store(node: PacsNode, datasets: list[Dataset], calling_ae: str) -> None:

@@ -27,7 +27,8 @@ US = "MEDEDGE"
 def pacs(tmp_path_factory, shared_cxr):
     """An Orthanc holding two patients' studies, a one-image and a five-image DX study of a real radiograph, loaded
     by C-STORE. (Not the shared JPEG 2000 CR: a fragment of odd length, which Orthanc's DIMSE layer refuses.)"""
-    with running_orthanc(tmp_path_factory.mktemp("orthanc"), known={US: ("127.0.0.1", 1)}) as orthanc:
+    move_port = free_ports(1)[0]  # where this workstation receives a C-MOVE, as the PACS has it declared
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), known={US: ("127.0.0.1", move_port)}) as orthanc:
         node = DicomNode(AE_TITLE, "127.0.0.1", orthanc.dicom_port)
         cr = pydicom.dcmread(shared_cxr / CANINE)
         cr.PatientName, cr.PatientID, cr.StudyDate = "Rossi^Maria", "P-CR-1", "20240105"
@@ -44,11 +45,11 @@ def pacs(tmp_path_factory, shared_cxr):
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             images.append(ds)
         store(node, [cr, *images], US)
-        yield node, str(cr.StudyInstanceUID), dx_study
+        yield node, str(cr.StudyInstanceUID), dx_study, move_port
 
 
 def test_echo_and_find_studies_with_the_panels_filters(pacs):
-    node, cr_study, dx_study = pacs
+    node, cr_study, dx_study, _ = pacs
     assert echo(node, US) > 0
     everything = find_studies(node, StudyQuery(), US)
     assert [s.study_uid for s in everything] == [dx_study, cr_study]  # newest first
@@ -68,7 +69,7 @@ def test_echo_and_find_studies_with_the_panels_filters(pacs):
 
 
 def test_get_study_fills_the_cache_with_images_the_viewer_opens(pacs, tmp_path):
-    node, _, dx_study = pacs
+    node, _, dx_study, _ = pacs
     seen = []
     retrieved = get_study(node, dx_study, tmp_path / "cache", US, progress=lambda done, total: seen.append(total))
     assert len(retrieved.files) == 5 and not retrieved.refused
@@ -79,7 +80,7 @@ def test_get_study_fills_the_cache_with_images_the_viewer_opens(pacs, tmp_path):
 
 
 def test_a_cancelled_retrieve_stops_and_keeps_what_came(pacs, tmp_path):
-    node, _, dx_study = pacs
+    node, _, dx_study, _ = pacs
     cancel = threading.Event()
     with pytest.raises(RetrieveCancelled, match="retrieve cancelled"):
         get_study(node, dx_study, tmp_path / "cache", US, cancel=cancel, progress=lambda done, total: cancel.set())
@@ -88,7 +89,7 @@ def test_a_cancelled_retrieve_stops_and_keeps_what_came(pacs, tmp_path):
 
 
 def test_nodes_that_refuse_or_are_not_there_say_so_in_one_line(pacs, tmp_path):
-    node, _, dx_study = pacs
+    node, _, dx_study, _ = pacs
     stranger = "STRANGER"  # not declared to the PACS: it may echo and store, not query
     with pytest.raises(DicomNetworkError) as refused:
         find_studies(node, StudyQuery(), stranger)
@@ -100,3 +101,16 @@ def test_nodes_that_refuse_or_are_not_there_say_so_in_one_line(pacs, tmp_path):
             call()
     with pytest.raises(ValueError, match="expected AET@host:port"):
         DicomNode.parse("pacs.example.org:104")
+
+
+def test_c_move_brings_the_study_to_this_workstations_storage_port(pacs, tmp_path):
+    node, _, dx_study, move_port = pacs
+    seen = []
+    retrieved = get_study(node, dx_study, tmp_path / "cache", US, move_port=move_port,
+                          progress=lambda done, total: seen.append(done))
+    assert len(retrieved.files) == 5 and not retrieved.refused and seen[-1] == 5
+    assert {load_radiograph(str(path)).info.patient_id for path in retrieved.files} == {"P-DX-2"}
+    with pytest.raises(DicomNetworkError) as unknown:  # a destination the PACS was not told about
+        get_study(node, dx_study, tmp_path / "elsewhere", "STRANGER", move_port=free_ports(1)[0])
+    assert str(unknown.value).startswith(str(node)) and "\n" not in str(unknown.value)
+

@@ -89,3 +89,34 @@ def test_only_tensors_leave_the_workstation(tmp_path):
         for form in _forms(value):
             assert form not in sent, f"{name} left the workstation"
     assert b"phi study" not in sent and str(tmp_path).encode() not in sent  # nor the file's name or folder
+
+
+def test_a_study_received_by_the_dicom_node_sends_only_tensors_too(tmp_path):
+    """The same search on the new path: a study arrives at `listen` by C-STORE and is analysed split with the edge
+    (detector offloaded, classifier cut at 7) through the capturing relay."""
+    from test_listen import Listener, storescu
+
+    pixels = gradient(256, 224, bits=12, seed=5)
+    study = write(dataset(pixels, bits_stored=12, **PHI), tmp_path / "phi study.dcm")
+    values = _header_values(study)
+    model = Analyzer(ModelChoice(detector=DetectorConfig(input_size=256), runtime="torch"))  # as `listen` builds it
+    requests = [PartRequest(model.detector, model.detector_source, 0, WireFormat.FP32),
+                PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)]
+    write_repository(tmp_path / "repository", requests, gpu=False)
+    server = start_server(tmp_path / "repository", tmp_path)
+    host, port = server.grpc_address.rsplit(":", 1)
+    try:
+        with Relay((host, int(port)), capture=True) as relay:
+            node = Listener(tmp_path / "node", "--edge", relay.address, "--split", "detector:0,classifier:7",
+                            "--wire", "fp32")
+            assert storescu(node.port, [study]).returncode == 0
+            node.wait_for("analysed (distributed)", timeout=300)
+            assert node.stop() == 0
+            sent = bytes(relay.sent)
+    finally:
+        server.stop()
+    assert b"detector_cut00_fp32" in sent and b"classifier_cut07_fp32" in sent
+    for name, value in values.items():
+        for form in _forms(value):
+            assert form not in sent, f"{name} left the workstation"
+    assert b"phi study" not in sent and str(tmp_path).encode() not in sent

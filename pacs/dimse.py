@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -12,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from pacs.nodes import DicomNode
+from pacs.nodes import DicomNode, client_tls
 
 VERIFICATION = "1.2.840.10008.1.1"  # the C-ECHO SOP class
 
@@ -29,13 +30,25 @@ class DicomNetworkError(Exception):
 def associate(node: DicomNode, ae: AE, timeout_s: float, ext_neg: list | None = None, handlers: list | None = None):
     """An association of `ae` (its contexts proposed) with `node`; DicomNetworkError saying why not."""
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
-    try:  # first the TCP connection alone: "refused" or "timed out" says more than pynetdicom's abort
-        socket.create_connection((node.host, node.port), timeout=timeout_s).close()
+    tls = None
+    try:  # first the connection alone: "refused", "timed out" or "not trusted" says more than pynetdicom's abort
+        if node.tls:
+            tls = (client_tls(), node.host)
+        with socket.create_connection((node.host, node.port), timeout=timeout_s) as probe:
+            if tls is not None:
+                tls[0].wrap_socket(probe, server_hostname=node.host).close()
+    except ssl.SSLCertVerificationError as exc:
+        raise DicomNetworkError(f"{node}: TLS: the node's certificate is not trusted ({exc.verify_message}; give "
+                                "its CA in MEDEDGE_DICOM_CA)") from None
+    except ssl.SSLError as exc:
+        raise DicomNetworkError(f"{node}: TLS refused ({exc.reason or exc}: does the node speak DICOM TLS, and "
+                                "does it want this workstation's certificate?)") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__.replace("Error", " error").lower()
         raise DicomNetworkError(f"{node}: no answer ({reason}: is the node running, and the host and port "
                                 "right?)") from None
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg, evt_handlers=handlers)
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg, evt_handlers=handlers,
+                         tls_args=tls)
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:

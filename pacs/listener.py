@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable
@@ -94,7 +95,8 @@ class StorageListener:
         self.received = self.refused = self.duplicates = 0
         self._server: ThreadedAssociationServer | None = None
 
-    def start(self, host: str, port: int) -> None:
+    def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Listen on host:port; with `tls`, DICOM TLS only."""
         ae = AE(ae_title=self.ae_title)
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is None:
@@ -106,7 +108,7 @@ class StorageListener:
         if self.allowed is not None:
             ae.require_calling_aet = list(self.allowed)  # others: association rejected
         handlers: list = [(evt.EVT_C_STORE, self._stored), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
-        self._server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        self._server = ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=tls)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -1,7 +1,14 @@
-"""A DICOM node (a PACS, a modality, a viewer) as DIMSE addresses it: AE title, host and port."""
+"""A DICOM node (a PACS, a modality, a viewer) as DIMSE addresses it: AE title, host and port, and whether it
+speaks DICOM TLS (PS3.15 B.1). The TLS files come from the environment, like DICOMweb's:
+
+    MEDEDGE_DICOM_CA                       the CA certificate (PEM) that signed the nodes' (else the system's)
+    MEDEDGE_DICOM_CERT, MEDEDGE_DICOM_KEY  this workstation's certificate and key, for nodes that ask for one
+"""
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass
 
 AE_TITLE_SYNTAX = "1-16 characters of printable ASCII, no backslash"
@@ -19,6 +26,7 @@ class DicomNode:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # DICOM TLS: written `tls:AET@host:port`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", checked_ae_title(self.ae_title, "the node's AE title"))
@@ -29,13 +37,26 @@ class DicomNode:
 
     @classmethod
     def parse(cls, text: str) -> DicomNode:
-        """`AET@host:port` (e.g. ORTHANC@pacs.example.org:4242); ValueError naming what is wrong."""
-        title, at, address = text.strip().rpartition("@")
+        """`AET@host:port` (e.g. ORTHANC@pacs.example.org:4242), `tls:AET@host:port` for DICOM TLS; ValueError
+        naming what is wrong."""
+        text = text.strip()
+        tls = text.lower().startswith("tls:")
+        title, at, address = text[4 if tls else 0:].rpartition("@")
         host, colon, port = address.rpartition(":")
         if not at or not colon or not port.isdigit():
-            raise ValueError(f"DICOM node {text!r}: expected AET@host:port, e.g. ORTHANC@pacs.example.org:4242")
-        return cls(title, host.strip("[]"), int(port))
+            raise ValueError(f"DICOM node {text!r}: expected AET@host:port, e.g. ORTHANC@pacs.example.org:4242 "
+                             "(tls:AET@host:port for DICOM TLS)")
+        return cls(title, host.strip("[]"), int(port), tls)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.ae_title}@{host}:{self.port}"
+        return f"{'tls:' if self.tls else ''}{self.ae_title}@{host}:{self.port}"
+
+
+def client_tls() -> ssl.SSLContext:
+    """The TLS context for DICOM TLS nodes: their CA (MEDEDGE_DICOM_CA, else the system's), and this workstation's
+    certificate when MEDEDGE_DICOM_CERT and MEDEDGE_DICOM_KEY name one."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.environ.get("MEDEDGE_DICOM_CA") or None)
+    if os.environ.get("MEDEDGE_DICOM_CERT"):
+        context.load_cert_chain(os.environ["MEDEDGE_DICOM_CERT"], os.environ.get("MEDEDGE_DICOM_KEY") or None)
+    return context

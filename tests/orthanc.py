@@ -51,10 +51,12 @@ class Orthanc:
 
 @contextlib.contextmanager
 def running_orthanc(folder: Path, known: dict[str, tuple[str, int]] | None = None, dicomweb: bool = False,
-                    tls: tuple[Path, Path, Path] | None = None, user: tuple[str, str] | None = None):
+                    tls: tuple[Path, Path, Path] | None = None, user: tuple[str, str] | None = None,
+                    dicom_tls: tuple[Path, Path, Path] | None = None):
     """An Orthanc; `known`: the DICOM nodes it lets query and retrieve (AE title → host, port), as a site's PACS
     administrator declares them — any node may store and echo. `dicomweb`: its DICOMweb plugin on the HTTP port
-    (`tls`: over HTTPS, (CA, server certificate, key); `user`: behind HTTP basic auth)."""
+    (`tls`: over HTTPS, (CA, server certificate, key); `user`: behind HTTP basic auth). `dicom_tls`: its DICOM
+    port speaks DICOM TLS with that (CA, certificate, key); clients need no certificate."""
     dicom_port, http_port = free_ports(2)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"Name": "MedEdge test PACS", "StorageDirectory": str(folder / "storage"),
@@ -67,6 +69,10 @@ def running_orthanc(folder: Path, known: dict[str, tuple[str, int]] | None = Non
         config |= {"Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
     if user is not None:
         config |= {"AuthenticationEnabled": True, "RegisteredUsers": {user[0]: user[1]}}
+    if dicom_tls is not None:
+        config |= {"DicomTlsEnabled": True, "DicomTlsTrustedCertificates": str(dicom_tls[0]),
+                   "DicomTlsCertificate": str(dicom_tls[1]), "DicomTlsPrivateKey": str(dicom_tls[2]),
+                   "DicomTlsRemoteCertificateRequired": False}
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "w")
     process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)

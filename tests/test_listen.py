@@ -156,7 +156,7 @@ def test_only_the_allowed_senders_get_in(tmp_path, shared_cxr):
 
 @pytest.mark.parametrize("options, says", [
     (["--host", "0.0.0.0"], "name the senders with --allow"),
-    (["--host", "0.0.0.0", "--allow", "CT1"], "give --insecure"),
+    (["--host", "0.0.0.0", "--allow", "CT1"], "or --insecure to accept plaintext"),
     (["--ae-title", "A\\B"], "AE title"),
     (["--send", "pacs:4242"], "expected AET@host:port"),
 ])

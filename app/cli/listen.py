@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     listen.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
     listen.add_argument("--allow", metavar="AET,...", help="the calling AE titles let in (others: association "
                         "rejected); required beyond loopback")
+    listen.add_argument("--tls-cert", metavar="PEM", help="this node's certificate: DICOM TLS only (PS3.15 B.1)")
+    listen.add_argument("--tls-key", metavar="PEM", help="its private key")
+    listen.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept senders whose certificate this "
+                        "CA signed")
     listen.add_argument("--insecure", action="store_true", help="allow plaintext DICOM beyond loopback")
     listen.add_argument("--send", metavar="NODE", help="send each SR to this PACS node: AET@HOST:PORT (C-STORE) "
                         "or https://… (DICOMweb STOW-RS)")
@@ -69,12 +73,13 @@ def _listen(args: argparse.Namespace) -> int:
         allowed = tuple(checked_ae_title(t, "allowed AE title") for t in args.allow.split(",") if t.strip()) \
             if args.allow else None
         destination = parse_node(args.send) if args.send else None
+        tls = _server_tls(args)
         if not is_loopback(args.host):
             if allowed is None:
                 raise ValueError(f"listening on {args.host} lets any DICOM node in: name the senders with --allow")
-            if not args.insecure:
-                raise ValueError(f"DICOM on {args.host} would be plaintext beyond this machine: give --insecure "
-                                 "to accept that (e.g. on an isolated modality network)")
+            if tls is None and not args.insecure:
+                raise ValueError(f"DICOM on {args.host} would be plaintext beyond this machine: give --tls-cert and "
+                                 "--tls-key, or --insecure to accept plaintext (e.g. on an isolated modality network)")
         session = analysis_session(args, "listen")
     except (WeightsError, ValueError, EdgeError) as exc:
         return fail("listen", exc)
@@ -91,13 +96,13 @@ def _listen(args: argparse.Namespace) -> int:
         note(f"{waiting.qsize()} received before, not analysed yet: queued first")
     listener = StorageListener(inbox, ae_title, allowed, waiting.put, note)
     try:
-        listener.start(args.host, args.port)
+        listener.start(args.host, args.port, tls)
     except OSError as exc:
         return fail("listen", f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    note(f"listening as {ae_title} on {args.host}:{args.port}"
+    note(f"listening as {ae_title} on {args.host}:{args.port}" + (" (DICOM TLS)" if tls else "")
          + (f", from {', '.join(allowed)} only" if allowed else "") + (f"; SRs sent to {destination}" if destination
                                                                        else "") + "; stop with Ctrl-C")
     counts = {"analysed": 0, "failed": 0, "sent": 0}
@@ -116,6 +121,28 @@ def _listen(args: argparse.Namespace) -> int:
          f"{counts['analysed']} analysed, {counts['failed']} failed, {counts['sent']} SRs sent (what was received "
          "and not analysed yet is analysed on the next start)")
     return EXIT_OK
+
+
+def _server_tls(args: argparse.Namespace):
+    """The DICOM TLS context of --tls-cert/--tls-key (and --tls-client-ca), or None; ValueError when incomplete
+    or unreadable."""
+    import ssl
+
+    if not (args.tls_cert or args.tls_key):
+        if args.tls_client_ca:
+            raise ValueError("mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("DICOM TLS needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            context.load_verify_locations(args.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"DICOM TLS files not usable: {getattr(exc, 'strerror', None) or exc}") from None
+    return context
 
 
 def _take(waiting: queue.Queue[str], stop: threading.Event) -> list[str]:

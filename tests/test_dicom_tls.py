@@ -1,0 +1,74 @@
+"""DICOM TLS (PS3.15 B.1) on the DIMSE paths: a real Orthanc with TLS on its DICOM port — echo, store, find and
+C-GET through `tls:AET@host:port` — and `listen` with --tls-cert; the one-line answers when the CA is not the
+node's or a plain association meets a TLS port."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from test_listen import CANINE, Listener
+
+from pacs.dimse import DicomNetworkError, echo, store
+from pacs.nodes import DicomNode
+from pacs.query import StudyQuery, find_studies, get_study
+from viewer.loader import load_radiograph
+
+from orthanc import AE_TITLE, running_orthanc
+from test_edge import _certificates as make_certificates
+
+pytestmark = pytest.mark.timeout(300)
+US = "MEDEDGE"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture
+def trusting(monkeypatch, certificates):
+    monkeypatch.setenv("MEDEDGE_DICOM_CA", str(certificates["ca.pem"]))
+    return certificates
+
+
+def _instance(shared_cxr):
+    ds = pydicom.dcmread(shared_cxr / CANINE)
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "P-TLS-3", generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return ds
+
+
+def test_a_pacs_over_dicom_tls(tmp_path, shared_cxr, trusting, monkeypatch):
+    files = trusting
+    with running_orthanc(tmp_path / "orthanc", known={US: ("127.0.0.1", 1)},
+                         dicom_tls=(files["ca.pem"], files["server.pem"], files["server.key"])) as orthanc:
+        node = DicomNode.parse(f"tls:{AE_TITLE}@localhost:{orthanc.dicom_port}")
+        assert node.tls and str(node).startswith("tls:")
+        assert echo(node, US) > 0
+        ds = _instance(shared_cxr)
+        store(node, [ds], US)
+        [found] = find_studies(node, StudyQuery(patient_id="P-TLS-3"), US)
+        retrieved = get_study(node, found.study_uid, tmp_path / "cache", US)
+        assert [load_radiograph(str(p)).info.patient_id for p in retrieved.files] == ["P-TLS-3"]
+
+        plain = DicomNode(AE_TITLE, "localhost", orthanc.dicom_port)  # a plain association on the TLS port
+        with pytest.raises(DicomNetworkError) as refused:
+            echo(plain, US, timeout_s=5)
+        assert str(refused.value).startswith(str(plain)) and "\n" not in str(refused.value)
+        monkeypatch.setenv("MEDEDGE_DICOM_CA", str(files["other-ca.pem"]))
+        with pytest.raises(DicomNetworkError, match="certificate is not trusted"):
+            echo(node, US)
+
+
+def test_the_dicom_node_over_tls_needs_no_insecure_beyond_loopback(tmp_path, shared_cxr, trusting):
+    files = trusting
+    listener = Listener(tmp_path / "node", "--host", "0.0.0.0", "--allow", US, "--tls-cert", str(files["server.pem"]),
+                        "--tls-key", str(files["server.key"]))
+    assert "(DICOM TLS)" in listener.text()
+    node = DicomNode.parse(f"tls:MEDEDGE@localhost:{listener.port}")
+    store(node, [_instance(shared_cxr)], US)
+    listener.wait_for("analysed (local)")
+    with pytest.raises(DicomNetworkError):
+        echo(DicomNode("MEDEDGE", "localhost", listener.port), US, timeout_s=5)  # plaintext is not spoken there
+    assert listener.stop() == 0

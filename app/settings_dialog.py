@@ -134,9 +134,9 @@ class SettingsDialog(QDialog):
         self.theme.setCurrentIndex(self.theme.findData(settings.theme))
         form.addRow("Appearance", self.theme)
         self.pacs_nodes = QPlainTextEdit("\n".join(settings.pacs_nodes))
-        self.pacs_nodes.setPlaceholderText("PACS@pacs.example.org:104 (DIMSE: AE title@host:port; DICOM TLS: "
-                                           "tls:PACS@host:2762) or https://pacs.example.org/dicom-web (DICOMweb); "
-                                           "one per line, the first is the default")
+        self.pacs_nodes.setPlaceholderText("Main PACS = PACS@pacs.example.org:104 (a name if you like, then DIMSE "
+                                           "AE title@host:port, tls:PACS@host:2762 for DICOM TLS, or a DICOMweb "
+                                           "https://… URL); one per line, the first is the default")
         self.pacs_nodes.setMaximumHeight(60)
         form.addRow("PACS nodes", self.pacs_nodes)
         self.ae_title = QLineEdit(settings.ae_title)

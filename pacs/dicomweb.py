@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies
@@ -46,6 +46,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 @dataclass(frozen=True)
 class DicomWebNode:
     url: str  # the service's base URL, e.g. https://pacs.example.org/dicom-web
+    name: str = field(default="", compare=False)  # what people call it, when set
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -59,7 +60,7 @@ class DicomWebNode:
         object.__setattr__(self, "url", self.url.rstrip("/"))
 
     def __str__(self) -> str:
-        return self.url
+        return f"{self.name} ({self.url})" if self.name else self.url
 
 
 def _session() -> requests.Session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 AE_TITLE_SYNTAX = "1-16 characters of printable ASCII, no backslash"
 
@@ -27,6 +27,7 @@ class DicomNode:
     host: str
     port: int
     tls: bool = False  # DICOM TLS: written `tls:AET@host:port`
+    name: str = field(default="", compare=False)  # what people call it ("Main PACS"), when set
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", checked_ae_title(self.ae_title, "the node's AE title"))
@@ -48,9 +49,13 @@ class DicomNode:
                              "(tls:AET@host:port for DICOM TLS)")
         return cls(title, host.strip("[]"), int(port), tls)
 
-    def __str__(self) -> str:
+    @property
+    def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'tls:' if self.tls else ''}{self.ae_title}@{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.address})" if self.name else self.address
 
 
 def client_tls() -> ssl.SSLContext:

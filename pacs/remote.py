@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -18,11 +19,15 @@ PacsNode = DicomNode | DicomWebNode
 
 
 def parse_node(text: str) -> PacsNode:
-    """`AET@host:port` (DIMSE) or `https://host/path` (DICOMweb); ValueError saying what is wrong."""
-    text = text.strip()
-    if text.lower().startswith(("http://", "https://")):
-        return DicomWebNode(text)
-    return DicomNode.parse(text)
+    """`AET@host:port` or `tls:AET@host:port` (DIMSE), `https://host/path` (DICOMweb), each optionally named:
+    `Main PACS = ORTHANC@pacs:4242`; ValueError saying what is wrong."""
+    name, equals, address = text.partition("=")
+    if not equals or "@" in name or "://" in name:  # no name given (an `=` inside a URL is the URL's)
+        name, address = "", text
+    address = address.strip()
+    node: PacsNode = DicomWebNode(address) if address.lower().startswith(("http://", "https://")) \
+        else DicomNode.parse(address)
+    return replace(node, name=" ".join(name.split()))
 
 
 def echo(node: PacsNode, calling_ae: str, timeout_s: float = 10.0) -> float:

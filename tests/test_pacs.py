@@ -114,3 +114,17 @@ def test_c_move_brings_the_study_to_this_workstations_storage_port(pacs, tmp_pat
         get_study(node, dx_study, tmp_path / "elsewhere", "STRANGER", move_port=free_ports(1)[0])
     assert str(unknown.value).startswith(str(node)) and "\n" not in str(unknown.value)
 
+
+
+def test_nodes_are_written_as_people_name_them():
+    from pacs.remote import parse_node
+
+    main = parse_node(" Main  PACS = ORTHANC@pacs.example.org:4242")
+    assert (main.name, main.address, str(main)) == ("Main PACS", "ORTHANC@pacs.example.org:4242",
+                                                     "Main PACS (ORTHANC@pacs.example.org:4242)")
+    assert parse_node("tls:PACS@[::1]:2762").address == "tls:PACS@[::1]:2762"
+    web = parse_node("Cloud = https://pacs.example.org/dicom-web?site=a")
+    assert (web.name, web.url) == ("Cloud", "https://pacs.example.org/dicom-web?site=a")
+    assert parse_node("https://pacs.example.org/dicom-web?site=a").name == ""  # the URL's own `=`
+    with pytest.raises(ValueError, match="expected AET@host:port"):
+        parse_node("Main PACS = pacs.example.org")

@@ -128,3 +128,26 @@ def test_nodes_are_written_as_people_name_them():
     assert parse_node("https://pacs.example.org/dicom-web?site=a").name == ""  # the URL's own `=`
     with pytest.raises(ValueError, match="expected AET@host:port"):
         parse_node("Main PACS = pacs.example.org")
+
+
+def test_a_link_cut_or_stalled_mid_retrieve_says_so_and_keeps_what_came(pacs, tmp_path):
+    """Through a relay the test controls: the link cut after the first image (the association dies mid-transfer),
+    then stalled (nothing answers): each a one-line DicomNetworkError, the images already received kept."""
+    from bench.relay import Relay
+
+    node, _, dx_study, _ = pacs
+    with Relay((node.host, node.port)) as relay:
+        via = DicomNode(node.ae_title, "127.0.0.1", relay.port)
+        cut = tmp_path / "cut"
+        with pytest.raises(DicomNetworkError) as aborted:
+            get_study(via, dx_study, cut, US, timeout_s=5, progress=lambda done, total: relay.cut() if done else None)
+        assert str(aborted.value).startswith(str(via)) and "\n" not in str(aborted.value)
+        kept = list((cut / dx_study).glob("*.dcm"))
+        assert 1 <= len(kept) < 5 and all(load_radiograph(str(p)) for p in kept)
+        assert not list((cut / dx_study).glob("*.partial"))
+        relay.restore()
+        relay.stall()  # the connection opens; no byte comes back
+        with pytest.raises(DicomNetworkError) as stalled:
+            find_studies(via, StudyQuery(), US, timeout_s=3)
+        assert str(stalled.value).startswith(str(via)) and "\n" not in str(stalled.value)
+        relay.resume()

@@ -60,6 +60,22 @@ def add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) -> 
                                  "torch-fp16 is for --device cuda, where auto weighs it against FP32)")
 
 
+EDGE_HELP = ("Triton gRPC address of the edge server (several, comma-separated: requests are spread over them and "
+             "fail over)")
+SPLIT_HELP = ("auto (default with --edge: the planner measures the link and the edge and chooses; detector cut 6, "
+              "classifier cut 7 while it cannot), local, edge (full offload), K, or detector:K,classifier:K")
+
+
+def add_edge_options(parser: argparse.ArgumentParser, edge_help: str = EDGE_HELP,
+                     split_help: str = SPLIT_HELP) -> None:
+    """--edge, --split, --wire and the TLS client options: the edge server an analysis may split with."""
+    parser.add_argument("--edge", metavar="HOST:PORT", help=edge_help)
+    parser.add_argument("--split", metavar="MODE", help=split_help)
+    parser.add_argument("--wire", choices=WIRE_CHOICES, default="fp32",
+                        help="wire format of a fixed split (auto chooses its own)")
+    add_tls_client_options(parser)
+
+
 def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="gRPC over TLS")
     parser.add_argument("--ca", metavar="PEM", help="CA certificate that signed the edge server's certificate")

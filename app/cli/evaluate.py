@@ -11,9 +11,8 @@ from app.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     RUNTIME_CHOICES,
-    WIRE_CHOICES,
+    add_edge_options,
     add_model_options,
-    add_tls_client_options,
     analysis_session,
     fail,
     first_radiograph,
@@ -43,12 +42,8 @@ def add_parser(sub) -> None:
                                f"INT8); any of {', '.join(RUNTIME_CHOICES)}")
     evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     add_model_options(evaluate, runtime=False)
-    evaluate.add_argument("--edge", metavar="HOST:PORT", help="also evaluate a split run on this edge server")
-    evaluate.add_argument("--split", metavar="MODE", help="the split run's cuts: auto (default), edge, K, or "
-                          "detector:K,classifier:K")
-    evaluate.add_argument("--wire", choices=WIRE_CHOICES, default="fp32",
-                          help="wire format of a fixed split (auto chooses its own)")
-    add_tls_client_options(evaluate)
+    add_edge_options(evaluate, edge_help="also evaluate a split run on this edge server",
+                     split_help="the split run's cuts: auto (default), edge, K, or detector:K,classifier:K")
     evaluate.set_defaults(run=_evaluate)
 
 

@@ -11,9 +11,8 @@ from app.cli.common import (
     EXIT_EDGE_FAILED,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    WIRE_CHOICES,
+    add_edge_options,
     add_model_options,
-    add_tls_client_options,
     analysis_session,
     fail,
     first_radiograph,
@@ -41,12 +40,7 @@ def add_parser(sub) -> None:
     infer.add_argument("--retry-failed", action="store_true", help="with --out: also retry files that could not "
                        "be read in an earlier run (e.g. after installing a decoder)")
     add_model_options(infer)
-    infer.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server (several, "
-                       "comma-separated: requests are spread over them and fail over)")
-    infer.add_argument("--split", metavar="MODE", help="auto (default with --edge: detector cut 6, classifier "
-                       "cut 7), local, edge (full offload), K, or detector:K,classifier:K")
-    infer.add_argument("--wire", choices=WIRE_CHOICES, default="fp32",
-                       help="wire format for fixed splits (auto chooses its own)")
+    add_edge_options(infer)
     infer.add_argument("--no-fallback", action="store_true",
                        help="fail (exit 3) instead of finishing a study locally when the edge fails")
     infer.add_argument("--send", metavar="NODE", help="with --out or --sr: send each SR to this PACS node, "
@@ -56,7 +50,6 @@ def add_parser(sub) -> None:
                        "--send (default MEDEDGE)")
     infer.add_argument("--sr", metavar="DIR", help="also write a DICOM Comprehensive SR (TID 1500) per DICOM study "
                        "into DIR, named by its SOP Instance UID")
-    add_tls_client_options(infer)
     infer.set_defaults(run=_infer)
 
 

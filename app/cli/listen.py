@@ -13,9 +13,8 @@ from pathlib import Path
 
 from app.cli.common import (
     EXIT_OK,
-    WIRE_CHOICES,
+    add_edge_options,
     add_model_options,
-    add_tls_client_options,
     analysis_session,
     fail,
 )
@@ -49,12 +48,7 @@ def add_parser(sub) -> None:
     listen.add_argument("--send", metavar="NODE", help="send each SR to this PACS node: AET@HOST:PORT (C-STORE) "
                         "or https://… (DICOMweb STOW-RS)")
     add_model_options(listen)
-    listen.add_argument("--edge", metavar="HOST:PORT", help="Triton gRPC address of the edge server (several, "
-                        "comma-separated)")
-    listen.add_argument("--split", metavar="MODE", help="auto (default with --edge), local, edge, K, or "
-                        "detector:K,classifier:K")
-    listen.add_argument("--wire", choices=WIRE_CHOICES, default="fp32", help="wire format for fixed splits")
-    add_tls_client_options(listen)
+    add_edge_options(listen)
     listen.set_defaults(run=_listen)
 
 

@@ -19,8 +19,6 @@ from inference.edge.repository import PROBE_MODEL
 from inference.planning.plan import plan_for
 from viewer.radiograph import Radiograph
 
-SERIES_FOR_THROUGHPUT = False  # Analyze all: each study's fastest plan, pipelined (see docs/benchmarks.md)
-
 
 @dataclass
 class Job:
@@ -38,7 +36,7 @@ class AnalysisService(QObject):
     finished = Signal(str, object)  # path, Findings
     failed = Signal(str, str)       # path, one-line reason
     cancelled = Signal(str)         # path
-    started = Signal(str)           # path: a series' study begins
+    started = Signal(str, str)      # path, where: a series' study begins on this workstation or an edge
     series_ended = Signal(bool, str)  # cancelled, the reason it stopped ("" when every study ended)
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
@@ -68,7 +66,7 @@ class AnalysisService(QObject):
         return self._start(radiograph.path, self._run, radiograph)
 
     def analyze_all(self, radiographs: list[Radiograph]) -> Job:
-        """The studies as one pipelined series: the next ones' local stages run while the edge works."""
+        """The studies as one worklist, spread over every edge server and (auto) this workstation."""
         return self._start("", self._run_series, list(radiographs))
 
     def _start(self, path: str, run, what) -> Job:
@@ -128,13 +126,11 @@ class AnalysisService(QObject):
             return
         session = self._session_for(settings, radiographs[0].path)
 
-        def begun():  # each study as the pipeline takes it up
-            for radiograph in radiographs:
-                self._path = radiograph.path
-                self.started.emit(radiograph.path)
-                yield radiograph
+        def started(radiograph: Radiograph, where: str) -> None:  # from the worklist's threads: queued signals
+            self._path = radiograph.path
+            self.started.emit(radiograph.path, where)
 
-        for result in session.analyze_series(begun(), cancel=cancel, for_throughput=SERIES_FOR_THROUGHPUT):
+        for result in session.analyze_series(radiographs, cancel=cancel, started=started):
             if isinstance(result, StudyError):
                 self.failed.emit(result.path, _one_line(result.error))
             else:

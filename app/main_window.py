@@ -139,7 +139,8 @@ class MainWindow(QMainWindow):
         # "Analyze all": after the handlers above (they set the single-study state, these step the batch)
         self.analysis.started.connect(self.studies.batch_study_began)
         self.analysis.finished.connect(
-            lambda path, findings: self.studies.batch_study_ended(path, f"done: {findings.mode.value}"))
+            lambda path, findings: self.studies.batch_study_ended(
+                path, f"done: {findings.mode.value} on {', '.join(findings.ran_on)}"))
         self.analysis.failed.connect(
             lambda path, reason: self.studies.batch_study_ended(path, f"failed: {reason}", failed=True))
         self.analysis.series_ended.connect(self.studies.end_batch)

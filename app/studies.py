@@ -130,9 +130,9 @@ class StudyModel(QObject):
         self.batch_changed.emit(self.batch)
         return self.batch
 
-    def batch_study_began(self, path: str) -> None:
+    def batch_study_began(self, path: str, where: str = "") -> None:
         if self.batch is not None and path in self.batch.pending:
-            self.set_status(path, "analysing")
+            self.set_status(path, f"analysing on {where}" if where else "analysing")
 
     def batch_study_ended(self, path: str, status: str, failed: bool = False) -> None:
         """One of the batch's studies ended (a single study's analysis is not the batch's: ignored)."""

@@ -1,7 +1,7 @@
 """The viewer's Analyze all on an edge set-up: the studies one after another (how the viewer ran them until
-the analysis session: its single-study path, each study planned for its own latency) against one pipelined
-series (Analyze all now: planned for throughput, the next studies' local stages running while the edge works),
-side by side in rotated rounds of one run.
+the analysis session: its single-study path, each study planned for its own latency) against Analyze all now
+(a worklist spread over the edge, which takes whole models, and this workstation, which analyses studies of
+its own at a low CPU priority), side by side in rotated rounds of one run.
 
 Set-up, built and removed here (needs root for the quota): `edge serve` on loopback pinned to CPU 1; the
 viewer (this process, offscreen, a real MainWindow) pinned to CPU 0 and, with --workstation-quota, limited to
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def measure(args, work: Path, address: str, quota: float | None) -> int:
             wait(app, lambda path=path: path in results and not window.analysis.busy)
         return time.perf_counter() - started
 
-    def pipelined() -> float:  # Analyze all now
+    def spread() -> float:  # Analyze all now
         results.clear()
         started = time.perf_counter()
         window.analyze_all()
@@ -132,25 +133,26 @@ def measure(args, work: Path, address: str, quota: float | None) -> int:
 
     print("warm-up: models, the planner's measurements (cached for this workstation)", file=sys.stderr, flush=True)
     one_by_one()
-    pipelined()
-    times: dict[str, list[float]] = {"one by one": [], "pipelined": []}
+    spread()
+    times: dict[str, list[float]] = {"one by one": [], "spread": []}
+    where: dict[str, Counter] = {"one by one": Counter(), "spread": Counter()}
     for round_ in range(args.rounds):
-        for name, run in (("one by one", one_by_one), ("pipelined", pipelined))[::1 if round_ % 2 == 0 else -1]:
+        for name, run in (("one by one", one_by_one), ("spread", spread))[::1 if round_ % 2 == 0 else -1]:
             times[name].append(run())
-            modes = sorted({r.mode.value if hasattr(r, "mode") else f"failed: {r}" for r in results.values()})
-            print(f"round {round_ + 1}: {name} {times[name][-1]:.1f} s ({', '.join(modes)})", file=sys.stderr,
-                  flush=True)
-    last = results[order[-1]]  # the series plan, as its last study records it
-    plans = {kind.value: f"cut {run.cut} {run.wire.value if run.wire else ''}".strip() for kind, run in last.models.items()}
-    one, piped = statistics.median(times["one by one"]), statistics.median(times["pipelined"])
+            modes = Counter(f"{r.mode.value} on {'+'.join(r.ran_on)}" if hasattr(r, "mode") else f"failed: {r}"
+                            for r in results.values())
+            where[name].update(modes)
+            print(f"round {round_ + 1}: {name} {times[name][-1]:.1f} s ({dict(modes)})", file=sys.stderr, flush=True)
+    one, piped = statistics.median(times["one by one"]), statistics.median(times["spread"])
     setting = ("viewer (offscreen MainWindow) on CPU 0" + (f" at {quota:.0%} of it (cgroup cpu quota, "
                f"{CGROUP_PERIOD_US // 1000} ms period)" if quota is not None else "") +
                ", `edge serve` on CPU 1, loopback")
     report = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": " ".join(["bench/bench_gui_batch.py", *sys.argv[1:]]), "setting": setting,
-              "studies": len(order), "rounds": args.rounds, "seconds": times, "last_series_plan": plans,
-              "one_by_one_s": one, "pipelined_s": piped, "speed_up": one / piped}
-    print(f"| {len(order)} studies | one by one {one:.1f} s | pipelined {piped:.1f} s | {one / piped:.2f}× |")
+              "studies": len(order), "rounds": args.rounds, "seconds": times,
+              "where": {name: dict(counts) for name, counts in where.items()},
+              "one_by_one_s": one, "spread_s": piped, "speed_up": one / piped}
+    print(f"| {len(order)} studies | one by one {one:.1f} s | spread {piped:.1f} s | {one / piped:.2f}× |")
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

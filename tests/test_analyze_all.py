@@ -46,11 +46,12 @@ def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_pat
         window.analyze_all_action.trigger()
         assert _statuses(window) == ["queued", "queued", "queued"]
         assert window.progress.isVisible() and window.progress.maximum() == 3
-        qtbot.waitUntil(lambda: "analysing" in _statuses(window), timeout=60_000)  # as the pipeline takes them
+        # as a lane of the worklist takes them, saying which
+        qtbot.waitUntil(lambda: "analysing on workstation" in _statuses(window), timeout=60_000)
         qtbot.waitUntil(lambda: "Analyze all finished" in window.statusBar().currentMessage(), timeout=180_000)
     assert watchdog.longest_ms < 500, f"UI blocked for {watchdog.longest_ms:.0f} ms"
     assert {p: window.study_list.status(p) for p in window.study_list.paths} == {
-        str(paths[0]): "done: local", failing: "failed: edge and local both unavailable", str(paths[2]): "done: local"}
+        str(paths[0]): "done: local on workstation", failing: "failed: edge and local both unavailable", str(paths[2]): "done: local on workstation"}
     assert {str(p) for p in paths if window.studies.findings(str(p))} == {str(paths[0]), str(paths[2])}
     assert "2 of 3 analysed, 1 failed" in window.statusBar().currentMessage()
     assert not window.progress.isVisible() and window.progress.maximum() == 0  # back to the busy indicator
@@ -75,5 +76,5 @@ def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path, monkeypatch)
     qtbot.waitUntil(lambda: _statuses(window)[0].startswith("done"), timeout=180_000)
     window.cancel_action.trigger()  # Esc
     qtbot.waitUntil(lambda: "Analyze all stopped" in window.statusBar().currentMessage(), timeout=60_000)
-    assert _statuses(window) == ["done: local", "cancelled", "cancelled"]
+    assert _statuses(window) == ["done: local on workstation", "cancelled", "cancelled"]
     assert not window.progress.isVisible() and not window.analysis.busy

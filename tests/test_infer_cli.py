@@ -23,7 +23,8 @@ def test_infer_real_files_json_lines(shared_cxr, tmp_path):
     assert [r["path"] for r in records] == paths
     for record in records[:-1]:
         assert set(record) == {"path", "weights", "demo_weights", "detections", "probabilities", "mode",
-                               "split", "timing_ms", "runtime"}
+                               "split", "timing_ms", "runtime", "ran_on"}
+        assert record["ran_on"] == ["workstation"]
         assert set(record["runtime"]) == {"detector", "classifier"}  # which local runtime ran each model
         assert record["weights"] == {"detector": "demo", "classifier": "demo"} and record["demo_weights"]
         assert list(record["probabilities"]) == list(CHESTXRAY14)

@@ -15,7 +15,6 @@ from app.cli.common import (
     add_model_options,
     analysis_session,
     fail,
-    first_radiograph,
 )
 from app.results import write_and_send
 from viewer.media import files_to_open
@@ -111,12 +110,10 @@ def _infer(args: argparse.Namespace) -> int:
     except (WeightsError, ValueError, EdgeError) as exc:
         return fail("infer", exc)
     files, sink, sr_folder = _infer_target(args)
-    if session.planner is not None and files:  # several studies: planned for throughput, the series pipelined
-        session.prepare(first_radiograph(files), series=len(files) > 1 or args.recursive)
     analyzer = session.analyzer
     dicom: set[str] = set()  # a worklist writes an SR for DICOM studies only; --sr alone says why not for others
 
-    def studies():  # loaded lazily: loading study i+1 overlaps the edge's work on study i
+    def studies():  # loaded lazily, a little ahead of the devices analysing them
         for path in files:
             if sink.stopping:
                 return  # Ctrl-C: the studies already begun finish and are written; no new one starts
@@ -143,7 +140,9 @@ def _infer(args: argparse.Namespace) -> int:
         return written
 
     with sink:
-        for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback, planned=True):
+        # JSON lines in the order of the paths given; a worklist's lines as each study ends
+        for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback,
+                                             in_order=not args.out):
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here

@@ -7,6 +7,7 @@ a study is never lost. Pre- and post-processing always run here.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
@@ -23,7 +24,7 @@ from inference.config import Device, DeviceKind, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.models.detector import DetectorConfig, YoloDetector
-from inference.models.findings import ActivationMaps, Detection, Findings, Mode, ModelRun
+from inference.models.findings import WORKSTATION, ActivationMaps, Detection, Findings, Mode, ModelRun
 from inference.models.parts import EdgePartSpec, kind_of, part_spec, tensor_name
 from inference.models.postprocess import calibrate, decode_detections
 from inference.models.preprocess import CropGeometry, Letterbox, classifier_crops, letterbox
@@ -142,6 +143,8 @@ class _Run:
     edge_ms: float = 0.0      # the edge's compute, as the edge reports it
     queued_ms: float = 0.0    # waiting behind this series' earlier requests to the same part
     used_edge: bool = False
+    server: str = ""          # the edge server that answered
+    ran_here: bool = True     # any of its stages ran on this workstation
     fallback_reason: str | None = None
     link_down: bool = False  # the server could not be reached at all (not e.g. a missing model)
 
@@ -209,6 +212,10 @@ class Analyzer:
                 if session is not None:
                     self.onnx[name], self.runtimes[name] = session, session.runtime
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
+        self._own_state()
+
+    def _own_state(self) -> None:
+        """What one analyzer keeps for itself and its edge: one analysis at a time, its requests in flight."""
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # edge requests of a pipelined series
         self._flight_lock = threading.Lock()
@@ -216,6 +223,14 @@ class Analyzer:
         self._request_ids = itertools.count()
         self._served_until: dict[str, float] = {}   # part → when its last reply came (service time of the next)
         self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
+
+    def with_edge(self, edge: EdgeClient | None) -> Analyzer:
+        """An analyzer sharing these models (loaded once) with `edge` (None: this workstation alone), that
+        analyses at the same time as this one: a lane of a worklist spread over several devices."""
+        lane = copy.copy(self)
+        lane.edge = edge
+        lane._own_state()
+        return lane
 
     @property
     def weights(self) -> dict[ModelKind, str]:
@@ -437,7 +452,8 @@ class Analyzer:
                 run.fallback_reason = str(error)
                 run.link_down = error.failure in LINK_FAILURES
             else:
-                run.outputs, run.used_edge = dict(timed.reply.outputs), True
+                run.outputs, run.used_edge, run.server = dict(timed.reply.outputs), True, timed.reply.server
+                run.ran_here = k > 0
                 run.edge_ms = min(timed.reply.edge_ms, timed.service_ms)
                 run.transfer_ms = timed.service_ms - run.edge_ms
                 run.queued_ms = timed.round_trip_ms - timed.service_ms
@@ -491,6 +507,8 @@ class Analyzer:
                        "transfer": phase("transfer_ms"), "edge": phase("edge_ms"), "queued": phase("queued_ms"),
                        "postprocess": (finished - ran) * 1e3, "total": (finished - begun.started) * 1e3},
             fallback_reason="; ".join(reasons) or None,
+            ran_on=tuple(dict.fromkeys([WORKSTATION] * any(r.ran_here for r in runs.values())
+                                       + [r.server for r in runs.values() if r.server])),
             activation_maps=maps,
         )
 

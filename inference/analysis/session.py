@@ -9,12 +9,12 @@ each result with the plan and plans again when they drift apart. The viewer's an
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 
-from inference.analysis.analyzer import AHEAD, Analyzer, StudyError
-from inference.edge.client import EdgeError
-from inference.models.findings import Findings
+from inference.analysis.analyzer import Analyzer, StudyError
+from inference.analysis.spread import Lane, SpreadWorklist
+from inference.edge.client import EdgeError, EdgeGroup
+from inference.models.findings import WORKSTATION, Findings
 from inference.planning.plan import Plan
 from inference.planning.planner import Planner
 from viewer.radiograph import Radiograph
@@ -34,11 +34,13 @@ class AnalysisSession:
                         if auto and analyzer.edge is not None else None)
         self.plan = fixed
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)
+        self._lanes: list[Lane] | None = None
 
-    def prepare(self, study: Radiograph | None, series: bool = False) -> Plan:
-        """The plan for the next study, or for a pipelined `series` (the plan of the highest throughput).
-        Auto: the planner's choice — measured on the first call, then from its cache — with `study`, a real
-        radiograph, teaching it how the wire compresses; the fixed cuts when the edge cannot be measured."""
+    def prepare(self, study: Radiograph | None, offload: bool = False) -> Plan:
+        """The plan for the next study, or with `offload` each model's fastest full offload (a worklist's edge
+        lanes, beside this workstation's own). Auto: the planner's choice — measured on the first call, then
+        from its cache — with `study`, a real radiograph, teaching it how the wire compresses; the fixed cuts
+        when the edge cannot be measured."""
         if self.planner is None:
             return self.fixed
         with self._lock:
@@ -47,7 +49,7 @@ class AnalysisSession:
             if self.planner.link is None or not self.planner.options:
                 self.progress("measuring the link and the edge to choose the cuts…")
             try:
-                self.plan = self.planner.plan(series=series)
+                self.plan = self.planner.plan(offload=offload)
             except EdgeError as exc:
                 self.progress(f"cannot measure the edge ({exc}); using the fixed auto cuts")
                 self.plan = self.fixed
@@ -65,45 +67,62 @@ class AnalysisSession:
         self.progress(f"running both models {where}…")
         findings = self.analyzer.analyze(radiograph, plan, with_heat_maps=self.with_heat_maps,
                                          allow_fallback=allow_fallback, cancel=cancel)
-        return self._observed(findings, None, series=False)
+        return self._observed(findings)
+
+    def lanes(self) -> list[Lane]:
+        """The devices a worklist is spread over: every edge server, on the session's plan, and with the
+        automatic split this workstation too (whole models here); made once, their plans set per worklist."""
+        if self._lanes is None:
+            edge = self.analyzer.edge
+            if self.planner is None and not self.fixed.uses_edge(self.analyzer.stage_counts):
+                edge = None  # a local split: the edge is not asked
+            servers = edge.clients if isinstance(edge, EdgeGroup) else [edge] if edge is not None else []
+            self._lanes = [Lane(server.settings.address, self.analyzer.with_edge(server), self.plan)
+                           for server in servers]
+            if self.planner is not None or not self._lanes:
+                self._lanes.append(Lane(WORKSTATION, self.analyzer.with_edge(None), self.analyzer.local_plan(),
+                                        background=bool(self._lanes)))
+        return self._lanes
 
     def analyze_series(self, studies: Iterable[Radiograph | StudyError], cancel: threading.Event | None = None,
-                       allow_fallback: bool = True, planned: bool = False,
-                       for_throughput: bool = True) -> Iterator[Findings | StudyError]:
-        """A pipelined series (`Analyzer.analyze_many`: results in input order, a failed study as its
-        `StudyError`), planned on its first radiograph unless `planned` (already prepared) — for throughput,
-        or with `for_throughput=False` each study's own fastest plan, pipelined all the same — held to its
-        pace and planned again when that drifts."""
-        ready = planned or self.planner is None
+                       allow_fallback: bool = True, started: Callable[[Radiograph, str], None] | None = None,
+                       in_order: bool = False) -> Iterator[Findings | StudyError]:
+        """A worklist, results as they finish by default (a failed study as its `StudyError`): spread over the lanes
+        (`SpreadWorklist`: each edge server and, with the automatic split, this workstation), planned on its
+        first radiograph — the edges then take whole models. Without an edge, one study after another here.
+        `started(study, lane)` is called as a lane takes a study; `in_order`: results in the input's order."""
+        lanes = self.lanes()
+        edge_lanes = [lane for lane in lanes if lane.analyzer.edge is not None]
 
-        def first_plans(studies):
-            nonlocal ready
+        def planned(studies):
+            ready = self.planner is None
             for study in studies:
                 if not ready and isinstance(study, Radiograph):
-                    self.prepare(study, series=for_throughput)
+                    plan = self.prepare(study, offload=True)
+                    for lane in edge_lanes:
+                        lane.plan = plan
                     ready = True
                 yield study
 
-        arrived: list[float] = []  # when each result came: a series plan is held to the time between them
-        for result in self.analyzer.analyze_many(first_plans(studies), lambda: self.plan,
-                                                 with_heat_maps=self.with_heat_maps, allow_fallback=allow_fallback,
-                                                 cancel=cancel):
-            arrived.append(time.perf_counter())
-            if isinstance(result, Findings):
-                # the first results come as the pipeline fills: their spacing says nothing of its pace
-                period = (arrived[-1] - arrived[-2]) * 1e3 if len(arrived) > AHEAD + 1 else None
-                # a study's own plan is not held to pipelined times (they stretch as the studies share the
-                # workstation and the edge: read as drift, the edge was measured again mid-series, 3× slower)
-                result = self._observed(result, period, series=True) if for_throughput else self._predicted(result)
-            yield result
+        if edge_lanes:
+            self.progress("analysing on " + ", ".join(
+                "this workstation" if lane.name == WORKSTATION else f"edge {lane.name}" for lane in lanes) + "…")
+        for lane in edge_lanes:
+            lane.plan = self.plan
+        worklist = SpreadWorklist(lanes, planned(studies), with_heat_maps=self.with_heat_maps,
+                                  allow_fallback=allow_fallback, cancel=cancel, started=started,
+                                  in_order=in_order)
+        for result in worklist:
+            yield self._predicted(result) if isinstance(result, Findings) else result
 
     def _predicted(self, findings: Findings) -> Findings:
-        """The result with the plan's predictions beside it."""
+        """The result with the plan's predictions beside the models that ran as planned."""
         if self.planner is None or not self.planner.options:
             return findings
-        return findings.predicted({kind: option.predicted_ms for kind, option in self.planner.options.items()})
+        return findings.predicted({kind: option.predicted_ms for kind, option in self.planner.options.items()
+                                   if findings.models[kind].cut == option.cut})
 
-    def _observed(self, findings: Findings, period_ms: float | None, series: bool) -> Findings:
+    def _observed(self, findings: Findings) -> Findings:
         """The result with the plan's predictions beside it; on lasting drift the next study is planned
         again."""
         planner = self.planner
@@ -111,6 +130,6 @@ class AnalysisSession:
             return findings
         findings = self._predicted(findings)
         measured = {kind: run.measured_ms for kind, run in findings.models.items()}
-        if not findings.fallback_reason and planner.observe(measured, findings.timing_ms["queued"], period_ms):
-            self.prepare(None, series=series and planner.series_ms is not None)
+        if not findings.fallback_reason and planner.observe(measured, findings.timing_ms["queued"]):
+            self.prepare(None)
         return findings

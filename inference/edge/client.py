@@ -109,6 +109,7 @@ class EdgeReply:
     outputs: dict[str, np.ndarray]
     round_trip_ms: float
     edge_ms: float  # server compute for this request (from Triton's statistics); transfer = the rest
+    server: str = ""  # the address of the server that answered
 
 
 class EdgeClient:
@@ -247,7 +248,7 @@ class EdgeClient:
             edge_ms = float(result.as_numpy(COMPUTE_TIME_OUTPUT)[0, 0])
         else:
             edge_ms = self._stats_compute_ms(spec.name, before)
-        return EdgeReply(arrays, round_trip, min(max(edge_ms, 0.0), round_trip))
+        return EdgeReply(arrays, round_trip, min(max(edge_ms, 0.0), round_trip), self.settings.address)
 
     def _compute_stats(self, model: str) -> tuple[int, int] | None:
         """(requests completed, cumulative compute ns) of `model` from Triton's statistics."""

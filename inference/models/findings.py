@@ -12,6 +12,7 @@ import numpy as np
 from inference.config import ModelKind, Runtime, WireFormat
 from inference.models.preprocess import CropGeometry
 
+WORKSTATION = "workstation"  # in `ran_on`; an edge server is named by its address
 TIMING_PHASES = ("preprocess", "local", "transfer", "edge", "queued", "postprocess", "total")
 
 
@@ -72,6 +73,7 @@ class Findings:
     mode: Mode = Mode.LOCAL
     timing_ms: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
+    ran_on: tuple[str, ...] = (WORKSTATION,)   # where the models' stages ran: this workstation, edge servers
     activation_maps: ActivationMaps | None = field(default=None, repr=False, compare=False)
 
     def heat_map(self, finding: str) -> np.ndarray:
@@ -103,6 +105,7 @@ class Findings:
             "split": {name: run.cut for name, run in runs.items()},
             "timing_ms": {k: round(self.timing_ms.get(k, 0.0), 2) for k in TIMING_PHASES},
             "runtime": {name: run.runtime.value for name, run in runs.items()},
+            "ran_on": list(self.ran_on),
         }
         if wire := {name: run.wire.value for name, run in runs.items() if run.wire is not None}:
             record["wire"] = wire

@@ -454,17 +454,23 @@ class Planner:
 
     # ------------------------------------------------------------ choosing
 
-    def plan(self, series: bool = False) -> Plan:
+    def plan(self, series: bool = False, offload: bool = False) -> Plan:
         """The fastest plan for one study, or with `series` the one with the highest pipelined throughput
-        (the least `series_bound_ms`; ties to the faster single study)."""
+        (the least `series_bound_ms`; ties to the faster single study), or with `offload` each model's fastest
+        full offload (a worklist's edge lanes, beside this workstation analysing studies of its own; a model
+        with no full offload served gets its fastest plan)."""
         if self.link is None:
             self.measure_link()
         served = set(self.edge.status().models)
         models = self.models()
 
         def per_model(name: ModelKind):
-            return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False)),
-                                  key=lambda c: c[0].predicted_ms)
+            def ranked():
+                options = self.candidates(name, models[name], served, gated=False)
+                if offload and any(o.cut == 0 for o in options):
+                    options = [o for o in options if o.cut == 0]
+                return sorted(((o,) for o in options), key=lambda c: c[0].predicted_ms)
+            return ranked
 
         def pairs():
             each = [self.candidates(name, model, served, gated=False) for name, model in models.items()]

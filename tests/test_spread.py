@@ -1,0 +1,239 @@
+"""A worklist spread over devices (inference/analysis/spread.py) against real Triton servers on loopback: every
+study exactly once, each device's share following its speed, an edge killed or stalled mid-worklist losing
+nothing, a straggler stolen at the tail, and the lanes a session makes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from bench.relay import Relay
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.analysis.session import AnalysisSession
+from inference.analysis.spread import Lane, SpreadWorklist
+from inference.config import WireFormat
+from inference.edge.client import EdgeClient, EdgeGroup, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
+from inference.models.findings import WORKSTATION, Findings, Mode
+from inference.planning.plan import ModelPlan, Plan
+from viewer.loader import load_radiograph
+
+from dicom_factory import dataset, gradient, write
+from test_edge import TINY, start_server
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(ModelChoice(detector=TINY, runtime="torch"))
+
+
+@pytest.fixture(scope="module")
+def repository(analyzer, tmp_path_factory):
+    """The classifier's cut 7 (a 98 KiB tensor): quick on the CPU; the detector runs here."""
+    root = tmp_path_factory.mktemp("spread") / "repository"
+    write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
+                                        WireFormat.FP32)], gpu=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def servers(repository, tmp_path_factory):
+    started = [start_server(repository, tmp_path_factory.mktemp(f"edge{i}")) for i in range(2)]
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    return load_radiograph(write(dataset(gradient(320, 288, bits=12, seed=7), bits_stored=12), folder / "s.dcm"))
+
+
+def _plan(analyzer: Analyzer) -> Plan:
+    return Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(7, WireFormat.FP32))
+
+
+def _studies(study, count: int):
+    """`count` studies, told apart by their paths (the same pixels: the same answer wherever they run)."""
+    return [dataclasses.replace(study, path=f"study-{i:02d}") for i in range(count)]
+
+
+def _edge_lane(analyzer: Analyzer, address: str, timeout_s: float = 10) -> Lane:
+    client = EdgeClient(EdgeSettings(address, timeout_s=timeout_s))
+    return Lane(address, analyzer.with_edge(client), _plan(analyzer))
+
+
+def _workstation(analyzer: Analyzer) -> Lane:
+    return Lane(WORKSTATION, analyzer.with_edge(None), analyzer.local_plan(), background=True)
+
+
+def _close(lanes: list[Lane]) -> None:
+    for lane in lanes:
+        if lane.analyzer.edge is not None:
+            lane.analyzer.edge.close()
+
+
+def _exactly_once(results, studies) -> list[Findings]:
+    assert all(isinstance(r, Findings) for r in results), results
+    assert Counter(r.path for r in results) == Counter(s.path for s in studies)
+    first = results[0].probabilities
+    assert all(max(abs(r.probabilities[k] - v) for k, v in first.items()) < 1e-5 for r in results)
+    return results
+
+
+def test_every_device_takes_studies_and_each_study_comes_once(analyzer, servers, study):
+    lanes = [_edge_lane(analyzer, s.grpc_address) for s in servers] + [_workstation(analyzer)]
+    studies = _studies(study, 24)
+    began: list[tuple[str, str]] = []
+    try:
+        results = list(SpreadWorklist(lanes, studies, with_heat_maps=False,
+                                      started=lambda s, lane: began.append((s.path, lane))))
+    finally:
+        _close(lanes)
+    _exactly_once(results, studies)
+    where = Counter(r.ran_on for r in results)
+    for server in servers:  # each edge took its share; its studies say so
+        assert where[(WORKSTATION, server.grpc_address)] > 0, where
+    assert all(r.mode is Mode.DISTRIBUTED for r in results if len(r.ran_on) == 2)
+    assert all(r.mode is Mode.LOCAL for r in results if r.ran_on == (WORKSTATION,))
+    assert {path for path, _ in began} == {s.path for s in studies}
+    assert sum(lane.done for lane in lanes) == 24
+
+
+def test_a_slower_edge_gets_fewer_studies(analyzer, servers, study):
+    """Edge B behind a relay that holds every chunk 300 ms: A, as fast as the workstation lets it, takes most."""
+    fast, slow = servers
+    host, port = slow.grpc_address.rsplit(":", 1)
+    with Relay((host, int(port)), delay_ms=300) as relay:
+        lanes = [_edge_lane(analyzer, fast.grpc_address), _edge_lane(analyzer, relay.address)]
+        lanes[1].name = relay.address
+        studies = _studies(study, 30)
+        try:
+            results = list(SpreadWorklist(lanes, studies, with_heat_maps=False, allow_fallback=False))
+        finally:
+            _close(lanes)
+    _exactly_once(results, studies)
+    taken = Counter(r.ran_on[-1] for r in results)
+    assert taken[fast.grpc_address] >= 2 * taken[relay.address] > 0, taken
+
+
+def test_an_edge_killed_mid_worklist_loses_nothing(analyzer, repository, servers, study, tmp_path):
+    """SIGKILL to one of two edges with requests in flight, no local fallback allowed: its studies go to the
+    other edge, each study once, none run here."""
+    doomed = start_server(repository, tmp_path)
+    lanes = [_edge_lane(analyzer, servers[0].grpc_address, 5), _edge_lane(analyzer, doomed.grpc_address, 5)]
+    studies = _studies(study, 20)
+    results = []
+    try:
+        for result in SpreadWorklist(lanes, studies, with_heat_maps=False, allow_fallback=False, retry_s=60):
+            results.append(result)
+            if len(results) == 4:
+                os.killpg(doomed.process.pid, signal.SIGKILL)
+    finally:
+        doomed.stop()
+        _close(lanes)
+    _exactly_once(results, studies)
+    assert all(r.mode is Mode.DISTRIBUTED for r in results)
+    assert Counter(r.ran_on[-1] for r in results[8:]) == {servers[0].grpc_address: 12}
+
+
+def test_a_stalled_edge_loses_nothing_and_comes_back(analyzer, servers, study):
+    """An edge whose link stalls for 5 s mid-worklist: the other edge runs its studies (a study it holds is
+    run again elsewhere once overdue), the worklist keeps pace with its input, and once the link flows again
+    the edge takes studies again."""
+    host, port = servers[1].grpc_address.rsplit(":", 1)
+    with Relay((host, int(port))) as relay:
+        lanes = [_edge_lane(analyzer, servers[0].grpc_address), _edge_lane(analyzer, relay.address, 2)]
+        lanes[1].name = relay.address
+
+        def slowly():  # a study every 100 ms: the stall and the return happen mid-worklist
+            for index, item in enumerate(_studies(study, 90)):
+                if index == 10:
+                    relay.stall()
+                if index == 60:
+                    relay.resume()
+                time.sleep(0.1)
+                yield item
+        started = time.monotonic()
+        try:
+            results = list(SpreadWorklist(lanes, slowly(), with_heat_maps=False, retry_s=1.0))
+        finally:
+            _close(lanes)
+        elapsed = time.monotonic() - started
+    assert Counter(r.path for r in results) == Counter(s.path for s in _studies(study, 90))
+    assert all(r.mode in (Mode.DISTRIBUTED, Mode.LOCAL_FALLBACK) for r in results)
+    assert elapsed < 9 + 5, elapsed  # the input's own 9 s, and not a request timeout per study stalled
+    back = [r for r in results[-20:] if r.ran_on[-1] == relay.address]
+    assert back, Counter(r.ran_on for r in results[-20:])  # it came back
+
+
+def test_a_straggler_is_stolen_at_the_tail(analyzer, servers, study):
+    """The workstation takes a study and crawls; the edge, done with the rest, runs it too and its result is
+    kept; the worklist does not wait for the workstation."""
+    lanes = [_edge_lane(analyzer, servers[0].grpc_address), _workstation(analyzer)]
+    crawling = lanes[1].analyzer
+    begin = crawling._begin
+
+    def crawl(radiograph, plan, with_heat_maps, check, send, sent_after):
+        for _ in range(600):  # a minute, unless it is stopped
+            check()
+            time.sleep(0.1)
+        return begin(radiograph, plan, with_heat_maps, check, send, sent_after)
+
+    crawling._begin = crawl  # this lane only
+    studies = _studies(study, 8)
+    started = time.monotonic()
+    try:
+        results = list(SpreadWorklist(lanes, studies, with_heat_maps=False))
+    finally:
+        _close(lanes)
+    elapsed = time.monotonic() - started
+    _exactly_once(results, studies)
+    assert all(r.ran_on[-1] == servers[0].grpc_address for r in results)
+    assert elapsed < 30, elapsed
+    assert lanes[1].done == 0 and lanes[0].done == 8
+
+
+def test_a_session_makes_a_lane_per_edge_and_a_worklist_uses_both(analyzer, servers, study):
+    """Two edges in the settings (a fail-over group for a single study): a worklist goes to both; a fixed
+    split leaves this workstation out of the lanes, the automatic split brings it in (behind the edges)."""
+    group = EdgeGroup([EdgeSettings(s.grpc_address) for s in servers])
+    analyzer_two = analyzer.with_edge(group)
+    try:
+        session = AnalysisSession(analyzer_two, _plan(analyzer), auto=False, with_heat_maps=False)
+        assert [lane.name for lane in session.lanes()] == [s.grpc_address for s in servers]
+        results = list(session.analyze_series(_studies(study, 12), in_order=True))
+        assert [r.path for r in results] == [s.path for s in _studies(study, 12)]
+        assert {r.ran_on[-1] for r in results} == {s.grpc_address for s in servers}
+        auto = AnalysisSession(analyzer_two, _plan(analyzer), auto=True, with_heat_maps=False)
+        lanes = auto.lanes()
+        assert [lane.name for lane in lanes] == [s.grpc_address for s in servers] + [WORKSTATION]
+        assert lanes[-1].background and lanes[-1].plan == analyzer.local_plan()
+    finally:
+        group.close()
+
+
+def test_cancel_stops_every_lane(analyzer, servers, study):
+    lanes = [_edge_lane(analyzer, servers[0].grpc_address), _workstation(analyzer)]
+    cancel = threading.Event()
+    results = []
+    from inference.analysis.analyzer import AnalysisCancelled
+    try:
+        with pytest.raises(AnalysisCancelled):
+            for result in SpreadWorklist(lanes, _studies(study, 200), with_heat_maps=False, cancel=cancel):
+                results.append(result)
+                if len(results) == 3:
+                    cancel.set()
+    finally:
+        _close(lanes)
+    assert 3 <= len(results) < 20
+    assert not [t for t in threading.enumerate() if t.name.startswith(("lane ", "worklist-reader"))]

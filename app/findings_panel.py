@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from inference.models.findings import Findings, Mode
+from inference.models.findings import WORKSTATION, Findings, Mode
 
 DEMO_BANNER = "Demo weights — untrained, not for diagnosis"
 MODE_TEXT = {Mode.LOCAL: "local (this workstation)", Mode.DISTRIBUTED: "distributed (workstation + edge)",
@@ -59,7 +59,9 @@ class FindingsPanel(QWidget):
         cuts = ", ".join(f"{kind.value} cut {run.cut}" + (f" ({run.wire.value})" if run.wire else "")
                          for kind, run in runs)
         runtimes = ", ".join(f"{kind.value} {run.runtime.value}" for kind, run in runs)
-        self.mode_label.setText(f"{text}\nSplit: {cuts}" + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
+        where = ", ".join("this workstation" if place == WORKSTATION else f"edge {place}" for place in findings.ran_on)
+        self.mode_label.setText(f"{text}\nRan on: {where}\nSplit: {cuts}"
+                                + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
         self.timing_label.setText(timing_text(findings.timing_ms))
         ordered = sorted(findings.probabilities.items(), key=lambda item: -item[1])
         for row, (name, probability) in enumerate(ordered):

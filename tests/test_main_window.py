@@ -222,6 +222,7 @@ def test_local_analysis_draws_overlays_without_blocking_the_ui(qtbot, window, sh
     assert findings.mode is Mode.LOCAL and len(findings.probabilities) == 14
     assert window.banner.isVisible() and window.findings_panel.banner.isVisible()  # demo weights
     assert "local" in window.findings_panel.mode_label.text()
+    assert "Ran on: this workstation\n" in window.findings_panel.mode_label.text()
     assert len(window.findings_panel.rows) == 14
     top = max(findings.probabilities, key=findings.probabilities.get)
     window.findings_panel.rows[top][0].click()
@@ -264,6 +265,7 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
         findings = analyse_and_wait(qtbot, window)
         assert findings.mode is Mode.DISTRIBUTED and cuts(findings) == {"detector": 6, "classifier": 7}
         assert "distributed" in window.findings_panel.mode_label.text()
+        assert f"Ran on: this workstation, edge {server.grpc_address}" in window.findings_panel.mode_label.text()
         # Auto: the planner measures the link and chooses among local and the served parts.
         window.apply_settings(replace(window.settings, split_mode=SplitMode.AUTO))
         findings = analyse_and_wait(qtbot, window, timeout_ms=300000)

@@ -237,3 +237,28 @@ def test_cancel_stops_every_lane(analyzer, servers, study):
         _close(lanes)
     assert 3 <= len(results) < 20
     assert not [t for t in threading.enumerate() if t.name.startswith(("lane ", "worklist-reader"))]
+
+
+def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_its_own():
+    """`worklist_rate`: an edge lane is bound by its link or its server, the workstation's CPU by its part of
+    the edges' studies plus its own studies with what is left."""
+    from inference.config import ModelKind
+    from inference.planning.planner import Option, worklist_rate
+
+    def option(here, link, edge):
+        return Option(ModelKind.DETECTOR, 0, WireFormat.INT8, here + link + edge, here, link, edge)
+
+    whole_here = 2000.0  # a study analysed here, ms
+    offload = (option(50, 50, 1000),)   # the edge does it all: 1 study/s per edge, 5 % of this workstation each
+    split = (option(800, 50, 250),)     # the workstation does most: the edges wait on it
+    assert worklist_rate(offload, 0, whole_here, 1) == pytest.approx(1 + 0.95 / 2)
+    assert worklist_rate(offload, 0, whole_here, 2) == pytest.approx(2 + 0.90 / 2)
+    # the split is bound by the workstation (1 / 0.8 s), leaving it nothing of its own
+    assert worklist_rate(split, 0, whole_here, 2) == pytest.approx(1 / 0.8)
+    assert worklist_rate(offload, 0, whole_here, 2) > worklist_rate(split, 0, whole_here, 2)
+    # with a single slow edge and a strong workstation, the split wins
+    slow_offload = (option(20, 50, 4000),)
+    assert worklist_rate(split, 0, whole_here, 1) > worklist_rate(slow_offload, 0, whole_here, 1)
+    # all here: the edges take nothing, the rate is this workstation's
+    here = (option(2000, 0, 0),)
+    assert worklist_rate(here, 0, whole_here, 3) == pytest.approx(0.5)

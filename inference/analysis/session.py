@@ -30,15 +30,17 @@ class AnalysisSession:
         self.fixed = fixed
         self.with_heat_maps = with_heat_maps
         self.progress = progress
-        self.planner = (Planner(analyzer, analyzer.edge, with_heat_maps=with_heat_maps)
-                        if auto and analyzer.edge is not None else None)
+        # measured on the first server alone: requests spread over several would mix their speeds
+        first = analyzer.edge.clients[0] if isinstance(analyzer.edge, EdgeGroup) else analyzer.edge
+        self.planner = (Planner(analyzer, first, with_heat_maps=with_heat_maps)
+                        if auto and first is not None else None)
         self.plan = fixed
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)
         self._lanes: list[Lane] | None = None
 
-    def prepare(self, study: Radiograph | None, offload: bool = False) -> Plan:
-        """The plan for the next study, or with `offload` each model's fastest full offload (a worklist's edge
-        lanes, beside this workstation's own). Auto: the planner's choice — measured on the first call, then
+    def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
+        """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
+        this workstation analysing studies of its own) of the highest throughput. Auto: the planner's choice — measured on the first call, then
         from its cache — with `study`, a real radiograph, teaching it how the wire compresses; the fixed cuts
         when the edge cannot be measured."""
         if self.planner is None:
@@ -49,7 +51,7 @@ class AnalysisSession:
             if self.planner.link is None or not self.planner.options:
                 self.progress("measuring the link and the edge to choose the cuts…")
             try:
-                self.plan = self.planner.plan(offload=offload)
+                self.plan = self.planner.plan(edges=edges)
             except EdgeError as exc:
                 self.progress(f"cannot measure the edge ({exc}); using the fixed auto cuts")
                 self.plan = self.fixed
@@ -89,7 +91,7 @@ class AnalysisSession:
                        in_order: bool = False) -> Iterator[Findings | StudyError]:
         """A worklist, results as they finish by default (a failed study as its `StudyError`): spread over the lanes
         (`SpreadWorklist`: each edge server and, with the automatic split, this workstation), planned on its
-        first radiograph — the edges then take whole models. Without an edge, one study after another here.
+        first radiograph for the throughput of all the lanes together. Without an edge, one study after another here.
         `started(study, lane)` is called as a lane takes a study; `in_order`: results in the input's order."""
         lanes = self.lanes()
         edge_lanes = [lane for lane in lanes if lane.analyzer.edge is not None]
@@ -98,7 +100,7 @@ class AnalysisSession:
             ready = self.planner is None
             for study in studies:
                 if not ready and isinstance(study, Radiograph):
-                    plan = self.prepare(study, offload=True)
+                    plan = self.prepare(study, edges=len(edge_lanes))
                     for lane in edge_lanes:
                         lane.plan = plan
                     ready = True

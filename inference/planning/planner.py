@@ -85,6 +85,18 @@ def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) ->
                sum(o.edge_ms for o in options))
 
 
+def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study_ms: float, edges: int) -> float:
+    """Studies per second of a worklist spread over `edges` servers running `options` and this workstation
+    analysing whole studies of its own (`local_study_ms` each) on what the edge lanes leave of its CPU. An edge
+    lane is bound by the busier of its link and its server (the workstation's share of its studies, here
+    first, bounds all of them together)."""
+    share_ms = preprocess_ms + sum(o.local_ms for o in options)  # this workstation's part of an edge lane's study
+    lane_ms = max(sum(o.transfer_ms for o in options), sum(o.edge_ms for o in options))
+    edge_rate = min(edges * 1e3 / lane_ms if lane_ms > 0 else float("inf"), 1e3 / max(share_ms, 1e-3))
+    left = max(0.0, 1.0 - edge_rate * share_ms / 1e3)  # of this workstation's CPU
+    return edge_rate + left * 1e3 / local_study_ms
+
+
 @dataclass(frozen=True)
 class Deflate:
     """What deflating the int8 payload at one cut does, measured on this workstation."""
@@ -454,32 +466,32 @@ class Planner:
 
     # ------------------------------------------------------------ choosing
 
-    def plan(self, series: bool = False, offload: bool = False) -> Plan:
-        """The fastest plan for one study, or with `series` the one with the highest pipelined throughput
-        (the least `series_bound_ms`; ties to the faster single study), or with `offload` each model's fastest
-        full offload (a worklist's edge lanes, beside this workstation analysing studies of its own; a model
-        with no full offload served gets its fastest plan)."""
+    def plan(self, series: bool = False, edges: int = 0) -> Plan:
+        """The fastest plan for one study; with `series` the one with the highest pipelined throughput (the
+        least `series_bound_ms`; ties to the faster single study); with `edges` the plan of a worklist's edge
+        lanes — that many servers, and this workstation analysing studies of its own with what they leave of
+        it — of the highest combined throughput (`worklist_rate`)."""
         if self.link is None:
             self.measure_link()
         served = set(self.edge.status().models)
         models = self.models()
 
         def per_model(name: ModelKind):
+            return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False)),
+                                  key=lambda c: c[0].predicted_ms)
+
+        def pairs(key):
             def ranked():
-                options = self.candidates(name, models[name], served, gated=False)
-                if offload and any(o.cut == 0 for o in options):
-                    options = [o for o in options if o.cut == 0]
-                return sorted(((o,) for o in options), key=lambda c: c[0].predicted_ms)
+                each = [self.candidates(name, model, served, gated=False) for name, model in models.items()]
+                return sorted(itertools.product(*each), key=lambda c: (key(c), sum(o.predicted_ms for o in c)))
             return ranked
 
-        def pairs():
-            each = [self.candidates(name, model, served, gated=False) for name, model in models.items()]
-            return sorted(itertools.product(*each), key=lambda c: (series_bound_ms(c, self.preprocess_ms),
-                                                                   sum(o.predicted_ms for o in c)))
-
         budget = {name: PROFILED_PARTS for name in models}
-        if series:
-            chosen = self._settled(pairs, budget)
+        if edges:
+            here_ms = self.preprocess_ms + sum(self.whole_local_ms(name, model) for name, model in models.items())
+            chosen = self._settled(pairs(lambda c: -worklist_rate(c, self.preprocess_ms, here_ms, edges)), budget)
+        elif series:
+            chosen = self._settled(pairs(lambda c: series_bound_ms(c, self.preprocess_ms)), budget)
         else:
             chosen = tuple(self._settled(per_model(name), budget)[0] for name in models)
         self.options = {o.model: o for o in chosen}

@@ -12,36 +12,19 @@ import time
 from collections import Counter
 
 import pytest
+from test_faults import _plan, analyzer, repository, study  # noqa: F401  (the detector here, the classifier cut 7)
 
 from bench.relay import Relay
-from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.analysis.analyzer import Analyzer
 from inference.analysis.session import AnalysisSession
 from inference.analysis.spread import Lane, SpreadWorklist
 from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeGroup, EdgeSettings
-from inference.edge.repository import PartRequest, write_repository
 from inference.models.findings import WORKSTATION, Findings, Mode
-from inference.planning.plan import ModelPlan, Plan
-from viewer.loader import load_radiograph
 
-from dicom_factory import dataset, gradient, write
-from test_edge import TINY, start_server
+from test_edge import start_server
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer(ModelChoice(detector=TINY, runtime="torch"))
-
-
-@pytest.fixture(scope="module")
-def repository(analyzer, tmp_path_factory):
-    """The classifier's cut 7 (a 98 KiB tensor): quick on the CPU; the detector runs here."""
-    root = tmp_path_factory.mktemp("spread") / "repository"
-    write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7,
-                                        WireFormat.FP32)], gpu=False)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +33,6 @@ def servers(repository, tmp_path_factory):
     yield started
     for server in started:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("study")
-    return load_radiograph(write(dataset(gradient(320, 288, bits=12, seed=7), bits_stored=12), folder / "s.dcm"))
-
-
-def _plan(analyzer: Analyzer) -> Plan:
-    return Plan(ModelPlan(analyzer.detector.stage_count), ModelPlan(7, WireFormat.FP32))
 
 
 def _studies(study, count: int):

@@ -8,6 +8,7 @@ each result with the plan and plans again when they drift apart. The viewer's an
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
@@ -37,6 +38,7 @@ class AnalysisSession:
         self.plan = fixed
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)
         self._lanes: list[Lane] | None = None
+        self.measured = False  # the last plan was the planner's (not the fixed cuts for an edge it could not measure)
 
     def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
         """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
@@ -51,10 +53,10 @@ class AnalysisSession:
             if self.planner.link is None or not self.planner.options:
                 self.progress("measuring the link and the edge to choose the cuts…")
             try:
-                self.plan = self.planner.plan(edges=edges)
+                self.plan, self.measured = self.planner.plan(edges=edges), True
             except EdgeError as exc:
                 self.progress(f"cannot measure the edge ({exc}); using the fixed auto cuts")
-                self.plan = self.fixed
+                self.plan, self.measured = self.fixed, False
             else:
                 self.progress("plan: " + ", ".join(f"{o.model} cut {o.cut} {o.wire.value} (predicted "
                                                    f"{o.predicted_ms:.0f} ms)" for o in self.planner.options.values()))
@@ -91,27 +93,29 @@ class AnalysisSession:
                        in_order: bool = False) -> Iterator[Findings | StudyError]:
         """A worklist, results as they finish by default (a failed study as its `StudyError`): spread over the lanes
         (`SpreadWorklist`: each edge server and, with the automatic split, this workstation), planned on its
-        first radiograph for the throughput of all the lanes together. Without an edge, one study after another here.
+        first radiograph for the throughput of all the lanes together (this workstation joins only when the edge
+        could be measured). Without an edge, one study after another here.
         `started(study, lane)` is called as a lane takes a study; `in_order`: results in the input's order."""
         lanes = self.lanes()
         edge_lanes = [lane for lane in lanes if lane.analyzer.edge is not None]
-
-        def planned(studies):
-            ready = self.planner is None
+        studies = iter(studies)
+        head: list[Radiograph | StudyError] = []  # up to the first radiograph, which the plan is made on
+        if self.planner is not None and edge_lanes:
             for study in studies:
-                if not ready and isinstance(study, Radiograph):
-                    plan = self.prepare(study, edges=len(edge_lanes))
-                    for lane in edge_lanes:
-                        lane.plan = plan
-                    ready = True
-                yield study
-
+                head.append(study)
+                if isinstance(study, Radiograph):
+                    self.prepare(study, edges=len(edge_lanes))
+                    break
+            if not self.measured:  # the edge could not be measured: the edges on the fixed cuts, as planned
+                lanes = edge_lanes
+            elif not self.plan.uses_edge(self.analyzer.stage_counts):  # the edges would only run it here too
+                lanes = [lane for lane in lanes if lane.analyzer.edge is None]
+        for lane in edge_lanes:
+            lane.plan = self.plan
         if edge_lanes:
             self.progress("analysing on " + ", ".join(
                 "this workstation" if lane.name == WORKSTATION else f"edge {lane.name}" for lane in lanes) + "…")
-        for lane in edge_lanes:
-            lane.plan = self.plan
-        worklist = SpreadWorklist(lanes, planned(studies), with_heat_maps=self.with_heat_maps,
+        worklist = SpreadWorklist(lanes, itertools.chain(head, studies), with_heat_maps=self.with_heat_maps,
                                   allow_fallback=allow_fallback, cancel=cancel, started=started,
                                   in_order=in_order)
         for result in worklist:

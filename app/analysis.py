@@ -28,7 +28,7 @@ class Job:
 
 
 class AnalysisService(QObject):
-    """One analysis at a time — a study, or a pipelined series (Analyze all) — through the analysis session
+    """One analysis at a time — a study, or a worklist (Analyze all) — through the analysis session
     (inference/analysis/session.py) in a worker. `progress` says what runs; `finished`/`failed`/`cancelled` end each
     study's analysis; a series also says when each of its studies `started`, and `series_ended` once."""
 

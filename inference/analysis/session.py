@@ -1,8 +1,8 @@
 """One analysis session for the viewer and the command line: the plan → analyse → observe → re-plan loop.
 
 A session holds an `Analyzer` and, for the automatic split, its `Planner`. It plans (measuring the link, the
-edge and this workstation once, then from what is cached), analyses a study or a pipelined series, compares
-each result with the plan and plans again when they drift apart. The viewer's analysis service and `infer` /
+edge and this workstation once, then from what is cached), analyses a study — comparing the result with the
+plan and planning again when they drift apart — or a worklist spread over this workstation and every edge. The viewer's analysis service and `infer` /
 `evaluate` are thin adapters over it; it has no Qt, and reports what it is doing through `progress`.
 """
 

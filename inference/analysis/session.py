@@ -2,8 +2,9 @@
 
 A session holds an `Analyzer` and, for the automatic split, its `Planner`. It plans (measuring the link, the
 edge and this workstation once, then from what is cached), analyses a study — comparing the result with the
-plan and planning again when they drift apart — or a worklist spread over this workstation and every edge. The viewer's analysis service and `infer` /
-`evaluate` are thin adapters over it; it has no Qt, and reports what it is doing through `progress`.
+plan and planning again when they drift apart — or a worklist spread over this workstation and every edge.
+The viewer's analysis service and `infer` / `evaluate` are thin adapters over it; it has no Qt, and reports
+what it is doing through `progress`.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ class AnalysisSession:
 
     def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
         """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
-        this workstation analysing studies of its own) of the highest throughput. Auto: the planner's choice — measured on the first call, then
-        from its cache — with `study`, a real radiograph, teaching it how the wire compresses; the fixed cuts
-        when the edge cannot be measured."""
+        this workstation analysing studies of its own) of the highest throughput. Auto: the planner's choice —
+        measured on the first call, then from its cache — with `study`, a real radiograph, teaching it how the
+        wire compresses; the fixed cuts when the edge cannot be measured."""
         if self.planner is None:
             return self.fixed
         with self._lock:

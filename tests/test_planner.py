@@ -181,19 +181,6 @@ def test_drift_triggers_a_new_measurement(planned):
     assert planner.link is not None
 
 
-def test_a_series_plan_is_held_to_its_pace_not_to_each_models_time(planned):
-    """Pipelined, each model's time stretches as the studies share the workstation and the edge — as the
-    series plan expects: that is no drift. Results coming slower than its predicted time per study is."""
-    analyzer, _ = planned
-    planner = Planner(analyzer, analyzer.edge, with_heat_maps=False)
-    planner.plan(series=True)
-    assert planner.series_ms > 0
-    stretched = {n: 3 * o.predicted_ms for n, o in planner.options.items()}
-    assert not any(planner.observe(stretched, period_ms=planner.series_ms) for _ in range(3))
-    assert not planner.observe(stretched, period_ms=3 * planner.series_ms)  # once may be noise
-    assert planner.observe(stretched, period_ms=3 * planner.series_ms) and planner.link is None
-
-
 def test_local_stage_profile_is_cached(planned, tmp_path):
     analyzer, _ = planned
     first = local_stage_ms(analyzer.classifier, repeats=1, cache_dir=tmp_path)

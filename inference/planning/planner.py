@@ -241,7 +241,7 @@ class Planner:
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
-    _drift: dict[ModelKind | str, int] = field(default_factory=dict)  # a model, or "series"
+    _drift: dict[ModelKind, int] = field(default_factory=dict)
     _gate: dict[str, bool] = field(default_factory=dict)  # _gate_key → passes
     _deflate: dict[tuple[ModelKind, int], Deflate] = field(default_factory=dict)
     _local: dict[ModelKind, list[float]] = field(default_factory=dict)
@@ -538,21 +538,15 @@ class Planner:
         except EdgeError:
             return None
 
-    def observe(self, measured_ms: Mapping[ModelKind, float], own_queue_ms: float = 0.0,
-                period_ms: float | None = None) -> bool:
+    def observe(self, measured_ms: Mapping[ModelKind, float], own_queue_ms: float = 0.0) -> bool:
         """Compare a result with the plan, and the edge's queue with the one planned for; re-plan on lasting
-        drift or a queue that grew (or emptied) past QUEUE_MS. A study's plan is held to each model's
-        measured time; a series plan to `period_ms`, the time between two results of the pipelined series
-        (its models' times stretch as they share the workstation and the edge, as the plan expects).
+        drift or a queue that grew (or emptied) past QUEUE_MS: a study's plan is held to each model's measured
+        time (a worklist's are not observed: its studies share the devices on purpose).
 
         `own_queue_ms`: how long this result's requests waited behind this client's earlier ones (a pipelined
         series queues on purpose); that wait is the plan's, not other clients' load, and is not counted."""
-        ratios: dict[ModelKind | str, float]
-        if self.series_ms is not None:
-            ratios = {"series": (period_ms if period_ms is not None else self.series_ms) / max(self.series_ms, 0.01)}
-        else:
-            ratios = {name: measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
-                      for name, option in self.options.items()}
+        ratios = {name: measured_ms.get(name, option.predicted_ms) / max(option.predicted_ms, 0.01)
+                  for name, option in self.options.items()}
         drifted = False
         for key, ratio in ratios.items():
             self._drift[key] = self._drift.get(key, 0) + 1 if not 1 / DRIFT <= ratio <= DRIFT else 0

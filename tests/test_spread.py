@@ -83,20 +83,22 @@ def test_every_device_takes_studies_and_each_study_comes_once(analyzer, servers,
 
 
 def test_a_slower_edge_gets_fewer_studies(analyzer, servers, study):
-    """Edge B behind a relay that holds every chunk 300 ms: A, as fast as the workstation lets it, takes most."""
+    """Edge B behind a relay that holds every chunk 600 ms: A, as fast as the workstation lets it, takes more.
+    (Both lanes share this workstation's CPU and keep three studies in flight: B's are slower by the link's
+    1.2 s round trip whatever the load, so "more", not a ratio that a loaded CI machine shifts.)"""
     fast, slow = servers
     host, port = slow.grpc_address.rsplit(":", 1)
-    with Relay((host, int(port)), delay_ms=300) as relay:
+    with Relay((host, int(port)), delay_ms=600) as relay:
         lanes = [_edge_lane(analyzer, fast.grpc_address), _edge_lane(analyzer, relay.address)]
         lanes[1].name = relay.address
-        studies = _studies(study, 30)
+        studies = _studies(study, 40)
         try:
             results = list(SpreadWorklist(lanes, studies, with_heat_maps=False, allow_fallback=False))
         finally:
             _close(lanes)
     _exactly_once(results, studies)
     taken = Counter(r.ran_on[-1] for r in results)
-    assert taken[fast.grpc_address] >= 2 * taken[relay.address] > 0, taken
+    assert taken[fast.grpc_address] > taken[relay.address] > 0, taken
 
 
 def test_an_edge_killed_mid_worklist_loses_nothing(analyzer, repository, servers, study, tmp_path):
@@ -128,13 +130,13 @@ def test_a_stalled_edge_loses_nothing_and_comes_back(analyzer, servers, study):
         lanes = [_edge_lane(analyzer, servers[0].grpc_address), _edge_lane(analyzer, relay.address, 2)]
         lanes[1].name = relay.address
 
-        def slowly():  # a study every 100 ms: the stall and the return happen mid-worklist
-            for index, item in enumerate(_studies(study, 90)):
-                if index == 10:
+        def slowly():  # a study every 250 ms (one edge alone keeps up): the stall and the return mid-worklist
+            for index, item in enumerate(_studies(study, 40)):
+                if index == 6:
                     relay.stall()
-                if index == 60:
+                if index == 26:
                     relay.resume()
-                time.sleep(0.1)
+                time.sleep(0.25)
                 yield item
         started = time.monotonic()
         try:
@@ -142,11 +144,11 @@ def test_a_stalled_edge_loses_nothing_and_comes_back(analyzer, servers, study):
         finally:
             _close(lanes)
         elapsed = time.monotonic() - started
-    assert Counter(r.path for r in results) == Counter(s.path for s in _studies(study, 90))
+    assert Counter(r.path for r in results) == Counter(s.path for s in _studies(study, 40))
     assert all(r.mode in (Mode.DISTRIBUTED, Mode.LOCAL_FALLBACK) for r in results)
-    assert elapsed < 9 + 5, elapsed  # the input's own 9 s, and not a request timeout per study stalled
-    back = [r for r in results[-20:] if r.ran_on[-1] == relay.address]
-    assert back, Counter(r.ran_on for r in results[-20:])  # it came back
+    assert elapsed < 10 + 5, elapsed  # the input's own 10 s, and not a request timeout per study stalled
+    back = [r for r in results[-12:] if r.ran_on[-1] == relay.address]
+    assert back, Counter(r.ran_on for r in results[-12:])  # it came back
 
 
 def test_a_straggler_is_stolen_at_the_tail(analyzer, servers, study):

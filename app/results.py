@@ -1,17 +1,20 @@
-"""A study's results out of the workstation: its DICOM SR written, and sent on to a DICOM node (the PACS). One
-place for the command line (`infer --send`, `listen --send`) and the viewer (File → Send results to PACS)."""
+"""A study's results out of the workstation: its DICOM SR written — and, when asked, the annotated view as a
+Secondary Capture image — and sent on to a DICOM node (the PACS). One place for the command line
+(`infer --send`, `listen --send`) and the viewer (File → Send results to PACS)."""
 
 from __future__ import annotations
 
 
 def write_and_send(findings, header, folder, analyzer=None, destination=None, ae_title: str = "MEDEDGE",
-                   sop_instance_uid: str | None = None) -> dict:
+                   sop_instance_uid: str | None = None, image_of=None, view=None) -> dict:
     """The study's DICOM SR (algorithms named after `analyzer`'s models, the default ones when None) written into
     `folder` (`header`: the image's DICOM header) and, when `destination` (a PACS node) is given, sent there by
     C-STORE as `ae_title` or by STOW-RS: {"sr": path, "sent": node}, or with "sr_error" / "send_error" saying
-    why not."""
+    why not. With `image_of` (the analysed `Radiograph`) the annotated view (`view`: a `View`, the default
+    one when None) is written and sent beside the SR: "image", or "image_error" saying why not."""
     from pydicom import dcmread
 
+    from inference.reports.secondary_capture import View, write_secondary_capture
     from inference.reports.structured_report import StructuredReportError, algorithm_names, write_sr
     from pacs.dimse import DicomNetworkError
     from pacs.remote import store
@@ -21,11 +24,31 @@ def write_and_send(findings, header, folder, analyzer=None, destination=None, ae
                         sop_instance_uid=sop_instance_uid)
     except (StructuredReportError, OSError) as exc:
         return {"sr_error": str(exc)}
-    outcome = {"sr": str(path)}
+    outcome: dict = {"sr": str(path)}
+    written = [path]
+    if image_of is not None:
+        try:
+            image = write_secondary_capture(findings, image_of, folder, view=view or View(),
+                                            sop_instance_uid=_image_uid(sop_instance_uid))
+        except (StructuredReportError, OSError) as exc:
+            outcome["image_error"] = f"annotated image not written: {exc}"
+        else:
+            outcome["image"] = str(image)
+            written.append(image)
     if destination is not None:
         try:
-            store(destination, [dcmread(path)], ae_title)
+            store(destination, [dcmread(p) for p in written], ae_title)
         except (DicomNetworkError, OSError) as exc:
-            return outcome | {"send_error": f"SR not sent: {exc}"}
+            what = "SR and annotated image" if len(written) > 1 else "SR"
+            return outcome | {"send_error": f"{what} not sent: {exc}"}
         outcome["sent"] = str(destination)
     return outcome
+
+
+def _image_uid(sr_uid: str | None) -> str | None:
+    """The image's UID follows the SR's when that is fixed (a study analysed again rewrites the same pair)."""
+    if sr_uid is None:
+        return None
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[sr_uid, "mededge annotated view"])

@@ -189,16 +189,16 @@ class Batch:
     def record(self, record: dict[str, Any], finished: bool = True,
                structured_report: Callable[[], dict[str, str]] | None = None) -> None:
         """Write one study's line. `structured_report()` writes its SR first (so that a line marked finished
-        always has its SR) and returns {"sr": path} or {"sr_error": reason}."""
+        always has its SR) and returns {"sr": path} or {"sr_error": reason} (and the annotated image's "image")."""
         if structured_report is not None:
             try:
                 outcome = structured_report()
             except Exception as exc:  # the study's result still counts; the SR problem is reported with it
                 outcome = {"sr_error": f"{type(exc).__name__}: {exc}"}
-            if "sr" in outcome:  # relative to DIR when inside it: the folder can be moved as a whole
-                sr = Path(outcome["sr"]).resolve()
-                if sr.is_relative_to(self.folder.resolve()):
-                    outcome = outcome | {"sr": str(sr.relative_to(self.folder.resolve()))}
+            for written in ("sr", "image"):  # relative to DIR when inside it: the folder can be moved as a whole
+                path = Path(outcome.get(written) or ".").resolve()
+                if written in outcome and path.is_relative_to(self.folder.resolve()):
+                    outcome = outcome | {written: str(path.relative_to(self.folder.resolve()))}
             record = dict(record) | outcome
         assert self.log is not None, "record() is called inside `with Batch(...)`"
         path = record["path"]

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk's storescu is not installed")]
 CANINE, CR = "dicom/highdicom_dx_image_canine_thorax.dcm", "dicom/RG1_J2KI.dcm"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 FAST = ["--detector-size", "256", "--runtime", "torch"]  # demo weights, small: the node's plumbing is under test
 
 
@@ -95,7 +96,7 @@ def test_received_radiographs_are_analysed_and_their_srs_reach_the_pacs(tmp_path
     ds.PixelData = ds.PixelData[:100]  # a third of a row: no loader can show it
     ds.save_as(unreadable)
     with running_orthanc(tmp_path / "orthanc") as pacs:
-        listener = Listener(out, "--send", pacs.node)
+        listener = Listener(out, "--send", pacs.node, "--annotated-image")
         # each its own association: storescu stops at the first refusal
         refusals = [storescu(listener.port, [path]) for path in (get_testdata_file("MR_small.dcm"), unreadable)]
         assert all(r.returncode != 0 for r in refusals) and "SOPClassNotSupported" in refusals[0].stdout + \
@@ -114,6 +115,10 @@ def test_received_radiographs_are_analysed_and_their_srs_reach_the_pacs(tmp_path
         # The SRs are in the PACS, as sent: read back by their UIDs.
         in_pacs = {t["SOPInstanceUID"] for t in pacs.instances_of_class(COMPREHENSIVE_SR)}
         assert in_pacs == {str(pydicom.dcmread(out / r["sr"]).SOPInstanceUID) for r in records}
+        images = {t["SOPInstanceUID"]: t for t in pacs.instances_of_class(SECONDARY_CAPTURE)}
+        assert set(images) == {str(pydicom.dcmread(out / r["image"]).SOPInstanceUID) for r in records}
+        assert all(t["BurnedInAnnotation"] == "YES" and "DEMO WEIGHTS" in t["SeriesDescription"]
+                   for t in images.values())
 
         storescu(listener.port, [shared_cxr / CANINE])  # the same instance again: acknowledged, kept once
         listener.wait_for("was received before")
@@ -169,19 +174,21 @@ def test_a_node_beyond_loopback_needs_its_senders_named_and_plaintext_accepted(t
 def test_the_worklist_sends_its_srs_and_says_when_a_node_refuses(tmp_path, shared_cxr):
     """`infer --out DIR --send NODE`: each SR reaches the PACS; a node that rejects this workstation's AE title,
     or that is not there, gives the study's line a one-line reason and the SR stays on disk."""
-    def infer(out: Path, node: str) -> dict:
+    def infer(out: Path, node: str, *options: str) -> dict:
         done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / CR), "--out", str(out),
-                               "--send", node, *FAST], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                               "--send", node, *options, *FAST], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         [record] = read_results(out)
         assert (out / record["sr"]).is_file()
         return record
 
     with running_orthanc(tmp_path / "orthanc") as pacs:
-        record = infer(tmp_path / "to-pacs", pacs.node)
+        record = infer(tmp_path / "to-pacs", pacs.node, "--annotated-image")
         assert record["sent"] == pacs.node
         [stored] = pacs.instances_of_class(COMPREHENSIVE_SR)
         assert stored["SOPInstanceUID"] == str(pydicom.dcmread(tmp_path / "to-pacs" / record["sr"]).SOPInstanceUID)
+        [image] = pacs.instances_of_class(SECONDARY_CAPTURE)
+        assert image["SOPInstanceUID"] == str(pydicom.dcmread(tmp_path / "to-pacs" / record["image"]).SOPInstanceUID)
 
     gatekeeper = Listener(tmp_path / "gatekeeper", "--allow", "SOMEONE")  # rejects MEDEDGE
     record = infer(tmp_path / "rejected", f"MEDEDGE@127.0.0.1:{gatekeeper.port}")

@@ -11,11 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.sr.codedict import codes
-from pydicom.uid import ComprehensiveSRStorage
+from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from inference.config import ModelKind, WireFormat
 from inference.models.classifier import CHESTXRAY14
 from inference.models.findings import Detection, Findings, Mode, ModelRun
+from inference.reports.secondary_capture import BOX_COLOUR, View, build_secondary_capture, write_secondary_capture
 from inference.reports.structured_report import (
     DEMO_MARK,
     OPACITY,
@@ -27,6 +28,7 @@ from inference.reports.structured_report import (
     read_source_header,
     write_sr,
 )
+from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 
 from dicom_factory import dataset, gradient, write
@@ -258,3 +260,40 @@ def test_infer_sr_writes_one_sr_per_dicom_study(shared_cxr, tmp_path, monkeypatc
         .ReferencedSOPInstanceUID == read_source_header(dicom).SOPInstanceUID
     assert second["path"] == str(png) and "sr" not in second
     assert second["sr_error"] == "a DICOM SR needs a DICOM source image"
+
+
+# ------------------------------------------------------------------ the annotated view as a Secondary Capture image
+
+
+def test_the_annotated_view_is_a_secondary_capture_of_the_same_study_marked_as_ai_output(study, tmp_path):
+    path, header = study
+    radiograph = load_radiograph(path)
+    findings = _findings(path)
+    written = write_secondary_capture(findings, radiograph, tmp_path, view=View(confidence=0.5))
+    image = pydicom.dcmread(written)
+    assert written.name == f"{image.SOPInstanceUID}.dcm"
+    assert image.SOPClassUID == SecondaryCaptureImageStorage and image.Modality == "OT"
+    for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber"):
+        assert image[keyword].value == header[keyword].value
+    assert image.SeriesInstanceUID != header.SeriesInstanceUID  # a series of its own
+    assert (list(image.ImageType), image.BurnedInAnnotation, image.ConversionType) == (
+        ["DERIVED", "SECONDARY"], "YES", "WSD")
+    assert DEMO_MARK in image.SeriesDescription and DEMO_MARK in image.ImageComments
+    [source] = image.SourceImageSequence
+    assert source.ReferencedSOPInstanceUID == header.SOPInstanceUID
+    pixels = image.pixel_array
+    assert image.PhotometricInterpretation == "RGB" and pixels.shape[1:] == (180, 3)
+    band = pixels.shape[0] - 200  # the text above the radiograph, which is below it unchanged but for the box
+    assert band > 0 and np.array_equal(pixels[band:, :, 0][150:, :], render_8bit(radiograph)[150:, :])
+    shown, hidden = BOXES[0], BOXES[1]  # scores 0.91 and 0.47: only the first is at or above 0.5
+    x1, y1, x2, y2 = (round(v) for v in shown)
+    edge = pixels[band + (y1 + y2) // 2, x1]
+    assert tuple(edge) == BOX_COLOUR
+    middle = pixels[band + round((hidden[1] + hidden[3]) / 2), round(hidden[2])]
+    assert middle[0] == middle[1] == middle[2]  # grey: no box drawn there
+
+
+def test_an_annotated_view_without_dicom_source_says_why(shared_cxr):
+    png = load_radiograph(shared_cxr / "raster" / sorted(p.name for p in (shared_cxr / "raster").glob("*.png"))[0])
+    with pytest.raises(StructuredReportError, match="needs a DICOM source image"):
+        build_secondary_capture(_findings(png.path), png)

@@ -49,6 +49,8 @@ def add_parser(sub) -> None:
                        "--send (default MEDEDGE)")
     infer.add_argument("--sr", metavar="DIR", help="also write a DICOM Comprehensive SR (TID 1500) per DICOM study "
                        "into DIR, named by its SOP Instance UID")
+    infer.add_argument("--annotated-image", action="store_true", help="beside each SR, the annotated view as a DICOM "
+                       "Secondary Capture image (boxes and findings burned in, marked as AI output), sent with --send")
     infer.set_defaults(run=_infer)
 
 
@@ -135,7 +137,14 @@ def _infer(args: argparse.Namespace) -> int:
                 header = read_source_header(result.path)
             except StructuredReportError as exc:  # e.g. a PNG: no DICOM identity to report on
                 return {"sr_error": str(exc)}
-            return write_and_send(result, header, sr_folder, analyzer, destination, args.ae_title)
+            image_of = None
+            if args.annotated_image:
+                try:  # read again too: a worklist keeps no pixels
+                    image_of = load_radiograph(result.path)
+                except RadiographError as exc:
+                    return write_and_send(result, header, sr_folder, analyzer, destination, args.ae_title) | {
+                        "image_error": f"annotated image not written: {exc.reason}"}
+            return write_and_send(result, header, sr_folder, analyzer, destination, args.ae_title, image_of=image_of)
 
         return written
 

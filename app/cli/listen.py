@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
     listen.add_argument("--insecure", action="store_true", help="allow plaintext DICOM beyond loopback")
     listen.add_argument("--send", metavar="NODE", help="send each SR to this PACS node: AET@HOST:PORT (C-STORE) "
                         "or https://… (DICOMweb STOW-RS)")
+    listen.add_argument("--annotated-image", action="store_true", help="beside each SR, the annotated view as a "
+                        "DICOM Secondary Capture image (boxes and findings burned in, marked as AI output), sent with "
+                        "--send")
     add_model_options(listen)
     add_edge_options(listen)
     listen.set_defaults(run=_listen)
@@ -104,7 +107,8 @@ def _listen(args: argparse.Namespace) -> int:
         while not stop.is_set():
             burst = _take(waiting, stop)
             if burst:
-                for record, finished in _analyse(session, burst, folder, destination, ae_title, note, stop):
+                for record, finished in _analyse(session, burst, folder, destination, ae_title, note, stop,
+                                                  args.annotated_image):
                     counts["analysed"] += finished and "error" not in record
                     counts["failed"] += "error" in record
                     counts["sent"] += "sent" in record
@@ -153,8 +157,10 @@ def _take(waiting: queue.Queue[str], stop: threading.Event) -> list[str]:
     return burst
 
 
-def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str, note, stop: threading.Event):
-    """(record, finished) per study of `paths`, as a pipelined series: its SR written, and sent on. Once `stop` is
+def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str, note, stop: threading.Event,
+             annotated_image: bool = False):
+    """(record, finished) per study of `paths`, as a pipelined series: its SR (and the annotated image) written,
+    and sent on. Once `stop` is
     set no study is begun (those left stay in the inbox for the next start)."""
     from pydicom.uid import generate_uid
 
@@ -188,12 +194,14 @@ def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str
         # the SR's UID derived from the image's: a study analysed again after a crash rewrites the same SR
         uid = generate_uid(entropy_srcs=[str(radiograph.header.SOPInstanceUID), "mededge sr"])
         outcome = write_and_send(result, radiograph.header, folder / SR_FOLDER, session.analyzer, destination,
-                                    ae_title, sop_instance_uid=uid)
-        if "sr" in outcome:  # relative to DIR: the folder can be moved as a whole
-            outcome["sr"] = str(Path(outcome["sr"]).relative_to(folder))
+                                 ae_title, sop_instance_uid=uid, image_of=radiograph if annotated_image else None)
+        for written in ("sr", "image"):  # relative to DIR: the folder can be moved as a whole
+            if written in outcome:
+                outcome[written] = str(Path(outcome[written]).relative_to(folder))
         record = result.to_json() | outcome
         note(f"{Path(result.path).stem}: analysed ({result.mode.value})"
-             + (f", SR sent to {destination}" if "sent" in record else "")
-             + (f"; {record.get('sr_error') or record.get('send_error')}" if "sr_error" in record
-                or "send_error" in record else ""))
+             + (f", SR{' and annotated image' if 'image' in record else ''} sent to {destination}"
+                if "sent" in record else "")
+             + "".join(f"; {record[problem]}" for problem in ("sr_error", "send_error", "image_error")
+                       if problem in record))
         yield record, True

@@ -92,11 +92,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def _evidence(source: Dataset) -> Dataset:
+def evidence_of(source: Dataset) -> Dataset:
     """A copy of the source header that highdicom accepts as evidence (missing Type 2 values empty)."""
     missing = [k for k in _REQUIRED_UIDS if not str(source.get(k, "") or "").strip()]
     if missing:
-        raise StructuredReportError(f"the source image has no {', '.join(missing)}: an SR cannot reference it")
+        raise StructuredReportError(f"the source image has no {', '.join(missing)}: a result cannot reference it")
     if str(source.get("Modality", "")).upper() == "SR":
         raise StructuredReportError("the source is itself a structured report, not an image")
     evidence = deepcopy(source)
@@ -168,7 +168,7 @@ def build_sr(findings: Findings, source: Dataset | None, *, model_names: Mapping
         raise StructuredReportError("a DICOM SR needs a DICOM source image")
     if not findings.detections and not findings.probabilities:
         raise StructuredReportError("the analysis has no results to report")
-    evidence = _evidence(source)
+    evidence = evidence_of(source)
     try:
         with warnings.catch_warnings():  # anonymised sources often hold one-component names: copied as they are
             warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
@@ -250,13 +250,17 @@ def write_sr(findings: Findings, source: Radiograph | Dataset | None, folder: st
     `source`: the analysed `Radiograph` (its `.header`), or the header itself. A PNG/JPEG/TIFF has none.
     """
     header = source if isinstance(source, Dataset) or source is None else source.header
-    sr = build_sr(findings, header, **options)
+    return save_into(build_sr(findings, header, **options), folder)
+
+
+def save_into(dataset: Dataset, folder: str | os.PathLike[str]) -> Path:
+    """Write `dataset` into `folder` (created if needed) as `<SOP Instance UID>.dcm`; returns its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sr.SOPInstanceUID}.dcm"  # UIDs only: never patient data in a file name
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"  # UIDs only: never patient data in a file name
     partial = path.with_suffix(".dcm.part")
     try:
-        sr.save_as(partial, enforce_file_format=True)
+        dataset.save_as(partial, enforce_file_format=True)
         os.replace(partial, path)  # a reader (PACS import folder) never sees half a file
     finally:
         partial.unlink(missing_ok=True)

@@ -559,8 +559,8 @@ class MainWindow(QMainWindow):
         self.open_paths(files, then=self.analyze_all if analyse else None)
 
     def send_results(self) -> Worker | None:
-        """The shown study's findings as a DICOM SR, stored on the default PACS node (in a worker); the status bar
-        says where it went or why not."""
+        """The shown study's findings as a DICOM SR — with the annotated view as an image when the Settings ask —
+        stored on the default PACS node (in a worker); the status bar says where it went or why not."""
         from app.results import write_and_send
 
         study = self.studies.current_study
@@ -571,17 +571,29 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Send results to PACS: no PACS node set (Settings → PACS nodes)", 5000)
             return None
         node = self.settings.pacs[0]
-        self.statusBar().showMessage(f"Sending the DICOM SR to {node}…")
+        image_of, view = None, None
+        if self.settings.send_annotated_image:  # the view as the reader sees it: their window, boxes, inversion
+            from inference.reports.secondary_capture import View
+
+            state = self.canvas.state
+            image_of = study.radiograph
+            view = View(self.settings.confidence, state.window, study.radiograph.inverted != state.invert)
+        what = "the DICOM SR and the annotated image" if image_of is not None else "the DICOM SR"
+        self.statusBar().showMessage(f"Sending {what} to {node}…")
         worker = Worker(write_and_send, study.findings, study.radiograph.header, data_dir() / "sent-sr", None, node,
-                        self.settings.ae_title)
+                        self.settings.ae_title, None, image_of, view)
 
         def sent(outcome: dict) -> None:
             problem = outcome.get("sr_error") or outcome.get("send_error")
-            self.statusBar().showMessage(f"DICOM SR not sent: {problem}" if problem else
-                                         f"DICOM SR sent to {outcome['sent']}", 0 if problem else 10_000)
+            if problem:
+                self.statusBar().showMessage(f"Results not sent: {problem}")
+            elif "image_error" in outcome:  # the SR went alone
+                self.statusBar().showMessage(f"DICOM SR sent to {outcome['sent']}; {outcome['image_error']}")
+            else:
+                self.statusBar().showMessage(f"{what[0].upper()}{what[1:]} sent to {outcome['sent']}", 10_000)
 
         worker.signals.returned.connect(sent)
-        worker.signals.errored.connect(lambda exc: self.statusBar().showMessage(f"DICOM SR not sent: {exc}"))
+        worker.signals.errored.connect(lambda exc: self.statusBar().showMessage(f"Results not sent: {exc}"))
         return start(worker, keep=self._workers)
 
     def choose_sr_export(self) -> None:

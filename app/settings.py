@@ -16,7 +16,7 @@ from PySide6.QtCore import QSettings
 from app.theme import Theme
 from inference.config import Device, ModelKind, Runtime, SplitMode, SplitPolicy, WireFormat
 from inference.edge.client import EdgeSettings, parse_address
-from pacs.nodes import checked_ae_title
+from pacs.nodes import PacsTls, checked_ae_title
 from pacs.remote import PacsNode, parse_node
 
 ORGANISATION, APPLICATION = "MedEdge", "MedEdge Viewer"
@@ -48,6 +48,10 @@ class AppSettings:
     pacs_nodes: tuple[str, ...] = ()          # AET@host:port or https://… DICOMweb; the first is the default
     ae_title: str = "MEDEDGE"                 # this workstation's AE title towards them
     move_port: int = 0                        # DIMSE retrieves by C-MOVE to this port; 0: by C-GET
+    pacs_ca_file: str = ""                    # PEM of the CA that signed the PACS nodes' (DICOM TLS, HTTPS)
+    pacs_certificate_file: str = ""           # this workstation's, for nodes that ask and C-MOVE over TLS …
+    pacs_key_file: str = ""                   # … and its key
+    send_annotated_image: bool = False        # Send results to PACS: the annotated view beside the SR
 
     def __post_init__(self) -> None:
         # the dialog's combo boxes and older stored settings hand over text: typed here, with the reason if not
@@ -81,7 +85,8 @@ class AppSettings:
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold of {name} must lie in [0, 1], got {value}")
         for node in self.pacs_nodes:
-            parse_node(node)  # ValueError with the reason
+            parse_node(node, self.pacs_tls)  # ValueError with the reason
+        self.pacs_tls  # noqa: B018  (ValueError with the reason)
         checked_ae_title(self.ae_title, "this workstation's AE title")
         if not 0 <= self.move_port <= 65535:
             raise ValueError(f"C-MOVE port must lie in 1..65535 (0: retrieve by C-GET), got {self.move_port}")
@@ -112,9 +117,14 @@ class AppSettings:
         return SplitPolicy(self.split_mode)
 
     @property
+    def pacs_tls(self) -> PacsTls:
+        """The TLS files for the PACS nodes; ValueError when one is missing or the key lacks its certificate."""
+        return PacsTls(self.pacs_ca_file, self.pacs_certificate_file, self.pacs_key_file)
+
+    @property
     def pacs(self) -> list[PacsNode]:
         """The PACS nodes (DIMSE or DICOMweb), the default first."""
-        return [parse_node(node) for node in self.pacs_nodes]
+        return [parse_node(node, self.pacs_tls) for node in self.pacs_nodes]
 
     def with_recent(self, path: str, keep: int = 10) -> AppSettings:
         recent = (path,) + tuple(p for p in self.recent_files if p != path)

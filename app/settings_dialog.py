@@ -1,4 +1,5 @@
-"""Settings dialog: edge address(es), TLS, timeout, split, wire, device, weights, thresholds, PACS nodes.
+"""Settings dialog: edge address(es), TLS, timeout, split, wire, device, weights, thresholds, PACS nodes, their TLS
+files and DICOMweb sign-in (kept in the system keyring).
 
 OK builds an `AppSettings`, which validates; a bad value is refused with its reason and the dialog
 stays open. "Test connection" and the weights' SHA-256 run in workers: the dialog never freezes.
@@ -33,6 +34,7 @@ from app.theme import Theme
 from app.workers import Worker, start
 from inference.config import Runtime, WireFormat
 from inference.models.weights import file_sha256
+from pacs.nodes import PacsTls
 
 
 class SettingsDialog(QDialog):
@@ -149,6 +151,21 @@ class SettingsDialog(QDialog):
         self.move_port.setToolTip("retrieve from DIMSE nodes by C-MOVE to this port (the PACS must know this AE title "
                                   "at this workstation's address and port); C-GET when none")
         form.addRow("Retrieve by C-MOVE to port", self.move_port)
+        self.pacs_ca_file = QLineEdit(settings.pacs_ca_file)
+        self.pacs_ca_file.setPlaceholderText("the system's CAs")
+        form.addRow("PACS CA certificate", self._with_browse(self.pacs_ca_file, "PEM files (*.pem *.crt);;All files (*)"))
+        self.pacs_certificate_file = QLineEdit(settings.pacs_certificate_file)
+        self.pacs_certificate_file.setPlaceholderText("for DICOM TLS nodes that ask for one, and C-MOVE over TLS")
+        form.addRow("This workstation's certificate", self._with_browse(self.pacs_certificate_file,
+                                                                        "PEM files (*.pem *.crt);;All files (*)"))
+        self.pacs_key_file = QLineEdit(settings.pacs_key_file)
+        self.pacs_key_file.setPlaceholderText("its private key")
+        form.addRow("Its key", self._with_browse(self.pacs_key_file, "PEM files (*.pem *.key);;All files (*)"))
+        form.addRow("DICOMweb sign-in", self._sign_in_row())
+        form.addRow("", self.sign_in_state)
+        self.send_annotated_image = QCheckBox("Send the annotated view (a Secondary Capture image) with the SR")
+        self.send_annotated_image.setChecked(settings.send_annotated_image)
+        form.addRow("Send results to PACS", self.send_annotated_image)
 
         self.test_button = QPushButton("Test connection")
         self.test_button.clicked.connect(self.test_connection)
@@ -172,6 +189,89 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.pacs_result)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
+
+    def _sign_in_row(self) -> QWidget:
+        """A DICOMweb node's sign-in, kept in the system's keyring (never in the settings file): a user and its
+        password, or a bearer token alone. What is stored is never read back into the dialog."""
+        self.sign_in_node = QComboBox()
+        self.sign_in_user = QLineEdit()
+        self.sign_in_user.setPlaceholderText("user (none: a bearer token)")
+        self.sign_in_secret = QLineEdit()
+        self.sign_in_secret.setEchoMode(QLineEdit.EchoMode.Password)
+        self.sign_in_secret.setPlaceholderText("password or token")
+        self.save_sign_in_button = QPushButton("Save in keyring")
+        self.save_sign_in_button.setToolTip("empty user and password: forget the node's sign-in")
+        self.save_sign_in_button.clicked.connect(self.save_sign_in)
+        self.sign_in_state = QLabel("")
+        self.sign_in_state.setWordWrap(True)
+        holder = QWidget()
+        row = QHBoxLayout(holder)
+        row.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.sign_in_node, self.sign_in_user, self.sign_in_secret, self.save_sign_in_button):
+            row.addWidget(widget)
+        self.pacs_nodes.textChanged.connect(self._list_dicomweb_nodes)
+        self.sign_in_node.currentIndexChanged.connect(self._show_sign_in)
+        self._list_dicomweb_nodes()
+        return holder
+
+    def _list_dicomweb_nodes(self) -> None:
+        from pacs.dicomweb import DicomWebNode
+        from pacs.remote import parse_node
+
+        urls = []
+        for line in self.pacs_nodes.toPlainText().splitlines():
+            try:
+                node = parse_node(line, PacsTls()) if line.strip() else None
+            except ValueError:
+                continue  # OK names the line that is wrong
+            if isinstance(node, DicomWebNode) and node.url not in urls:
+                urls.append(node.url)
+        for widget in (self.sign_in_node, self.sign_in_user, self.sign_in_secret, self.save_sign_in_button):
+            widget.setEnabled(bool(urls))
+        if not urls:
+            self.sign_in_state.setText("no DICOMweb node in the list")
+        if urls != [self.sign_in_node.itemData(i) for i in range(self.sign_in_node.count())]:
+            self.sign_in_node.clear()
+            for url in urls:
+                self.sign_in_node.addItem(url, url)
+
+    def _show_sign_in(self) -> Worker | None:
+        """What the keyring holds for the chosen node (in a worker: a keyring may ask to be unlocked)."""
+        from pacs.credentials import stored_sign_in
+
+        url = self.sign_in_node.currentData()
+        if not url:
+            return None
+        self.sign_in_state.setText(f"{url}: reading the keyring…")
+
+        def shown(stored) -> None:
+            if url == self.sign_in_node.currentData():
+                self.sign_in_state.setText(f"{url}: " + (f"sign-in stored in the keyring ({stored.kind})" if stored
+                                                         else "no sign-in stored"))
+
+        return self._run(stored_sign_in, url, on_result=shown,
+                         on_error=lambda exc: self.sign_in_state.setText(f"{url}: keyring unreadable: {exc}"))
+
+    def save_sign_in(self) -> Worker | None:
+        """The typed sign-in into the keyring for the chosen node (empty: forgotten); the secret field is cleared."""
+        from pacs.credentials import SignIn, store_sign_in
+
+        url = self.sign_in_node.currentData()
+        user, secret = self.sign_in_user.text().strip(), self.sign_in_secret.text()
+        try:
+            sign_in = SignIn(user, secret) if user else SignIn(token=secret.strip())
+        except ValueError as exc:
+            self.sign_in_state.setText(str(exc))
+            return None
+        if not url:
+            return None
+        self.sign_in_secret.clear()
+        self.sign_in_state.setText(f"{url}: saving in the keyring…")
+        return self._run(store_sign_in, url, sign_in,
+                         on_result=lambda _: self.sign_in_state.setText(
+                             f"{url}: sign-in saved in the keyring ({sign_in.kind})" if sign_in else
+                             f"{url}: sign-in forgotten"),
+                         on_error=lambda exc: self.sign_in_state.setText(f"{url}: {exc}"))
 
     def _with_browse(self, edit: QLineEdit, pattern: str) -> QWidget:
         holder = QWidget()
@@ -220,7 +320,11 @@ class SettingsDialog(QDialog):
                        theme=self.theme.currentData(),
                        pacs_nodes=tuple(line.strip() for line in self.pacs_nodes.toPlainText().splitlines()
                                         if line.strip()),
-                       ae_title=self.ae_title.text().strip(), move_port=self.move_port.value())
+                       ae_title=self.ae_title.text().strip(), move_port=self.move_port.value(),
+                       pacs_ca_file=self.pacs_ca_file.text().strip(),
+                       pacs_certificate_file=self.pacs_certificate_file.text().strip(),
+                       pacs_key_file=self.pacs_key_file.text().strip(),
+                       send_annotated_image=self.send_annotated_image.isChecked())
 
     def accept(self) -> None:
         try:

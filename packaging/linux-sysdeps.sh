@@ -3,7 +3,7 @@
 # those that are missing; as a normal user, print the apt-get line instead.
 #
 #   sh packaging/linux-sysdeps.sh run     # make run: the system libraries PySide6's Qt links (xcb, EGL, fonts …)
-#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd and Orthanc
+#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd, Orthanc and GNOME Keyring
 #
 # The libraries come from packaging/qt-libraries.tsv (soname → package), which packaging/qt_libraries.py derives
 # from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
@@ -33,6 +33,9 @@ if [ "${1:-run}" = test ]; then
     # a real PACS for tests/test_listen.py (and the PACS client's tests): Orthanc and its DICOMweb plugin
     command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || tools="$tools orthanc"
     [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || tools="$tools orthanc-dicomweb"
+    # a real Secret Service for the keyring tests (tests/keyring_service.py): a D-Bus session bus and GNOME Keyring
+    command -v dbus-daemon >/dev/null 2>&1 || tools="$tools dbus"
+    command -v gnome-keyring-daemon >/dev/null 2>&1 || tools="$tools gnome-keyring"
 fi
 [ -z "$missing$tools" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -1,15 +1,11 @@
 """A PACS over DICOMweb (dicomweb-client): QIDO-RS to search, WADO-RS to retrieve into the cache, STOW-RS to store
-the results. HTTPS beyond this machine; HTTP basic auth or a bearer token, and the CA to trust, come from the
-environment so that no secret lands in the viewer's settings:
-
-    MEDEDGE_DICOMWEB_TOKEN                          a bearer token, or
-    MEDEDGE_DICOMWEB_USER, MEDEDGE_DICOMWEB_PASSWORD  HTTP basic auth
-    MEDEDGE_DICOMWEB_CA                             the CA certificate (PEM) that signed the server's
+the results. HTTPS beyond this machine; HTTP basic auth or a bearer token from the system's keyring
+(pacs.credentials); the CA to trust from the Settings (the viewer) or, on the command line and in a service, from
+MEDEDGE_DICOMWEB_CA.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +19,9 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite
 
+from pacs.credentials import sign_in_for
 from pacs.dimse import DicomNetworkError
+from pacs.nodes import PacsTls
 from pacs.query import (
     RetrieveCancelled,
     Retrieved,
@@ -47,14 +45,16 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 class DicomWebNode:
     url: str  # the service's base URL, e.g. https://pacs.example.org/dicom-web
     name: str = field(default="", compare=False)  # what people call it, when set
+    tls_files: PacsTls = field(default_factory=lambda: PacsTls.from_environment("MEDEDGE_DICOMWEB_CA"),
+                                compare=False, repr=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"DICOMweb URL {self.url!r}: expected https://host[:port]/path")
         if parts.username or parts.password:
-            raise ValueError("DICOMweb URL: no credentials in it (they go into MEDEDGE_DICOMWEB_USER/PASSWORD or "
-                             "MEDEDGE_DICOMWEB_TOKEN, never into the settings)")
+            raise ValueError("DICOMweb URL: no credentials in it (they go into the keyring: Settings → PACS "
+                             "sign-in, never into the settings file)")
         if parts.scheme == "http" and parts.hostname not in LOOPBACK_NAMES:
             raise ValueError(f"DICOMweb URL {self.url!r}: patient data beyond this machine goes over https only")
         object.__setattr__(self, "url", self.url.rstrip("/"))
@@ -63,37 +63,37 @@ class DicomWebNode:
         return f"{self.name} ({self.url})" if self.name else self.url
 
 
-def _session() -> requests.Session:
+def _session(node: DicomWebNode) -> requests.Session:
     session = requests.Session()
-    token = os.environ.get("MEDEDGE_DICOMWEB_TOKEN")
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    elif os.environ.get("MEDEDGE_DICOMWEB_USER"):
-        session.auth = (os.environ["MEDEDGE_DICOMWEB_USER"], os.environ.get("MEDEDGE_DICOMWEB_PASSWORD", ""))
-    if os.environ.get("MEDEDGE_DICOMWEB_CA"):
+    sign_in = sign_in_for(node.url)
+    if sign_in.token:
+        session.headers["Authorization"] = f"Bearer {sign_in.token}"
+    elif sign_in.user:
+        session.auth = (sign_in.user, sign_in.password)
+    if node.tls_files.ca_file:
         # requests lets REQUESTS_CA_BUNDLE (set system-wide on many machines) override a session's own CA: the
         # environment is not trusted for that, only for the proxies it names
         session.trust_env = False
         session.proxies = getproxies()
-        session.verify = os.environ["MEDEDGE_DICOMWEB_CA"]
+        session.verify = node.tls_files.ca_file
     return session
 
 
 def _client(node: DicomWebNode, timeout_s: float):
     from dicomweb_client.api import DICOMwebClient  # (imported when a DICOMweb node is used)
 
-    return DICOMwebClient(node.url, session=_session(), timeout=timeout_s)
+    return DICOMwebClient(node.url, session=_session(node), timeout=timeout_s)
 
 
 def _failure(node: DicomWebNode, exc: Exception) -> DicomNetworkError:
     """One line for what went wrong talking to `node`."""
     if isinstance(exc, requests.exceptions.SSLError):
-        reason = "TLS: the server's certificate is not trusted (give its CA in MEDEDGE_DICOMWEB_CA)"
+        reason = "TLS: the server's certificate is not trusted (give its CA as the PACS CA)"
     elif isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         reason = "no answer (is the server running, and the URL right?)"
     elif isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
         code = exc.response.status_code
-        reason = {401: "not authorised (check MEDEDGE_DICOMWEB_USER/PASSWORD or MEDEDGE_DICOMWEB_TOKEN)",
+        reason = {401: f"not authorised (check the sign-in: {sign_in_for(node.url).kind})",
                   403: "forbidden for these credentials", 404: "no DICOMweb service at this URL"}.get(
             code, f"the server answered HTTP {code}")
     else:
@@ -106,7 +106,7 @@ def _qido(node: DicomWebNode, path: str, parameters: Mapping[str, object], timeo
     Orthanc (1.10) does not decode them, and `GALLO*` then matched nothing."""
     query = urlencode(parameters, doseq=True, safe="*^,")
     try:
-        reply = _session().get(f"{node.url}/{path}", params=query, timeout=timeout_s,
+        reply = _session(node).get(f"{node.url}/{path}", params=query, timeout=timeout_s,
                                headers={"Accept": "application/dicom+json"})
         reply.raise_for_status()
         found = reply.json() if reply.status_code != 204 and reply.content else []

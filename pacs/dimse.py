@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from pacs.nodes import DicomNode, client_tls
+from pacs.nodes import DicomNode
 
 VERIFICATION = "1.2.840.10008.1.1"  # the C-ECHO SOP class
 
@@ -31,15 +31,19 @@ def associate(node: DicomNode, ae: AE, timeout_s: float, ext_neg: list | None = 
     """An association of `ae` (its contexts proposed) with `node`; DicomNetworkError saying why not."""
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
     tls = None
+    if node.tls:
+        try:
+            tls = (node.tls_files.client(), node.host)
+        except (ssl.SSLError, OSError) as exc:  # a file that is not a PEM certificate, or the key not its own
+            raise DicomNetworkError(f"{node}: the TLS files cannot be used ({getattr(exc, 'reason', None) or exc}: "
+                                    "check the PACS CA, certificate and key)") from None
     try:  # first the connection alone: "refused", "timed out" or "not trusted" says more than pynetdicom's abort
-        if node.tls:
-            tls = (client_tls(), node.host)
         with socket.create_connection((node.host, node.port), timeout=timeout_s) as probe:
             if tls is not None:
                 tls[0].wrap_socket(probe, server_hostname=node.host).close()
     except ssl.SSLCertVerificationError as exc:
         raise DicomNetworkError(f"{node}: TLS: the node's certificate is not trusted ({exc.verify_message}; give "
-                                "its CA in MEDEDGE_DICOM_CA)") from None
+                                "its CA as the PACS CA)") from None
     except ssl.SSLError as exc:
         raise DicomNetworkError(f"{node}: TLS refused ({exc.reason or exc}: does the node speak DICOM TLS, and "
                                 "does it want this workstation's certificate?)") from None

@@ -1,8 +1,10 @@
 """A DICOM node (a PACS, a modality, a viewer) as DIMSE addresses it: AE title, host and port, and whether it
-speaks DICOM TLS (PS3.15 B.1). The TLS files come from the environment, like DICOMweb's:
+speaks DICOM TLS (PS3.15 B.1) with which TLS files. The viewer takes those from its Settings; the command line
+and a service from the environment:
 
     MEDEDGE_DICOM_CA                       the CA certificate (PEM) that signed the nodes' (else the system's)
-    MEDEDGE_DICOM_CERT, MEDEDGE_DICOM_KEY  this workstation's certificate and key, for nodes that ask for one
+    MEDEDGE_DICOM_CERT, MEDEDGE_DICOM_KEY  this workstation's certificate and key, for nodes that ask for one and
+                                           for receiving a C-MOVE over DICOM TLS
 """
 
 from __future__ import annotations
@@ -22,12 +24,54 @@ def checked_ae_title(title: str, what: str = "AE title") -> str:
 
 
 @dataclass(frozen=True)
+class PacsTls:
+    """PEM files for TLS with PACS nodes: the CA that signed their certificates (empty: the system's), and this
+    workstation's certificate and key, for nodes that ask for one and for receiving a C-MOVE over DICOM TLS."""
+
+    ca_file: str = ""
+    certificate_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.certificate_file) != bool(self.key_file):
+            raise ValueError("this workstation's certificate for the PACS needs its key, and the key its certificate")
+        for what, path in (("PACS CA", self.ca_file), ("workstation certificate", self.certificate_file),
+                           ("workstation key", self.key_file)):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{what} file not found: {path}")
+
+    @classmethod
+    def from_environment(cls, ca_variable: str = "MEDEDGE_DICOM_CA") -> PacsTls:
+        """The command line's and a service's: MEDEDGE_DICOM_CA (or `ca_variable`), MEDEDGE_DICOM_CERT/KEY."""
+        return cls(os.environ.get(ca_variable, ""), os.environ.get("MEDEDGE_DICOM_CERT", ""),
+                   os.environ.get("MEDEDGE_DICOM_KEY", ""))
+
+    def client(self) -> ssl.SSLContext:
+        """The context to reach a node: its CA, and this workstation's certificate when there is one."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file or None)
+        if self.certificate_file:
+            context.load_cert_chain(self.certificate_file, self.key_file)
+        return context
+
+    def server(self) -> ssl.SSLContext:
+        """The context to be reached by a node (a C-MOVE's images sent back over DICOM TLS): this workstation's
+        certificate, and the node's certificate required and checked against the CA."""
+        if not self.certificate_file:
+            raise ValueError("receiving over DICOM TLS needs this workstation's certificate and key")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca_file or None)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(self.certificate_file, self.key_file)
+        return context
+
+
+@dataclass(frozen=True)
 class DicomNode:
     ae_title: str
     host: str
     port: int
     tls: bool = False  # DICOM TLS: written `tls:AET@host:port`
     name: str = field(default="", compare=False)  # what people call it ("Main PACS"), when set
+    tls_files: PacsTls = field(default_factory=PacsTls.from_environment, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", checked_ae_title(self.ae_title, "the node's AE title"))
@@ -56,12 +100,3 @@ class DicomNode:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.address})" if self.name else self.address
-
-
-def client_tls() -> ssl.SSLContext:
-    """The TLS context for DICOM TLS nodes: their CA (MEDEDGE_DICOM_CA, else the system's), and this workstation's
-    certificate when MEDEDGE_DICOM_CERT and MEDEDGE_DICOM_KEY name one."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.environ.get("MEDEDGE_DICOM_CA") or None)
-    if os.environ.get("MEDEDGE_DICOM_CERT"):
-        context.load_cert_chain(os.environ["MEDEDGE_DICOM_CERT"], os.environ.get("MEDEDGE_DICOM_KEY") or None)
-    return context

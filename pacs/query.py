@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -237,7 +238,7 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
     identifier.StudyInstanceUID = study_uid
     receiver = None
     if move_port:
-        receiver = _receiver(calling_ae, move_port, node.ae_title, stored)
+        receiver = _receiver(calling_ae, move_port, node, stored)
         assoc = _associate(node, calling_ae, timeout_s, move=True)
         responses = assoc.send_c_move(identifier, calling_ae, MOVE)
     else:
@@ -271,14 +272,25 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
     return result
 
 
-def _receiver(ae_title: str, port: int, sender: str, stored: Callable):
+def _receiver(ae_title: str, port: int, sender: DicomNode, stored: Callable):
     """A storage SCP for the radiographs a C-MOVE sends back, listening on `port` (all interfaces: the PACS
-    connects to the address it has for this workstation), letting in the PACS's AE title only."""
+    connects to the address it has for this workstation), letting in the PACS's AE title only — over DICOM TLS
+    when the PACS speaks it, its certificate checked against the PACS CA."""
+    tls = None
+    if sender.tls:
+        try:
+            tls = sender.tls_files.server()
+        except ValueError:
+            raise DicomNetworkError(f"{sender}: a C-MOVE over DICOM TLS comes back to this workstation's certificate: "
+                                    "give it and its key (or retrieve by C-GET)") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise DicomNetworkError(f"{sender}: the TLS files cannot be used ({getattr(exc, 'reason', None) or exc}: "
+                                    "check the PACS CA, certificate and key)") from None
     ae = AE(ae_title=ae_title)
-    ae.require_calling_aet = [sender]
+    ae.require_calling_aet = [sender.ae_title]
     for sop_class in RETRIEVED:
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     try:
-        return ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, stored)])
+        return ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, stored)], ssl_context=tls)
     except OSError as exc:
         raise DicomNetworkError(f"cannot receive a C-MOVE on port {port}: {exc.strerror or exc}") from None

@@ -12,22 +12,24 @@ from pydicom.dataset import Dataset
 
 from pacs import dicomweb, dimse, query
 from pacs.dicomweb import DicomWebNode
-from pacs.nodes import DicomNode
+from pacs.nodes import DicomNode, PacsTls
 from pacs.query import Retrieved, SeriesMatch, StudyMatch, StudyQuery
 
 PacsNode = DicomNode | DicomWebNode
 
 
-def parse_node(text: str) -> PacsNode:
+def parse_node(text: str, tls_files: PacsTls | None = None) -> PacsNode:
     """`AET@host:port` or `tls:AET@host:port` (DIMSE), `https://host/path` (DICOMweb), each optionally named:
-    `Main PACS = ORTHANC@pacs:4242`; ValueError saying what is wrong."""
+    `Main PACS = ORTHANC@pacs:4242`; ValueError saying what is wrong. `tls_files`: the viewer's (its Settings);
+    None: the environment's."""
     name, equals, address = text.partition("=")
     if not equals or "@" in name or "://" in name:  # no name given (an `=` inside a URL is the URL's)
         name, address = "", text
     address = address.strip()
     node: PacsNode = DicomWebNode(address) if address.lower().startswith(("http://", "https://")) \
         else DicomNode.parse(address)
-    return replace(node, name=" ".join(name.split()))
+    node = replace(node, name=" ".join(name.split()))
+    return node if tls_files is None else replace(node, tls_files=tls_files)
 
 
 def echo(node: PacsNode, calling_ae: str, timeout_s: float = 10.0) -> float:

@@ -50,11 +50,12 @@ class Orthanc:
 
 
 @contextlib.contextmanager
-def running_orthanc(folder: Path, known: dict[str, tuple[str, int]] | None = None, dicomweb: bool = False,
+def running_orthanc(folder: Path, known: dict[str, tuple] | None = None, dicomweb: bool = False,
                     tls: tuple[Path, Path, Path] | None = None, user: tuple[str, str] | None = None,
                     dicom_tls: tuple[Path, Path, Path] | None = None):
-    """An Orthanc; `known`: the DICOM nodes it lets query and retrieve (AE title → host, port), as a site's PACS
-    administrator declares them — any node may store and echo. `dicomweb`: its DICOMweb plugin on the HTTP port
+    """An Orthanc; `known`: the DICOM nodes it lets query and retrieve (AE title → host, port, and "tls" when it
+    sends a C-MOVE's images to them over DICOM TLS), as a site's PACS administrator declares them — any node may
+    store and echo. `dicomweb`: its DICOMweb plugin on the HTTP port
     (`tls`: over HTTPS, (CA, server certificate, key); `user`: behind HTTP basic auth). `dicom_tls`: its DICOM
     port speaks DICOM TLS with that (CA, certificate, key); clients need no certificate."""
     dicom_port, http_port = free_ports(2)
@@ -64,7 +65,9 @@ def running_orthanc(folder: Path, known: dict[str, tuple[str, int]] | None = Non
               "DicomAet": AE_TITLE, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
               "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True, "Plugins": [],
               "ConcurrentJobs": 1, "HttpThreadsCount": 4,
-              "DicomModalities": {title.lower(): [title, host, port] for title, (host, port) in (known or {}).items()}}
+              "DicomModalities": {title.lower(): {"AET": title, "Host": address[0], "Port": address[1],
+                                                  "UseDicomTls": len(address) > 2 and address[2] == "tls"}
+                                  for title, address in (known or {}).items()}}
     if dicomweb:
         config |= {"Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
     if user is not None:

@@ -1,20 +1,28 @@
 """DICOMweb against a real Orthanc with its DICOMweb plugin, over HTTPS with HTTP basic auth: STOW-RS, QIDO-RS with
 the panel's filters, WADO-RS into the cache (and cancelled), the SR stored and read back — and the one-line
-answers when the credentials, the certificate or the URL are wrong."""
+answers when the credentials, the certificate or the URL are wrong; the sign-in kept in a real system keyring
+(GNOME Keyring's Secret Service) and set in the Settings dialog."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pydicom
 import pytest
+from keyring_service import AVAILABLE as KEYRING
+from keyring_service import running_keyring
 from pydicom.uid import generate_uid
 
 from app.results import write_and_send
+from app.settings import AppSettings, load_settings, save_settings
+from app.settings_dialog import SettingsDialog
 from inference.config import ModelKind
 from inference.models.findings import Detection, Findings, Mode, ModelRun
+from pacs.credentials import SignIn, store_sign_in
 from pacs.dicomweb import DicomWebNode
 from pacs.dimse import DicomNetworkError
+from pacs.nodes import PacsTls
 from pacs.query import RetrieveCancelled, StudyQuery
 from pacs.remote import echo, find_series, find_studies, get_study, parse_node, store
 from viewer.loader import load_radiograph
@@ -90,10 +98,8 @@ def test_wrong_credentials_certificates_and_urls_say_so_in_one_line(web_pacs, mo
     with pytest.raises(DicomNetworkError, match="not authorised"):
         echo(node, "MEDEDGE")
     monkeypatch.setenv("MEDEDGE_DICOMWEB_PASSWORD", USER[1])
-    monkeypatch.setenv("MEDEDGE_DICOMWEB_CA", str(files["other-ca.pem"]))
     with pytest.raises(DicomNetworkError, match="certificate is not trusted"):
-        find_studies(node, StudyQuery(), "MEDEDGE")
-    monkeypatch.setenv("MEDEDGE_DICOMWEB_CA", str(files["ca.pem"]))
+        find_studies(replace(node, tls_files=PacsTls(str(files["other-ca.pem"]))), StudyQuery(), "MEDEDGE")
     with pytest.raises(DicomNetworkError, match="no DICOMweb service at this URL"):
         echo(parse_node(orthanc.dicomweb.replace("/dicom-web", "/no-such-service")), "MEDEDGE")
     for url, says in (("http://pacs.example.org/dicom-web", "https only"),
@@ -101,3 +107,65 @@ def test_wrong_credentials_certificates_and_urls_say_so_in_one_line(web_pacs, mo
                       ("ftp://pacs/dicom-web", "expected AET@host:port")):
         with pytest.raises(ValueError, match=says):
             parse_node(url)
+
+
+@pytest.mark.skipif(not KEYRING, reason="dbus and gnome-keyring are not installed")
+def test_the_viewer_signs_in_with_what_the_keyring_holds(web_pacs, tmp_path, monkeypatch):
+    """The viewer's nodes come from its Settings (the CA file) and the keyring (the sign-in), not the environment;
+    a sign-in in the keyring wins over the environment's."""
+    orthanc, _, study, files = web_pacs
+    for variable in ("MEDEDGE_DICOMWEB_USER", "MEDEDGE_DICOMWEB_PASSWORD", "MEDEDGE_DICOMWEB_CA"):
+        monkeypatch.delenv(variable)
+    [node] = AppSettings(pacs_nodes=(f"Web PACS = {orthanc.dicomweb}",), pacs_ca_file=str(files["ca.pem"])).pacs
+    with running_keyring(tmp_path / "keyring"):
+        with pytest.raises(DicomNetworkError, match=r"not authorised \(check the sign-in: none\)"):
+            echo(node, "MEDEDGE")
+        store_sign_in(node.url, SignIn(*USER))
+        monkeypatch.setenv("MEDEDGE_DICOMWEB_USER", "someone-else")
+        [found] = find_studies(node, StudyQuery(patient_id="P-WEB-7"), "MEDEDGE")
+        assert found.study_uid == study
+        store_sign_in(node.url, SignIn(USER[0], "wrong"))
+        with pytest.raises(DicomNetworkError, match=r"not authorised \(check the sign-in: user radiology\)"):
+            echo(node, "MEDEDGE")
+
+
+@pytest.mark.skipif(not KEYRING, reason="dbus and gnome-keyring are not installed")
+def test_the_settings_dialog_keeps_the_sign_in_in_the_keyring_only(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    url = "https://pacs.example.org/dicom-web"
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+    def dialog_for(settings: AppSettings) -> SettingsDialog:
+        dialog = SettingsDialog(settings)
+        qtbot.addWidget(dialog)
+        return dialog
+
+    with running_keyring(tmp_path / "keyring"):
+        dialog = dialog_for(AppSettings())
+        assert not dialog.save_sign_in_button.isEnabled()  # no DICOMweb node yet
+        dialog.pacs_nodes.setPlainText(f"Main PACS = ORTHANC@pacs.example.org:104\nWeb = {url}")
+        assert [dialog.sign_in_node.itemData(i) for i in range(dialog.sign_in_node.count())] == [url]
+        qtbot.waitUntil(lambda: "no sign-in stored" in dialog.sign_in_state.text(), timeout=10_000)
+        dialog.sign_in_user.setText(USER[0])
+        dialog.sign_in_secret.setText(USER[1])
+        dialog.save_sign_in_button.click()
+        qtbot.waitUntil(lambda: "sign-in saved in the keyring (user radiology)" in dialog.sign_in_state.text(),
+                        timeout=10_000)
+        assert dialog.sign_in_secret.text() == ""  # not left on screen
+        dialog.accept()
+        save_settings(dialog.result_settings, store)
+        assert USER[1] not in (tmp_path / "settings.ini").read_text()  # the settings file never holds it
+
+        again = dialog_for(load_settings(store)[0])  # what is stored is said, never shown
+        qtbot.waitUntil(lambda: "sign-in stored in the keyring (user radiology)" in again.sign_in_state.text(),
+                        timeout=10_000)
+        assert again.sign_in_secret.text() == "" and again.sign_in_user.text() == ""
+        again.save_sign_in_button.click()  # both empty: forgotten
+        qtbot.waitUntil(lambda: "sign-in forgotten" in again.sign_in_state.text(), timeout=10_000)
+    without = dialog_for(load_settings(store)[0])  # no keyring on this system: said in one line
+    without.sign_in_user.setText(USER[0])
+    without.sign_in_secret.setText(USER[1])
+    without.save_sign_in_button.click()
+    qtbot.waitUntil(lambda: "this system runs no keyring" in without.sign_in_state.text(), timeout=10_000)
+    assert "\n" not in without.sign_in_state.text()

@@ -1,6 +1,6 @@
 """The viewer's PACS panel against a real Orthanc, under pytest-qt: search with the filters, look into a study's
 series, retrieve it (into the cache, opened in the Studies list, analysed on retrieve), cancel a retrieve, and
-send the findings back as a DICOM SR."""
+send the findings back as a DICOM SR with the annotated view."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from test_main_window import store, window  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.timeout(600)
 CANINE = "dicom/highdicom_dx_image_canine_thorax.dcm"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _study(shared_cxr, patient: str, images: int) -> tuple[str, list]:
@@ -71,10 +72,16 @@ def test_search_retrieve_analyse_and_send_back(qtbot, window, pacs):
                     timeout=300_000)
 
     assert window.current is not None and window.studies.findings(window.current) is not None
+    window.apply_settings(replace(window.settings, send_annotated_image=True))
     window.send_results()
-    qtbot.waitUntil(lambda: "DICOM SR sent to" in window.statusBar().currentMessage(), timeout=60_000)
+    qtbot.waitUntil(lambda: "The DICOM SR and the annotated image sent to" in window.statusBar().currentMessage(),
+                    timeout=60_000)
     [sr] = orthanc.instances_of_class(COMPREHENSIVE_SR)
-    assert sr["PatientID"] == "VERDI^AN"  # the SR belongs to the study it was made from
+    [image] = orthanc.instances_of_class(SECONDARY_CAPTURE)
+    for result in (sr, image):  # each belongs to the study it was made from
+        assert (result["PatientID"], result["StudyInstanceUID"]) == ("VERDI^AN", small)
+    assert image["BurnedInAnnotation"] == "YES" and image["ImageType"] == "DERIVED\\SECONDARY"
+    assert "DEMO WEIGHTS" in image["SeriesDescription"]  # the demo weights say so in the PACS's listing too
 
 
 def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs):

@@ -276,7 +276,8 @@ def _python(*args, **kwargs) -> subprocess.Popen:
 def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     out = tmp_path / "repository"
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(out),
-                           "--models", "classifier", "--cuts", "0,7", "--wire", "fp32,fp16"],
+                           "--models", "classifier", "--cuts", "0,7", "--wire", "fp32,fp16", "--queue-delay-us", "1500",
+                           "--preferred-batch", "2,4"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["parts"] == ["classifier_cut00_fp32", "classifier_cut00_fp16",
@@ -286,7 +287,8 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input] == \
         [("t06", "TYPE_FP16", [512, 7, 7])]
     assert [o.name for o in config.output] == ["probabilities", "features"]
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1500  # the shared edge's batcher, as asked
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4] and config.instance_group[0].count == 1
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     import onnx
 
@@ -311,6 +313,7 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
             (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/config.pbtxt").read_text(),
             mc.ModelConfig())
         assert served.backend == "python" and list(served.input) == list(config.input)
+        assert served.dynamic_batching == config.dynamic_batching
         # Same outputs, plus the compute time the Python-backend model reports per request.
         assert list(served.output)[:-1] == list(config.output) and served.output[-1].name == "edge_compute_ms"
         assert (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/1/model.onnx"

@@ -55,6 +55,20 @@ def _add_part_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuts", default="default", help="'default' (full offload and the auto cut), 'all', "
                         "or a list like 1,6 (each applied to every model it is valid for)")
     parser.add_argument("--wire", default="fp32,fp16", help="wire formats to export (default fp32,fp16)")
+    parser.add_argument("--batching", default="on", choices=("on", "off"), help="Triton's dynamic batcher groups "
+                        "concurrent requests of many workstations into one run of a part (default on)")
+    parser.add_argument("--queue-delay-us", type=int, default=2000, metavar="US", help="how long a request waits "
+                        "for others to join its batch (default 2000; see docs/benchmarks.md, shared edge)")
+    parser.add_argument("--preferred-batch", default="", metavar="SIZES", help="batch sizes the batcher aims for, "
+                        "e.g. 4,8 (default: none, the largest it has)")
+    parser.add_argument("--instances", type=int, default=1, metavar="N", help="copies of each part that run side "
+                        "by side (default 1: one per part keeps a CPU edge's cores for the batch)")
+
+
+def _batching(args: argparse.Namespace):
+    from inference.edge.repository import Batching
+
+    return Batching.parse(args.batching, args.queue_delay_us, args.preferred_batch, args.instances)
 
 
 def _part_requests(args: argparse.Namespace, analyzer) -> list:
@@ -92,7 +106,7 @@ def _edge_export(args: argparse.Namespace) -> int:
     try:
         analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
         requests = _part_requests(args, analyzer)
-        specs = write_repository(Path(args.out), requests, gpu=not args.cpu,
+        specs = write_repository(Path(args.out), requests, gpu=not args.cpu, batching=_batching(args),
                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
     except (WeightsError, ValueError, OSError) as exc:
         return fail("edge export", exc)
@@ -132,10 +146,11 @@ def _edge_serve(args: argparse.Namespace) -> int:
 
             analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
             requests = _part_requests(args, analyzer)
+            batching = _batching(args)
             key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
                                              for r in requests)).encode()).hexdigest()[:12]
-            server.repository = base / f"repository-{key}"
-            write_repository(server.repository, requests, gpu=False,
+            server.repository = base / f"repository-{key}"  # the batching is rewritten into the configs each start
+            write_repository(server.repository, requests, gpu=False, batching=batching,
                              progress=lambda m: print(m, file=sys.stderr, flush=True))
         for warning in warnings:  # on every start, into the service's journal
             print(f"mededge edge serve: warning: {warning}", file=sys.stderr, flush=True)

@@ -53,6 +53,38 @@ _DTYPE_BYTES = {mc.TYPE_FP32: 4, mc.TYPE_FP16: 2, mc.TYPE_UINT8: 1, mc.TYPE_INT6
 
 
 @dataclass(frozen=True)
+class Batching:
+    """How a part is served to many workstations at once: Triton's dynamic batcher groups requests that arrive
+    within `queue_delay_us` of each other (up to `MAX_BATCH`, `preferred` sizes first) into one run of the part,
+    and `instances` copies of it run side by side. `dynamic=False`: each request runs on its own."""
+
+    dynamic: bool = True
+    queue_delay_us: int = QUEUE_DELAY_US
+    preferred: tuple[int, ...] = ()
+    instances: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.queue_delay_us <= 1_000_000:
+            raise ValueError(f"queue delay must lie in 0..1000000 µs, got {self.queue_delay_us}")
+        if any(not 1 <= size <= MAX_BATCH for size in self.preferred):
+            raise ValueError(f"preferred batch sizes must lie in 1..{MAX_BATCH}, got {list(self.preferred)}")
+        if not 1 <= self.instances <= 64:
+            raise ValueError(f"instances must lie in 1..64, got {self.instances}")
+
+    @classmethod
+    def parse(cls, dynamic: str, queue_delay_us: int, preferred: str, instances: int) -> Batching:
+        """From the command line's words: `dynamic` on/off, `preferred` like "4,8"; ValueError saying what is
+        wrong."""
+        if dynamic not in ("on", "off"):
+            raise ValueError(f"--batching must be on or off, got {dynamic!r}")
+        try:
+            sizes = tuple(int(size) for size in preferred.split(",") if size.strip())
+        except ValueError:
+            raise ValueError(f"--preferred-batch expects sizes like 4,8, got {preferred!r}") from None
+        return cls(dynamic == "on", queue_delay_us, sizes, instances)
+
+
+@dataclass(frozen=True)
 class PartRequest:
     model: StagedModel
     weights: str   # "demo" or SHA-256: recorded in the config, checked by the client
@@ -61,7 +93,7 @@ class PartRequest:
 
 
 def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, gpu: bool,
-                 backend: str = "onnxruntime") -> mc.ModelConfig:
+                 backend: str = "onnxruntime", batching: Batching = Batching()) -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH)
     if backend == "onnxruntime":
         config.platform = "onnxruntime_onnx"
@@ -75,9 +107,11 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, g
         entry = config.output.add()
         entry.name, entry.data_type = tensor.name, _DTYPES[tensor.dtype]
         entry.dims.extend(tensor.shape)
-    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+    if batching.dynamic:
+        config.dynamic_batching.max_queue_delay_microseconds = batching.queue_delay_us
+        config.dynamic_batching.preferred_batch_size.extend(batching.preferred)
     group = config.instance_group.add()
-    group.count = 1
+    group.count = batching.instances
     group.kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     config.parameters["mededge_fingerprint"].string_value = spec.fingerprint
     for key, value in spec.identity:
@@ -97,9 +131,10 @@ def read_config(path: Path) -> mc.ModelConfig:
         raise ValueError(f"{path} is not a Triton model config: {exc}") from None
 
 
-def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = True,
+def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = True, batching: Batching = Batching(),
                      progress=lambda message: None) -> list[EdgePartSpec]:
-    """Export each requested edge part into `root` (existing parts with the same fingerprint are kept)."""
+    """Export each requested edge part into `root` (existing parts with the same fingerprint are kept), each
+    served with `batching`."""
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
         progress(f"removed {path.relative_to(root)}, left by an interrupted export")
@@ -120,7 +155,8 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
                                             or _new_shared(request, onnx_path.parent))
             weights_digest = share_weights(onnx_path, shared[spec.fingerprint])
             digest = file_sha256(onnx_path)
-        config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu)))
+        config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu,
+                                                                         batching=batching)))
         specs.append(spec)
     write_probe(root)
     (root / "README.md").write_text(repository_readme(specs, gpu))

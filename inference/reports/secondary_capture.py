@@ -131,7 +131,7 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom refused a value of the source
         raise StructuredReportError(f"cannot build the annotated image: {exc}") from exc
     if not known:  # highdicom asks for one; PS3.3 lets it be empty (Type 2) rather than made up
-        image.PatientOrientation = ""
+        image.PatientOrientation = []
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.BurnedInAnnotation = "YES"
     image.ConversionType = "WSD"  # made on a workstation

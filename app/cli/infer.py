@@ -107,6 +107,8 @@ def _infer(args: argparse.Namespace) -> int:
         destination = parse_node(args.send) if args.send else None
         if destination is not None and not (args.out or args.sr):
             raise ValueError("--send sends the DICOM SRs: write them with --out DIR or --sr DIR")
+        if args.annotated_image and not (args.out or args.sr):
+            raise ValueError("--annotated-image goes beside the DICOM SRs: write them with --out DIR or --sr DIR")
         checked_ae_title(args.ae_title)
         session = analysis_session(args, "infer")
     except (WeightsError, ValueError, EdgeError) as exc:

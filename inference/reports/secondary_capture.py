@@ -39,7 +39,7 @@ SHOWN_FINDINGS = 5           # the classifier's most probable findings listed on
 BOX_COLOUR = (255, 200, 0)   # RGB amber: visible on grey, not a colour a radiograph has
 BANNER = "AI RESULT (MedEdge) - NOT A DIAGNOSIS"
 SERIES_DESCRIPTION = "MedEdge AI annotated view"
-FONT = cv2.FONT_HERSHEY_SIMPLEX  # ASCII only: every label drawn is ASCII
+FONT = cv2.FONT_HERSHEY_SIMPLEX  # ASCII only
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def _label(image: np.ndarray, text: str, at: tuple[int, int], scale: float, thic
            colour: tuple[int, int, int], below: bool = False) -> int:
     """`text` on a black plate whose lower left is `at` (with `below`: its upper left), kept inside the image;
     returns the row under the plate."""
+    text = text.encode("ascii", "replace").decode()  # Hershey fonts draw ASCII only (class names of other weights)
     width, height, depth, pad = _plate(text, scale, thickness)
     x, y = at
     top = y if below else max(0, y - height - depth - 2 * pad)

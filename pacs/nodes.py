@@ -81,9 +81,9 @@ class DicomNode:
             raise ValueError(f"DICOM port must lie in 1..65535, got {self.port}")
 
     @classmethod
-    def parse(cls, text: str) -> DicomNode:
+    def parse(cls, text: str, tls_files: PacsTls | None = None) -> DicomNode:
         """`AET@host:port` (e.g. ORTHANC@pacs.example.org:4242), `tls:AET@host:port` for DICOM TLS; ValueError
-        naming what is wrong."""
+        naming what is wrong. `tls_files`: None, the environment's."""
         text = text.strip()
         tls = text.lower().startswith("tls:")
         title, at, address = text[4 if tls else 0:].rpartition("@")
@@ -91,7 +91,7 @@ class DicomNode:
         if not at or not colon or not port.isdigit():
             raise ValueError(f"DICOM node {text!r}: expected AET@host:port, e.g. ORTHANC@pacs.example.org:4242 "
                              "(tls:AET@host:port for DICOM TLS)")
-        return cls(title, host.strip("[]"), int(port), tls)
+        return cls(title, host.strip("[]"), int(port), tls, tls_files=tls_files or PacsTls.from_environment())
 
     @property
     def address(self) -> str:

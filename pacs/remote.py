@@ -26,10 +26,12 @@ def parse_node(text: str, tls_files: PacsTls | None = None) -> PacsNode:
     if not equals or "@" in name or "://" in name:  # no name given (an `=` inside a URL is the URL's)
         name, address = "", text
     address = address.strip()
-    node: PacsNode = DicomWebNode(address) if address.lower().startswith(("http://", "https://")) \
-        else DicomNode.parse(address)
-    node = replace(node, name=" ".join(name.split()))
-    return node if tls_files is None else replace(node, tls_files=tls_files)
+    node: PacsNode
+    if address.lower().startswith(("http://", "https://")):
+        node = DicomWebNode(address, tls_files=tls_files or PacsTls.from_environment("MEDEDGE_DICOMWEB_CA"))
+    else:
+        node = DicomNode.parse(address, tls_files)
+    return replace(node, name=" ".join(name.split()))
 
 
 def echo(node: PacsNode, calling_ae: str, timeout_s: float = 10.0) -> float:

@@ -177,6 +177,21 @@ def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
     dialog.ca_file.setText("")
     dialog.accept()
     assert dialog.result_settings.edge_addresses == ("10.0.0.5:8001",) and dialog.result_settings.tls
+    # the PACS's TLS files: each must exist, the certificate with its key; they reach every node of the list
+    certificate = tmp_path / "workstation.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+    dialog.pacs_nodes.setPlainText("tls:PACS@pacs.example.org:2762")
+    for field, value, reason in ((dialog.pacs_ca_file, tmp_path / "no-ca.pem", "PACS CA file not found"),
+                                 (dialog.pacs_certificate_file, certificate, "needs its key")):
+        field.setText(str(value))
+        dialog.accept()
+        assert reason in dialog.error.text()
+        field.setText("")
+    dialog.pacs_certificate_file.setText(str(certificate))
+    dialog.pacs_key_file.setText(str(certificate))
+    dialog.accept()
+    [node] = dialog.result_settings.pacs
+    assert node.tls and node.tls_files.certificate_file == str(certificate)
 
     store.setValue("timeout_s", "not a number")
     defaults, problem = load_settings(store)

@@ -266,7 +266,8 @@ def test_infer_sr_writes_one_sr_per_dicom_study(shared_cxr, tmp_path, monkeypatc
 
 
 def test_the_annotated_view_is_a_secondary_capture_of_the_same_study_marked_as_ai_output(study, tmp_path):
-    path, header = study
+    path, _ = study
+    header = pydicom.dcmread(path, stop_before_pixels=True)  # as on disk (another test edits the fixture's copy)
     radiograph = load_radiograph(path)
     findings = _findings(path)
     written = write_secondary_capture(findings, radiograph, tmp_path, view=View(confidence=0.5))

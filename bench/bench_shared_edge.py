@@ -1,0 +1,187 @@
+"""A shared edge (issue 22): many workstations send to one edge server at once. Throughput and p95 latency with
+1, 2, 4 and 8 concurrent clients, with Triton's dynamic batcher (at each queue delay asked) and without.
+
+Set-up, built and removed here: the part of --model at its automatic cut (FP32 on the wire, as `edge export
+--cuts N` writes it) exported once per batching configuration, each served in turn by `edge serve` pinned to
+CPU 1 with one compute thread (MEDEDGE_EDGE_THREADS=1); the clients are threads of this process pinned to CPU 0,
+each with its own gRPC channel (an `EdgeClient`), each sending one image's tensors at the cut as a workstation
+does and the next as soon as the last returned; loopback. Each cell runs --seconds after a warm-up; Triton's
+statistics give the mean batch it ran.
+
+    .venv/bin/python bench/bench_shared_edge.py --model classifier --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_spread import serve  # noqa: E402
+from inference.reports.benchmark import machine_description  # noqa: E402
+
+CLIENTS = (1, 2, 4, 8)
+
+
+def export(folder: Path, args, batching: str, delay_us: int) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(folder), "--cpu",
+                    "--models", args.model, "--cuts", str(args.cut), "--wire", "fp32", "--detector-size",
+                    str(args.detector_size), "--batching", batching, "--queue-delay-us", str(delay_us)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def _cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process `root` and every process below it (the gateway, tritonserver and
+    its Python-backend stubs)."""
+    parents, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid = int(stat.parent.name)
+        parents[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])  # ppid; utime + stime
+    total = 0
+    for pid in ticks:
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += ticks[pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def load(address: str, spec, clients: int, seconds: float, server: int) -> dict:
+    """`clients` threads sending back to back for `seconds`: requests/s, median and p95 latency (ms), and how
+    busy the edge's processes and the clients' were (% of one core)."""
+    from inference.edge.client import EdgeClient, EdgeSettings
+    from inference.models.wire import DTYPES as WIRE_DTYPES
+
+    rng = np.random.default_rng(0)
+    tensors = {t.name: rng.standard_normal((1, *t.shape)).astype(WIRE_DTYPES[t.dtype]) for t in spec.inputs}
+    outputs = tuple(t.name for t in spec.outputs)
+    channels = [EdgeClient(EdgeSettings(address, timeout_s=120)) for _ in range(clients)]
+    for channel in channels:  # connected and the part verified before the clock starts
+        channel.infer(spec, tensors, outputs)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def client(index: int) -> None:
+        start.wait()
+        while time.perf_counter() < deadline[0]:
+            began = time.perf_counter()
+            channels[index].infer(spec, tensors, outputs)
+            latencies[index].append((time.perf_counter() - began) * 1e3)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline[0] = time.perf_counter() + seconds
+    before = _batches(channels[0], spec.name)
+    edge_cpu, client_cpu = _cpu_seconds(server), sum(os.times()[:2])
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    edge_cpu, client_cpu = _cpu_seconds(server) - edge_cpu, sum(os.times()[:2]) - client_cpu
+    after = _batches(channels[0], spec.name)
+    for channel in channels:
+        channel.close()
+    every = np.array([ms for each in latencies for ms in each])
+    images, runs = after[0] - before[0], after[1] - before[1]
+    return {"clients": clients, "requests": int(every.size), "requests_per_s": every.size / took,
+            "median_ms": float(np.median(every)), "p95_ms": float(np.percentile(every, 95)),
+            "mean_batch": images / runs if runs else None,
+            # Triton counts a batch's compute once for each request in it: the mean batch's compute time
+            "batch_compute_ms": (after[2] - before[2]) / 1e6 / images if images else None,
+            "queue_ms_per_image": (after[3] - before[3]) / 1e6 / images if images else None,
+            "edge_cpu_percent": 100 * edge_cpu / took, "client_cpu_percent": 100 * client_cpu / took}
+
+
+def _batches(channel, model: str) -> tuple[int, int, int, int]:
+    """(images, runs of the part, ns computing, ns queued) Triton has counted for `model`."""
+    stats = channel._client.get_inference_statistics(model)  # noqa: SLF001  (the bench reads Triton's own figures)
+    entry = stats.model_stats[0]
+    return (entry.inference_count, entry.execution_count, entry.inference_stats.compute_infer.ns,
+            entry.inference_stats.queue.ns)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="classifier", choices=("classifier", "detector"))
+    parser.add_argument("--cut", type=int, help="default: the automatic split's (classifier 7, detector 6)")
+    parser.add_argument("--detector-size", type=int, default=512, metavar="PX")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--delays", default="0,2000,8000", help="queue delays (µs) to try with the batcher")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    from inference.analysis.analyzer import Analyzer, ModelChoice
+    from inference.config import ModelKind, WireFormat
+    from inference.models.detector import DetectorConfig
+    from inference.models.parts import part_spec
+    from inference.planning.plan import AUTO_CUTS
+
+    kind = ModelKind(args.model)
+    args.cut = AUTO_CUTS[kind] if args.cut is None else args.cut
+    analyzer = Analyzer(ModelChoice(detector=DetectorConfig(input_size=args.detector_size)))
+    spec = part_spec(analyzer.model(kind), args.cut, WireFormat.FP32, analyzer.weights[kind])
+    configurations = [("off", 0)] + [("on", int(d)) for d in args.delays.split(",") if d.strip()]
+    work = Path(tempfile.mkdtemp(prefix="mededge-shared-edge-"))
+    os.sched_setaffinity(0, {0})
+    figures: dict[str, list[dict]] = {}
+    try:
+        for index, (batching, delay) in enumerate(configurations):
+            name = "no batching" if batching == "off" else f"dynamic batching, queue delay {delay} µs"
+            print(f"{name}: exporting {spec.name}, serving it on CPU 1", file=sys.stderr, flush=True)
+            repository = export(work / f"repository-{index}", args, batching, delay)
+            server, address = serve(work / f"edge-{index}", repository, 1, None)
+            try:
+                figures[name] = []
+                for clients in CLIENTS:
+                    cell = load(address, spec, clients, args.seconds, server.pid)
+                    figures[name].append(cell)
+                    print(f"  {clients} client(s): {cell['requests_per_s']:.1f} req/s, median "
+                          f"{cell['median_ms']:.0f} ms, p95 {cell['p95_ms']:.0f} ms, mean batch "
+                          f"{cell['mean_batch'] or 0:.2f}, batch compute {cell['batch_compute_ms'] or 0:.1f} ms, queue "
+                          f"{cell['queue_ms_per_image'] or 0:.1f} ms; CPU edge "
+                          f"{cell['edge_cpu_percent']:.0f}%, clients {cell['client_cpu_percent']:.0f}%",
+                          file=sys.stderr, flush=True)
+            finally:
+                server.terminate()
+                server.wait(60)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    off = {cell["clients"]: cell for cell in figures["no batching"]}
+    best = max((name for name in figures if name != "no batching"),
+               key=lambda name: figures[name][-1]["requests_per_s"])
+    on = {cell["clients"]: cell for cell in figures[best]}
+    report = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "command": " ".join(["bench/bench_shared_edge.py", *sys.argv[1:]]),
+              "setting": ("edge serve pinned to CPU 1, one compute thread; clients: threads on CPU 0, one gRPC "
+                          "channel each, back to back; loopback"),
+              "part": spec.name, "seconds": args.seconds, "figures": figures, "best_batching": best,
+              "throughput_ratio": {c: on[c]["requests_per_s"] / off[c]["requests_per_s"] for c in CLIENTS},
+              "p95_ratio": {c: on[c]["p95_ms"] / off[c]["p95_ms"] for c in CLIENTS}}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -195,7 +195,8 @@ class SettingsDialog(QDialog):
         password, or a bearer token alone. What is stored is never read back into the dialog."""
         self.sign_in_node = QComboBox()
         self.sign_in_user = QLineEdit()
-        self.sign_in_user.setPlaceholderText("user (none: a bearer token)")
+        self.sign_in_user.setPlaceholderText("user")
+        self.sign_in_user.setToolTip("HTTP basic auth's user; empty: the field beside holds a bearer token")
         self.sign_in_secret = QLineEdit()
         self.sign_in_secret.setEchoMode(QLineEdit.EchoMode.Password)
         self.sign_in_secret.setPlaceholderText("password or token")

@@ -135,17 +135,15 @@ def _infer(args: argparse.Namespace) -> int:
             return None
 
         def written() -> dict:
-            try:  # the header is read again: analyze_many keeps only the Findings of each study
-                header = read_source_header(result.path)
-            except StructuredReportError as exc:  # e.g. a PNG: no DICOM identity to report on
-                return {"sr_error": str(exc)}
             image_of = None
-            if args.annotated_image:
-                try:  # read again too: a worklist keeps no pixels
+            try:  # read again: analyze_many keeps only the Findings of each study (the image too when drawn)
+                if args.annotated_image:
                     image_of = load_radiograph(result.path)
-                except RadiographError as exc:
-                    return write_and_send(result, header, sr_folder, analyzer, destination, args.ae_title) | {
-                        "image_error": f"annotated image not written: {exc.reason}"}
+                    header = image_of.header
+                else:
+                    header = read_source_header(result.path)
+            except (StructuredReportError, RadiographError) as exc:  # e.g. a PNG: no DICOM identity to report on
+                return {"sr_error": getattr(exc, "reason", None) or str(exc)}
             return write_and_send(result, header, sr_folder, analyzer, destination, args.ae_title, image_of=image_of)
 
         return written

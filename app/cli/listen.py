@@ -160,8 +160,7 @@ def _take(waiting: queue.Queue[str], stop: threading.Event) -> list[str]:
 def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str, note, stop: threading.Event,
              annotated_image: bool = False):
     """(record, finished) per study of `paths`, as a pipelined series: its SR (and the annotated image) written,
-    and sent on. Once `stop` is
-    set no study is begun (those left stay in the inbox for the next start)."""
+    and sent on. Once `stop` is set no study is begun (those left stay in the inbox for the next start)."""
     from pydicom.uid import generate_uid
 
     from app.worklist import SR_FOLDER

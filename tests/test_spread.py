@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 import pytest
-from test_faults import _plan, analyzer, repository, study  # noqa: F401  (the detector here, the classifier cut 7)
+from test_faults import _plan, analyzer, study  # noqa: F401  (the detector here, the classifier cut 7)
 
 from bench.relay import Relay
 from inference.analysis.analyzer import Analyzer
@@ -20,11 +20,27 @@ from inference.analysis.session import AnalysisSession
 from inference.analysis.spread import Lane, SpreadWorklist
 from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeGroup, EdgeSettings
+from inference.edge.repository import PartRequest, write_repository
 from inference.models.findings import WORKSTATION, Findings, Mode
+from inference.planning.plan import ModelPlan, Plan
 
 from test_edge import start_server
 
 pytestmark = pytest.mark.timeout(900)
+
+
+DETECTOR_CUT = 6
+
+
+@pytest.fixture(scope="module")
+def repository(analyzer, tmp_path_factory):
+    """The classifier's cut 7 (what the worklists here send) and the detector's cut 6 (a study's two models
+    on two servers at once)."""
+    root = tmp_path_factory.mktemp("spread") / "repository"
+    write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7, WireFormat.FP32),
+                            PartRequest(analyzer.detector, analyzer.detector_source, DETECTOR_CUT, WireFormat.FP32)],
+                     gpu=False)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +211,32 @@ def test_a_session_makes_a_lane_per_edge_and_a_worklist_uses_both(analyzer, serv
         assert lanes[-1].background and lanes[-1].plan == analyzer.local_plan()
     finally:
         group.close()
+
+
+def test_one_study_runs_its_two_models_on_two_servers_at_once(analyzer, servers, study):
+    """Both models offloaded and two edges: each model's request goes to a server of its own, both out at once
+    (the detector to the server that computed it fastest, a server not yet measured for it counting as fastest);
+    the result equals the one-server result."""
+    plan = Plan(ModelPlan(DETECTOR_CUT), ModelPlan(7))
+    addresses = [s.grpc_address for s in servers]
+    one = analyzer.with_edge(EdgeClient(EdgeSettings(addresses[0])))
+    group = EdgeGroup([EdgeSettings(address) for address in addresses])
+    two = analyzer.with_edge(group)
+    try:
+        alone = one.analyze(study, plan, allow_fallback=False)
+        results = [two.analyze(study, plan, allow_fallback=False) for _ in range(3)]
+    finally:
+        one.edge.close()
+        group.close()
+    assert alone.ran_on == (WORKSTATION, addresses[0])
+    for result in results:
+        assert result.mode is Mode.DISTRIBUTED and not result.fallback_reason
+        assert set(result.ran_on) == {WORKSTATION, *addresses}  # the detector's server, then the classifier's
+        assert max(abs(result.probabilities[k] - v) for k, v in alone.probabilities.items()) < 1e-5
+        boxes = [c for d in result.detections for c in d.box_xyxy]
+        assert boxes == pytest.approx([c for d in alone.detections for c in d.box_xyxy], abs=1e-3)
+    # first both unmeasured (the order given), then each model on the server it has not yet run on
+    assert [r.ran_on[1:] for r in results[:2]] == [tuple(addresses), tuple(reversed(addresses))]
 
 
 def test_cancel_stops_every_lane(analyzer, servers, study):

@@ -13,15 +13,16 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from inference.config import Device, DeviceKind, ModelKind, Runtime, WireFormat
-from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeReply
+from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.models.detector import DetectorConfig, YoloDetector
 from inference.models.findings import WORKSTATION, ActivationMaps, Detection, Findings, Mode, ModelRun
@@ -186,7 +187,7 @@ def _cancel_check(cancel: threading.Event | None):
 class Analyzer:
     """Both models loaded once; `analyze` may be called from any thread (one analysis at a time)."""
 
-    def __init__(self, choice: ModelChoice = ModelChoice(), edge: EdgeClient | None = None) -> None:
+    def __init__(self, choice: ModelChoice = ModelChoice(), edge: EdgeClient | EdgeGroup | None = None) -> None:
         self.choice = choice
         self.edge = edge
         self.device = choice.torch_device
@@ -224,7 +225,7 @@ class Analyzer:
         self._served_until: dict[str, float] = {}   # part → when its last reply came (service time of the next)
         self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
 
-    def with_edge(self, edge: EdgeClient | None) -> Analyzer:
+    def with_edge(self, edge: EdgeClient | EdgeGroup | None) -> Analyzer:
         """An analyzer sharing these models (loaded once) with `edge` (None: this workstation alone), that
         analyses at the same time as this one: a lane of a worklist spread over several devices."""
         lane = copy.copy(self)
@@ -263,9 +264,28 @@ class Analyzer:
         plan = self._checked(plan)
         check = _cancel_check(cancel)
         with self._lock, torch.inference_mode():
-            # Edge requests made on the spot: each model's time is its own (what the planner predicts).
-            begun = self._begin(radiograph, plan, with_heat_maps, check, _call_now, 0)
+            # Edge requests made on the spot: each model's time is its own (what the planner predicts). With a
+            # server for each model, both requests are out at once, one on each: the study finishes sooner.
+            route = self._route(plan)
+            send = self._requests().submit if route else _call_now
+            begun = self._begin(radiograph, plan, with_heat_maps, check, send, 0, route)
             return self._complete(begun, allow_fallback, check)
+
+    def _route(self, plan: Plan) -> dict[ModelKind, int]:
+        """Each offloaded model's server in a group of edges, one each (the detector, the heavier, first) —
+        empty unless both models go to the edge and enough of its servers work."""
+        offloaded = [kind for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind]]
+        if not isinstance(self.edge, EdgeGroup) or len(offloaded) < 2:
+            return {}
+        parts = [self.part(self.model(kind), plan[kind].cut, plan[kind].wire).name for kind in offloaded]
+        servers = self.edge.assign(parts)
+        return dict(zip(offloaded, servers, strict=True)) if servers else {}
+
+    def _requests(self) -> ThreadPoolExecutor:
+        """The threads edge requests wait in while this workstation goes on (made on first use)."""
+        if self._pool is None:  # a request per model for each study under way
+            self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
+        return self._pool
 
     def analyze_many(self, studies: Iterable[Radiograph | StudyError], plan: Plan | Callable[[], Plan] | None = None,
                      with_heat_maps: bool = True, allow_fallback: bool = True,
@@ -284,9 +304,7 @@ class Analyzer:
         """
         check = _cancel_check(cancel)
         current = plan if callable(plan) else lambda: plan
-        if self._pool is None:  # a request per model for each study under way
-            self._pool = ThreadPoolExecutor(max_workers=2 * AHEAD, thread_name_prefix="edge-request")
-        send = self._pool.submit
+        send = self._requests().submit
         pending: deque[_Begun | StudyError] = deque()
         depth = AHEAD  # studies begun ahead of the one finishing; none when everything runs here (no gain)
         try:
@@ -338,20 +356,22 @@ class Analyzer:
         return plan
 
     def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send,
-               sent_after: int) -> _Begun:
+               sent_after: int, route: Mapping[ModelKind, int] = MappingProxyType({})) -> _Begun:
         """Preprocess, then each model's local stages; the request with what crosses a cut is run by `send`
-        (now, or in the pool) and returns a Future. Up to `sent_after` more studies' requests may follow
-        while this study's are out (their timeouts allow for them)."""
+        (now, or in the pool) and returns a Future — on the server of the group `route` names for the model,
+        if any. Up to `sent_after` more studies' requests may follow while this study's are out (their
+        timeouts allow for them)."""
         started = time.perf_counter()
         joining_ms = sent_after * sum(self._expected_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire),
                                                         model_plan)
                                       for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind])
         (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
-        detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, joining_ms, None)
+        detector = self._local_part(self.detector, det_input, plan.detector, False, check, send, joining_ms, None,
+                                    route.get(ModelKind.DETECTOR))
         # When the edge is down for the detector it is down for the classifier too: do not wait twice.
         classifier = self._local_part(self.classifier, cls_input, plan.classifier, with_heat_maps, check, send,
-                                      joining_ms,                                       detector.link_down())
+                                      joining_ms, detector.link_down(), route.get(ModelKind.CLASSIFIER))
         return _Begun(radiograph, plan, box_geometry, crop_geometry, started, preprocessed,
                       {ModelKind.DETECTOR: detector, ModelKind.CLASSIFIER: classifier})
 
@@ -375,8 +395,9 @@ class Analyzer:
         return torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
 
     def _local_part(self, model: StagedModel, batch: np.ndarray, plan: ModelPlan, heat: bool, check, send,
-                    joining_ms: float, edge_down: str | None) -> _Step:
-        """Stages [0, k) here, then the tensors crossing cut k go to the edge (`send` returns a Future).
+                    joining_ms: float, edge_down: str | None, server: int | None = None) -> _Step:
+        """Stages [0, k) here, then the tensors crossing cut k go to the edge (`send` returns a Future), to the
+        group's `server` first when one is given.
 
         `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
         """
@@ -398,7 +419,7 @@ class Analyzer:
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
-                          else self._send(send, spec, crossing, wanted, plan, joining_ms))
+                          else self._send(send, spec, crossing, wanted, plan, joining_ms, server))
         return step
 
     def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
@@ -406,7 +427,7 @@ class Analyzer:
         return max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
 
     def _send(self, send, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
-              plan: ModelPlan, joining_ms: float) -> Future:
+              plan: ModelPlan, joining_ms: float, server: int | None = None) -> Future:
         """The edge request for one model of one study, run by `send`; its timeout set now: the settings'
         timeout plus QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own +
         `joining_ms`, that of the requests that may be sent while it is out)."""
@@ -423,7 +444,9 @@ class Analyzer:
         def request() -> _Timed:
             sent = time.perf_counter()
             try:
-                reply = edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s)
+                reply = (edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s, first=server)
+                         if isinstance(edge, EdgeGroup) else
+                         edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s))
             finally:
                 done = time.perf_counter()
                 with self._flight_lock:

@@ -364,7 +364,8 @@ _T = TypeVar("_T")
 class EdgeGroup:
     """Several edge servers with the same parts, used like one `EdgeClient`.
 
-    Requests go round-robin to the servers in working order (spreading the load); a server whose request
+    Requests go round-robin to the servers in working order (spreading the load), or first to the server
+    the caller names (`assign`: the parts of one study on different servers at once); a server whose request
     fails is set aside for `retry_s` and the request goes to the next one (fail-over); once `retry_s` has
     passed it gets requests again (fail-back). Only when every server failed does the caller see an
     `EdgeError` (the last one). Checks and the link probe use the first working server, in the order given.
@@ -378,24 +379,47 @@ class EdgeGroup:
         self._down_until = [0.0] * len(self.clients)
         self._next = 0
         self._lock = threading.Lock()
+        self._compute_ms: dict[tuple[int, str], float] = {}  # (server, part) → its last measured compute
+
+    def _working(self) -> list[int]:
+        now = time.monotonic()
+        return [i for i in range(len(self.clients)) if self._down_until[i] <= now]
+
+    def assign(self, parts: list[str]) -> list[int] | None:
+        """A different working server for each part (one study's models at once), or None when there are
+        fewer: in the order given, each part takes the server that computed it fastest of those left. A server
+        that has not yet run a part counts as fastest for it, so each gets measured."""
+        left = self._working()
+        if len(left) < len(parts):
+            return None
+        chosen = []
+        for part in parts:
+            best = min(left, key=lambda i: (self._compute_ms.get((i, part), 0.0), i))
+            chosen.append(best)
+            left.remove(best)
+        return chosen
 
     @property
     def settings(self) -> EdgeSettings:
         return self.clients[0].settings
 
-    def _order(self, rotate: bool) -> list[int]:
-        """Working servers first (from the round-robin position when `rotate`), then those set aside."""
+    def _order(self, rotate: bool, first: int | None = None) -> list[int]:
+        """Working servers first (from `first`, else from the round-robin position when `rotate`), then those
+        set aside."""
         with self._lock:
-            start = self._next if rotate else 0
-            if rotate:
+            start = first if first is not None else self._next if rotate else 0
+            if rotate and first is None:
                 self._next = (self._next + 1) % len(self.clients)
             now = time.monotonic()
         order = [(start + i) % len(self.clients) for i in range(len(self.clients))]
         return sorted(order, key=lambda i: self._down_until[i] > now)  # stable: keeps the rotation
 
-    def _each(self, call: Callable[[EdgeClient], _T], rotate: bool) -> _T:
+    def _each(self, call: Callable[[EdgeClient], _T], rotate: bool, first: int | None = None,
+              measured: str | None = None) -> _T:
+        """`call` on each server in turn until one succeeds; with `measured` (a part), the reply's compute time
+        is kept for `assign`."""
         last: EdgeError | None = None
-        for index in self._order(rotate):
+        for index in self._order(rotate, first):
             try:
                 result = call(self.clients[index])
             except EdgeError as error:
@@ -403,6 +427,8 @@ class EdgeGroup:
                 last = error
                 continue
             self._down_until[index] = 0.0
+            if measured is not None and isinstance(result, EdgeReply):
+                self._compute_ms[index, measured] = result.edge_ms
             return result
         assert last is not None  # there is at least one client, and every one failed
         if len(self.clients) > 1:
@@ -410,8 +436,10 @@ class EdgeGroup:
         raise last
 
     def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
-              compression: str | None = None, timeout_s: float | None = None) -> EdgeReply:
-        return self._each(lambda client: client.infer(spec, tensors, outputs, compression, timeout_s), rotate=True)
+              compression: str | None = None, timeout_s: float | None = None, first: int | None = None) -> EdgeReply:
+        """On the next server round-robin, or on `first` (an index into `clients`) while it works."""
+        return self._each(lambda client: client.infer(spec, tensors, outputs, compression, timeout_s), rotate=True,
+                          first=first, measured=spec.name)
 
     def status(self) -> ServerStatus:
         return self._each(lambda client: client.status(), rotate=False)

@@ -57,7 +57,7 @@ class FindingsPanel(QWidget):
             text += f" — {findings.fallback_reason}"
         runs = findings.models.items()
         cuts = ", ".join(f"{kind.value} cut {run.cut}" + (f" ({run.wire.value})" if run.wire else "")
-                         for kind, run in runs)
+                         + (f", its first stages on {run.bands} bands" if run.bands else "") for kind, run in runs)
         runtimes = ", ".join(f"{kind.value} {run.runtime.value}" for kind, run in runs)
         where = ", ".join("this workstation" if place == WORKSTATION else f"edge {place}" for place in findings.ran_on)
         self.mode_label.setText(f"{text}\nRan on: {where}\nSplit: {cuts}"

@@ -12,16 +12,19 @@ import time
 from collections import Counter
 
 import pytest
+import torch
 from test_faults import _plan, analyzer, study  # noqa: F401  (the detector here, the classifier cut 7)
 
 from bench.relay import Relay
 from inference.analysis.analyzer import Analyzer
 from inference.analysis.session import AnalysisSession
 from inference.analysis.spread import Lane, SpreadWorklist
-from inference.config import WireFormat
+from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeGroup, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
 from inference.models.findings import WORKSTATION, Findings, Mode
+from inference.models.parts import part_difference
+from inference.models.stages import INPUT
 from inference.planning.plan import ModelPlan, Plan
 
 from test_edge import start_server
@@ -34,11 +37,14 @@ DETECTOR_CUT = 6
 
 @pytest.fixture(scope="module")
 def repository(analyzer, tmp_path_factory):
-    """The classifier's cut 7 (what the worklists here send) and the detector's cut 6 (a study's two models
-    on two servers at once)."""
+    """The classifier's cut 7 (what the worklists here send), the detector's cut 6 (a study's two models on two
+    servers at once) and its band part for two bands at cut 6 (a spatial split)."""
     root = tmp_path_factory.mktemp("spread") / "repository"
+    split, _ = analyzer.band_part(analyzer.detector, DETECTOR_CUT, 2)
     write_repository(root, [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7, WireFormat.FP32),
-                            PartRequest(analyzer.detector, analyzer.detector_source, DETECTOR_CUT, WireFormat.FP32)],
+                            PartRequest(analyzer.detector, analyzer.detector_source, DETECTOR_CUT, WireFormat.FP32),
+                            PartRequest(analyzer.detector, analyzer.detector_source, DETECTOR_CUT, WireFormat.FP32,
+                                        band_rows=split.rows)],
                      gpu=False)
     return root
 
@@ -237,6 +243,37 @@ def test_one_study_runs_its_two_models_on_two_servers_at_once(analyzer, servers,
         assert boxes == pytest.approx([c for d in alone.detections for c in d.box_xyxy], abs=1e-3)
     # first both unmeasured (the order given), then each model on the server it has not yet run on
     assert [r.ran_on[1:] for r in results[:2]] == [tuple(addresses), tuple(reversed(addresses))]
+
+
+def test_a_spatial_split_runs_the_detectors_bands_on_two_servers(analyzer, servers, study):
+    """Stages [0, 6) of the detector on two bands of the image, one per server, joined here, the rest on an edge:
+    the unsplit model's result within 1e-4; the served band part equals PyTorch on its band; with one server, one
+    band runs there and the other here."""
+    addresses = [s.grpc_address for s in servers]
+    split, spec = analyzer.band_part(analyzer.detector, DETECTOR_CUT, 2)
+    band = analyzer.model_inputs(study)[ModelKind.DETECTOR][:, :, split.starts[1]:split.starts[1] + split.rows]
+    client = EdgeClient(EdgeSettings(addresses[1]))
+    group = EdgeGroup([EdgeSettings(address) for address in addresses])
+    try:
+        served = client.infer(spec, {"image": band.cpu().numpy()}, tuple(t.name for t in spec.outputs))
+        unsplit = analyzer.analyze(study, analyzer.local_plan(), allow_fallback=False)
+        plan = Plan(ModelPlan(DETECTOR_CUT, bands=2), ModelPlan(analyzer.classifier.stage_count))
+        on_two = analyzer.with_edge(group).analyze(study, plan, allow_fallback=False)
+        on_one = analyzer.with_edge(client).analyze(study, plan, allow_fallback=False)
+    finally:
+        client.close()
+        group.close()
+    with torch.inference_mode():
+        want = analyzer.detector.run_stages({INPUT: band}, 0, DETECTOR_CUT)
+    for name, tensor in zip((t.name for t in spec.outputs), want.values(), strict=True):
+        assert part_difference(ModelKind.DETECTOR, name, tensor.cpu().numpy(), served.outputs[name], 128) < 1e-4
+    for result, where in ((on_two, {WORKSTATION, *addresses}), (on_one, {WORKSTATION, addresses[1]})):
+        assert result.models[ModelKind.DETECTOR].bands == 2 and not result.fallback_reason
+        assert set(result.ran_on) == where
+        assert len(result.detections) == len(unsplit.detections) > 0
+        for got, want_box in zip(result.detections, unsplit.detections, strict=True):
+            assert got.score == pytest.approx(want_box.score, abs=1e-4)
+            assert got.box_xyxy == pytest.approx(want_box.box_xyxy, abs=1e-4 * 320)  # 1e-4 of the image's side
 
 
 def test_cancel_stops_every_lane(analyzer, servers, study):

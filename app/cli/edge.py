@@ -7,7 +7,7 @@ import json
 import sys
 
 from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
-from inference.config import Runtime
+from inference.config import ModelKind, Runtime
 
 
 def add_parser(sub) -> None:
@@ -63,6 +63,10 @@ def _add_part_options(parser: argparse.ArgumentParser) -> None:
                         "e.g. 4,8 (default: none, the largest it has)")
     parser.add_argument("--instances", type=int, default=1, metavar="N", help="copies of each part that run side "
                         "by side (default 1: one per part keeps a CPU edge's cores for the batch)")
+    parser.add_argument("--bands", type=int, default=0, metavar="N", help="also the detector's band part for a "
+                        "spatial split of its first stages over N edges (e.g. 2; default 0: none; see the README)")
+    parser.add_argument("--band-cut", type=int, default=None, metavar="K", help="the stages [0, K) a band part runs "
+                        "(default the detector's auto cut, 6)")
 
 
 def _batching(args: argparse.Namespace):
@@ -93,7 +97,27 @@ def _part_requests(args: argparse.Namespace, analyzer) -> list:
                 raise ValueError(f"none of the cuts {args.cuts} is valid for the {kind.value} "
                                  f"(0..{model.stage_count - 1})")
         requests += [PartRequest(model, weights, cut, wire) for cut in cuts for wire in wires]
+    if args.bands and ModelKind.DETECTOR in kinds:
+        requests += _band_requests(analyzer, args.bands, AUTO_CUTS[ModelKind.DETECTOR] if args.band_cut is None
+                                   else args.band_cut, requests)
     return requests
+
+
+def _band_requests(analyzer, count: int, cut: int, requests: list) -> list:
+    """The detector's band part for `count` bands at `cut`, and its cut-`cut` FP32 part if not yet requested."""
+    from inference.config import WireFormat
+    from inference.edge.repository import PartRequest
+    from inference.models.bands import band_split
+
+    detector, weights = analyzer.detector, analyzer.weights[ModelKind.DETECTOR]
+    split = band_split(detector, cut, count, detector.config.input_size) if count >= 2 else None
+    if split is None:
+        raise ValueError(f"the detector's stages before cut {cut} cannot be split into {count} bands at "
+                         f"{detector.config.input_size} px (the receptive field reaches across the image, or the "
+                         "size does not divide)")
+    rest = PartRequest(detector, weights, cut, WireFormat.FP32)
+    return [PartRequest(detector, weights, cut, WireFormat.FP32, band_rows=split.rows),
+            *([rest] if rest not in requests else [])]
 
 
 def _edge_export(args: argparse.Namespace) -> int:

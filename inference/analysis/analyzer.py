@@ -23,10 +23,11 @@ import torch
 
 from inference.config import Device, DeviceKind, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
+from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.models.detector import DetectorConfig, YoloDetector
 from inference.models.findings import WORKSTATION, ActivationMaps, Detection, Findings, Mode, ModelRun
-from inference.models.parts import EdgePartSpec, kind_of, part_spec, tensor_name
+from inference.models.parts import EdgePartSpec, band_part_spec, kind_of, part_spec, tensor_name
 from inference.models.postprocess import calibrate, decode_detections
 from inference.models.preprocess import CropGeometry, Letterbox, classifier_crops, letterbox
 from inference.models.stages import INPUT, StagedModel
@@ -101,6 +102,16 @@ class _Timed:
     service_ms: float     # from when the part finished the request before it (or from sending) to the reply
 
 
+@dataclass(frozen=True)
+class _Banded:
+    """How the bands of a spatial split ran: the wait for the edges' bands, split into compute and the rest."""
+
+    edge_ms: float       # the slowest band's compute on its edge (within the wait)
+    transfer_ms: float   # the rest of the wait
+    servers: tuple[str, ...]
+    error: EdgeError | None  # the first band that failed on the edge (it ran here instead)
+
+
 @dataclass
 class _Step:
     """One model after its local stages: the tensors kept here and the edge's reply to come."""
@@ -112,6 +123,7 @@ class _Step:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # set when the whole model ran here
     reply: Future | None = None  # of a _Timed
     local_ms: float = 0.0  # stages run here and the encoding of what crosses the cut
+    bands: _Banded | None = None  # how stages [0, cut) ran on bands of the image, in a spatial split
 
     def link_down(self) -> str | None:
         """Why the edge could not be reached at all, if this step's request already failed that way."""
@@ -145,6 +157,7 @@ class _Run:
     queued_ms: float = 0.0    # waiting behind this series' earlier requests to the same part
     used_edge: bool = False
     server: str = ""          # the edge server that answered
+    band_servers: tuple[str, ...] = ()  # the edge servers that ran bands of a spatial split
     ran_here: bool = True     # any of its stages ran on this workstation
     fallback_reason: str | None = None
     link_down: bool = False  # the server could not be reached at all (not e.g. a missing model)
@@ -213,6 +226,7 @@ class Analyzer:
                 if session is not None:
                     self.onnx[name], self.runtimes[name] = session, session.runtime
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
+        self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
         self._own_state()
 
     def _own_state(self) -> None:
@@ -353,7 +367,70 @@ class Analyzer:
             model = self.model(kind)
             if model_plan.cut < model.stage_count:
                 self.part(model, model_plan.cut, model_plan.wire)  # computed once, outside the timings
+            if model_plan.bands:
+                if self.edge is None:
+                    raise ValueError("a spatial split sends bands to the edge, but no edge server is configured")
+                self.band_part(model, model_plan.cut, model_plan.bands)
         return plan
+
+    def band_part(self, model: StagedModel, cut: int, count: int) -> tuple[BandSplit, EdgePartSpec]:
+        """The split of stages [0, cut) of the detector into `count` bands, and its band part; computed once.
+        ValueError when they cannot be split so (the receptive field reaches across the image)."""
+        key = (kind_of(model), cut, count)
+        if key not in self._band_parts:
+            if not isinstance(model, YoloDetector):
+                raise ValueError("a spatial split is made for the detector's first stages")
+            split = band_split(model, cut, count, model.config.input_size)
+            if split is None:
+                raise ValueError(f"the detector's stages before cut {cut} cannot be split into {count} bands at "
+                                 f"{model.config.input_size} px: their receptive field reaches across the image")
+            self._band_parts[key] = split, band_part_spec(model, cut, split.rows, self.weights[kind_of(model)])
+        return self._band_parts[key]
+
+    def _banded(self, model: StagedModel, image: torch.Tensor, plan: ModelPlan,
+                check) -> tuple[dict[int, torch.Tensor], _Banded]:
+        """Stages [0, cut) on the bands of `image`: one band per working edge server (the fastest for it first),
+        those left over here meanwhile, then joined at the cut. A band whose edge fails runs here too."""
+        split, spec = self.band_part(model, plan.cut, plan.bands)
+        edge = self.edge
+        assert edge is not None  # _checked
+        bands = split.bands(image)
+        servers: list[int | None] = [None]  # one edge server of its own
+        if isinstance(edge, EdgeGroup):
+            servers = next((list(chosen) for m in range(split.count, 0, -1)
+                            if (chosen := edge.assign([spec.name] * m))), [])
+        names = tuple(t.name for t in spec.outputs)
+        timeout_s = edge.settings.timeout_s + QUEUE_MARGIN * plan.remote_ms / 1e3
+
+        def request(band: torch.Tensor, server: int | None) -> EdgeReply:
+            tensors = {"image": band.cpu().numpy()}
+            if isinstance(edge, EdgeGroup):
+                return edge.infer(spec, tensors, names, None, timeout_s, first=server)
+            return edge.infer(spec, tensors, names, None, timeout_s)
+
+        pool = self._requests()
+        out = {i: pool.submit(request, bands[i], server) for i, server in enumerate(servers)}
+        parts: dict[int, dict[int, torch.Tensor]] = {}
+        for i in range(len(servers), split.count):  # the bands no edge takes
+            parts[i] = model.run_stages({INPUT: bands[i]}, 0, plan.cut, before_stage=check)
+        waiting = time.perf_counter()
+        wait(out.values())
+        waited_ms = (time.perf_counter() - waiting) * 1e3
+        edge_ms, error = 0.0, None
+        used: list[str] = []
+        for i, future in out.items():
+            try:
+                reply: EdgeReply = future.result()
+            except EdgeError as exc:  # this band runs here; the result says why
+                error = error or exc
+                parts[i] = model.run_stages({INPUT: bands[i]}, 0, plan.cut, before_stage=check)
+                continue
+            edge_ms, used = max(edge_ms, reply.edge_ms), [*used, reply.server]
+            parts[i] = {index: self._tensor(reply.outputs[tensor_name(index)].copy())  # gRPC gives read-only arrays
+                        for index in model.crossing(plan.cut)}
+        edge_ms = min(edge_ms, waited_ms)
+        joined = split.join([parts[i] for i in range(split.count)])
+        return joined, _Banded(edge_ms, waited_ms - edge_ms, tuple(dict.fromkeys(used)), error)
 
     def _begin(self, radiograph: Radiograph, plan: Plan, with_heat_maps: bool, check, send,
                sent_after: int, route: Mapping[ModelKind, int] = MappingProxyType({})) -> _Begun:
@@ -409,12 +486,17 @@ class Analyzer:
             check()
             return _Step(model, k, features, {}, outputs=session.run(batch),
                          local_ms=(time.perf_counter() - started) * 1e3)
-        here = model.run_stages({INPUT: self._tensor(batch)}, 0, k,
-                                keep=[features] if features is not None and features < k else [],
-                                before_stage=check)
+        banded = None
+        if plan.bands:  # stages [0, k) on bands of the image over several devices (_checked: k in 1..n-1)
+            here, banded = self._banded(model, self._tensor(batch), plan, check)
+        else:
+            here = model.run_stages({INPUT: self._tensor(batch)}, 0, k,
+                                    keep=[features] if features is not None and features < k else [],
+                                    before_stage=check)
         crossing = (encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
                     if k < n else None)
-        step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3)
+        waited = banded.edge_ms + banded.transfer_ms if banded else 0.0
+        step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3 - waited, bands=banded)
         if crossing is not None:  # the request's own time is measured apart, by _send
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
@@ -466,6 +548,13 @@ class Analyzer:
         """The edge's reply for stages [k, n); when the edge failed (or k = n) they run here."""
         model, n, k, features = step.model, step.model.stage_count, step.cut, step.features
         run = _Run(outputs=dict(step.outputs), local_ms=step.local_ms)
+        if step.bands is not None:
+            if step.bands.error is not None:
+                if not allow_fallback:
+                    raise step.bands.error
+                run.fallback_reason = str(step.bands.error)
+            run.band_servers = step.bands.servers
+        band_ms = (step.bands.edge_ms, step.bands.transfer_ms) if step.bands is not None else (0.0, 0.0)
         if step.reply is not None:
             try:
                 timed: _Timed = step.reply.result()
@@ -480,6 +569,8 @@ class Analyzer:
                 run.edge_ms = min(timed.reply.edge_ms, timed.service_ms)
                 run.transfer_ms = timed.service_ms - run.edge_ms
                 run.queued_ms = timed.round_trip_ms - timed.service_ms
+        run.edge_ms += band_ms[0]
+        run.transfer_ms += band_ms[1]
         here = step.here
         if not run.outputs:  # local only, or the edge failed: the remaining stages run here
             started = time.perf_counter()
@@ -522,7 +613,7 @@ class Analyzer:
             models={kind: ModelRun(self.weights[kind], plan[kind].cut,
                                    self.runtimes[kind] if begun.steps[kind].outputs else Runtime.TORCH,
                                    plan[kind].wire if plan[kind].cut < self.stage_counts[kind] else None,
-                                   run.model_ms)
+                                   run.model_ms, bands=plan[kind].bands)
                     for kind, run in runs.items()},
             mode=self._mode(plan, runs),
             # each phase a measured duration; in a pipelined series they overlap other studies' phases
@@ -531,14 +622,15 @@ class Analyzer:
                        "postprocess": (finished - ran) * 1e3, "total": (finished - begun.started) * 1e3},
             fallback_reason="; ".join(reasons) or None,
             ran_on=tuple(dict.fromkeys([WORKSTATION] * any(r.ran_here for r in runs.values())
-                                       + [r.server for r in runs.values() if r.server])),
+                                       + [server for r in runs.values()
+                                          for server in (*r.band_servers, *([r.server] if r.server else []))])),
             activation_maps=maps,
         )
 
     def _mode(self, plan: Plan, runs: dict[ModelKind, _Run]) -> Mode:
         if any(r.fallback_reason for r in runs.values()):
             return Mode.LOCAL_FALLBACK
-        if not any(r.used_edge for r in runs.values()):
+        if not any(r.used_edge or r.band_servers for r in runs.values()):
             return Mode.LOCAL
         if plan.detector.cut == 0 and plan.classifier.cut == 0:
             return Mode.EDGE

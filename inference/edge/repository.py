@@ -35,7 +35,7 @@ from inference.edge.weights import (
     used_ranges_sha256,
     write_shared,
 )
-from inference.models.parts import EdgePartSpec, export_part, part_spec
+from inference.models.parts import EdgePartSpec, band_part_spec, export_part, part_spec
 from inference.models.stages import StagedModel
 from inference.models.weights import file_sha256
 
@@ -90,6 +90,12 @@ class PartRequest:
     weights: str   # "demo" or SHA-256: recorded in the config, checked by the client
     cut: int
     wire: WireFormat
+    band_rows: int = 0  # a band part (stages [0, cut) on a band of this many input rows, FP32); 0: stages [cut, n)
+
+    def spec(self) -> EdgePartSpec:
+        if self.band_rows:
+            return band_part_spec(self.model, self.cut, self.band_rows, self.weights)
+        return part_spec(self.model, self.cut, self.wire, self.weights)
 
 
 def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, gpu: bool,
@@ -117,6 +123,8 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, g
     for key, value in spec.identity:
         config.parameters[f"mededge_{key}"].string_value = value
     config.parameters["mededge_cut"].string_value = str(spec.cut)
+    if spec.band_rows:
+        config.parameters["mededge_band_rows"].string_value = str(spec.band_rows)
     config.parameters["mededge_wire"].string_value = spec.wire.value
     config.parameters[DIGEST].string_value = onnx_sha256
     config.parameters[WEIGHTS_DIGEST].string_value = weights_sha256
@@ -141,7 +149,7 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     specs = []
     shared: dict[str, SharedWeights] = {}  # model fingerprint → its weights in this repository
     for request in requests:
-        spec = part_spec(request.model, request.cut, request.wire, request.weights)
+        spec = request.spec()
         folder = root / spec.name
         onnx_path = folder / "1" / "model.onnx"
         config_path = folder / "config.pbtxt"
@@ -375,7 +383,9 @@ ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` (p
 `onnxruntime_onnx`, dynamic batching, instance group {kind}). The workstation checks each part's
 `mededge_fingerprint` (model, size, classes and weights) before using it: re-export after changing weights.
 The server side loads a part only if its `model.onnx` matches the SHA-256 in its config (`{DIGEST}`, also in
-`{CHECKSUMS}`).
+`{CHECKSUMS}`). A `…_bandKK_NNrows` part is the other side of a spatial split over several edges: stages
+[0, k) of the detector on a horizontal band of NN input rows (its halo included); its outputs are the tensors
+crossing cut k for that band, and the `…_cutKK_fp32` part runs the rest.
 
 | part | model | cut | wire | inputs (per image) | MiB per image |
 | --- | --- | --- | --- | --- | --- |

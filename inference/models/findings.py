@@ -62,6 +62,7 @@ class ModelRun:
     wire: WireFormat | None = None      # how its tensors travelled, when it was cut before n
     measured_ms: float = 0.0            # local + transfer + edge (a pipelined series' queueing left out)
     predicted_ms: float | None = None   # the planner's prediction of `measured_ms`, when it planned
+    bands: int = 0                      # stages [0, cut) ran on this many bands of the image (a spatial split)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Findings:
         }
         if wire := {name: run.wire.value for name, run in runs.items() if run.wire is not None}:
             record["wire"] = wire
+        if bands := {name: run.bands for name, run in runs.items() if run.bands}:
+            record["bands"] = bands
         if self.fallback_reason:
             record["fallback_reason"] = self.fallback_reason
         if any(run.predicted_ms is not None for run in runs.values()):

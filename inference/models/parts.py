@@ -4,6 +4,9 @@ The inputs are the tensors crossing cut k (`image` at cut 0, else `tNN` for stag
 chosen wire precision; the outputs are the model's results in FP32: the detector's decoded `output`
 [N, 5 + classes], the classifier's `probabilities` and (when computed there) its last `features` for
 the heat maps. Every dimension but the batch is fixed.
+
+A band part is the other side of a spatial split (bands.py): stages [0, k) on one horizontal band of the
+input (`image` [C, rows, size], FP32), its outputs the tensors crossing cut k for that band (`tNN`, FP32).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to t
 def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
     """The Triton model name of an edge part (int8+deflate is served by the int8 part)."""
     return f"{kind.value}_cut{cut:02d}_{wire.encoding.value}"
+
+
+def band_part_name(kind: ModelKind, cut: int, rows: int) -> str:
+    """The Triton model name of a band part: stages [0, cut) on a band of `rows` input rows, in FP32."""
+    return f"{kind.value}_band{cut:02d}_{rows}rows"
 
 
 def tensor_name(index: int) -> str:
@@ -71,10 +79,12 @@ class EdgePartSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     identity: tuple[tuple[str, str], ...]  # architecture, input size, classes, weights: the model it belongs to
+    band_rows: int = 0  # a band part's input rows (stages [0, cut) on a band); 0: stages [cut, n)
 
     @property
     def name(self) -> str:
-        return part_name(self.kind, self.cut, self.wire)
+        return band_part_name(self.kind, self.cut, self.band_rows) if self.band_rows else \
+            part_name(self.kind, self.cut, self.wire)
 
     @property
     def fingerprint(self) -> str:
@@ -153,6 +163,33 @@ def part_spec(model: StagedModel, cut: int, wire: WireFormat, weights: str) -> E
     return EdgePartSpec(kind_of(model), cut, wire, tuple(inputs), outs, identity_of(model, weights))
 
 
+def band_part_spec(model: StagedModel, cut: int, rows: int, weights: str) -> EdgePartSpec:
+    """The spec of stages [0, cut) on a band of `rows` input rows: the tensors crossing the cut, band-high."""
+    if not 0 < cut < model.stage_count:
+        raise ValueError(f"cut {cut}: a band part needs 0 < cut < {model.stage_count} for this model")
+    channels, _, cols = model_input_shape(model)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        crossing = BandPart(model, cut)(sample_input(model)[:, :, :rows].to(device))
+    outputs = tuple(TensorSpec(tensor_name(index), tuple(tensor.shape[1:]), "FP32")
+                    for index, tensor in zip(model.crossing(cut), crossing, strict=True))
+    return EdgePartSpec(kind_of(model), cut, WireFormat.FP32, (TensorSpec("image", (channels, rows, cols), "FP32"),),
+                        outputs, identity_of(model, weights), band_rows=rows)
+
+
+class BandPart(nn.Module):
+    """Stages [0, cut) of `model` on a band of its input: the tensors crossing the cut out, in FP32."""
+
+    def __init__(self, model: StagedModel, cut: int) -> None:
+        super().__init__()
+        self.model = model
+        self.cut = cut
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        crossing = self.model.run_stages({INPUT: image.float()}, 0, self.cut)
+        return tuple(crossing[index] for index in self.model.crossing(self.cut))
+
+
 class EdgePart(nn.Module):
     """Stages [cut, n) of `model`: crossing tensors in (in `wire` precision), FP32 results out."""
 
@@ -184,12 +221,17 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path) -> None:
     """Write the edge part as ONNX and check it against PyTorch on a sample; raise if they differ."""
     import onnxruntime
 
-    part = EdgePart(model, spec.cut, spec.wire).eval()
-    with torch.inference_mode():
-        crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
     names_in = [t.name for t in spec.inputs]
-    encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
-    args = tuple(torch.from_numpy(encoded[name]) for name in names_in)
+    part: nn.Module
+    if spec.band_rows:
+        part = BandPart(model, spec.cut).eval()
+        args: tuple[torch.Tensor, ...] = (sample_input(model, batch=2)[:, :, :spec.band_rows].contiguous(),)
+    else:
+        part = EdgePart(model, spec.cut, spec.wire).eval()
+        with torch.inference_mode():
+            crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
+        encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+        args = tuple(torch.from_numpy(encoded[name]) for name in names_in)
     names_out = [t.name for t in spec.outputs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -214,6 +256,6 @@ def part_difference(kind: ModelKind, name: str, a: np.ndarray, b: np.ndarray, in
     if kind is ModelKind.DETECTOR and name == "output":
         boxes = np.abs(a[..., :4] - b[..., :4]).max() / input_size
         return float(max(boxes, np.abs(a[..., 4:] - b[..., 4:]).max()))
-    if name == "features":
+    if name == "features" or name.startswith("t"):  # features, and a band part's crossing tensors
         return float(np.abs(a - b).max() / max(np.abs(a).max(), 1.0))
     return float(np.abs(a - b).max())

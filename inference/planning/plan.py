@@ -20,6 +20,9 @@ class ModelPlan:
     # The planner's prediction of the edge request (transfer + edge compute), 0 when unknown: the request's
     # timeout grows by it and by the predictions of the requests queued ahead of it.
     remote_ms: float = field(default=0.0, compare=False)
+    # A spatial split: stages [0, cut) on this many horizontal bands of the image, each on another edge (or
+    # here), joined at the cut (inference/models/bands.py); 0: they run here whole.
+    bands: int = 0
 
 
 @dataclass(frozen=True)

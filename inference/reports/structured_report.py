@@ -128,6 +128,8 @@ def _algorithm(model: ModelKind, findings: Findings, names: Mapping[ModelKind, s
     ]
     if run is not None:
         parameters.append(f"cut: {run.cut}")
+        if run.bands:
+            parameters.append(f"spatial split: {run.bands} bands")
         if run.wire is not None:
             parameters.append(f"wire: {run.wire.value}")
         parameters.append(f"runtime: {run.runtime.value}")

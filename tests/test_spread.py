@@ -276,6 +276,32 @@ def test_a_spatial_split_runs_the_detectors_bands_on_two_servers(analyzer, serve
             assert got.box_xyxy == pytest.approx(want_box.box_xyxy, abs=1e-4 * 320)  # 1e-4 of the image's side
 
 
+def test_the_planner_predicts_a_spatial_split_only_with_servers_for_its_bands(analyzer, servers, study):
+    """With two servers the automatic split weighs the detector's spatial split (its band part measured on the
+    edge) beside the same cut unsplit, and chooses it only where it is predicted faster; a session with one
+    server plans for one (no bands to spread)."""
+    group = EdgeGroup([EdgeSettings(s.grpc_address) for s in servers])
+    try:
+        session = AnalysisSession(analyzer.with_edge(group), _plan(analyzer), auto=True, with_heat_maps=False)
+        planner = session.planner
+        assert planner is not None and planner.servers == 2
+        plan = session.prepare(study)
+        served = set(group.status().models)
+        _, spec = analyzer.band_part(analyzer.detector, DETECTOR_CUT, 2)
+        assert planner.profile_band(analyzer.detector, DETECTOR_CUT, 2) == planner.measured.edge_part_ms[spec.name]
+        options = planner.candidates(ModelKind.DETECTOR, analyzer.detector, served, spatial=True)
+        banded = next(o for o in options if o.bands == 2)
+        unsplit = next(o for o in options if o.cut == DETECTOR_CUT and o.wire is banded.wire and not o.bands)
+        assert banded.measured_edge and banded.edge_ms > unsplit.edge_ms and banded.local_ms < unsplit.local_ms
+        chosen = planner.options[ModelKind.DETECTOR]  # the least predicted: the split, where it pays
+        assert chosen.predicted_ms <= banded.predicted_ms and plan.detector.bands == chosen.bands
+        assert banded.predicted_ms == pytest.approx(banded.local_ms + banded.transfer_ms + banded.edge_ms)
+        single = AnalysisSession(analyzer.with_edge(group.clients[0]), _plan(analyzer), auto=True).planner
+        assert single is not None and single.servers == 1
+    finally:
+        group.close()
+
+
 def test_cancel_stops_every_lane(analyzer, servers, study):
     lanes = [_edge_lane(analyzer, servers[0].grpc_address), _workstation(analyzer)]
     cancel = threading.Event()

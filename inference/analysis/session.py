@@ -34,7 +34,8 @@ class AnalysisSession:
         self.progress = progress
         # measured on the first server alone: requests spread over several would mix their speeds
         first = analyzer.edge.clients[0] if isinstance(analyzer.edge, EdgeGroup) else analyzer.edge
-        self.planner = (Planner(analyzer, first, with_heat_maps=with_heat_maps)
+        servers = len(analyzer.edge.clients) if isinstance(analyzer.edge, EdgeGroup) else 1
+        self.planner = (Planner(analyzer, first, with_heat_maps=with_heat_maps, servers=servers)
                         if auto and first is not None else None)
         self.plan = fixed
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)

@@ -37,7 +37,12 @@ def part_name(kind: ModelKind, cut: int, wire: WireFormat) -> str:
 
 def band_part_name(kind: ModelKind, cut: int, rows: int) -> str:
     """The Triton model name of a band part: stages [0, cut) on a band of `rows` input rows, in FP32."""
-    return f"{kind.value}_band{cut:02d}_{rows}rows"
+    return f"{band_parts_prefix(kind, cut)}{rows}rows"
+
+
+def band_parts_prefix(kind: ModelKind, cut: int) -> str:
+    """What the names of the band parts at `cut` begin with, whatever their height."""
+    return f"{kind.value}_band{cut:02d}_"
 
 
 def tensor_name(index: int) -> str:

@@ -33,11 +33,13 @@ import torch
 
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError
+from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
 from inference.models.findings import Detection
 from inference.models.parts import (
     EdgePartSpec,
+    band_parts_prefix,
     fingerprint_of,
     identity_of,
     kind_of,
@@ -67,6 +69,7 @@ class Option:
     transfer_ms: float = 0.0  # round trip, bytes both ways, inflating there: the link's share
     edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
     measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
+    bands: int = 0            # stages [0, cut) on this many bands of the image, one per edge (a spatial split)
 
     @property
     def offloaded(self) -> bool:
@@ -74,7 +77,7 @@ class Option:
 
     @property
     def model_plan(self) -> ModelPlan:
-        return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms)
+        return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms, bands=self.bands)
 
 
 def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) -> float:
@@ -225,6 +228,8 @@ class PlannedAnalyzer(Protocol):
 
     def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec: ...
 
+    def band_part(self, model: StagedModel, cut: int, count: int) -> tuple[BandSplit, EdgePartSpec]: ...
+
     def decode_raw(self, raw: torch.Tensor) -> list[Detection]: ...
 
 
@@ -241,6 +246,7 @@ class Planner:
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
+    servers: int = 1  # edge servers with the same parts a study may use at once (bands of a spatial split)
     _drift: dict[ModelKind, int] = field(default_factory=dict)
     _gate: dict[str, bool] = field(default_factory=dict)  # _gate_key → passes
     _deflate: dict[tuple[ModelKind, int], Deflate] = field(default_factory=dict)
@@ -336,6 +342,23 @@ class Planner:
         self._save_edge_times()
         return self.measured.edge_part_ms[spec.name]
 
+    def profile_band(self, model: StagedModel, cut: int, count: int) -> float | None:
+        """The edge's compute for one band of a spatial split at `cut` into `count` bands (as `profile`)."""
+        split, spec = self.analyzer.band_part(model, cut, count)
+        if spec.name in self.measured.edge_part_ms:
+            return self.measured.edge_part_ms[spec.name]
+        band = {"image": split.bands(analysis_input(model))[0].cpu().numpy()}
+        outputs = tuple(t.name for t in spec.outputs)
+        try:
+            self.edge.infer(spec, band, outputs)
+            edge_ms = statistics.median(self.edge.infer(spec, band, outputs).edge_ms for _ in range(3))
+        except EdgeError:
+            self._unservable.add(spec.name)
+            return None
+        self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
+        self._save_edge_times()
+        return self.measured.edge_part_ms[spec.name]
+
     def _crossing(self, name: ModelKind, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
         """The tensors crossing `cut` for the sample input, as the analysis hands them to the encoder."""
         if (name, cut) not in self._crossings:
@@ -371,7 +394,7 @@ class Planner:
 
     def _part_key(self, part: str) -> str:
         """A part's cache key: its name and the fingerprint of the model this workstation expects there."""
-        return f"{part}@{self._fingerprint(ModelKind(part.partition('_cut')[0]))}"
+        return f"{part}@{self._fingerprint(ModelKind(part.partition('_')[0]))}"
 
     def _cached_edge_times(self) -> dict[str, float]:
         everything = _read_json(self._edge_times_path())
@@ -388,10 +411,12 @@ class Planner:
 
     # ------------------------------------------------------------ predicting
 
-    def candidates(self, name: ModelKind, model: StagedModel, served: set[str], gated: bool = True) -> list[Option]:
+    def candidates(self, name: ModelKind, model: StagedModel, served: set[str], gated: bool = True,
+                   spatial: bool = False) -> list[Option]:
         """Local only and every served option, predicted. `gated`: only wire formats that pass the fidelity
         gate, and deflate ratios measured (now, where not yet); otherwise those not known to fail the gate,
-        with a guess for deflate ratios not measured yet (`plan` checks the options that rank first)."""
+        with a guess for deflate ratios not measured yet (`plan` checks the options that rank first).
+        `spatial`: with each cut also its spatial splits over the servers, where their band parts are served."""
         n = model.stage_count
         whole = self.whole_local_ms(name, model)
         options = [Option(name, n, WireFormat.FP32, whole, local_ms=whole)]
@@ -411,6 +436,35 @@ class Planner:
                 if gated and wire.compression:
                     self.deflate(name, model, cut)
                 options.append(self._option(name, model, cut, wire))
+                if spatial:
+                    options += self._band_options(name, model, cut, wire, served)
+        return options
+
+    def _band_options(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat,
+                      served: set[str]) -> list[Option]:
+        """Cut `cut` with stages [0, cut) on 2 … `servers` bands, one per edge server, where the band part is
+        served. Predicted with every server like the measured one, the bands' bytes sharing this workstation's
+        link: round trip + every band's bytes both ways / bandwidth + a band's compute there, then the cut's
+        own option without its stages here."""
+        options: list[Option] = []
+        if not any(part.startswith(band_parts_prefix(name, cut)) for part in served):
+            return options  # (the halo is measured only for cuts with a band part)
+        for count in range(2, self.servers + 1):
+            if not isinstance(model, YoloDetector) or band_split(model, cut, count, model.config.input_size) is None:
+                break  # more bands only make the halo a larger share
+            split, spec = self.analyzer.band_part(model, cut, count)
+            if spec.name not in served or spec.name in self._unservable:
+                continue
+            link, local = self.measured, self.local_ms(name, model)
+            base = self._option(name, model, cut, wire)
+            measured = link.edge_part_ms.get(spec.name)
+            band_ms = measured if measured is not None else link.edge_ratio[name] * sum(local[:cut]) * split.band_share
+            band_bytes = spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs)
+            transfer = link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
+            here = base.local_ms - sum(local[:cut])
+            options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
+                                  base.transfer_ms + transfer, base.edge_ms + band_ms,
+                                  base.measured_edge and measured is not None, bands=count))
         return options
 
     def _option(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> Option:
@@ -476,8 +530,9 @@ class Planner:
         served = set(self.edge.status().models)
         models = self.models()
 
-        def per_model(name: ModelKind):
-            return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False)),
+        def per_model(name: ModelKind):  # a study alone: its bands may spread over the servers
+            return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False,
+                                                                 spatial=True)),
                                   key=lambda c: c[0].predicted_ms)
 
         def pairs(key):
@@ -528,7 +583,14 @@ class Planner:
             self.deflate(name, model, option.cut)
         else:
             budget[name] -= 1
-            self.profile(name, model, option.cut, option.wire)
+            if option.bands and self._band_unmeasured(option):
+                self.profile_band(model, option.cut, option.bands)
+            else:
+                self.profile(name, model, option.cut, option.wire)
+
+    def _band_unmeasured(self, option: Option) -> bool:
+        _, spec = self.analyzer.band_part(self.models()[option.model], option.cut, option.bands)
+        return spec.name not in self.measured.edge_part_ms
 
     # ------------------------------------------------------------ watching
 

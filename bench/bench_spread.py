@@ -95,15 +95,17 @@ def planned_options(planner, edge, edges: int, shown: int = 9) -> list[str]:
     models = planner.models()
     each = [planner.candidates(kind, model, served, gated=False) for kind, model in models.items()]
     here = planner.preprocess_ms + sum(planner.whole_local_ms(kind, model) for kind, model in models.items())
-    ranked = sorted(product(*each), key=lambda c: -worklist_rate(c, planner.preprocess_ms, here, edges))
+    slowness = planner.server_slowness() if edges == planner.servers else [1.0] * edges
+    ranked = sorted(product(*each), key=lambda c: -worklist_rate(c, planner.preprocess_ms, here, slowness))
     best: dict[tuple[int, ...], tuple] = {}  # the best pair of each combination of cuts
     for pair in ranked:
         best.setdefault(tuple(o.cut for o in pair), pair)
-    lines = [f"preprocess {planner.preprocess_ms:.0f} ms, a study here {here:.0f} ms"]
+    lines = [f"preprocess {planner.preprocess_ms:.0f} ms, a study here {here:.0f} ms, the edges' compute relative to "
+             f"the first: {', '.join(f'{f:.2f}' for f in slowness)}"]
     for pair in list(best.values())[:shown]:
         lines.append(" + ".join(f"{o.model.value} cut {o.cut} {o.wire.value} (here {o.local_ms:.0f}, link "
                                 f"{o.transfer_ms:.0f}, edge {o.edge_ms:.0f} ms)" for o in pair)
-                     + f": {worklist_rate(pair, planner.preprocess_ms, here, edges):.3f} studies/s predicted")
+                     + f": {worklist_rate(pair, planner.preprocess_ms, here, slowness):.3f} studies/s predicted")
     return lines
 
 

@@ -302,6 +302,26 @@ def test_the_planner_predicts_a_spatial_split_only_with_servers_for_its_bands(an
         group.close()
 
 
+def test_the_planner_measures_each_server_against_the_first(analyzer, servers, study):
+    """A worklist's plan counts each edge at its own measured speed: two equal servers come out near 1 (the
+    same part timed on each), a server that does not answer as infinitely slow (no studies planned for it)."""
+    addresses = [s.grpc_address for s in servers]
+    host, port = addresses[1].rsplit(":", 1)
+    with Relay((host, int(port))) as relay:
+        group = EdgeGroup([EdgeSettings(addresses[0]), EdgeSettings(addresses[1]),
+                           EdgeSettings(relay.address, timeout_s=2)])
+        try:
+            session = AnalysisSession(analyzer.with_edge(group), _plan(analyzer), auto=True, with_heat_maps=False)
+            planner = session.planner
+            assert planner is not None and planner.servers == 3
+            relay.cut()
+            session.prepare(study, edges=3)
+            first, equal, down = planner.server_slowness()
+        finally:
+            group.close()
+    assert first == 1.0 and 1 / 3 < equal < 3 and down == float("inf")
+
+
 def test_cancel_stops_every_lane(analyzer, servers, study):
     lanes = [_edge_lane(analyzer, servers[0].grpc_address), _workstation(analyzer)]
     cancel = threading.Event()

@@ -32,10 +32,10 @@ class AnalysisSession:
         self.fixed = fixed
         self.with_heat_maps = with_heat_maps
         self.progress = progress
-        # measured on the first server alone: requests spread over several would mix their speeds
+        # measured on the first server, the others relative to it: requests spread over several would mix speeds
         first = analyzer.edge.clients[0] if isinstance(analyzer.edge, EdgeGroup) else analyzer.edge
-        servers = len(analyzer.edge.clients) if isinstance(analyzer.edge, EdgeGroup) else 1
-        self.planner = (Planner(analyzer, first, with_heat_maps=with_heat_maps, servers=servers)
+        others = tuple(analyzer.edge.clients[1:]) if isinstance(analyzer.edge, EdgeGroup) else ()
+        self.planner = (Planner(analyzer, first, with_heat_maps=with_heat_maps, others=others)
                         if auto and first is not None else None)
         self.plan = fixed
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,14 +89,18 @@ def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) ->
                sum(o.edge_ms for o in options))
 
 
-def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study_ms: float, edges: int) -> float:
-    """Studies per second of a worklist spread over `edges` servers running `options` and this workstation
-    analysing whole studies of its own (`local_study_ms` each) on what the edge lanes leave of its CPU. An edge
-    lane is bound by the busier of its link and its server (the workstation's share of its studies, here
-    first, bounds all of them together)."""
+def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study_ms: float,
+                  edges: int | Sequence[float]) -> float:
+    """Studies per second of a worklist spread over edge servers running `options` and this workstation
+    analysing whole studies of its own (`local_study_ms` each) on what the edge lanes leave of its CPU. `edges`:
+    how many servers, each like the measured one, or each server's compute time relative to the measured one's
+    (2.0: half as fast; infinity: down). An edge lane is bound by the busier of its link and its server (the
+    workstation's share of its studies, here first, bounds all of them together)."""
     share_ms = preprocess_ms + sum(o.local_ms for o in options)  # this workstation's part of an edge lane's study
-    lane_ms = max(sum(o.transfer_ms for o in options), sum(o.edge_ms for o in options))
-    edge_rate = min(edges * 1e3 / lane_ms if lane_ms > 0 else float("inf"), 1e3 / max(share_ms, 1e-3))
+    slowness = [1.0] * edges if isinstance(edges, int) else list(edges)
+    transfer, compute = sum(o.transfer_ms for o in options), sum(o.edge_ms for o in options)
+    lanes = sum(1e3 / max(transfer, compute * factor) for factor in slowness) if transfer + compute > 0 else math.inf
+    edge_rate = min(lanes, 1e3 / max(share_ms, 1e-3))
     left = max(0.0, 1.0 - edge_rate * share_ms / 1e3)  # of this workstation's CPU
     return edge_rate + left * 1e3 / local_study_ms
 
@@ -246,7 +251,7 @@ class Planner:
     cache_dir: Path | None = None  # where the profiles are kept (the data folder when None)
     with_heat_maps: bool = True  # the analyses fetch CheXNet's features from the edge (the viewer; not `infer`)
     preprocess_ms: float = 0.0  # a real study's pre-processing here (every plan's; a series' workstation share)
-    servers: int = 1  # edge servers with the same parts a study may use at once (bands of a spatial split)
+    others: tuple[EdgeClient, ...] = ()  # the group's other servers (the same parts): worklist lanes, bands
     _drift: dict[ModelKind, int] = field(default_factory=dict)
     _gate: dict[str, bool] = field(default_factory=dict)  # _gate_key → passes
     _deflate: dict[tuple[ModelKind, int], Deflate] = field(default_factory=dict)
@@ -260,6 +265,7 @@ class Planner:
     _queue_mark: tuple[int, float] | None = None  # the edge's queue totals when the plan was made
     _own_queue_ms: float = 0.0  # this client's requests' wait behind each other since the mark
     _queue_ms: float = 0.0
+    _slowness: list[float] = field(default_factory=list)  # each other server's compute / this one's (measured)
 
     def learn_from(self, radiograph) -> None:
         """Use a real study for the fidelity gate and the deflate ratios, before the first plan: the planner's
@@ -286,6 +292,46 @@ class Planner:
         return self._whole[name]
 
     @property
+    def servers(self) -> int:
+        return 1 + len(self.others)
+
+    def server_slowness(self) -> list[float]:
+        """Each server's compute relative to the first's (1.0 for the first; infinity when it does not answer):
+        measured once per link measurement on a part of each model the first was measured on (warm-up, then the
+        median of 3), the median over the models."""
+        if len(self._slowness) != self.servers:
+            reference = self._reference_parts()
+            self._slowness = [1.0]
+            for client in self.others:
+                ratios = []
+                for spec, tensors in reference:
+                    there = self._time_part(client, spec, tensors)
+                    ratios.append(math.inf if there is None else there / self.measured.edge_part_ms[spec.name])
+                self._slowness.append(statistics.median(ratios) if ratios else 1.0)
+        return self._slowness
+
+    def _reference_parts(self) -> list[tuple[EdgePartSpec, dict[str, np.ndarray]]]:
+        """Per model, the part with the earliest cut measured on the first server, and its sample tensors."""
+        chosen = []
+        for name, model in self.models().items():
+            measured = sorted((cut, wire) for cut in range(model.stage_count) for wire in ENCODINGS
+                              if part_name(kind_of(model), cut, wire) in self.measured.edge_part_ms)
+            if measured:
+                cut, wire = measured[0]
+                chosen.append((self.analyzer.part(model, cut, wire), encode(wire, self._crossing(name, model, cut))))
+        return chosen
+
+    @staticmethod
+    def _time_part(client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]) -> float | None:
+        """The edge's compute for one request to `spec` (a warm-up, then the median of 3); None when it fails."""
+        outputs = tuple(t.name for t in spec.outputs)
+        try:
+            client.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
+            return statistics.median(client.infer(spec, tensors, outputs).edge_ms for _ in range(3))
+        except EdgeError:
+            return None
+
+    @property
     def measured(self) -> LinkProfile:
         """The link and the edge as last measured; measured now when they are not."""
         return self.link if self.link is not None else self.measure_link()
@@ -305,6 +351,7 @@ class Planner:
         self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, {}, self._queue_ms,
                                 {part: ms for part, ms in known.items() if part in status.models})
         self._fresh = False
+        self._slowness = []  # measured again against the new figures
         self._unservable.clear()
         for name, model in self.models().items():
             self.link.edge_ratio[name] = self._edge_ratio(name, model, set(status.models))
@@ -330,12 +377,8 @@ class Planner:
         spec = self.analyzer.part(model, cut, wire)
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
-        tensors = encode(wire, self._crossing(name, model, cut))
-        outputs = tuple(t.name for t in spec.outputs)
-        try:
-            self.edge.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
-            edge_ms = statistics.median(self.edge.infer(spec, tensors, outputs).edge_ms for _ in range(3))
-        except EdgeError:
+        edge_ms = self._time_part(self.edge, spec, encode(wire, self._crossing(name, model, cut)))
+        if edge_ms is None:
             self._unservable.add(spec.name)
             return None
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
@@ -347,12 +390,8 @@ class Planner:
         split, spec = self.analyzer.band_part(model, cut, count)
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
-        band = {"image": split.bands(analysis_input(model))[0].cpu().numpy()}
-        outputs = tuple(t.name for t in spec.outputs)
-        try:
-            self.edge.infer(spec, band, outputs)
-            edge_ms = statistics.median(self.edge.infer(spec, band, outputs).edge_ms for _ in range(3))
-        except EdgeError:
+        edge_ms = self._time_part(self.edge, spec, {"image": split.bands(analysis_input(model))[0].cpu().numpy()})
+        if edge_ms is None:
             self._unservable.add(spec.name)
             return None
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
@@ -443,9 +482,9 @@ class Planner:
     def _band_options(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat,
                       served: set[str]) -> list[Option]:
         """Cut `cut` with stages [0, cut) on 2 … `servers` bands, one per edge server, where the band part is
-        served. Predicted with every server like the measured one, the bands' bytes sharing this workstation's
-        link: round trip + every band's bytes both ways / bandwidth + a band's compute there, then the cut's
-        own option without its stages here."""
+        served. Predicted with the bands on the fastest servers (the slowest of them bounds), their bytes sharing
+        this workstation's link: round trip + every band's bytes both ways / bandwidth + a band's compute there,
+        then the cut's own option without its stages here."""
         options: list[Option] = []
         if not any(part.startswith(band_parts_prefix(name, cut)) for part in served):
             return options  # (the halo is measured only for cuts with a band part)
@@ -459,6 +498,7 @@ class Planner:
             base = self._option(name, model, cut, wire)
             measured = link.edge_part_ms.get(spec.name)
             band_ms = measured if measured is not None else link.edge_ratio[name] * sum(local[:cut]) * split.band_share
+            band_ms *= sorted(self.server_slowness())[count - 1]
             band_bytes = spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs)
             transfer = link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
             here = base.local_ms - sum(local[:cut])
@@ -544,7 +584,8 @@ class Planner:
         budget = {name: PROFILED_PARTS for name in models}
         if edges:
             here_ms = self.preprocess_ms + sum(self.whole_local_ms(name, model) for name, model in models.items())
-            chosen = self._settled(pairs(lambda c: -worklist_rate(c, self.preprocess_ms, here_ms, edges)), budget)
+            slowness = self.server_slowness() if edges == self.servers else [1.0] * edges
+            chosen = self._settled(pairs(lambda c: -worklist_rate(c, self.preprocess_ms, here_ms, slowness)), budget)
         elif series:
             chosen = self._settled(pairs(lambda c: series_bound_ms(c, self.preprocess_ms)), budget)
         else:

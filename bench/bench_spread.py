@@ -166,6 +166,8 @@ def measure(args, addresses: list[str]) -> int:
                               progress=lambda message: print(message, file=sys.stderr, flush=True))
     print("warm-up: the plan for the worklist (measured), models on every lane", file=sys.stderr, flush=True)
     list(session.analyze_series(studies[:6]))
+    session.wait_for_plan()  # the planner measured in the background meanwhile: its plan is the lanes' now
+    list(session.analyze_series(studies[:2]))
     lanes = session.lanes()
     options = planned_options(session.planner, edge, len(addresses))
     for line in options:

@@ -281,8 +281,15 @@ def test_edge_analysis_and_fallback_state(qtbot, window, shared_cxr, tmp_path):
         assert findings.mode is Mode.DISTRIBUTED and cuts(findings) == {"detector": 6, "classifier": 7}
         assert "distributed" in window.findings_panel.mode_label.text()
         assert f"Ran on: this workstation, edge {server.grpc_address}" in window.findings_panel.mode_label.text()
-        # Auto: the planner measures the link and chooses among local and the served parts.
+        # Auto: the first study does not wait for the planner (the documented auto cuts); it measures the link
+        # and the edge in the background, then the next study runs on its choice among local and the served parts.
+        messages: list[str] = []
+        window.analysis.progress.connect(lambda path, message: messages.append(message))
         window.apply_settings(replace(window.settings, split_mode=SplitMode.AUTO))
+        findings = analyse_and_wait(qtbot, window, timeout_ms=300000)
+        assert cuts(findings) == {"detector": 6, "classifier": 7}
+        assert all(run.predicted_ms is None for run in findings.models.values())
+        qtbot.waitUntil(lambda: any(message.startswith("plan:") for message in messages), timeout=300000)
         findings = analyse_and_wait(qtbot, window, timeout_ms=300000)
         assert all(run.predicted_ms is not None for run in findings.models.values())
         assert cuts(findings)["detector"] in (6, 32) and cuts(findings)["classifier"] in (7, 10)

@@ -322,6 +322,51 @@ def test_the_planner_measures_each_server_against_the_first(analyzer, servers, s
     assert first == 1.0 and 1 / 3 < equal < 3 and down == float("inf")
 
 
+def _held(session: AnalysisSession) -> threading.Event:
+    """The session's planner waits for the returned event before it measures the link (and the edge)."""
+    planner = session.planner
+    assert planner is not None
+    release, measure = threading.Event(), planner.measure_link
+
+    def held():
+        release.wait(120)
+        return measure()
+    planner.measure_link = held  # type: ignore[method-assign]
+    return release
+
+
+def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study):
+    """Auto with nothing measured yet: a study, and a worklist, start at once on the fixed cuts while the planner
+    measures the link and the edge in the background (held here until a result is in); then the plan is its."""
+    fixed = _plan(analyzer)
+    client = EdgeClient(EdgeSettings(servers[0].grpc_address))
+    try:
+        session = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
+        release = _held(session)
+        first = session.analyze(study)
+        assert session.measuring()  # the result came before the planner measured anything
+        release.set()
+        assert {kind: run.cut for kind, run in first.models.items()} == {kind: p.cut for kind, p in fixed.items()}
+        assert all(run.predicted_ms is None for run in first.models.values())
+        assert session.wait_for_plan(120)
+        second = session.analyze(study)
+        assert all(run.predicted_ms is not None for run in second.models.values())
+
+        worklist = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
+        release = _held(worklist)
+        results = []
+        for result in worklist.analyze_series(_studies(study, 6)):
+            if not results:
+                assert worklist.measuring()
+                release.set()
+            results.append(result)
+        _exactly_once(results, _studies(study, 6))
+        assert worklist.wait_for_plan(120) and worklist.measured
+        assert all(lane.plan == worklist.plan for lane in worklist.lanes() if lane.analyzer.edge is not None)
+    finally:
+        client.close()
+
+
 def test_cancel_stops_every_lane(analyzer, servers, study):
     lanes = [_edge_lane(analyzer, servers[0].grpc_address), _workstation(analyzer)]
     cancel = threading.Event()

@@ -3,6 +3,9 @@
 A session holds an `Analyzer` and, for the automatic split, its `Planner`. It plans (measuring the link, the
 edge and this workstation once, then from what is cached), analyses a study — comparing the result with the
 plan and planning again when they drift apart — or a worklist spread over this workstation and every edge.
+Nothing waits for the planner's measurements: this workstation's stage times are measured once per machine
+(kept), and the link and the edge are measured in the background at a low priority while the studies start on
+the plan at hand (the fixed cuts at first); the plan changes when the measurements are done.
 The viewer's analysis service and `infer` / `evaluate` are thin adapters over it; it has no Qt, and reports
 what it is doing through `progress`.
 """
@@ -14,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from inference.analysis.analyzer import Analyzer, StudyError
-from inference.analysis.spread import Lane, SpreadWorklist
+from inference.analysis.spread import Lane, SpreadWorklist, lower_priority
 from inference.edge.client import EdgeError, EdgeGroup
 from inference.models.findings import WORKSTATION, Findings
 from inference.planning.plan import Plan
@@ -41,6 +44,7 @@ class AnalysisSession:
         self._lock = threading.Lock()  # one plan at a time (the viewer's worker threads)
         self._lanes: list[Lane] | None = None
         self.measured = False  # the last plan was the planner's (not the fixed cuts for an edge it could not measure)
+        self._measuring: threading.Thread | None = None  # the planner measuring in the background
 
     def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
         """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
@@ -64,11 +68,55 @@ class AnalysisSession:
                                                    f"{o.predicted_ms:.0f} ms)" for o in self.planner.options.values()))
             return self.plan
 
+    def measuring(self) -> bool:
+        """The planner is measuring the link and the edge in the background."""
+        return self._measuring is not None and self._measuring.is_alive()
+
+    def wait_for_plan(self, timeout_s: float | None = None) -> bool:
+        """Until the background measurement (if any) is done; False when it is still going at the timeout."""
+        if self._measuring is not None:
+            self._measuring.join(timeout_s)
+        return not self.measuring()
+
+    def _unmeasured(self) -> bool:
+        """The planner has yet to measure the link and the edge (first plan, or after a drift)."""
+        return self.planner is not None and (self.planner.link is None or not self.planner.options)
+
+    def _measure_in_background(self, study: Radiograph | None, edges: int = 0,
+                               then: Callable[[Plan], None] = lambda plan: None) -> None:
+        """This workstation's stage times now (kept per machine: measured only the first time, not under the
+        studies' load), then the plan measured in a thread at a low priority; `then(plan)` when it is made.
+        An edge that does not answer at all is not measured: the fixed cuts, as when it cannot be measured."""
+        planner = self.planner
+        if planner is None or self.measuring():
+            return
+        try:
+            planner.edge.status()
+        except EdgeError as exc:
+            self.progress(f"cannot measure the edge ({exc}); using the fixed auto cuts")
+            self.plan, self.measured = self.fixed, False
+            return
+        for name, model in planner.models().items():
+            planner.local_ms(name, model)
+        self.progress("measuring the link and the edge in the background; starting on the "
+                      + ("fixed cuts…" if self.plan is self.fixed else "last plan…"))
+
+        def measure() -> None:
+            lower_priority()
+            then(self.prepare(study, edges=edges))
+
+        self._measuring = threading.Thread(target=measure, name="planner", daemon=True)
+        self._measuring.start()
+
     def analyze(self, radiograph: Radiograph, cancel: threading.Event | None = None,
                 allow_fallback: bool = True) -> Findings:
         """One study, on the plan made for it (`AnalysisCancelled` when `cancel` is set, `EdgeError` when the
-        edge fails and `allow_fallback` is False)."""
-        plan = self.prepare(radiograph)
+        edge fails and `allow_fallback` is False) — on the plan at hand while the planner measures."""
+        if self._unmeasured() and not self.measuring():
+            self._measure_in_background(radiograph)
+            plan = self.plan
+        else:
+            plan = self.plan if self.measuring() else self.prepare(radiograph)
         where = "on this workstation" if not plan.uses_edge(self.analyzer.stage_counts) else "here and on the edge"
         self.progress(f"running both models {where}…")
         findings = self.analyzer.analyze(radiograph, plan, with_heat_maps=self.with_heat_maps,
@@ -106,9 +154,15 @@ class AnalysisSession:
             for study in studies:
                 head.append(study)
                 if isinstance(study, Radiograph):
-                    self.prepare(study, edges=len(edge_lanes))
+                    if self._unmeasured() or self.measuring():  # every lane starts now; the edges' plan follows
+                        self._measure_in_background(study, len(edge_lanes), then=lambda plan: self._adopt(
+                            plan, edge_lanes))
+                    else:
+                        self.prepare(study, edges=len(edge_lanes))
                     break
-            if not self.measured:  # the edge could not be measured: the edges on the fixed cuts, as planned
+            if self.measuring():
+                pass  # every lane, the edges on the plan at hand until the measured one is made
+            elif not self.measured:  # the edge could not be measured: the edges on the fixed cuts, as planned
                 lanes = edge_lanes
             elif not self.plan.uses_edge(self.analyzer.stage_counts):  # the edges would only run it here too
                 lanes = [lane for lane in lanes if lane.analyzer.edge is None]
@@ -123,6 +177,11 @@ class AnalysisSession:
         for result in worklist:
             yield self._predicted(result) if isinstance(result, Findings) else result
 
+    def _adopt(self, plan: Plan, edge_lanes: list[Lane]) -> None:
+        """The measured plan for the edge lanes of a worklist under way (each reads it for its next study)."""
+        if self.measured:
+            for lane in edge_lanes:
+                lane.plan = plan
     def _predicted(self, findings: Findings) -> Findings:
         """The result with the plan's predictions beside the models that ran as planned."""
         if self.planner is None or not self.planner.options:
@@ -137,7 +196,9 @@ class AnalysisSession:
         if planner is None or not planner.options:
             return findings
         findings = self._predicted(findings)
+        if self.measuring() or any(findings.models[kind].cut != option.cut for kind, option in planner.options.items()):
+            return findings  # not the planner's plan (it ran on the plan at hand while the planner measured)
         measured = {kind: run.measured_ms for kind, run in findings.models.items()}
         if not findings.fallback_reason and planner.observe(measured, findings.timing_ms["queued"]):
-            self.prepare(None)
+            self._measure_in_background(None)  # the next studies on this plan until the new one is made
         return findings

@@ -53,7 +53,7 @@ class _Held:
     lanes: dict[str, float] = field(default_factory=dict)  # lane → when it took the study
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """This thread (and the compute threads it starts) yields the CPU to the process's other threads."""
     if sys.platform.startswith("linux"):  # elsewhere setpriority would reach the whole process
         try:
@@ -177,7 +177,7 @@ class SpreadWorklist:
 
     def _lane(self, lane: Lane) -> None:
         if lane.background:
-            _lower_priority()
+            lower_priority()
         try:
             while not self._stop.is_set():
                 if not self._wait_for_work(lane):

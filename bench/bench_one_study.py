@@ -32,9 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["OMP_NUM_THREADS"] = "1"  # one core each: torch must not plan for two
 
-from bench.bench_spread import CXR, STUDIES  # noqa: E402
+from bench.bench_spread import CXR, STUDIES, serve  # noqa: E402
 from bench.relay import Relay  # noqa: E402
-from inference.edge.server import free_ports  # noqa: E402
 from inference.reports.benchmark import machine_description  # noqa: E402
 
 BAND_CUT = 6
@@ -84,26 +83,6 @@ def export(work: Path, size: int, mode: str) -> Path:
     return repository
 
 
-def serve(work: Path, repository: Path, cpu: int, namespace: str | None,
-          host: str) -> tuple[subprocess.Popen, str]:
-    """`edge serve` pinned to `cpu` (in `namespace`, listening on `host`, when given); it and its address."""
-    work.mkdir(parents=True)
-    port, metrics = free_ports(2)
-    log = open(work / "edge-serve.log", "w")
-    env = dict(os.environ, MEDEDGE_EDGE_THREADS="1", MEDEDGE_DATA_DIR=str(work / "edge-data"))
-    command = ["taskset", "-c", str(cpu), sys.executable, str(ROOT / "main.py"), "edge", "serve", "--grpc-port",
-               str(8001 if namespace else port), "--metrics-port", str(metrics), "--repository", str(repository)]
-    if namespace:  # plaintext on purpose: a link inside namespaces this script made and removes
-        command = ["ip", "netns", "exec", namespace, *command, "--host", host, "--insecure"]
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 1800
-    while "stop with Ctrl-C" not in (work / "edge-serve.log").read_text():
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"edge serve did not start: see {work / 'edge-serve.log'}")
-        time.sleep(1)
-    return server, f"{host}:{8001 if namespace else port}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("models", "bands"), default="models",
@@ -127,10 +106,10 @@ def main() -> int:
         addresses = []
         for name, cpu, namespace, net in EDGES:
             host = make_link(namespace, net, args.mbit) if args.mbit else "127.0.0.1"
-            server, address = serve(work / name, repository, cpu, namespace if args.mbit else None, host)
+            server, address = serve(work / name, repository, cpu, None, namespace if args.mbit else None, host)
             servers.append(server)
             if args.mbit:
-                relays.append(Relay((host, 8001), args.delay_ms).start())
+                relays.append(Relay((host, int(address.rsplit(":", 1)[1])), args.delay_ms).start())
                 address = relays[-1].address
             addresses.append(address)
         os.sched_setaffinity(0, {0})

@@ -66,14 +66,18 @@ def export(work: Path, size: int) -> Path:
     return repository
 
 
-def serve(work: Path, repository: Path, cpu: int, group: Path | None) -> tuple[subprocess.Popen, str]:
-    """`edge serve` of `repository` pinned to `cpu`, in `group` when given (its children too)."""
+def serve(work: Path, repository: Path, cpu: int, group: Path | None, namespace: str | None = None,
+          host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """`edge serve` of `repository` pinned to `cpu`, in `group` when given (its children too), in network
+    `namespace` listening on `host` when given; the server and its address."""
     work.mkdir(parents=True)
     port, metrics = free_ports(2)
     log = open(work / "edge-serve.log", "w")
     env = dict(os.environ, MEDEDGE_EDGE_THREADS="1", MEDEDGE_DATA_DIR=str(work / "edge-data"))
     command = ["taskset", "-c", str(cpu), sys.executable, str(ROOT / "main.py"), "edge", "serve", "--grpc-port",
                str(port), "--metrics-port", str(metrics), "--repository", str(repository)]
+    if namespace is not None:  # plaintext on purpose: a link inside namespaces the benchmark made and removes
+        command = ["ip", "netns", "exec", namespace, *command, "--host", host, "--insecure"]
     if group is not None:  # the shell joins the group, then becomes the server: every child starts inside
         command = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh", *command]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +86,7 @@ def serve(work: Path, repository: Path, cpu: int, group: Path | None) -> tuple[s
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"edge serve did not start: see {work / 'edge-serve.log'}")
         time.sleep(1)
-    return server, f"127.0.0.1:{port}"
+    return server, f"{host}:{port}"
 
 
 def planned_options(planner, edge, edges: int, shown: int = 9) -> list[str]:

@@ -84,8 +84,9 @@ class AnalysisSession:
 
     def _measure_in_background(self, study: Radiograph | None, edges: int = 0,
                                then: Callable[[Plan], None] = lambda plan: None) -> None:
-        """This workstation's stage times now (kept per machine: measured only the first time, not under the
-        studies' load), then the plan measured in a thread at a low priority; `then(plan)` when it is made.
+        """This workstation's stage times (kept per machine: measured only the first time) and the study's
+        pre-processing now, not under the studies' load; then the link and the edge measured in a thread at a low
+        priority, and the plan made; `then(plan)` when it is.
         An edge that does not answer at all is not measured: the fixed cuts, as when it cannot be measured."""
         planner = self.planner
         if planner is None or self.measuring():
@@ -98,6 +99,8 @@ class AnalysisSession:
             return
         for name, model in planner.models().items():
             planner.local_ms(name, model)
+        if study is not None:  # the study's pre-processing timed now, not under the studies' load
+            planner.learn_from(study)
         self.progress("measuring the link and the edge in the background; starting on the "
                       + ("fixed cuts…" if self.plan is self.fixed else "last plan…"))
 

@@ -24,7 +24,7 @@ import math
 import statistics
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -375,22 +375,18 @@ class Planner:
         """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3);
         None when the part does not answer. Kept per server, part and weights."""
         spec = self.analyzer.part(model, cut, wire)
-        if spec.name in self.measured.edge_part_ms:
-            return self.measured.edge_part_ms[spec.name]
-        edge_ms = self._time_part(self.edge, spec, encode(wire, self._crossing(name, model, cut)))
-        if edge_ms is None:
-            self._unservable.add(spec.name)
-            return None
-        self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
-        self._save_edge_times()
-        return self.measured.edge_part_ms[spec.name]
+        return self._profiled(spec, lambda: encode(wire, self._crossing(name, model, cut)))
 
     def profile_band(self, model: StagedModel, cut: int, count: int) -> float | None:
         """The edge's compute for one band of a spatial split at `cut` into `count` bands (as `profile`)."""
         split, spec = self.analyzer.band_part(model, cut, count)
+        return self._profiled(spec, lambda: {"image": split.bands(analysis_input(model))[0].cpu().numpy()})
+
+    def _profiled(self, spec: EdgePartSpec, tensors: Callable[[], dict[str, np.ndarray]]) -> float | None:
+        """`spec`'s compute on the first server, measured on `tensors()` unless known; kept."""
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
-        edge_ms = self._time_part(self.edge, spec, {"image": split.bands(analysis_input(model))[0].cpu().numpy()})
+        edge_ms = self._time_part(self.edge, spec, tensors())
         if edge_ms is None:
             self._unservable.add(spec.name)
             return None

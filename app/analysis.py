@@ -89,6 +89,11 @@ class AnalysisService(QObject):
         if self.job is not None:
             self.job.cancel.set()
 
+    def close(self) -> None:
+        """The session's background measurement stopped (the window is closing)."""
+        if self._session is not None:
+            self._session.close(timeout_s=10)
+
     def _analyzer_for(self, settings: AppSettings, path: str) -> Analyzer:
         key = (settings.detector_weights, settings.classifier_weights, settings.device, settings.runtime,
                tuple(settings.edges))

@@ -643,6 +643,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.analysis.cancel()
+        self.analysis.close()
         save_settings(self.settings, self.store)
         store = settings_store(self.store)
         store.setValue(LAYOUT_KEYS[0], self.saveGeometry())

@@ -245,6 +245,15 @@ def test_one_study_runs_its_two_models_on_two_servers_at_once(analyzer, servers,
     assert [r.ran_on[1:] for r in results[:2]] == [tuple(addresses), tuple(reversed(addresses))]
 
 
+def _requests_served(address: str, part: str) -> int:
+    """How many requests the server at `address` has run on `part` (Triton's statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(address) as triton:
+        stats = triton.get_inference_statistics(part).model_stats
+    return sum(entry.inference_stats.success.count for entry in stats)
+
+
 def test_a_spatial_split_runs_the_detectors_bands_on_two_servers(analyzer, servers, study):
     """Stages [0, 6) of the detector on two bands of the image, one per server, joined here, the rest on an edge:
     the unsplit model's result within 1e-4; the served band part equals PyTorch on its band; with one server, one
@@ -258,7 +267,10 @@ def test_a_spatial_split_runs_the_detectors_bands_on_two_servers(analyzer, serve
         served = client.infer(spec, {"image": band.cpu().numpy()}, tuple(t.name for t in spec.outputs))
         unsplit = analyzer.analyze(study, analyzer.local_plan(), allow_fallback=False)
         plan = Plan(ModelPlan(DETECTOR_CUT, bands=2), ModelPlan(analyzer.classifier.stage_count))
+        before = [_requests_served(address, spec.name) for address in addresses]
         on_two = analyzer.with_edge(group).analyze(study, plan, allow_fallback=False)
+        assert [_requests_served(address, spec.name) - n for address, n in zip(addresses, before, strict=True)] \
+            == [1, 1]  # a band on each server
         on_one = analyzer.with_edge(client).analyze(study, plan, allow_fallback=False)
     finally:
         client.close()
@@ -337,21 +349,11 @@ def _held(session: AnalysisSession) -> threading.Event:
 
 def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study):
     """Auto with nothing measured yet: a study, and a worklist, start at once on the fixed cuts while the planner
-    measures the link and the edge in the background (held here until a result is in); then the plan is its."""
+    measures the link and the edge in the background (held here until a result is in); a worklist begun during a
+    single study's measurement gets its own plan when it ends; the next study runs on the planner's plan."""
     fixed = _plan(analyzer)
     client = EdgeClient(EdgeSettings(servers[0].grpc_address))
     try:
-        session = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
-        release = _held(session)
-        first = session.analyze(study)
-        assert session.measuring()  # the result came before the planner measured anything
-        release.set()
-        assert {kind: run.cut for kind, run in first.models.items()} == {kind: p.cut for kind, p in fixed.items()}
-        assert all(run.predicted_ms is None for run in first.models.values())
-        assert session.wait_for_plan(120)
-        second = session.analyze(study)
-        assert all(run.predicted_ms is not None for run in second.models.values())
-
         worklist = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
         release = _held(worklist)
         results = []
@@ -362,7 +364,26 @@ def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study)
             results.append(result)
         _exactly_once(results, _studies(study, 6))
         assert worklist.wait_for_plan(120) and worklist.measured
-        assert all(lane.plan == worklist.plan for lane in worklist.lanes() if lane.analyzer.edge is not None)
+
+        session = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
+        release = _held(session)
+        first = session.analyze(study)
+        assert session.measuring()  # the result came before the planner measured anything
+        assert {kind: run.cut for kind, run in first.models.items()} == {kind: p.cut for kind, p in fixed.items()}
+        assert all(run.predicted_ms is None for run in first.models.values())
+        results = []
+        for result in session.analyze_series(_studies(study, 6)):  # begun while the single study's plan measures
+            if not results:
+                assert session.measuring()
+                release.set()
+            results.append(result)
+        _exactly_once(results, _studies(study, 6))
+        assert session.wait_for_plan(120) and session.measured
+        edges = [lane for lane in session.lanes() if lane.analyzer.edge is not None]
+        planned = session.plan if session.plan.uses_edge(analyzer.stage_counts) else fixed  # (local: lanes stay)
+        assert all(lane.plan == planned for lane in edges)
+        second = session.analyze(study)
+        assert all(run.predicted_ms is not None for run in second.models.values())
     finally:
         client.close()
 

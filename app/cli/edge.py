@@ -171,7 +171,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
             analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
             requests = _part_requests(args, analyzer)
             batching = _batching(args)
-            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, repr(r.model.config))
+            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, r.band_rows, repr(r.model.config))
                                              for r in requests)).encode()).hexdigest()[:12]
             server.repository = base / f"repository-{key}"  # the batching is rewritten into the configs each start
             write_repository(server.repository, requests, gpu=False, batching=batching,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -148,7 +149,7 @@ def _infer(args: argparse.Namespace) -> int:
 
         return written
 
-    with sink:
+    with sink, contextlib.closing(session):  # closing: the planner's background measurement ends first
         # JSON lines in the order of the paths given; a worklist's lines as each study ends
         for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback,
                                              in_order=not args.out):

@@ -114,6 +114,7 @@ def _listen(args: argparse.Namespace) -> int:
                     counts["sent"] += "sent" in record
                     log.write(record, file_key(record["path"]), finished)
     listener.stop()
+    session.close()  # the planner's background measurement, if any, ends before the process does
     write_summary(folder, read_results(folder))
     note(f"stopped: {listener.received} received, {listener.duplicates} duplicates, {listener.refused} refused; "
          f"{counts['analysed']} analysed, {counts['failed']} failed, {counts['sent']} SRs sent (what was received "

@@ -383,7 +383,8 @@ class Analyzer:
             split = band_split(model, cut, count, model.config.input_size)
             if split is None:
                 raise ValueError(f"the detector's stages before cut {cut} cannot be split into {count} bands at "
-                                 f"{model.config.input_size} px: their receptive field reaches across the image")
+                                 f"{model.config.input_size} px: their receptive field reaches across the image, or "
+                                 "the size does not divide into that many bands on their largest stride")
             self._band_parts[key] = split, band_part_spec(model, cut, split.rows, self.weights[kind_of(model)])
         return self._band_parts[key]
 
@@ -395,10 +396,13 @@ class Analyzer:
         edge = self.edge
         assert edge is not None  # _checked
         bands = split.bands(image)
+        error: EdgeError | None = None
         servers: list[int | None] = [None]  # one edge server of its own
         if isinstance(edge, EdgeGroup):
             servers = next((list(chosen) for m in range(split.count, 0, -1)
                             if (chosen := edge.assign([spec.name] * m))), [])
+        if not servers:  # every server of the group set aside: all bands here, and the result says why
+            error = EdgeError(EdgeFailure.UNREACHABLE, "no edge server is working: the bands ran here")
         names = tuple(t.name for t in spec.outputs)
         timeout_s = edge.settings.timeout_s + QUEUE_MARGIN * plan.remote_ms / 1e3
 
@@ -416,7 +420,7 @@ class Analyzer:
         waiting = time.perf_counter()
         wait(out.values())
         waited_ms = (time.perf_counter() - waiting) * 1e3
-        edge_ms, error = 0.0, None
+        edge_ms = 0.0
         used: list[str] = []
         for i, future in out.items():
             try:
@@ -613,7 +617,7 @@ class Analyzer:
             models={kind: ModelRun(self.weights[kind], plan[kind].cut,
                                    self.runtimes[kind] if begun.steps[kind].outputs else Runtime.TORCH,
                                    plan[kind].wire if plan[kind].cut < self.stage_counts[kind] else None,
-                                   run.model_ms, bands=plan[kind].bands)
+                                   run.model_ms, bands=plan[kind].bands if run.band_servers else 0)
                     for kind, run in runs.items()},
             mode=self._mode(plan, runs),
             # each phase a measured duration; in a pipelined series they overlap other studies' phases

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from inference.analysis.analyzer import Analyzer, StudyError
 from inference.analysis.spread import Lane, SpreadWorklist, lower_priority
 from inference.edge.client import EdgeError, EdgeGroup
-from inference.models.findings import WORKSTATION, Findings
+from inference.models.findings import WORKSTATION, Findings, ModelRun
 from inference.planning.plan import Plan
-from inference.planning.planner import Planner
+from inference.planning.planner import Option, Planner, PlanningStopped
 from viewer.radiograph import Radiograph
+
+RETRY_S = 60.0  # after the background measurement failed (not the edge being down): the fixed cuts this long
+
+
+def _ran_as(run: ModelRun, option: Option) -> bool:
+    """The model ran as the planner's option says: same cut, wire (when cut for the edge) and bands."""
+    return (run.cut, run.bands) == (option.cut, option.bands) and run.wire in (None, option.wire)
 
 
 class AnalysisSession:
@@ -45,6 +53,10 @@ class AnalysisSession:
         self._lanes: list[Lane] | None = None
         self.measured = False  # the last plan was the planner's (not the fixed cuts for an edge it could not measure)
         self._measuring: threading.Thread | None = None  # the planner measuring in the background
+        self._thread: threading.Thread | None = None     # the last such thread (it may still run what follows)
+        self._after: list[Callable[[], None]] = []  # run when that measurement ends (worklists begun meanwhile)
+        self._after_lock = threading.Lock()
+        self._retry_at = 0.0  # after a measurement failed: not tried again before (monotonic s)
 
     def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
         """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
@@ -70,17 +82,36 @@ class AnalysisSession:
 
     def measuring(self) -> bool:
         """The planner is measuring the link and the edge in the background."""
-        return self._measuring is not None and self._measuring.is_alive()
+        thread = self._measuring  # set to None by the thread when it is done
+        return thread is not None and thread.is_alive()
 
     def wait_for_plan(self, timeout_s: float | None = None) -> bool:
-        """Until the background measurement (if any) is done; False when it is still going at the timeout."""
-        if self._measuring is not None:
-            self._measuring.join(timeout_s)
-        return not self.measuring()
+        """Until the background measurement (if any) and what follows it are done; False when they are still
+        going at the timeout."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self._thread is None or not self._thread.is_alive()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the background measurement, if any, and wait for it (a process must not exit under a thread in
+        the middle of a gRPC call or a model run)."""
+        if self.planner is not None:
+            self.planner.stop.set()
+        self.wait_for_plan(timeout_s)
 
     def _unmeasured(self) -> bool:
-        """The planner has yet to measure the link and the edge (first plan, or after a drift)."""
-        return self.planner is not None and (self.planner.link is None or not self.planner.options)
+        """The planner has yet to measure the link and the edge (first plan, or after a drift); after a failed
+        measurement, not before RETRY_S."""
+        return (self.planner is not None and (self.planner.link is None or not self.planner.options)
+                and time.monotonic() >= self._retry_at)
+
+    def _when_measured(self, call: Callable[[], None]) -> bool:
+        """`call()` once the background measurement ends; False (not kept) when none is going on."""
+        with self._after_lock:
+            if not self.measuring():
+                return False
+            self._after.append(call)
+            return True
 
     def _measure_in_background(self, study: Radiograph | None, edges: int = 0,
                                then: Callable[[Plan], None] = lambda plan: None) -> None:
@@ -106,10 +137,26 @@ class AnalysisSession:
 
         def measure() -> None:
             lower_priority()
-            then(self.prepare(study, edges=edges))
+            try:
+                then(self.prepare(study, edges=edges))
+            except PlanningStopped:
+                return  # the session is closing
+            except Exception as exc:  # a defect or a damaged cache: said in one line, the fixed cuts kept
+                self._retry_at = time.monotonic() + RETRY_S
+                self.progress(f"could not measure the link and the edge ({type(exc).__name__}: {exc}); "
+                              "using the fixed auto cuts")
+            finally:
+                for lane in self._lanes or []:  # a worklist's lanes held for the measurement join it now
+                    if lane.joins is not None:
+                        lane.joins.set()
+                with self._after_lock:
+                    after, self._after = self._after, []
+                    self._measuring = None
+            for call in after:
+                call()
 
-        self._measuring = threading.Thread(target=measure, name="planner", daemon=True)
-        self._measuring.start()
+        self._measuring = self._thread = threading.Thread(target=measure, name="planner", daemon=True)
+        self._thread.start()
 
     def analyze(self, radiograph: Radiograph, cancel: threading.Event | None = None,
                 allow_fallback: bool = True) -> Findings:
@@ -153,18 +200,24 @@ class AnalysisSession:
         edge_lanes = [lane for lane in lanes if lane.analyzer.edge is not None]
         studies = iter(studies)
         head: list[Radiograph | StudyError] = []  # up to the first radiograph, which the plan is made on
+        for lane in lanes:  # this workstation held back while the planner measures (set before it starts)
+            lane.joins = threading.Event() if lane.analyzer.edge is None and edge_lanes else None
         if self.planner is not None and edge_lanes:
             for study in studies:
                 head.append(study)
                 if isinstance(study, Radiograph):
-                    if self._unmeasured() or self.measuring():  # every lane starts now; the edges' plan follows
-                        self._measure_in_background(study, len(edge_lanes), then=lambda plan: self._adopt(
-                            plan, edge_lanes))
+                    if self._when_measured(self._replanning(study, edge_lanes)):
+                        pass  # measuring for a single study: then the worklist's plan, from what it measured
+                    elif self._unmeasured():  # the edges start now; their plan and this workstation follow
+                        self._measure_in_background(study, len(edge_lanes), then=self._adopting(edge_lanes))
                     else:
                         self.prepare(study, edges=len(edge_lanes))
                     break
-            if self.measuring():
-                pass  # every lane, the edges on the plan at hand until the measured one is made
+        if not self.measuring():  # (while it measures: the edges on the plan at hand, then this workstation too)
+            for lane in lanes:
+                lane.joins = None
+            if self.planner is None or not edge_lanes:
+                pass
             elif not self.measured:  # the edge could not be measured: the edges on the fixed cuts, as planned
                 lanes = edge_lanes
             elif not self.plan.uses_edge(self.analyzer.stage_counts):  # the edges would only run it here too
@@ -180,11 +233,21 @@ class AnalysisSession:
         for result in worklist:
             yield self._predicted(result) if isinstance(result, Findings) else result
 
+    def _adopting(self, edge_lanes: list[Lane]) -> Callable[[Plan], None]:
+        return lambda plan: self._adopt(plan, edge_lanes)
+
+    def _replanning(self, study: Radiograph, edge_lanes: list[Lane]) -> Callable[[], None]:
+        """The worklist's plan made from what was measured, and adopted by its edge lanes."""
+        return lambda: self._adopt(self.prepare(study, edges=len(edge_lanes)), edge_lanes)
+
     def _adopt(self, plan: Plan, edge_lanes: list[Lane]) -> None:
-        """The measured plan for the edge lanes of a worklist under way (each reads it for its next study)."""
-        if self.measured:
+        """The measured plan for the edge lanes of a worklist under way (each reads it for its next study). A
+        plan that keeps everything here leaves them on the plan at hand: this workstation's own lane already
+        runs whole studies, and the lanes of a running worklist stay."""
+        if self.measured and plan.uses_edge(self.analyzer.stage_counts):
             for lane in edge_lanes:
                 lane.plan = plan
+
     def _predicted(self, findings: Findings) -> Findings:
         """The result with the plan's predictions beside the models that ran as planned."""
         if self.planner is None or not self.planner.options:
@@ -199,7 +262,7 @@ class AnalysisSession:
         if planner is None or not planner.options:
             return findings
         findings = self._predicted(findings)
-        if self.measuring() or any(findings.models[kind].cut != option.cut for kind, option in planner.options.items()):
+        if self.measuring() or any(not _ran_as(findings.models[kind], option) for kind, option in planner.options.items()):
             return findings  # not the planner's plan (it ran on the plan at hand while the planner measured)
         measured = {kind: run.measured_ms for kind, run in findings.models.items()}
         if not findings.fallback_reason and planner.observe(measured, findings.timing_ms["queued"]):

@@ -45,6 +45,9 @@ class Lane:
     seconds_per_study: float | None = None  # claim to result, smoothed; None until one finished
     active: bool = True  # False while stepped aside after its edge failed
     done: int = 0  # results this lane delivered (stolen duplicates it lost not counted)
+    # When set: the lane takes studies only once this is set (this workstation while the planner measures in the
+    # background: the two would share its CPU, and a first study here could hold a whole worklist's first result)
+    joins: threading.Event | None = None
 
 
 @dataclass
@@ -179,6 +182,8 @@ class SpreadWorklist:
         if lane.background:
             lower_priority()
         try:
+            if not self._joined(lane):
+                return
             while not self._stop.is_set():
                 if not self._wait_for_work(lane):
                     return
@@ -189,6 +194,14 @@ class SpreadWorklist:
         except BaseException as exc:  # a defect, not a study's failure (those are StudyErrors): shown
             self._results.put(exc)
             self._stop.set()
+
+    def _joined(self, lane: Lane) -> bool:
+        """Until the lane may take studies (True), or the worklist is over first (False)."""
+        while lane.joins is not None and not lane.joins.wait(0.2):
+            with self._state:
+                if self._stop.is_set() or self._finished():
+                    return False
+        return not self._stop.is_set()
 
     def _wait_for_work(self, lane: Lane) -> bool:
         """Until there is a study this lane may take (True), or the worklist is over (False)."""

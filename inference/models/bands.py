@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass
-from functools import cache
 
 import torch
 
@@ -78,38 +78,44 @@ class BandSplit:
 
 
 def band_split(model: StagedModel, cut: int, count: int, size: int) -> BandSplit | None:
-    """The split of stages [0, cut) into `count` bands of a `size`-row input, or None when it cannot help: the
-    cut is the whole model or none of it, or the halo makes a band as tall as the image."""
+    """The split of stages [0, cut) into `count` bands of a `size`-row input, or None when it cannot help or be
+    trusted: the cut is the whole model or none of it, the size does not divide, the halo makes a band as tall
+    as the image, or the joined bands differ from the unsplit stages on a sample image (a dependence the
+    gradient did not show, e.g. through a max-pool). Worked out once per model (kept while the model is)."""
     if not 0 < cut < model.stage_count:
         return None
-    halo, align = _halo(model, cut, size)
+    known = _SPLITS.setdefault(model, {})
+    if (cut, count, size) not in known:
+        known[cut, count, size] = _checked_split(model, cut, count, size)
+    return known[cut, count, size]
+
+
+_SPLITS: weakref.WeakKeyDictionary[StagedModel, dict[tuple[int, int, int], BandSplit | None]] = \
+    weakref.WeakKeyDictionary()
+AGREEMENT = 1e-5  # joined bands against the unsplit stages, relative to each tensor's largest value
+
+
+def _checked_split(model: StagedModel, cut: int, count: int, size: int) -> BandSplit | None:
+    halo, align = _measured_halo(model, cut, size)
     if size % (count * align):
         return None
     split = BandSplit(cut, count, size, math.ceil(halo / align) * align, align)
-    return split if split.rows < size else None
+    if split.rows >= size:
+        return None
+    channels = next(p for p in model.parameters() if p.dim() == 4).shape[1]
+    device = next(model.parameters()).device
+    image = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(5)).to(device)
+    with torch.inference_mode():
+        whole = model.run_stages({INPUT: image}, 0, cut)
+        joined = split.join([model.run_stages({INPUT: band}, 0, cut) for band in split.bands(image)])
+    agree = all(float((joined[i] - t).abs().max()) <= AGREEMENT * max(float(t.abs().max()), 1e-30)
+                for i, t in whole.items())
+    return split if agree else None
 
 
-def _halo(model: StagedModel, cut: int, size: int) -> tuple[int, int]:
-    return _measured_halo(_Key(model), cut, size)
-
-
-class _Key:
-    """A model as a cache key by identity (modules are not hashable by value)."""
-
-    def __init__(self, model: StagedModel) -> None:
-        self.model = model
-
-    def __hash__(self) -> int:
-        return id(self.model)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Key) and other.model is self.model
-
-
-@cache
-def _measured_halo(key: _Key, cut: int, size: int) -> tuple[int, int]:
+def _measured_halo(model: StagedModel, cut: int, size: int) -> tuple[int, int]:
     """(rows the receptive field of stages [0, cut) reaches beyond a row, largest stride before the cut)."""
-    model = copy.deepcopy(key.model).to(torch.float64).to("cpu").eval()
+    model = copy.deepcopy(model).to(torch.float64).to("cpu").eval()
     channels = next(p for p in model.parameters() if p.dim() == 4).shape[1]
     image = torch.rand(1, channels, size, size, dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():

@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import statistics
+import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,10 @@ from viewer.radiograph import Radiograph
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
 PROFILED_PARTS = 4            # per model and plan: edge parts measured before the best prediction is trusted
+
+
+class PlanningStopped(Exception):
+    """`Planner.stop` was set while it measured (its session is closing)."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,7 @@ class Planner:
     _own_queue_ms: float = 0.0  # this client's requests' wait behind each other since the mark
     _queue_ms: float = 0.0
     _slowness: list[float] = field(default_factory=list)  # each other server's compute / this one's (measured)
+    stop: threading.Event = field(default_factory=threading.Event)  # set: planning ends at its next measurement
 
     def learn_from(self, radiograph) -> None:
         """Use a real study for the fidelity gate and the deflate ratios, before the first plan: the planner's
@@ -290,6 +296,11 @@ class Planner:
             image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
             self._whole[name] = median_ms(lambda: session.run(image))
         return self._whole[name]
+
+    def _go_on(self) -> None:
+        """Raise `PlanningStopped` when `stop` is set (between measurements: each is bounded)."""
+        if self.stop.is_set():
+            raise PlanningStopped("planning stopped")
 
     @property
     def servers(self) -> int:
@@ -321,9 +332,9 @@ class Planner:
                 chosen.append((self.analyzer.part(model, cut, wire), encode(wire, self._crossing(name, model, cut))))
         return chosen
 
-    @staticmethod
-    def _time_part(client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]) -> float | None:
+    def _time_part(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]) -> float | None:
         """The edge's compute for one request to `spec` (a warm-up, then the median of 3); None when it fails."""
+        self._go_on()
         outputs = tuple(t.name for t in spec.outputs)
         try:
             client.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
@@ -344,6 +355,7 @@ class Planner:
     def measure_link(self) -> LinkProfile:
         """The link (probe), the edge's compute on the parts measured before (cached per server), and per
         model the edge/local ratio for the parts not measured yet."""
+        self._go_on()
         probe = self.edge.probe()
         status = self.edge.status()
         self._server = f"{self.edge.settings.address} triton {status.version}"
@@ -486,7 +498,7 @@ class Planner:
             return options  # (the halo is measured only for cuts with a band part)
         for count in range(2, self.servers + 1):
             if not isinstance(model, YoloDetector) or band_split(model, cut, count, model.config.input_size) is None:
-                break  # more bands only make the halo a larger share
+                continue  # the halo spans the image, or the size does not split into that many bands
             split, spec = self.analyzer.band_part(model, cut, count)
             if spec.name not in served or spec.name in self._unservable:
                 continue
@@ -597,6 +609,7 @@ class Planner:
         gate, deflate ratio, the edge's compute on its part, within `budget` profilings per model) and the
         ranking made again after each check, until the first one needs none. Local only needs none."""
         while True:
+            self._go_on()
             for choice in ranked():
                 pending = next((o for o in choice if o.offloaded and self._unchecked(o, budget)), None)
                 if pending is None:

@@ -34,10 +34,18 @@ class Worker(QRunnable):
             self.signals.finished.emit()
 
 
+# Most work here waits on the network or the disk (PACS, edge checks, the keyring, loading): with one thread per
+# core (Qt's default, 2 here) an Analyze all and a retrieve would hold up a dialog's quick check until they end.
+POOL_THREADS = 8
+
+
 def start(worker: Worker, keep: set[Worker] | None = None) -> Worker:
     """Run `worker` on the pool. `keep` holds it (and so its signals) alive until it has finished."""
     if keep is not None:
         keep.add(worker)
         worker.signals.finished.connect(lambda: keep.discard(worker))
-    QThreadPool.globalInstance().start(worker)
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < POOL_THREADS:
+        pool.setMaxThreadCount(POOL_THREADS)
+    pool.start(worker)
     return worker

@@ -44,6 +44,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self.result_settings: AppSettings | None = None
         self._workers: set[Worker] = set()
+        self._sign_in_calls = 0  # keyring calls begun: only the latest one's outcome is shown
         form = QFormLayout()
 
         self.addresses = QPlainTextEdit("\n".join(settings.edge_addresses))
@@ -243,15 +244,26 @@ class SettingsDialog(QDialog):
         url = self.sign_in_node.currentData()
         if not url:
             return None
-        self.sign_in_state.setText(f"{url}: reading the keyring…")
+        say = self._sign_in_says()
+        say(f"{url}: reading the keyring…")
 
         def shown(stored) -> None:
             if url == self.sign_in_node.currentData():
-                self.sign_in_state.setText(f"{url}: " + (f"sign-in stored in the keyring ({stored.kind})" if stored
-                                                         else "no sign-in stored"))
+                say(f"{url}: " + (f"sign-in stored in the keyring ({stored.kind})" if stored else "no sign-in stored"))
 
         return self._run(stored_sign_in, url, on_result=shown,
-                         on_error=lambda exc: self.sign_in_state.setText(f"{url}: keyring unreadable: {exc}"))
+                         on_error=lambda exc: say(f"{url}: keyring unreadable: {exc}"))
+
+    def _sign_in_says(self):
+        """A setter of the sign-in line for one keyring call that stops once a later call began: a slow read
+        must not overwrite what a save just said."""
+        self._sign_in_calls += 1
+        call = self._sign_in_calls
+
+        def say(text: str) -> None:
+            if call == self._sign_in_calls:
+                self.sign_in_state.setText(text)
+        return say
 
     def save_sign_in(self) -> Worker | None:
         """The typed sign-in into the keyring for the chosen node (empty: forgotten); the secret field is cleared."""
@@ -267,12 +279,12 @@ class SettingsDialog(QDialog):
         if not url:
             return None
         self.sign_in_secret.clear()
-        self.sign_in_state.setText(f"{url}: saving in the keyring…")
+        say = self._sign_in_says()
+        say(f"{url}: saving in the keyring…")
         return self._run(store_sign_in, url, sign_in,
-                         on_result=lambda _: self.sign_in_state.setText(
-                             f"{url}: sign-in saved in the keyring ({sign_in.kind})" if sign_in else
-                             f"{url}: sign-in forgotten"),
-                         on_error=lambda exc: self.sign_in_state.setText(f"{url}: {exc}"))
+                         on_result=lambda _: say(f"{url}: sign-in saved in the keyring ({sign_in.kind})" if sign_in
+                                                 else f"{url}: sign-in forgotten"),
+                         on_error=lambda exc: say(f"{url}: {exc}"))
 
     def _with_browse(self, edit: QLineEdit, pattern: str) -> QWidget:
         holder = QWidget()

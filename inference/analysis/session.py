@@ -100,10 +100,12 @@ class AnalysisSession:
         self.wait_for_plan(timeout_s)
 
     def _unmeasured(self) -> bool:
-        """The planner has yet to measure the link and the edge (first plan, or after a drift); after a failed
-        measurement, not before RETRY_S."""
-        return (self.planner is not None and (self.planner.link is None or not self.planner.options)
-                and time.monotonic() >= self._retry_at)
+        """The planner has yet to measure the link and the edge (first plan, or after a drift)."""
+        return self.planner is not None and (self.planner.link is None or not self.planner.options)
+
+    def _may_measure(self) -> bool:
+        """A background measurement is due: none going on, and not within RETRY_S of one that failed."""
+        return self._unmeasured() and not self.measuring() and time.monotonic() >= self._retry_at
 
     def _when_measured(self, call: Callable[[], None]) -> bool:
         """`call()` once the background measurement ends; False (not kept) when none is going on."""
@@ -162,11 +164,10 @@ class AnalysisSession:
                 allow_fallback: bool = True) -> Findings:
         """One study, on the plan made for it (`AnalysisCancelled` when `cancel` is set, `EdgeError` when the
         edge fails and `allow_fallback` is False) — on the plan at hand while the planner measures."""
-        if self._unmeasured() and not self.measuring():
+        if self._may_measure():
             self._measure_in_background(radiograph)
-            plan = self.plan
-        else:
-            plan = self.plan if self.measuring() else self.prepare(radiograph)
+        # measured: the planner's choice now (quick); otherwise the plan at hand, never a measurement here
+        plan = self.plan if self._unmeasured() or self.measuring() else self.prepare(radiograph)
         where = "on this workstation" if not plan.uses_edge(self.analyzer.stage_counts) else "here and on the edge"
         self.progress(f"running both models {where}…")
         findings = self.analyzer.analyze(radiograph, plan, with_heat_maps=self.with_heat_maps,
@@ -208,9 +209,9 @@ class AnalysisSession:
                 if isinstance(study, Radiograph):
                     if self._when_measured(self._replanning(study, edge_lanes)):
                         pass  # measuring for a single study: then the worklist's plan, from what it measured
-                    elif self._unmeasured():  # the edges start now; their plan and this workstation follow
+                    elif self._may_measure():  # the edges start now; their plan and this workstation follow
                         self._measure_in_background(study, len(edge_lanes), then=self._adopting(edge_lanes))
-                    else:
+                    elif not self._unmeasured():  # measured: the worklist's plan from what is known (quick)
                         self.prepare(study, edges=len(edge_lanes))
                     break
         if not self.measuring():  # (while it measures: the edges on the plan at hand, then this workstation too)

@@ -55,27 +55,29 @@ def sh(*command: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(command, check=check, capture_output=True, text=True)
 
 
-def remove_network() -> None:
-    sh("ip", "netns", "del", NAMESPACE, check=False)
-    sh("ip", "link", "del", HOST_SIDE, check=False)
+def remove_network(namespace: str = NAMESPACE, host_side: str = HOST_SIDE) -> None:
+    sh("ip", "netns", "del", namespace, check=False)
+    sh("ip", "link", "del", host_side, check=False)
 
 
-def make_network() -> None:
-    remove_network()
-    sh("ip", "netns", "add", NAMESPACE)
-    sh("ip", "link", "add", HOST_SIDE, "type", "veth", "peer", "name", EDGE_SIDE)
-    sh("ip", "link", "set", EDGE_SIDE, "netns", NAMESPACE)
-    sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_SIDE)
-    sh("ip", "link", "set", HOST_SIDE, "up")
-    inside = ("ip", "netns", "exec", NAMESPACE)
-    sh(*inside, "ip", "addr", "add", f"{EDGE_IP}/30", "dev", EDGE_SIDE)
-    sh(*inside, "ip", "link", "set", EDGE_SIDE, "up")
+def make_network(namespace: str = NAMESPACE, host_side: str = HOST_SIDE, edge_side: str = EDGE_SIDE,
+                 host_ip: str = HOST_IP, edge_ip: str = EDGE_IP) -> None:
+    """`namespace` behind a veth pair: `host_side` (`host_ip`/30) here, `edge_side` (`edge_ip`) there."""
+    remove_network(namespace, host_side)
+    sh("ip", "netns", "add", namespace)
+    sh("ip", "link", "add", host_side, "type", "veth", "peer", "name", edge_side)
+    sh("ip", "link", "set", edge_side, "netns", namespace)
+    sh("ip", "addr", "add", f"{host_ip}/30", "dev", host_side)
+    sh("ip", "link", "set", host_side, "up")
+    inside = ("ip", "netns", "exec", namespace)
+    sh(*inside, "ip", "addr", "add", f"{edge_ip}/30", "dev", edge_side)
+    sh(*inside, "ip", "link", "set", edge_side, "up")
     sh(*inside, "ip", "link", "set", "lo", "up")
 
 
-def shape(mbit: int | None) -> None:
+def shape(mbit: int | None, namespace: str = NAMESPACE, host_side: str = HOST_SIDE, edge_side: str = EDGE_SIDE) -> None:
     """Rate-limit both directions with tbf (or remove the limit); the bucket holds 1 ms at that rate."""
-    for prefix, device in (((), HOST_SIDE), (("ip", "netns", "exec", NAMESPACE), EDGE_SIDE)):
+    for prefix, device in (((), host_side), (("ip", "netns", "exec", namespace), edge_side)):
         sh(*prefix, "tc", "qdisc", "del", "dev", device, "root", check=False)
         if mbit is not None:
             burst = max(mbit * 1_000_000 // 8 // 1000, 16 * 1024)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["OMP_NUM_THREADS"] = "1"  # one core each: torch must not plan for two
 
+from bench.bench_links import make_network, remove_network, shape  # noqa: E402
 from bench.bench_spread import CXR, STUDIES, serve  # noqa: E402
 from bench.relay import Relay  # noqa: E402
 from inference.reports.benchmark import machine_description  # noqa: E402
@@ -45,33 +46,16 @@ def _veth(namespace: str) -> tuple[str, str]:
     return f"mo{namespace[-1]}-ws", f"mo{namespace[-1]}-edge"
 
 
-def sh(*command: str, check: bool = True) -> None:
-    subprocess.run(command, check=check, capture_output=True, text=True)
-
-
 def make_link(namespace: str, net: str, mbit: int) -> str:
     """A namespace behind a veth pair, `mbit` on both ends; the edge's address in it."""
-    remove_link(namespace)
     outside, inside = _veth(namespace)
-    sh("ip", "netns", "add", namespace)
-    sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
-    sh("ip", "link", "set", inside, "netns", namespace)
-    sh("ip", "addr", "add", f"{net}.1/30", "dev", outside)
-    sh("ip", "link", "set", outside, "up")
-    there = ("ip", "netns", "exec", namespace)
-    sh(*there, "ip", "addr", "add", f"{net}.2/30", "dev", inside)
-    sh(*there, "ip", "link", "set", inside, "up")
-    sh(*there, "ip", "link", "set", "lo", "up")
-    burst = str(max(mbit * 1_000_000 // 8 // 1000, 16 * 1024))  # 1 ms at the rate
-    for prefix, device in (((), outside), (there, inside)):
-        sh(*prefix, "tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", f"{mbit}mbit", "burst", burst,
-           "latency", "100ms")
+    make_network(namespace, outside, inside, f"{net}.1", f"{net}.2")
+    shape(mbit, namespace, outside, inside)
     return f"{net}.2"
 
 
 def remove_link(namespace: str) -> None:
-    sh("ip", "netns", "del", namespace, check=False)
-    sh("ip", "link", "del", _veth(namespace)[0], check=False)
+    remove_network(namespace, _veth(namespace)[0])
 
 
 def export(work: Path, size: int, mode: str) -> Path:

@@ -349,6 +349,18 @@ def _held(session: AnalysisSession) -> threading.Event:
     return release
 
 
+def _worklist_while_measuring(session: AnalysisSession, release: threading.Event, study) -> None:
+    """Six studies through `session`: the first result arrives while its planner is still held, then it is let go;
+    every study comes exactly once."""
+    results = []
+    for result in session.analyze_series(_studies(study, 6)):
+        if not results:
+            assert session.measuring()
+            release.set()
+        results.append(result)
+    _exactly_once(results, _studies(study, 6))
+
+
 def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study):
     """Auto with nothing measured yet: a study, and a worklist, start at once on the fixed cuts while the planner
     measures the link and the edge in the background (held here until a result is in); a worklist begun during a
@@ -358,13 +370,7 @@ def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study)
     try:
         worklist = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
         release = _held(worklist)
-        results = []
-        for result in worklist.analyze_series(_studies(study, 6)):
-            if not results:
-                assert worklist.measuring()
-                release.set()
-            results.append(result)
-        _exactly_once(results, _studies(study, 6))
+        _worklist_while_measuring(worklist, release, study)
         assert worklist.wait_for_plan(120) and worklist.measured
 
         session = AnalysisSession(analyzer.with_edge(client), fixed, auto=True, with_heat_maps=False)
@@ -373,13 +379,7 @@ def test_the_first_studies_do_not_wait_for_the_planner(analyzer, servers, study)
         assert session.measuring()  # the result came before the planner measured anything
         assert {kind: run.cut for kind, run in first.models.items()} == {kind: p.cut for kind, p in fixed.items()}
         assert all(run.predicted_ms is None for run in first.models.values())
-        results = []
-        for result in session.analyze_series(_studies(study, 6)):  # begun while the single study's plan measures
-            if not results:
-                assert session.measuring()
-                release.set()
-            results.append(result)
-        _exactly_once(results, _studies(study, 6))
+        _worklist_while_measuring(session, release, study)  # begun while the single study's plan measures
         assert session.wait_for_plan(120) and session.measured
         edges = [lane for lane in session.lanes() if lane.analyzer.edge is not None]
         planned = session.plan if session.plan.uses_edge(analyzer.stage_counts) else fixed  # (local: lanes stay)

@@ -59,6 +59,8 @@ class Runtime(Choice):
     ONNXRUNTIME = "onnxruntime"
     ONNXRUNTIME_INT8_DYNAMIC = "onnxruntime-int8-dynamic"
     ONNXRUNTIME_INT8_STATIC = "onnxruntime-int8-static"
+    OPENVINO = "openvino"            # the same ONNX compiled by OpenVINO for this CPU, FP32
+    OPENVINO_INT8 = "openvino-int8"  # NNCF post-training INT8, calibrated on the site's radiographs
 
 
 class DeviceKind(Choice):

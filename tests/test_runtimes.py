@@ -1,5 +1,5 @@
-"""INT8 local runtimes (onnxruntime dynamic and static QDQ), PyTorch FP16, their fidelity gate, and `auto`
-choosing among the runtimes that pass it; `models quantize` on the command line."""
+"""Local runtimes (onnxruntime FP32, dynamic and static QDQ INT8; OpenVINO FP32 and NNCF INT8; PyTorch FP16),
+their fidelity gate, and `auto` choosing among the runtimes that pass it; `models quantize` on the command line."""
 
 from __future__ import annotations
 
@@ -16,21 +16,26 @@ import torch
 from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE
 from inference.runtimes.local import (
+    CALIBRATED,
     DYNAMIC,
     FP32,
     HALF,
+    OV_FP32,
+    OV_INT8,
     RUNTIMES,
     STATIC,
     OnnxModel,
     RuntimeRefused,
     TorchHalf,
     choose_runtime,
-    current_static,
+    current_build,
+    file_session,
     fp32_file,
     model_input,
     open_runtime,
     verdict,
 )
+from inference.runtimes.openvino import file_size
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 
@@ -60,10 +65,10 @@ def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
     inputs = [model_input(model, grey) for grey in greys]
     fp32 = OnnxModel(model, weights, folder)
     output = "output" if name == "detector" else "probabilities"
-    for runtime in (DYNAMIC, STATIC):
-        session = OnnxModel(model, weights, folder, runtime, calibration=inputs if runtime == STATIC else None)
+    for runtime in (DYNAMIC, STATIC, OV_INT8):
+        session = file_session(model, weights, folder, runtime, calibration=inputs if runtime in CALIBRATED else None)
         assert session.runtime == runtime and session.path != fp32.path
-        assert session.path.stat().st_size < 0.4 * fp32.path.stat().st_size  # INT8 weights, not FP32
+        assert file_size(session.path) < 0.4 * fp32.path.stat().st_size  # INT8 weights, not FP32
         got, want = session.run(inputs[0]), fp32.run(inputs[0])
         assert set(got) == set(want) and all(got[k].shape == want[k].shape for k in got)
         assert np.all(np.isfinite(got[output])) and not np.array_equal(got[output], want[output])
@@ -78,7 +83,37 @@ def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
         else:
             assert result["passes"] == (result["boxes_match"]
                                         and result["max_confidence_difference"] <= PROBABILITY_TOLERANCE)
-        assert json.loads(session.path.with_suffix(".gate.json").read_text()) == result  # cached for `auto`
+        cached = session.path.with_name(f"{session.path.stem}.{runtime}.gate.json")
+        assert json.loads(cached.read_text()) == result  # cached for `auto`
+
+
+@pytest.mark.parametrize("name", ["detector", "classifier"])
+def test_openvino_fp32_runs_the_exported_model_at_fp32(setting, name):
+    """OpenVINO compiles the same FP32 ONNX: its results equal onnxruntime's to float rounding (no BF16 or FP16
+    behind the user's back), it is gated like every runtime, and `open_runtime` hands it out."""
+    models, greys, folder = setting
+    model, weights = models[name]
+    inputs = [model_input(model, grey) for grey in greys]
+    reference = OnnxModel(model, weights, folder)
+    session = open_runtime(model, weights, folder, OV_FP32)
+    assert session is not None and session.runtime == OV_FP32 and session.path == reference.path
+    for image in inputs:
+        got, want = session.run(image), reference.run(image)
+        assert set(got) == set(want)
+        for key in got:  # to float rounding, relative to the tensor's scale (the detector's boxes are in pixels)
+            assert np.abs(got[key] - want[key]).max() <= 1e-4 * max(1.0, np.abs(want[key]).max()), key
+    assert verdict(model, session, inputs)["passes"]
+
+
+def test_nncf_never_reports_usage():
+    """NNCF sends usage telemetry to Intel unless told otherwise (it disables it itself only under pytest, so
+    this is checked in a plain interpreter): imported through the product it has only its no-op telemetry."""
+    code = "import {0}, nncf.telemetry.wrapper as w; print(isinstance(w.telemetry, w.NNCFTelemetry))"
+    plain, ours = (subprocess.run([sys.executable, "-c", code.format(module)], capture_output=True, text=True,
+                                  check=True, cwd=ROOT, env=os.environ | {"CI": ""}).stdout.split()[-1]
+                   for module in ("nncf", "inference.runtimes.openvino as o; o.nncf(); import nncf"))
+    assert plain == "True"  # what a bare import does: the check could fail
+    assert ours == "False"  # NNCF's no-op stand-in
 
 
 def test_builds_are_cached_per_method_and_calibration_set(setting):
@@ -94,19 +129,20 @@ def test_builds_are_cached_per_method_and_calibration_set(setting):
     assert OnnxModel(model, weights, folder, STATIC).path == static  # without images: the current build
     assert static.stat().st_mtime_ns == stamp  # not quantised again
     other = OnnxModel(model, weights, folder, STATIC, calibration=inputs[:2]).path
-    assert other != static and current_static(fp32_file(model, weights, folder)[0]) == other
+    assert other != static and current_build(fp32_file(model, weights, folder)[0], STATIC) == other
     OnnxModel(model, weights, folder, STATIC, calibration=inputs)  # back to the first set: reused, made current
-    assert static.stat().st_mtime_ns == stamp and current_static(fp32_file(model, weights, folder)[0]) == static
+    assert static.stat().st_mtime_ns == stamp and current_build(fp32_file(model, weights, folder)[0], STATIC) == static
 
 
-def test_static_needs_calibration_images(setting, tmp_path):
+@pytest.mark.parametrize("runtime", CALIBRATED)
+def test_calibrated_runtimes_need_calibration_images(setting, tmp_path, runtime):
     models, _, _ = setting
     model, weights = models["classifier"]
-    with pytest.raises(RuntimeRefused, match="models quantize --images"):
-        OnnxModel(model, weights, tmp_path, STATIC)
-    with pytest.raises(RuntimeRefused, match="models quantize --images"):
-        open_runtime(model, weights, tmp_path, STATIC)
-    assert not list(tmp_path.glob("*.onnx"))  # refused without exporting anything
+    with pytest.raises(RuntimeRefused, match=f"models quantize --runtime {runtime} --images"):
+        file_session(model, weights, tmp_path, runtime)
+    with pytest.raises(RuntimeRefused, match=f"models quantize --runtime {runtime} --images"):
+        open_runtime(model, weights, tmp_path, runtime)
+    assert not list(tmp_path.iterdir())  # refused without exporting anything
 
 
 def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
@@ -119,14 +155,18 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     assert not failed["passes"] and failed["max_difference"] > PROBABILITY_TOLERANCE
     with pytest.raises(RuntimeRefused, match="fails the fidelity gate"):
         open_runtime(model, weights, tmp_path, STATIC)
+    bad_openvino = file_session(model, weights, tmp_path, OV_INT8,
+                                calibration=[model_input(model, np.zeros((256, 256), np.uint8))])
+    assert not verdict(model, bad_openvino, real)["passes"]
 
     runtime, session = choose_runtime(model, weights, tmp_path)
     (record_path,) = tmp_path.glob("runtime-*-classifier-*.json")
     record = json.loads(record_path.read_text())
-    assert record["gate"][STATIC]["passes"] is False and f"{STATIC}_ms" not in record  # never even timed
-    assert runtime != STATIC and runtime == record["runtime"]
+    for failed_runtime in (STATIC, OV_INT8):
+        assert record["gate"][failed_runtime]["passes"] is False and f"{failed_runtime}_ms" not in record  # untimed
+    assert runtime not in (STATIC, OV_INT8) and runtime == record["runtime"]
     timed = {k[:-3]: v for k, v in record.items() if k.endswith("_ms")}
-    assert {"torch", FP32} <= set(timed) and runtime == min(timed, key=timed.get)
+    assert {"torch", FP32, OV_FP32} <= set(timed) and runtime == min(timed, key=timed.get)
     assert (DYNAMIC in timed) == record["gate"][DYNAMIC]["passes"]
     assert (session is None) == (runtime == "torch") and (session is None or session.runtime == runtime)
     stamp = record_path.stat().st_mtime_ns
@@ -202,4 +242,14 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
     assert record["images"] == 3 and isinstance(record["passes"], bool) and record["max_difference"] >= 0
     built = data / "local-onnx" / os.path.basename(record["file"])
     assert built.is_file() and built.name.startswith("classifier_cut00_fp32-") and "int8-static" in built.name
-    assert current_static(built.with_name(built.name.split("-int8-")[0] + ".onnx")) == built
+    assert current_build(built.with_name(built.name.split("-int8-")[0] + ".onnx"), STATIC) == built
+
+    openvino = subprocess.run(command + ["--runtime", OV_INT8, "--images", str(images)], capture_output=True,
+                              text=True, cwd=ROOT, env=env, timeout=300)
+    assert openvino.returncode == 0 and "Traceback" not in openvino.stderr, openvino.stderr
+    (line,) = openvino.stdout.splitlines()  # NNCF's progress bars and log lines stay off stdout
+    record = json.loads(line)
+    assert record["runtime"] == OV_INT8 and record["calibration_images"] == 3 and isinstance(record["passes"], bool)
+    built = data / "local-onnx" / os.path.basename(record["file"])
+    assert built.suffix == ".xml" and built.with_suffix(".bin").is_file()
+    assert current_build(built.with_name(built.name.split("-openvino-int8-")[0] + ".onnx"), OV_INT8) == built

@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.common import EXIT_OK, EXIT_USAGE, RUNTIME_CHOICES, add_model_options, chosen_models, fail, model_choice
+from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
 from inference.config import Runtime
 from viewer.media import files_to_open
+
+# what `models quantize` builds
+QUANTIZED_RUNTIMES = (Runtime.ONNXRUNTIME_INT8_DYNAMIC, Runtime.ONNXRUNTIME_INT8_STATIC, Runtime.OPENVINO_INT8)
 
 
 def add_parser(sub) -> None:
@@ -24,15 +27,17 @@ def add_parser(sub) -> None:
     convert.add_argument("target", metavar="OUT")
     convert.set_defaults(run=_convert)
 
-    quantize = models.add_parser("quantize", help="build an INT8 local runtime (static: calibrated on your images)",
-                                 description="Builds onnxruntime INT8 models of the whole detector and classifier "
-                                             "from their FP32 ONNX, cached in the data folder, and checks each "
-                                             "against PyTorch with the fidelity gate (probabilities within 0.02, "
-                                             "boxes at IoU >= 0.9) on the images. `--runtime auto` uses a model "
-                                             "only when it passes. One JSON line per model.")
+    quantize = models.add_parser("quantize", help="build an INT8 local runtime (calibrated on your images)",
+                                 description="Builds INT8 models of the whole detector and classifier from their "
+                                             "FP32 ONNX (onnxruntime dynamic or static QDQ; OpenVINO by NNCF "
+                                             "post-training quantisation), cached in the data folder, and checks "
+                                             "each against PyTorch with the fidelity gate (probabilities within "
+                                             "0.02, boxes at IoU >= 0.9) on the images. `--runtime auto` uses a "
+                                             "model only when it passes. One JSON line per model.")
     quantize.add_argument("--images", metavar="DIR", help="calibration radiographs (DICOM, PNG, …); files that are "
-                          "not images are skipped. Required for static INT8")
-    quantize.add_argument("--runtime", default="onnxruntime-int8-static", choices=RUNTIME_CHOICES[-2:],
+                          "not images are skipped. Required for the calibrated runtimes (static, openvino-int8)")
+    quantize.add_argument("--runtime", default=str(Runtime.ONNXRUNTIME_INT8_STATIC),
+                          choices=[str(r) for r in QUANTIZED_RUNTIMES],
                           help="which INT8 runtime to build (default onnxruntime-int8-static)")
     quantize.add_argument("--models", default="detector,classifier", help="which models (default both)")
     add_model_options(quantize, runtime=False)
@@ -57,7 +62,7 @@ def _quantize(args: argparse.Namespace) -> int:
     """Build INT8 local runtimes and report each one's fidelity gate verdict, one JSON line per model."""
     from inference.analysis.analyzer import Analyzer
     from inference.models.weights import WeightsError, data_dir
-    from inference.runtimes.local import STATIC, OnnxModel, model_input, verdict
+    from inference.runtimes.local import CALIBRATED, file_session, model_input, verdict
     from viewer.display import render_8bit
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
@@ -71,8 +76,9 @@ def _quantize(args: argparse.Namespace) -> int:
                 greys.append(render_8bit(load_radiograph(path)))
             except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it
                 print(f"mededge models quantize: skipped {path}: {exc.reason}", file=sys.stderr)
-    if args.runtime == STATIC and not greys:
-        return fail("models quantize", "static INT8 is calibrated on radiographs: give a folder of them with "
+    calibrated = Runtime(args.runtime) in CALIBRATED
+    if calibrated and not greys:
+        return fail("models quantize", f"{args.runtime} is calibrated on radiographs: give a folder of them with "
                      "--images DIR" + (" (none of its files could be read)" if args.images else ""))
     try:
         kinds = chosen_models(args.models)
@@ -84,10 +90,10 @@ def _quantize(args: argparse.Namespace) -> int:
             inputs = [model_input(model, grey) for grey in greys]
             print(f"mededge models quantize: {name} {args.runtime} on {len(inputs)} image(s) …", file=sys.stderr,
                   flush=True)
-            session = OnnxModel(model, weights, folder, args.runtime, calibration=inputs or None)
+            session = file_session(model, weights, folder, Runtime(args.runtime), calibration=inputs or None)
             result = verdict(model, session, inputs or None)  # the gate on these images (sample input if none)
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
-                              "calibration_images": len(inputs) if args.runtime == STATIC else 0} | result),
+                              "calibration_images": len(inputs) if calibrated else 0} | result),
                   flush=True)
     except (WeightsError, ValueError, OSError) as exc:
         return fail("models quantize", exc)

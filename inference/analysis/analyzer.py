@@ -34,7 +34,7 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.models.wire import encode
 from inference.planning.plan import ModelPlan, Plan
-from inference.runtimes.local import OnnxModel, TorchHalf, detections_in_input, open_runtime
+from inference.runtimes.local import LocalSession, detections_in_input, open_runtime
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
@@ -214,7 +214,7 @@ class Analyzer:
         # Module.to takes memory_format (torch's own stubs leave it out)
         self.detector.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.classifier.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.onnx: dict[ModelKind, OnnxModel | TorchHalf] = {}  # models run whole here on another runtime than torch
+        self.onnx: dict[ModelKind, LocalSession] = {}  # models run whole here on another runtime than torch
         self.runtimes = dict.fromkeys(ModelKind, Runtime.TORCH)  # the local runtime of each whole model
         if choice.runtime is not Runtime.TORCH:
             folder = data_dir() / "local-onnx"

@@ -53,7 +53,7 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.wire import ENCODINGS, deflated, encode, round_trip
 from inference.planning.plan import ModelPlan, Plan
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE, boxes_match
-from inference.runtimes.local import OnnxModel, TorchHalf, machine_key, median_ms
+from inference.runtimes.local import LocalSession, machine_key, median_ms
 from viewer.radiograph import Radiograph
 
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
@@ -229,7 +229,7 @@ class PlannedAnalyzer(Protocol):
     def device(self) -> torch.device: ...
 
     @property
-    def onnx(self) -> Mapping[ModelKind, OnnxModel | TorchHalf]: ...
+    def onnx(self) -> Mapping[ModelKind, LocalSession]: ...
 
     @property
     def weights(self) -> Mapping[ModelKind, str]: ...

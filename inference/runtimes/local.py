@@ -11,22 +11,24 @@
 - `onnxruntime-int8-static`: INT8 QDQ (`quantize_static`, per-channel weights, UINT8 activations) calibrated
   on model inputs made by the product's own preprocessing from images the user gives
   (`python main.py models quantize --images DIR`); used only once built.
+- `openvino`, `openvino-int8`: the same FP32 graph compiled by OpenVINO, and its NNCF INT8 build calibrated
+  like the static one (`models quantize --runtime openvino-int8 --images DIR`); see openvino.py.
 
 Both INT8 files are built from the FP32 file and cached beside it in data_dir()/"local-onnx", named after
-the FP32 file's fingerprint (model, size, classes, weights) and the method; a static build also after its
-calibration set. The tail after the last convolutions (the detector's box decode, the classifier's pooling
+the FP32 file's fingerprint (model, size, classes, weights) and the method; a calibrated build (static,
+OpenVINO INT8) also after its calibration set, the latest one of each method recorded as current. The tail after the last convolutions (the detector's box decode, the classifier's pooling
 head and sigmoid) stays FP32: one 8-bit scale cannot hold box pixels and scores together.
 
 Fidelity gate (`gate`): the planner's wire gate, same constants — probabilities (and the detector's
 confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
 none added) against PyTorch FP32, on the calibration images (or, for a dynamic build nobody calibrated,
-the deterministic sample input). The verdict is cached beside the INT8 file. `auto` never picks a runtime that fails it;
+the deterministic sample input). The verdict is cached beside the file, per runtime. `auto` never picks a runtime that fails it;
 asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one line) rather than
 quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
-the fastest and caches the choice with the candidates it saw: a new static build or a new verdict makes it
-measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime here is CPU-only).
+the fastest and caches the choice with the candidates it saw: a new calibrated build or a new verdict makes
+it measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime here is CPU-only).
 """
 
 from __future__ import annotations
@@ -61,15 +63,20 @@ from inference.models.parts import (
     sample_input,
 )
 from inference.models.stages import INPUT, StagedModel
+from inference.runtimes import openvino
 from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
+from inference.runtimes.openvino import OpenVinoModel
 
 TORCH = Runtime.TORCH
 HALF = Runtime.TORCH_FP16
 FP32 = Runtime.ONNXRUNTIME
 DYNAMIC = Runtime.ONNXRUNTIME_INT8_DYNAMIC
 STATIC = Runtime.ONNXRUNTIME_INT8_STATIC
+OV_FP32 = openvino.FP32
+OV_INT8 = openvino.INT8
 RUNTIMES = tuple(Runtime)
 QUANTIZED = (DYNAMIC, STATIC)
+CALIBRATED = (STATIC, OV_INT8)  # built from the site's radiographs by `models quantize`, used once built
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 
 
@@ -106,14 +113,15 @@ def quantized_file(fp32: Path, runtime: Runtime, calibration: str | None = None)
     return fp32.with_name(f"{fp32.stem}-int8-static-{calibration}.onnx")
 
 
-def _static_record(fp32: Path) -> Path:
-    return fp32.with_name(f"{fp32.stem}-int8-static.json")  # which static build is current
+def _current_record(fp32: Path, runtime: Runtime) -> Path:
+    """Which calibrated build of `fp32` for `runtime` is current (the one made last)."""
+    return fp32.with_name(f"{fp32.stem}-{'int8-static' if runtime == STATIC else runtime}.json")
 
 
-def current_static(fp32: Path) -> Path | None:
-    """The static INT8 build made last for this FP32 file, or None when none was made."""
+def current_build(fp32: Path, runtime: Runtime) -> Path | None:
+    """The calibrated build (static INT8, OpenVINO INT8) made last for this FP32 file, or None."""
     try:
-        path = fp32.with_name(json.loads(_static_record(fp32).read_text())["file"])
+        path = fp32.with_name(json.loads(_current_record(fp32, runtime).read_text())["file"])
     except (OSError, ValueError, KeyError):
         return None
     return path if path.exists() else None
@@ -204,9 +212,25 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
         finally:
             for leftover in (prepared, partial):
                 leftover.unlink(missing_ok=True)
-    if runtime == STATIC:
-        _static_record(fp32).write_text(json.dumps({"file": target.name, "images": len(static_images)}))
     return target
+
+
+def calibrated_file(model: StagedModel, fp32: Path, runtime: Runtime,
+                    calibration: Sequence[np.ndarray] | None = None) -> Path:
+    """The calibrated build of `fp32` for `runtime`: built on `calibration` (model inputs) and made current,
+    or without it the current one (`RuntimeRefused` when none was made)."""
+    if calibration:
+        if runtime == STATIC:
+            path = build_quantized(fp32, STATIC, calibration)
+        else:
+            path = openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
+        _current_record(fp32, runtime).write_text(json.dumps({"file": path.name, "images": len(calibration)}))
+        return path
+    current = current_build(fp32, runtime)
+    if current is None:
+        raise RuntimeRefused(f"no {runtime} build of the {kind_of(model).value} yet: make one with `python main.py "
+                             f"models quantize --runtime {runtime} --images DIR` (calibration radiographs)")
+    return current
 
 
 # ---------------------------------------------------------------- sessions
@@ -215,8 +239,7 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
 class OnnxModel:
     """A whole model as one onnxruntime session; outputs by name (`output`, or `probabilities`+`features`).
 
-    `runtime` is one of FP32, DYNAMIC (built on demand) or STATIC (built with `calibration`, else the
-    current static build; `RuntimeRefused` when there is none).
+    `runtime` is one of FP32, DYNAMIC (built on demand) or STATIC (see `calibrated_file`).
     """
 
     def __init__(self, model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
@@ -227,14 +250,10 @@ class OnnxModel:
         fp32, self.outputs = fp32_file(model, weights, folder, export=runtime != STATIC or bool(calibration))
         if runtime == FP32:
             path = fp32
-        elif runtime == STATIC and not calibration:
-            static = current_static(fp32)
-            if static is None:
-                raise RuntimeRefused(f"no static INT8 build of the {kind_of(model).value} yet: make one with "
-                                     "`python main.py models quantize --images DIR` (calibration radiographs)")
-            path = static
-        elif runtime in QUANTIZED:
-            path = build_quantized(fp32, runtime, calibration)
+        elif runtime == STATIC:
+            path = calibrated_file(model, fp32, STATIC, calibration)
+        elif runtime == DYNAMIC:
+            path = build_quantized(fp32, runtime)
         else:
             raise ValueError(f"not an onnxruntime runtime: {runtime!r}")
         options = onnxruntime.SessionOptions()
@@ -246,6 +265,17 @@ class OnnxModel:
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})
         return dict(zip(self.outputs, results, strict=True))
+
+
+def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime,
+                 calibration: Sequence[np.ndarray] | None = None) -> OnnxModel | OpenVinoModel:
+    """The session of a runtime that runs a model file (onnxruntime, OpenVINO); `calibration` builds a
+    calibrated one (see `calibrated_file`)."""
+    if runtime not in (OV_FP32, OV_INT8):
+        return OnnxModel(model, weights, folder, runtime, calibration)
+    fp32, outputs = fp32_file(model, weights, folder, export=runtime == OV_FP32 or bool(calibration))
+    path = fp32 if runtime == OV_FP32 else calibrated_file(model, fp32, OV_INT8, calibration)
+    return OpenVinoModel(path, outputs, runtime)
 
 
 class TorchHalf:
@@ -270,6 +300,9 @@ class TorchHalf:
             result = model.run_stages({INPUT: image}, 0, last + 1, keep=[features] if features is not None else [])
             tensors = (result[last],) if features is None else (result[last], result[features])
         return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, tensors, strict=True)}
+
+
+LocalSession = OnnxModel | OpenVinoModel | TorchHalf  # a whole model run here on another runtime than PyTorch FP32
 
 
 # ---------------------------------------------------------------- fidelity gate
@@ -297,7 +330,7 @@ def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
                              config.confidence, config.iou, config.max_detections)
 
 
-def gate(model: StagedModel, session: OnnxModel | TorchHalf, images: Iterable[np.ndarray]) -> dict:
+def gate(model: StagedModel, session: LocalSession, images: Iterable[np.ndarray]) -> dict:
     """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs).
 
     Classifier: probabilities within PROBABILITY_TOLERANCE. Detector: every box matched both ways at
@@ -330,25 +363,30 @@ def gate(model: StagedModel, session: OnnxModel | TorchHalf, images: Iterable[np
     return verdict
 
 
-def _cached_verdict(path: Path) -> dict | None:
+def _verdict_file(path: Path, runtime: Runtime) -> Path:
+    return path.with_name(f"{path.stem}.{runtime}.gate.json")  # per runtime: OpenVINO FP32 reads the ONNX FP32 too
+
+
+def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
     try:
-        return json.loads(path.with_suffix(".gate.json").read_text())
+        return json.loads(_verdict_file(path, runtime).read_text())
     except (ValueError, OSError):
         return None
 
 
-def verdict(model: StagedModel, session: OnnxModel | TorchHalf, images: Sequence[np.ndarray] | None = None) -> dict:
+def verdict(model: StagedModel, session: LocalSession, images: Sequence[np.ndarray] | None = None) -> dict:
     """The gate verdict for `session`: computed on `images` when given (and cached beside the file), else
-    the cached one, else computed on the deterministic sample input. FP32 passes by construction (it is
-    checked against PyTorch at 1e-4 when exported)."""
+    the cached one, else computed on the deterministic sample input. onnxruntime FP32 passes by construction
+    (it is checked against PyTorch at 1e-4 when exported)."""
     if session.runtime == FP32:
         return {"runtime": FP32, "passes": True}
-    cached = _cached_verdict(session.path) if images is None and session.path is not None else None
+    path = session.path
+    cached = _cached_verdict(path, session.runtime) if images is None and path is not None else None
     if cached is not None:
         return cached
     result = gate(model, session, images if images is not None else [sample_input(model).numpy()])
-    if session.path is not None:
-        session.path.with_suffix(".gate.json").write_text(json.dumps(result))
+    if path is not None:
+        _verdict_file(path, session.runtime).write_text(json.dumps(result))
     return result
 
 
@@ -378,23 +416,23 @@ def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     return folder / (key.replace("/", "_") + ".json")
 
 
-def choose_runtime(model: StagedModel, weights: str, folder: Path) -> tuple[Runtime, OnnxModel | None]:
+def choose_runtime(model: StagedModel, weights: str, folder: Path
+                   ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None]:
     """`auto`: the fastest runtime on this machine among those that pass the gate (measured once per
     set of candidates, then read from the cache); with its session, None for PyTorch."""
     fp32, _ = fp32_file(model, weights, folder)
-    files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC)}  # dynamic needs no calibration
-    static = current_static(fp32)
-    if static is not None:
-        files[STATIC] = static
-    sessions: dict[Runtime, OnnxModel] = {}
+    # dynamic INT8 needs no calibration; the calibrated ones count once built
+    files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC), OV_FP32: fp32}
+    files |= {name: path for name in CALIBRATED if (path := current_build(fp32, name)) is not None}
+    sessions: dict[Runtime, OnnxModel | OpenVinoModel] = {}
 
-    def session(name: Runtime) -> OnnxModel:  # opened only when needed: the detector's are large
+    def session(name: Runtime) -> OnnxModel | OpenVinoModel:  # opened only when needed: the detector's are large
         if name not in sessions:
-            sessions[name] = OnnxModel(model, weights, folder, name)
+            sessions[name] = file_session(model, weights, folder, name)
         return sessions[name]
 
     verdicts = {FP32: {"runtime": FP32, "passes": True}}  # checked against PyTorch when exported
-    verdicts |= {name: _cached_verdict(path) or verdict(model, session(name))
+    verdicts |= {name: _cached_verdict(path, name) or verdict(model, session(name))
                  for name, path in files.items() if name != FP32}
     usable = [TORCH] + [name for name in files if verdicts[name]["passes"]]
     candidates = {name: [path.name, verdicts[name]["passes"]] for name, path in files.items()}
@@ -434,10 +472,11 @@ def choose_on_cuda(model: StagedModel, device: torch.device) -> TorchHalf | None
 
 
 def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: Runtime,
-                 device: torch.device | None = None) -> OnnxModel | TorchHalf | None:
+                 device: torch.device | None = None) -> LocalSession | None:
     """The session that runs `model` whole for `runtime` (`auto` resolved by `choose_runtime`, or on CUDA by
-    `choose_on_cuda`); None for PyTorch FP32. An explicit runtime that is not built (static INT8) or fails the
-    gate raises RuntimeRefused. onnxruntime runs on the CPU only: on a CUDA device its names mean PyTorch."""
+    `choose_on_cuda`); None for PyTorch FP32. An explicit runtime that is not built (a calibrated one) or fails
+    the gate raises RuntimeRefused. onnxruntime and OpenVINO run here on the CPU only: on a CUDA device their
+    names mean PyTorch."""
     device = device or torch.device("cpu")
     runtime = Runtime(runtime)  # ValueError for a name that is none
     if runtime == TORCH:
@@ -446,7 +485,7 @@ def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: Runtim
         return choose_on_cuda(model, device) if device.type == "cuda" else choose_runtime(model, weights, folder)[1]
     if runtime != HALF and device.type == "cuda":
         return None
-    session = TorchHalf(model, device) if runtime == HALF else OnnxModel(model, weights, folder, runtime)
+    session = TorchHalf(model, device) if runtime == HALF else file_session(model, weights, folder, runtime)
     result = verdict(model, session)
     if not result["passes"]:
         raise RuntimeRefused(f"{runtime} fails the fidelity gate for the {kind_of(model).value} "

@@ -108,7 +108,8 @@ class SettingsDialog(QDialog):
                                "ONNX Runtime INT8 (static; run 'models quantize' first)"),
                               (Runtime.OPENVINO, "OpenVINO"),
                               (Runtime.OPENVINO_INT8,
-                               "OpenVINO INT8 (run 'models quantize --runtime openvino-int8' first)")):
+                               "OpenVINO INT8 (run 'models quantize --runtime openvino-int8' first)"),
+                              (Runtime.PRUNED, "Pruned copy, OpenVINO (run 'models prune' first)")):
             self.runtime.addItem(text, runtime.value)
         self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime.value), 0))
         self.runtime.setToolTip("Auto measures each runtime once on this machine and keeps the fastest that "

@@ -61,6 +61,15 @@ class Runtime(Choice):
     ONNXRUNTIME_INT8_STATIC = "onnxruntime-int8-static"
     OPENVINO = "openvino"            # the same ONNX compiled by OpenVINO for this CPU, FP32
     OPENVINO_INT8 = "openvino-int8"  # NNCF post-training INT8, calibrated on the site's radiographs
+    PRUNED = "pruned"                # channels removed and distilled on the site's radiographs, on OpenVINO FP32
+
+
+class EdgeRuntime(Choice):
+    """What runs an edge part's ONNX on the edge box: recorded in the exported repository (for the stock Triton
+    container, its backend), and used by `edge serve` in Triton's Python backend."""
+
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"  # an Intel edge box's CPU (or iGPU in the stock container)
 
 
 class DeviceKind(Choice):

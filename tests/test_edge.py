@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice, StudyError
-from inference.config import WireFormat
+from inference.config import EdgeRuntime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, free_ports
@@ -340,6 +340,55 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0
     assert "edge server stopped" in server.stdout.read()
+
+
+def _loaded_libraries(pid: int) -> set[str]:
+    """The shared libraries mapped by `pid` and every process below it (Triton's Python-backend stubs)."""
+    found, pending = set(), [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            found |= {line.split()[-1].rsplit("/", 1)[-1] for line in Path(f"/proc/{current}/maps").read_text()
+                      .splitlines() if ".so" in line}
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_path):
+    """`--runtime openvino`: the stock container's config names Triton's OpenVINO backend on the same model.onnx;
+    `edge serve` runs the parts with OpenVINO in the Python backend (its library is loaded there), and the
+    results equal the local ones as any FP32 part's do."""
+    requests = [PartRequest(analyzer.detector, analyzer.detector_source, cut, WireFormat.FP32) for cut in (0, 6)]
+    requests += [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, cut, WireFormat.FP32)
+                 for cut in (0, 7)]
+    write_repository(tmp_path / "repository", requests, gpu=False, runtime=EdgeRuntime.OPENVINO)
+    stock = text_format.Parse((tmp_path / "repository/classifier_cut07_fp32/config.pbtxt").read_text(),
+                              mc.ModelConfig())
+    assert stock.backend == "openvino" and stock.default_model_filename == "model.onnx" and not stock.platform
+    assert "OpenVINO" in (tmp_path / "repository/README.md").read_text()
+    server = start_server(tmp_path / "repository", tmp_path)
+    client = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60))
+    try:
+        served = text_format.Parse((server.serving_path / "classifier_cut07_fp32/config.pbtxt").read_text(),
+                                   mc.ModelConfig())
+        assert served.backend == "python" and served.parameters["mededge_runtime"].string_value == "openvino"
+        assert not served.default_model_filename
+        lane = analyzer.with_edge(client)
+        local = analyzer.analyze(radiograph)
+        for detector_cut, classifier_cut in ((0, 0), (6, 7)):
+            plan = Plan(ModelPlan(detector_cut, WireFormat.FP32), ModelPlan(classifier_cut, WireFormat.FP32))
+            split = lane.analyze(radiograph, plan, allow_fallback=False)
+            assert split.mode is (Mode.EDGE if detector_cut == 0 else Mode.DISTRIBUTED) and split.timing_ms["edge"] > 0
+            assert max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items()) <= 1e-4
+            assert len(split.detections) == len(local.detections)
+            _matched(local.detections, split.detections, 0.999, 1e-4)
+        assert any(name.startswith("libopenvino.so") for name in _loaded_libraries(server.process.pid))
+    finally:
+        client.close()
+        server.stop()
 
 
 def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):

@@ -22,9 +22,10 @@ from inference.runtimes.local import (
     HALF,
     OV_FP32,
     OV_INT8,
+    PRUNED,
     RUNTIMES,
+    SITE_BUILT,
     STATIC,
-    OnnxModel,
     RuntimeRefused,
     TorchHalf,
     choose_runtime,
@@ -63,7 +64,7 @@ def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
     models, greys, folder = setting
     model, weights = models[name]
     inputs = [model_input(model, grey) for grey in greys]
-    fp32 = OnnxModel(model, weights, folder)
+    fp32 = file_session(model, weights, folder)
     output = "output" if name == "detector" else "probabilities"
     for runtime in (DYNAMIC, STATIC, OV_INT8):
         session = file_session(model, weights, folder, runtime, calibration=inputs if runtime in CALIBRATED else None)
@@ -94,7 +95,7 @@ def test_openvino_fp32_runs_the_exported_model_at_fp32(setting, name):
     models, greys, folder = setting
     model, weights = models[name]
     inputs = [model_input(model, grey) for grey in greys]
-    reference = OnnxModel(model, weights, folder)
+    reference = file_session(model, weights, folder)
     session = open_runtime(model, weights, folder, OV_FP32)
     assert session is not None and session.runtime == OV_FP32 and session.path == reference.path
     for image in inputs:
@@ -120,27 +121,28 @@ def test_builds_are_cached_per_method_and_calibration_set(setting):
     models, greys, folder = setting
     model, weights = models["classifier"]
     inputs = [model_input(model, grey) for grey in greys]
-    first = OnnxModel(model, weights, folder, DYNAMIC).path
+    first = file_session(model, weights, folder, DYNAMIC).path
     stamp = first.stat().st_mtime_ns
-    assert OnnxModel(model, weights, folder, DYNAMIC).path == first and first.stat().st_mtime_ns == stamp
-    static = OnnxModel(model, weights, folder, STATIC, calibration=inputs).path
+    assert file_session(model, weights, folder, DYNAMIC).path == first and first.stat().st_mtime_ns == stamp
+    static = file_session(model, weights, folder, STATIC, calibration=inputs).path
     stamp = static.stat().st_mtime_ns
-    assert OnnxModel(model, weights, folder, STATIC, calibration=inputs).path == static
-    assert OnnxModel(model, weights, folder, STATIC).path == static  # without images: the current build
+    assert file_session(model, weights, folder, STATIC, calibration=inputs).path == static
+    assert file_session(model, weights, folder, STATIC).path == static  # without images: the current build
     assert static.stat().st_mtime_ns == stamp  # not quantised again
-    other = OnnxModel(model, weights, folder, STATIC, calibration=inputs[:2]).path
+    other = file_session(model, weights, folder, STATIC, calibration=inputs[:2]).path
     assert other != static and current_build(fp32_file(model, weights, folder)[0], STATIC) == other
-    OnnxModel(model, weights, folder, STATIC, calibration=inputs)  # back to the first set: reused, made current
+    file_session(model, weights, folder, STATIC, calibration=inputs)  # back to the first set: reused, made current
     assert static.stat().st_mtime_ns == stamp and current_build(fp32_file(model, weights, folder)[0], STATIC) == static
 
 
-@pytest.mark.parametrize("runtime", CALIBRATED)
-def test_calibrated_runtimes_need_calibration_images(setting, tmp_path, runtime):
+@pytest.mark.parametrize("runtime", SITE_BUILT)
+def test_site_built_runtimes_are_refused_until_built(setting, tmp_path, runtime):
     models, _, _ = setting
+    how = "prune --models classifier" if runtime == PRUNED else f"quantize --runtime {runtime}"
     model, weights = models["classifier"]
-    with pytest.raises(RuntimeRefused, match=f"models quantize --runtime {runtime} --images"):
+    with pytest.raises(RuntimeRefused, match=f"models {how} --images"):
         file_session(model, weights, tmp_path, runtime)
-    with pytest.raises(RuntimeRefused, match=f"models quantize --runtime {runtime} --images"):
+    with pytest.raises(RuntimeRefused, match=f"models {how} --images"):
         open_runtime(model, weights, tmp_path, runtime)
     assert not list(tmp_path.iterdir())  # refused without exporting anything
 
@@ -150,7 +152,7 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     model, weights = models["classifier"]
     real = [model_input(model, grey) for grey in greys]
     # Calibrated on one black image, the activation ranges are useless for radiographs: the gate must fail.
-    bad = OnnxModel(model, weights, tmp_path, STATIC, calibration=[model_input(model, np.zeros((256, 256), np.uint8))])
+    bad = file_session(model, weights, tmp_path, STATIC, calibration=[model_input(model, np.zeros((256, 256), np.uint8))])
     failed = verdict(model, bad, real)
     assert not failed["passes"] and failed["max_difference"] > PROBABILITY_TOLERANCE
     with pytest.raises(RuntimeRefused, match="fails the fidelity gate"):
@@ -172,7 +174,7 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     stamp = record_path.stat().st_mtime_ns
     assert choose_runtime(model, weights, tmp_path)[0] == runtime and record_path.stat().st_mtime_ns == stamp
 
-    good = OnnxModel(model, weights, tmp_path, STATIC, calibration=real)  # a new static build: measure again
+    good = file_session(model, weights, tmp_path, STATIC, calibration=real)  # a new static build: measure again
     passed = verdict(model, good, real)
     choose_runtime(model, weights, tmp_path)
     record = json.loads(record_path.read_text())

@@ -7,7 +7,7 @@ import json
 import sys
 
 from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
-from inference.config import ModelKind, Runtime
+from inference.config import EdgeRuntime, ModelKind, Runtime
 
 
 def add_parser(sub) -> None:
@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     export.set_defaults(run=_edge_export)
 
     serve = edge_sub.add_parser("serve", help="run a real Triton server (nvidia-pytriton's tritonserver, no Docker)",
-                                description="Serves the edge parts through onnxruntime in Triton's Python "
-                                            "backend until Ctrl-C or SIGTERM.")
+                                description="Serves the edge parts through onnxruntime (or OpenVINO: --runtime) in "
+                                            "Triton's Python backend until Ctrl-C or SIGTERM.")
     serve.add_argument("--host", default="127.0.0.1", help="where the workstations reach gRPC (default 127.0.0.1: "
                        "this machine only; 0.0.0.0 every interface, which needs TLS or --insecure)")
     serve.add_argument("--grpc-port", type=int, default=8001)
@@ -50,7 +50,10 @@ def add_parser(sub) -> None:
 
 
 def _add_part_options(parser: argparse.ArgumentParser) -> None:
-    add_model_options(parser)
+    add_model_options(parser, runtime=False)  # the models are exported, never run here
+    parser.add_argument("--runtime", choices=[str(r) for r in EdgeRuntime], help="what runs the parts on the edge "
+                        "(default onnxruntime; openvino: an Intel edge box, Triton's OpenVINO backend in the stock "
+                        "container); recorded in the repository")
     parser.add_argument("--models", default="detector,classifier", help="which models (default both)")
     parser.add_argument("--cuts", default="default", help="'default' (full offload and the auto cut), 'all', "
                         "or a list like 1,6 (each applied to every model it is valid for)")
@@ -131,6 +134,7 @@ def _edge_export(args: argparse.Namespace) -> int:
         analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
         requests = _part_requests(args, analyzer)
         specs = write_repository(Path(args.out), requests, gpu=not args.cpu, batching=_batching(args),
+                                 runtime=EdgeRuntime(args.runtime or EdgeRuntime.ONNXRUNTIME),
                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
     except (WeightsError, ValueError, OSError) as exc:
         return fail("edge export", exc)
@@ -165,6 +169,9 @@ def _edge_serve(args: argparse.Namespace) -> int:
         if args.repository:
             if not any(server.repository.glob("*/config.pbtxt")):
                 return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
+            if args.runtime:
+                return fail("edge serve", "a repository is served by the runtime it was exported for: export it "
+                                          f"with `edge export --runtime {args.runtime}`, or serve without --repository")
         else:
             from inference.analysis.analyzer import Analyzer
 
@@ -173,8 +180,9 @@ def _edge_serve(args: argparse.Namespace) -> int:
             batching = _batching(args)
             key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, r.band_rows, repr(r.model.config))
                                              for r in requests)).encode()).hexdigest()[:12]
-            server.repository = base / f"repository-{key}"  # the batching is rewritten into the configs each start
+            server.repository = base / f"repository-{key}"  # batching and runtime are rewritten into the configs
             write_repository(server.repository, requests, gpu=False, batching=batching,
+                             runtime=EdgeRuntime(args.runtime or EdgeRuntime.ONNXRUNTIME),
                              progress=lambda m: print(m, file=sys.stderr, flush=True))
         for warning in warnings:  # on every start, into the service's journal
             print(f"mededge edge serve: warning: {warning}", file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
@@ -43,6 +44,43 @@ def add_parser(sub) -> None:
     add_model_options(quantize, runtime=False)
     quantize.set_defaults(run=_quantize)
 
+    prune = models.add_parser("prune", help="build a pruned copy distilled on your radiographs (the pruned runtime)",
+                              description="Removes a share of each layer's channels (smallest L2 magnitude; the "
+                                          "layers whose outputs are read keep theirs), then trains the pruned copy "
+                                          "to answer like the unpruned model on your unlabelled radiographs "
+                                          "(distillation), holding a quarter of them back. The copy is kept as the "
+                                          "`pruned` runtime only if it passes the fidelity gate against the "
+                                          "unpruned model on the held-back radiographs. With --unstructured, the "
+                                          "seeds' magnitude pruning + INT8 instead, for its size on disk only. "
+                                          "One JSON line per model.")
+    prune.add_argument("--images", required=True, metavar="DIR", help="the site's radiographs (DICOM, PNG, …), at "
+                       "least 2; no labels needed. Files that are not images are skipped")
+    prune.add_argument("--ratio", type=float, default=0.5, help="share of each layer's channels removed (default 0.5)")
+    prune.add_argument("--steps", type=int, default=200, help="distillation steps of 4 inputs each (default 200)")
+    prune.add_argument("--unstructured", type=float, metavar="SPARSITY",
+                       help="instead: zero this share of the weights (rising from 0.5 while distilling), INT8; "
+                            "reports its size compressed (not a runtime: zeros do not run faster)")
+    prune.add_argument("--models", default="classifier", help="which models (default classifier; the detector's "
+                       "distillation takes hours on a CPU)")
+    add_model_options(prune, runtime=False)
+    prune.set_defaults(run=_prune)
+
+
+def _site_images(command: str, folder: str | None) -> list:
+    """Display-ready grey images of the readable radiographs in `folder` (the others named on stderr)."""
+    from viewer.display import render_8bit
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+
+    greys = []
+    if folder:
+        for path in files_to_open([folder]).files:
+            try:
+                greys.append(render_8bit(load_radiograph(path)))
+            except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it
+                print(f"mededge {command}: skipped {path}: {exc.reason}", file=sys.stderr)
+    return greys
+
 
 def _convert(args: argparse.Namespace) -> int:
     from inference.models.convert import convert_pickled_checkpoint
@@ -63,19 +101,10 @@ def _quantize(args: argparse.Namespace) -> int:
     from inference.analysis.analyzer import Analyzer
     from inference.models.weights import WeightsError, data_dir
     from inference.runtimes.local import CALIBRATED, file_session, model_input, verdict
-    from viewer.display import render_8bit
-    from viewer.errors import RadiographError
-    from viewer.loader import load_radiograph
 
-    greys = []
-    if args.images:
-        if not Path(args.images).is_dir():
-            return fail("models quantize", f"{args.images} is not a folder")
-        for path in files_to_open([args.images]).files:
-            try:
-                greys.append(render_8bit(load_radiograph(path)))
-            except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it
-                print(f"mededge models quantize: skipped {path}: {exc.reason}", file=sys.stderr)
+    if args.images and not Path(args.images).is_dir():
+        return fail("models quantize", f"{args.images} is not a folder")
+    greys = _site_images("models quantize", args.images)
     calibrated = Runtime(args.runtime) in CALIBRATED
     if calibrated and not greys:
         return fail("models quantize", f"{args.runtime} is calibrated on radiographs: give a folder of them with "
@@ -99,3 +128,72 @@ def _quantize(args: argparse.Namespace) -> int:
         return fail("models quantize", exc)
     return EXIT_OK
 
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """Build a pruned copy of each model, distilled on the site's radiographs; one JSON line per model."""
+    from inference.analysis.analyzer import Analyzer
+    from inference.models.weights import WeightsError, data_dir
+    from inference.runtimes import pruning
+    from inference.runtimes.local import (
+        DYNAMIC,
+        PRUNED,
+        OnnxModel,
+        build_quantized,
+        fp32_file,
+        gate,
+        make_current,
+        model_input,
+        verdict,
+    )
+    from inference.runtimes.openvino import OpenVinoModel
+
+    command = "models prune"
+    if not Path(args.images).is_dir():
+        return fail(command, f"{args.images} is not a folder")
+    if args.steps < 1:
+        return fail(command, f"--steps must be at least 1, got {args.steps}")
+    greys = _site_images(command, args.images)
+    if len(greys) < 2:
+        return fail(command, f"pruning needs at least 2 radiographs (some to distil on, some held back for the "
+                             f"fidelity gate); {args.images} has {len(greys)} readable")
+    plan = pruning.Distillation(steps=args.steps)
+    try:
+        kinds = chosen_models(args.models)
+        analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
+        folder = data_dir() / "local-onnx"
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind in kinds:
+            model, weights, name = analyzer.model(kind), analyzer.weights[kind], kind.value
+            inputs = [model_input(model, grey) for grey in greys]
+            fp32, outputs = fp32_file(model, weights, folder)
+
+            def progress(text: str, name: str = name) -> None:
+                print(f"mededge {command}: {name} {text}", file=sys.stderr, flush=True)
+
+            if args.unstructured is not None:
+                progress(f"magnitude pruning to {args.unstructured:.0%} while distilling on {len(inputs)} image(s) …")
+                sparse, sparsity, held_back = pruning.build_sparse(model, weights, fp32, args.unstructured, inputs,
+                                                                   plan, progress)
+                int8 = build_quantized(sparse, DYNAMIC)
+                result = gate(model, OnnxModel(int8, outputs, DYNAMIC), held_back)
+                print(json.dumps({"model": name, "file": str(int8), "sparsity": round(sparsity, 4),
+                                  "bytes": int8.stat().st_size, "bytes_compressed": pruning.compressed_size(int8),
+                                  "fp32_bytes_compressed": pruning.compressed_size(fp32),
+                                  "held_back_images": len(held_back)} | result), flush=True)
+                continue
+            progress(f"removing {args.ratio:.0%} of the channels, distilling on {len(inputs)} image(s) "
+                     f"({args.steps} steps) …")
+            path, record, held_back = pruning.build_pruned(model, weights, fp32, args.ratio, inputs, plan, progress)
+            # on the held-back radiographs, and kept as this build's verdict (what `open_runtime` reads)
+            result = verdict(model, OpenVinoModel(path, outputs, PRUNED, pruning.cam_weight(path)), held_back)
+            if result["passes"]:
+                make_current(fp32, PRUNED, path, record.training_images)
+            else:
+                progress(f"not kept: it fails the fidelity gate on the {len(held_back)} held-back radiograph(s) "
+                         f"(largest difference {result['max_difference']:.3g} vs the unpruned model)")
+            print(json.dumps({"model": name, "runtime": PRUNED, "kept": result["passes"], "file": str(path)}
+                             | asdict(record) | result), flush=True)
+    except (WeightsError, ValueError, OSError) as exc:
+        return fail(command, exc)
+    return EXIT_OK

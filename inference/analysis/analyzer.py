@@ -601,7 +601,9 @@ class Analyzer:
         if "features" in classifier.outputs and begun.steps[ModelKind.CLASSIFIER].features is not None:
             centre = begun.crop_geometry.centre_index
             features = torch.tensor(classifier.outputs["features"][centre:centre + 1], device=self.device)
-            cams = self.classifier.class_activation_maps(features)[0].cpu().numpy()
+            session = self.onnx.get(ModelKind.CLASSIFIER) if begun.steps[ModelKind.CLASSIFIER].outputs else None
+            head = None if session is None or session.cam_weight is None else torch.from_numpy(session.cam_weight)
+            cams = self.classifier.class_activation_maps(features, head)[0].cpu().numpy()
             rows = [self.classifier.config.classes.index(name) for name in shown]
             maps = ActivationMaps(tuple(shown), cams[rows], begun.crop_geometry)
         finished = time.perf_counter()

@@ -1,9 +1,10 @@
 """Triton model repositories of edge parts.
 
 `write_repository` makes the repository for the stock NVIDIA Triton container (`<part>/1/model.onnx` +
-`config.pbtxt`, platform onnxruntime_onnx). `python_backend_overlay` turns such a repository into one the
-Triton shipped in the nvidia-pytriton wheel can serve (it has only the Python backend): the same
-`model.onnx`, the same config but for `backend: "python"`, plus a small `model.py` that runs onnxruntime.
+`config.pbtxt`, platform onnxruntime_onnx, or backend openvino reading the same model.onnx). `python_backend_overlay`
+turns such a repository into one the Triton shipped in the nvidia-pytriton wheel can serve (it has only the
+Python backend): the same `model.onnx`, the same config but for `backend: "python"` and the runtime the export
+named (`mededge_runtime`), plus a small `model.py` that runs onnxruntime or OpenVINO.
 
 Each config records its ONNX's SHA-256 (`mededge_onnx_sha256`, also in `SHA256SUMS`): the serving side loads a
 part only if its file still has that digest. The parts of one model share one copy of its weights
@@ -22,7 +23,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from inference.config import WireFormat
+from inference.config import EdgeRuntime, WireFormat
 from inference.edge.access import OPERATOR_APIS, operator_flags
 from inference.edge.weights import (
     INDEX_FILE,
@@ -99,12 +100,13 @@ class PartRequest:
 
 
 def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, gpu: bool,
-                 backend: str = "onnxruntime", batching: Batching = Batching()) -> mc.ModelConfig:
+                 runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, batching: Batching = Batching()) -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH)
-    if backend == "onnxruntime":
-        config.platform = "onnxruntime_onnx"
+    if runtime is EdgeRuntime.OPENVINO:  # Triton's OpenVINO backend reads the ONNX (and its weights.bin) itself
+        config.backend = "openvino"
+        config.default_model_filename = "model.onnx"
     else:
-        config.backend = backend
+        config.platform = "onnxruntime_onnx"
     for tensor in spec.inputs:
         entry = config.input.add()
         entry.name, entry.data_type = tensor.name, _DTYPES[tensor.dtype]
@@ -140,9 +142,10 @@ def read_config(path: Path) -> mc.ModelConfig:
 
 
 def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = True, batching: Batching = Batching(),
-                     progress=lambda message: None) -> list[EdgePartSpec]:
+                     runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, progress=lambda message: None
+                     ) -> list[EdgePartSpec]:
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept), each
-    served with `batching`."""
+    served with `batching` by `runtime`."""
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
         progress(f"removed {path.relative_to(root)}, left by an interrupted export")
@@ -164,10 +167,10 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
             weights_digest = share_weights(onnx_path, shared[spec.fingerprint])
             digest = file_sha256(onnx_path)
         config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu,
-                                                                         batching=batching)))
+                                                                         runtime=runtime, batching=batching)))
         specs.append(spec)
     write_probe(root)
-    (root / "README.md").write_text(repository_readme(specs, gpu))
+    (root / "README.md").write_text(repository_readme(specs, gpu, runtime))
     (root / DOCKER_SCRIPT).write_text(docker_script(gpu))
     (root / DOCKER_SCRIPT).chmod(0o755)
     write_checksums(root, checked={spec.name for spec in specs})
@@ -293,10 +296,13 @@ def python_backend_overlay(repository: Path, target: Path) -> list[str]:
 def overlay_part(config_path: Path, target: Path) -> str:
     """(Re)make one part's entry of the overlay in `target` from its exported `config_path`; its name."""
     config = read_config(config_path)
+    runtime = EdgeRuntime.OPENVINO if config.backend == "openvino" else EdgeRuntime.ONNXRUNTIME  # as exported
     config.ClearField("platform")
+    config.ClearField("default_model_filename")
     config.backend = "python"
     for key in [k for k in config.parameters if not k.startswith("mededge_")]:
         del config.parameters[key]  # only ours: Python-backend parameters such as EXECUTION_ENV_PATH run code
+    config.parameters["mededge_runtime"].string_value = runtime.value
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
     if config.name != PROBE_MODEL:
@@ -371,16 +377,19 @@ exec docker run --rm {"--gpus all " if gpu else ""}--shm-size=1g \\
 """
 
 
-def repository_readme(specs: list[EdgePartSpec], gpu: bool) -> str:
+def repository_readme(specs: list[EdgePartSpec], gpu: bool, runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME) -> str:
     rows = "\n".join(f"| `{s.name}` | {s.kind.value} | {s.cut} | {s.wire.value} | "
                      f"{', '.join(f'{t.name} {list(t.shape)}' for t in s.inputs)} | "
                      f"{s.input_bytes / 2**20:.2f} |" for s in specs)
     kind = "KIND_GPU" if gpu else "KIND_CPU"
+    serving = ("backend `openvino` reading the same `model.onnx`" if runtime is EdgeRuntime.OPENVINO
+               else "platform `onnxruntime_onnx`")
+    backend = "OpenVINO" if runtime is EdgeRuntime.OPENVINO else "ONNX Runtime"
     return f"""# MedEdge edge parts — Triton model repository
 
 Written by `python main.py edge export`. Each folder is one edge part: stages [k, n) of a model as
-ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` (platform
-`onnxruntime_onnx`, dynamic batching, instance group {kind}). The workstation checks each part's
+ONNX (`1/model.onnx`, dynamic batch, fixed image size) and its `config.pbtxt` ({serving}, dynamic
+batching, instance group {kind}). The workstation checks each part's
 `mededge_fingerprint` (model, size, classes and weights) before using it: re-export after changing weights.
 The server side loads a part only if its `model.onnx` matches the SHA-256 in its config (`{DIGEST}`, also in
 `{CHECKSUMS}`). A `…_bandKK_NNrows` part is the other side of a spatial split over several edges: stages
@@ -411,10 +420,11 @@ plaintext gRPC beyond loopback needs `MEDEDGE_INSECURE=1` and is warned about on
 `EDGE-HOST:8001` in the viewer's Settings → Edge with TLS on. Unlike `edge serve`, the stock container has no
 gateway in front of Triton: Triton accepts a gRPC message of up to 2 GiB before refusing a wrong one, so keep
 8001 open to the workstations only (mutual TLS keeps out anyone without a workstation certificate). Any Triton
-release with the ONNX Runtime backend works; pick the tag matching the edge box's driver.
+release with the {backend} backend works; pick the tag matching the edge box's driver. (Exported with
+`--runtime openvino`, the parts run on Triton's OpenVINO backend instead: an Intel edge box.)
 
 CPU-only edge box: export with `--cpu` (instance groups `KIND_CPU`, no `--gpus all` in the script).
 
 Without Docker: `python main.py edge serve --repository THIS_FOLDER` runs the Triton shipped in the
-nvidia-pytriton wheel on the same files.
+nvidia-pytriton wheel on the same files, with the runtime this export names ({backend}).
 """

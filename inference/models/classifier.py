@@ -114,6 +114,7 @@ class CheXNet(StagedModel):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.run_stages({INPUT: images}, 0, self.stage_count)[self.stage_count - 1]
 
-    def class_activation_maps(self, features: torch.Tensor) -> torch.Tensor:
-        """CheXNet's localisation: last dense features weighted by each classifier row → [B, classes, h, w]."""
-        return torch.einsum("bchw,kc->bkhw", features, self.classifier.weight)
+    def class_activation_maps(self, features: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """CheXNet's localisation: last dense features weighted by each classifier row → [B, classes, h, w].
+        `weight`: another head's rows, for features of a pruned copy (fewer channels)."""
+        return torch.einsum("bchw,kc->bkhw", features, self.classifier.weight if weight is None else weight)

@@ -13,6 +13,8 @@
   (`python main.py models quantize --images DIR`); used only once built.
 - `openvino`, `openvino-int8`: the same FP32 graph compiled by OpenVINO, and its NNCF INT8 build calibrated
   like the static one (`models quantize --runtime openvino-int8 --images DIR`); see openvino.py.
+- `pruned`: a copy with channels removed and distilled on the site's radiographs (`models prune`), kept only
+  if it passed the gate on held-back ones, on OpenVINO FP32; see pruning.py.
 
 Both INT8 files are built from the FP32 file and cached beside it in data_dir()/"local-onnx", named after
 the FP32 file's fingerprint (model, size, classes, weights) and the method; a calibrated build (static,
@@ -66,6 +68,7 @@ from inference.models.stages import INPUT, StagedModel
 from inference.runtimes import openvino
 from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 from inference.runtimes.openvino import OpenVinoModel
+from inference.runtimes.pruning import cam_weight
 
 TORCH = Runtime.TORCH
 HALF = Runtime.TORCH_FP16
@@ -76,7 +79,9 @@ OV_FP32 = openvino.FP32
 OV_INT8 = openvino.INT8
 RUNTIMES = tuple(Runtime)
 QUANTIZED = (DYNAMIC, STATIC)
+PRUNED = Runtime.PRUNED
 CALIBRATED = (STATIC, OV_INT8)  # built from the site's radiographs by `models quantize`, used once built
+SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 
 
@@ -114,17 +119,21 @@ def quantized_file(fp32: Path, runtime: Runtime, calibration: str | None = None)
 
 
 def _current_record(fp32: Path, runtime: Runtime) -> Path:
-    """Which calibrated build of `fp32` for `runtime` is current (the one made last)."""
+    """Which site build of `fp32` for `runtime` is current (the one made last)."""
     return fp32.with_name(f"{fp32.stem}-{'int8-static' if runtime == STATIC else runtime}.json")
 
 
 def current_build(fp32: Path, runtime: Runtime) -> Path | None:
-    """The calibrated build (static INT8, OpenVINO INT8) made last for this FP32 file, or None."""
+    """The site build (static INT8, OpenVINO INT8, pruned) made current last for this FP32 file, or None."""
     try:
         path = fp32.with_name(json.loads(_current_record(fp32, runtime).read_text())["file"])
     except (OSError, ValueError, KeyError):
         return None
     return path if path.exists() else None
+
+
+def make_current(fp32: Path, runtime: Runtime, path: Path, images: int) -> None:
+    _current_record(fp32, runtime).write_text(json.dumps({"file": path.name, "images": images}))
 
 
 def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
@@ -215,21 +224,24 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
     return target
 
 
-def calibrated_file(model: StagedModel, fp32: Path, runtime: Runtime,
-                    calibration: Sequence[np.ndarray] | None = None) -> Path:
-    """The calibrated build of `fp32` for `runtime`: built on `calibration` (model inputs) and made current,
-    or without it the current one (`RuntimeRefused` when none was made)."""
+def site_file(model: StagedModel, fp32: Path, runtime: Runtime,
+              calibration: Sequence[np.ndarray] | None = None) -> Path:
+    """The site build of `fp32` for `runtime`: a calibrated one built on `calibration` (model inputs) and made
+    current, or without it the current one (`RuntimeRefused` when none was made)."""
     if calibration:
         if runtime == STATIC:
             path = build_quantized(fp32, STATIC, calibration)
-        else:
+        elif runtime == OV_INT8:
             path = openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
-        _current_record(fp32, runtime).write_text(json.dumps({"file": path.name, "images": len(calibration)}))
+        else:
+            raise ValueError(f"{runtime} is built by `models prune`, not calibrated")
+        make_current(fp32, runtime, path, len(calibration))
         return path
     current = current_build(fp32, runtime)
     if current is None:
+        command = f"prune --models {kind_of(model)}" if runtime == PRUNED else f"quantize --runtime {runtime}"
         raise RuntimeRefused(f"no {runtime} build of the {kind_of(model).value} yet: make one with `python main.py "
-                             f"models quantize --runtime {runtime} --images DIR` (calibration radiographs)")
+                             f"models {command} --images DIR` (the site's radiographs)")
     return current
 
 
@@ -237,45 +249,41 @@ def calibrated_file(model: StagedModel, fp32: Path, runtime: Runtime,
 
 
 class OnnxModel:
-    """A whole model as one onnxruntime session; outputs by name (`output`, or `probabilities`+`features`).
+    """A model file run by one onnxruntime session; outputs by name (`output`, or `probabilities`+`features`)."""
 
-    `runtime` is one of FP32, DYNAMIC (built on demand) or STATIC (see `calibrated_file`).
-    """
+    cam_weight = None  # the model's own classifier head weighs its features
 
-    def __init__(self, model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
-                 calibration: Sequence[np.ndarray] | None = None) -> None:
+    def __init__(self, path: Path, outputs: Sequence[str], runtime: Runtime) -> None:
         import onnxruntime
 
-        # A static model is only read here: no export just to refuse when it was never built.
-        fp32, self.outputs = fp32_file(model, weights, folder, export=runtime != STATIC or bool(calibration))
-        if runtime == FP32:
-            path = fp32
-        elif runtime == STATIC:
-            path = calibrated_file(model, fp32, STATIC, calibration)
-        elif runtime == DYNAMIC:
-            path = build_quantized(fp32, runtime)
-        else:
-            raise ValueError(f"not an onnxruntime runtime: {runtime!r}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.runtime = Runtime(runtime)
-        self.path = path
+        self.path, self.outputs, self.runtime = path, tuple(outputs), Runtime(runtime)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(list(self.outputs), {"image": batch.astype(np.float32)})
         return dict(zip(self.outputs, results, strict=True))
 
 
-def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime,
+def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
                  calibration: Sequence[np.ndarray] | None = None) -> OnnxModel | OpenVinoModel:
-    """The session of a runtime that runs a model file (onnxruntime, OpenVINO); `calibration` builds a
-    calibrated one (see `calibrated_file`)."""
-    if runtime not in (OV_FP32, OV_INT8):
-        return OnnxModel(model, weights, folder, runtime, calibration)
-    fp32, outputs = fp32_file(model, weights, folder, export=runtime == OV_FP32 or bool(calibration))
-    path = fp32 if runtime == OV_FP32 else calibrated_file(model, fp32, OV_INT8, calibration)
-    return OpenVinoModel(path, outputs, runtime)
+    """The session of a runtime that runs a model file (onnxruntime FP32, dynamic INT8 built on demand, the
+    site builds — see `site_file`; OpenVINO); `calibration` builds a calibrated one."""
+    if runtime not in (FP32, DYNAMIC, *SITE_BUILT, OV_FP32):
+        raise ValueError(f"{runtime} does not run a model file")
+    # A site build is only read here: no export just to refuse when it was never made.
+    fp32, outputs = fp32_file(model, weights, folder, export=runtime not in SITE_BUILT or bool(calibration))
+    if runtime in (FP32, OV_FP32):
+        path = fp32
+    elif runtime == DYNAMIC:
+        path = build_quantized(fp32, DYNAMIC)
+    else:
+        path = site_file(model, fp32, runtime, calibration)
+    if runtime in (FP32, DYNAMIC, STATIC):
+        return OnnxModel(path, outputs, runtime)
+    # a pruned CheXNet's heat maps weigh its own (fewer) features by its own head
+    return OpenVinoModel(path, outputs, runtime, cam_weight(path) if runtime == PRUNED else None)
 
 
 class TorchHalf:
@@ -283,6 +291,7 @@ class TorchHalf:
     before a cut); outputs by name and in FP32, like OnnxModel's."""
 
     path = None  # nothing on disk: its gate verdict is not cached
+    cam_weight = None  # the model's own classifier head weighs its features
 
     def __init__(self, model: StagedModel, device: torch.device) -> None:
         import copy
@@ -423,7 +432,7 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
     fp32, _ = fp32_file(model, weights, folder)
     # dynamic INT8 needs no calibration; the calibrated ones count once built
     files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC), OV_FP32: fp32}
-    files |= {name: path for name in CALIBRATED if (path := current_build(fp32, name)) is not None}
+    files |= {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
     sessions: dict[Runtime, OnnxModel | OpenVinoModel] = {}
 
     def session(name: Runtime) -> OnnxModel | OpenVinoModel:  # opened only when needed: the detector's are large

@@ -90,8 +90,10 @@ def file_size(path: Path) -> int:
 class OpenVinoModel:
     """A whole model compiled by OpenVINO for this CPU; outputs by name, like OnnxModel's."""
 
-    def __init__(self, path: Path, outputs: Sequence[str], runtime: Runtime) -> None:
+    def __init__(self, path: Path, outputs: Sequence[str], runtime: Runtime, cam_weight: np.ndarray | None = None
+                 ) -> None:
         self.path, self.outputs, self.runtime = path, tuple(outputs), Runtime(runtime)
+        self.cam_weight = cam_weight  # a pruned CheXNet's head, for its heat maps (None: the model's own)
         # FP32 as asked (no BF16), tuned for one request at a time, on the threads PyTorch would use.
         self.compiled = _core().compile_model(str(path), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",

@@ -1,8 +1,10 @@
-"""Triton Python-backend model that serves one MedEdge edge part (`model.onnx` beside it) with onnxruntime.
+"""Triton Python-backend model that serves one MedEdge edge part (`model.onnx` beside it) with onnxruntime or
+OpenVINO, as the export named (`mededge_runtime`).
 
 `python main.py edge serve` places this file next to each exported `model.onnx`: the same ONNX and the
 same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
-wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU.
+wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU; OpenVINO the CPU,
+at FP32 (never BF16 behind the workstation's back).
 
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
@@ -25,7 +27,6 @@ for folder in reversed(os.environ.get("MEDEDGE_SITE_PACKAGES", "").split(os.path
         sys.path.insert(0, folder)
 
 import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
@@ -50,13 +51,9 @@ class TritonPythonModel:
                 f"edge part {config['name']} refused: its model.onnx (sha256 {actual[:16]}) is not the one "
                 f"exported (sha256 {expected[:16]}): re-export the repository")
         onnx = _with_shared_weights(config, onnx, path.parent)
-        options = onnxruntime.SessionOptions()
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
-        if threads:
-            options.intra_op_num_threads = threads
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = onnxruntime.InferenceSession(onnx, options, providers=providers)
+        runtime = config.get("parameters", {}).get("mededge_runtime", {}).get("string_value", "onnxruntime")
+        self.session = _OpenVino(onnx, threads) if runtime == "openvino" else _onnxruntime(onnx, threads)
 
     def execute(self, requests):
         # Requests the dynamic batcher grouped are run as one batch, then split again.
@@ -81,6 +78,35 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += size
         return responses
+
+
+def _onnxruntime(onnx: bytes, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return onnxruntime.InferenceSession(onnx, options, providers=providers)
+
+
+class _OpenVino:
+    """The part compiled by OpenVINO from the checked bytes; `run` as onnxruntime's session has it."""
+
+    def __init__(self, onnx: bytes, threads: int) -> None:
+        import openvino
+
+        settings: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            settings["INFERENCE_NUM_THREADS"] = threads
+        core = openvino.Core()
+        self.compiled = core.compile_model(core.read_model(onnx), "CPU", settings)
+        self.request = self.compiled.create_infer_request()  # Triton calls execute one batch at a time
+
+    def run(self, outputs, feeds):
+        self.request.infer(feeds)
+        return [self.request.get_tensor(name).data.copy() for name in outputs]
 
 
 def _with_shared_weights(config: dict, onnx: bytes, folder: Path) -> bytes:

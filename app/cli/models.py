@@ -66,6 +66,21 @@ def add_parser(sub) -> None:
     prune.set_defaults(run=_prune)
 
 
+def _models_and_inputs(args: argparse.Namespace, greys: list):
+    """Each chosen model with its weights, its inputs made from `greys`, and the folder of the local builds."""
+    from inference.analysis.analyzer import Analyzer
+    from inference.models.weights import data_dir
+    from inference.runtimes.local import model_input
+
+    kinds = chosen_models(args.models)
+    analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
+    folder = data_dir() / "local-onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        model = analyzer.model(kind)
+        yield kind, model, analyzer.weights[kind], [model_input(model, grey) for grey in greys], folder
+
+
 def _site_images(command: str, folder: str | None) -> list:
     """Display-ready grey images of the readable radiographs in `folder` (the others named on stderr)."""
     from viewer.display import render_8bit
@@ -98,9 +113,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     """Build INT8 local runtimes and report each one's fidelity gate verdict, one JSON line per model."""
-    from inference.analysis.analyzer import Analyzer
-    from inference.models.weights import WeightsError, data_dir
-    from inference.runtimes.local import CALIBRATED, file_session, model_input, verdict
+    from inference.models.weights import WeightsError
+    from inference.runtimes.local import CALIBRATED, file_session, verdict
 
     if args.images and not Path(args.images).is_dir():
         return fail("models quantize", f"{args.images} is not a folder")
@@ -110,13 +124,8 @@ def _quantize(args: argparse.Namespace) -> int:
         return fail("models quantize", f"{args.runtime} is calibrated on radiographs: give a folder of them with "
                      "--images DIR" + (" (none of its files could be read)" if args.images else ""))
     try:
-        kinds = chosen_models(args.models)
-        analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
-        folder = data_dir() / "local-onnx"
-        folder.mkdir(parents=True, exist_ok=True)
-        for kind in kinds:
-            model, weights, name = analyzer.model(kind), analyzer.weights[kind], kind.value
-            inputs = [model_input(model, grey) for grey in greys]
+        for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
+            name = kind.value
             print(f"mededge models quantize: {name} {args.runtime} on {len(inputs)} image(s) …", file=sys.stderr,
                   flush=True)
             session = file_session(model, weights, folder, Runtime(args.runtime), calibration=inputs or None)
@@ -132,8 +141,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     """Build a pruned copy of each model, distilled on the site's radiographs; one JSON line per model."""
-    from inference.analysis.analyzer import Analyzer
-    from inference.models.weights import WeightsError, data_dir
+    from inference.models.weights import WeightsError
     from inference.runtimes import pruning
     from inference.runtimes.local import (
         DYNAMIC,
@@ -143,7 +151,6 @@ def _prune(args: argparse.Namespace) -> int:
         fp32_file,
         gate,
         make_current,
-        model_input,
         verdict,
     )
     from inference.runtimes.openvino import OpenVinoModel
@@ -159,13 +166,8 @@ def _prune(args: argparse.Namespace) -> int:
                              f"fidelity gate); {args.images} has {len(greys)} readable")
     plan = pruning.Distillation(steps=args.steps)
     try:
-        kinds = chosen_models(args.models)
-        analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
-        folder = data_dir() / "local-onnx"
-        folder.mkdir(parents=True, exist_ok=True)
-        for kind in kinds:
-            model, weights, name = analyzer.model(kind), analyzer.weights[kind], kind.value
-            inputs = [model_input(model, grey) for grey in greys]
+        for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
+            name = kind.value
             fp32, outputs = fp32_file(model, weights, folder)
 
             def progress(text: str, name: str = name) -> None:

@@ -34,7 +34,7 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.models.wire import encode
 from inference.planning.plan import ModelPlan, Plan
-from inference.runtimes.local import LocalSession, detections_in_input, open_runtime
+from inference.runtimes.local import LocalSession, NotBuilt, detections_in_input, open_runtime
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
@@ -219,12 +219,24 @@ class Analyzer:
         if choice.runtime is not Runtime.TORCH:
             folder = data_dir() / "local-onnx"
             folder.mkdir(parents=True, exist_ok=True)
+            unbuilt: list[NotBuilt] = []
             for name, model, weights in ((ModelKind.DETECTOR, self.detector, self.detector_source),
                                          (ModelKind.CLASSIFIER, self.classifier, self.classifier_weights.source)):
                 # auto: the fastest that passes the fidelity gate; an explicit one that fails it raises
-                session = open_runtime(model, weights, folder, choice.runtime, self.device)
+                try:
+                    session = open_runtime(model, weights, folder, choice.runtime, self.device)
+                except NotBuilt as exc:
+                    # Models are pruned one by one (a detector's distillation takes hours on a CPU): one without
+                    # a pruned copy runs unpruned, the reference, and its results say so. Any other runtime
+                    # asked for must exist for both.
+                    if choice.runtime is not Runtime.PRUNED:
+                        raise
+                    unbuilt.append(exc)
+                    continue
                 if session is not None:
                     self.onnx[name], self.runtimes[name] = session, session.runtime
+            if len(unbuilt) == len(ModelKind):
+                raise unbuilt[0]
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
         self._own_state()

@@ -16,21 +16,23 @@
 - `pruned`: a copy with channels removed and distilled on the site's radiographs (`models prune`), kept only
   if it passed the gate on held-back ones, on OpenVINO FP32; see pruning.py.
 
-Both INT8 files are built from the FP32 file and cached beside it in data_dir()/"local-onnx", named after
+The INT8 files are built from the FP32 file and cached beside it in data_dir()/"local-onnx", named after
 the FP32 file's fingerprint (model, size, classes, weights) and the method; a calibrated build (static,
-OpenVINO INT8) also after its calibration set, the latest one of each method recorded as current. The tail after the last convolutions (the detector's box decode, the classifier's pooling
-head and sigmoid) stays FP32: one 8-bit scale cannot hold box pixels and scores together.
+OpenVINO INT8) also after its calibration set, the latest one of each method recorded as current. The tail
+after the last convolutions (the detector's box decode, the classifier's pooling head and sigmoid) stays FP32:
+one 8-bit scale cannot hold box pixels and scores together.
 
 Fidelity gate (`gate`): the planner's wire gate, same constants — probabilities (and the detector's
 confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
 none added) against PyTorch FP32, on the calibration images (or, for a dynamic build nobody calibrated,
-the deterministic sample input). The verdict is cached beside the file, per runtime. `auto` never picks a runtime that fails it;
-asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one line) rather than
+the deterministic sample input). The verdict is cached beside the file, per runtime. `auto` never picks a
+runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one line) rather than
 quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
 the fastest and caches the choice with the candidates it saw: a new calibrated build or a new verdict makes
-it measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime here is CPU-only).
+it measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime and OpenVINO
+here are CPU-only).
 """
 
 from __future__ import annotations
@@ -78,7 +80,6 @@ STATIC = Runtime.ONNXRUNTIME_INT8_STATIC
 OV_FP32 = openvino.FP32
 OV_INT8 = openvino.INT8
 RUNTIMES = tuple(Runtime)
-QUANTIZED = (DYNAMIC, STATIC)
 PRUNED = Runtime.PRUNED
 CALIBRATED = (STATIC, OV_INT8)  # built from the site's radiographs by `models quantize`, used once built
 SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
@@ -91,6 +92,10 @@ _WHOLE_SPECS: weakref.WeakKeyDictionary[StagedModel, dict[str, EdgePartSpec]] = 
 
 class RuntimeRefused(ValueError):
     """An explicitly requested local runtime cannot be used: not built, or it fails the fidelity gate."""
+
+
+class NotBuilt(RuntimeRefused):
+    """… because its site build (`models quantize`, `models prune`) was never made for this model."""
 
 
 # ---------------------------------------------------------------- files
@@ -240,8 +245,8 @@ def site_file(model: StagedModel, fp32: Path, runtime: Runtime,
     current = current_build(fp32, runtime)
     if current is None:
         command = f"prune --models {kind_of(model)}" if runtime == PRUNED else f"quantize --runtime {runtime}"
-        raise RuntimeRefused(f"no {runtime} build of the {kind_of(model).value} yet: make one with `python main.py "
-                             f"models {command} --images DIR` (the site's radiographs)")
+        raise NotBuilt(f"no {runtime} build of the {kind_of(model).value} yet: make one with `python main.py "
+                       f"models {command} --images DIR` (the site's radiographs)")
     return current
 
 

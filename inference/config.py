@@ -69,7 +69,7 @@ class EdgeRuntime(Choice):
     container, its backend), and used by `edge serve` in Triton's Python backend."""
 
     ONNXRUNTIME = "onnxruntime"
-    OPENVINO = "openvino"  # an Intel edge box's CPU (or iGPU in the stock container)
+    OPENVINO = "openvino"  # an Intel edge box's CPU
 
 
 class DeviceKind(Choice):

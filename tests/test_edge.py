@@ -364,10 +364,12 @@ def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_pat
     requests = [PartRequest(analyzer.detector, analyzer.detector_source, cut, WireFormat.FP32) for cut in (0, 6)]
     requests += [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, cut, WireFormat.FP32)
                  for cut in (0, 7)]
-    write_repository(tmp_path / "repository", requests, gpu=False, runtime=EdgeRuntime.OPENVINO)
+    write_repository(tmp_path / "repository", requests, runtime=EdgeRuntime.OPENVINO)  # gpu asked: CPU all the same
     stock = text_format.Parse((tmp_path / "repository/classifier_cut07_fp32/config.pbtxt").read_text(),
                               mc.ModelConfig())
     assert stock.backend == "openvino" and stock.default_model_filename == "model.onnx" and not stock.platform
+    assert stock.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # Triton's OpenVINO backend is CPU-only
+    assert "--gpus" not in (tmp_path / "repository/serve-with-docker.sh").read_text()
     assert "OpenVINO" in (tmp_path / "repository/README.md").read_text()
     server = start_server(tmp_path / "repository", tmp_path)
     client = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60))

@@ -173,13 +173,13 @@ def test_models_prune_command(tmp_path, _demo_weights_cache, shared_cxr):
     assert "notes.txt" in done.stderr
     (line,) = done.stdout.splitlines()
     record = json.loads(line)
-    assert record["model"] == "classifier" and record["runtime"] == PRUNED and record["kept"] == record["passes"]
+    assert record["model"] == "classifier" and record["runtime"] == PRUNED and isinstance(record["kept"], bool)
     assert record["parameters"] < record["parameters_before"] and record["held_back_images"] == 1
     fp32 = data / "local-onnx" / (os.path.basename(record["file"]).split("-pruned")[0] + ".onnx")
     assert (current_build(fp32, PRUNED) is not None) == record["kept"]  # kept only if it passed the gate
     if not record["kept"]:
         assert "fails the fidelity gate" in done.stderr
-        with pytest.raises(RuntimeRefused):
+        with pytest.raises(RuntimeRefused, match="no pruned build of the classifier"):
             analyzer = Analyzer(ModelChoice(detector=TINY))
             open_runtime(analyzer.classifier, analyzer.classifier_weights.source, fp32.parent, PRUNED)
 

@@ -56,8 +56,9 @@ def add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) -> 
     if runtime:
         parser.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                             help="local runtime for whole-model runs (default auto: the fastest here that passes "
-                                 "the fidelity gate, measured once; int8-static only after `models quantize`; "
-                                 "torch-fp16 is for --device cuda, where auto weighs it against FP32)")
+                                 "the fidelity gate, measured once; onnxruntime-int8-static and openvino-int8 only "
+                                 "after `models quantize`, pruned after `models prune`; torch-fp16 is for --device "
+                                 "cuda, where auto weighs it against FP32)")
 
 
 EDGE_HELP = ("Triton gRPC address of the edge server (several, comma-separated: requests are spread over them and "

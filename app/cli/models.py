@@ -133,10 +133,9 @@ def _quantize(args: argparse.Namespace) -> int:
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
                               "calibration_images": len(inputs) if calibrated else 0} | result),
                   flush=True)
-    except (WeightsError, ValueError, OSError) as exc:
+    except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: an export or NNCF failing
         return fail("models quantize", exc)
     return EXIT_OK
-
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -156,6 +155,8 @@ def _prune(args: argparse.Namespace) -> int:
     from inference.runtimes.openvino import OpenVinoModel
 
     command = "models prune"
+    if args.device != "cpu":
+        return fail(command, "pruning runs on the CPU, where the pruned copy runs too: leave out --device")
     if not Path(args.images).is_dir():
         return fail(command, f"{args.images} is not a folder")
     if args.steps < 1:
@@ -192,10 +193,10 @@ def _prune(args: argparse.Namespace) -> int:
             if result["passes"]:
                 make_current(fp32, PRUNED, path, record.training_images)
             else:
-                progress(f"not kept: it fails the fidelity gate on the {len(held_back)} held-back radiograph(s) "
+                progress(f"not used: it fails the fidelity gate on the {len(held_back)} held-back radiograph(s) "
                          f"(largest difference {result['max_difference']:.3g} vs the unpruned model)")
             print(json.dumps({"model": name, "runtime": PRUNED, "kept": result["passes"], "file": str(path)}
                              | asdict(record) | result), flush=True)
-    except (WeightsError, ValueError, OSError) as exc:
+    except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: an export failing
         return fail(command, exc)
     return EXIT_OK

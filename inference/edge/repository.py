@@ -145,7 +145,8 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
                      runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, progress=lambda message: None
                      ) -> list[EdgePartSpec]:
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept), each
-    served with `batching` by `runtime`."""
+    served with `batching` by `runtime` (OpenVINO on the CPU: Triton's OpenVINO backend runs nothing else)."""
+    gpu = gpu and runtime is not EdgeRuntime.OPENVINO
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
         progress(f"removed {path.relative_to(root)}, left by an interrupted export")
@@ -421,7 +422,8 @@ plaintext gRPC beyond loopback needs `MEDEDGE_INSECURE=1` and is warned about on
 gateway in front of Triton: Triton accepts a gRPC message of up to 2 GiB before refusing a wrong one, so keep
 8001 open to the workstations only (mutual TLS keeps out anyone without a workstation certificate). Any Triton
 release with the {backend} backend works; pick the tag matching the edge box's driver. (Exported with
-`--runtime openvino`, the parts run on Triton's OpenVINO backend instead: an Intel edge box.)
+`--runtime openvino`, the parts run on Triton's OpenVINO backend instead, on the CPU of an Intel edge box; its
+precision is the backend's default, which may be BF16 on CPUs that have it — `edge serve` pins FP32.)
 
 CPU-only edge box: export with `--cpu` (instance groups `KIND_CPU`, no `--gpus all` in the script).
 

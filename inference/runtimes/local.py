@@ -382,10 +382,15 @@ def _verdict_file(path: Path, runtime: Runtime) -> Path:
 
 
 def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
-    try:
-        return json.loads(_verdict_file(path, runtime).read_text())
-    except (ValueError, OSError):
-        return None
+    # An onnxruntime INT8 build's verdict may be under its earlier name (one per file): a build that failed on the
+    # site's radiographs must not be re-gated on the sample input only.
+    legacy = [path.with_suffix(".gate.json")] if runtime in (DYNAMIC, STATIC) else []
+    for candidate in (_verdict_file(path, runtime), *legacy):
+        try:
+            return json.loads(candidate.read_text())
+        except (ValueError, OSError):
+            continue
+    return None
 
 
 def verdict(model: StagedModel, session: LocalSession, images: Sequence[np.ndarray] | None = None) -> dict:

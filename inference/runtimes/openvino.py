@@ -8,9 +8,10 @@
   openvino-int8 --images DIR`); used only once built, like onnxruntime's static INT8. The tail after the last
   convolutions stays FP32, as there (see local.py).
 
-Both pass the same fidelity gate as every local runtime (local.gate). NNCF reports usage to Intel by default
-(openvino-telemetry); a hospital's workstation must not, so the telemetry package is made unimportable in
-this process before NNCF loads, which makes NNCF fall back to its no-op telemetry.
+Both pass the same fidelity gate as every local runtime (local.gate). OpenVINO and NNCF report usage to Intel by
+default through openvino-telemetry (`import openvino` itself sends an event, consent assumed without a consent
+file); nothing may leave a hospital's workstation, so this module — imported before anything imports openvino —
+makes that package unimportable, and both fall back to their no-op telemetry.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from inference.config import Runtime
 FP32 = Runtime.OPENVINO
 INT8 = Runtime.OPENVINO_INT8
 
+sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # its importers fall back to their stubs
+
 
 @functools.cache
 def _core():
@@ -40,8 +43,7 @@ def _core():
 
 
 def nncf():
-    """NNCF, imported with its telemetry off and its per-operation log lines and progress bars silenced."""
-    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # import fails → NNCF's no-op
+    """NNCF (its telemetry kept out, see above), its per-operation log lines and progress bars silenced."""
     import nncf as library
 
     logging.getLogger("nncf").setLevel(logging.ERROR)

@@ -95,6 +95,9 @@ class _OpenVino:
     """The part compiled by OpenVINO from the checked bytes; `run` as onnxruntime's session has it."""
 
     def __init__(self, onnx: bytes, threads: int) -> None:
+        # `import openvino` reports usage to Intel unless its telemetry package cannot be imported: an edge box in
+        # a hospital sends nothing out (see inference/runtimes/openvino.py).
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
         import openvino
 
         settings: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}

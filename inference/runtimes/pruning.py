@@ -149,11 +149,12 @@ def split_held_back(inputs: Sequence[np.ndarray], seed: int = 0) -> tuple[list[n
     return [inputs[i] for i in order[held:]], [inputs[i] for i in order[:held]]
 
 
-def pruned_file(fp32: Path, ratio: float, inputs: Sequence[np.ndarray], plan: Distillation) -> Path:
-    digest = hashlib.sha256(json.dumps(asdict(plan) | {"ratio": ratio}).encode())
+def build_file(fp32: Path, method: str, share: float, inputs: Sequence[np.ndarray], plan: Distillation) -> Path:
+    """Where a build of `fp32` by `method` (pruned, sparse) at `share` from `inputs` with `plan` lives."""
+    digest = hashlib.sha256(json.dumps(asdict(plan) | {"method": method, "share": share}).encode())
     for x in inputs:
         digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-    return fp32.with_name(f"{fp32.stem}-pruned{round(ratio * 100):02d}-{digest.hexdigest()[:12]}.onnx")
+    return fp32.with_name(f"{fp32.stem}-{method}{round(share * 100):02d}-{digest.hexdigest()[:12]}.onnx")
 
 
 def build_pruned(model: StagedModel, weights: str, fp32: Path, ratio: float, inputs: Sequence[np.ndarray],
@@ -162,14 +163,13 @@ def build_pruned(model: StagedModel, weights: str, fp32: Path, ratio: float, inp
     """Prune `model`, distil it on the training share of `inputs`, export it beside `fp32`; returns the file,
     its record and the held-back inputs (for the gate). Reused when the same build exists."""
     training, held_back = split_held_back(inputs, plan.seed)
-    target = pruned_file(fp32, ratio, inputs, plan)
+    target = build_file(fp32, "pruned", ratio, inputs, plan)
     record_path = target.with_suffix(".json")
     if target.exists() and record_path.exists():
         return target, PruneRecord(**json.loads(record_path.read_text())), held_back
     example = torch.from_numpy(np.ascontiguousarray(training[0][:1], dtype=np.float32))
     student = prune_channels(model, ratio, example)
-    teacher = copy.deepcopy(model).eval()
-    losses = distil(student, teacher, training, plan, progress=progress)
+    losses = distil(student, model, training, plan, progress=progress)  # the model itself only answers
     spec = part_spec(student, 0, WireFormat.FP32, f"{weights}+{target.stem}")
     partial = target.with_suffix(".partial.onnx")
     try:
@@ -232,18 +232,22 @@ def build_sparse(model: StagedModel, weights: str, fp32: Path, sparsity: float, 
                  plan: Distillation = Distillation(), progress: Callable[[str], None] | None = None
                  ) -> tuple[Path, float, list[np.ndarray]]:
     """Unstructured magnitude pruning to `sparsity` while distilling, exported FP32 beside `fp32`; returns the
-    FP32 file (its INT8 build is made by the caller), the sparsity reached and the held-back inputs."""
+    FP32 file (its INT8 build is made by the caller), the sparsity reached and the held-back inputs. Reused
+    when the same build exists."""
     if not 0 < sparsity < 1:
         raise ValueError(f"a sparsity is between 0 and 1 (exclusive), got {sparsity}")
     training, held_back = split_held_back(inputs, plan.seed)
-    target = fp32.with_name(pruned_file(fp32, sparsity, inputs, plan).stem.replace("-pruned", "-sparse") + ".onnx")
+    target = build_file(fp32, "sparse", sparsity, inputs, plan)
+    record_path = target.with_suffix(".json")
+    if target.exists() and record_path.exists():
+        return target, json.loads(record_path.read_text())["sparsity"], held_back
     student = copy.deepcopy(model).eval()
-    teacher = copy.deepcopy(model).eval()
     start = min(0.5, sparsity)
     magnitude_masks(student, start)
-    distil(student, teacher, training, plan, progress=progress,
+    distil(student, model, training, plan, progress=progress,
            masks=lambda step: magnitude_masks(student, polynomial_sparsity(step, plan.steps, start, sparsity)))
-    if not target.exists():
-        export_part(student, part_spec(student, 0, WireFormat.FP32, f"{weights}+{target.stem}"), target)
-    return target, sparsity_of(student), held_back
+    export_part(student, part_spec(student, 0, WireFormat.FP32, f"{weights}+{target.stem}"), target)
+    reached = sparsity_of(student)
+    record_path.write_text(json.dumps({"file": target.name, "sparsity": reached}))
+    return target, reached, held_back
 

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice, StudyError
-from inference.config import EdgeRuntime, WireFormat
+from inference.config import EdgeRuntime, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, free_ports
@@ -30,6 +30,7 @@ from inference.models.detector import DetectorConfig
 from inference.models.findings import Mode
 from inference.models.postprocess import box_iou
 from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import Planner
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
@@ -330,7 +331,8 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
                 ).resolve() == (out / "classifier_cut07_fp16/1/model.onnx").resolve()
         done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer",
                                str(shared_cxr / "dicom/CR-MONO1-10-chest"), "--edge", f"127.0.0.1:{grpc}",
-                               "--split", "detector:32,classifier:7", "--wire", "fp16", "--no-fallback"],
+                               "--split", "detector:32,classifier:7", "--wire", "fp16", "--no-fallback",
+                               "--detector-size", "128"],  # the CLI tests' one size: auto's runtimes built once
                               capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert done.returncode == 0, done.stderr
         record = json.loads(done.stdout)
@@ -388,6 +390,31 @@ def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_pat
             assert len(split.detections) == len(local.detections)
             _matched(local.detections, split.detections, 0.999, 1e-4)
         assert any(name.startswith("libopenvino.so") for name in _loaded_libraries(server.process.pid))
+
+        # The workstation's side on OpenVINO too: stages [0, cut) of both models run by it, the same results.
+        openvino = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.OPENVINO), client)
+        split = openvino.analyze(radiograph, Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.FP32)),
+                                 allow_fallback=False)
+        assert {run.runtime for run in split.models.values()} == {Runtime.OPENVINO}
+        assert {run.cut for run in split.models.values()} == {6, 7} and split.mode is Mode.DISTRIBUTED
+        assert max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items()) <= 1e-4
+        _matched(local.detections, split.detections, 0.999, 1e-4)
+        assert np.abs(split.heat_map("Effusion") - local.heat_map("Effusion")).max() <= 1e-3
+        # and the planner predicts those stages on OpenVINO: measured once a cut with them ranks first
+        planner = Planner(openvino, client, cache_dir=tmp_path)
+        planner.learn_from(radiograph)
+        planner.plan()
+        for kind, option in planner.options.items():
+            model = openvino.detector if kind == "detector" else openvino.classifier
+            if 0 < option.cut < model.stage_count:
+                assert planner.head_ms(kind, model, option.cut) == planner.measure_head(kind, model, option.cut)
+        predicted = planner.head_ms("detector", openvino.detector, 6)
+        measured = planner.measure_head("detector", openvino.detector, 6)
+        assert planner.head_ms("detector", openvino.detector, 6) == measured > 0 and predicted > 0
+        served = set(client.status().models)
+        cut6 = next(o for o in planner.candidates("detector", openvino.detector, served) if o.cut == 6)
+        assert cut6.local_ms == pytest.approx(measured + planner.encoding_ms("detector", openvino.detector, 6,
+                                                                            WireFormat.FP32))
     finally:
         client.close()
         server.stop()
@@ -406,7 +433,7 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
                      gpu=False)
     server = start_server(repository, tmp_path)
     infer = _python("infer", str(studies), "--edge", server.grpc_address, "--split", "detector:32,classifier:7",
-                    "--timeout", "5")
+                    "--timeout", "5", "--detector-size", "128")
     records = []
     try:
         for line in infer.stdout:

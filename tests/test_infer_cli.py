@@ -16,7 +16,7 @@ def test_infer_real_files_json_lines(shared_cxr, tmp_path):
     paths = [str(shared_cxr / f) for f in FILES] + [str(shared_cxr / "dicom/DX_chest_966_badCOMmarker.dcm")]
     out = tmp_path / "findings.jsonl"
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", *paths, "--json", str(out),
-                           "--detector-size", "256"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+                           "--detector-size", "128"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 2, done.stderr  # the corrupt file failed, the others did not
     assert "Traceback" not in done.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -32,6 +32,8 @@ from inference.runtimes.local import (
     current_build,
     file_session,
     fp32_file,
+    library_version,
+    make_current,
     model_input,
     open_runtime,
     verdict,
@@ -86,6 +88,21 @@ def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
                                         and result["max_confidence_difference"] <= PROBABILITY_TOLERANCE)
         cached = session.path.with_name(f"{session.path.stem}.{runtime}.gate.json")
         assert json.loads(cached.read_text()) == result  # cached for `auto`
+
+
+def test_a_kept_pass_holds_only_for_the_library_version_that_gave_it(tmp_path):
+    """A verdict kept on disk: a pass by another onnxruntime or OpenVINO version is gated again (None), a failure
+    stands whatever the version."""
+    from inference.runtimes.local import _cached_verdict, _verdict_file
+
+    path = tmp_path / "model.onnx"
+    for runtime in (OV_FP32, STATIC):
+        for passes, library, kept in ((True, library_version(runtime), True), (True, "0.0", False),
+                                      (False, "0.0", True), (False, library_version(runtime), True)):
+            _verdict_file(path, runtime).write_text(json.dumps({"passes": passes, "library": library}))
+            found = _cached_verdict(path, runtime)
+            assert (found is not None) == kept and (found is None or found["passes"] == passes)
+    assert library_version(OV_FP32) != library_version(STATIC)  # OpenVINO's and onnxruntime's
 
 
 @pytest.mark.parametrize("name", ["detector", "classifier"])
@@ -186,6 +203,17 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     choose_runtime(model, weights, tmp_path)
     record = json.loads(record_path.read_text())
     assert record["gate"][STATIC]["passes"] == passed["passes"] and (f"{STATIC}_ms" in record) == passed["passes"]
+
+    # A build this machine's OpenVINO cannot read (damaged, or written by another version): left out, auto goes on.
+    fp32, _ = fp32_file(model, weights, tmp_path)
+    damaged = fp32.with_name(f"{fp32.stem}-openvino-int8-damaged.xml")
+    damaged.write_text("<net name='damaged'")
+    damaged.with_suffix(".bin").write_bytes(b"")
+    make_current(fp32, OV_INT8, damaged, 1)
+    runtime = choose_runtime(model, weights, tmp_path)[0]
+    record = json.loads(record_path.read_text())
+    assert record["gate"][OV_INT8]["passes"] is False and record["gate"][OV_INT8]["error"]
+    assert runtime != OV_INT8 and runtime == record["runtime"]
 
 
 def test_fp16_runtime_runs_the_whole_model_at_half_precision_within_the_gate(setting, shared_cxr):

@@ -34,7 +34,14 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.models.wire import encode
 from inference.planning.plan import ModelPlan, Plan
-from inference.runtimes.local import LocalSession, NotBuilt, detections_in_input, open_runtime
+from inference.runtimes.local import (
+    HEAD_RUNTIMES,
+    LocalSession,
+    NotBuilt,
+    detections_in_input,
+    head_session,
+    open_runtime,
+)
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph
 
@@ -124,6 +131,7 @@ class _Step:
     reply: Future | None = None  # of a _Timed
     local_ms: float = 0.0  # stages run here and the encoding of what crosses the cut
     bands: _Banded | None = None  # how stages [0, cut) ran on bands of the image, in a spatial split
+    runtime: Runtime = Runtime.TORCH  # what ran the stages here: the model's runtime where it runs them
 
     def link_down(self) -> str | None:
         """Why the edge could not be reached at all, if this step's request already failed that way."""
@@ -216,8 +224,10 @@ class Analyzer:
         self.classifier.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.onnx: dict[ModelKind, LocalSession] = {}  # models run whole here on another runtime than torch
         self.runtimes = dict.fromkeys(ModelKind, Runtime.TORCH)  # the local runtime of each whole model
+        self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
+        self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models
+        folder = self._runtime_folder = data_dir() / "local-onnx"
         if choice.runtime is not Runtime.TORCH:
-            folder = data_dir() / "local-onnx"
             folder.mkdir(parents=True, exist_ok=True)
             unbuilt: list[NotBuilt] = []
             for name, model, weights in ((ModelKind.DETECTOR, self.detector, self.detector_source),
@@ -501,10 +511,15 @@ class Analyzer:
         if k == n and session is not None:  # the whole model here, on the faster runtime
             check()
             return _Step(model, k, features, {}, outputs=session.run(batch),
-                         local_ms=(time.perf_counter() - started) * 1e3)
+                         local_ms=(time.perf_counter() - started) * 1e3, runtime=session.runtime)
         banded = None
+        head = self.head(model, k) if not plan.bands and self.runs_head(model, k, heat) else None
         if plan.bands:  # stages [0, k) on bands of the image over several devices (_checked: k in 1..n-1)
             here, banded = self._banded(model, self._tensor(batch), plan, check)
+        elif head is not None:  # on the model's runtime (it returns only what crosses the cut: no heat-map features)
+            check()
+            crossing_here = head.run(batch)
+            here = {i: torch.from_numpy(crossing_here[tensor_name(i)]) for i in model.crossing(k)}
         else:
             here = model.run_stages({INPUT: self._tensor(batch)}, 0, k,
                                     keep=[features] if features is not None and features < k else [],
@@ -512,13 +527,32 @@ class Analyzer:
         crossing = (encode(plan.wire, {tensor_name(i): here[i].cpu().numpy() for i in model.crossing(k)})
                     if k < n else None)
         waited = banded.edge_ms + banded.transfer_ms if banded else 0.0
-        step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3 - waited, bands=banded)
+        step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3 - waited, bands=banded,
+                     runtime=head.runtime if head is not None else Runtime.TORCH)
         if crossing is not None:  # the request's own time is measured apart, by _send
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
                           else self._send(send, spec, crossing, wanted, plan, joining_ms, server))
         return step
+
+    def runs_head(self, model: StagedModel, cut: int, with_heat_maps: bool) -> bool:
+        """Whether stages [0, cut) of a split (not a spatial one) run on the model's runtime rather than PyTorch:
+        where it is an FP32 one (HEAD_RUNTIMES), unless the heat maps need features from before the cut (that
+        runtime returns only what crosses it)."""
+        features = model.features_stage if isinstance(model, CheXNet) and with_heat_maps else None
+        return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
+                and (features is None or features >= cut))
+
+    def head(self, model: StagedModel, cut: int) -> LocalSession:
+        """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
+        time and compiled once per cut."""
+        kind = kind_of(model)
+        with self._heads_lock:
+            if (kind, cut) not in self._heads:
+                self._heads[(kind, cut)] = head_session(model, self.weights[kind], self._runtime_folder,
+                                                        self.runtimes[kind], cut)
+            return self._heads[(kind, cut)]
 
     def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
         """The edge's expected time for a request to `spec`: planned, or as the last one took if longer."""
@@ -627,9 +661,7 @@ class Analyzer:
             path=begun.radiograph.path,
             detections=tuple(detections),
             probabilities=shown,
-            # A model run whole here uses the chosen runtime; stages before a cut run in PyTorch.
-            models={kind: ModelRun(self.weights[kind], plan[kind].cut,
-                                   self.runtimes[kind] if begun.steps[kind].outputs else Runtime.TORCH,
+            models={kind: ModelRun(self.weights[kind], plan[kind].cut, begun.steps[kind].runtime,
                                    plan[kind].wire if plan[kind].cut < self.stage_counts[kind] else None,
                                    run.model_ms, bands=plan[kind].bands if run.band_servers else 0)
                     for kind, run in runs.items()},

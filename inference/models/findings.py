@@ -58,7 +58,7 @@ class ModelRun:
 
     weights: str                        # "demo" or the SHA-256 of the weights file
     cut: int                            # stages [0, cut) here, [cut, n) on the edge (n: all here)
-    runtime: Runtime = Runtime.TORCH    # what ran its stages here (a model cut for the edge: PyTorch)
+    runtime: Runtime = Runtime.TORCH    # what ran its stages here (before a cut: an FP32 runtime, else PyTorch)
     wire: WireFormat | None = None      # how its tensors travelled, when it was cut before n
     measured_ms: float = 0.0            # local + transfer + edge (a pipelined series' queueing left out)
     predicted_ms: float | None = None   # the planner's prediction of `measured_ms`, when it planned

@@ -242,6 +242,10 @@ class PlannedAnalyzer(Protocol):
 
     def decode_raw(self, raw: torch.Tensor) -> list[Detection]: ...
 
+    def runs_head(self, model: StagedModel, cut: int, with_heat_maps: bool) -> bool: ...
+
+    def head(self, model: StagedModel, cut: int) -> LocalSession: ...
+
 
 @dataclass
 class Planner:
@@ -262,6 +266,7 @@ class Planner:
     _deflate: dict[tuple[ModelKind, int], Deflate] = field(default_factory=dict)
     _local: dict[ModelKind, list[float]] = field(default_factory=dict)
     _whole: dict[ModelKind, float] = field(default_factory=dict)
+    _heads: dict[tuple[ModelKind, int], float] = field(default_factory=dict)  # stages [0, cut) on the model's runtime
     _unservable: set[str] = field(default_factory=set)  # parts whose profiling request failed
     _crossings: dict[tuple[ModelKind, int], dict] = field(default_factory=dict)  # the sample input's tensors at a cut
     _encoding: dict[tuple[ModelKind, int, WireFormat], float] = field(default_factory=dict)  # ms to encode them here
@@ -296,6 +301,28 @@ class Planner:
             image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
             self._whole[name] = median_ms(lambda: session.run(image))
         return self._whole[name]
+
+    def head_ms(self, name: ModelKind, model: StagedModel, cut: int) -> float:
+        """Stages [0, cut) here: PyTorch's stage profile or, where the model's runtime runs them (analyzer.head),
+        that runtime's time: measured once `measure_head` ran for the cut, until then predicted by the whole
+        model's speed-up over PyTorch."""
+        local = self.local_ms(name, model)
+        if not self._runs_head(model, cut):
+            return sum(local[:cut])
+        if (name, cut) in self._heads:
+            return self._heads[(name, cut)]
+        return sum(local[:cut]) * self.whole_local_ms(name, model) / sum(local)
+
+    def _runs_head(self, model: StagedModel, cut: int) -> bool:
+        return self.analyzer.runs_head(model, cut, self.with_heat_maps)
+
+    def measure_head(self, name: ModelKind, model: StagedModel, cut: int) -> float:
+        """Time stages [0, cut) on the model's runtime, on the analysis' input (once per cut)."""
+        if (name, cut) not in self._heads:
+            session = self.analyzer.head(model, cut)
+            image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
+            self._heads[(name, cut)] = median_ms(lambda: session.run(image))
+        return self._heads[(name, cut)]
 
     def _go_on(self) -> None:
         """Raise `PlanningStopped` when `stop` is set (between measurements: each is bounded)."""
@@ -509,7 +536,7 @@ class Planner:
             band_ms *= sorted(self.server_slowness())[count - 1]
             band_bytes = spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs)
             transfer = link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
-            here = base.local_ms - sum(local[:cut])
+            here = base.local_ms - self.head_ms(name, model, cut)
             options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
                                   base.transfer_ms + transfer, base.edge_ms + band_ms,
                                   base.measured_edge and measured is not None, bands=count))
@@ -530,7 +557,7 @@ class Planner:
         measured = link.edge_part_ms.get(spec.name)
         edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
         transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
-        here = sum(local[:cut]) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
+        here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
 
     def _images(self, name: ModelKind, model: StagedModel) -> list[torch.Tensor]:
@@ -621,6 +648,8 @@ class Planner:
         return (self._gate_key(option.model, option.cut, option.wire) not in self._gate
                 or (option.model, option.cut, option.wire.encoding) not in self._encoding
                 or (option.wire.compression and (option.model, option.cut) not in self._deflate)
+                or (not option.bands and (option.model, option.cut) not in self._heads
+                    and self._runs_head(self.models()[option.model], option.cut))
                 or (not option.measured_edge and budget[option.model] > 0))
 
     def _check(self, option: Option, budget: dict[ModelKind, int]) -> None:
@@ -631,6 +660,8 @@ class Planner:
             self.encoding_ms(name, model, option.cut, option.wire)
         elif option.wire.compression and (name, option.cut) not in self._deflate:
             self.deflate(name, model, option.cut)
+        elif not option.bands and (name, option.cut) not in self._heads and self._runs_head(model, option.cut):
+            self.measure_head(name, model, option.cut)
         else:
             budget[name] -= 1
             if option.bands and self._band_unmeasured(option):

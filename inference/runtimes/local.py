@@ -1,4 +1,4 @@
-"""Local runtimes for a whole model on this workstation.
+"""Local runtimes for a whole model on this workstation, and for the workstation's stages of a split.
 
 - `torch`: PyTorch eager in inference mode, channels-last (the Analyzer converts the models; measured faster
   on this CPU, see bench/bench_torch_eager.py), on torch's default thread count (all cores, the fastest measured).
@@ -25,14 +25,19 @@ one 8-bit scale cannot hold box pixels and scores together.
 Fidelity gate (`gate`): the planner's wire gate, same constants — probabilities (and the detector's
 confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
 none added) against PyTorch FP32, on the calibration images (or, for a dynamic build nobody calibrated,
-the deterministic sample input). The verdict is cached beside the file, per runtime. `auto` never picks a
-runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one line) rather than
-quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
+the deterministic sample input). The verdict is cached beside the file, per runtime; a pass holds only for the
+library version that gave it (after an upgrade it is gated again), a failure stands. `auto` never picks a
+runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one
+line) rather than quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
+
+The FP32 runtimes (onnxruntime, OpenVINO: HEAD_RUNTIMES) also run stages [0, cut) of a split (`head_session`):
+the graph of those stages, exported and checked like an edge part, its outputs the tensors crossing the cut. The
+INT8 and pruned ones do not: their tensors at a cut are not those the edge's parts were gated on.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
 the fastest and caches the choice with the candidates it saw: a new calibrated build or a new verdict makes
-it measure again. On a CUDA device the candidates are `torch` and `torch-fp16` (onnxruntime and OpenVINO
-here are CPU-only).
+it measure again; a candidate this machine's library cannot load or compile is left out. On a CUDA device the
+candidates are `torch` and `torch-fp16` (onnxruntime and OpenVINO here are CPU-only).
 """
 
 from __future__ import annotations
@@ -58,9 +63,11 @@ from inference.models.classifier import CheXNet
 from inference.models.parts import (
     EdgePartSpec,
     as_detector,
+    band_part_spec,
     export_part,
     identity_of,
     kind_of,
+    model_input_shape,
     output_names,
     part_difference,
     part_spec,
@@ -83,6 +90,10 @@ RUNTIMES = tuple(Runtime)
 PRUNED = Runtime.PRUNED
 CALIBRATED = (STATIC, OV_INT8)  # built from the site's radiographs by `models quantize`, used once built
 SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
+# The runtimes that also run the workstation's stages of a split: FP32 ones, equal to PyTorch at 1e-4 (checked at
+# export), so the planner's wire gate, measured with PyTorch stages, holds for them. An INT8 or pruned model's
+# tensors at a cut are not the ones the edge's parts were gated on.
+HEAD_RUNTIMES = (FP32, OV_FP32)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 
 
@@ -291,6 +302,26 @@ def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
     return OpenVinoModel(path, outputs, runtime, cam_weight(path) if runtime == PRUNED else None)
 
 
+def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime, cut: int
+                 ) -> OnnxModel | OpenVinoModel:
+    """Stages [0, cut) of `model` (0 < cut < n) on `runtime`, one of HEAD_RUNTIMES: the workstation's side of a
+    split, its outputs the tensors crossing the cut (`tNN`, FP32). Exported as ONNX and checked against PyTorch
+    (1e-4) on first use, kept beside the whole model's file."""
+    if runtime not in HEAD_RUNTIMES:
+        raise ValueError(f"{runtime} does not run the stages before a cut")
+    spec = band_part_spec(model, cut, model_input_shape(model)[1], weights)  # a band as high as the image
+    path = folder / f"{kind_of(model).value}_head{cut:02d}-{spec.fingerprint}.onnx"
+    if not path.exists():
+        partial = path.with_suffix(".partial.onnx")  # renamed when complete: a killed export is never reused
+        try:
+            export_part(model, spec, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    outputs = tuple(t.name for t in spec.outputs)
+    return OnnxModel(path, outputs, runtime) if runtime == FP32 else OpenVinoModel(path, outputs, runtime)
+
+
 class TorchHalf:
     """A whole model in PyTorch at half precision on `device` (a copy: the FP32 model still runs the stages
     before a cut); outputs by name and in FP32, like OnnxModel's."""
@@ -372,6 +403,8 @@ def gate(model: StagedModel, session: LocalSession, images: Iterable[np.ndarray]
     passes = (boxes and scores <= PROBABILITY_TOLERANCE) if detector else worst <= PROBABILITY_TOLERANCE
     verdict = {"runtime": session.runtime, "passes": bool(passes), "images": count, "max_difference": worst,
                "probability_tolerance": PROBABILITY_TOLERANCE}
+    if session.path is not None:  # a file's runtime (not PyTorch FP16): the library that ran it
+        verdict["library"] = library_version(session.runtime)
     if detector:
         verdict |= {"boxes_match": bool(boxes), "box_iou": BOX_IOU, "max_confidence_difference": scores}
     return verdict
@@ -381,15 +414,28 @@ def _verdict_file(path: Path, runtime: Runtime) -> Path:
     return path.with_name(f"{path.stem}.{runtime}.gate.json")  # per runtime: OpenVINO FP32 reads the ONNX FP32 too
 
 
+def library_version(runtime: Runtime) -> str:
+    """The version of the library that computes `runtime`'s results: a gate verdict holds for it only."""
+    from importlib.metadata import version
+
+    return version("openvino") if runtime in (OV_FP32, OV_INT8, PRUNED) else version("onnxruntime")
+
+
 def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
-    # An onnxruntime INT8 build's verdict may be under its earlier name (one per file): a build that failed on the
-    # site's radiographs must not be re-gated on the sample input only.
+    """The verdict kept for `path` on `runtime`. A failure stands; a pass by another version of the library is not
+    trusted (None: gated again). An onnxruntime INT8 build's verdict may be under its earlier name (one per file,
+    no version): a build that failed on the site's radiographs must not be re-gated on the sample input only."""
     legacy = [path.with_suffix(".gate.json")] if runtime in (DYNAMIC, STATIC) else []
     for candidate in (_verdict_file(path, runtime), *legacy):
         try:
-            return json.loads(candidate.read_text())
+            kept = json.loads(candidate.read_text())
         except (ValueError, OSError):
             continue
+        if not isinstance(kept, dict) or not isinstance(kept.get("passes"), bool):
+            continue
+        if kept["passes"] and kept.get("library") != library_version(runtime):
+            return None
+        return kept
     return None
 
 
@@ -444,15 +490,30 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
     files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC), OV_FP32: fp32}
     files |= {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
     sessions: dict[Runtime, OnnxModel | OpenVinoModel] = {}
+    broken: dict[Runtime, str] = {}
 
-    def session(name: Runtime) -> OnnxModel | OpenVinoModel:  # opened only when needed: the detector's are large
-        if name not in sessions:
-            sessions[name] = file_session(model, weights, folder, name)
-        return sessions[name]
+    def session(name: Runtime) -> OnnxModel | OpenVinoModel | None:
+        """Opened only when needed (the detector's are large); None where this machine's onnxruntime or OpenVINO
+        cannot load or compile the file: auto goes on without that candidate rather than failing the analysis."""
+        if name not in sessions and name not in broken:
+            try:
+                sessions[name] = file_session(model, weights, folder, name)
+            except Exception as error:  # noqa: BLE001 — whatever either library raises for one candidate
+                broken[name] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+                logging.getLogger(__name__).warning("auto: %s left out for the %s: %s", name,
+                                                    kind_of(model).value, broken[name])
+        return sessions.get(name)
+
+    def gated(name: Runtime, path: Path) -> dict:
+        kept = _cached_verdict(path, name)
+        if kept is not None:
+            return kept
+        opened = session(name)
+        return verdict(model, opened) if opened is not None else {"runtime": name, "passes": False,
+                                                                  "error": broken[name]}
 
     verdicts = {FP32: {"runtime": FP32, "passes": True}}  # checked against PyTorch when exported
-    verdicts |= {name: _cached_verdict(path, name) or verdict(model, session(name))
-                 for name, path in files.items() if name != FP32}
+    verdicts |= {name: gated(name, path) for name, path in files.items() if name != FP32}
     usable = [TORCH] + [name for name in files if verdicts[name]["passes"]]
     candidates = {name: [path.name, verdicts[name]["passes"]] for name, path in files.items()}
     record_path = _choice_file(model, weights, folder)
@@ -460,14 +521,18 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
         record = json.loads(record_path.read_text())
         if record["candidates"] == candidates and record["runtime"] in usable:
             chosen = Runtime(record["runtime"])
-            return chosen, None if chosen is TORCH else session(chosen)
+            if chosen is TORCH or session(chosen) is not None:
+                return chosen, None if chosen is TORCH else session(chosen)
     except (OSError, ValueError, KeyError):
         pass
     image = sample_input(model)
     times: dict[Runtime, float] = {}
     with torch.inference_mode():
         for name in usable:
-            run = (lambda: model(image)) if name == TORCH else functools.partial(session(name).run, image.numpy())
+            opened = None if name == TORCH else session(name)
+            if name != TORCH and opened is None:
+                continue
+            run = (lambda: model(image)) if opened is None else functools.partial(opened.run, image.numpy())
             started = time.perf_counter()
             run()  # warm-up, and a first look
             first = (time.perf_counter() - started) * 1e3

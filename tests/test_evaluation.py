@@ -145,14 +145,21 @@ def test_evaluate_on_generated_labels(tmp_path, shared_cxr):
     boxes.write_text("image,x,y,w,h\n00027426_000.png,100,150,120,160\ngen_3.png,40,50,60,70\n")
     report = tmp_path / "report.json"
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "evaluate", "--labels", str(labels), "--images",
-                           str(images), "--boxes", str(boxes), "--runtimes", "torch", "--detector-size", "128",
+                           str(images), "--boxes", str(boxes), "--runtimes", "torch,onnxruntime", "--detector-size", "128",
                            "--json", str(report)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "1 labelled image(s) not found" in done.stderr and "Traceback" not in done.stderr
     assert "| local torch | 6 | 0 |" in done.stdout
     result = json.loads(report.read_text())
     assert result["labelled"] == 7 and result["found"] == 6 and result["missing"] == ["absent.png"]
-    [torch_run] = result["configurations"]
+    torch_run, onnx_run = result["configurations"]
+    # The second configuration's change from the first, as the seeds reported their accelerated models: onnxruntime
+    # FP32 is PyTorch to float rounding, so no change.
+    assert onnx_run["change_from"] == "local torch" and onnx_run["runtime"] == {"detector": "onnxruntime",
+                                                                                 "classifier": "onnxruntime"}
+    assert onnx_run["mean_auroc_change"] == pytest.approx(onnx_run["mean_auroc"] - torch_run["mean_auroc"], abs=2e-4)
+    assert abs(onnx_run["mean_auroc_change"]) <= 1e-3 and abs(onnx_run["map50_change"]) <= 1e-3
+    assert "mean_auroc_change" not in torch_run and "| Δ mean AUROC |" in done.stdout
     # Both classes are present for Effusion, Infiltration, Mass and Cardiomegaly only.
     assert set(k for k, v in torch_run["auroc"].items() if v is not None) == {"Effusion", "Infiltration", "Mass",
                                                                               "Cardiomegaly"}

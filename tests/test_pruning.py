@@ -104,7 +104,7 @@ def test_a_pruned_build_runs_on_openvino_gated_and_analyses_with_heat_maps(setti
     with pytest.raises(RuntimeRefused, match="models prune"):
         file_session(model, weights, folder, PRUNED)  # none made current yet
     monkeypatch.setenv("MEDEDGE_DATA_DIR", str(data))
-    with pytest.raises(RuntimeRefused, match="no pruned build of the detector yet.*models prune --models detector"):
+    with pytest.raises(RuntimeRefused, match="no pruned build of either model yet.*models prune --images DIR"):
         Analyzer(ModelChoice(detector=TINY, runtime=PRUNED))  # neither model has one
     path, record, held_back = pruning.build_pruned(model, weights, fp32, 0.25, inputs, FEW)
     assert record.held_back_images == len(held_back) == 1 and record.training_images == len(inputs) - 1
@@ -182,6 +182,28 @@ def test_models_prune_command(tmp_path, _demo_weights_cache, shared_cxr):
         with pytest.raises(RuntimeRefused, match="no pruned build of the classifier"):
             analyzer = Analyzer(ModelChoice(detector=TINY))
             open_runtime(analyzer.classifier, analyzer.classifier_weights.source, fp32.parent, PRUNED)
+
+    # `evaluate --labels`: the pruned configuration's AUROC change from the unpruned one, as the seeds reported it.
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Image Index,Finding Labels\n" + "".join(
+        f"{os.path.basename(name)},{found}\n" for name, found in zip(REAL, ("Effusion", "No Finding", "Effusion|Mass"),
+                                                                        strict=True)))
+    report = tmp_path / "evaluation.json"
+    evaluated = subprocess.run([sys.executable, str(ROOT / "main.py"), "evaluate", "--labels", str(labels), "--images",
+                                str(images), "--runtimes", "torch,pruned", "--detector-size", "128", "--json",
+                                str(report)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=500)
+    assert "Traceback" not in evaluated.stderr, evaluated.stderr
+    reference, pruned_run = json.loads(report.read_text())["configurations"]
+    assert reference["configuration"] == "local torch" and reference["mean_auroc"] is not None
+    if record["kept"]:
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert pruned_run["runtime"] == {"detector": "torch", "classifier": PRUNED}  # the detector was not pruned
+        assert pruned_run["change_from"] == "local torch"
+        assert pruned_run["mean_auroc_change"] == pytest.approx(pruned_run["mean_auroc"] - reference["mean_auroc"],
+                                                                abs=2e-4)
+        assert "| Δ mean AUROC |" in evaluated.stdout
+    else:
+        assert evaluated.returncode != 0 and "no pruned build of either model" in pruned_run["error"]
 
     too_few = tmp_path / "one"
     too_few.mkdir()

@@ -59,6 +59,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         read_labels,
         score,
         table,
+        with_changes,
     )
 
     try:
@@ -86,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.confidence is None:
         args.confidence = 0.001  # the whole precision-recall curve: AP needs the low-scoring boxes too
     configurations = [(f"local {r.value}", r, None) for r in runtimes]
-    if args.edge:  # its local stages run with PyTorch (a runtime choice applies to whole-model runs only)
+    if args.edge:  # with PyTorch's stages here: the split is compared with the same reference as every runtime
         configurations.append(("split", Runtime.TORCH, args.edge))
     results = []
     for name, runtime, address in configurations:
@@ -104,7 +105,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             continue
         results.append(score(predictions, labels, boxes) | {"failed_images": predictions.failed})
         del session  # one configuration's models in memory at a time
-    scored = [r for r in results if "error" not in r]
+    scored = with_changes([r for r in results if "error" not in r])  # each one's change from the first scored
+    changed = iter(scored)
+    results = [r if "error" in r else next(changed) for r in results]
     print(table(scored) if scored else "no configuration ran")
     for r in results:
         if "error" in r:

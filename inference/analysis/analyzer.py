@@ -246,7 +246,8 @@ class Analyzer:
                 if session is not None:
                     self.onnx[name], self.runtimes[name] = session, session.runtime
             if len(unbuilt) == len(ModelKind):
-                raise unbuilt[0]
+                raise NotBuilt("no pruned build of either model yet: make one with `python main.py models prune "
+                               "--images DIR` (the site's radiographs; --models detector for the detector)")
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
         self._own_state()

@@ -268,15 +268,33 @@ def score(predictions: Predictions, labels: LabelFile, boxes: Mapping[str, Seque
     return result
 
 
+def with_changes(results: Sequence[dict]) -> list[dict]:
+    """Each configuration after the first with its mean AUROC and mAP@0.5 change from the first (the reference,
+    e.g. PyTorch FP32 before a pruned or INT8 one), as the seeds reported their accelerated models; None where
+    either side has no value."""
+    if not results:
+        return []
+    first = results[0]
+    changed = [dict(first)]
+    for r in results[1:]:
+        change = {f"{key}_change": None if r[key] is None or first[key] is None else round(r[key] - first[key], 4)
+                  for key in ("mean_auroc", "map50")}
+        changed.append(r | change | {"change_from": first["configuration"]})
+    return changed
+
+
 def table(results: Sequence[dict]) -> str:
-    """Configuration × metric, then the AUROC of each finding per configuration (Markdown)."""
+    """Configuration × metric (with the change from the first configuration), then the AUROC of each finding per
+    configuration (Markdown)."""
     show = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| configuration | images | failed | mean AUROC | mAP@0.5 | s/image | modes |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    signed = lambda v: "–" if v is None else f"{v:+.3f}"  # noqa: E731
+    lines = ["| configuration | images | failed | mean AUROC | Δ mean AUROC | mAP@0.5 | Δ mAP@0.5 | s/image | modes |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         modes = ", ".join(f"{mode} {count}" for mode, count in r["modes"].items())
         lines.append(f"| {r['configuration']} | {r['images']} | {r['failed']} | {show(r['mean_auroc'])} | "
-                     f"{show(r['map50'])} | {r['seconds_per_image']:.2f} | {modes} |")
+                     f"{signed(r.get('mean_auroc_change'))} | {show(r['map50'])} | {signed(r.get('map50_change'))} | "
+                     f"{r['seconds_per_image']:.2f} | {modes} |")
     findings = [f for f in CHESTXRAY14 if any(f in r["auroc"] for r in results)]
     if findings:
         lines += ["", "| finding | " + " | ".join(r["configuration"] for r in results) + " |",

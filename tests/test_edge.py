@@ -451,7 +451,8 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
     later = records[2 + AHEAD:]
     assert later and all(r["mode"] == "local-fallback" and r["fallback_reason"] for r in later), later
     assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
-    assert all(r["probabilities"] == records[0]["probabilities"] for r in records)  # same study, same answer
+    # Same study, same answer: the edge's parts and the runtime auto chose here agree with PyTorch within 1e-4.
+    assert all(abs(r["probabilities"][k] - v) <= 1e-4 for r in records for k, v in records[0]["probabilities"].items())
 
 
 def test_no_fallback_fails_with_exit_3_and_the_reason(shared_cxr):

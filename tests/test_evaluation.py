@@ -120,7 +120,7 @@ def test_score_counts_boxes_only_where_known():
     assert result["map50"] == 1.0 and result["box_images"] == 2
     assert result["images"] == 3 and result["failed"] == 1 and result["seconds_per_image"] == 0.5
     text = table([result])
-    assert "| local torch | 3 | 1 | 1.000 | 1.000 |" in text and "| Mass | 1.000 |" in text
+    assert "| local torch | 3 | 1 | 1.000 | – | 1.000 | – |" in text and "| Mass | 1.000 |" in text
 
 
 # ------------------------------------------------------------------ end to end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import os
 import threading
 import time
@@ -226,6 +227,7 @@ class Analyzer:
         self.runtimes = dict.fromkeys(ModelKind, Runtime.TORCH)  # the local runtime of each whole model
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
         self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models
+        self._heads_failed: set[tuple[ModelKind, int]] = set()  # could not be exported or compiled: PyTorch runs them
         folder = self._runtime_folder = data_dir() / "local-onnx"
         if choice.runtime is not Runtime.TORCH:
             folder.mkdir(parents=True, exist_ok=True)
@@ -543,16 +545,23 @@ class Analyzer:
         runtime returns only what crosses it)."""
         features = model.features_stage if isinstance(model, CheXNet) and with_heat_maps else None
         return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
-                and (features is None or features >= cut))
+                and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_failed)
 
-    def head(self, model: StagedModel, cut: int) -> LocalSession:
+    def head(self, model: StagedModel, cut: int) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
-        time and compiled once per cut."""
+        time and compiled once per cut; None (PyTorch runs them) where that failed, remembered for the cut."""
         kind = kind_of(model)
         with self._heads_lock:
             if (kind, cut) not in self._heads:
-                self._heads[(kind, cut)] = head_session(model, self.weights[kind], self._runtime_folder,
-                                                        self.runtimes[kind], cut)
+                try:
+                    with torch.inference_mode(False):  # the exporter traces; analyze runs in inference mode
+                        self._heads[(kind, cut)] = head_session(model, self.weights[kind], self._runtime_folder,
+                                                                self.runtimes[kind], cut)
+                except (RuntimeError, OSError, ValueError) as error:  # export check, compile, disk: PyTorch runs them
+                    logging.getLogger(__name__).warning("stages before cut %d of the %s run in PyTorch: %s",
+                                                        cut, kind.value, error)
+                    self._heads_failed.add((kind, cut))
+                    return None
             return self._heads[(kind, cut)]
 
     def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:

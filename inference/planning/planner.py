@@ -244,7 +244,7 @@ class PlannedAnalyzer(Protocol):
 
     def runs_head(self, model: StagedModel, cut: int, with_heat_maps: bool) -> bool: ...
 
-    def head(self, model: StagedModel, cut: int) -> LocalSession: ...
+    def head(self, model: StagedModel, cut: int) -> LocalSession | None: ...
 
 
 @dataclass
@@ -320,6 +320,9 @@ class Planner:
         """Time stages [0, cut) on the model's runtime, on the analysis' input (once per cut)."""
         if (name, cut) not in self._heads:
             session = self.analyzer.head(model, cut)
+            if session is None:  # could not be built: PyTorch runs these stages
+                self._heads[(name, cut)] = sum(self.local_ms(name, model)[:cut])
+                return self._heads[(name, cut)]
             image = np.ascontiguousarray(analysis_input(model).cpu().numpy())
             self._heads[(name, cut)] = median_ms(lambda: session.run(image))
         return self._heads[(name, cut)]

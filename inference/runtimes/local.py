@@ -416,9 +416,13 @@ def _verdict_file(path: Path, runtime: Runtime) -> Path:
 
 def library_version(runtime: Runtime) -> str:
     """The version of the library that computes `runtime`'s results: a gate verdict holds for it only."""
-    from importlib.metadata import version
+    if runtime in (OV_FP32, OV_INT8, PRUNED):
+        import openvino
 
-    return version("openvino") if runtime in (OV_FP32, OV_INT8, PRUNED) else version("onnxruntime")
+        return str(openvino.get_version())
+    import onnxruntime  # whichever distribution provides it (onnxruntime-gpu, -openvino …)
+
+    return str(onnxruntime.__version__)
 
 
 def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:

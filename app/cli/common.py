@@ -55,8 +55,9 @@ def add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) -> 
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     if runtime:
         parser.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
-                            help="local runtime for whole-model runs and, FP32 ones, a split's stages here (default auto: the fastest here that passes "
-                                 "the fidelity gate, measured once; onnxruntime-int8-static and openvino-int8 only "
+                            help="local runtime for whole-model runs (an FP32 one also runs a split's stages here; "
+                                 "default auto: the fastest here that passes the fidelity gate, measured once; "
+                                 "onnxruntime-int8-static and openvino-int8 only "
                                  "after `models quantize`, pruned after `models prune`; torch-fp16 is for --device "
                                  "cuda, where auto weighs it against FP32)")
 

@@ -507,8 +507,10 @@ class Analyzer:
 
         `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
         """
-        started = time.perf_counter()
         n, k = model.stage_count, plan.cut
+        # built (first time for a cut: exported and compiled) before the clock starts: not this study's local time
+        head = self.head(model, k) if not plan.bands and self.runs_head(model, k, heat) else None
+        started = time.perf_counter()
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
         session = self.onnx.get(kind_of(model))
         if k == n and session is not None:  # the whole model here, on the faster runtime
@@ -516,7 +518,6 @@ class Analyzer:
             return _Step(model, k, features, {}, outputs=session.run(batch),
                          local_ms=(time.perf_counter() - started) * 1e3, runtime=session.runtime)
         banded = None
-        head = self.head(model, k) if not plan.bands and self.runs_head(model, k, heat) else None
         if plan.bands:  # stages [0, k) on bands of the image over several devices (_checked: k in 1..n-1)
             here, banded = self._banded(model, self._tensor(batch), plan, check)
         elif head is not None:  # on the model's runtime (it returns only what crosses the cut: no heat-map features)

@@ -22,14 +22,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice, StudyError
-from inference.config import EdgeRuntime, Runtime, WireFormat
+from inference.config import EdgeRuntime, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeSettings, parse_address
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, free_ports
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Mode
 from inference.models.postprocess import box_iou
-from inference.planning.plan import ModelPlan, Plan
+from inference.planning.plan import AUTO_CUTS, ModelPlan, Plan
 from inference.planning.planner import Planner
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
@@ -55,11 +55,11 @@ def analyzer() -> Analyzer:
     return Analyzer(ModelChoice(detector=TINY))
 
 
-def fp16_cuts(stage_count: int) -> list[int]:
-    """The cuts checked in FP16 as well: full offload, the first, the middle, the automatic split's and the last.
-    (An FP16 part runs the FP32 part's stages on its input cast to FP32: FP32 checks every cut, and the suite
-    keeps to its time budget.)"""
-    return sorted({0, 1, stage_count // 2, min(6, stage_count - 1), min(7, stage_count - 1), stage_count - 1})
+def fp16_cuts(model: ModelKind, stage_count: int) -> list[int]:
+    """The cuts checked in FP16 as well: full offload, the automatic split's and the last. (An FP16 part runs
+    the FP32 part's stages on its input cast to FP32: FP32 checks every cut, and the suite keeps to its time
+    budget.)"""
+    return [0, AUTO_CUTS[model], stage_count - 1]
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +67,11 @@ def every_part_server(analyzer, tmp_path_factory):
     """A real Triton serving every cut of both models in FP32, and some in FP16 (`fp16_cuts`)."""
     root = tmp_path_factory.mktemp("edge")
     requests = [PartRequest(model, weights, cut, wire)
-                for model, weights in ((analyzer.detector, analyzer.detector_source),
-                                       (analyzer.classifier, analyzer.classifier_weights.source))
+                for kind, model, weights in ((ModelKind.DETECTOR, analyzer.detector, analyzer.detector_source),
+                                             (ModelKind.CLASSIFIER, analyzer.classifier,
+                                              analyzer.classifier_weights.source))
                 for cut in range(model.stage_count) for wire in (WireFormat.FP32, WireFormat.FP16)
-                if wire is WireFormat.FP32 or cut in fp16_cuts(model.stage_count)]
+                if wire is WireFormat.FP32 or cut in fp16_cuts(kind, model.stage_count)]
     write_repository(root / "repository", requests, gpu=False)
     server = start_server(root / "repository", root)
     client = EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60))
@@ -105,25 +106,25 @@ def test_every_cut_of_both_models_matches_local(analyzer, every_part_server, rad
     local = analyzer.analyze(radiograph)
     assert local.mode is Mode.LOCAL and len(local.detections) >= 3  # enough boxes to compare
     n_det, n_cls = analyzer.detector.stage_count, analyzer.classifier.stage_count
-    for wire in (WireFormat.FP32, WireFormat.FP16):
-        for cut in range(n_det) if wire is WireFormat.FP32 else fp16_cuts(n_det):
-            if wire is WireFormat.FP16 and min(cut, n_cls - 1) not in fp16_cuts(n_cls):
-                continue
-            plan = Plan(ModelPlan(cut, wire), ModelPlan(min(cut, n_cls - 1), wire))
-            split = analyzer.analyze(radiograph, plan, allow_fallback=False)
-            assert split.mode is (Mode.EDGE if cut == 0 else Mode.DISTRIBUTED)
-            assert cuts(split) == {"detector": cut, "classifier": min(cut, n_cls - 1)}
-            assert split.timing_ms["edge"] > 0 and split.timing_ms["transfer"] > 0
-            difference = max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items())
-            if wire is WireFormat.FP32:
-                assert difference <= 1e-4, (cut, difference)
-                assert len(split.detections) == len(local.detections)
-                _matched(local.detections, split.detections, 0.999, 1e-4)
-                heat = split.heat_map("Effusion") - local.heat_map("Effusion")
-                assert np.abs(heat).max() <= 1e-3
-            else:
-                assert difference <= 1e-2, (cut, difference)
-                _matched(local.detections, split.detections, 0.9, 1e-2)
+    splits = [(cut, min(cut, n_cls - 1), WireFormat.FP32) for cut in range(n_det)] + \
+        [(d, c, WireFormat.FP16) for d, c in zip(fp16_cuts(ModelKind.DETECTOR, n_det),
+                                                          fp16_cuts(ModelKind.CLASSIFIER, n_cls), strict=True)]
+    for detector_cut, classifier_cut, wire in splits:
+        plan = Plan(ModelPlan(detector_cut, wire), ModelPlan(classifier_cut, wire))
+        split = analyzer.analyze(radiograph, plan, allow_fallback=False)
+        assert split.mode is (Mode.EDGE if detector_cut == classifier_cut == 0 else Mode.DISTRIBUTED)
+        assert cuts(split) == {"detector": detector_cut, "classifier": classifier_cut}
+        assert split.timing_ms["edge"] > 0 and split.timing_ms["transfer"] > 0
+        difference = max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items())
+        if wire is WireFormat.FP32:
+            assert difference <= 1e-4, (detector_cut, difference)
+            assert len(split.detections) == len(local.detections)
+            _matched(local.detections, split.detections, 0.999, 1e-4)
+            heat = split.heat_map("Effusion") - local.heat_map("Effusion")
+            assert np.abs(heat).max() <= 1e-3
+        else:
+            assert difference <= 1e-2, (detector_cut, difference)
+            _matched(local.detections, split.detections, 0.9, 1e-2)
 
 
 def test_pipelined_series_gives_the_sequential_results_in_order(analyzer, every_part_server, radiograph,

@@ -164,7 +164,7 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
             export_part(request.model, spec, onnx_path)
             if spec.fingerprint not in shared:
                 shared[spec.fingerprint] = (find_shared(root, spec.fingerprint)
-                                            or _new_shared(request, onnx_path.parent))
+                                            or _new_shared(request, spec, onnx_path))
             weights_digest = share_weights(onnx_path, shared[spec.fingerprint])
             digest = file_sha256(onnx_path)
         config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu,
@@ -200,15 +200,18 @@ def _weights_match(onnx_path: Path, weights_digest: str) -> bool:
         return False
 
 
-def _new_shared(request: PartRequest, folder: Path) -> SharedWeights:
-    """The model's weights written once into `folder`, from its whole-model part (cut 0), which holds every
-    tensor a part of it can use."""
+def _new_shared(request: PartRequest, spec: EdgePartSpec, exported: Path) -> SharedWeights:
+    """The model's weights written once beside `exported` (the part just exported for `spec`), from its
+    whole-model part (cut 0), which holds every tensor a part of it can use: that part itself when it is
+    one, else an unchecked export of it (parts take its tensors only where their bytes match)."""
     import tempfile
 
+    if spec.cut == 0 and spec.wire is WireFormat.FP32 and not spec.band_rows:
+        return write_shared(exported.parent, spec.fingerprint, exported)
     whole = part_spec(request.model, 0, WireFormat.FP32, request.weights)
     with tempfile.TemporaryDirectory() as scratch:  # not in the repository: a killed export leaves nothing there
-        export_part(request.model, whole, Path(scratch) / "model.onnx")
-        return write_shared(folder, whole.fingerprint, Path(scratch) / "model.onnx")
+        export_part(request.model, whole, Path(scratch) / "model.onnx", check=False)
+        return write_shared(exported.parent, whole.fingerprint, Path(scratch) / "model.onnx")
 
 
 def write_checksums(root: Path, checked: AbstractSet[str] = frozenset()) -> None:

@@ -401,6 +401,13 @@ def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_pat
         assert max(abs(split.probabilities[k] - v) for k, v in local.probabilities.items()) <= 1e-4
         _matched(local.detections, split.detections, 0.999, 1e-4)
         assert np.abs(split.heat_map("Effusion") - local.heat_map("Effusion")).max() <= 1e-3
+        # The edge fails after OpenVINO ran the detector's first stages (cut 8 is not served): the whole detector
+        # runs on OpenVINO here, so the result is the local OpenVINO one and says so.
+        fallback = openvino.analyze(radiograph, Plan(ModelPlan(8, WireFormat.FP32), ModelPlan(7, WireFormat.FP32)))
+        assert fallback.mode is Mode.LOCAL_FALLBACK and "detector_cut08_fp32" in fallback.fallback_reason
+        assert fallback.models["detector"].runtime is Runtime.OPENVINO
+        alone = openvino.analyze(radiograph)
+        assert [d.box_xyxy for d in fallback.detections] == [d.box_xyxy for d in alone.detections]
         # and the planner predicts those stages on OpenVINO: measured once a cut with them ranks first
         planner = Planner(openvino, client, cache_dir=tmp_path)
         planner.learn_from(radiograph)

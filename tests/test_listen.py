@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.timeout(600),
 CANINE, CR = "dicom/highdicom_dx_image_canine_thorax.dcm", "dicom/RG1_J2KI.dcm"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-FAST = ["--detector-size", "256", "--runtime", "torch"]  # demo weights, small: the node's plumbing is under test
+FAST = ["--detector-size", "128", "--runtime", "torch"]  # demo weights, small: the node's plumbing is under test
 
 
 class Listener:

@@ -99,7 +99,7 @@ def test_a_study_received_by_the_dicom_node_sends_only_tensors_too(tmp_path):
     pixels = gradient(256, 224, bits=12, seed=5)
     study = write(dataset(pixels, bits_stored=12, **PHI), tmp_path / "phi study.dcm")
     values = _header_values(study)
-    model = Analyzer(ModelChoice(detector=DetectorConfig(input_size=256), runtime="torch"))  # as `listen` builds it
+    model = Analyzer(ModelChoice(detector=DetectorConfig(input_size=128), runtime="torch"))  # as `listen` builds it
     requests = [PartRequest(model.detector, model.detector_source, 0, WireFormat.FP32),
                 PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)]
     write_repository(tmp_path / "repository", requests, gpu=False)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import ModelKind, Runtime
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE
 from inference.runtimes.local import (
     CALIBRATED,
@@ -91,18 +92,56 @@ def test_int8_runtimes_run_quantised_and_are_gated(setting, name):
 
 
 def test_a_kept_pass_holds_only_for_the_library_version_that_gave_it(tmp_path):
-    """A verdict kept on disk: a pass by another onnxruntime or OpenVINO version is gated again (None), a failure
-    stands whatever the version."""
+    """A verdict kept on disk: a pass by another onnxruntime or OpenVINO version is gated again (None) — but a
+    site build's, gated on the site's radiographs, fails and says how to gate it again; a failure stands whatever
+    the version."""
     from inference.runtimes.local import _cached_verdict, _verdict_file
 
     path = tmp_path / "model.onnx"
-    for runtime in (OV_FP32, STATIC):
-        for passes, library, kept in ((True, library_version(runtime), True), (True, "0.0", False),
-                                      (False, "0.0", True), (False, library_version(runtime), True)):
-            _verdict_file(path, runtime).write_text(json.dumps({"passes": passes, "library": library}))
+    for runtime in (OV_FP32, DYNAMIC, STATIC, OV_INT8, PRUNED):
+        site_built = runtime in SITE_BUILT
+        for passes, library, kept, now_passes in ((True, library_version(runtime), True, True),
+                                                  (True, "0.0", site_built, False), (True, None, site_built, False),
+                                                  (False, "0.0", True, False), (False, library_version(runtime), True, False)):
+            _verdict_file(path, runtime).write_text(json.dumps({"passes": passes} | ({"library": library} if library
+                                                                                     else {})))
             found = _cached_verdict(path, runtime)
-            assert (found is not None) == kept and (found is None or found["passes"] == passes)
+            assert (found is not None) == kept and (found is None or found["passes"] == now_passes), (runtime, library)
+            if found is not None and passes and not now_passes:
+                assert "stale" in found and "this workstation has" in found["stale"]
+                assert ("models prune" if runtime is PRUNED else f"models quantize --runtime {runtime}") in found["stale"]
     assert library_version(OV_FP32) != library_version(STATIC)  # OpenVINO's and onnxruntime's
+
+
+def test_auto_runs_the_stages_before_a_cut_in_pytorch_where_its_runtime_is_slower(monkeypatch, caplog):
+    """Auto's rule for a split's first stages, as for a whole model: the runtime it chose (here OpenVINO) runs them
+    only where measured faster than PyTorch. A build of them slowed down is measured, refused and logged; the
+    planner then counts PyTorch's time for them. An explicitly asked runtime is not second-guessed."""
+    import time as clock
+
+    import inference.analysis.analyzer as analyzer_module
+    from inference.runtimes.local import head_session
+
+    chosen = lambda model, weights, folder, runtime, device=None: open_runtime(  # noqa: E731
+        model, weights, folder, OV_FP32, device)  # what auto picks here is measured: made OpenVINO for the test
+    monkeypatch.setattr(analyzer_module, "open_runtime", chosen)
+
+    class Slowed:
+        def __init__(self, session):
+            self.session, self.runtime = session, session.runtime
+
+        def run(self, batch):
+            clock.sleep(1.0)
+            return self.session.run(batch)
+    monkeypatch.setattr(analyzer_module, "head_session", lambda *args: Slowed(head_session(*args)))
+    auto = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO))
+    assert auto.runtimes[ModelKind.DETECTOR] is OV_FP32 and auto.runs_head(auto.detector, 6, False)
+    with caplog.at_level("INFO", logger="inference.analysis.analyzer"):
+        assert auto.head(auto.detector, 6) is None
+    assert not auto.runs_head(auto.detector, 6, False) and (ModelKind.DETECTOR, 6) not in auto.head_times
+    assert "stages before cut 6 of the detector" in caplog.text and "run in PyTorch" in caplog.text
+    explicit = Analyzer(ModelChoice(detector=TINY, runtime=OV_FP32))
+    assert isinstance(explicit.head(explicit.detector, 6), Slowed)
 
 
 @pytest.mark.parametrize("name", ["detector", "classifier"])

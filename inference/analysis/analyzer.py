@@ -35,12 +35,14 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.weights import LoadedWeights, data_dir, load_classifier, load_detector
 from inference.models.wire import encode
 from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import analysis_input
 from inference.runtimes.local import (
     HEAD_RUNTIMES,
     LocalSession,
     NotBuilt,
     detections_in_input,
     head_session,
+    median_ms,
     open_runtime,
 )
 from viewer.display import render_8bit
@@ -133,6 +135,8 @@ class _Step:
     local_ms: float = 0.0  # stages run here and the encoding of what crosses the cut
     bands: _Banded | None = None  # how stages [0, cut) ran on bands of the image, in a spatial split
     runtime: Runtime = Runtime.TORCH  # what ran the stages here: the model's runtime where it runs them
+    batch: np.ndarray | None = None  # the model's input, kept where that runtime ran stages [0, cut): a fallback
+    #                                  runs the whole model on it, as a local run would
 
     def link_down(self) -> str | None:
         """Why the edge could not be reached at all, if this step's request already failed that way."""
@@ -226,8 +230,12 @@ class Analyzer:
         self.onnx: dict[ModelKind, LocalSession] = {}  # models run whole here on another runtime than torch
         self.runtimes = dict.fromkeys(ModelKind, Runtime.TORCH)  # the local runtime of each whole model
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
-        self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models
-        self._heads_failed: set[tuple[ModelKind, int]] = set()  # could not be exported or compiled: PyTorch runs them
+        self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models; guards…
+        self._head_locks: dict[tuple[ModelKind, int], threading.Lock] = {}  # … one per cut: built one at a time
+        # PyTorch runs these: they could not be exported or compiled, or (auto) were not faster on the runtime
+        self._heads_refused: set[tuple[ModelKind, int]] = set()
+        self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
+        self.head_times: dict[tuple[ModelKind, int], float] = {}  # ms of the stages before a cut, where auto measured
         folder = self._runtime_folder = data_dir() / "local-onnx"
         if choice.runtime is not Runtime.TORCH:
             folder.mkdir(parents=True, exist_ok=True)
@@ -532,7 +540,8 @@ class Analyzer:
                     if k < n else None)
         waited = banded.edge_ms + banded.transfer_ms if banded else 0.0
         step = _Step(model, k, features, here, local_ms=(time.perf_counter() - started) * 1e3 - waited, bands=banded,
-                     runtime=head.runtime if head is not None else Runtime.TORCH)
+                     runtime=head.runtime if head is not None else Runtime.TORCH,
+                     batch=batch if head is not None else None)
         if crossing is not None:  # the request's own time is measured apart, by _send
             spec = self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
@@ -546,24 +555,49 @@ class Analyzer:
         runtime returns only what crosses it)."""
         features = model.features_stage if isinstance(model, CheXNet) and with_heat_maps else None
         return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
-                and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_failed)
+                and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_refused)
 
     def head(self, model: StagedModel, cut: int) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
-        time and compiled once per cut; None (PyTorch runs them) where that failed, remembered for the cut."""
+        time and compiled once per cut; None (PyTorch runs them) where that failed or, when auto chose the
+        runtime, where it is not faster than PyTorch on them — remembered for the cut."""
         kind = kind_of(model)
-        with self._heads_lock:
+        with self._heads_lock:  # only to find the cut's own lock: a cut being built holds up no other
+            lock = self._head_locks.setdefault((kind, cut), threading.Lock())
+        with lock:
+            if (kind, cut) in self._heads_refused:
+                return None
             if (kind, cut) not in self._heads:
                 try:
                     with torch.inference_mode(False):  # the exporter traces; analyze runs in inference mode
-                        self._heads[(kind, cut)] = head_session(model, self.weights[kind], self._runtime_folder,
-                                                                self.runtimes[kind], cut)
+                        session = head_session(model, self.weights[kind], self._runtime_folder, self.runtimes[kind],
+                                               cut)
                 except (RuntimeError, OSError, ValueError) as error:  # export check, compile, disk: PyTorch runs them
                     logging.getLogger(__name__).warning("stages before cut %d of the %s run in PyTorch: %s",
                                                         cut, kind.value, error)
-                    self._heads_failed.add((kind, cut))
+                    self._heads_refused.add((kind, cut))
                     return None
+                if self._heads_measured and not self._faster_than_torch(model, cut, session):
+                    self._heads_refused.add((kind, cut))
+                    return None
+                self._heads[(kind, cut)] = session
             return self._heads[(kind, cut)]
+
+    def _faster_than_torch(self, model: StagedModel, cut: int, session: LocalSession) -> bool:
+        """Auto's rule for the stages before a cut, as for a whole model: the runtime only where measured faster
+        (onnxruntime, faster than PyTorch on the whole detector here, is slower on its first stages). Logged."""
+        kind, image = kind_of(model), analysis_input(model)
+        batch = np.ascontiguousarray(image.cpu().numpy())
+        on_runtime = median_ms(lambda: session.run(batch))
+        with torch.inference_mode():
+            on_torch = median_ms(lambda: model.run_stages({INPUT: image}, 0, cut))
+        faster = on_runtime < on_torch
+        logging.getLogger(__name__).info("stages before cut %d of the %s: %s %.0f ms, PyTorch %.0f ms: %s", cut,
+                                         kind.value, session.runtime.value, on_runtime, on_torch,
+                                         f"run on {session.runtime.value}" if faster else "run in PyTorch")
+        if faster:
+            self.head_times[(kind, cut)] = on_runtime
+        return faster
 
     def _expected_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
         """The edge's expected time for a request to `spec`: planned, or as the last one took if longer."""
@@ -633,7 +667,12 @@ class Analyzer:
         run.edge_ms += band_ms[0]
         run.transfer_ms += band_ms[1]
         here = step.here
-        if not run.outputs:  # local only, or the edge failed: the remaining stages run here
+        if not run.outputs and step.batch is not None:  # the edge failed after the model's runtime ran [0, k)
+            started = time.perf_counter()
+            check()
+            run.outputs = self.onnx[kind_of(model)].run(step.batch)  # the whole model on it: what a local run gives
+            run.local_ms += (time.perf_counter() - started) * 1e3
+        elif not run.outputs:  # local only, or the edge failed: the remaining stages run here
             started = time.perf_counter()
             here.update(model.run_stages(here, k, n, keep=[features] if features is not None and features >= k else [],
                                          before_stage=check))

@@ -414,9 +414,12 @@ def _verdict_file(path: Path, runtime: Runtime) -> Path:
     return path.with_name(f"{path.stem}.{runtime}.gate.json")  # per runtime: OpenVINO FP32 reads the ONNX FP32 too
 
 
+OPENVINO_RUNS = (OV_FP32, OV_INT8, PRUNED)  # the runtimes whose results OpenVINO computes
+
+
 def library_version(runtime: Runtime) -> str:
     """The version of the library that computes `runtime`'s results: a gate verdict holds for it only."""
-    if runtime in (OV_FP32, OV_INT8, PRUNED):
+    if runtime in OPENVINO_RUNS:
         import openvino
 
         return str(openvino.get_version())
@@ -427,8 +430,9 @@ def library_version(runtime: Runtime) -> str:
 
 def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
     """The verdict kept for `path` on `runtime`. A failure stands; a pass by another version of the library is not
-    trusted (None: gated again). An onnxruntime INT8 build's verdict may be under its earlier name (one per file,
-    no version): a build that failed on the site's radiographs must not be re-gated on the sample input only."""
+    trusted: gated again (None), except a site build's — it was gated on the site's radiographs, which are not
+    here, and the sample input alone must not pass it: it fails, saying how to gate it again (`stale`). An
+    onnxruntime INT8 build's verdict may be under its earlier name (one per file, no version)."""
     legacy = [path.with_suffix(".gate.json")] if runtime in (DYNAMIC, STATIC) else []
     for candidate in (_verdict_file(path, runtime), *legacy):
         try:
@@ -438,7 +442,14 @@ def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
         if not isinstance(kept, dict) or not isinstance(kept.get("passes"), bool):
             continue
         if kept["passes"] and kept.get("library") != library_version(runtime):
-            return None
+            if runtime not in SITE_BUILT:
+                return None
+            again = ("models prune --images DIR" if runtime == PRUNED else
+                     f"models quantize --runtime {runtime} --images DIR")
+            return kept | {"passes": False, "stale": (
+                f"was gated on the site's radiographs with {'OpenVINO' if runtime in OPENVINO_RUNS else 'onnxruntime'} "
+                f"{kept.get('library') or 'of an unknown version'}, this workstation has {library_version(runtime)}: "
+                f"gate it again with `python main.py {again}`")}
         return kept
     return None
 
@@ -510,6 +521,9 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
 
     def gated(name: Runtime, path: Path) -> dict:
         kept = _cached_verdict(path, name)
+        if kept is not None and "stale" in kept:
+            logging.getLogger(__name__).warning("auto: %s left out for the %s: it %s", name, kind_of(model).value,
+                                                kept["stale"])
         if kept is not None:
             return kept
         opened = session(name)
@@ -520,10 +534,13 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
     verdicts |= {name: gated(name, path) for name, path in files.items() if name != FP32}
     usable = [TORCH] + [name for name in files if verdicts[name]["passes"]]
     candidates = {name: [path.name, verdicts[name]["passes"]] for name, path in files.items()}
+    # timed with these libraries: another version may be faster or slower, so the choice is timed again
+    libraries = {"onnxruntime": library_version(FP32), "openvino": library_version(OV_FP32)}
     record_path = _choice_file(model, weights, folder)
     try:
         record = json.loads(record_path.read_text())
-        if record["candidates"] == candidates and record["runtime"] in usable:
+        if (record["candidates"] == candidates and record.get("libraries") == libraries
+                and record["runtime"] in usable):
             chosen = Runtime(record["runtime"])
             if chosen is TORCH or session(chosen) is not None:
                 return chosen, None if chosen is TORCH else session(chosen)
@@ -543,7 +560,8 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
             best = min(times.values(), default=float("inf"))
             times[name] = first if first > SLOWER * best else median_ms(run)
     runtime = min(times, key=times.__getitem__)  # every key is present (times.get would type as Optional)
-    record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "gate": verdicts}
+    record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "libraries": libraries,
+                                       "gate": verdicts}
                                       | {f"{name}_ms": ms for name, ms in times.items()}))
     return runtime, None if runtime == TORCH else session(runtime)
 
@@ -575,6 +593,8 @@ def open_runtime(model: StagedModel, weights: str, folder: Path, runtime: Runtim
         return None
     session = TorchHalf(model, device) if runtime == HALF else file_session(model, weights, folder, runtime)
     result = verdict(model, session)
+    if "stale" in result:
+        raise RuntimeRefused(f"{runtime} for the {kind_of(model).value} {result['stale']}")
     if not result["passes"]:
         raise RuntimeRefused(f"{runtime} fails the fidelity gate for the {kind_of(model).value} "
                              f"(largest difference {result['max_difference']:.3g} vs PyTorch FP32 on "

@@ -423,6 +423,13 @@ def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_pat
         cut6 = next(o for o in planner.candidates("detector", openvino.detector, served) if o.cut == 6)
         assert cut6.local_ms == pytest.approx(measured + planner.encoding_ms("detector", openvino.detector, 6,
                                                                             WireFormat.FP32))
+        # The edge goes away: the detector's request fails after its first stages ran; the classifier, told the
+        # link is down, runs whole at once. Both on OpenVINO here, the local OpenVINO result.
+        server.stop()
+        gone = openvino.analyze(radiograph, Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.FP32)))
+        assert gone.mode is Mode.LOCAL_FALLBACK and {run.runtime for run in gone.models.values()} == {Runtime.OPENVINO}
+        assert gone.probabilities == alone.probabilities
+        assert [d.box_xyxy for d in gone.detections] == [d.box_xyxy for d in alone.detections]
     finally:
         client.close()
         server.stop()

@@ -105,18 +105,19 @@ def test_a_kept_pass_holds_only_for_the_library_version_that_gave_it(tmp_path):
                                                   (False, "0.0", True, False), (False, library_version(runtime), True, False)):
             _verdict_file(path, runtime).write_text(json.dumps({"passes": passes} | ({"library": library} if library
                                                                                      else {})))
-            found = _cached_verdict(path, runtime)
+            found = _cached_verdict(path, runtime, ModelKind.DETECTOR)
             assert (found is not None) == kept and (found is None or found["passes"] == now_passes), (runtime, library)
             if found is not None and passes and not now_passes:
                 assert "stale" in found and "this workstation has" in found["stale"]
-                assert ("models prune" if runtime is PRUNED else f"models quantize --runtime {runtime}") in found["stale"]
+                assert ("models prune --models detector" if runtime is PRUNED else
+                        f"models quantize --runtime {runtime} --models detector") in found["stale"]
     assert library_version(OV_FP32) != library_version(STATIC)  # OpenVINO's and onnxruntime's
 
 
-def test_auto_runs_the_stages_before_a_cut_in_pytorch_where_its_runtime_is_slower(monkeypatch, caplog):
+def test_auto_runs_the_stages_before_a_cut_on_its_runtime_only_where_faster(monkeypatch, caplog):
     """Auto's rule for a split's first stages, as for a whole model: the runtime it chose (here OpenVINO) runs them
-    only where measured faster than PyTorch. A build of them slowed down is measured, refused and logged; the
-    planner then counts PyTorch's time for them. An explicitly asked runtime is not second-guessed."""
+    only where measured faster than PyTorch. Their build slowed down is measured, refused and logged; with PyTorch
+    slowed down more, kept and its time recorded for the planner. An explicitly asked runtime is not second-guessed."""
     import time as clock
 
     import inference.analysis.analyzer as analyzer_module
@@ -131,16 +132,25 @@ def test_auto_runs_the_stages_before_a_cut_in_pytorch_where_its_runtime_is_slowe
             self.session, self.runtime = session, session.runtime
 
         def run(self, batch):
-            clock.sleep(1.0)
+            clock.sleep(0.5)
             return self.session.run(batch)
     monkeypatch.setattr(analyzer_module, "head_session", lambda *args: Slowed(head_session(*args)))
-    auto = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO))
+    auto = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"))
     assert auto.runtimes[ModelKind.DETECTOR] is OV_FP32 and auto.runs_head(auto.detector, 6, False)
     with caplog.at_level("INFO", logger="inference.analysis.analyzer"):
         assert auto.head(auto.detector, 6) is None
     assert not auto.runs_head(auto.detector, 6, False) and (ModelKind.DETECTOR, 6) not in auto.head_times
     assert "stages before cut 6 of the detector" in caplog.text and "run in PyTorch" in caplog.text
-    explicit = Analyzer(ModelChoice(detector=TINY, runtime=OV_FP32))
+
+    stages = auto.detector.run_stages
+
+    def slower(*args, **kwargs):
+        clock.sleep(1.5)
+        return stages(*args, **kwargs)
+    monkeypatch.setattr(auto.detector, "run_stages", slower)
+    assert isinstance(auto.head(auto.detector, 7), Slowed) and auto.runs_head(auto.detector, 7, False)
+    assert auto.head_times[(ModelKind.DETECTOR, 7)] >= 500
+    explicit = Analyzer(ModelChoice(detector=TINY, runtime=OV_FP32, device="cpu"))
     assert isinstance(explicit.head(explicit.detector, 6), Slowed)
 
 

@@ -232,6 +232,7 @@ class Analyzer:
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
         self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models; guards…
         self._head_locks: dict[tuple[ModelKind, int], threading.Lock] = {}  # … one per cut: built one at a time
+        self._export_lock = threading.Lock()  # TorchScript's exporter keeps global state: one export at a time
         # PyTorch runs these: they could not be exported or compiled, or (auto) were not faster on the runtime
         self._heads_refused: set[tuple[ModelKind, int]] = set()
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
@@ -516,15 +517,21 @@ class Analyzer:
         `edge_down` is the reason the edge just failed for the other model of this study: not tried again.
         """
         n, k = model.stage_count, plan.cut
+        session = self.onnx.get(kind_of(model))
+        # The edge already failed for the other model and the runtime would run stages [0, k): the whole model
+        # runs on it now, as the fallback would after them.
+        whole_here = k == n or (edge_down is not None and not plan.bands and self.runs_head(model, k, heat))
         # built (first time for a cut: exported and compiled) before the clock starts: not this study's local time
-        head = self.head(model, k) if not plan.bands and self.runs_head(model, k, heat) else None
+        head = self.head(model, k) if not whole_here and not plan.bands and self.runs_head(model, k, heat) else None
         started = time.perf_counter()
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
-        session = self.onnx.get(kind_of(model))
-        if k == n and session is not None:  # the whole model here, on the faster runtime
+        if whole_here and session is not None:  # the whole model here, on the faster runtime
             check()
-            return _Step(model, k, features, {}, outputs=session.run(batch),
+            step = _Step(model, k, features, {}, outputs=session.run(batch),
                          local_ms=(time.perf_counter() - started) * 1e3, runtime=session.runtime)
+            if k < n and edge_down is not None:  # the result says why the edge was not used
+                step.reply = _call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down))
+            return step
         banded = None
         if plan.bands:  # stages [0, k) on bands of the image over several devices (_checked: k in 1..n-1)
             here, banded = self._banded(model, self._tensor(batch), plan, check)
@@ -569,7 +576,8 @@ class Analyzer:
                 return None
             if (kind, cut) not in self._heads:
                 try:
-                    with torch.inference_mode(False):  # the exporter traces; analyze runs in inference mode
+                    # the exporter traces, outside inference mode (analyze runs in it)
+                    with self._export_lock, torch.inference_mode(False):
                         session = head_session(model, self.weights[kind], self._runtime_folder, self.runtimes[kind],
                                                cut)
                 except (RuntimeError, OSError, ValueError) as error:  # export check, compile, disk: PyTorch runs them

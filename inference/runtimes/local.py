@@ -255,10 +255,15 @@ def site_file(model: StagedModel, fp32: Path, runtime: Runtime,
         return path
     current = current_build(fp32, runtime)
     if current is None:
-        command = f"prune --models {kind_of(model)}" if runtime == PRUNED else f"quantize --runtime {runtime}"
-        raise NotBuilt(f"no {runtime} build of the {kind_of(model).value} yet: make one with `python main.py "
-                       f"models {command} --images DIR` (the site's radiographs)")
+        raise NotBuilt(f"no {runtime} build of the {kind_of(model).value} yet: make one with "
+                       f"{site_build_command(runtime, kind_of(model))} (the site's radiographs)")
     return current
+
+
+def site_build_command(runtime: Runtime, model: ModelKind) -> str:
+    """The command that builds (and gates, on the site's radiographs) `runtime`'s copy of `model`."""
+    what = f"prune --models {model}" if runtime == PRUNED else f"quantize --runtime {runtime} --models {model}"
+    return f"`python main.py models {what} --images DIR`"
 
 
 # ---------------------------------------------------------------- sessions
@@ -428,7 +433,7 @@ def library_version(runtime: Runtime) -> str:
     return str(onnxruntime.__version__)
 
 
-def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
+def _cached_verdict(path: Path, runtime: Runtime, model: ModelKind) -> dict | None:
     """The verdict kept for `path` on `runtime`. A failure stands; a pass by another version of the library is not
     trusted: gated again (None), except a site build's — it was gated on the site's radiographs, which are not
     here, and the sample input alone must not pass it: it fails, saying how to gate it again (`stale`). An
@@ -444,12 +449,10 @@ def _cached_verdict(path: Path, runtime: Runtime) -> dict | None:
         if kept["passes"] and kept.get("library") != library_version(runtime):
             if runtime not in SITE_BUILT:
                 return None
-            again = ("models prune --images DIR" if runtime == PRUNED else
-                     f"models quantize --runtime {runtime} --images DIR")
             return kept | {"passes": False, "stale": (
                 f"was gated on the site's radiographs with {'OpenVINO' if runtime in OPENVINO_RUNS else 'onnxruntime'} "
                 f"{kept.get('library') or 'of an unknown version'}, this workstation has {library_version(runtime)}: "
-                f"gate it again with `python main.py {again}`")}
+                f"build and gate it again with {site_build_command(runtime, model)}")}
         return kept
     return None
 
@@ -461,7 +464,7 @@ def verdict(model: StagedModel, session: LocalSession, images: Sequence[np.ndarr
     if session.runtime == FP32:
         return {"runtime": FP32, "passes": True}
     path = session.path
-    cached = _cached_verdict(path, session.runtime) if images is None and path is not None else None
+    cached = _cached_verdict(path, session.runtime, kind_of(model)) if images is None and path is not None else None
     if cached is not None:
         return cached
     result = gate(model, session, images if images is not None else [sample_input(model).numpy()])
@@ -520,7 +523,7 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
         return sessions.get(name)
 
     def gated(name: Runtime, path: Path) -> dict:
-        kept = _cached_verdict(path, name)
+        kept = _cached_verdict(path, name, kind_of(model))
         if kept is not None and "stale" in kept:
             logging.getLogger(__name__).warning("auto: %s left out for the %s: it %s", name, kind_of(model).value,
                                                 kept["stale"])

@@ -211,11 +211,11 @@ def test_builds_are_cached_per_method_and_calibration_set(setting):
 @pytest.mark.parametrize("runtime", SITE_BUILT)
 def test_site_built_runtimes_are_refused_until_built(setting, tmp_path, runtime):
     models, _, _ = setting
-    how = "prune --models classifier" if runtime == PRUNED else f"quantize --runtime {runtime}"
+    how = "prune" if runtime == PRUNED else f"quantize --runtime {runtime}"
     model, weights = models["classifier"]
-    with pytest.raises(RuntimeRefused, match=f"models {how} --images"):
+    with pytest.raises(RuntimeRefused, match=f"models {how} --models classifier --images"):
         file_session(model, weights, tmp_path, runtime)
-    with pytest.raises(RuntimeRefused, match=f"models {how} --images"):
+    with pytest.raises(RuntimeRefused, match=f"models {how} --models classifier --images"):
         open_runtime(model, weights, tmp_path, runtime)
     assert not list(tmp_path.iterdir())  # refused without exporting anything
 

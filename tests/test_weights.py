@@ -246,10 +246,11 @@ def test_demo_weights_are_identical_across_runs(tmp_path):
     code = ("from inference.models.weights import demo_state_dict; from inference.models.classifier import CheXNet;"
             "from inference.models.detector import YoloDetector, DetectorConfig;"
             "demo_state_dict(CheXNet()); demo_state_dict(YoloDetector(DetectorConfig(input_size=128)))")
+    runs = {run: subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,  # side by side: each is one process
+                                  env=dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path / run))) for run in ("a", "b")}
+    assert all(process.wait(timeout=600) == 0 for process in runs.values())
     digests = []
-    for run in ("a", "b"):
-        env = dict(os.environ, MEDEDGE_DATA_DIR=str(tmp_path / run))
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=600)
+    for run in runs:
         files = sorted((tmp_path / run / "weights").iterdir())
         assert [f.name for f in files] == ["demo-densenet121-c14-i3-s20260101-v3.pt",
                                            "demo-yolov4-p5-c1-s20260101-v3.pt"]

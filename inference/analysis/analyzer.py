@@ -42,6 +42,8 @@ from inference.runtimes.local import (
     NotBuilt,
     detections_in_input,
     head_session,
+    keep_head_timing,
+    kept_head_timing,
     median_ms,
     open_runtime,
 )
@@ -567,7 +569,8 @@ class Analyzer:
     def head(self, model: StagedModel, cut: int) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
         time and compiled once per cut; None (PyTorch runs them) where that failed or, when auto chose the
-        runtime, where it is not faster than PyTorch on them — remembered for the cut."""
+        runtime, where it is not faster than PyTorch on them — remembered for the cut (the timing kept on disk for
+        this machine and these libraries)."""
         kind = kind_of(model)
         with self._heads_lock:  # only to find the cut's own lock: a cut being built holds up no other
             lock = self._head_locks.setdefault((kind, cut), threading.Lock())
@@ -594,14 +597,21 @@ class Analyzer:
     def _faster_than_torch(self, model: StagedModel, cut: int, session: LocalSession) -> bool:
         """Auto's rule for the stages before a cut, as for a whole model: the runtime only where measured faster
         (onnxruntime, faster than PyTorch on the whole detector here, is slower on its first stages). Logged."""
-        kind, image = kind_of(model), analysis_input(model)
-        batch = np.ascontiguousarray(image.cpu().numpy())
-        on_runtime = median_ms(lambda: session.run(batch))
-        with torch.inference_mode():
-            on_torch = median_ms(lambda: model.run_stages({INPUT: image}, 0, cut))
+        kind = kind_of(model)
+        kept = kept_head_timing(session)
+        if kept is None:
+            image = analysis_input(model)
+            batch = np.ascontiguousarray(image.cpu().numpy())
+            on_runtime = median_ms(lambda: session.run(batch))
+            with torch.inference_mode():
+                on_torch = median_ms(lambda: model.run_stages({INPUT: image}, 0, cut))
+            keep_head_timing(session, on_runtime, on_torch)
+        else:
+            on_runtime, on_torch = kept
         faster = on_runtime < on_torch
-        logging.getLogger(__name__).info("stages before cut %d of the %s: %s %.0f ms, PyTorch %.0f ms: %s", cut,
+        logging.getLogger(__name__).info("stages before cut %d of the %s: %s %.0f ms, PyTorch %.0f ms%s: %s", cut,
                                          kind.value, session.runtime.value, on_runtime, on_torch,
+                                         " (measured before on this machine)" if kept else "",
                                          f"run on {session.runtime.value}" if faster else "run in PyTorch")
         if faster:
             self.head_times[(kind, cut)] = on_runtime

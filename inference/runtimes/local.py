@@ -50,6 +50,7 @@ import logging
 import os
 import platform
 import statistics
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -492,6 +493,42 @@ def machine_key() -> str:
     return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
 
 
+def timed_with() -> dict[str, str]:
+    """The libraries a kept timing was measured with: under another version the runtimes are timed again."""
+    return {"onnxruntime": library_version(FP32), "openvino": library_version(OV_FP32)}
+
+
+def _head_timing_file(session: LocalSession) -> Path:
+    if session.path is None:  # a session with no file (PyTorch FP16) never runs a split's first stages
+        raise ValueError(f"{session.runtime} keeps no timing of the stages before a cut")
+    name = f"{session.path.stem}.{session.runtime}.timing-{machine_key()}.json"
+    return session.path.with_name(name.replace("/", "_"))
+
+
+def kept_head_timing(session: LocalSession) -> tuple[float, float] | None:
+    """(ms on its runtime, ms in PyTorch) of the stages before a cut in `session`, as auto measured them on this
+    machine with these libraries; None when not measured so. Kept so that auto decides a close case once, not
+    again in every process, and a restart does not pay the timing."""
+    try:
+        record = json.loads(_head_timing_file(session).read_text())
+        if record["libraries"] == timed_with():
+            return float(record["runtime_ms"]), float(record["torch_ms"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def keep_head_timing(session: LocalSession, runtime_ms: float, torch_ms: float) -> None:
+    path = _head_timing_file(session)
+    partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # writers at once: whole or none
+    try:
+        partial.write_text(json.dumps({"runtime_ms": runtime_ms, "torch_ms": torch_ms, "libraries": timed_with()}))
+        os.replace(partial, path)
+    except OSError as error:  # a cache: unwritable, the next process times the stages again
+        logging.getLogger(__name__).warning("the timing of %s was not kept: %s", path.name, error)
+        partial.unlink(missing_ok=True)
+
+
 def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     # Weights are part of the key: the gate verdicts depend on them (the timings do not).
     key = f"runtime-{machine_key()}-{kind_of(model).value}-" + "-".join(
@@ -537,8 +574,7 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
     verdicts |= {name: gated(name, path) for name, path in files.items() if name != FP32}
     usable = [TORCH] + [name for name in files if verdicts[name]["passes"]]
     candidates = {name: [path.name, verdicts[name]["passes"]] for name, path in files.items()}
-    # timed with these libraries: another version may be faster or slower, so the choice is timed again
-    libraries = {"onnxruntime": library_version(FP32), "openvino": library_version(OV_FP32)}
+    libraries = timed_with()
     record_path = _choice_file(model, weights, folder)
     try:
         record = json.loads(record_path.read_text())

@@ -17,7 +17,7 @@ Writes links.json, links.md and latency-vs-cut.png into --out, and removes the n
 and server at the end.
 
     sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR] [--links 1,2,3]
-                                               [--workstation-quota 0.25]
+                                               [--workstation-quota 0.25] [--edge-runtime openvino]
 """
 
 from __future__ import annotations
@@ -100,13 +100,14 @@ def remove_cgroup() -> None:
         CGROUP.rmdir()
 
 
-def export(work: Path, quick: bool, python: str) -> Path:
-    """The edge parts, exported once (kept across runs in --work)."""
-    repository = work / "repository"
+def export(work: Path, quick: bool, python: str, runtime: str) -> Path:
+    """The edge parts for `runtime`, exported once (kept across runs in --work)."""
+    repository = work / ("repository" if runtime == "onnxruntime" else f"repository-{runtime}")
     size = ["--detector-size", "256"] if quick else []
     for name, cuts in (QUICK_CUTS if quick else LINK_CUTS).items():
         wires = "fp32,int8" if quick else "fp32,fp16,int8"
         subprocess.run([python, str(ROOT / "main.py"), "edge", "export", "--out", str(repository), "--cpu",
+                        "--runtime", runtime,
                         "--models", name, "--cuts", ",".join(map(str, cuts)), "--wire", wires, *size],
                        check=True, stdout=subprocess.DEVNULL)
     return repository
@@ -182,6 +183,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="256 px detector, three detector cuts, fp32/int8")
     parser.add_argument("--repeats", type=int, default=5, help="analyses per option after a warm-up (default 5)")
     parser.add_argument("--out", default="bench-links", help="folder for links.json, links.md, latency-vs-cut.png")
+    parser.add_argument("--edge-runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="what runs the parts on the edge (default onnxruntime)")
     parser.add_argument("--work", help="folder for the exported repository (kept; default a temporary folder)")
     parser.add_argument("--links", default=",".join(str(i) for i in range(len(LINKS))),
                         help="which links, by number: " + ", ".join(f"{i} = {label}" for i, (label, _, _) in
@@ -212,13 +215,15 @@ def main() -> int:
         old.unlink()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"exporting edge parts into {work / 'repository'}", file=sys.stderr, flush=True)
-    repository = export(work, args.quick, python)
+    repository = export(work, args.quick, python, args.edge_runtime)
+    print(f"edge parts in {repository}", file=sys.stderr, flush=True)
     server = None
     reports = []
     quota = args.workstation_quota
     setting = (f"workstation at {quota:.0%} of a core (cgroup cpu quota, {CGROUP_PERIOD_US // 1000} ms period), "
                "edge on a full core" if quota is not None else "workstation and edge on a core each")
+    if args.edge_runtime != "onnxruntime":
+        setting += f", the edge on {args.edge_runtime}"
     try:
         make_network()
         if quota is not None:

@@ -123,6 +123,30 @@ def test_a_slower_edge_gets_fewer_studies(analyzer, servers, study):
     assert taken[fast.grpc_address] > taken[relay.address] > 0, taken
 
 
+def test_the_last_studies_go_where_they_finish_first(analyzer, servers, study):
+    """Edge B behind a relay holding every chunk 1.5 s (a study there takes over 3 s, on A a fraction of that);
+    each lane's pace known from a worklist of its own before, as a session's lanes keep it. A worklist's last
+    studies, both lanes idle with room for them: B takes none, as A finishes each of them sooner — without the
+    rule B takes its share, A runs those again once free, and the worklist waits for B's abandoned requests."""
+    fast, slow = servers
+    host, port = slow.grpc_address.rsplit(":", 1)
+    studies = _studies(study, 3)
+    began: list[tuple[str, str]] = []
+    with Relay((host, int(port)), delay_ms=1500) as relay:
+        lanes = [_edge_lane(analyzer, fast.grpc_address), _edge_lane(analyzer, relay.address, 30)]
+        lanes[1].name = relay.address
+        try:
+            for lane in lanes:  # each lane's pace
+                list(SpreadWorklist([lane], [dataclasses.replace(study, path=f"pace-{i}") for i in range(3)],
+                                    with_heat_maps=False))
+            results = list(SpreadWorklist(lanes, studies, with_heat_maps=False, allow_fallback=False,
+                                          started=lambda s, lane: began.append((s.path, lane))))
+        finally:
+            _close(lanes)
+    _exactly_once(results, studies)
+    assert [lane for _, lane in began] == [fast.grpc_address] * 3, began
+
+
 def test_an_edge_killed_mid_worklist_loses_nothing(analyzer, repository, servers, study, tmp_path):
     """SIGKILL to one of two edges with requests in flight, no local fallback allowed: its studies go to the
     other edge, each study once, none run here."""

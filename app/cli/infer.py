@@ -152,7 +152,7 @@ def _infer(args: argparse.Namespace) -> int:
     with sink, contextlib.closing(session):  # closing: the planner's background measurement ends first
         # JSON lines in the order of the paths given; a worklist's lines as each study ends
         for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback,
-                                             in_order=not args.out):
+                                             in_order=not args.out, count=len(files)):
             if isinstance(result, StudyError):
                 error = result.error
                 if isinstance(error, EdgeError):  # only with --no-fallback: the series stops here

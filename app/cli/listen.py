@@ -182,7 +182,7 @@ def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str
                 continue
             yield radiographs[path]
 
-    for result in session.analyze_series(studies()):
+    for result in session.analyze_series(studies(), count=len(paths)):
         if isinstance(result, StudyError):
             error = result.error
             unreadable = isinstance(error, RadiographError)  # stays so; another failure is retried next start

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 
 from inference.analysis.analyzer import Analyzer, StudyError
 from inference.analysis.spread import Lane, SpreadWorklist, lower_priority
@@ -191,12 +191,15 @@ class AnalysisSession:
 
     def analyze_series(self, studies: Iterable[Radiograph | StudyError], cancel: threading.Event | None = None,
                        allow_fallback: bool = True, started: Callable[[Radiograph, str], None] | None = None,
-                       in_order: bool = False) -> Iterator[Findings | StudyError]:
+                       in_order: bool = False, count: int | None = None) -> Iterator[Findings | StudyError]:
         """A worklist, results as they finish by default (a failed study as its `StudyError`): spread over the lanes
         (`SpreadWorklist`: each edge server and, with the automatic split, this workstation), planned on its
         first radiograph for the throughput of all the lanes together (this workstation joins only when the edge
         could be measured). Without an edge, one study after another here.
-        `started(study, lane)` is called as a lane takes a study; `in_order`: results in the input's order."""
+        `started(study, lane)` is called as a lane takes a study; `in_order`: results in the input's order;
+        `count`: how many studies there are (the input's length when it has one), for the worklist's end."""
+        if count is None and isinstance(studies, Sized):
+            count = len(studies)
         lanes = self.lanes()
         edge_lanes = [lane for lane in lanes if lane.analyzer.edge is not None]
         studies = iter(studies)
@@ -230,7 +233,7 @@ class AnalysisSession:
                 "this workstation" if lane.name == WORKSTATION else f"edge {lane.name}" for lane in lanes) + "…")
         worklist = SpreadWorklist(lanes, itertools.chain(head, studies), with_heat_maps=self.with_heat_maps,
                                   allow_fallback=allow_fallback, cancel=cancel, started=started,
-                                  in_order=in_order)
+                                  in_order=in_order, count=count)
         for result in worklist:
             yield self._predicted(result) if isinstance(result, Findings) else result
 

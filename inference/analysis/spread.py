@@ -5,21 +5,26 @@ workstation) and its own plan. A lane takes the next study whenever it has room 
 pipeline full (`Analyzer.analyze_many`), this workstation takes one study at a time at a low CPU priority, so
 that the edge lanes' share of the workstation (pre- and post-processing, encoding) always comes first. Each
 device therefore gets studies in proportion to its throughput as it is now, with no model of it to go stale.
-When nothing is left to take, a free lane runs again a study that a slower lane still holds, if it would finish
-it sooner (work stealing at the tail); the first result is kept. A lane whose edge fails steps aside while
-another lane can go on: its studies go to the others, and it takes studies again once its server answers
-(fail-back). Results come as they finish, each saying where it ran (`Findings.ran_on`), each study once.
+When the number of studies is known, the last ones go where they finish soonest: a lane takes one only if,
+handing the studies left one by one to the lane that would finish each first (from each lane's recent time
+between results, the quickest it ever finished one, and what it holds), it gets one — a slow lane does not take
+a last study that a faster one would finish sooner (it would hold the worklist's end). When nothing is left to
+take, a free lane runs again a study that a slower lane still holds, if it would finish it sooner (work stealing
+at the tail); the first result is kept. A lane whose edge fails steps aside while another lane can go on: its
+studies go to the others, and it takes studies again once its server answers (fail-back). Results come as they
+finish, each saying where it ran (`Findings.ran_on`), each study once.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import queue
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 
 from inference.analysis.analyzer import AnalysisCancelled, Analyzer, StudyError
@@ -32,6 +37,7 @@ BACKGROUND_NICE = 19  # this workstation's lane: it runs on what the edge lanes 
 READ_AHEAD = 2        # studies loaded beyond those the lanes hold (a reader at normal priority loads them)
 RETRY_S = 10.0        # a lane whose edge failed waits this long before asking the server again
 SMOOTHING = 0.3       # weight of the latest study in a lane's time per study
+RECENT = 4            # results a lane's time between results is averaged over (a pipelined lane's come in pairs)
 
 
 @dataclass
@@ -45,6 +51,11 @@ class Lane:
     seconds_per_study: float | None = None  # claim to result, smoothed; None until one finished
     active: bool = True  # False while stepped aside after its edge failed
     done: int = 0  # results this lane delivered (stolen duplicates it lost not counted)
+    # a study's turn on this lane (from its result before, or from taking it if later) to its result, recent ones:
+    # the lane's time between results when busy — a pipelined lane's throughput, where seconds_per_study is latency
+    turns: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    last_result: float | None = None  # when this lane last finished a study (perf_counter)
+    quickest: float | None = None  # the shortest claim to result it had: the least one more study takes here
     # When set: the lane takes studies only once this is set (this workstation while the planner measures in the
     # background: the two would share its CPU, and a first study here could hold a whole worklist's first result)
     joins: threading.Event | None = None
@@ -65,6 +76,18 @@ def lower_priority() -> None:
             pass  # not allowed: the lane runs at the normal priority
 
 
+def _interval(lane: Lane) -> float | None:
+    """A lane's recent time between results when busy; None until it finished one."""
+    return sum(lane.turns) / len(lane.turns) if lane.turns else None
+
+
+def _alone(lane: Lane) -> float | None:
+    """How long one more study takes on this lane when it holds nothing: at least its pace, and at least the
+    quickest it ever went through (a link's round trip, a pipelined lane's own stages); None until known."""
+    interval = _interval(lane)
+    return None if interval is None or lane.quickest is None else max(interval, lane.quickest)
+
+
 def _expected(since: float, seconds_per_study: float | None, now: float) -> float:
     """When a lane that took a study at `since` should finish it; infinity when it has not finished one yet or
     has taken twice its usual time (it stalled, or its device slowed down)."""
@@ -79,14 +102,17 @@ class SpreadWorklist:
 
     `started(study, lane)` is called as a lane takes a study. `allow_fallback=False`: a study whose edge failed
     goes to another edge (not to this workstation); when none can take it, it comes out as its `StudyError` (an
-    `EdgeError`) and the worklist ends. Setting `cancel` ends it with `AnalysisCancelled`."""
+    `EdgeError`) and the worklist ends. Setting `cancel` ends it with `AnalysisCancelled`. `count`: how many
+    studies the input holds (its length when it has one), for the last ones to go where they finish soonest."""
 
     def __init__(self, lanes: list[Lane], studies: Iterable[Radiograph | StudyError], with_heat_maps: bool = True,
                  allow_fallback: bool = True, cancel: threading.Event | None = None, retry_s: float = RETRY_S,
-                 started: Callable[[Radiograph, str], None] | None = None, in_order: bool = False) -> None:
+                 started: Callable[[Radiograph, str], None] | None = None, in_order: bool = False,
+                 count: int | None = None) -> None:
         if not lanes:
             raise ValueError("a worklist needs at least one device")
         self.lanes = lanes
+        self._count = len(studies) if count is None and isinstance(studies, Sized) else count
         self._studies = iter(studies)
         self._with_heat_maps, self._allow_fallback = with_heat_maps, allow_fallback
         self._cancel = cancel or threading.Event()
@@ -207,8 +233,7 @@ class SpreadWorklist:
         """Until there is a study this lane may take (True), or the worklist is over (False)."""
         with self._state:
             while not self._stop.is_set():
-                if ((self._returned and self._may_take_back(lane)) or self._ready
-                        or self._straggler(lane) is not None):
+                if self._may_take_new(lane) or self._straggler(lane) is not None:
                     return True
                 if self._finished():
                     return False
@@ -283,10 +308,11 @@ class SpreadWorklist:
         with self._state:
             if self._stop.is_set():
                 return None
-            if self._returned and self._may_take_back(lane):
+            may_take = self._may_take_new(lane)
+            if may_take and self._returned and self._may_take_back(lane):
                 index = self._returned.popleft()
                 study = self._held[index].study
-            elif self._ready:
+            elif may_take and self._ready:
                 index, study = self._ready.popleft()
                 self._held[index] = _Held(study)
                 self._state.notify_all()  # the reader may read on
@@ -297,29 +323,89 @@ class SpreadWorklist:
             self._held[index].lanes[lane.name] = time.perf_counter()
             return index, study
 
+    def _may_take_new(self, lane: Lane) -> bool:
+        """Whether there is a study nobody holds that this lane should take: one a failed edge gave back at once
+        (it has waited already), a new one if this lane would finish one of those left first. Called with the
+        state held."""
+        if self._returned and self._may_take_back(lane):
+            return True
+        return bool(self._ready) and self._finishes_one_first(lane)
+
+    def _finishes_one_first(self, lane: Lane) -> bool:
+        """Whether, handing the studies nobody holds yet one by one to the lane that would finish each first, this
+        lane gets one (True too while the number of studies or this lane's pace is not known yet). A lane whose
+        pace is not known, that waits to join, stepped aside, or is overdue with what it holds is left out."""
+        if self._count is None or _alone(lane) is None:
+            return True
+        unread = 0 if self._exhausted else max(0, self._count - self._read)  # (an input may end early)
+        left = unread + len(self._ready) + len(self._returned)
+        now = time.perf_counter()
+        finishes: list[tuple[float, int]] = []  # (when the lane would finish one more study, lane)
+        for number, other in enumerate(self.lanes):
+            interval, alone = _interval(other), _alone(other)
+            if (interval is None or alone is None or not other.active
+                    or (other.joins is not None and not other.joins.is_set())):
+                continue
+            holds = self._expected_finishes(other, now)
+            if float("inf") in holds.values():  # stalled: it may never finish what it holds
+                if other is lane:
+                    return True  # its own lateness is for the others to judge (they do not count it)
+                continue
+            # one more: an interval after what it holds, and no sooner than the quickest study it ever ran
+            finish = max(max([now, *holds.values()]) + interval, now + alone)
+            heapq.heappush(finishes, (finish, number))
+        for _ in range(left):
+            if not finishes:
+                return True
+            finish, number = heapq.heappop(finishes)
+            if self.lanes[number] is lane:
+                return True
+            heapq.heappush(finishes, (finish + (_interval(self.lanes[number]) or 0.0), number))
+        return False
+
     def _straggler(self, lane: Lane) -> int | None:
         """A study that other lanes hold and this one, free, would finish sooner (none while its own time
         per study is not known). Called with the state held."""
         if lane.seconds_per_study is None or not lane.active or self._ready or self._returned:
             return None
         now = time.perf_counter()
-        by_name = {other.name: other for other in self.lanes}
-        best, latest = None, now + lane.seconds_per_study
-        for index, held in self._held.items():
-            if lane.name in held.lanes or not held.lanes:
-                continue
-            # when the first of its holders is expected to finish it: never, once it is twice overdue
-            expected = min(_expected(since, by_name[name].seconds_per_study, now) for name, since in held.lanes.items())
-            if expected > latest:
-                best, latest = index, expected
+        expected: dict[int, float] = {}  # study → when the first of its holders is expected to finish it
+        for other in self.lanes:
+            if other is not lane:
+                for index, finish in self._expected_finishes(other, now).items():
+                    expected[index] = min(finish, expected.get(index, float("inf")))
+        best, latest = None, now + (_alone(lane) or lane.seconds_per_study)
+        for index, finish in expected.items():
+            if lane.name not in self._held[index].lanes and finish > latest:
+                best, latest = index, finish
         return best
+
+    def _expected_finishes(self, lane: Lane, now: float) -> dict[int, float]:
+        """When `lane` should finish each study it holds: one interval apart in the order it took them, from its
+        last result or its first claim, and none sooner than the quickest it ever ran one after taking it (before
+        its pace is known: its time per study after taking it). Infinity for a study twice overdue (it stalled,
+        or its device slowed down) or, before it finished one, for all. Called with the state held."""
+        claims = sorted((held.lanes[lane.name], index) for index, held in self._held.items() if lane.name in held.lanes)
+        interval, alone = _interval(lane), _alone(lane)
+        if interval is None or alone is None:
+            return {index: _expected(since, lane.seconds_per_study, now) for since, index in claims}
+        finishes = {}
+        start = max(lane.last_result or 0.0, claims[0][0]) if claims else now
+        for position, (since, index) in enumerate(claims):
+            finish = max(start + (position + 1) * interval, since + alone)
+            finishes[index] = float("inf") if now - since > 2 * (finish - since) else finish
+        return finishes
 
     def _deliver(self, lane: Lane, index: int, result: Findings | StudyError) -> None:
         with self._state:
+            now = time.perf_counter()
+            previous_result, lane.last_result = lane.last_result, now
             held = self._held.get(index)
             if held is None or lane.name not in held.lanes:
                 return  # a stolen study's second result: the first was kept
-            took = time.perf_counter() - held.lanes[lane.name]
+            took = now - held.lanes[lane.name]
+            lane.quickest = took if lane.quickest is None else min(lane.quickest, took)
+            lane.turns.append(now - max(held.lanes[lane.name], previous_result or 0.0))
             previous = lane.seconds_per_study
             lane.seconds_per_study = took if previous is None else SMOOTHING * took + (1 - SMOOTHING) * previous
             lane.done += 1

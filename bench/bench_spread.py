@@ -121,6 +121,7 @@ def main() -> int:
     parser.add_argument("--workstation-quota", type=float, default=0.5, metavar="F")
     parser.add_argument("--detector-size", type=int, default=512, metavar="PX")
     parser.add_argument("--plan-only", action="store_true", help="stop after the plan and its options")
+    parser.add_argument("--trace", action="store_true", help="print when each lane takes and delivers each study")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -183,8 +184,26 @@ def measure(args, addresses: list[str]) -> int:
 
     def run(chosen) -> tuple[float, Counter]:
         started = time.perf_counter()
-        results = list(SpreadWorklist(chosen, studies, with_heat_maps=False))
+        taken: Counter = Counter()  # studies each lane took, a stolen one run twice counted twice
+        last: dict[str, float] = {}  # when each lane delivered its last result
+
+        def took(study, lane: str) -> None:
+            taken[names.get(lane, lane)] += 1
+            if args.trace:
+                print(f"    {time.perf_counter() - started:6.1f} s {names.get(lane, lane)} takes {study.path}",
+                      file=sys.stderr, flush=True)
+
+        results = []
+        for result in SpreadWorklist(chosen, studies, with_heat_maps=False, started=took):
+            results.append(result)
+            where = names.get(result.ran_on[-1], result.ran_on[-1])
+            last[where] = time.perf_counter() - started
+            if args.trace:
+                print(f"    {last[where]:6.1f} s {where} delivers {result.path}", file=sys.stderr, flush=True)
         seconds = time.perf_counter() - started
+        if len(chosen) > 1:  # where the combined run lost time: studies run twice, lanes idle at the end
+            print("  " + "; ".join(f"{name}: took {taken[name]}, last result at {last.get(name, 0):.1f} s"
+                                   for name in sorted(taken)), file=sys.stderr, flush=True)
         assert len(results) == len(studies) and all(isinstance(r, Findings) for r in results), results
         return seconds, Counter(names.get(r.ran_on[-1], r.ran_on[-1]) for r in results)
 

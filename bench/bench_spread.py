@@ -121,6 +121,9 @@ def main() -> int:
     parser.add_argument("--workstation-quota", type=float, default=0.5, metavar="F")
     parser.add_argument("--detector-size", type=int, default=512, metavar="PX")
     parser.add_argument("--plan-only", action="store_true", help="stop after the plan and its options")
+    parser.add_argument("--split", choices=["auto", "edge"], default="auto",
+                        help="the edge lanes' plan: the planner's for the worklist, or full offload of both models "
+                             "(to compare runs on one plan: the planner's choice varies between runs)")
     parser.add_argument("--trace", action="store_true", help="print when each lane takes and delivers each study")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -179,6 +182,13 @@ def measure(args, addresses: list[str]) -> int:
         print(line, file=sys.stderr, flush=True)
     if args.plan_only:
         return 0
+    if args.split == "edge":  # every edge lane on full offload, its pace learned afresh on that plan
+        for lane in lanes:
+            if lane.analyzer.edge is not None:
+                lane.plan = plan_for(SplitPolicy(SplitMode.EDGE), analyzer.stage_counts)
+            lane.turns.clear()
+            lane.seconds_per_study = lane.last_result = lane.quickest = None
+        list(SpreadWorklist(lanes, studies[:6], with_heat_maps=False))
     names = {addresses[0]: "edge A", addresses[1]: "edge B", "workstation": "workstation"}
     plan = {kind.value: f"cut {p.cut} {p.wire.value}" for kind, p in lanes[0].plan.items()}
 

@@ -1,5 +1,6 @@
 """A shared edge (issue 22): many workstations send to one edge server at once. Throughput and p95 latency with
-1, 2, 4 and 8 concurrent clients, with Triton's dynamic batcher (at each queue delay asked) and without.
+1, 2, 4 and 8 concurrent clients, with Triton's dynamic batcher (at each queue delay asked) and without, for
+each number of model instances asked (copies of the part Triton runs side by side).
 
 Set-up, built and removed here: the part of --model at its automatic cut (FP32 on the wire, as `edge export
 --cuts N` writes it) exported once per batching configuration, each served in turn by `edge serve` pinned to
@@ -35,10 +36,11 @@ from inference.reports.benchmark import machine_description  # noqa: E402
 CLIENTS = (1, 2, 4, 8)
 
 
-def export(folder: Path, args, batching: str, delay_us: int) -> Path:
+def export(folder: Path, args, batching: str, delay_us: int, instances: int) -> Path:
     subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(folder), "--cpu",
                     "--models", args.model, "--cuts", str(args.cut), "--wire", "fp32", "--detector-size",
-                    str(args.detector_size), "--batching", batching, "--queue-delay-us", str(delay_us)],
+                    str(args.detector_size), "--batching", batching, "--queue-delay-us", str(delay_us),
+                    "--instances", str(instances)],
                    check=True, stdout=subprocess.DEVNULL)
     return folder
 
@@ -128,6 +130,7 @@ def main() -> int:
     parser.add_argument("--detector-size", type=int, default=512, metavar="PX")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--delays", default="0,2000,8000", help="queue delays (µs) to try with the batcher")
+    parser.add_argument("--instances", default="1", help="numbers of model instances to try, e.g. 1,2")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     from inference.analysis.analyzer import Analyzer, ModelChoice
@@ -140,15 +143,18 @@ def main() -> int:
     args.cut = AUTO_CUTS[kind] if args.cut is None else args.cut
     analyzer = Analyzer(ModelChoice(detector=DetectorConfig(input_size=args.detector_size)))
     spec = part_spec(analyzer.model(kind), args.cut, WireFormat.FP32, analyzer.weights[kind])
-    configurations = [("off", 0)] + [("on", int(d)) for d in args.delays.split(",") if d.strip()]
+    counts = [int(n) for n in args.instances.split(",") if n.strip()]
+    configurations = [(batching, delay, instances) for instances in counts for batching, delay in
+                      [("off", 0)] + [("on", int(d)) for d in args.delays.split(",") if d.strip()]]
     work = Path(tempfile.mkdtemp(prefix="mededge-shared-edge-"))
     os.sched_setaffinity(0, {0})
     figures: dict[str, list[dict]] = {}
     try:
-        for index, (batching, delay) in enumerate(configurations):
-            name = "no batching" if batching == "off" else f"dynamic batching, queue delay {delay} µs"
+        for index, (batching, delay, instances) in enumerate(configurations):
+            name = ("no batching" if batching == "off" else f"dynamic batching, queue delay {delay} µs") + (
+                f", {instances} instances" if instances != 1 else "")
             print(f"{name}: exporting {spec.name}, serving it on CPU 1", file=sys.stderr, flush=True)
-            repository = export(work / f"repository-{index}", args, batching, delay)
+            repository = export(work / f"repository-{index}", args, batching, delay, instances)
             server, address = serve(work / f"edge-{index}", repository, 1, None)
             try:
                 figures[name] = []
@@ -166,15 +172,17 @@ def main() -> int:
                 server.wait(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    off = {cell["clients"]: cell for cell in figures["no batching"]}
-    best = max((name for name in figures if name != "no batching"),
-               key=lambda name: figures[name][-1]["requests_per_s"])
+    # the batcher against none, each with as many instances as the first asked
+    first = [name for (_, _, instances), name in zip(configurations, figures, strict=True) if instances == counts[0]]
+    off = {cell["clients"]: cell for cell in figures[first[0]]}
+    best = max(first[1:], key=lambda name: figures[name][-1]["requests_per_s"])
     on = {cell["clients"]: cell for cell in figures[best]}
     report = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": " ".join(["bench/bench_shared_edge.py", *sys.argv[1:]]),
-              "setting": ("edge serve pinned to CPU 1, one compute thread; clients: threads on CPU 0, one gRPC "
-                          "channel each, back to back; loopback"),
-              "part": spec.name, "seconds": args.seconds, "figures": figures, "best_batching": best,
+              "setting": ("edge serve pinned to CPU 1, one compute thread per instance; clients: threads on CPU 0, "
+                          "one gRPC channel each, back to back; loopback"),
+              "part": spec.name, "seconds": args.seconds, "instances": counts, "figures": figures,
+              "best_batching": best,
               "throughput_ratio": {c: on[c]["requests_per_s"] / off[c]["requests_per_s"] for c in CLIENTS},
               "p95_ratio": {c: on[c]["p95_ms"] / off[c]["p95_ms"] for c in CLIENTS}}
     print(json.dumps(report, indent=2))

@@ -185,9 +185,7 @@ def measure(args, addresses: list[str]) -> int:
     if args.split == "edge":  # every edge lane on full offload, its pace learned afresh on that plan
         for lane in lanes:
             if lane.analyzer.edge is not None:
-                lane.plan = plan_for(SplitPolicy(SplitMode.EDGE), analyzer.stage_counts)
-            lane.turns.clear()
-            lane.seconds_per_study = lane.last_result = lane.quickest = None
+                lane.use(plan_for(SplitPolicy(SplitMode.EDGE), analyzer.stage_counts))
         list(SpreadWorklist(lanes, studies[:6], with_heat_maps=False))
     names = {addresses[0]: "edge A", addresses[1]: "edge B", "workstation": "workstation"}
     plan = {kind.value: f"cut {p.cut} {p.wire.value}" for kind, p in lanes[0].plan.items()}

@@ -126,8 +126,8 @@ def test_a_slower_edge_gets_fewer_studies(analyzer, servers, study):
 def test_the_last_studies_go_where_they_finish_first(analyzer, servers, study):
     """Edge B behind a relay holding every chunk 1.5 s (a study there takes over 3 s, on A a fraction of that);
     each lane's pace known from a worklist of its own before, as a session's lanes keep it. A worklist's last
-    studies, both lanes idle with room for them: B takes none, as A finishes each of them sooner — without the
-    rule B takes its share, A runs those again once free, and the worklist waits for B's abandoned requests."""
+    studies, both lanes idle with room for them: A takes each first, as it finishes each of them sooner — without
+    the rule B takes its share, A runs those again once free, and the worklist waits for B's abandoned requests."""
     fast, slow = servers
     host, port = slow.grpc_address.rsplit(":", 1)
     studies = _studies(study, 3)
@@ -144,7 +144,10 @@ def test_the_last_studies_go_where_they_finish_first(analyzer, servers, study):
         finally:
             _close(lanes)
     _exactly_once(results, studies)
-    assert [lane for _, lane in began] == [fast.grpc_address] * 3, began
+    first = {}  # each study's first lane: B may run one again only as a straggler A held too long
+    for path, lane in began:
+        first.setdefault(path, lane)
+    assert set(first.values()) == {fast.grpc_address}, began
 
 
 def test_an_edge_killed_mid_worklist_loses_nothing(analyzer, repository, servers, study, tmp_path):

@@ -227,7 +227,7 @@ class AnalysisSession:
             elif not self.plan.uses_edge(self.analyzer.stage_counts):  # the edges would only run it here too
                 lanes = [lane for lane in lanes if lane.analyzer.edge is None]
         for lane in edge_lanes:
-            lane.plan = self.plan
+            lane.use(self.plan)
         if edge_lanes:
             self.progress("analysing on " + ", ".join(
                 "this workstation" if lane.name == WORKSTATION else f"edge {lane.name}" for lane in lanes) + "…")
@@ -249,7 +249,7 @@ class AnalysisSession:
         plan that keeps everything here leaves them on the plan at hand: this workstation's own lane already
         runs whole studies, and the lanes of a running worklist stay."""
         if self.measured and plan.uses_edge(self.analyzer.stage_counts):
-            for lane in edge_lanes:
+            for lane in edge_lanes:  # mid-worklist: its recent results follow the new plan within a few studies
                 lane.plan = plan
 
     def _predicted(self, findings: Findings) -> Findings:

@@ -4,7 +4,8 @@ Each device is a `Lane`: an `Analyzer` sharing the loaded models, with its own e
 workstation) and its own plan. A lane takes the next study whenever it has room — an edge lane keeps its
 pipeline full (`Analyzer.analyze_many`), this workstation takes one study at a time at a low CPU priority, so
 that the edge lanes' share of the workstation (pre- and post-processing, encoding) always comes first. Each
-device therefore gets studies in proportion to its throughput as it is now, with no model of it to go stale.
+device therefore gets studies in proportion to its throughput as it is now, with no model of it beyond its
+recent results (forgotten when its plan changes between worklists).
 When the number of studies is known, the last ones go where they finish soonest: a lane takes one only if,
 handing the studies left one by one to the lane that would finish each first (from each lane's recent time
 between results, the quickest it ever finished one, and what it holds), it gets one — a slow lane does not take
@@ -54,11 +55,20 @@ class Lane:
     # a study's turn on this lane (from its result before, or from taking it if later) to its result, recent ones:
     # the lane's time between results when busy — a pipelined lane's throughput, where seconds_per_study is latency
     turns: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    last_result: float | None = None  # when this lane last finished a study (perf_counter)
+    last_result: float | None = None  # when this lane last finished a study, kept or not (perf_counter)
     quickest: float | None = None  # the shortest claim to result it had: the least one more study takes here
     # When set: the lane takes studies only once this is set (this workstation while the planner measures in the
     # background: the two would share its CPU, and a first study here could hold a whole worklist's first result)
     joins: threading.Event | None = None
+
+
+    def use(self, plan: Plan) -> None:
+        """Run `plan` from the next worklist on; a different plan forgets the pace learned on this one (it would
+        mislead where the worklist's end goes). Not while a worklist runs on this lane."""
+        if plan != self.plan:
+            self.plan = plan
+            self.seconds_per_study = self.last_result = self.quickest = None
+            self.turns.clear()
 
 
 @dataclass
@@ -237,7 +247,7 @@ class SpreadWorklist:
                     return True
                 if self._finished():
                     return False
-                self._state.wait(timeout=0.2)  # a straggler becomes worth stealing with time
+                self._state.wait(timeout=0.2)  # with time a straggler becomes worth stealing, a last study ours
         return False
 
     def _run(self, lane: Lane) -> bool:
@@ -334,7 +344,8 @@ class SpreadWorklist:
     def _finishes_one_first(self, lane: Lane) -> bool:
         """Whether, handing the studies nobody holds yet one by one to the lane that would finish each first, this
         lane gets one (True too while the number of studies or this lane's pace is not known yet). A lane whose
-        pace is not known, that waits to join, stepped aside, or is overdue with what it holds is left out."""
+        pace is not known, that waits to join, stepped aside, or has stalled on what it holds is left out (this
+        one too: it then takes one only when no other lane counts)."""
         if self._count is None or _alone(lane) is None:
             return True
         unread = 0 if self._exhausted else max(0, self._count - self._read)  # (an input may end early)
@@ -347,9 +358,7 @@ class SpreadWorklist:
                     or (other.joins is not None and not other.joins.is_set())):
                 continue
             holds = self._expected_finishes(other, now)
-            if float("inf") in holds.values():  # stalled: it may never finish what it holds
-                if other is lane:
-                    return True  # its own lateness is for the others to judge (they do not count it)
+            if float("inf") in holds.values():  # stalled: it may never finish what it holds (this lane too)
                 continue
             # one more: an interval after what it holds, and no sooner than the quickest study it ever ran
             finish = max(max([now, *holds.values()]) + interval, now + alone)
@@ -383,8 +392,8 @@ class SpreadWorklist:
     def _expected_finishes(self, lane: Lane, now: float) -> dict[int, float]:
         """When `lane` should finish each study it holds: one interval apart in the order it took them, from its
         last result or its first claim, and none sooner than the quickest it ever ran one after taking it (before
-        its pace is known: its time per study after taking it). Infinity for a study twice overdue (it stalled,
-        or its device slowed down) or, before it finished one, for all. Called with the state held."""
+        its pace is known: its time per study after taking it). Infinity for a study held twice as long as expected
+        (it stalled, or its device slowed down) or, before it finished one, for all. Called with the state held."""
         claims = sorted((held.lanes[lane.name], index) for index, held in self._held.items() if lane.name in held.lanes)
         interval, alone = _interval(lane), _alone(lane)
         if interval is None or alone is None:
@@ -404,8 +413,9 @@ class SpreadWorklist:
             if held is None or lane.name not in held.lanes:
                 return  # a stolen study's second result: the first was kept
             took = now - held.lanes[lane.name]
-            lane.quickest = took if lane.quickest is None else min(lane.quickest, took)
-            lane.turns.append(now - max(held.lanes[lane.name], previous_result or 0.0))
+            if isinstance(result, Findings):  # (a failure can come at once: it says nothing of the lane's pace)
+                lane.quickest = took if lane.quickest is None else min(lane.quickest, took)
+                lane.turns.append(now - max(held.lanes[lane.name], previous_result or 0.0))
             previous = lane.seconds_per_study
             lane.seconds_per_study = took if previous is None else SMOOTHING * took + (1 - SMOOTHING) * previous
             lane.done += 1

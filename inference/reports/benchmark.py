@@ -8,6 +8,7 @@ analysis (local stages + transfer + edge), median and p95 over repeats, and its 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -172,31 +173,64 @@ def _bytes_sent(planner: Planner, name: ModelKind, model, cut: int, wire: WireFo
     return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
 
 
+def usable_cores() -> float:
+    """The cores this process may use: its CPUs, fewer under a CPU quota of its cgroup (v1 `cpu` or v2)."""
+    cores = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else float(os.cpu_count() or 1)
+    try:
+        entries = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return cores
+    for entry in entries:
+        _, controllers, path = entry.split(":", 2)
+        try:
+            if "cpu" in controllers.split(","):  # v1: quota and period in µs, quota -1 when none
+                folder = Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
+                quota = int((folder / "cpu.cfs_quota_us").read_text())
+                period = int((folder / "cpu.cfs_period_us").read_text())
+            elif not controllers:  # v2: "max 100000" when none
+                limit, period_text = (Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max").read_text().split()
+                quota, period = (-1 if limit == "max" else int(limit)), int(period_text)
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            cores = min(cores, quota / period)
+    return cores
+
+
 def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: Plan, series_plan: Plan, count: int,
                    rounds: int = 3, progress=print) -> dict:
     """A series of `count` studies: the best single-study plan run one study after another, against the series
     plan pipelined (`analyze_many`), in alternating rounds. The pipelined run is also held to its own bound:
     `count` × the busiest of workstation (pre-, post-processing and local stages), link and edge per study,
-    from the phases of the series plan measured one study at a time."""
+    from the phases of the series plan measured one study at a time, and of the workstation's CPU (all its
+    threads) over the cores it may use."""
     progress(f"series of {count}: the best plan sequential vs the series plan pipelined")
     studies = [radiograph] * count
     list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))  # warm-up
     # the bound: each resource's time per study under the series plan, measured one study at a time (in the
     # pipeline the phases stretch as they share the workstation's CPU, and would not bound it)
+    cpu = time.process_time()  # this process's CPU, every thread: what a CPU quota on the workstation counts
     alone = [analyzer.analyze(radiograph, series_plan, with_heat_maps=False, allow_fallback=False) for _ in range(5)]
+    cpu_alone_ms = (time.process_time() - cpu) * 1e3 / len(alone)
     phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in alone)  # noqa: E731
     per_study = {"workstation": phase("preprocess", "local", "postprocess"), "link": phase("transfer"),
-                 "edge": phase("edge")}
+                 "edge": phase("edge"),
+                 # the workstation's CPU over the cores it may use: its phases leave out the gRPC client, the
+                 # encoding and decoding (counted in the link's), which need its CPU all the same
+                 "workstation CPU": cpu_alone_ms / usable_cores()}
     bound_s = count * max(per_study.values()) / 1e3
-    sequential, pipelined = [], []
+    sequential, pipelined, cpu_pipelined = [], [], []
     for _ in range(rounds):
         started = time.perf_counter()
         for study in studies:
             analyzer.analyze(study, sequential_plan, with_heat_maps=False, allow_fallback=False)
         sequential.append(time.perf_counter() - started)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         results = list(analyzer.analyze_many(studies, series_plan, with_heat_maps=False, allow_fallback=False))
         pipelined.append(time.perf_counter() - started)
+        cpu_pipelined.append((time.process_time() - cpu) * 1e3 / count)
         if len(results) != count or not all(isinstance(r, Findings) for r in results):
             raise ValueError(f"the pipelined series lost studies: {results}")
     stages = analyzer.stage_counts
@@ -205,7 +239,10 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     return {"sequential_plan": name_of(sequential_plan), "plan": name_of(series_plan), "studies": count,
             "rounds": rounds, "sequential_s": sequential_s, "pipelined_s": pipelined_s,
             "speedup": sequential_s / pipelined_s, "per_study_ms": per_study, "bound_s": bound_s,
-            "of_bound": bound_s / pipelined_s}
+            "of_bound": bound_s / pipelined_s,
+            # this workstation's CPU a study, all threads (with the gRPC client, encoding, decoding — which the
+            # phases above count as the link's), one at a time and pipelined
+            "cpu_ms": {"alone": cpu_alone_ms, "pipelined": statistics.median(cpu_pipelined)}}
 
 
 def prediction_error(rows: list[dict]) -> float | None:
@@ -301,7 +338,9 @@ def markdown(report: dict) -> str:
                   f"{series['pipelined_s']:.2f} s — **{series['speedup']:.2f}×** the best sequential throughput, "
                   f"{series['of_bound']:.0%} of its bound ({series['bound_s']:.2f} s from its busiest resource "
                   f"measured one study at a time, {series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s "
-                  "predicted)", ""]
+                  "predicted)" + (f"; this workstation's CPU a study, all its threads: {series['cpu_ms']['alone']:.0f} "
+                                  f"ms one at a time, {series['cpu_ms']['pipelined']:.0f} ms pipelined"
+                                  if "cpu_ms" in series else ""), ""]
     return "\n".join(lines)
 
 

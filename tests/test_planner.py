@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +22,7 @@ from inference.planning.planner import Planner, local_stage_ms, passes_fidelity
 from inference.runtimes.local import RUNTIMES
 from viewer.loader import load_radiograph
 
-from conftest import measured, runtimes, wires
+from conftest import ROOT, measured, runtimes, wires
 from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(900)
@@ -206,6 +211,26 @@ def test_bench_times_the_options_in_rotated_rounds():
     warm, rounds = order[:3], [order[3 + 3 * r: 6 + 3 * r] for r in range(4)]
     assert warm == [0, 1, 2] and rounds == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
     assert results == [(10.0, 10.0), (20.0, 20.0), (30.0, 30.0)]  # each plan's own times
+
+
+@pytest.mark.skipif(not os.access("/sys/fs/cgroup/cpu", os.W_OK), reason="needs root and the cgroup v1 cpu controller")
+def test_the_series_bound_counts_the_cores_a_cpu_quota_leaves():
+    """A process in a cgroup at 25 % of a core, pinned to one CPU: the benchmark's series bound divides its CPU
+    by 0.25 cores; the same process outside: by the CPUs it may use."""
+    group = Path("/sys/fs/cgroup/cpu") / f"mededge-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("10000")
+        (group / "cpu.cfs_quota_us").write_text("2500")
+        script = "from inference.reports.benchmark import usable_cores; print(usable_cores())"
+        join = f'echo $$ > {group / "cgroup.procs"} && exec "$@"'
+        inside = subprocess.run(["sh", "-c", join, "sh", "taskset", "-c", "0", sys.executable, "-c", script],
+                                capture_output=True, text=True, check=True, cwd=ROOT)
+        outside = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", script],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+    finally:
+        group.rmdir()
+    assert float(inside.stdout) == pytest.approx(0.25) and float(outside.stdout) == pytest.approx(1.0)
 
 
 def test_bench_measures_every_option_side_by_side(shared_cxr, tmp_path):

@@ -318,11 +318,10 @@ class SpreadWorklist:
         with self._state:
             if self._stop.is_set():
                 return None
-            may_take = self._may_take_new(lane)
-            if may_take and self._returned and self._may_take_back(lane):
+            if self._returned and self._may_take_back(lane):  # `_may_take_new`'s two cases, here taking the study
                 index = self._returned.popleft()
                 study = self._held[index].study
-            elif may_take and self._ready:
+            elif self._ready and self._finishes_one_first(lane):
                 index, study = self._ready.popleft()
                 self._held[index] = _Held(study)
                 self._state.notify_all()  # the reader may read on
@@ -351,7 +350,7 @@ class SpreadWorklist:
         unread = 0 if self._exhausted else max(0, self._count - self._read)  # (an input may end early)
         left = unread + len(self._ready) + len(self._returned)
         now = time.perf_counter()
-        finishes: list[tuple[float, int]] = []  # (when the lane would finish one more study, lane)
+        finishes: list[tuple[float, int, float]] = []  # (when the lane would finish one more study, lane, interval)
         for number, other in enumerate(self.lanes):
             interval, alone = _interval(other), _alone(other)
             if (interval is None or alone is None or not other.active
@@ -362,14 +361,14 @@ class SpreadWorklist:
                 continue
             # one more: an interval after what it holds, and no sooner than the quickest study it ever ran
             finish = max(max([now, *holds.values()]) + interval, now + alone)
-            heapq.heappush(finishes, (finish, number))
+            heapq.heappush(finishes, (finish, number, interval))
         for _ in range(left):
             if not finishes:
                 return True
-            finish, number = heapq.heappop(finishes)
+            finish, number, interval = heapq.heappop(finishes)
             if self.lanes[number] is lane:
                 return True
-            heapq.heappush(finishes, (finish + (_interval(self.lanes[number]) or 0.0), number))
+            heapq.heappush(finishes, (finish + interval, number, interval))
         return False
 
     def _straggler(self, lane: Lane) -> int | None:

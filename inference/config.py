@@ -70,6 +70,9 @@ class EdgeRuntime(Choice):
 
     ONNXRUNTIME = "onnxruntime"
     OPENVINO = "openvino"  # an Intel edge box's CPU
+    # PyTorch on the edge box's GPU (its CPU without one), a program exported from the same part: for `edge serve`
+    # where the installed onnxruntime has no CUDA; the stock container still runs the ONNX (its onnxruntime has)
+    TORCH = "torch"
 
 
 class DeviceKind(Choice):

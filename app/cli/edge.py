@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     export.set_defaults(run=_edge_export)
 
     serve = edge_sub.add_parser("serve", help="run a real Triton server (nvidia-pytriton's tritonserver, no Docker)",
-                                description="Serves the edge parts through onnxruntime (or OpenVINO: --runtime) in "
+                                description="Serves the edge parts through onnxruntime (or OpenVINO, PyTorch: --runtime) in "
                                             "Triton's Python backend until Ctrl-C or SIGTERM.")
     serve.add_argument("--host", default="127.0.0.1", help="where the workstations reach gRPC (default 127.0.0.1: "
                        "this machine only; 0.0.0.0 every interface, which needs TLS or --insecure)")
@@ -53,7 +53,8 @@ def _add_part_options(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser, runtime=False)  # the models are exported, never run here
     parser.add_argument("--runtime", choices=[str(r) for r in EdgeRuntime], help="what runs the parts on the edge "
                         "(default onnxruntime; openvino: an Intel edge box, Triton's OpenVINO backend in the stock "
-                        "container); recorded in the repository")
+                        "container; torch: PyTorch on the edge's GPU, for `edge serve` where onnxruntime has no "
+                        "CUDA); recorded in the repository")
     parser.add_argument("--models", default="detector,classifier", help="which models (default both)")
     parser.add_argument("--cuts", default="default", help="'default' (full offload and the auto cut), 'all', "
                         "or a list like 1,6 (each applied to every model it is valid for)")

@@ -36,7 +36,7 @@ from inference.edge.weights import (
     used_ranges_sha256,
     write_shared,
 )
-from inference.models.parts import EdgePartSpec, band_part_spec, export_part, part_spec
+from inference.models.parts import EdgePartSpec, band_part_spec, export_part, export_torch_program, part_spec
 from inference.models.stages import StagedModel
 from inference.models.weights import file_sha256
 
@@ -46,6 +46,9 @@ PYTHON_MODEL = Path(__file__).resolve().parent.parent / "resources" / "triton" /
 _DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
 DIGEST = "mededge_onnx_sha256"
+RUNTIME = "mededge_runtime"
+TORCH_PROGRAM_FILE = "model.pt2"  # an `EdgeRuntime.TORCH` part's PyTorch exported program, beside its ONNX
+TORCH_PROGRAM_DIGEST = "mededge_pt2_sha256"
 CHECKSUMS = "SHA256SUMS"
 DOCKER_SCRIPT = "serve-with-docker.sh"
 PROBE_MAX_BYTES = 4 << 20  # the link probe sends 1 MiB (EdgeClient.probe); anything up to this is legitimate
@@ -100,7 +103,10 @@ class PartRequest:
 
 
 def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, gpu: bool,
-                 runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, batching: Batching = Batching()) -> mc.ModelConfig:
+                 runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, batching: Batching = Batching(),
+                 torch_program_sha256: str = "") -> mc.ModelConfig:
+    """A part's config for the stock container; `edge serve` reads the runtime (and a PyTorch program's digest) from
+    its `mededge_` parameters. The stock container runs a TORCH part's ONNX (its onnxruntime has CUDA)."""
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH)
     if runtime is EdgeRuntime.OPENVINO:  # Triton's OpenVINO backend reads the ONNX (and its weights.bin) itself
         config.backend = "openvino"
@@ -130,6 +136,9 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, g
     config.parameters["mededge_wire"].string_value = spec.wire.value
     config.parameters[DIGEST].string_value = onnx_sha256
     config.parameters[WEIGHTS_DIGEST].string_value = weights_sha256
+    config.parameters[RUNTIME].string_value = runtime.value
+    if torch_program_sha256:
+        config.parameters[TORCH_PROGRAM_DIGEST].string_value = torch_program_sha256
     return config
 
 
@@ -145,7 +154,8 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
                      runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, progress=lambda message: None
                      ) -> list[EdgePartSpec]:
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept), each
-    served with `batching` by `runtime` (OpenVINO on the CPU: Triton's OpenVINO backend runs nothing else)."""
+    served with `batching` by `runtime` (OpenVINO on the CPU: Triton's OpenVINO backend runs nothing else; PyTorch
+    from an exported program of each part beside its ONNX)."""
     gpu = gpu and runtime is not EdgeRuntime.OPENVINO
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
@@ -167,8 +177,11 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
                                             or _new_shared(request, spec, onnx_path))
             weights_digest = share_weights(onnx_path, shared[spec.fingerprint])
             digest = file_sha256(onnx_path)
-        config_path.write_text(text_format.MessageToString(model_config(spec, digest, weights_digest, gpu=gpu,
-                                                                         runtime=runtime, batching=batching)))
+        torch_program_digest = _torch_program(request, spec, onnx_path.with_name(TORCH_PROGRAM_FILE), recorded,
+                                              runtime is EdgeRuntime.TORCH, progress)
+        config_path.write_text(text_format.MessageToString(model_config(
+            spec, digest, weights_digest, gpu=gpu, runtime=runtime, batching=batching,
+            torch_program_sha256=torch_program_digest)))
         specs.append(spec)
     write_probe(root)
     (root / "README.md").write_text(repository_readme(specs, gpu, runtime))
@@ -178,6 +191,21 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     for path in (root, *root.rglob("*")):  # only the owner may change what the server will run
         path.chmod(path.stat().st_mode & ~0o022)
     return specs
+
+
+def _torch_program(request: PartRequest, spec: EdgePartSpec, path: Path, recorded, wanted: bool, progress) -> str:
+    """The digest of the part's PyTorch exported program at `path`, exported (again) unless the one there is this
+    part's as recorded; without `wanted` (another runtime), none, and any left from an earlier export removed."""
+    if not wanted:
+        path.unlink(missing_ok=True)
+        return ""
+    current = (path.exists() and TORCH_PROGRAM_DIGEST in recorded
+               and recorded["mededge_fingerprint"].string_value == spec.fingerprint
+               and recorded[TORCH_PROGRAM_DIGEST].string_value == file_sha256(path))
+    if not current:
+        progress(f"exporting {spec.name} for PyTorch")
+        export_torch_program(request.model, spec, path, MAX_BATCH)
+    return file_sha256(path)
 
 
 def _current_digests(onnx_path: Path, recorded, fingerprint: str) -> tuple[str, str]:
@@ -225,6 +253,8 @@ def write_checksums(root: Path, checked: AbstractSet[str] = frozenset()) -> None
         parameters = read_config(path).parameters
         lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
         lines.append(f"{parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
+        if TORCH_PROGRAM_DIGEST in parameters:
+            lines.append(f"{parameters[TORCH_PROGRAM_DIGEST].string_value}  {path.parent.name}/1/{TORCH_PROGRAM_FILE}")
         if (WEIGHTS_DIGEST in parameters and path.parent.name not in checked
                 and not _weights_match(path.parent / "1" / "model.onnx", parameters[WEIGHTS_DIGEST].string_value)):
             continue
@@ -300,13 +330,14 @@ def python_backend_overlay(repository: Path, target: Path) -> list[str]:
 def overlay_part(config_path: Path, target: Path) -> str:
     """(Re)make one part's entry of the overlay in `target` from its exported `config_path`; its name."""
     config = read_config(config_path)
-    runtime = EdgeRuntime.OPENVINO if config.backend == "openvino" else EdgeRuntime.ONNXRUNTIME  # as exported
+    exported = config.parameters[RUNTIME].string_value if RUNTIME in config.parameters else ""
+    runtime = EdgeRuntime(exported or ("openvino" if config.backend == "openvino" else "onnxruntime"))  # as exported
     config.ClearField("platform")
     config.ClearField("default_model_filename")
     config.backend = "python"
     for key in [k for k in config.parameters if not k.startswith("mededge_")]:
         del config.parameters[key]  # only ours: Python-backend parameters such as EXECUTION_ENV_PATH run code
-    config.parameters["mededge_runtime"].string_value = runtime.value
+    config.parameters[RUNTIME].string_value = runtime.value
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
     if config.name != PROBE_MODEL:
@@ -318,7 +349,7 @@ def overlay_part(config_path: Path, target: Path) -> str:
         shutil.rmtree(folder)
     version = folder / "1"
     version.mkdir(parents=True)
-    for name in ("model.onnx", WEIGHTS_FILE):  # the exported files themselves (the model checks them)
+    for name in ("model.onnx", WEIGHTS_FILE, TORCH_PROGRAM_FILE):  # the exported files (the model checks them)
         if (config_path.parent / "1" / name).exists():
             (version / name).symlink_to((config_path.parent / "1" / name).resolve())
     shutil.copyfile(PYTHON_MODEL, version / "model.py")
@@ -388,6 +419,10 @@ def repository_readme(specs: list[EdgePartSpec], gpu: bool, runtime: EdgeRuntime
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     serving = ("backend `openvino` reading the same `model.onnx`" if runtime is EdgeRuntime.OPENVINO
                else "platform `onnxruntime_onnx`")
+    torch_note = ("\n\nExported for PyTorch (`--runtime torch`): `1/model.pt2` beside each `model.onnx` is the same "
+                  f"part as a PyTorch exported program (its digest `{TORCH_PROGRAM_DIGEST}`), which `edge serve` "
+                  "runs on the edge's GPU; the stock container runs the ONNX, on the GPU through its onnxruntime."
+                  if runtime is EdgeRuntime.TORCH else "")
     backend = "OpenVINO" if runtime is EdgeRuntime.OPENVINO else "ONNX Runtime"
     return f"""# MedEdge edge parts — Triton model repository
 
@@ -398,7 +433,7 @@ batching, instance group {kind}). The workstation checks each part's
 The server side loads a part only if its `model.onnx` matches the SHA-256 in its config (`{DIGEST}`, also in
 `{CHECKSUMS}`). A `…_bandKK_NNrows` part is the other side of a spatial split over several edges: stages
 [0, k) of the detector on a horizontal band of NN input rows (its halo included); its outputs are the tensors
-crossing cut k for that band, and the `…_cutKK_fp32` part runs the rest.
+crossing cut k for that band, and the `…_cutKK_fp32` part runs the rest.{torch_note}
 
 | part | model | cut | wire | inputs (per image) | MiB per image |
 | --- | --- | --- | --- | --- | --- |

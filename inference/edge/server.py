@@ -58,13 +58,13 @@ class Installation:
     def find(cls, site: Path | None = None) -> Installation:
         """The Triton of the installed nvidia-pytriton, or of the one unpacked in folder `site` (e.g. a
         `pip install --target` of another release, to serve with another Triton version)."""
-        if site is None:
-            try:
-                import pytriton
-            except ImportError as exc:
-                raise EdgeServerError("the nvidia-pytriton package is not installed: "
-                                      "pip install nvidia-pytriton") from exc
-            site = Path(pytriton.__file__).resolve().parent.parent
+        if site is None:  # found, not imported: only its files are used (importing it loads its client too)
+            import importlib.util
+
+            spec = importlib.util.find_spec("pytriton")
+            if spec is None or spec.origin is None:
+                raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton")
+            site = Path(spec.origin).resolve().parent.parent
         root = Path(site) / "pytriton" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         found = cls(root / "bin" / "tritonserver", root / "backends" / "python",
@@ -92,9 +92,12 @@ class Installation:
         env = dict(os.environ)
         libraries = [sysconfig.get_config_var("LIBDIR") or "", str(self.libraries), env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libraries if p)
-        # The stub ignores PYTHONPATH (isolated mode); model.py adds these folders itself.
-        paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-        env["MEDEDGE_SITE_PACKAGES"] = os.pathsep.join(dict.fromkeys(paths))
+        # The stub ignores PYTHONPATH (isolated mode); model.py adds these folders itself: any the operator named in
+        # MEDEDGE_SITE_PACKAGES first (e.g. a NumPy 1.x for the stub where this interpreter has 2.x), then this
+        # interpreter's.
+        paths = [*env.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep), sysconfig.get_paths()["purelib"],
+                 sysconfig.get_paths()["platlib"]]
+        env["MEDEDGE_SITE_PACKAGES"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
         return env
 
 

@@ -222,22 +222,24 @@ class EdgePart(nn.Module):
         return (result[last],)
 
 
+def _part_and_sample(model: StagedModel, spec: EdgePartSpec) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The module an edge part runs, and a batch of two of its inputs (the sample exports are traced on)."""
+    if spec.band_rows:
+        return (BandPart(model, spec.cut).eval(),
+                (sample_input(model, batch=2)[:, :, :spec.band_rows].contiguous(),))
+    with torch.inference_mode():
+        crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
+    encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
+    return EdgePart(model, spec.cut, spec.wire).eval(), tuple(torch.from_numpy(encoded[t.name]) for t in spec.inputs)
+
+
 def export_part(model: StagedModel, spec: EdgePartSpec, path: Path, *, check: bool = True) -> None:
     """Write the edge part as ONNX and check it against PyTorch on a sample; raise if they differ. Unchecked
     (`check=False`) only where nothing runs the file: a source of weights that parts take byte for byte."""
     import onnxruntime
 
     names_in = [t.name for t in spec.inputs]
-    part: nn.Module
-    if spec.band_rows:
-        part = BandPart(model, spec.cut).eval()
-        args: tuple[torch.Tensor, ...] = (sample_input(model, batch=2)[:, :, :spec.band_rows].contiguous(),)
-    else:
-        part = EdgePart(model, spec.cut, spec.wire).eval()
-        with torch.inference_mode():
-            crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
-        encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
-        args = tuple(torch.from_numpy(encoded[name]) for name in names_in)
+    part, args = _part_and_sample(model, spec)
     names_out = [t.name for t in spec.outputs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -251,10 +253,31 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path, *, check: bo
         expected = part(*args)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(names_out, {n: a.numpy() for n, a in zip(names_in, args, strict=True)})
-    for name, want, have in zip(names_out, expected, got, strict=True):
-        difference = part_difference(spec.kind, name, want.numpy(), have, model_input_shape(model)[-1])
+    _check_outputs(spec, model, "ONNX", expected, got)
+
+
+def export_torch_program(model: StagedModel, spec: EdgePartSpec, path: Path, max_batch: int) -> None:
+    """Write the edge part as a PyTorch exported program (`torch.export`, from the module the ONNX is exported
+    from; any batch up to `max_batch`) for an edge that runs it with PyTorch, on its GPU where it has one. Checked
+    against PyTorch on a sample, at two batch sizes; raise if they differ."""
+    part, args = _part_and_sample(model, spec)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with torch.no_grad(), warnings.catch_warnings():
+        # tensors that share storage warn on saving and loading (harmless for weights on the CPU)
+        warnings.filterwarnings("ignore", "No complete tensor found in the group", UserWarning)
+        program = torch.export.export(part, args, dynamic_shapes=(tuple({0: batch} for _ in args),))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+        for sample in (args, tuple(a[:1] for a in args)):
+            _check_outputs(spec, model, "exported program", part(*sample), [t.numpy() for t in loaded(*sample)])
+
+
+def _check_outputs(spec: EdgePartSpec, model: StagedModel, what: str, expected, got) -> None:
+    for output, want, have in zip(spec.outputs, expected, got, strict=True):
+        difference = part_difference(spec.kind, output.name, want.numpy(), have, model_input_shape(model)[-1])
         if difference > FP32_TOLERANCE:
-            raise RuntimeError(f"{spec.name}: ONNX output {name!r} differs from PyTorch by {difference:.2e}")
+            raise RuntimeError(f"{spec.name}: {what} output {output.name!r} differs from PyTorch by {difference:.2e}")
 
 
 def part_difference(kind: ModelKind, name: str, a: np.ndarray, b: np.ndarray, input_size: int) -> float:

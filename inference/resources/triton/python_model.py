@@ -1,16 +1,17 @@
 """Triton Python-backend model that serves one MedEdge edge part (`model.onnx` beside it) with onnxruntime or
-OpenVINO, as the export named (`mededge_runtime`).
+OpenVINO, or its PyTorch exported program (`model.pt2`) with PyTorch, as the export named (`mededge_runtime`).
 
 `python main.py edge serve` places this file next to each exported `model.onnx`: the same ONNX and the
 same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
-wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU; OpenVINO the CPU,
-at FP32 (never BF16 behind the workstation's back).
+wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU; OpenVINO the CPU;
+PyTorch the GPU when it has CUDA, else the CPU. All at FP32 (never BF16 or TF32 behind the workstation's back).
 
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
 can swap the file between the check and the load). The same for its tensors kept in the model's shared
 `weights.bin` (see inference/edge/weights.py): the ranges the ONNX refers to are read once, checked against
-`mededge_weights_sha256`, and put into the model before the session is made.
+`mededge_weights_sha256`, and put into the model before the session is made. A PyTorch exported program is checked
+the same way (`mededge_pt2_sha256`) and loaded from the bytes checked.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # The backend stub runs Python isolated (PYTHONPATH ignored): the launcher names the environment whose
 # packages (numpy 1.x, onnxruntime) this model uses; they go first, before the interpreter's own.
@@ -39,20 +41,15 @@ class TritonPythonModel:
         self.outputs = [t["name"] for t in config["output"] if t["name"] != "edge_compute_ms"]
         self.report_time = any(t["name"] == "edge_compute_ms" for t in config["output"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        onnx = path.read_bytes()
-        expected = config.get("parameters", {}).get("mededge_onnx_sha256", {}).get("string_value", "")
-        actual = hashlib.sha256(onnx).hexdigest()
-        if not expected:
-            raise RuntimeError(
-                f"edge part {config['name']} refused: its config records no ONNX digest (exported by an older "
-                "MedEdge): re-export the repository with `python main.py edge export`")
-        if actual != expected:
-            raise RuntimeError(
-                f"edge part {config['name']} refused: its model.onnx (sha256 {actual[:16]}) is not the one "
-                f"exported (sha256 {expected[:16]}): re-export the repository")
-        onnx = _with_shared_weights(config, onnx, path.parent)
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
-        runtime = config.get("parameters", {}).get("mededge_runtime", {}).get("string_value", "onnxruntime")
+        runtime = _parameter(config, "mededge_runtime") or "onnxruntime"
+        self.session: _Torch | _OpenVino | Any  # Any: an onnxruntime session
+        if runtime == "torch":
+            self.session = _Torch(_checked(config, path.with_name("model.pt2"), "mededge_pt2_sha256"), threads)
+            print(f"MedEdge edge part {config['name']}: PyTorch on {self.session.device}", file=sys.stderr,
+                  flush=True)
+            return
+        onnx = _with_shared_weights(config, _checked(config, path, "mededge_onnx_sha256"), path.parent)
         self.session = _OpenVino(onnx, threads) if runtime == "openvino" else _onnxruntime(onnx, threads)
 
     def execute(self, requests):
@@ -78,6 +75,26 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += size
         return responses
+
+
+def _parameter(config: dict, key: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", "")
+
+
+def _checked(config: dict, path: Path, digest_key: str) -> bytes:
+    """The bytes of `path`, read once, if their SHA-256 is the one the export recorded under `digest_key`."""
+    data = path.read_bytes()
+    expected = _parameter(config, digest_key)
+    actual = hashlib.sha256(data).hexdigest()
+    if not expected:
+        raise RuntimeError(
+            f"edge part {config['name']} refused: its config records no digest of its {path.name} (exported by an "
+            "older MedEdge): re-export the repository with `python main.py edge export`")
+    if actual != expected:
+        raise RuntimeError(
+            f"edge part {config['name']} refused: its {path.name} (sha256 {actual[:16]}) is not the one "
+            f"exported (sha256 {expected[:16]}): re-export the repository")
+    return data
 
 
 def _onnxruntime(onnx: bytes, threads: int):
@@ -110,6 +127,37 @@ class _OpenVino:
     def run(self, outputs, feeds):
         self.request.infer(feeds)
         return [self.request.get_tensor(name).data.copy() for name in outputs]
+
+
+class _Torch:
+    """The part's exported program on this edge's GPU (CUDA_VISIBLE_DEVICES picks which), else its CPU; `run` as
+    onnxruntime's session has it, the outputs in the order the export traced them (the config's)."""
+
+    def __init__(self, program: bytes, threads: int) -> None:
+        import io
+
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False  # FP32 means FP32, as on the workstation
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True  # the image size is fixed: the fastest FP32 algorithm, found once
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        exported = torch.export.load(io.BytesIO(program))
+        if self.device.type != "cpu":  # its weights, and the devices the export recorded (grids), moved
+            from torch.export.passes import move_to_device_pass
+
+            exported = move_to_device_pass(exported, self.device)
+        self.module = exported.module()
+
+    def run(self, outputs, feeds):
+        torch = self.torch
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(array).to(self.device, non_blocking=True) for array in feeds.values()]
+            results = self.module(*tensors)
+            return [result.cpu().numpy() for result in results[:len(outputs)]]
 
 
 def _with_shared_weights(config: dict, onnx: bytes, folder: Path) -> bytes:

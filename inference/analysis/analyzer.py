@@ -102,6 +102,7 @@ AHEAD = 2
 # for down) plus this many times the expected edge time of the requests queued ahead of it, of its own, and of
 # the studies a pipelined series may send while it is out (the edge batches them with it, or shares its cores
 # among them) — a series queues requests on purpose, and must not give up the edge for the wait it planned.
+# Before any time is known (a fixed split, before its first reply), each of those counts as the settings' timeout.
 QUEUE_MARGIN = 2.0
 
 
@@ -270,7 +271,7 @@ class Analyzer:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # edge requests of a pipelined series
         self._flight_lock = threading.Lock()
-        self._in_flight: dict[int, float] = {}      # request → its expected ms, for the timeouts of later ones
+        self._in_flight: dict[int, float] = {}      # request → its allowance (ms), for the timeouts of later ones
         self._request_ids = itertools.count()
         self._served_until: dict[str, float] = {}   # part → when its last reply came (service time of the next)
         self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
@@ -479,8 +480,8 @@ class Analyzer:
         if any. Up to `sent_after` more studies' requests may follow while this study's are out (their
         timeouts allow for them)."""
         started = time.perf_counter()
-        joining_ms = sent_after * sum(self._expected_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire),
-                                                        model_plan)
+        joining_ms = sent_after * sum(self._allowance_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire),
+                                                         model_plan)
                                       for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind])
         (det_input, box_geometry), (cls_input, crop_geometry) = self._preprocess(radiograph)
         preprocessed = time.perf_counter()
@@ -621,20 +622,29 @@ class Analyzer:
         """The edge's expected time for a request to `spec`: planned, or as the last one took if longer."""
         return max(plan.remote_ms, self._service_ms.get(spec.name, 0.0))
 
+    def _allowance_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
+        """What a request to `spec` may add to the wait of a request queued behind it or batched with it:
+        QUEUE_MARGIN × its expected time; before anything is known of it (a fixed split has no prediction, and
+        no reply has come yet), the settings' timeout, the most one request is given with nothing ahead."""
+        expected = self._expected_ms(spec, plan)
+        if expected > 0 or self.edge is None:
+            return QUEUE_MARGIN * expected
+        return self.edge.settings.timeout_s * 1e3
+
     def _send(self, send, spec: EdgePartSpec, crossing: dict[str, np.ndarray], wanted: tuple[str, ...],
               plan: ModelPlan, joining_ms: float, server: int | None = None) -> Future:
         """The edge request for one model of one study, run by `send`; its timeout set now: the settings'
-        timeout plus QUEUE_MARGIN × (the expected time of the requests in flight ahead of it + its own +
-        `joining_ms`, that of the requests that may be sent while it is out)."""
+        timeout, plus QUEUE_MARGIN × its own expected time, plus the allowances (`_allowance_ms`) of the requests
+        in flight ahead of it and `joining_ms`, those of the requests that may be sent while it is out."""
         edge = self.edge
         if edge is None:
             raise ValueError("this plan sends stages to the edge, but no edge server is configured")
-        expected = self._expected_ms(spec, plan)
+        own = QUEUE_MARGIN * self._expected_ms(spec, plan)
         with self._flight_lock:
             ahead = sum(self._in_flight.values())
             key = next(self._request_ids)
-            self._in_flight[key] = expected
-        timeout_s = edge.settings.timeout_s + QUEUE_MARGIN * (ahead + expected + joining_ms) / 1e3
+            self._in_flight[key] = self._allowance_ms(spec, plan)
+        timeout_s = edge.settings.timeout_s + (ahead + own + joining_ms) / 1e3
 
         def request() -> _Timed:
             sent = time.perf_counter()

@@ -23,6 +23,7 @@ from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, free_ports
+from inference.machine import usable_cores
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Findings
 from inference.models.parts import kind_of, part_name
@@ -173,32 +174,6 @@ def _bytes_sent(planner: Planner, name: ModelKind, model, cut: int, wire: WireFo
     return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
 
 
-def usable_cores() -> float:
-    """The cores this process may use: its CPUs, fewer under a CPU quota of its cgroup (v1 `cpu` or v2)."""
-    cores = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else float(os.cpu_count() or 1)
-    try:
-        entries = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return cores
-    for entry in entries:
-        _, controllers, path = entry.split(":", 2)
-        try:
-            if "cpu" in controllers.split(","):  # v1: quota and period in µs, quota -1 when none
-                folder = Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
-                quota = int((folder / "cpu.cfs_quota_us").read_text())
-                period = int((folder / "cpu.cfs_period_us").read_text())
-            elif not controllers:  # v2: "max 100000" when none
-                limit, period_text = (Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max").read_text().split()
-                quota, period = (-1 if limit == "max" else int(limit)), int(period_text)
-            else:
-                continue
-        except (OSError, ValueError):
-            continue
-        if quota > 0 and period > 0:
-            cores = min(cores, quota / period)
-    return cores
-
-
 def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: Plan, series_plan: Plan, count: int,
                    rounds: int = 3, progress=print) -> dict:
     """A series of `count` studies: the best single-study plan run one study after another, against the series
@@ -290,8 +265,9 @@ def _plan_for(base: Plan, name: str, option: ModelPlan) -> Plan:
 
 
 def machine_description() -> str:
-    """CPU model, cores and Python version, for the benchmark tables."""
-    import os
+    """CPU model, cores, GPU (CUDA) if any and Python version, for the benchmark tables."""
+
+    import torch
 
     model = platform.processor() or "cpu"
     try:
@@ -301,7 +277,8 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.machine()} {model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()} {model}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
 
 
 def markdown(report: dict) -> str:

@@ -11,13 +11,19 @@ relay; round trip = 2 × the link's one-way delay). Each workstation and edge ge
 2-core machine, so neither competes with the other. `--workstation-quota F` makes the workstation weaker
 than the edge, as a hospital PC is beside an edge box: its process runs in a cgroup (v1 `cpu` controller)
 limited to F of its core, with a 10 ms period so that the throttling is smooth; the ratio this gives is
-measured, not assumed (whole-model local time / the edge's compute on the full-offload part). For every
+measured, not assumed (whole-model local time / the edge's compute on the full-offload part). On a machine with
+a GPU, `--edge-runtime torch` serves the parts with PyTorch on it, and `--workstation-cpus 0,1` with
+`--workstation-threads 2` gives the workstation two CPU threads (`--edge-cpus` for the edge's). Where `ip` is
+missing (a container), `--loopback` serves on 127.0.0.1 without a namespace: the links' delays still come from the
+relay, their rates are not shaped (only link 0). For every
 link, `main.py bench --edge` measures local only, every served cut × wire format and auto in one run.
 Writes links.json, links.md and latency-vs-cut.png into --out, and removes the namespace, veth, cgroup
 and server at the end.
 
     sudo .venv/bin/python bench/bench_links.py [--quick] [--repeats N] [--out DIR] [--work DIR] [--links 1,2,3]
-                                               [--workstation-quota 0.25] [--edge-runtime openvino]
+                                               [--workstation-quota 0.25] [--edge-runtime openvino|torch]
+                                               [--workstation-cpus 0,1 --workstation-threads 2 --edge-cpus 2-7]
+                                               [--loopback]
 """
 
 from __future__ import annotations
@@ -113,14 +119,14 @@ def export(work: Path, quick: bool, python: str, runtime: str) -> Path:
     return repository
 
 
-def serve(repository: Path, work: Path, python: str) -> subprocess.Popen:
+def serve(repository: Path, work: Path, python: str, cpus: str, loopback: bool) -> subprocess.Popen:
     env = dict(os.environ, MEDEDGE_EDGE_THREADS="1", OMP_NUM_THREADS="1", MEDEDGE_DATA_DIR=str(work / "edge-data"))
     log = open(work / "edge-serve.log", "w")
-    server = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, "taskset", "-c", "1", python,
-                               str(ROOT / "main.py"), "edge", "serve", "--repository", str(repository),
-                               # plaintext on purpose: a link inside namespaces this script made and removes
-                               "--host", EDGE_IP, "--grpc-port", str(GRPC_PORT), "--insecure"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = ["taskset", "-c", cpus, python, str(ROOT / "main.py"), "edge", "serve", "--repository",
+               str(repository), "--grpc-port", str(GRPC_PORT)]
+    if not loopback:  # plaintext on purpose: a link inside namespaces this script made and removes
+        command = ["ip", "netns", "exec", NAMESPACE, *command, "--host", EDGE_IP, "--insecure"]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -132,12 +138,13 @@ def serve(repository: Path, work: Path, python: str) -> subprocess.Popen:
 
 
 def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str,
-            quota: float | None, image: str) -> dict:
+            quota: float | None, image: str, cpus: str, threads: int) -> dict:
     out = work / f"link-{len(list(work.glob('link-*.json')))}.json"
     size = ["--detector-size", "256"] if quick else []
     # its own data folder per quota: the stage profiles cached there are this (throttled) workstation's
-    env = dict(os.environ, OMP_NUM_THREADS="1", MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"))
-    command = ["taskset", "-c", "0", python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"))
+    command = ["taskset", "-c", cpus, python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
                "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", "--image", image,
                *size]
     if quota is not None:  # the shell joins the cgroup, then becomes the benchmark
@@ -183,8 +190,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="256 px detector, three detector cuts, fp32/int8")
     parser.add_argument("--repeats", type=int, default=5, help="analyses per option after a warm-up (default 5)")
     parser.add_argument("--out", default="bench-links", help="folder for links.json, links.md, latency-vs-cut.png")
-    parser.add_argument("--edge-runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
-                        help="what runs the parts on the edge (default onnxruntime)")
+    parser.add_argument("--edge-runtime", choices=("onnxruntime", "openvino", "torch"), default="onnxruntime",
+                        help="what runs the parts on the edge (default onnxruntime; torch: PyTorch, on a GPU if any)")
+    parser.add_argument("--workstation-cpus", default="0", help="the workstation's CPUs (taskset list, default 0)")
+    parser.add_argument("--workstation-threads", type=int, default=1, help="its compute threads (default 1)")
+    parser.add_argument("--edge-cpus", default="1", help="the edge's CPUs (taskset list, default 1)")
+    parser.add_argument("--loopback", action="store_true",
+                        help="no namespace (where `ip` is missing): the edge on 127.0.0.1, links unshaped (only 0)")
     parser.add_argument("--work", help="folder for the exported repository (kept; default a temporary folder)")
     parser.add_argument("--links", default=",".join(str(i) for i in range(len(LINKS))),
                         help="which links, by number: " + ", ".join(f"{i} = {label}" for i, (label, _, _) in
@@ -204,10 +216,13 @@ def main() -> int:
         print("bench_links.py needs root: it creates a network namespace, a veth pair and tc qdiscs "
               "(run it as root, e.g. sudo .venv/bin/python bench/bench_links.py)", file=sys.stderr)
         return 2
-    for tool in ("ip", "tc", "taskset"):
+    if args.loopback and any(mbit is not None for _, mbit, _ in links):
+        parser.error("--loopback shapes no link: --links 0 only")
+    for tool in ("taskset",) if args.loopback else ("ip", "tc", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench_links.py needs `{tool}` (Debian: iproute2 / util-linux)", file=sys.stderr)
             return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped (a time limit): clean up all the same
     python = sys.executable
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mededge-links-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -220,21 +235,30 @@ def main() -> int:
     server = None
     reports = []
     quota = args.workstation_quota
-    setting = (f"workstation at {quota:.0%} of a core (cgroup cpu quota, {CGROUP_PERIOD_US // 1000} ms period), "
-               "edge on a full core" if quota is not None else "workstation and edge on a core each")
-    if args.edge_runtime != "onnxruntime":
-        setting += f", the edge on {args.edge_runtime}"
+    edge = f"edge on CPUs {args.edge_cpus}" + (", its parts in PyTorch on the GPU where there is one"
+                                                if args.edge_runtime == "torch" else "")
+    threads = f"{args.workstation_threads} thread{'s' if args.workstation_threads > 1 else ''}"
+    setting = (f"workstation at {quota:.0%} of CPU {args.workstation_cpus} (cgroup cpu quota, "
+               f"{CGROUP_PERIOD_US // 1000} ms period), {threads}, {edge}" if quota is not None
+               else f"workstation on CPUs {args.workstation_cpus}, {threads}; {edge}")
+    if args.edge_runtime == "openvino":
+        setting += ", the edge on openvino"
+    if args.loopback:
+        setting += "; loopback (no namespace), the delay from the relay"
     try:
-        make_network()
+        if not args.loopback:
+            make_network()
         if quota is not None:
             make_cgroup(quota)
-        server = serve(repository, work, python)
+        server = serve(repository, work, python, args.edge_cpus, args.loopback)
         for label, mbit, delay_ms in links:
             print(f"link: {label}", file=sys.stderr, flush=True)
-            shape(mbit)
-            with Relay((EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
+            if not args.loopback:
+                shape(mbit)
+            with Relay(("127.0.0.1" if args.loopback else EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
                 reports.append(measure(f"{label}; {setting}", relay, work, args.quick, args.repeats, python, quota,
-                                       args.image))
+                                       args.image, args.workstation_cpus, args.workstation_threads))
+            write(reports, out)  # after each link: a run stopped later keeps those measured
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -242,13 +266,17 @@ def main() -> int:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
-        remove_network()
+        if not args.loopback:
+            remove_network()
         remove_cgroup()
-    (out / "links.json").write_text(json.dumps(reports, indent=2))
-    (out / "links.md").write_text("\n".join(f"### {r['link']}\n\n{markdown(r)}" for r in reports))
     plot(reports, out / "latency-vs-cut.png")
     print((out / "links.md").read_text())
     return 0
+
+
+def write(reports: list[dict], out: Path) -> None:
+    (out / "links.json").write_text(json.dumps(reports, indent=2))
+    (out / "links.md").write_text("\n".join(f"### {r['link']}\n\n{markdown(r)}" for r in reports))
 
 
 if __name__ == "__main__":

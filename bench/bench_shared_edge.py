@@ -7,7 +7,8 @@ Set-up, built and removed here: the part of --model at its automatic cut (FP32 o
 CPU 1 with one compute thread (MEDEDGE_EDGE_THREADS=1); the clients are threads of this process pinned to CPU 0,
 each with its own gRPC channel (an `EdgeClient`), each sending one image's tensors at the cut as a workstation
 does and the next as soon as the last returned; loopback. Each cell runs --seconds after a warm-up; Triton's
-statistics give the mean batch it ran.
+statistics give the mean batch it ran. On a machine with a GPU, `--edge-runtime torch` serves the part with
+PyTorch on it (`--edge-cpus`, `--client-cpus` place the processes on its cores).
 
     .venv/bin/python bench/bench_shared_edge.py --model classifier --seconds 10
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,9 @@ CLIENTS = (1, 2, 4, 8)
 
 
 def export(folder: Path, args, batching: str, delay_us: int, instances: int) -> Path:
+    """The part with this batching in `folder` (exported once: later calls rewrite its config)."""
     subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(folder), "--cpu",
+                    "--runtime", args.edge_runtime,
                     "--models", args.model, "--cuts", str(args.cut), "--wire", "fp32", "--detector-size",
                     str(args.detector_size), "--batching", batching, "--queue-delay-us", str(delay_us),
                     "--instances", str(instances)],
@@ -115,6 +119,15 @@ def load(address: str, spec, clients: int, seconds: float, server: int) -> dict:
             "edge_cpu_percent": 100 * edge_cpu / took, "client_cpu_percent": 100 * client_cpu / took}
 
 
+def _cpus(text: str) -> set[int]:
+    """A taskset list ("0", "8-15", "0,2") as a set of CPUs."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def _batches(channel, model: str) -> tuple[int, int, int, int]:
     """(images, runs of the part, ns computing, ns queued) Triton has counted for `model`."""
     stats = channel._client.get_inference_statistics(model)  # noqa: SLF001  (the bench reads Triton's own figures)
@@ -132,6 +145,10 @@ def main() -> int:
     parser.add_argument("--delays", default="0,2000,8000", help="queue delays (µs) to try with the batcher")
     parser.add_argument("--instances", default="1", help="numbers of model instances to try, e.g. 1,2")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--edge-runtime", choices=("onnxruntime", "torch"), default="onnxruntime",
+                        help="what runs the part (torch: PyTorch, on the GPU where there is one)")
+    parser.add_argument("--edge-cpus", default="1", help="the edge's CPUs (taskset list, default 1)")
+    parser.add_argument("--client-cpus", default="0", help="the clients' CPUs (e.g. 0 or 8-15; default 0)")
     args = parser.parse_args()
     from inference.analysis.analyzer import Analyzer, ModelChoice
     from inference.config import ModelKind, WireFormat
@@ -146,16 +163,17 @@ def main() -> int:
     counts = [int(n) for n in args.instances.split(",") if n.strip()]
     configurations = [(batching, delay, instances) for instances in counts for batching, delay in
                       [("off", 0)] + [("on", int(d)) for d in args.delays.split(",") if d.strip()]]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped (a time limit): clean up all the same
     work = Path(tempfile.mkdtemp(prefix="mededge-shared-edge-"))
-    os.sched_setaffinity(0, {0})
+    os.sched_setaffinity(0, _cpus(args.client_cpus))
     figures: dict[str, list[dict]] = {}
     try:
         for index, (batching, delay, instances) in enumerate(configurations):
             name = ("no batching" if batching == "off" else f"dynamic batching, queue delay {delay} µs") + (
                 f", {instances} instances" if instances != 1 else "")
-            print(f"{name}: exporting {spec.name}, serving it on CPU 1", file=sys.stderr, flush=True)
-            repository = export(work / f"repository-{index}", args, batching, delay, instances)
-            server, address = serve(work / f"edge-{index}", repository, 1, None)
+            print(f"{name}: exporting {spec.name}, serving it on CPUs {args.edge_cpus}", file=sys.stderr, flush=True)
+            repository = export(work / "repository", args, batching, delay, instances)
+            server, address = serve(work / f"edge-{index}", repository, args.edge_cpus, None)
             try:
                 figures[name] = []
                 for clients in CLIENTS:
@@ -179,8 +197,10 @@ def main() -> int:
     on = {cell["clients"]: cell for cell in figures[best]}
     report = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": " ".join(["bench/bench_shared_edge.py", *sys.argv[1:]]),
-              "setting": ("edge serve pinned to CPU 1, one compute thread per instance; clients: threads on CPU 0, "
-                          "one gRPC channel each, back to back; loopback"),
+              "setting": (f"edge serve pinned to CPUs {args.edge_cpus}, one compute thread per instance"
+                          + (", the part in PyTorch on the GPU where there is one" if args.edge_runtime == "torch"
+                             else "") + f"; clients: threads on CPUs {args.client_cpus}, one gRPC channel each, "
+                          "back to back; loopback"),
               "part": spec.name, "seconds": args.seconds, "instances": counts, "figures": figures,
               "best_batching": best,
               "throughput_ratio": {c: on[c]["requests_per_s"] / off[c]["requests_per_s"] for c in CLIENTS},

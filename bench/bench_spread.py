@@ -66,10 +66,10 @@ def export(work: Path, size: int) -> Path:
     return repository
 
 
-def serve(work: Path, repository: Path, cpu: int, group: Path | None, namespace: str | None = None,
+def serve(work: Path, repository: Path, cpu: int | str, group: Path | None, namespace: str | None = None,
           host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
-    """`edge serve` of `repository` pinned to `cpu`, in `group` when given (its children too), in network
-    `namespace` listening on `host` when given; the server and its address."""
+    """`edge serve` of `repository` pinned to `cpu` (or a taskset list such as "2-7"), in `group` when given (its
+    children too), in network `namespace` listening on `host` when given; the server and its address."""
     work.mkdir(parents=True)
     port, metrics = free_ports(2)
     log = open(work / "edge-serve.log", "w")

@@ -159,7 +159,6 @@ def test_planner_predicts_and_picks_the_fastest_served_option(planned):
     plan = planner.plan()
     link = planner.link
     assert link.round_trip_ms > 0 and link.mbit_s > 0
-    assert link.client_cpu_ms > 0 and link.client_cpu_ms_per_mib > 0 and link.cores > 0
     assert all(0 < ratio < float("inf") for ratio in link.edge_ratio.values())
     served = set(analyzer.edge.status().models)
     for name, model in planner.models().items():
@@ -169,11 +168,6 @@ def test_planner_predicts_and_picks_the_fastest_served_option(planned):
         assert all(o.cut == model.stage_count or analyzer.part(model, o.cut, o.wire).name in served for o in options)
         best = min(options, key=lambda o: o.predicted_ms)
         assert planner.options[name] == best
-        # the gRPC client's CPU here, from the probe: more for more bytes, none when nothing is sent
-        assert options[0].client_ms == 0 and all(o.client_ms > 0 for o in options[1:])
-        full = {o.wire: o for o in options if o.cut == 0}
-        if {WireFormat.FP32, WireFormat.INT8} <= set(full):
-            assert full[WireFormat.FP32].client_ms > full[WireFormat.INT8].client_ms
     assert (plan.detector.cut, plan.detector.wire) == (planner.options["detector"].cut, planner.options["detector"].wire)
     findings = analyzer.analyze(radiograph, plan)
     assert all(run.measured_ms > 0 for run in findings.models.values()) and len(findings.models) == 2

@@ -102,10 +102,6 @@ class LinkMeasurement:
     round_trip_ms: float   # a 1-byte request and its reply
     upload_mbit_s: float   # from requests of `payload_bytes`, less the round trip
     payload_bytes: int
-    # This process's CPU (every thread: the gRPC client's serialising, framing and receiving) for a 1-byte
-    # request, and for each MiB more: the workstation's own work in what the link's time counts
-    client_cpu_ms: float = 0.0
-    client_cpu_ms_per_mib: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -290,11 +286,8 @@ class EdgeClient:
         through the repository's probe model; the returned checksum proves the bytes arrived intact."""
         from inference.edge.repository import PROBE_MODEL
 
-        def send(size: int) -> tuple[float, float]:
-            """(wall ms, this process's CPU ms) of one request of `size` bytes, its serialising included in the
-            CPU (the payload is made before)."""
+        def send(size: int) -> float:
             payload = np.frombuffer(np.random.default_rng(size).bytes(size), np.uint8).reshape(1, size)
-            cpu = time.process_time()
             entry = self._grpc.InferInput("payload", [1, size], "UINT8")
             entry.set_data_from_numpy(payload)
             started = time.perf_counter()
@@ -302,19 +295,15 @@ class EdgeClient:
                                                            client_timeout=self.settings.timeout_s),
                                 "link probe", timeout=self.settings.timeout_s)
             elapsed = (time.perf_counter() - started) * 1e3
-            cpu_ms = (time.process_time() - cpu) * 1e3
             if int(result.as_numpy("checksum")[0, 0]) != int(payload.sum(dtype=np.int64)):
                 raise EdgeError(EdgeFailure.SERVER_ERROR, "link probe: the edge received other bytes than sent")
-            return elapsed, cpu_ms
+            return elapsed
 
         send(1)  # connection and first-call costs stay out of the figures
-        small = [send(1) for _ in range(repeats)]
-        rtt, fixed_cpu = min(wall for wall, _ in small), min(cpu for _, cpu in small)
-        bulk, bulk_cpu = (sorted(values)[repeats // 2] for values in zip(*(send(payload_bytes) for _ in range(repeats)),
-                                                                         strict=True))
+        rtt = min(send(1) for _ in range(repeats))
+        bulk = sorted(send(payload_bytes) for _ in range(repeats))[repeats // 2]
         seconds = max(bulk - rtt, 0.01) / 1e3
-        return LinkMeasurement(rtt, payload_bytes * 8 / seconds / 1e6, payload_bytes, fixed_cpu,
-                               max(bulk_cpu - fixed_cpu, 0.0) / (payload_bytes / 2**20))
+        return LinkMeasurement(rtt, payload_bytes * 8 / seconds / 1e6, payload_bytes)
 
     def close(self) -> None:
         try:

@@ -35,7 +35,6 @@ import torch
 
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError
-from inference.machine import usable_cores
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
@@ -77,9 +76,6 @@ class Option:
     edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
     measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
     bands: int = 0            # stages [0, cut) on this many bands of the image, one per edge (a spatial split)
-    # the workstation's CPU for the request (the gRPC client, on its cores): inside transfer_ms for one study, its
-    # own in a series, where the link's wait overlaps other studies but this CPU does not
-    client_ms: float = 0.0
 
     @property
     def offloaded(self) -> bool:
@@ -92,10 +88,9 @@ class Option:
 
 def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) -> float:
     """Time per study of a pipelined series: the workstation, the link and the edge each work on a different
-    study, so a study costs the busiest of the three (summed over the models), not their sum. The workstation's
-    share is its stages and encoding, and the CPU its gRPC client spends on the requests.
+    study, so a study costs the busiest of the three (summed over the models), not their sum.
     `workstation_ms`: what the workstation does for every study whatever the plan (pre-processing)."""
-    return max(workstation_ms + sum(o.local_ms + o.client_ms for o in options), sum(o.transfer_ms for o in options),
+    return max(workstation_ms + sum(o.local_ms for o in options), sum(o.transfer_ms for o in options),
                sum(o.edge_ms for o in options))
 
 
@@ -106,7 +101,7 @@ def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study
     how many servers, each like the measured one, or each server's compute time relative to the measured one's
     (2.0: half as fast; infinity: down). An edge lane is bound by the busier of its link and its server (the
     workstation's share of its studies, here first, bounds all of them together)."""
-    share_ms = preprocess_ms + sum(o.local_ms + o.client_ms for o in options)  # this workstation's part of a study
+    share_ms = preprocess_ms + sum(o.local_ms for o in options)  # this workstation's part of an edge lane's study
     slowness = [1.0] * edges if isinstance(edges, int) else list(edges)
     transfer, compute = sum(o.transfer_ms for o in options), sum(o.edge_ms for o in options)
     lanes = sum(1e3 / max(transfer, compute * factor) for factor in slowness) if transfer + compute > 0 else math.inf
@@ -145,14 +140,6 @@ class LinkProfile:
     edge_ratio: dict[ModelKind, float]  # model → edge time / local time for the same stages (parts not measured)
     queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
     edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
-    client_cpu_ms: float = 0.0          # the gRPC client's CPU here for a request (LinkMeasurement) …
-    client_cpu_ms_per_mib: float = 0.0  # … and per MiB it carries either way
-    cores: float = 1.0                  # that CPU spreads over the cores this process may use (usable_cores)
-
-    def client_ms(self, nbytes: float, requests: int = 1) -> float:
-        """The workstation's time (its CPU over its cores) that the gRPC client takes for `requests` requests
-        carrying `nbytes` in all."""
-        return (requests * self.client_cpu_ms + nbytes / 2**20 * self.client_cpu_ms_per_mib) / self.cores
 
 
 def _read_json(path: Path):
@@ -408,8 +395,7 @@ class Planner:
         self._server = f"{self.edge.settings.address} triton {status.version}"
         known = {} if self._fresh else self._cached_edge_times()
         self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, {}, self._queue_ms,
-                                {part: ms for part, ms in known.items() if part in status.models},
-                                probe.client_cpu_ms, probe.client_cpu_ms_per_mib, usable_cores())
+                                {part: ms for part, ms in known.items() if part in status.models})
         self._fresh = False
         self._slowness = []  # measured again against the new figures
         self._unservable.clear()
@@ -560,8 +546,7 @@ class Planner:
             here = base.local_ms - self.head_ms(name, model, cut)
             options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
                                   base.transfer_ms + transfer, base.edge_ms + band_ms,
-                                  base.measured_edge and measured is not None, bands=count,
-                                  client_ms=base.client_ms + link.client_ms(count * band_bytes, count)))
+                                  base.measured_edge and measured is not None, bands=count))
         return options
 
     def _option(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> Option:
@@ -580,8 +565,7 @@ class Planner:
         edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
         transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
         here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
-        return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None,
-                      client_ms=link.client_ms(sent + returned))
+        return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
 
     def _images(self, name: ModelKind, model: StagedModel) -> list[torch.Tensor]:
         return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]

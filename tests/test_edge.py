@@ -451,8 +451,14 @@ def test_edge_parts_served_by_pytorch_match_local(analyzer, radiograph, tmp_path
     requests = [PartRequest(analyzer.detector, analyzer.detector_source, cut, WireFormat.FP32) for cut in (0, 6)]
     requests += [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 7, wire)
                  for wire in (WireFormat.FP32, WireFormat.INT8)]
+    band, _ = analyzer.band_part(analyzer.detector, 6, 2)  # a spatial split's band part (one image in)
+    requests.append(PartRequest(analyzer.detector, analyzer.detector_source, 6, WireFormat.FP32, band_rows=band.rows))
     repository = tmp_path / "repository"
     write_repository(repository, requests, gpu=False, runtime=EdgeRuntime.TORCH)
+    # each program holds its own stages' weights only (an exported program keeps every weight of its module)
+    sizes = {path.parent.parent.name: path.stat().st_size for path in repository.glob("*/1/model.pt2")}
+    band_size = sizes[next(name for name in sizes if "_band" in name)]
+    assert band_size < 0.5 * sizes["detector_cut06_fp32"] < 0.5 * sizes["detector_cut00_fp32"]
     stock = text_format.Parse((repository / "classifier_cut07_fp32/config.pbtxt").read_text(), mc.ModelConfig())
     assert stock.platform == "onnxruntime_onnx" and stock.parameters["mededge_runtime"].string_value == "torch"
     sums = (repository / "SHA256SUMS").read_text()

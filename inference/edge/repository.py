@@ -49,6 +49,7 @@ DIGEST = "mededge_onnx_sha256"
 RUNTIME = "mededge_runtime"
 TORCH_PROGRAM_FILE = "model.pt2"  # an `EdgeRuntime.TORCH` part's PyTorch exported program, beside its ONNX
 TORCH_PROGRAM_DIGEST = "mededge_pt2_sha256"
+TORCH_VERSION = "mededge_torch_version"  # major.minor of the PyTorch that exported the programs
 CHECKSUMS = "SHA256SUMS"
 DOCKER_SCRIPT = "serve-with-docker.sh"
 PROBE_MAX_BYTES = 4 << 20  # the link probe sends 1 MiB (EdgeClient.probe); anything up to this is legitimate
@@ -139,6 +140,8 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, g
     config.parameters[RUNTIME].string_value = runtime.value
     if torch_program_sha256:
         config.parameters[TORCH_PROGRAM_DIGEST].string_value = torch_program_sha256
+        # a program loads only into the PyTorch release that exported it (the format is not promised across them)
+        config.parameters[TORCH_VERSION].string_value = torch_release()
     return config
 
 
@@ -199,13 +202,21 @@ def _torch_program(request: PartRequest, spec: EdgePartSpec, path: Path, recorde
     if not wanted:
         path.unlink(missing_ok=True)
         return ""
-    current = (path.exists() and TORCH_PROGRAM_DIGEST in recorded
+    current = (path.exists() and TORCH_PROGRAM_DIGEST in recorded and TORCH_VERSION in recorded
                and recorded["mededge_fingerprint"].string_value == spec.fingerprint
+               and recorded[TORCH_VERSION].string_value == torch_release()
                and recorded[TORCH_PROGRAM_DIGEST].string_value == file_sha256(path))
     if not current:
         progress(f"exporting {spec.name} for PyTorch")
         export_torch_program(request.model, spec, path, MAX_BATCH)
     return file_sha256(path)
+
+
+def torch_release() -> str:
+    """This PyTorch's major.minor (python_model.py computes the same on the edge)."""
+    import torch
+
+    return ".".join(torch.__version__.split(".")[:2])
 
 
 def _current_digests(onnx_path: Path, recorded, fingerprint: str) -> tuple[str, str]:
@@ -421,7 +432,7 @@ def repository_readme(specs: list[EdgePartSpec], gpu: bool, runtime: EdgeRuntime
                else "platform `onnxruntime_onnx`")
     torch_note = ("\n\nExported for PyTorch (`--runtime torch`): `1/model.pt2` beside each `model.onnx` is the same "
                   f"part as a PyTorch exported program (its digest `{TORCH_PROGRAM_DIGEST}`), which `edge serve` "
-                  "runs on the edge's GPU; the stock container runs the ONNX, on the GPU through its onnxruntime."
+                  "runs on the edge's GPU; the stock container runs the ONNX (on the GPU unless exported `--cpu`)."
                   if runtime is EdgeRuntime.TORCH else "")
     backend = "OpenVINO" if runtime is EdgeRuntime.OPENVINO else "ONNX Runtime"
     return f"""# MedEdge edge parts — Triton model repository

@@ -95,8 +95,8 @@ class Installation:
         # The stub ignores PYTHONPATH (isolated mode); model.py adds these folders itself: any the operator named in
         # MEDEDGE_SITE_PACKAGES first (e.g. a NumPy 1.x for the stub where this interpreter has 2.x), then this
         # interpreter's.
-        paths = [*env.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep), sysconfig.get_paths()["purelib"],
-                 sysconfig.get_paths()["platlib"]]
+        operator = [str(Path(p).resolve()) for p in env.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep) if p]
+        paths = [*operator, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
         env["MEDEDGE_SITE_PACKAGES"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
         return env
 

@@ -225,12 +225,15 @@ class EdgePart(nn.Module):
 def _part_and_sample(model: StagedModel, spec: EdgePartSpec) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The module an edge part runs, and a batch of two of its inputs (the sample exports are traced on)."""
     if spec.band_rows:
-        return (BandPart(model, spec.cut).eval(),
-                (sample_input(model, batch=2)[:, :, :spec.band_rows].contiguous(),))
+        return _part_module(model, spec), (sample_input(model, batch=2)[:, :, :spec.band_rows].contiguous(),)
     with torch.inference_mode():
         crossing = model.run_stages({INPUT: sample_input(model, batch=2)}, 0, spec.cut)
     encoded = encode(spec.wire, {tensor_name(i): t.cpu().numpy() for i, t in crossing.items()})
-    return EdgePart(model, spec.cut, spec.wire).eval(), tuple(torch.from_numpy(encoded[t.name]) for t in spec.inputs)
+    return _part_module(model, spec), tuple(torch.from_numpy(encoded[t.name]) for t in spec.inputs)
+
+
+def _part_module(model: StagedModel, spec: EdgePartSpec) -> nn.Module:
+    return (BandPart(model, spec.cut) if spec.band_rows else EdgePart(model, spec.cut, spec.wire)).eval()
 
 
 def export_part(model: StagedModel, spec: EdgePartSpec, path: Path, *, check: bool = True) -> None:
@@ -260,17 +263,42 @@ def export_torch_program(model: StagedModel, spec: EdgePartSpec, path: Path, max
     """Write the edge part as a PyTorch exported program (`torch.export`, from the module the ONNX is exported
     from; any batch up to `max_batch`) for an edge that runs it with PyTorch, on its GPU where it has one. Checked
     against PyTorch on a sample, at two batch sizes; raise if they differ."""
-    part, args = _part_and_sample(model, spec)
+    whole, args = _part_and_sample(model, spec)
+    part = _part_module(_without_unused_weights(model, whole, args), spec)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
+    # a band part takes one image; an edge part one tensor per crossing (its forward's *tensors)
+    dynamic = ({0: batch},) if spec.band_rows else (tuple({0: batch} for _ in args),)
     with torch.no_grad(), warnings.catch_warnings():
         # tensors that share storage warn on saving and loading (harmless for weights on the CPU)
         warnings.filterwarnings("ignore", "No complete tensor found in the group", UserWarning)
-        program = torch.export.export(part, args, dynamic_shapes=(tuple({0: batch} for _ in args),))
+        program = torch.export.export(part, args, dynamic_shapes=dynamic)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.export.save(program, str(path))
         loaded = torch.export.load(str(path)).module()
         for sample in (args, tuple(a[:1] for a in args)):
-            _check_outputs(spec, model, "exported program", part(*sample), [t.numpy() for t in loaded(*sample)])
+            _check_outputs(spec, model, "exported program", whole(*sample), [t.numpy() for t in loaded(*sample)])
+
+
+def _without_unused_weights(model: StagedModel, part: nn.Module, args: tuple[torch.Tensor, ...]) -> StagedModel:
+    """A copy of `model` whose modules that `part` (of `model`) never calls on `args` hold empty weights: an
+    exported program keeps every weight of the module it is exported from, used or not (the whole model in each
+    part). The program is checked against the whole model's part after."""
+    import copy
+
+    called: set[int] = set()
+    hooks = [module.register_forward_pre_hook(lambda m, _: called.add(id(m))) for module in model.modules()]
+    try:
+        with torch.inference_mode():
+            part(*args)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    trimmed = copy.deepcopy(model)
+    for original, module in zip(model.modules(), trimmed.modules(), strict=True):
+        if id(original) not in called:
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(parameter.new_empty(0), requires_grad=False))
+    return trimmed
 
 
 def _check_outputs(spec: EdgePartSpec, model: StagedModel, what: str, expected, got) -> None:

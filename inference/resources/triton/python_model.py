@@ -3,8 +3,9 @@ OpenVINO, or its PyTorch exported program (`model.pt2`) with PyTorch, as the exp
 
 `python main.py edge serve` places this file next to each exported `model.onnx`: the same ONNX and the
 same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
-wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU; OpenVINO the CPU;
-PyTorch the GPU when it has CUDA, else the CPU. All at FP32 (never BF16 or TF32 behind the workstation's back).
+wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU (with its CUDA
+defaults); OpenVINO the CPU at FP32 (never BF16 behind the workstation's back); PyTorch the GPU when it has CUDA,
+else the CPU, at FP32 (TF32 off).
 
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
@@ -45,6 +46,7 @@ class TritonPythonModel:
         runtime = _parameter(config, "mededge_runtime") or "onnxruntime"
         self.session: _Torch | _OpenVino | Any  # Any: an onnxruntime session
         if runtime == "torch":
+            _same_torch(config)
             self.session = _Torch(_checked(config, path.with_name("model.pt2"), "mededge_pt2_sha256"), threads)
             print(f"MedEdge edge part {config['name']}: PyTorch on {self.session.device}", file=sys.stderr,
                   flush=True)
@@ -97,6 +99,17 @@ def _checked(config: dict, path: Path, digest_key: str) -> bytes:
     return data
 
 
+def _same_torch(config: dict) -> None:
+    """Refuse a PyTorch program exported by another PyTorch release than this edge's (its format is not promised to
+    load across releases; `edge serve` without --repository exports with the edge's own)."""
+    import torch
+
+    here, exported = ".".join(torch.__version__.split(".")[:2]), _parameter(config, "mededge_torch_version")
+    if exported != here:
+        raise RuntimeError(f"edge part {config['name']} refused: exported with PyTorch {exported or 'unknown'}, this "
+                           f"edge has {here}: export the repository again with this edge's PyTorch")
+
+
 def _onnxruntime(onnx: bytes, threads: int):
     import onnxruntime
 
@@ -140,11 +153,15 @@ class _Torch:
 
         torch.backends.cudnn.allow_tf32 = False  # FP32 means FP32, as on the workstation
         torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True  # the image size is fixed: the fastest FP32 algorithm, found once
+        # cudnn.benchmark stays off: the batcher's batches vary in size (1 to 8), and it would search the fastest
+        # algorithms again for each new one, inside requests (it made a batched GPU edge 6x slower)
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # its weights as tensors only: PyTorch's unpickler may not run code from the file, even one that is this
+        # part's by digest (whoever wrote the repository wrote the digest too)
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
         exported = torch.export.load(io.BytesIO(program))
         if self.device.type != "cpu":  # its weights, and the devices the export recorded (grids), moved
             from torch.export.passes import move_to_device_pass

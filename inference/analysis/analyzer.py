@@ -102,7 +102,8 @@ AHEAD = 2
 # for down) plus this many times the expected edge time of the requests queued ahead of it, of its own, and of
 # the studies a pipelined series may send while it is out (the edge batches them with it, or shares its cores
 # among them) — a series queues requests on purpose, and must not give up the edge for the wait it planned.
-# Before any time is known (a fixed split, before its first reply), each of those counts as the settings' timeout.
+# Before any time is known (a fixed split, before its first reply), each request ahead or joining counts as the
+# settings' timeout (not after a timeout of that part: then the bare timeout, until a reply comes).
 QUEUE_MARGIN = 2.0
 
 
@@ -275,6 +276,7 @@ class Analyzer:
         self._request_ids = itertools.count()
         self._served_until: dict[str, float] = {}   # part → when its last reply came (service time of the next)
         self._service_ms: dict[str, float] = {}     # part → the last request's measured service time
+        self._timed_out: set[str] = set()           # parts whose last request timed out (none answered since)
 
     def with_edge(self, edge: EdgeClient | EdgeGroup | None) -> Analyzer:
         """An analyzer sharing these models (loaded once) with `edge` (None: this workstation alone), that
@@ -625,9 +627,10 @@ class Analyzer:
     def _allowance_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
         """What a request to `spec` may add to the wait of a request queued behind it or batched with it:
         QUEUE_MARGIN × its expected time; before anything is known of it (a fixed split has no prediction, and
-        no reply has come yet), the settings' timeout, the most one request is given with nothing ahead."""
+        no reply has come yet), the settings' timeout, the most one request is given with nothing ahead — unless
+        the part's last request timed out: an edge that does not answer is not waited for again and again."""
         expected = self._expected_ms(spec, plan)
-        if expected > 0 or self.edge is None:
+        if expected > 0 or self.edge is None or spec.name in self._timed_out:
             return QUEUE_MARGIN * expected
         return self.edge.settings.timeout_s * 1e3
 
@@ -652,12 +655,17 @@ class Analyzer:
                 reply = (edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s, first=server)
                          if isinstance(edge, EdgeGroup) else
                          edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s))
+            except EdgeError as error:
+                if error.failure is EdgeFailure.TIMEOUT:
+                    self._timed_out.add(spec.name)
+                raise
             finally:
                 done = time.perf_counter()
                 with self._flight_lock:
                     began = max(sent, self._served_until.get(spec.name, 0.0))
                     self._served_until[spec.name] = done
             self._service_ms[spec.name] = (done - began) * 1e3
+            self._timed_out.discard(spec.name)
             return _Timed(reply, (done - sent) * 1e3, (done - began) * 1e3)
 
         def landed(_: Future) -> None:  # answered, failed, or dropped before it was sent

@@ -127,14 +127,18 @@ def serve(repository: Path, work: Path, python: str, cpus: str, loopback: bool) 
     if not loopback:  # plaintext on purpose: a link inside namespaces this script made and removes
         command = ["ip", "netns", "exec", NAMESPACE, *command, "--host", EDGE_IP, "--insecure"]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"edge serve stopped: see {work / 'edge-serve.log'}")
-        if "stop with Ctrl-C" in (work / "edge-serve.log").read_text():
-            return server
-        time.sleep(1)
-    raise RuntimeError("edge serve did not start within 10 minutes")
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"edge serve stopped: see {work / 'edge-serve.log'}")
+            if "stop with Ctrl-C" in (work / "edge-serve.log").read_text():
+                return server
+            time.sleep(1)
+        raise RuntimeError("edge serve did not start within 10 minutes")
+    except BaseException:  # stopped while it starts (a time limit too): its process group goes with it
+        os.killpg(server.pid, signal.SIGKILL)
+        raise
 
 
 def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str,
@@ -212,7 +216,7 @@ def main() -> int:
         links = [LINKS[int(i)] for i in args.links.split(",")]
     except (ValueError, IndexError):
         parser.error(f"--links: numbers from 0 to {len(LINKS) - 1}, comma-separated")
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not (args.loopback and args.workstation_quota is None):
         print("bench_links.py needs root: it creates a network namespace, a veth pair and tc qdiscs "
               "(run it as root, e.g. sudo .venv/bin/python bench/bench_links.py)", file=sys.stderr)
         return 2
@@ -252,6 +256,7 @@ def main() -> int:
             make_cgroup(quota)
         server = serve(repository, work, python, args.edge_cpus, args.loopback)
         for label, mbit, delay_ms in links:
+            label = "loopback, unshaped" if args.loopback and mbit is None and not delay_ms else label
             print(f"link: {label}", file=sys.stderr, flush=True)
             if not args.loopback:
                 shape(mbit)

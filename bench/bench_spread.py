@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,10 +83,14 @@ def serve(work: Path, repository: Path, cpu: int | str, group: Path | None, name
         command = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh", *command]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 1800
-    while "stop with Ctrl-C" not in (work / "edge-serve.log").read_text():
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"edge serve did not start: see {work / 'edge-serve.log'}")
-        time.sleep(1)
+    try:
+        while "stop with Ctrl-C" not in (work / "edge-serve.log").read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"edge serve did not start: see {work / 'edge-serve.log'}")
+            time.sleep(1)
+    except BaseException:  # stopped while it starts (a time limit too): its process group goes with it
+        os.killpg(server.pid, signal.SIGKILL)
+        raise
     return server, f"{host}:{port}"
 
 

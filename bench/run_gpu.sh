@@ -11,7 +11,7 @@
 #     SMOKE=1 bench/run_gpu.sh OUT         (a minute: the set-up, and a classifier part served on the GPU)
 # Other cores: WORKSTATION_CPUS (0,1), EDGE_CPUS (2-7), CLIENT_CPUS (8-15); shorter: REPEATS (3), CELL_SECONDS (4).
 set -u
-out=${1:?usage: bench/run_gpu.sh OUT [LINKS]}
+out=$(realpath -m "${1:?usage: bench/run_gpu.sh OUT [LINKS]}")
 links=${2:-1,2}
 python=${PYTHON:-python3}
 workstation=${WORKSTATION_CPUS:-0,1} edge=${EDGE_CPUS:-2-7} clients=${CLIENT_CPUS:-8-15}
@@ -20,13 +20,16 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 MEDEDGE_DATA_DIR=$(mktemp -d)
 export MEDEDGE_DATA_DIR
+failed=0
 
 step() {  # step NAME SECONDS COMMAND...: the command's output into the log, its end shown
     local name=$1 limit=$2
     shift 2
     echo "=== $name: up to ${limit} s, from $(date -u +%T)"
     timeout -k 40 "$limit" "$@" >"$out/$name.log" 2>&1
-    echo "=== $name: exit $? at $(date -u +%T)"
+    local status=$?
+    echo "=== $name: exit $status at $(date -u +%T)"
+    [ "$status" = 0 ] || failed=1
     tail -n 30 "$out/$name.log"
 }
 
@@ -44,7 +47,7 @@ EOF
 if [ -n "${SMOKE:-}" ]; then
     step smoke 120 "$python" bench/bench_shared_edge.py --model classifier --cut 7 --edge-runtime torch \
         --edge-cpus "$edge" --client-cpus "$clients" --seconds 1 --delays 2000
-    exit
+    exit $failed
 fi
 step cuda_local 70 "$python" bench/bench_cuda_local.py --repeats 30 --json "$out/cuda_local.json"
 if command -v ip >/dev/null && command -v tc >/dev/null && ip netns add mededge-probe 2>/dev/null; then
@@ -56,9 +59,10 @@ else
 fi
 step links 360 "$python" bench/bench_links.py --quick --repeats "${REPEATS:-3}" --edge-runtime torch \
     --workstation-cpus "$workstation" --workstation-threads 2 --edge-cpus "$edge" "${link_args[@]}" \
-    --out /tmp/gpu-links --work /tmp/gpu-links-work
-cp /tmp/gpu-links/links.json /tmp/gpu-links/links.md "$out/" 2>/dev/null
+    --out "$out/links" --work "$(mktemp -d)"
 step shared_edge 140 "$python" bench/bench_shared_edge.py --model detector --cut 0 --edge-runtime torch \
     --edge-cpus "$edge" --client-cpus "$clients" --seconds "${CELL_SECONDS:-4}" --delays 2000 \
     --json "$out/shared_edge.json"
-cat "$out"/*.log >"$out/all.log" && rm -f "$out"/cuda_local.log "$out"/links.log "$out"/shared_edge.log
+cat "$out"/cuda_local.log "$out"/links.log "$out"/shared_edge.log >"$out/all.log" \
+    && rm -f "$out"/cuda_local.log "$out"/links.log "$out"/shared_edge.log
+exit $failed

@@ -40,8 +40,9 @@ def running_keyring(folder: Path):
         _choose_backend_again()  # the library judged once that no keyring runs here: again, now that one does
         deadline = time.monotonic() + 20
         while True:
-            try:
-                keyring.get_password("mededge-test", "probe")
+            try:  # a write: a read succeeds before the daemon has made (and unlocked) the login keyring from stdin
+                keyring.set_password("mededge-test", "probe", "ready")
+                keyring.delete_password("mededge-test", "probe")
                 break
             except keyring.errors.KeyringError:
                 if time.monotonic() > deadline:

@@ -1,4 +1,4 @@
-"""What this machine lets the process use, for predictions that count its CPU."""
+"""What this machine lets the process use: for bounds that count its CPU (the benchmark's series bound)."""
 
 from __future__ import annotations
 

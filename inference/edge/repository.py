@@ -202,14 +202,15 @@ def _torch_program(request: PartRequest, spec: EdgePartSpec, path: Path, recorde
     if not wanted:
         path.unlink(missing_ok=True)
         return ""
-    current = (path.exists() and TORCH_PROGRAM_DIGEST in recorded and TORCH_VERSION in recorded
-               and recorded["mededge_fingerprint"].string_value == spec.fingerprint
-               and recorded[TORCH_VERSION].string_value == torch_release()
-               and recorded[TORCH_PROGRAM_DIGEST].string_value == file_sha256(path))
-    if not current:
+    digest = file_sha256(path) if path.exists() else ""
+    if not (digest and TORCH_PROGRAM_DIGEST in recorded and TORCH_VERSION in recorded
+            and recorded["mededge_fingerprint"].string_value == spec.fingerprint
+            and recorded[TORCH_VERSION].string_value == torch_release()
+            and recorded[TORCH_PROGRAM_DIGEST].string_value == digest):
         progress(f"exporting {spec.name} for PyTorch")
         export_torch_program(request.model, spec, path, MAX_BATCH)
-    return file_sha256(path)
+        digest = file_sha256(path)
+    return digest
 
 
 def torch_release() -> str:

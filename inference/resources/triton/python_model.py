@@ -79,6 +79,8 @@ class TritonPythonModel:
         return responses
 
 
+# This file runs inside Triton's stub, apart from the package: the names below ("mededge_runtime", "model.pt2",
+# "mededge_pt2_sha256", "mededge_torch_version" and torch_release's major.minor) are inference/edge/repository.py's.
 def _parameter(config: dict, key: str) -> str:
     return config.get("parameters", {}).get(key, {}).get("string_value", "")
 

@@ -454,6 +454,11 @@ def test_edge_parts_served_by_pytorch_match_local(analyzer, radiograph, tmp_path
     band, _ = analyzer.band_part(analyzer.detector, 6, 2)  # a spatial split's band part (one image in)
     requests.append(PartRequest(analyzer.detector, analyzer.detector_source, 6, WireFormat.FP32, band_rows=band.rows))
     repository = tmp_path / "repository"
+    with pytest.MonkeyPatch.context() as older:  # a PyTorch the edge could not move to its GPU: one line, before any export
+        older.setattr("inference.edge.repository.torch_release", lambda: "2.4")
+        with pytest.raises(ValueError, match=r"needs PyTorch 2\.5 or later \(this one is 2\.4\)"):
+            write_repository(repository, requests[:1], gpu=False, runtime=EdgeRuntime.TORCH)
+        assert not repository.exists()
     write_repository(repository, requests, gpu=False, runtime=EdgeRuntime.TORCH)
     # each program holds its own stages' weights only (an exported program keeps every weight of its module)
     sizes = {path.parent.parent.name: path.stat().st_size for path in repository.glob("*/1/model.pt2")}

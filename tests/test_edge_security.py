@@ -32,7 +32,7 @@ from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
-from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
+from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports, refuse_code_writable_by_others
 from inference.models.findings import Mode
 from inference.models.parts import part_spec
 from inference.planning.plan import ModelPlan, Plan
@@ -337,6 +337,40 @@ def test_a_repository_others_can_write_is_refused(repository, tmp_path):
             assert server.process is None  # refused before Triton started
         finally:
             unsafe.chmod(mode)
+
+
+def test_code_the_server_imports_from_others_can_write_is_refused(repository, tmp_path, monkeypatch):
+    """MEDEDGE_SITE_PACKAGES (the parts import from it first) and another Triton's folder are code the server
+    runs: held to the repository's rule, a link judged by what it points to."""
+    site = tmp_path / "site"
+    (site / "numpy").mkdir(parents=True)
+    module = site / "numpy" / "__init__.py"
+    module.write_text("")
+    elsewhere = tmp_path / "elsewhere.py"
+    elsewhere.write_text("")
+    (site / "linked.py").symlink_to(elsewhere)
+    for path in (tmp_path, site, site / "numpy", module, elsewhere):
+        path.chmod(path.stat().st_mode & ~0o022)
+    monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(site))
+    refuse_code_writable_by_others(site)  # as the operator made it: this user's, links to this user's files
+    for unsafe in (site, module, elsewhere):
+        mode = unsafe.stat().st_mode
+        unsafe.chmod(mode | 0o002)
+        try:
+            for triton_site, named in ((None, "MEDEDGE_SITE_PACKAGES"), (site, "MEDEDGE_SITE_PACKAGES")):
+                server = EdgeServer(repository, tmp_path / "run", grpc_port=free_ports(1)[0], triton_site=triton_site)
+                with pytest.raises(EdgeServerError, match=f"{named} names .* can be changed by other users"):
+                    server.start()
+                assert server.process is None  # refused before Triton started
+            monkeypatch.delenv("MEDEDGE_SITE_PACKAGES")
+            with pytest.raises(EdgeServerError, match="the Triton folder names .* can be changed by other users"):
+                refuse_code_writable_by_others(site)
+            monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(site))
+        finally:
+            unsafe.chmod(mode)
+    monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(tmp_path / "missing"))
+    with pytest.raises(EdgeServerError, match="not a folder"):
+        refuse_code_writable_by_others(None)
 
 
 def test_a_part_whose_onnx_is_not_the_exported_one_is_refused(analyzer, repository, tmp_path):

@@ -50,6 +50,9 @@ RUNTIME = "mededge_runtime"
 TORCH_PROGRAM_FILE = "model.pt2"  # an `EdgeRuntime.TORCH` part's PyTorch exported program, beside its ONNX
 TORCH_PROGRAM_DIGEST = "mededge_pt2_sha256"
 TORCH_VERSION = "mededge_torch_version"  # major.minor of the PyTorch that exported the programs
+# The edge moves a program to its GPU with torch.export.passes.move_to_device_pass, public since PyTorch 2.5 (the
+# edge runs the exporter's release: checked once, at export). Run here with 2.11 (GPU) and 2.13 (CPU).
+TORCH_EXPORT_SINCE = (2, 5)
 CHECKSUMS = "SHA256SUMS"
 DOCKER_SCRIPT = "serve-with-docker.sh"
 PROBE_MAX_BYTES = 4 << 20  # the link probe sends 1 MiB (EdgeClient.probe); anything up to this is legitimate
@@ -160,6 +163,9 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     served with `batching` by `runtime` (OpenVINO on the CPU: Triton's OpenVINO backend runs nothing else; PyTorch
     from an exported program of each part beside its ONNX)."""
     gpu = gpu and runtime is not EdgeRuntime.OPENVINO
+    if runtime is EdgeRuntime.TORCH and tuple(int(n) for n in torch_release().split(".")) < TORCH_EXPORT_SINCE:
+        raise ValueError(f"the edge runtime torch needs PyTorch {'.'.join(map(str, TORCH_EXPORT_SINCE))} or later "
+                         f"(this one is {torch_release()}); upgrade it, or export for onnxruntime")
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
         progress(f"removed {path.relative_to(root)}, left by an interrupted export")

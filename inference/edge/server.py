@@ -11,7 +11,9 @@ loopback; and Triton itself refuses every call that loads, unloads or changes a 
 or changes logging or tracing unless it carries a credential made at each start (`--grpc-restricted-protocol`;
 it also lies in `control.json`, mode 0600, for `edge control`). Plaintext beyond loopback needs `insecure=True`.
 The repository must be changeable by nobody but its owner (and root), hold no symbolic links, and each part
-loads only if its ONNX is the one exported (inference/resources/triton/python_model.py checks the SHA-256).
+loads only if its ONNX is the one exported (inference/resources/triton/python_model.py checks the SHA-256); the
+other code it runs (the folders in MEDEDGE_SITE_PACKAGES, another Triton's folder) must be changeable by nobody
+else either.
 """
 
 from __future__ import annotations
@@ -95,10 +97,16 @@ class Installation:
         # The stub ignores PYTHONPATH (isolated mode); model.py adds these folders itself: any the operator named in
         # MEDEDGE_SITE_PACKAGES first (e.g. a NumPy 1.x for the stub where this interpreter has 2.x), then this
         # interpreter's.
-        operator = [str(Path(p).resolve()) for p in env.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep) if p]
+        operator = [str(folder) for folder in operator_site_packages()]
         paths = [*operator, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
         env["MEDEDGE_SITE_PACKAGES"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
         return env
+
+
+def operator_site_packages() -> list[Path]:
+    """The folders the operator named in MEDEDGE_SITE_PACKAGES, resolved: the parts import from them first."""
+    return [Path(folder).resolve() for folder in os.environ.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep)
+            if folder]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -124,17 +132,22 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 
-def writable_by_others(repository: Path, owner: int | None = None) -> str | None:
+def writable_by_others(repository: Path, owner: int | None = None, links: bool = False) -> str | None:
     """Why someone other than `owner` (default: this process's user) or root could change what the server will
     run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
-    folder above it unless sticky, like /tmp), or a symbolic link in it (its target is not checked). None when
-    there is no such path."""
+    folder above it unless sticky, like /tmp), or a symbolic link in it — with `links`, what a link points to is
+    checked instead (not the folders above that). None when there is no such path."""
     trusted = {0, os.geteuid() if owner is None else owner}
 
     def unsafe(path: Path, above: bool = False) -> str | None:
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
-            return f"{path} is a symbolic link (the edge serves the files themselves)"
+            if not links:
+                return f"{path} is a symbolic link (the edge serves the files themselves)"
+            try:  # the link is its folder's (checked); what it points to is checked as if it were here
+                info = path.stat()
+            except OSError:
+                return None  # points to nothing: nothing to run
         if info.st_uid not in trusted:
             return f"{path} belongs to another user (uid {info.st_uid})"
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (above and info.st_mode & stat.S_ISVTX):
@@ -158,6 +171,19 @@ def refuse_if_writable_by_others(repository: Path, owner: int | None = None) -> 
     if (problem := writable_by_others(repository, owner)) is not None:
         raise EdgeServerError(f"refusing to serve {repository}: {problem} — a part is code the server runs: make "
                               "the repository this user's, without links, and chmod -R go-w it")
+
+
+def refuse_code_writable_by_others(triton_site: Path | None) -> None:
+    """The code the server runs beside the repository's — the folders named in MEDEDGE_SITE_PACKAGES (the parts
+    import from them first) and another Triton's folder — is held to the repository's rule: another user able to
+    change a file there could run code as the server (links are allowed: a site-packages holds them)."""
+    for folder, what in [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
+                         *([(triton_site.resolve(), "the Triton folder")] if triton_site is not None else [])]:
+        if not folder.is_dir():
+            raise EdgeServerError(f"refusing to start: {what} names {folder}, which is not a folder")
+        if (problem := writable_by_others(folder, links=True)) is not None:
+            raise EdgeServerError(f"refusing to start: {what} names {folder}, and {problem} — the server imports "
+                                  "code from it: make it this user's or root's and chmod -R go-w it")
 
 
 def triton_socket_url(folder: Path) -> str:
@@ -315,6 +341,7 @@ class EdgeServer:
     def start(self, ready_timeout_s: float = 180.0) -> None:
         self.check_exposure()
         refuse_if_writable_by_others(self.repository)
+        refuse_code_writable_by_others(self.triton_site)
         busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),
                                                                 ("metrics", self.metrics_host, self.metrics_port))
                 if port_in_use(host, port)]

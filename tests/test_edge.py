@@ -209,8 +209,8 @@ def test_a_pipelined_series_waits_for_the_requests_it_queued(analyzer, every_par
         assert len(results) == 7 and all(r.mode is Mode.EDGE for r in results), results
         assert max(r.timing_ms["queued"] for r in results) > 2 * one_request_s * 1e3  # they did queue
         # A lane that knows nothing of the edge's times yet (a fixed split, `infer --split edge`, no planner's
-        # prediction, before its first reply): each request ahead counts as the settings' timeout, and the series
-        # stays on the edge (it fell back with every request given the bare timeout).
+        # prediction, before its first reply): its first study runs alone, then the series pipelines on the
+        # measured times and stays on the edge (it fell back with every request given the bare timeout).
         fresh = analyzer.with_edge(tight)
         results = list(fresh.analyze_many([radiograph] * 7, plan, allow_fallback=False))
         assert len(results) == 7 and all(r.mode is Mode.EDGE for r in results), results

@@ -105,6 +105,26 @@ def test_a_stalled_link_times_out_and_the_study_completes_locally(analyzer, serv
         assert analyzer.analyze(study, _plan(analyzer)).mode is Mode.DISTRIBUTED  # the same client recovers
 
 
+def test_an_edge_that_never_answers_is_waited_for_once_not_a_queue_s_worth(analyzer, server, study):
+    """A fixed split on an edge that takes the connection and the checks but never answers an inference: a series'
+    first study falls back after the request timeout — the series holds no studies queued behind a request whose
+    time nobody knows yet (before, their allowances made the first wait three timeouts)."""
+    timeout_s = 3.0
+    with Relay(_target(server)) as relay:
+        lane = analyzer.with_edge(EdgeClient(EdgeSettings(relay.address, timeout_s=timeout_s)))
+        plan = _plan(analyzer)
+        lane.edge.verify(lane.part(analyzer.classifier, plan.classifier.cut, plan.classifier.wire))  # it answers…
+        relay.stall()  # …then nothing more
+        started = time.monotonic()
+        arrived = []
+        for result in lane.analyze_many([study] * 3, plan, with_heat_maps=False):
+            arrived.append(time.monotonic() - started)
+            assert result.mode is Mode.LOCAL_FALLBACK and "did not answer" in result.fallback_reason
+        assert len(arrived) == 3
+        assert arrived[0] < 1.7 * timeout_s, arrived  # the timeout and this study's local stages, no more
+        relay.resume()
+
+
 def test_a_cut_link_falls_back_and_the_client_reconnects_when_it_returns(analyzer, server, study):
     with Relay(_target(server)) as relay:
         analyzer.edge = EdgeClient(EdgeSettings(relay.address, timeout_s=5))

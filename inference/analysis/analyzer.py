@@ -366,10 +366,11 @@ class Analyzer:
                     pending.append(study)
                 elif study is not None:
                     planned = current()
-                    depth = AHEAD if planned is not None and planned.uses_edge(self.stage_counts) else 0
+                    depth = AHEAD if planned is not None and self._edge_times_known(planned) else 0
                     with self._lock, torch.inference_mode():
-                        pending.append(self._guarded(study.path, lambda study=study, planned=planned: self._begin(
-                            study, self._checked(planned), with_heat_maps, check, send, AHEAD)))
+                        pending.append(self._guarded(
+                            study.path, lambda study=study, planned=planned, depth=depth: self._begin(
+                                study, self._checked(planned), with_heat_maps, check, send, depth)))
                 while pending and (study is None or len(pending) > depth or isinstance(pending[-1], StudyError)):
                     check()  # cancelled: no further result, even of a study whose stages all ran already
                     result = self._finish(pending[0], allow_fallback, check)
@@ -381,6 +382,17 @@ class Analyzer:
                         return
         finally:  # ended early (an edge failure, cancelled, or the caller stopped reading): nothing left behind
             _abandon(pending)
+
+    def _edge_times_known(self, plan: Plan) -> bool:
+        """`plan` uses the edge, and what each of its requests takes there is known (planned, or measured on a
+        reply). Until then a series runs one study at a time: a request queued behind others whose time nobody
+        knows could only be given a guess of a timeout — an edge that never answers would be waited for that many
+        times over before the first study falls back."""
+        if not plan.uses_edge(self.stage_counts):
+            return False
+        # (a spatial split's bands are waited for within their study's own stages: no queue of later studies)
+        return all(self._expected_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire), model_plan) > 0
+                   for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind])
 
     def _finish(self, entry: _Begun | StudyError, allow_fallback: bool, check) -> Findings | StudyError:
         if isinstance(entry, StudyError):
@@ -627,8 +639,9 @@ class Analyzer:
     def _allowance_ms(self, spec: EdgePartSpec, plan: ModelPlan) -> float:
         """What a request to `spec` may add to the wait of a request queued behind it or batched with it:
         QUEUE_MARGIN × its expected time; before anything is known of it (a fixed split has no prediction, and
-        no reply has come yet), the settings' timeout, the most one request is given with nothing ahead — unless
-        the part's last request timed out: an edge that does not answer is not waited for again and again."""
+        no reply has come yet: then only the other model of the same study follows it, see _edge_times_known),
+        the settings' timeout, the most one request is given with nothing ahead — unless the part's last request
+        timed out: an edge that does not answer is not waited for again and again."""
         expected = self._expected_ms(spec, plan)
         if expected > 0 or self.edge is None or spec.name in self._timed_out:
             return QUEUE_MARGIN * expected

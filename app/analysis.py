@@ -103,8 +103,11 @@ class AnalysisService(QObject):
             choice = ModelChoice(detector_weights=settings.detector_weights or None,
                                  classifier_weights=settings.classifier_weights or None, device=settings.device,
                                  runtime=settings.runtime)
-            self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge), key
+            self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge, choose_in_background=True), key
             gc.freeze()
+            if not self._analyzer.runtimes_ready.is_set():  # the first use on this machine (or after an upgrade)
+                self.progress.emit(path, "choosing this workstation's runtimes in the background (once); "
+                                         "PyTorch meanwhile…")
         return self._analyzer
 
     def _session_for(self, settings: AppSettings, path: str) -> AnalysisSession:

@@ -81,7 +81,8 @@ def main() -> int:
         runs = {}
         for root in roots:
             data = work / f"data-{roots.index(root)}"  # each checkout its own planner's measurements
-            for label, split in (("auto, cold", "auto"), ("auto, warm", "auto"), ("edge", "edge")):
+            for label, split in (("auto, cold", "auto"), ("auto, warm", "auto"), ("auto, third", "auto"),
+                                 ("edge", "edge")):
                 name = f"{root.name or root} · {label}"
                 runs[name] = infer(root, folder, address, split, args.detector_size, data, group)
                 print(f"{name}: first {runs[name]['first_s']:.1f} s, last {runs[name]['last_s']:.1f} s, "

@@ -354,3 +354,32 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     option = planner.options["classifier"]
     findings = analyzer.analyze(radiograph, Plan(planner.options["detector"].model_plan, option.model_plan))
     assert 1 / (2 * DRIFT) <= findings.models["classifier"].measured_ms / option.predicted_ms <= 2 * DRIFT
+
+
+def test_the_plan_waits_for_the_runtimes_auto_is_still_choosing(planned):
+    """While auto chooses this workstation's runtimes in the background (the first start on a machine), a session
+    analyses on the fixed cuts and its planner waits: its predictions of the stages here depend on the runtimes."""
+    import threading
+    import time
+
+    from inference.analysis.session import AnalysisSession
+
+    analyzer, radiograph = planned
+    lane = analyzer.with_edge(analyzer.edge)
+    lane.runtimes_ready = threading.Event()  # as an analyzer made with choose_in_background, still choosing
+    fixed = Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.INT8))
+    session = AnalysisSession(lane, fixed, auto=True, with_heat_maps=False)
+    planned_at: list[float] = []
+    prepare = session.prepare
+    session.prepare = lambda *args, **kwargs: planned_at.append(time.monotonic()) or prepare(*args, **kwargs)
+    try:
+        first = session.analyze(radiograph)
+        assert {kind.value: run.cut for kind, run in first.models.items()} == {"detector": 6, "classifier": 7}
+        time.sleep(2)
+        assert session.measuring() and not session.measured
+        released = time.monotonic()
+        lane.runtimes_ready.set()
+        assert session.wait_for_plan(timeout_s=300) and session.measured and session.planner.options
+        assert planned_at and min(planned_at) >= released  # planned only once the runtimes were there
+    finally:
+        session.close()

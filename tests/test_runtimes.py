@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -169,6 +170,47 @@ def test_auto_runs_the_stages_before_a_cut_on_its_runtime_only_where_faster(monk
     finally:  # timings of slowed stand-ins: no other test may decide from them
         for path in kept:
             path.unlink()
+
+
+def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_cxr, tmp_path, monkeypatch):
+    """`infer` and the viewer do not wait for auto's first choice on a machine (minutes on a slow workstation:
+    export, INT8 build, gate, timing): the models run on PyTorch meanwhile, each moves to its runtime once chosen,
+    and the next start takes the kept choice at once."""
+    import shutil
+
+    import inference.analysis.analyzer as analyzer_module
+
+    _, _, folder = setting  # the module's builds (when the tests above ran): only the timing is left to do
+    data = tmp_path / "data"
+    data.mkdir()
+    for entry in data_dir().iterdir():  # the session's demo weights; a data folder with no choice kept
+        if entry.name != "local-onnx":
+            (data / entry.name).symlink_to(entry)
+    shutil.copytree(folder, data / "local-onnx", ignore=shutil.ignore_patterns("runtime-*.json"))
+    monkeypatch.setenv("MEDEDGE_DATA_DIR", str(data))
+    release = threading.Event()
+
+    def held(*args):
+        assert release.wait(timeout=300)
+        return choose_runtime(*args)
+    monkeypatch.setattr(analyzer_module, "choose_runtime", held)
+    radiograph = load_radiograph(shared_cxr / REAL[2])
+    auto = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"), choose_in_background=True)
+    assert not auto.runtimes_ready.is_set() and set(auto.runtimes.values()) == {Runtime.TORCH}
+    meanwhile = auto.analyze(radiograph)
+    assert {run.runtime for run in meanwhile.models.values()} == {Runtime.TORCH}
+    release.set()
+    assert auto.runtimes_ready.wait(timeout=300)
+    kept = {name: json.loads(next((data / "local-onnx").glob(f"runtime-*-{name}-*.json")).read_text())["runtime"]
+            for name in ("detector", "classifier")}
+    assert {kind.value: runtime for kind, runtime in auto.runtimes.items()} == kept
+    after = auto.analyze(radiograph)
+    assert {kind: run.runtime for kind, run in after.models.items()} == kept
+    assert max(abs(after.probabilities[k] - v) for k, v in meanwhile.probabilities.items()) <= PROBABILITY_TOLERANCE
+
+    monkeypatch.setattr(analyzer_module, "choose_runtime", lambda *args: pytest.fail("measured again"))
+    again = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"), choose_in_background=True)
+    assert again.runtimes_ready.is_set() and again.runtimes == auto.runtimes
 
 
 @pytest.mark.parametrize("name", ["detector", "classifier"])

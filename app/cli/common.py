@@ -96,16 +96,21 @@ def edge_client(args: argparse.Namespace):
                                      args.client_key, args.timeout))
 
 
-def analysis_session(args: argparse.Namespace, command: str, runtime: Runtime | None = None, with_edge: bool = True):
-    """The analysis session for `infer` or `evaluate` (inference/analysis/session.py), on --edge when given and
-    `with_edge`; ValueError and friends on bad options. Neither command fetches heat maps."""
+def analysis_session(args: argparse.Namespace, command: str, runtime: Runtime | None = None, with_edge: bool = True,
+                     choose_in_background: bool = False):
+    """The analysis session for `infer`, `listen` or `evaluate` (inference/analysis/session.py), on --edge when given
+    and `with_edge`; ValueError and friends on bad options. None fetches heat maps. `choose_in_background`: see
+    Analyzer."""
     from inference.analysis.analyzer import Analyzer
     from inference.analysis.session import AnalysisSession
     from inference.planning.plan import plan_for
 
     policy = SplitPolicy.parse(args.split) if args.split else None  # a bad --split fails before models load
     edge = edge_client(args) if args.edge and with_edge else None
-    analyzer = Analyzer(model_choice(args, runtime=runtime), edge=edge)
+    analyzer = Analyzer(model_choice(args, runtime=runtime), edge=edge, choose_in_background=choose_in_background)
+    if not analyzer.runtimes_ready.is_set():
+        print(f"mededge {command}: choosing this workstation's runtimes in the background (once per machine and "
+              "library version); PyTorch meanwhile", file=sys.stderr)
     policy = policy or SplitPolicy(SplitMode.AUTO if edge else SplitMode.LOCAL)
     plan = plan_for(policy, analyzer.stage_counts, WireFormat(args.wire))
     if plan.uses_edge(analyzer.stage_counts) and edge is None:

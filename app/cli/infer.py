@@ -111,7 +111,7 @@ def _infer(args: argparse.Namespace) -> int:
         if args.annotated_image and not (args.out or args.sr):
             raise ValueError("--annotated-image goes beside the DICOM SRs: write them with --out DIR or --sr DIR")
         checked_ae_title(args.ae_title)
-        session = analysis_session(args, "infer")
+        session = analysis_session(args, "infer", choose_in_background=True)
     except (WeightsError, ValueError, EdgeError) as exc:
         return fail("infer", exc)
     files, sink, sr_folder = _infer_target(args)
@@ -163,6 +163,11 @@ def _infer(args: argparse.Namespace) -> int:
                              f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
                 continue
             sink.record(result.to_json(), structured_report=report(result))
+        if not (analyzer.runtimes_ready.is_set() or sink.stopping):  # kept for the next run; Ctrl-C leaves it
+            print("mededge infer: every study is written; finishing this workstation's runtime choice (once per "
+                  "machine; Ctrl-C leaves it to the next run)…", file=sys.stderr)
+            while not (analyzer.runtimes_ready.wait(timeout=0.5) or sink.stopping):
+                pass
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes
     return EXIT_SOME_FAILED if sink.failed or sink.failed_before else EXIT_OK

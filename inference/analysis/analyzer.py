@@ -40,10 +40,12 @@ from inference.runtimes.local import (
     HEAD_RUNTIMES,
     LocalSession,
     NotBuilt,
+    choose_runtime,
     detections_in_input,
     head_session,
     keep_head_timing,
     kept_head_timing,
+    known_runtime,
     median_ms,
     open_runtime,
 )
@@ -217,7 +219,13 @@ def _cancel_check(cancel: threading.Event | None):
 class Analyzer:
     """Both models loaded once; `analyze` may be called from any thread (one analysis at a time)."""
 
-    def __init__(self, choice: ModelChoice = ModelChoice(), edge: EdgeClient | EdgeGroup | None = None) -> None:
+    def __init__(self, choice: ModelChoice = ModelChoice(), edge: EdgeClient | EdgeGroup | None = None,
+                 choose_in_background: bool = False) -> None:
+        """`choose_in_background`: where `auto` has not chosen a model's runtime on this machine yet (or a library
+        changed), the model runs on PyTorch meanwhile and the choice — export, INT8 build, gate, timing: minutes on
+        a slow workstation — is made in a thread from the first analysis on (`start_runtime_choice`; what a session
+        times before it, this workstation's stage profile, on a quiet CPU), `runtimes_ready` set when done; else
+        before this returns."""
         self.choice = choice
         self.edge = edge
         self.device = choice.torch_device
@@ -242,11 +250,20 @@ class Analyzer:
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
         self.head_times: dict[tuple[ModelKind, int], float] = {}  # ms of the stages before a cut, where auto measured
         folder = self._runtime_folder = data_dir() / "local-onnx"
+        self.runtimes_ready = threading.Event()  # every model's runtime is the one asked for (auto: chosen)
+        unchosen: list[tuple[ModelKind, StagedModel, str]] = []  # auto's choice made in the background
         if choice.runtime is not Runtime.TORCH:
             folder.mkdir(parents=True, exist_ok=True)
             unbuilt: list[NotBuilt] = []
             for name, model, weights in ((ModelKind.DETECTOR, self.detector, self.detector_source),
                                          (ModelKind.CLASSIFIER, self.classifier, self.classifier_weights.source)):
+                if choose_in_background and choice.runtime is Runtime.AUTO and self.device.type == "cpu":
+                    known = known_runtime(model, weights, folder)
+                    if known is None:
+                        unchosen.append((name, model, weights))
+                    elif known[1] is not None:
+                        self.onnx[name], self.runtimes[name] = known[1], known[1].runtime
+                    continue
                 # auto: the fastest that passes the fidelity gate; an explicit one that fails it raises
                 try:
                     session = open_runtime(model, weights, folder, choice.runtime, self.device)
@@ -266,6 +283,34 @@ class Analyzer:
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
         self._own_state()
+        self._unchosen = unchosen  # shared with the lanes (with_edge): emptied when the choice starts
+        self._choice_lock = threading.Lock()
+        if not unchosen:
+            self.runtimes_ready.set()
+
+    def start_runtime_choice(self) -> None:
+        """Begin auto's background choice, if one is due (once; every analysis calls this)."""
+        with self._choice_lock:
+            unchosen, self._unchosen[:] = list(self._unchosen), []
+        if unchosen:
+            threading.Thread(target=self._choose_runtimes, args=(unchosen,), name="runtime-choice",
+                             daemon=True).start()
+
+    def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
+        """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
+        CPU: the candidates are timed in turns); each model moves to its runtime once chosen."""
+        try:
+            for name, model, weights in unchosen:
+                try:
+                    _, session = choose_runtime(model, weights, self._runtime_folder)
+                except Exception as error:  # noqa: BLE001 — the model stays on PyTorch, the reference
+                    logging.getLogger(__name__).warning("auto: the %s stays on PyTorch: %s", name.value, error)
+                    continue
+                if session is not None:  # the session first: a runtime named is one that can be run
+                    self.onnx[name] = session
+                    self.runtimes[name] = session.runtime
+        finally:
+            self.runtimes_ready.set()
 
     def _own_state(self) -> None:
         """What one analyzer keeps for itself and its edge: one analysis at a time, its requests in flight."""
@@ -314,6 +359,7 @@ class Analyzer:
 
         Setting `cancel` stops the analysis before its next stage with `AnalysisCancelled`.
         """
+        self.start_runtime_choice()
         plan = self._checked(plan)
         check = _cancel_check(cancel)
         with self._lock, torch.inference_mode():
@@ -355,6 +401,7 @@ class Analyzer:
         the series; cancelling raises `AnalysisCancelled`. `plan` may be a function: it is asked before each
         study (the planner may re-plan between studies).
         """
+        self.start_runtime_choice()
         check = _cancel_check(cancel)
         current = plan if callable(plan) else lambda: plan
         send = self._requests().submit

@@ -100,8 +100,10 @@ class AnalysisSession:
         self.wait_for_plan(timeout_s)
 
     def _unmeasured(self) -> bool:
-        """The planner has yet to measure the link and the edge (first plan, or after a drift)."""
-        return self.planner is not None and (self.planner.link is None or not self.planner.options)
+        """The planner has yet to measure the link and the edge (first plan, or after a drift), or to plan with the
+        runtimes auto is still choosing in the background (the plan depends on them)."""
+        return self.planner is not None and (self.planner.link is None or not self.planner.options
+                                             or not self.analyzer.runtimes_ready.is_set())
 
     def _may_measure(self) -> bool:
         """A background measurement is due: none going on, and not within RETRY_S of one that failed."""
@@ -134,12 +136,18 @@ class AnalysisSession:
             planner.local_ms(name, model)
         if study is not None:  # the study's pre-processing timed now, not under the studies' load
             planner.learn_from(study)
-        self.progress("measuring the link and the edge in the background; starting on the "
+        self.analyzer.start_runtime_choice()  # after those timings (a first start on this machine)
+        self.progress(("measuring" if self.analyzer.runtimes_ready.is_set() else
+                       "once this workstation's runtimes are chosen, measuring")
+                      + " the link and the edge in the background; starting on the "
                       + ("fixed cuts…" if self.plan is self.fixed else "last plan…"))
 
         def measure() -> None:
             lower_priority()
             try:
+                while not self.analyzer.runtimes_ready.wait(timeout=1.0):  # this workstation's times depend on them
+                    if planner.stop.is_set():
+                        raise PlanningStopped("the session is closing")
                 then(self.prepare(study, edges=edges))
             except PlanningStopped:
                 return  # the session is closing

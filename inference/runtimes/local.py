@@ -34,9 +34,11 @@ The FP32 runtimes (onnxruntime, OpenVINO: HEAD_RUNTIMES) also run stages [0, cut
 the graph of those stages, exported and checked like an edge part, its outputs the tensors crossing the cut. The
 INT8 and pruned ones do not: their tensors at a cut are not those the edge's parts were gated on.
 
-`auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine, keeps
-the fastest and caches the choice with the candidates it saw: a new calibrated build or a new verdict makes
-it measure again; a candidate this machine's library cannot load or compile is left out. On a CUDA device the
+`auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine (the close ones
+timed in turns, so that a load beside them weighs on each alike), keeps the fastest and caches the choice with the
+candidates it saw: a new calibrated build or a new verdict makes it measure again; a candidate this machine's
+library cannot load or compile is left out. `known_runtime` reads a kept choice without building anything: the
+Analyzer runs a model on PyTorch while its first choice is made in the background. On a CUDA device the
 candidates are `torch` and `torch-fp16` (onnxruntime and OpenVINO here are CPU-only).
 """
 
@@ -96,6 +98,7 @@ SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
 # tensors at a cut are not the ones the edge's parts were gated on.
 HEAD_RUNTIMES = (FP32, OV_FP32)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
+TIMED_RUNS = 3  # in `auto`, timed runs of each candidate after its first (the median counts)
 
 
 # model → {weights: spec of stages [0, n)}
@@ -122,7 +125,12 @@ def fp32_file(model: StagedModel, weights: str, folder: Path, export: bool = Tru
     spec = specs[weights]
     path = folder / f"{spec.name}-{spec.fingerprint}.onnx"
     if export and not path.exists():
-        export_part(model, spec, path)  # checked against PyTorch there
+        partial = path.with_suffix(".partial.onnx")  # renamed when complete: a killed export is never reused
+        try:
+            export_part(model, spec, partial)  # checked against PyTorch there
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return path, tuple(t.name for t in spec.outputs)
 
 
@@ -538,10 +546,32 @@ def _choice_file(model: StagedModel, weights: str, folder: Path) -> Path:
     return folder / (key.replace("/", "_") + ".json")
 
 
+def known_runtime(model: StagedModel, weights: str, folder: Path
+                  ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None] | None:
+    """`auto`'s choice as kept on disk, when nothing needs building, gating or timing for it (quick); else None."""
+    fp32, _ = fp32_file(model, weights, folder, export=False)
+    dynamic = quantized_file(fp32, DYNAMIC)
+    if not (fp32.exists() and dynamic.exists()):
+        return None
+    files = {FP32: fp32, DYNAMIC: dynamic, OV_FP32: fp32}
+    files |= {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
+    if any(_cached_verdict(path, name, kind_of(model)) is None for name, path in files.items() if name != FP32):
+        return None
+    return _auto_choice(model, weights, folder, measure=False)
+
+
 def choose_runtime(model: StagedModel, weights: str, folder: Path
                    ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None]:
     """`auto`: the fastest runtime on this machine among those that pass the gate (measured once per
     set of candidates, then read from the cache); with its session, None for PyTorch."""
+    chosen = _auto_choice(model, weights, folder, measure=True)
+    assert chosen is not None  # measured
+    return chosen
+
+
+def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool
+                 ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None] | None:
+    """`choose_runtime`; without `measure`, None where the kept choice does not hold."""
     fp32, _ = fp32_file(model, weights, folder)
     # dynamic INT8 needs no calibration; the calibrated ones count once built
     files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC), OV_FP32: fp32}
@@ -587,8 +617,11 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
                 return chosen, None if chosen is TORCH else session(chosen)
     except (OSError, ValueError, KeyError):
         pass
+    if not measure:
+        return None
     image = sample_input(model)
     times: dict[Runtime, float] = {}
+    runs = {}
     with torch.inference_mode():
         for name in usable:
             opened = None if name == TORCH else session(name)
@@ -597,9 +630,18 @@ def choose_runtime(model: StagedModel, weights: str, folder: Path
             run = (lambda: model(image)) if opened is None else functools.partial(opened.run, image.numpy())
             started = time.perf_counter()
             run()  # warm-up, and a first look
-            first = (time.perf_counter() - started) * 1e3
-            best = min(times.values(), default=float("inf"))
-            times[name] = first if first > SLOWER * best else median_ms(run)
+            times[name] = (time.perf_counter() - started) * 1e3
+            if times[name] <= SLOWER * min(times.values()):
+                runs[name] = run
+        # The close ones timed in turns, not one after another: a load beside them (the studies this choice may
+        # be made under) weighs on each alike.
+        rounds: dict[Runtime, list[float]] = {name: [] for name in runs}
+        for _ in range(TIMED_RUNS):
+            for name, run in runs.items():
+                started = time.perf_counter()
+                run()
+                rounds[name].append((time.perf_counter() - started) * 1e3)
+        times |= {name: statistics.median(taken) for name, taken in rounds.items()}
     runtime = min(times, key=times.__getitem__)  # every key is present (times.get would type as Optional)
     record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "libraries": libraries,
                                        "gate": verdicts}

@@ -1,5 +1,7 @@
 """How long `infer FOLDER --split auto` takes to its first result on a workstation weaker than its edge (issue 19),
-against `--split edge` (no planning), with the planner's measurements cold (a new data folder) and warm (kept).
+against `--split edge` (no planning), with the planner's measurements cold (a new data folder), then warm (kept)
+twice: a first start on a machine leaves some of what it measures to the next (the stages before a cut are built on
+the chosen runtime when a study first runs them there).
 
 Set-up, built and removed here (root): the edge (`edge serve`, its default parts at --detector-size, one compute
 thread) pinned to CPU 1; each `infer` pinned to CPU 0 in a cgroup (v1 `cpu` controller) limited to --quota of

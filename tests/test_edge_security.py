@@ -368,6 +368,30 @@ def test_code_the_server_imports_from_others_can_write_is_refused(repository, tm
             monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(site))
         finally:
             unsafe.chmod(mode)
+    # through links: a linked folder's contents, the folders above a link's target, a link to nothing
+    package = tmp_path / "package"
+    package.mkdir(mode=0o755)
+    (package / "module.py").write_text("")
+    (site / "linked_package").symlink_to(package)
+    (site / "linked_package_again").symlink_to(package)  # walked once
+    (package / "back").symlink_to(site)  # a loop: walked once
+    refuse_code_writable_by_others(site)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "target.py").write_text("")
+    cases = [(lambda: (package / "module.py").chmod(0o666), "module.py can be changed by other users"),
+             (lambda: ((site / "via_shared.py").symlink_to(shared / "target.py"), shared.chmod(0o777)),
+              "shared can be changed by other users"),
+             (lambda: (site / "dangling.py").symlink_to(tmp_path / "later.py"), "a link to nothing")]
+    for make_unsafe, problem in cases:
+        make_unsafe()
+        with pytest.raises(EdgeServerError, match=problem):
+            refuse_code_writable_by_others(None)
+        (package / "module.py").chmod(0o644)
+        shared.chmod(0o755)
+        for link in ("via_shared.py", "dangling.py"):
+            (site / link).unlink(missing_ok=True)
+    refuse_code_writable_by_others(None)
     monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(tmp_path / "missing"))
     with pytest.raises(EdgeServerError, match="not a folder"):
         refuse_code_writable_by_others(None)

@@ -117,12 +117,14 @@ def test_an_edge_that_never_answers_is_waited_for_once_not_a_queue_s_worth(analy
         relay.stall()  # …then nothing more
         started = time.monotonic()
         arrived = []
-        for result in lane.analyze_many([study] * 3, plan, with_heat_maps=False):
-            arrived.append(time.monotonic() - started)
-            assert result.mode is Mode.LOCAL_FALLBACK and "did not answer" in result.fallback_reason
+        try:
+            for result in lane.analyze_many([study] * 3, plan, with_heat_maps=False):
+                arrived.append(time.monotonic() - started)
+                assert result.mode is Mode.LOCAL_FALLBACK and "did not answer" in result.fallback_reason
+        finally:
+            relay.resume()
         assert len(arrived) == 3
-        assert arrived[0] < 1.7 * timeout_s, arrived  # the timeout and this study's local stages, no more
-        relay.resume()
+        assert arrived[0] < 2 * timeout_s, arrived  # the timeout and this study's local stages (3 timeouts before)
 
 
 def test_a_cut_link_falls_back_and_the_client_reconnects_when_it_returns(analyzer, server, study):

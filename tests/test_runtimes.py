@@ -29,6 +29,7 @@ from inference.runtimes.local import (
     RUNTIMES,
     SITE_BUILT,
     STATIC,
+    ChoiceStopped,
     RuntimeRefused,
     TorchHalf,
     choose_runtime,
@@ -197,10 +198,11 @@ def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_c
     radiograph = load_radiograph(shared_cxr / REAL[2])
     auto = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"), choose_in_background=True)
     assert not auto.runtimes_ready.is_set() and set(auto.runtimes.values()) == {Runtime.TORCH}
-    meanwhile = auto.analyze(radiograph)
-    assert {run.runtime for run in meanwhile.models.values()} == {Runtime.TORCH}
+    assert not auto.choosing_runtimes  # not before the first analysis (a session times its stage profile first)
+    meanwhile = auto.with_edge(None).analyze(radiograph)  # a worklist's lane: it starts the choice for all
+    assert {run.runtime for run in meanwhile.models.values()} == {Runtime.TORCH} and auto.choosing_runtimes
     release.set()
-    assert auto.runtimes_ready.wait(timeout=300)
+    assert auto.runtimes_ready.wait(timeout=300) and not auto.choosing_runtimes
     kept = {name: json.loads(next((data / "local-onnx").glob(f"runtime-*-{name}-*.json")).read_text())["runtime"]
             for name in ("detector", "classifier")}
     assert {kind.value: runtime for kind, runtime in auto.runtimes.items()} == kept
@@ -211,6 +213,13 @@ def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_c
     monkeypatch.setattr(analyzer_module, "choose_runtime", lambda *args: pytest.fail("measured again"))
     again = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"), choose_in_background=True)
     assert again.runtimes_ready.is_set() and again.runtimes == auto.runtimes
+
+    stop = threading.Event()  # the process is ending (session.close): the choice stops before its next step
+    stop.set()
+    model, weights = setting[0]["classifier"]
+    with pytest.raises(ChoiceStopped):
+        choose_runtime(model, weights, tmp_path / "elsewhere", stop)
+    assert not list((tmp_path / "elsewhere").glob("*"))
 
 
 @pytest.mark.parametrize("name", ["detector", "classifier"])

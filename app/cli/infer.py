@@ -163,7 +163,7 @@ def _infer(args: argparse.Namespace) -> int:
                              f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
                 continue
             sink.record(result.to_json(), structured_report=report(result))
-        if not (analyzer.runtimes_ready.is_set() or sink.stopping):  # kept for the next run; Ctrl-C leaves it
+        if analyzer.choosing_runtimes and not sink.stopping:  # kept for the next run; Ctrl-C leaves it
             print("mededge infer: every study is written; finishing this workstation's runtime choice (once per "
                   "machine; Ctrl-C leaves it to the next run)…", file=sys.stderr)
             while not (analyzer.runtimes_ready.wait(timeout=0.5) or sink.stopping):

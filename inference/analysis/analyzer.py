@@ -38,6 +38,7 @@ from inference.planning.plan import ModelPlan, Plan
 from inference.planning.planner import analysis_input
 from inference.runtimes.local import (
     HEAD_RUNTIMES,
+    ChoiceStopped,
     LocalSession,
     NotBuilt,
     choose_runtime,
@@ -244,7 +245,6 @@ class Analyzer:
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
         self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models; guards…
         self._head_locks: dict[tuple[ModelKind, int], threading.Lock] = {}  # … one per cut: built one at a time
-        self._export_lock = threading.Lock()  # TorchScript's exporter keeps global state: one export at a time
         # PyTorch runs these: they could not be exported or compiled, or (auto) were not faster on the runtime
         self._heads_refused: set[tuple[ModelKind, int]] = set()
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
@@ -285,6 +285,8 @@ class Analyzer:
         self._own_state()
         self._unchosen = unchosen  # shared with the lanes (with_edge): emptied when the choice starts
         self._choice_lock = threading.Lock()
+        self._choice: list[threading.Thread] = []  # the choice's thread once started (shared with the lanes too)
+        self._choice_stop = threading.Event()
         if not unchosen:
             self.runtimes_ready.set()
 
@@ -292,9 +294,22 @@ class Analyzer:
         """Begin auto's background choice, if one is due (once; every analysis calls this)."""
         with self._choice_lock:
             unchosen, self._unchosen[:] = list(self._unchosen), []
-        if unchosen:
-            threading.Thread(target=self._choose_runtimes, args=(unchosen,), name="runtime-choice",
-                             daemon=True).start()
+            if unchosen:
+                self._choice.append(threading.Thread(target=self._choose_runtimes, args=(unchosen,),
+                                                     name="runtime-choice", daemon=True))
+                self._choice[0].start()
+
+    @property
+    def choosing_runtimes(self) -> bool:
+        """auto's background choice has started and is not done."""
+        return bool(self._choice) and not self.runtimes_ready.is_set()
+
+    def stop_runtime_choice(self, timeout_s: float) -> None:
+        """Stop the background choice at its next step (an export, a build, a candidate) and wait up to `timeout_s`:
+        a process should not exit under a thread in the middle of one. What is left is done at the next start."""
+        self._choice_stop.set()
+        for thread in self._choice:
+            thread.join(timeout_s)
 
     def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
@@ -302,7 +317,9 @@ class Analyzer:
         try:
             for name, model, weights in unchosen:
                 try:
-                    _, session = choose_runtime(model, weights, self._runtime_folder)
+                    _, session = choose_runtime(model, weights, self._runtime_folder, self._choice_stop)
+                except ChoiceStopped:
+                    return
                 except Exception as error:  # noqa: BLE001 — the model stays on PyTorch, the reference
                     logging.getLogger(__name__).warning("auto: the %s stays on PyTorch: %s", name.value, error)
                     continue
@@ -413,7 +430,10 @@ class Analyzer:
                     pending.append(study)
                 elif study is not None:
                     planned = current()
-                    depth = AHEAD if planned is not None and self._edge_times_known(planned) else 0
+                    try:
+                        depth = AHEAD if planned is not None and self._edge_times_known(planned) else 0
+                    except ValueError:  # a plan that cannot run: the study's StudyError below says why
+                        depth = 0
                     with self._lock, torch.inference_mode():
                         pending.append(self._guarded(
                             study.path, lambda study=study, planned=planned, depth=depth: self._begin(
@@ -437,7 +457,8 @@ class Analyzer:
         times over before the first study falls back."""
         if not plan.uses_edge(self.stage_counts):
             return False
-        # (a spatial split's bands are waited for within their study's own stages: no queue of later studies)
+        # (the requests of a spatial split's bands are left out: a study waits for its bands within its own stages,
+        # no later study queues behind them; the part after the bands' cut counts like any other)
         return all(self._expected_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire), model_plan) > 0
                    for kind, model_plan in plan.items() if model_plan.cut < self.stage_counts[kind])
 
@@ -642,7 +663,7 @@ class Analyzer:
             if (kind, cut) not in self._heads:
                 try:
                     # the exporter traces, outside inference mode (analyze runs in it)
-                    with self._export_lock, torch.inference_mode(False):
+                    with torch.inference_mode(False):
                         session = head_session(model, self.weights[kind], self._runtime_folder, self.runtimes[kind],
                                                cut)
                 except (RuntimeError, OSError, ValueError) as error:  # export check, compile, disk: PyTorch runs them

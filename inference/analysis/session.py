@@ -93,10 +93,11 @@ class AnalysisSession:
         return self._thread is None or not self._thread.is_alive()
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the background measurement, if any, and wait for it (a process must not exit under a thread in
-        the middle of a gRPC call or a model run)."""
+        """Stop the background measurement and auto's runtime choice, if any, and wait for them (a process must not
+        exit under a thread in the middle of a gRPC call or a model run)."""
         if self.planner is not None:
             self.planner.stop.set()
+        self.analyzer.stop_runtime_choice(timeout_s)
         self.wait_for_plan(timeout_s)
 
     def _unmeasured(self) -> bool:
@@ -126,14 +127,14 @@ class AnalysisSession:
         planner = self.planner
         if planner is None or self.measuring():
             return
+        for name, model in planner.models().items():  # before auto's runtime choice may start beside it
+            planner.local_ms(name, model)
         try:
             planner.edge.status()
         except EdgeError as exc:
             self.progress(f"cannot measure the edge ({exc}); using the fixed auto cuts")
             self.plan, self.measured = self.fixed, False
             return
-        for name, model in planner.models().items():
-            planner.local_ms(name, model)
         if study is not None:  # the study's pre-processing timed now, not under the studies' load
             planner.learn_from(study)
         self.analyzer.start_runtime_choice()  # after those timings (a first start on this machine)

@@ -135,34 +135,46 @@ def port_in_use(host: str, port: int) -> bool:
 def writable_by_others(repository: Path, owner: int | None = None, links: bool = False) -> str | None:
     """Why someone other than `owner` (default: this process's user) or root could change what the server will
     run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
-    folder above it unless sticky, like /tmp), or a symbolic link in it — with `links`, what a link points to is
-    checked instead (not the folders above that). None when there is no such path."""
+    folder above it unless sticky, like /tmp), or a symbolic link in it — with `links`, a link is judged by what it
+    points to, as if that were there (the folders above it too, a linked folder's contents, a link to nothing
+    refused: another user might create it). None when there is no such path."""
     trusted = {0, os.geteuid() if owner is None else owner}
 
     def unsafe(path: Path, above: bool = False) -> str | None:
         info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            if not links:
-                return f"{path} is a symbolic link (the edge serves the files themselves)"
-            try:  # the link is its folder's (checked); what it points to is checked as if it were here
-                info = path.stat()
-            except OSError:
-                return None  # points to nothing: nothing to run
         if info.st_uid not in trusted:
             return f"{path} belongs to another user (uid {info.st_uid})"
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (above and info.st_mode & stat.S_ISVTX):
             return f"{path} can be changed by other users (mode {stat.S_IMODE(info.st_mode):04o})"
         return None
 
+    def with_folders_above(path: Path) -> str | None:
+        for folder in reversed(path.parents):
+            if problem := unsafe(folder, above=True):
+                return problem
+        return unsafe(path)
+
     root = repository.resolve()
-    for folder in root.parents:
-        if problem := unsafe(folder, above=True):
-            return problem
-    if problem := unsafe(root):
+    if problem := with_folders_above(root):
         return problem
-    for here, folders, files in os.walk(root):
+    seen: set[tuple[int, int]] = set()  # folders walked (a linked folder may lead back to one)
+    for here, folders, files in os.walk(root, followlinks=links):
+        info = os.stat(here)
+        if (info.st_dev, info.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
         for name in (*folders, *files):
-            if problem := unsafe(Path(here) / name):
+            path = Path(here) / name
+            if not path.is_symlink():
+                problem = unsafe(path)
+            elif not links:
+                problem = f"{path} is a symbolic link (the edge serves the files themselves)"
+            elif not path.exists():
+                problem = f"{path} is a link to nothing (another user might create what it names)"
+            else:
+                problem = with_folders_above(path.resolve())
+            if problem:
                 return problem
     return None
 

@@ -12,6 +12,7 @@ input (`image` [C, rows, size], FP32), its outputs the tensors crossing cut k fo
 from __future__ import annotations
 
 import hashlib
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from inference.models.stages import INPUT, StagedModel
 from inference.models.wire import dequantize_torch, encode
 
 ONNX_OPSET = 17
+_EXPORTING = threading.Lock()  # TorchScript's exporter keeps global state: one export at a time in a process
 FP32_TOLERANCE = 1e-4  # scores and probabilities; box coordinates relative to the input size
 
 
@@ -245,7 +247,7 @@ def export_part(model: StagedModel, spec: EdgePartSpec, path: Path, *, check: bo
     part, args = _part_and_sample(model, spec)
     names_out = [t.name for t in spec.outputs]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with _EXPORTING, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter (dynamo=False) on purpose: the dynamo one needs onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(part, args, str(path), dynamo=False, opset_version=ONNX_OPSET,

@@ -113,6 +113,30 @@ class NotBuilt(RuntimeRefused):
     """… because its site build (`models quantize`, `models prune`) was never made for this model."""
 
 
+class ChoiceStopped(Exception):
+    """`auto`'s choice was asked to stop (its process is ending); what it built so far is kept."""
+
+
+def _partial(path: Path, suffix: str) -> Path:
+    """Where a file is written before it is renamed to `path` (a killed writer's is never reused): its own per
+    process and thread, as two writers may make the same file at once. Those a killed process left are removed."""
+    for left in path.parent.glob(f"{path.stem}.*.*{suffix}"):
+        pid = left.name[len(path.stem) + 1:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            left.unlink(missing_ok=True)
+    return path.with_suffix(f".{os.getpid()}.{threading.get_ident()}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -125,7 +149,7 @@ def fp32_file(model: StagedModel, weights: str, folder: Path, export: bool = Tru
     spec = specs[weights]
     path = folder / f"{spec.name}-{spec.fingerprint}.onnx"
     if export and not path.exists():
-        partial = path.with_suffix(".partial.onnx")  # renamed when complete: a killed export is never reused
+        partial = _partial(path, ".partial.onnx")
         try:
             export_part(model, spec, partial)  # checked against PyTorch there
             os.replace(partial, path)
@@ -227,8 +251,8 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
         static_images = images
     target = quantized_file(fp32, runtime, calibration_fingerprint(static_images) if runtime == STATIC else None)
     if not target.exists():
-        prepared = target.with_suffix(".pre.tmp")
-        partial = target.with_suffix(".tmp")  # renamed when complete: a killed build is never reused
+        prepared = _partial(target, ".pre.tmp")
+        partial = _partial(target, ".tmp")
         try:
             with _quiet():
                 quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # folds what it can first
@@ -326,7 +350,7 @@ def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
     spec = band_part_spec(model, cut, model_input_shape(model)[1], weights)  # a band as high as the image
     path = folder / f"{kind_of(model).value}_head{cut:02d}-{spec.fingerprint}.onnx"
     if not path.exists():
-        partial = path.with_suffix(".partial.onnx")  # renamed when complete: a killed export is never reused
+        partial = _partial(path, ".partial.onnx")
         try:
             export_part(model, spec, partial)
             os.replace(partial, path)
@@ -530,7 +554,7 @@ def kept_head_timing(session: LocalSession) -> tuple[float, float] | None:
 
 def keep_head_timing(session: LocalSession, runtime_ms: float, torch_ms: float) -> None:
     path = _head_timing_file(session)
-    partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # writers at once: whole or none
+    partial = _partial(path, ".tmp")
     try:
         partial.write_text(json.dumps({"runtime_ms": runtime_ms, "torch_ms": torch_ms, "libraries": timed_with()}))
         os.replace(partial, path)
@@ -560,19 +584,33 @@ def known_runtime(model: StagedModel, weights: str, folder: Path
     return _auto_choice(model, weights, folder, measure=False)
 
 
-def choose_runtime(model: StagedModel, weights: str, folder: Path
+_CHOOSING: dict[Path, threading.Lock] = {}  # a choice being made in this process (two analyzers: one measures)
+_CHOOSING_LOCK = threading.Lock()
+
+
+def choose_runtime(model: StagedModel, weights: str, folder: Path, stop: threading.Event | None = None
                    ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None]:
     """`auto`: the fastest runtime on this machine among those that pass the gate (measured once per
-    set of candidates, then read from the cache); with its session, None for PyTorch."""
-    chosen = _auto_choice(model, weights, folder, measure=True)
+    set of candidates, then read from the cache); with its session, None for PyTorch. Setting `stop` ends it with
+    ChoiceStopped before its next step."""
+    with _CHOOSING_LOCK:
+        choosing = _CHOOSING.setdefault(_choice_file(model, weights, folder), threading.Lock())
+    with choosing:
+        chosen = _auto_choice(model, weights, folder, measure=True, stop=stop)
     assert chosen is not None  # measured
     return chosen
 
 
-def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool
+def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool, stop: threading.Event | None = None
                  ) -> tuple[Runtime, OnnxModel | OpenVinoModel | None] | None:
     """`choose_runtime`; without `measure`, None where the kept choice does not hold."""
+    def step() -> None:
+        if stop is not None and stop.is_set():
+            raise ChoiceStopped("auto's choice stopped")
+
+    step()
     fp32, _ = fp32_file(model, weights, folder)
+    step()
     # dynamic INT8 needs no calibration; the calibrated ones count once built
     files = {FP32: fp32, DYNAMIC: build_quantized(fp32, DYNAMIC), OV_FP32: fp32}
     files |= {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
@@ -598,6 +636,7 @@ def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool
                                                 kept["stale"])
         if kept is not None:
             return kept
+        step()
         opened = session(name)
         return verdict(model, opened) if opened is not None else {"runtime": name, "passes": False,
                                                                   "error": broken[name]}
@@ -624,6 +663,7 @@ def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool
     runs = {}
     with torch.inference_mode():
         for name in usable:
+            step()
             opened = None if name == TORCH else session(name)
             if name != TORCH and opened is None:
                 continue
@@ -637,6 +677,7 @@ def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool
         # be made under) weighs on each alike.
         rounds: dict[Runtime, list[float]] = {name: [] for name in runs}
         for _ in range(TIMED_RUNS):
+            step()
             for name, run in runs.items():
                 started = time.perf_counter()
                 run()

@@ -217,6 +217,16 @@ def _cancel_check(cancel: threading.Event | None):
     return check
 
 
+@dataclass
+class _PendingChoice:
+    """auto's background runtime choice: the models it is for, and its thread once started (by the first analysis)."""
+
+    models: list[tuple[ModelKind, StagedModel, str]]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # set: it ends at its next step
+
+
 class Analyzer:
     """Both models loaded once; `analyze` may be called from any thread (one analysis at a time)."""
 
@@ -283,33 +293,30 @@ class Analyzer:
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
         self._own_state()
-        self._unchosen = unchosen  # shared with the lanes (with_edge): emptied when the choice starts
-        self._choice_lock = threading.Lock()
-        self._choice: list[threading.Thread] = []  # the choice's thread once started (shared with the lanes too)
-        self._choice_stop = threading.Event()
+        self._choice = _PendingChoice(unchosen)  # one object shared with the lanes (with_edge)
         if not unchosen:
             self.runtimes_ready.set()
 
     def start_runtime_choice(self) -> None:
         """Begin auto's background choice, if one is due (once; every analysis calls this)."""
-        with self._choice_lock:
-            unchosen, self._unchosen[:] = list(self._unchosen), []
-            if unchosen:
-                self._choice.append(threading.Thread(target=self._choose_runtimes, args=(unchosen,),
-                                                     name="runtime-choice", daemon=True))
-                self._choice[0].start()
+        choice = self._choice
+        with choice.lock:
+            if choice.models and choice.thread is None:
+                choice.thread = threading.Thread(target=self._choose_runtimes, args=(choice.models,),
+                                                 name="runtime-choice", daemon=True)
+                choice.thread.start()
 
     @property
     def choosing_runtimes(self) -> bool:
         """auto's background choice has started and is not done."""
-        return bool(self._choice) and not self.runtimes_ready.is_set()
+        return self._choice.thread is not None and not self.runtimes_ready.is_set()
 
     def stop_runtime_choice(self, timeout_s: float) -> None:
         """Stop the background choice at its next step (an export, a build, a candidate) and wait up to `timeout_s`:
         a process should not exit under a thread in the middle of one. What is left is done at the next start."""
-        self._choice_stop.set()
-        for thread in self._choice:
-            thread.join(timeout_s)
+        self._choice.stop.set()
+        if self._choice.thread is not None:
+            self._choice.thread.join(timeout_s)
 
     def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
@@ -317,7 +324,7 @@ class Analyzer:
         try:
             for name, model, weights in unchosen:
                 try:
-                    _, session = choose_runtime(model, weights, self._runtime_folder, self._choice_stop)
+                    _, session = choose_runtime(model, weights, self._runtime_folder, self._choice.stop)
                 except ChoiceStopped:
                     return
                 except Exception as error:  # noqa: BLE001 — the model stays on PyTorch, the reference

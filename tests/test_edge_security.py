@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import shlex
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import urllib.error
@@ -394,6 +396,39 @@ def test_code_the_server_imports_from_others_can_write_is_refused(repository, tm
     refuse_code_writable_by_others(None)
     monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(tmp_path / "missing"))
     with pytest.raises(EdgeServerError, match="not a folder"):
+        refuse_code_writable_by_others(None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives files to root's group and another account's")
+def test_group_write_counts_only_where_the_group_holds_another_user(tmp_path, monkeypatch):
+    """pip's files under umask 002 are group-writable by the user's own group: no one else is let in. A group that
+    holds another account (here `daemon`'s) lets that account change the code."""
+    site = tmp_path / "site"
+    site.mkdir()
+    module = site / "module.py"
+    module.write_text("")
+    for path in (tmp_path, site, module):
+        path.chmod(path.stat().st_mode & ~0o022)
+    monkeypatch.setenv("MEDEDGE_SITE_PACKAGES", str(site))
+    os.chown(module, 0, 0)  # root's group holds root alone
+    module.chmod(0o664)
+    refuse_code_writable_by_others(None)
+    os.chown(module, 0, pwd.getpwnam("daemon").pw_gid)
+    with pytest.raises(EdgeServerError, match="module.py can be changed by other users"):
+        refuse_code_writable_by_others(None)
+
+
+def test_this_python_s_site_packages_is_code_the_server_imports(tmp_path, monkeypatch):
+    """The parts import from this interpreter's site-packages (and the installed Triton lies there): held to the
+    same rule, without anything named in MEDEDGE_SITE_PACKAGES."""
+    monkeypatch.delenv("MEDEDGE_SITE_PACKAGES", raising=False)
+    refuse_code_writable_by_others(None)  # this interpreter's, as installed
+    site = tmp_path / "site-packages"
+    site.mkdir(mode=0o755)
+    (site / "numpy.py").write_text("")
+    (site / "numpy.py").chmod(0o646)
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(site), "platlib": str(site)})
+    with pytest.raises(EdgeServerError, match="this Python's site-packages names .*numpy.py can be changed"):
         refuse_code_writable_by_others(None)
 
 

@@ -12,14 +12,17 @@ or changes logging or tracing unless it carries a credential made at each start 
 it also lies in `control.json`, mode 0600, for `edge control`). Plaintext beyond loopback needs `insecure=True`.
 The repository must be changeable by nobody but its owner (and root), hold no symbolic links, and each part
 loads only if its ONNX is the one exported (inference/resources/triton/python_model.py checks the SHA-256); the
-other code it runs (the folders in MEDEDGE_SITE_PACKAGES, another Triton's folder) must be changeable by nobody
-else either.
+other code it runs (the folders in MEDEDGE_SITE_PACKAGES, Triton's folder, this interpreter's site-packages) must
+be changeable by nobody else either. Write access through a group counts unless the group holds no other user.
 """
 
 from __future__ import annotations
 
+import functools
+import grp
 import json
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -60,13 +63,7 @@ class Installation:
     def find(cls, site: Path | None = None) -> Installation:
         """The Triton of the installed nvidia-pytriton, or of the one unpacked in folder `site` (e.g. a
         `pip install --target` of another release, to serve with another Triton version)."""
-        if site is None:  # found, not imported: only its files are used (importing it loads its client too)
-            import importlib.util
-
-            spec = importlib.util.find_spec("pytriton")
-            if spec is None or spec.origin is None:
-                raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton")
-            site = Path(spec.origin).resolve().parent.parent
+        site = installed_triton_site() if site is None else site
         root = Path(site) / "pytriton" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         found = cls(root / "bin" / "tritonserver", root / "backends" / "python",
@@ -103,6 +100,17 @@ class Installation:
         return env
 
 
+def installed_triton_site() -> Path:
+    """The folder the installed nvidia-pytriton lies in (found, not imported: only its files are used, and
+    importing it loads its client too)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton")
+    return Path(spec.origin).resolve().parent.parent
+
+
 def operator_site_packages() -> list[Path]:
     """The folders the operator named in MEDEDGE_SITE_PACKAGES, resolved: the parts import from them first."""
     return [Path(folder).resolve() for folder in os.environ.get("MEDEDGE_SITE_PACKAGES", "").split(os.pathsep)
@@ -132,19 +140,33 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 
+@functools.cache
+def _group_of_only(gid: int, users: frozenset[int]) -> bool:
+    """Whether group `gid` holds no one but `users` (a user's private group, as pip's files get under umask 002):
+    its write bit then lets no one else in. Unknown groups are taken as shared."""
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+        names = {pwd.getpwuid(uid).pw_name for uid in users}
+    except KeyError:
+        return False
+    return members <= names and all(account.pw_uid in users for account in pwd.getpwall() if account.pw_gid == gid)
+
+
 def writable_by_others(repository: Path, owner: int | None = None, links: bool = False) -> str | None:
     """Why someone other than `owner` (default: this process's user) or root could change what the server will
     run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
-    folder above it unless sticky, like /tmp), or a symbolic link in it — with `links`, a link is judged by what it
-    points to, as if that were there (the folders above it too, a linked folder's contents, a link to nothing
-    refused: another user might create it). None when there is no such path."""
-    trusted = {0, os.geteuid() if owner is None else owner}
+    folder above it unless sticky, like /tmp; group write counts where the group holds another user), or a
+    symbolic link in it — with `links`, a link is judged by what it points to, as if that were there (the
+    folders above it too, a linked folder's contents, a link to nothing refused: another user might create it).
+    None when there is no such path."""
+    trusted = frozenset({0, os.geteuid() if owner is None else owner})
 
     def unsafe(path: Path, above: bool = False) -> str | None:
         info = path.lstat()
         if info.st_uid not in trusted:
             return f"{path} belongs to another user (uid {info.st_uid})"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (above and info.st_mode & stat.S_ISVTX):
+        others = stat.S_IWOTH | (0 if _group_of_only(info.st_gid, trusted) else stat.S_IWGRP)
+        if info.st_mode & others and not (above and info.st_mode & stat.S_ISVTX):
             return f"{path} can be changed by other users (mode {stat.S_IMODE(info.st_mode):04o})"
         return None
 
@@ -187,10 +209,17 @@ def refuse_if_writable_by_others(repository: Path, owner: int | None = None) -> 
 
 def refuse_code_writable_by_others(triton_site: Path | None) -> None:
     """The code the server runs beside the repository's — the folders named in MEDEDGE_SITE_PACKAGES (the parts
-    import from them first) and another Triton's folder — is held to the repository's rule: another user able to
-    change a file there could run code as the server (links are allowed: a site-packages holds them)."""
-    for folder, what in [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
-                         *([(triton_site.resolve(), "the Triton folder")] if triton_site is not None else [])]:
+    import from them first), Triton's folder (another one's, or the installed one's) and this interpreter's
+    site-packages (the parts import from it too) — is held to the repository's rule: another user able to change
+    a file there could run code as the server (links are allowed: a site-packages holds them)."""
+    named = [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
+             ((triton_site or installed_triton_site()).resolve(), "the Triton folder"),
+             *((Path(sysconfig.get_paths()[k]).resolve(), "this Python's site-packages") for k in ("purelib", "platlib"))]
+    checked: set[Path] = set()
+    for folder, what in named:
+        if folder in checked:
+            continue
+        checked.add(folder)
         if not folder.is_dir():
             raise EdgeServerError(f"refusing to start: {what} names {folder}, which is not a folder")
         if (problem := writable_by_others(folder, links=True)) is not None:

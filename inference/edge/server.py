@@ -213,8 +213,8 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
     site-packages (the parts import from it too) — is held to the repository's rule: another user able to change
     a file there could run code as the server (links are allowed: a site-packages holds them)."""
     named = [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
-             ((triton_site or installed_triton_site()).resolve(), "the Triton folder"),
-             *((Path(sysconfig.get_paths()[k]).resolve(), "this Python's site-packages") for k in ("purelib", "platlib"))]
+             *((Path(sysconfig.get_paths()[k]).resolve(), "this Python's site-packages") for k in ("purelib", "platlib")),
+             ((triton_site or installed_triton_site()).resolve(), "the Triton folder")]  # often the site-packages
     checked: set[Path] = set()
     for folder, what in named:
         if folder in checked:

@@ -16,13 +16,17 @@ import torch
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.config import ModelKind, Runtime
+from inference.edge.client import EdgeClient, EdgeSettings
+from inference.edge.server import free_ports
 from inference.models.weights import data_dir
+from inference.planning.plan import ModelPlan, Plan
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE
 from inference.runtimes.local import (
     CALIBRATED,
     DYNAMIC,
     FP32,
     HALF,
+    HEAD_RUNTIMES,
     OV_FP32,
     OV_INT8,
     PRUNED,
@@ -162,7 +166,7 @@ def test_auto_runs_the_stages_before_a_cut_on_its_runtime_only_where_faster(monk
     kept = sorted((data_dir() / "local-onnx").glob("detector_head0[67]-*.timing-*.json"))
     try:
         assert len(kept) == 2
-        monkeypatch.setattr(analyzer_module, "median_ms", lambda function: pytest.fail("timed again"))
+        monkeypatch.setattr(analyzer_module, "medians_in_turns", lambda runs: pytest.fail("timed again"))
         again = Analyzer(ModelChoice(detector=TINY, runtime=Runtime.AUTO, device="cpu"))
         with caplog.at_level("INFO", logger="inference.analysis.analyzer"):
             assert again.head(again.detector, 6) is None and isinstance(again.head(again.detector, 7), Slowed)
@@ -176,7 +180,7 @@ def test_auto_runs_the_stages_before_a_cut_on_its_runtime_only_where_faster(monk
 def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_cxr, tmp_path, monkeypatch):
     """`infer` and the viewer do not wait for auto's first choice on a machine (minutes on a slow workstation:
     export, INT8 build, gate, timing): the models run on PyTorch meanwhile, each moves to its runtime once chosen,
-    and the next start takes the kept choice at once."""
+    the stages before the cuts split meanwhile are built on it, and the next start takes all that at once."""
     import shutil
 
     import inference.analysis.analyzer as analyzer_module
@@ -201,8 +205,17 @@ def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_c
     assert not auto.choosing_runtimes  # not before the first analysis (a session times its stage profile first)
     meanwhile = auto.with_edge(None).analyze(radiograph)  # a worklist's lane: it starts the choice for all
     assert {run.runtime for run in meanwhile.models.values()} == {Runtime.TORCH} and auto.choosing_runtimes
+    # a split meanwhile (its edge down: CheXNet's stages before cut 7 ran here in PyTorch, then the rest)
+    down = auto.with_edge(EdgeClient(EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", timeout_s=2)))
+    split = down.analyze(radiograph, Plan(ModelPlan(auto.detector.stage_count), ModelPlan(7)), with_heat_maps=False)
+    assert split.models[ModelKind.CLASSIFIER].runtime is Runtime.TORCH
+    heads = data / "local-onnx"
+    assert not list(heads.glob("classifier_head07-*.onnx"))
     release.set()
     assert auto.runtimes_ready.wait(timeout=300) and not auto.choosing_runtimes
+    if auto.runtimes[ModelKind.CLASSIFIER] in HEAD_RUNTIMES:  # built and timed, for this start and the next
+        assert list(heads.glob("classifier_head07-*.onnx"))
+        assert (ModelKind.CLASSIFIER, 7) in auto.head_times or not auto.runs_head(auto.classifier, 7, False)
     kept = {name: json.loads(next((data / "local-onnx").glob(f"runtime-*-{name}-*.json")).read_text())["runtime"]
             for name in ("detector", "classifier")}
     assert {kind.value: runtime for kind, runtime in auto.runtimes.items()} == kept

@@ -47,7 +47,7 @@ from inference.runtimes.local import (
     keep_head_timing,
     kept_head_timing,
     known_runtime,
-    median_ms,
+    medians_in_turns,
     open_runtime,
 )
 from viewer.display import render_8bit
@@ -259,6 +259,7 @@ class Analyzer:
         self._heads_refused: set[tuple[ModelKind, int]] = set()
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
         self.head_times: dict[tuple[ModelKind, int], float] = {}  # ms of the stages before a cut, where auto measured
+        self._split_cuts: set[tuple[ModelKind, int, bool]] = set()  # (model, cut, heat maps) of the splits run so far
         folder = self._runtime_folder = data_dir() / "local-onnx"
         self.runtimes_ready = threading.Event()  # every model's runtime is the one asked for (auto: chosen)
         unchosen: list[tuple[ModelKind, StagedModel, str]] = []  # auto's choice made in the background
@@ -320,7 +321,9 @@ class Analyzer:
 
     def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
-        CPU: the candidates are timed in turns); each model moves to its runtime once chosen."""
+        CPU: the candidates are timed in turns); each model moves to its runtime once chosen. Then the stages
+        before the cuts this analyzer's splits ran on PyTorch meanwhile are built on the chosen runtime (exported,
+        and timed against PyTorch by auto's rule: both kept on disk), so that the next start finds them ready."""
         try:
             for name, model, weights in unchosen:
                 try:
@@ -333,6 +336,11 @@ class Analyzer:
                 if session is not None:  # the session first: a runtime named is one that can be run
                     self.onnx[name] = session
                     self.runtimes[name] = session.runtime
+            for kind, cut, heat in sorted(self._split_cuts):  # (a copy: the lanes may add to it meanwhile)
+                if self._choice.stop.is_set():
+                    return
+                if self.runs_head(self.model(kind), cut, heat):
+                    self.head(self.model(kind), cut)
         finally:
             self.runtimes_ready.set()
 
@@ -613,6 +621,8 @@ class Analyzer:
         # The edge already failed for the other model and the runtime would run stages [0, k): the whole model
         # runs on it now, as the fallback would after them.
         whole_here = k == n or (edge_down is not None and not plan.bands and self.runs_head(model, k, heat))
+        if 0 < k < n and not plan.bands:
+            self._split_cuts.add((kind_of(model), k, heat))
         # built (first time for a cut: exported and compiled) before the clock starts: not this study's local time
         head = self.head(model, k) if not whole_here and not plan.bands and self.runs_head(model, k, heat) else None
         started = time.perf_counter()
@@ -692,9 +702,13 @@ class Analyzer:
         if kept is None:
             image = analysis_input(model)
             batch = np.ascontiguousarray(image.cpu().numpy())
-            on_runtime = median_ms(lambda: session.run(batch))
             with torch.inference_mode():
-                on_torch = median_ms(lambda: model.run_stages({INPUT: image}, 0, cut))
+                runs = {session.runtime: lambda: session.run(batch),
+                        Runtime.TORCH: lambda: model.run_stages({INPUT: image}, 0, cut)}
+                for run in runs.values():
+                    run()  # warm-up
+                times = medians_in_turns(runs)  # (auto's background choice builds these beside studies)
+            on_runtime, on_torch = times[session.runtime], times[Runtime.TORCH]
             keep_head_timing(session, on_runtime, on_torch)
         else:
             on_runtime, on_torch = kept

@@ -55,8 +55,9 @@ import statistics
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -98,6 +99,7 @@ SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
 # tensors at a cut are not the ones the edge's parts were gated on.
 HEAD_RUNTIMES = (FP32, OV_FP32)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
+_K = TypeVar("_K")
 TIMED_RUNS = 3  # in `auto`, timed runs of each candidate after its first (the median counts)
 
 
@@ -522,6 +524,20 @@ def median_ms(function, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def medians_in_turns(runs: Mapping[_K, Callable[[], object]], repeats: int = TIMED_RUNS,
+                     before_each_turn: Callable[[], None] = lambda: None) -> dict[_K, float]:
+    """Median wall time in ms of each of `runs` (warmed up already), timed in turns rather than one after
+    another: a load beside them (studies analysed meanwhile) weighs on each alike."""
+    rounds: dict[_K, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        before_each_turn()
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            rounds[name].append((time.perf_counter() - started) * 1e3)
+    return {name: statistics.median(taken) for name, taken in rounds.items()}
+
+
 def machine_key() -> str:
     """This machine, for the measurements kept on disk (stage profiles, runtime choices): they hold for it."""
     return f"{platform.node()}-{platform.machine()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
@@ -673,16 +689,7 @@ def _auto_choice(model: StagedModel, weights: str, folder: Path, measure: bool, 
             times[name] = (time.perf_counter() - started) * 1e3
             if times[name] <= SLOWER * min(times.values()):
                 runs[name] = run
-        # The close ones timed in turns, not one after another: a load beside them (the studies this choice may
-        # be made under) weighs on each alike.
-        rounds: dict[Runtime, list[float]] = {name: [] for name in runs}
-        for _ in range(TIMED_RUNS):
-            step()
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                rounds[name].append((time.perf_counter() - started) * 1e3)
-        times |= {name: statistics.median(taken) for name, taken in rounds.items()}
+        times |= medians_in_turns(runs, before_each_turn=step)  # the close ones (the studies may run beside them)
     runtime = min(times, key=times.__getitem__)  # every key is present (times.get would type as Optional)
     record_path.write_text(json.dumps({"runtime": runtime, "candidates": candidates, "libraries": libraries,
                                        "gate": verdicts}

@@ -6,8 +6,9 @@ the chosen runtime when a study first runs them there).
 Set-up, built and removed here (root): the edge (`edge serve`, its default parts at --detector-size, one compute
 thread) pinned to CPU 1; each `infer` pinned to CPU 0 in a cgroup (v1 `cpu` controller) limited to --quota of
 that core, 10 ms period; loopback. The folder holds --studies copies of a real radiograph. `infer` writes a JSON
-line per study in the order given; the time to the first line and to the last are taken from its start (model
-loading included, the same in every run). --roots compares checkouts side by side (e.g. the code before the
+line per study in the order given; the time to the first line, to the last and to its exit (a first start
+finishes auto's choice after its last result) are taken from its start (model loading included, the same in
+every run). --roots compares checkouts side by side (e.g. the code before the
 planner moved to the background, from `git worktree add`), each with this .venv.
 
     .venv/bin/python bench/bench_first_result.py --roots .,/tmp/before
@@ -51,7 +52,8 @@ def infer(root: Path, folder: Path, address: str, split: str, size: int, data: P
         lines.append(json.loads(line))
     if process.wait() != 0 or not lines:
         raise RuntimeError(f"infer exited {process.returncode} in {root} ({split})")
-    return {"first_s": times[0], "last_s": times[-1], "modes": [r["mode"] for r in lines],
+    return {"first_s": times[0], "last_s": times[-1], "exit_s": time.perf_counter() - started,
+            "modes": [r["mode"] for r in lines],
             "splits": [r["split"] for r in lines]}
 
 
@@ -88,6 +90,7 @@ def main() -> int:
                 name = f"{root.name or root} · {label}"
                 runs[name] = infer(root, folder, address, split, args.detector_size, data, group)
                 print(f"{name}: first {runs[name]['first_s']:.1f} s, last {runs[name]['last_s']:.1f} s, "
+                      f"exit {runs[name]['exit_s']:.1f} s, "
                       f"{runs[name]['splits'][0]} … {runs[name]['splits'][-1]}", file=sys.stderr, flush=True)
         report = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "command": " ".join(["bench/bench_first_result.py", *sys.argv[1:]]),

@@ -434,6 +434,20 @@ def test_cancel_stops_every_lane(analyzer, servers, study):
     assert not [t for t in threading.enumerate() if t.name.startswith(("lane ", "worklist-reader"))]
 
 
+def test_a_lane_s_pace_follows_its_recent_turns_not_one_slow_one():
+    """A lane's time between results: a pipelined lane's pairs (short and long turns) average out, and one slow
+    turn does not hold the estimate up while the lane is back at its pace (a worklist's end went to a slower lane
+    in the benchmark when it did: docs/benchmarks.md)."""
+    from inference.analysis.spread import _interval
+
+    lane = Lane("edge", analyzer=None, plan=Plan(ModelPlan(0), ModelPlan(0)))  # type: ignore[arg-type]
+    assert _interval(lane) is None
+    lane.turns.extend([0.2, 2.4, 0.2, 2.4])
+    assert _interval(lane) == pytest.approx(1.3)
+    lane.turns.extend([1.3, 3.2, 1.2, 1.4])  # one turn slowed down
+    assert _interval(lane) == pytest.approx(1.35)
+
+
 def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_its_own():
     """`worklist_rate`: an edge lane is bound by its link or its server, the workstation's CPU by its part of
     the edges' studies plus its own studies with what is left."""

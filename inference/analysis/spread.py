@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import os
 import queue
+import statistics
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ BACKGROUND_NICE = 19  # this workstation's lane: it runs on what the edge lanes 
 READ_AHEAD = 2        # studies loaded beyond those the lanes hold (a reader at normal priority loads them)
 RETRY_S = 10.0        # a lane whose edge failed waits this long before asking the server again
 SMOOTHING = 0.3       # weight of the latest study in a lane's time per study
-RECENT = 4            # results a lane's time between results is averaged over (a pipelined lane's come in pairs)
+RECENT = 4            # results a lane's time between results is taken over (a pipelined lane's come in pairs)
 
 
 @dataclass
@@ -87,8 +88,11 @@ def lower_priority() -> None:
 
 
 def _interval(lane: Lane) -> float | None:
-    """A lane's recent time between results when busy; None until it finished one."""
-    return sum(lane.turns) / len(lane.turns) if lane.turns else None
+    """A lane's recent time between results when busy, the median of its last turns: a pipelined lane's results
+    come in pairs (short and long turns: the median of four is their mean), and one slow turn (a pause, a load
+    beside it) would hold a mean up for four results while the lane is back at its pace. None until it finished
+    one."""
+    return statistics.median(lane.turns) if lane.turns else None
 
 
 def _alone(lane: Lane) -> float | None:

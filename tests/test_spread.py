@@ -434,7 +434,7 @@ def test_cancel_stops_every_lane(analyzer, servers, study):
     assert not [t for t in threading.enumerate() if t.name.startswith(("lane ", "worklist-reader"))]
 
 
-def test_a_lane_s_pace_follows_its_recent_turns_not_one_slow_one():
+def test_a_lane_s_pace_follows_its_recent_turns_and_its_company():
     """A lane's time between results: a pipelined lane's pairs (short and long turns) average out, and one slow
     turn does not hold the estimate up while the lane is back at its pace (a worklist's end went to a slower lane
     in the benchmark when it did: docs/benchmarks.md)."""
@@ -446,6 +446,16 @@ def test_a_lane_s_pace_follows_its_recent_turns_not_one_slow_one():
     assert _interval(lane) == pytest.approx(1.3)
     lane.turns.extend([1.3, 3.2, 1.2, 1.4])  # one turn slowed down
     assert _interval(lane) == pytest.approx(1.35)
+    # this workstation's pace learned alone does not hold beside edge lanes (it runs on what they leave of the CPU)
+    here = Lane("workstation", analyzer=None, plan=lane.plan, background=True)  # type: ignore[arg-type]
+    for each in (lane, here):  # each pace learned alone
+        each.turns.extend([3.3] * 4)
+        each.quickest, each.beside = 3.3, frozenset({each.name})
+    SpreadWorklist([here], [])
+    assert _interval(here) == pytest.approx(3.3)  # alone again: kept
+    SpreadWorklist([lane, here], [])
+    assert _interval(here) is None and here.quickest is None  # beside an edge: learned again
+    assert _interval(lane) == pytest.approx(3.3)  # an edge lane's own server sets its pace: kept
 
 
 def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_its_own():

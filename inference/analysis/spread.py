@@ -61,15 +61,18 @@ class Lane:
     # When set: the lane takes studies only once this is set (this workstation while the planner measures in the
     # background: the two would share its CPU, and a first study here could hold a whole worklist's first result)
     joins: threading.Event | None = None
-
+    beside: frozenset[str] | None = None  # the lanes of the worklist its pace was learned in (itself included)
 
     def use(self, plan: Plan) -> None:
         """Run `plan` from the next worklist on; a different plan forgets the pace learned on this one (it would
         mislead where the worklist's end goes). Not while a worklist runs on this lane."""
         if plan != self.plan:
             self.plan = plan
-            self.seconds_per_study = self.last_result = self.quickest = None
-            self.turns.clear()
+            self.forget_pace()
+
+    def forget_pace(self) -> None:
+        self.seconds_per_study = self.last_result = self.quickest = None
+        self.turns.clear()
 
 
 @dataclass
@@ -126,6 +129,11 @@ class SpreadWorklist:
         if not lanes:
             raise ValueError("a worklist needs at least one device")
         self.lanes = lanes
+        company = frozenset(lane.name for lane in lanes)
+        for lane in lanes:  # this workstation runs on what the edge lanes leave of its CPU: its pace learned
+            if lane.background and lane.beside != company:  # alone (3 s a study here) was 24 s beside two edges
+                lane.forget_pace()
+            lane.beside = company
         self._count = len(studies) if count is None and isinstance(studies, Sized) else count
         self._studies = iter(studies)
         self._with_heat_maps, self._allow_fallback = with_heat_maps, allow_fallback

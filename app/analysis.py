@@ -38,6 +38,7 @@ class AnalysisService(QObject):
     cancelled = Signal(str)         # path
     started = Signal(str, str)      # path, where: a series' study begins on this workstation or an edge
     series_ended = Signal(bool, str)  # cancelled, the reason it stopped ("" when every study ended)
+    background = Signal(str)        # what this workstation does meanwhile, for minutes ("" when nothing)
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
@@ -103,12 +104,25 @@ class AnalysisService(QObject):
             choice = ModelChoice(detector_weights=settings.detector_weights or None,
                                  classifier_weights=settings.classifier_weights or None, device=settings.device,
                                  runtime=settings.runtime)
-            self._analyzer, self._analyzer_key = Analyzer(choice, edge=edge, choose_in_background=True), key
+            analyzer = Analyzer(choice, edge=edge, choose_in_background=True)
+            self._analyzer, self._analyzer_key = analyzer, key
             gc.freeze()
-            if not self._analyzer.runtimes_ready.is_set():  # the first use on this machine (or after an upgrade)
-                self.progress.emit(path, "choosing this workstation's runtimes in the background (once); "
-                                         "PyTorch meanwhile…")
+            # auto's first choice on this machine (or after an upgrade) runs for minutes beside the analyses: said
+            # for as long as it runs (a study's progress line is replaced by the next at once)
+            self.background.emit("" if analyzer.runtimes_ready.is_set() else
+                                 "Choosing this workstation's runtimes (once; PyTorch meanwhile)…")
+            if not analyzer.runtimes_ready.is_set():
+                threading.Thread(target=self._said_when_chosen, args=(analyzer,), name="runtime-choice-watch",
+                                 daemon=True).start()
         return self._analyzer
+
+    def _said_when_chosen(self, analyzer: Analyzer) -> None:
+        analyzer.runtimes_ready.wait()
+        if self._analyzer is analyzer:  # (not one the settings have replaced since)
+            try:
+                self.background.emit("")
+            except RuntimeError:  # the window closed (its close stops the choice)
+                pass
 
     def _session_for(self, settings: AppSettings, path: str) -> AnalysisSession:
         """The session for these settings: kept while they hold, with its planner's measurements."""

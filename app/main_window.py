@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
 
         self.analysis = AnalysisService(settings, self)
         self.analysis.progress.connect(self._analysis_progress)
+        self.analysis.background.connect(self._background_work)
         self.analysis.finished.connect(self._analysis_finished)
         self.analysis.failed.connect(self._analysis_failed)
         self.analysis.cancelled.connect(self._analysis_cancelled)
@@ -182,12 +183,17 @@ class MainWindow(QMainWindow):
         self.cursor_label = QLabel("")
         self.edge_label = QLabel("Edge: …")
         self.mode_label = QLabel("")
+        self.background_label = QLabel("")  # work this workstation does for minutes beside the analyses
+        self.background_label.setToolTip("Auto times each local runtime once on this machine (export, build, "
+                                         "check against PyTorch); studies are analysed with PyTorch meanwhile.")
+        self.background_label.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.setMaximumWidth(120)
         self.progress.setVisible(False)
         bar = self.statusBar()
         bar.addWidget(self.cursor_label, 1)
+        bar.addPermanentWidget(self.background_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.mode_label)
         bar.addPermanentWidget(self.edge_label)
@@ -461,6 +467,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Analyze all {what}: {batch.done} of {batch.total} analysed"
                                      + (f", {batch.failed} failed" if batch.failed else "")
                                      + (f" ({batch.reason})" if batch.reason else ""), 10_000)
+
+    def _background_work(self, message: str) -> None:
+        self.background_label.setText(message)
+        self.background_label.setVisible(bool(message))
 
     def _analysis_progress(self, path: str, message: str) -> None:
         self.statusBar().showMessage(f"{Path(path).name}: {message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
@@ -14,8 +15,9 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.settings import AppSettings, SplitMode, load_settings, save_settings
 from app.settings_dialog import SettingsDialog
-from inference.config import SplitPolicy
+from inference.config import Runtime, SplitPolicy
 from inference.models.findings import Detection, Findings, Mode
+from inference.models.weights import data_dir
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 from viewer.radiograph import Window
@@ -243,6 +245,37 @@ def test_local_analysis_draws_overlays_without_blocking_the_ui(qtbot, window, sh
     window.findings_panel.rows[top][0].click()
     assert window.canvas.heat_item.isVisible() and window.canvas.heat_item.image.shape == (512, 512)
     assert window.study_list.status(window.current) == "local"
+
+
+def test_auto_s_first_runtime_choice_is_shown_for_as_long_as_it_runs(qtbot, window, shared_cxr, tmp_path,
+                                                                     monkeypatch):
+    """Settings pick auto on a machine where it has not chosen yet: the choice runs for minutes beside the
+    analyses (which run on PyTorch meanwhile), and the status bar says so until it ends — a study's progress
+    line would be replaced by the next at once (seen on an X screen)."""
+    import inference.analysis.analyzer as analyzer_module
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for entry in data_dir().iterdir():  # the demo weights; no runtime chosen on this machine yet
+        if entry.name != "local-onnx":
+            (data / entry.name).symlink_to(entry)
+    monkeypatch.setenv("MEDEDGE_DATA_DIR", str(data))
+    release = threading.Event()
+
+    def held(*args):  # the choice, held until the test has looked (then: PyTorch, as if measured fastest)
+        assert release.wait(timeout=120)
+        return Runtime.TORCH, None
+    monkeypatch.setattr(analyzer_module, "choose_runtime", held)
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL,
+                                  runtime=Runtime.AUTO))
+    assert not window.background_label.isVisible()
+    findings = analyse_and_wait(qtbot, window)
+    assert {run.runtime for run in findings.models.values()} == {Runtime.TORCH}
+    assert window.background_label.isVisible()
+    assert "Choosing this workstation's runtimes" in window.background_label.text()
+    release.set()
+    qtbot.waitUntil(lambda: not window.background_label.isVisible(), timeout=30000)
 
 
 def test_cancel(qtbot, window, shared_cxr):

@@ -430,6 +430,14 @@ def test_this_python_s_site_packages_is_code_the_server_imports(tmp_path, monkey
     monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(site), "platlib": str(site)})
     with pytest.raises(EdgeServerError, match="this Python's site-packages names .*numpy.py can be changed"):
         refuse_code_writable_by_others(None)
+    # one that does not exist (Debian's /usr/local one): whoever may create it
+    missing = tmp_path / "local" / "dist-packages"
+    missing.parent.mkdir(mode=0o755)
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(missing), "platlib": str(missing)})
+    refuse_code_writable_by_others(None)
+    missing.parent.chmod(0o777)
+    with pytest.raises(EdgeServerError, match="local can be changed by other users"):
+        refuse_code_writable_by_others(None)
 
 
 def test_a_part_whose_onnx_is_not_the_exported_one_is_refused(analyzer, repository, tmp_path):

@@ -150,7 +150,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from inference.edge.repository import write_repository
-    from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, refuse_code_writable_by_others
+    from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles
     from inference.models.weights import WeightsError, data_dir
 
     tls = None
@@ -167,7 +167,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
                         tls=tls, insecure=args.insecure)
     try:
         warnings = server.check_exposure()  # before a long export: a refused address fails at once …
-        refuse_code_writable_by_others(server.triton_site)  # … and so does code others could change
+        server.check_code()  # … and so does code others could change
         if args.repository:
             if not any(server.repository.glob("*/config.pbtxt")):
                 return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")

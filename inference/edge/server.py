@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import grp
+import importlib.util
 import json
 import os
 import pwd
@@ -103,8 +104,6 @@ class Installation:
 def installed_triton_site() -> Path:
     """The folder the installed nvidia-pytriton lies in (found, not imported: only its files are used, and
     importing it loads its client too)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
         raise EdgeServerError("the nvidia-pytriton package is not installed: pip install nvidia-pytriton")
@@ -141,31 +140,32 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 @functools.cache
-def _group_of_only(gid: int, users: frozenset[int]) -> bool:
-    """Whether group `gid` holds no one but `users` (a user's private group, as pip's files get under umask 002):
-    its write bit then lets no one else in. Unknown groups are taken as shared."""
+def _private_group(gid: int, owner: int) -> bool:
+    """Whether group `gid` is `owner`'s own (a user private group, as pip's files get under umask 002): the owner's
+    primary group, named as the owner, with no member but the owner. Its write bit lets no one else in. (Accounts
+    that have it as their primary group cannot be listed where accounts come from a directory, hence the name.)"""
     try:
-        members = set(grp.getgrgid(gid).gr_mem)
-        names = {pwd.getpwuid(uid).pw_name for uid in users}
+        account, group = pwd.getpwuid(owner), grp.getgrgid(gid)
     except KeyError:
         return False
-    return members <= names and all(account.pw_uid in users for account in pwd.getpwall() if account.pw_gid == gid)
+    return account.pw_gid == gid and group.gr_name == account.pw_name and set(group.gr_mem) <= {account.pw_name}
 
 
-def writable_by_others(repository: Path, owner: int | None = None, links: bool = False) -> str | None:
+def writable_by_others(repository: Path, owner: int | None = None, links: bool = False,
+                       contents: bool = True) -> str | None:
     """Why someone other than `owner` (default: this process's user) or root could change what the server will
     run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
-    folder above it unless sticky, like /tmp; group write counts where the group holds another user), or a
+    folder above it unless sticky, like /tmp; group write counts unless the group is its owner's own), or a
     symbolic link in it — with `links`, a link is judged by what it points to, as if that were there (the
     folders above it too, a linked folder's contents, a link to nothing refused: another user might create it).
-    None when there is no such path."""
+    Without `contents`, the folder and those above it only. None when there is no such path."""
     trusted = frozenset({0, os.geteuid() if owner is None else owner})
 
     def unsafe(path: Path, above: bool = False) -> str | None:
         info = path.lstat()
         if info.st_uid not in trusted:
             return f"{path} belongs to another user (uid {info.st_uid})"
-        others = stat.S_IWOTH | (0 if _group_of_only(info.st_gid, trusted) else stat.S_IWGRP)
+        others = stat.S_IWOTH | (0 if _private_group(info.st_gid, info.st_uid) else stat.S_IWGRP)
         if info.st_mode & others and not (above and info.st_mode & stat.S_ISVTX):
             return f"{path} can be changed by other users (mode {stat.S_IMODE(info.st_mode):04o})"
         return None
@@ -177,7 +177,7 @@ def writable_by_others(repository: Path, owner: int | None = None, links: bool =
         return unsafe(path)
 
     root = repository.resolve()
-    if problem := with_folders_above(root):
+    if (problem := with_folders_above(root)) or not contents:
         return problem
     seen: set[tuple[int, int]] = set()  # folders walked (a linked folder may lead back to one)
     for here, folders, files in os.walk(root, followlinks=links):
@@ -212,17 +212,24 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
     import from them first), Triton's folder (another one's, or the installed one's) and this interpreter's
     site-packages (the parts import from it too) — is held to the repository's rule: another user able to change
     a file there could run code as the server (links are allowed: a site-packages holds them)."""
+    site = "this Python's site-packages"
     named = [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
-             *((Path(sysconfig.get_paths()[k]).resolve(), "this Python's site-packages") for k in ("purelib", "platlib")),
-             ((triton_site or installed_triton_site()).resolve(), "the Triton folder")]  # often the site-packages
+             *((Path(sysconfig.get_paths()[k]).resolve(), site) for k in ("purelib", "platlib"))]
+    if triton_site is not None or importlib.util.find_spec("pytriton") is not None:  # (else start says it is missing)
+        named.append(((triton_site or installed_triton_site()).resolve(), "the Triton folder"))  # often the site's
     checked: set[Path] = set()
     for folder, what in named:
         if folder in checked:
             continue
         checked.add(folder)
-        if not folder.is_dir():
+        if what == site and not folder.exists():  # (Debian's /usr/local one may not exist): whoever may create it
+            folder = next(parent for parent in folder.parents if parent.exists())
+            problem = writable_by_others(folder, links=True, contents=False)
+        elif not folder.is_dir():
             raise EdgeServerError(f"refusing to start: {what} names {folder}, which is not a folder")
-        if (problem := writable_by_others(folder, links=True)) is not None:
+        else:
+            problem = writable_by_others(folder, links=True)
+        if problem is not None:
             raise EdgeServerError(f"refusing to start: {what} names {folder}, and {problem} — the server imports "
                                   "code from it: make it this user's or root's and chmod -R go-w it")
 
@@ -379,10 +386,15 @@ class EdgeServer:
                 # every part loads at start; the operator (credential) can unload or reload one
                 "--model-control-mode=explicit", "--load-model=*", *operator_flags(self.credential)]
 
+    def check_code(self) -> None:
+        """Refuses code the server imports that other users could change (checked again at `start`: the export
+        between may take minutes)."""
+        refuse_code_writable_by_others(self.triton_site)
+
     def start(self, ready_timeout_s: float = 180.0) -> None:
         self.check_exposure()
         refuse_if_writable_by_others(self.repository)
-        refuse_code_writable_by_others(self.triton_site)
+        self.check_code()  # (most of a second: site-packages is walked)
         busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),
                                                                 ("metrics", self.metrics_host, self.metrics_port))
                 if port_in_use(host, port)]

@@ -39,6 +39,7 @@ class AnalysisService(QObject):
     started = Signal(str, str)      # path, where: a series' study begins on this workstation or an edge
     series_ended = Signal(bool, str)  # cancelled, the reason it stopped ("" when every study ended)
     background = Signal(str)        # what this workstation does meanwhile, for minutes ("" when nothing)
+    _chosen = Signal(object)        # an analyzer's background choice is done (from its watcher's thread)
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
@@ -50,6 +51,7 @@ class AnalysisService(QObject):
         self._build_lock = threading.Lock()
         self._path = ""  # the study the session's progress is about
         self.job: Job | None = None
+        self._chosen.connect(self._said_chosen)
         # The cyclic GC's full passes hold the interpreter for as long as they scan; with torch and the
         # models loaded (tens of thousands of long-lived objects) that was 150-270 ms, measured, and
         # the window stalled. Frozen objects are never scanned again: freeze what exists now, and the
@@ -109,20 +111,26 @@ class AnalysisService(QObject):
             gc.freeze()
             # auto's first choice on this machine (or after an upgrade) runs for minutes beside the analyses: said
             # for as long as it runs (a study's progress line is replaced by the next at once)
-            self.background.emit("" if analyzer.runtimes_ready.is_set() else
-                                 "Choosing this workstation's runtimes (once; PyTorch meanwhile)…")
-            if not analyzer.runtimes_ready.is_set():
-                threading.Thread(target=self._said_when_chosen, args=(analyzer,), name="runtime-choice-watch",
+            choosing = not analyzer.runtime_choice_done(0)
+            self.background.emit("Choosing this workstation's runtimes (once; PyTorch meanwhile)…" if choosing else "")
+            if choosing:
+                threading.Thread(target=self._watch_choice, args=(analyzer,), name="runtime-choice-watch",
                                  daemon=True).start()
         return self._analyzer
 
-    def _said_when_chosen(self, analyzer: Analyzer) -> None:
-        analyzer.runtimes_ready.wait()
-        if self._analyzer is analyzer:  # (not one the settings have replaced since)
-            try:
-                self.background.emit("")
-            except RuntimeError:  # the window closed (its close stops the choice)
-                pass
+    def _watch_choice(self, analyzer: Analyzer) -> None:
+        """Until `analyzer`'s choice is done (then `_chosen`), or the settings replaced it (it may never start)."""
+        while not analyzer.runtime_choice_done(timeout_s=1.0):
+            if self._analyzer is not analyzer:
+                return
+        try:
+            self._chosen.emit(analyzer)
+        except RuntimeError:  # the window closed (its close stops the choice)
+            pass
+
+    def _said_chosen(self, analyzer: Analyzer) -> None:
+        if analyzer is self._analyzer:  # (in the window's thread, after any newer analyzer's "Choosing…")
+            self.background.emit("")
 
     def _session_for(self, settings: AppSettings, path: str) -> AnalysisSession:
         """The session for these settings: kept while they hold, with its planner's measurements."""

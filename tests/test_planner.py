@@ -359,14 +359,14 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
 def test_the_plan_waits_for_the_runtimes_auto_is_still_choosing(planned):
     """While auto chooses this workstation's runtimes in the background (the first start on a machine), a session
     analyses on the fixed cuts and its planner waits: its predictions of the stages here depend on the runtimes."""
-    import threading
     import time
 
+    from inference.analysis.analyzer import _PendingChoice
     from inference.analysis.session import AnalysisSession
 
     analyzer, radiograph = planned
     lane = analyzer.with_edge(analyzer.edge)
-    lane.runtimes_ready = threading.Event()  # as an analyzer made with choose_in_background, still choosing
+    lane._choice = _PendingChoice([])  # as an analyzer made with choose_in_background, still choosing
     fixed = Plan(ModelPlan(6, WireFormat.FP32), ModelPlan(7, WireFormat.INT8))
     session = AnalysisSession(lane, fixed, auto=True, with_heat_maps=False)
     planned_at: list[float] = []
@@ -378,7 +378,7 @@ def test_the_plan_waits_for_the_runtimes_auto_is_still_choosing(planned):
         time.sleep(2)
         assert session.measuring() and not session.measured
         released = time.monotonic()
-        lane.runtimes_ready.set()
+        lane._choice.done.set()
         assert session.wait_for_plan(timeout_s=300) and session.measured and session.planner.options
         assert planned_at and min(planned_at) >= released  # planned only once the runtimes were there
     finally:

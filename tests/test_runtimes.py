@@ -212,9 +212,9 @@ def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_c
     heads = data / "local-onnx"
     assert not list(heads.glob("classifier_head07-*.onnx"))
     release.set()
-    assert auto.runtimes_ready.wait(timeout=300) and not auto.choosing_runtimes
+    assert auto.runtime_choice_done(timeout_s=300) and auto.runtimes_ready.is_set() and not auto.choosing_runtimes
     if auto.runtimes[ModelKind.CLASSIFIER] in HEAD_RUNTIMES:  # built and timed, for this start and the next
-        assert list(heads.glob("classifier_head07-*.onnx"))
+        assert list(heads.glob("classifier_head07-*.onnx")) and list(heads.glob("classifier_head07-*.timing-*.json"))
         assert (ModelKind.CLASSIFIER, 7) in auto.head_times or not auto.runs_head(auto.classifier, 7, False)
     kept = {name: json.loads(next((data / "local-onnx").glob(f"runtime-*-{name}-*.json")).read_text())["runtime"]
             for name in ("detector", "classifier")}

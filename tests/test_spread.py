@@ -442,7 +442,9 @@ def test_a_lane_s_pace_follows_its_recent_turns_and_its_company():
 
     lane = Lane("edge", analyzer=None, plan=Plan(ModelPlan(0), ModelPlan(0)))  # type: ignore[arg-type]
     assert _interval(lane) is None
-    lane.turns.extend([0.2, 2.4, 0.2, 2.4])
+    lane.turns.extend([0.2, 2.4, 0.2])  # a pipelined lane's first turns, in pairs
+    assert _interval(lane) == pytest.approx(2.8 / 3)
+    lane.turns.append(2.4)
     assert _interval(lane) == pytest.approx(1.3)
     lane.turns.extend([1.3, 3.2, 1.2, 1.4])  # one turn slowed down
     assert _interval(lane) == pytest.approx(1.35)

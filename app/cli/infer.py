@@ -166,7 +166,7 @@ def _infer(args: argparse.Namespace) -> int:
         if analyzer.choosing_runtimes and not sink.stopping:  # kept for the next run; Ctrl-C leaves it
             print("mededge infer: every study is written; finishing this workstation's runtime choice (once per "
                   "machine; Ctrl-C leaves it to the next run)…", file=sys.stderr)
-            while not (analyzer.runtimes_ready.wait(timeout=0.5) or sink.stopping):
+            while not (analyzer.runtime_choice_done(timeout_s=0.5) or sink.stopping):
                 pass
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes

@@ -225,6 +225,7 @@ class _PendingChoice:
     lock: threading.Lock = field(default_factory=threading.Lock)
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)  # set: it ends at its next step
+    done: threading.Event = field(default_factory=threading.Event)  # chosen, and the stages built after it
 
 
 class Analyzer:
@@ -297,6 +298,7 @@ class Analyzer:
         self._choice = _PendingChoice(unchosen)  # one object shared with the lanes (with_edge)
         if not unchosen:
             self.runtimes_ready.set()
+            self._choice.done.set()
 
     def start_runtime_choice(self) -> None:
         """Begin auto's background choice, if one is due (once; every analysis calls this)."""
@@ -309,8 +311,13 @@ class Analyzer:
 
     @property
     def choosing_runtimes(self) -> bool:
-        """auto's background choice has started and is not done."""
-        return self._choice.thread is not None and not self.runtimes_ready.is_set()
+        """auto's background choice (and the stages it builds after) has started and is not done."""
+        return self._choice.thread is not None and not self._choice.done.is_set()
+
+    def runtime_choice_done(self, timeout_s: float | None = None) -> bool:
+        """Waits up to `timeout_s` for auto's background choice and the stages it builds after it (True: done, or
+        none due)."""
+        return self._choice.done.wait(timeout_s)
 
     def stop_runtime_choice(self, timeout_s: float) -> None:
         """Stop the background choice at its next step (an export, a build, a candidate) and wait up to `timeout_s`:
@@ -336,13 +343,19 @@ class Analyzer:
                 if session is not None:  # the session first: a runtime named is one that can be run
                     self.onnx[name] = session
                     self.runtimes[name] = session.runtime
+            self.runtimes_ready.set()  # the planner and this workstation's lane need no more
             for kind, cut, heat in sorted(self._split_cuts):  # (a copy: the lanes may add to it meanwhile)
                 if self._choice.stop.is_set():
                     return
-                if self.runs_head(self.model(kind), cut, heat):
-                    self.head(self.model(kind), cut)
+                try:
+                    if self.runs_head(self.model(kind), cut, heat):
+                        self.head(self.model(kind), cut)
+                except Exception as error:  # noqa: BLE001 — a study that runs them builds them again, or says why
+                    logging.getLogger(__name__).warning("stages before cut %d of the %s not built: %s", cut,
+                                                        kind.value, error)
         finally:
             self.runtimes_ready.set()
+            self._choice.done.set()
 
     def _own_state(self) -> None:
         """What one analyzer keeps for itself and its edge: one analysis at a time, its requests in flight."""

@@ -104,7 +104,7 @@ class AnalysisSession:
         """The planner has yet to measure the link and the edge (first plan, or after a drift), or to plan with the
         runtimes auto is still choosing in the background (the plan depends on them)."""
         return self.planner is not None and (self.planner.link is None or not self.planner.options
-                                             or not self.analyzer.runtimes_ready.is_set())
+                                             or not self.analyzer.runtime_choice_done(0))
 
     def _may_measure(self) -> bool:
         """A background measurement is due: none going on, and not within RETRY_S of one that failed."""
@@ -138,7 +138,7 @@ class AnalysisSession:
         if study is not None:  # the study's pre-processing timed now, not under the studies' load
             planner.learn_from(study)
         self.analyzer.start_runtime_choice()  # after those timings (a first start on this machine)
-        self.progress(("measuring" if self.analyzer.runtimes_ready.is_set() else
+        self.progress(("measuring" if self.analyzer.runtime_choice_done(0) else
                        "once this workstation's runtimes are chosen, measuring")
                       + " the link and the edge in the background; starting on the "
                       + ("fixed cuts…" if self.plan is self.fixed else "last plan…"))
@@ -146,7 +146,9 @@ class AnalysisSession:
         def measure() -> None:
             lower_priority()
             try:
-                while not self.analyzer.runtimes_ready.wait(timeout=1.0):  # this workstation's times depend on them
+                # this workstation's times depend on the runtimes, and are timed on a quiet CPU: after the stages
+                # the choice builds once it has chosen, too
+                while not self.analyzer.runtime_choice_done(timeout_s=1.0):
                     if planner.stop.is_set():
                         raise PlanningStopped("the session is closing")
                 then(self.prepare(study, edges=edges))

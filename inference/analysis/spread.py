@@ -91,11 +91,13 @@ def lower_priority() -> None:
 
 
 def _interval(lane: Lane) -> float | None:
-    """A lane's recent time between results when busy, the median of its last turns: a pipelined lane's results
-    come in pairs (short and long turns: the median of four is their mean), and one slow turn (a pause, a load
-    beside it) would hold a mean up for four results while the lane is back at its pace. None until it finished
-    one."""
-    return statistics.median(lane.turns) if lane.turns else None
+    """A lane's recent time between results when busy: the median of its last RECENT turns (one slow turn — a
+    pause, a load beside it — would hold a mean up for four results while the lane is back at its pace); a
+    pipelined lane's results come in pairs, short and long turns, whose mean the median of an even number is, so
+    with fewer turns their mean. None until it finished one."""
+    if not lane.turns:
+        return None
+    return statistics.median(lane.turns) if len(lane.turns) == RECENT else statistics.fmean(lane.turns)
 
 
 def _alone(lane: Lane) -> float | None:

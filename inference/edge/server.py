@@ -13,7 +13,7 @@ it also lies in `control.json`, mode 0600, for `edge control`). Plaintext beyond
 The repository must be changeable by nobody but its owner (and root), hold no symbolic links, and each part
 loads only if its ONNX is the one exported (inference/resources/triton/python_model.py checks the SHA-256); the
 other code it runs (the folders in MEDEDGE_SITE_PACKAGES, Triton's folder, this interpreter's site-packages) must
-be changeable by nobody else either. Write access through a group counts unless the group holds no other user.
+be changeable by nobody else either. Write access through a group counts unless it is the owner's own group.
 """
 
 from __future__ import annotations

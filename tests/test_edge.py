@@ -210,10 +210,16 @@ def test_a_pipelined_series_waits_for_the_requests_it_queued(analyzer, every_par
         assert max(r.timing_ms["queued"] for r in results) > 2 * one_request_s * 1e3  # they did queue
         # A lane that knows nothing of the edge's times yet (a fixed split, `infer --split edge`, no planner's
         # prediction, before its first reply): its first study runs alone, then the series pipelines on the
-        # measured times and stays on the edge (it fell back with every request given the bare timeout).
-        fresh = analyzer.with_edge(tight)
-        results = list(fresh.analyze_many([radiograph] * 7, plan, allow_fallback=False))
-        assert len(results) == 7 and all(r.mode is Mode.EDGE for r in results), results
+        # measured times and stays on the edge (it fell back with every request given the bare timeout). The bare
+        # timeout is 3 requests' time here: 1.3 of one failed a first request alone once in CI, and a queue six
+        # studies deep (twelve requests) still outlasts 3.
+        fresh_client = EdgeClient(EdgeSettings(every_part_server.grpc_address, timeout_s=3 * one_request_s))
+        try:
+            fresh = analyzer.with_edge(fresh_client)
+            results = list(fresh.analyze_many([radiograph] * 7, plan, allow_fallback=False))
+            assert len(results) == 7 and all(r.mode is Mode.EDGE for r in results), results
+        finally:
+            fresh_client.close()
     finally:
         tight.close()
 

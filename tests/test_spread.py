@@ -105,15 +105,17 @@ def test_every_device_takes_studies_and_each_study_comes_once(analyzer, servers,
 
 
 def test_a_slower_edge_gets_fewer_studies(analyzer, servers, study):
-    """Edge B behind a relay that holds every chunk 600 ms: A, as fast as the workstation lets it, takes more.
+    """Edge B behind a relay that holds every chunk 300 ms: A, as fast as the workstation lets it, takes more.
     (Both lanes share this workstation's CPU and keep three studies in flight: B's are slower by the link's
-    1.2 s round trip whatever the load, so "more", not a ratio that a loaded CI machine shifts.)"""
+    0.6 s round trip whatever the load, so "more", not a ratio that a loaded CI machine shifts. The worklist must
+    outlast B's first study, or A, idle at its end, runs that one again and finishes it first: with 600 ms and 40
+    studies B's first took 4.5 s and A's 40 about as long, and B ended with none, 2 runs in 3.)"""
     fast, slow = servers
     host, port = slow.grpc_address.rsplit(":", 1)
-    with Relay((host, int(port)), delay_ms=600) as relay:
+    with Relay((host, int(port)), delay_ms=300) as relay:
         lanes = [_edge_lane(analyzer, fast.grpc_address), _edge_lane(analyzer, relay.address)]
         lanes[1].name = relay.address
-        studies = _studies(study, 40)
+        studies = _studies(study, 60)
         try:
             results = list(SpreadWorklist(lanes, studies, with_heat_maps=False, allow_fallback=False))
         finally:

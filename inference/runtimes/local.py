@@ -513,15 +513,10 @@ def verdict(model: StagedModel, session: LocalSession, images: Sequence[np.ndarr
 # ---------------------------------------------------------------- choice
 
 
-def median_ms(function, repeats: int = 3) -> float:
+def median_ms(function: Callable[[], object], repeats: int = 3) -> float:
     """Median wall time of `function()` in ms, after one warm-up call."""
     function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
+    return medians_in_turns({0: function}, repeats)[0]
 
 
 def medians_in_turns(runs: Mapping[_K, Callable[[], object]], repeats: int = TIMED_RUNS,

@@ -34,7 +34,14 @@ from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.config import WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import DOCKER_SCRIPT, PartRequest, largest_request_bytes, write_repository
-from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports, refuse_code_writable_by_others
+from inference.edge.server import (
+    EdgeServer,
+    EdgeServerError,
+    Installation,
+    TlsFiles,
+    free_ports,
+    refuse_code_writable_by_others,
+)
 from inference.models.findings import Mode
 from inference.models.parts import part_spec
 from inference.planning.plan import ModelPlan, Plan
@@ -427,16 +434,57 @@ def test_this_python_s_site_packages_is_code_the_server_imports(tmp_path, monkey
     site.mkdir(mode=0o755)
     (site / "numpy.py").write_text("")
     (site / "numpy.py").chmod(0o646)
-    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(site), "platlib": str(site)})
+    installed = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**installed, "purelib": str(site), "platlib": str(site)})
     with pytest.raises(EdgeServerError, match="this Python's site-packages names .*numpy.py can be changed"):
         refuse_code_writable_by_others(None)
     # one that does not exist (Debian's /usr/local one): whoever may create it
     missing = tmp_path / "local" / "dist-packages"
     missing.parent.mkdir(mode=0o755)
-    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(missing), "platlib": str(missing)})
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**installed, "purelib": str(missing), "platlib": str(missing)})
     refuse_code_writable_by_others(None)
     missing.parent.chmod(0o777)
     with pytest.raises(EdgeServerError, match="local can be changed by other users"):
+        refuse_code_writable_by_others(None)
+
+
+def test_the_standard_library_and_the_library_folders_are_code_the_server_runs(tmp_path, monkeypatch):
+    """The backend's stub imports this Python's standard library, and Triton loads shared libraries from libpython's
+    folder and from each folder of an inherited LD_LIBRARY_PATH: held to the same rule (a library folder for what
+    lies in it), and an empty entry, which the loader reads as the current folder, is not passed on."""
+    monkeypatch.delenv("MEDEDGE_SITE_PACKAGES", raising=False)
+    installed = sysconfig.get_paths()
+    stdlib = tmp_path / "python3.x"
+    (stdlib / "json").mkdir(parents=True, mode=0o755)
+    (stdlib / "json" / "__init__.py").write_text("")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**installed, "stdlib": str(stdlib)})
+    refuse_code_writable_by_others(None)
+    (stdlib / "json" / "__init__.py").chmod(0o646)
+    with pytest.raises(EdgeServerError, match="standard library names .*json/__init__.py can be changed by other"):
+        refuse_code_writable_by_others(None)
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: installed)
+
+    libraries = tmp_path / "lib"
+    (libraries / "unused").mkdir(parents=True, mode=0o755)
+    (libraries / "libz.so.1").write_bytes(b"")
+    (libraries / "unused" / "notes.txt").write_text("")
+    (libraries / "unused" / "notes.txt").chmod(0o666)  # not where the loader looks
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)  # an empty entry would be this folder
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"{libraries}::")
+    refuse_code_writable_by_others(None)
+    paths = Installation(Path("/t/bin/tritonserver"), Path("/t/python"), Path("/t/stub"), Path("/t/libs")
+                         ).environment()["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert "" not in paths and str(libraries) in paths and str(work) not in paths
+    (libraries / "libz.so.1").chmod(0o646)
+    with pytest.raises(EdgeServerError, match="LD_LIBRARY_PATH names .*lib, and .*libz.so.1 can be changed by "
+                                              "other users .* loads libraries from it"):
+        refuse_code_writable_by_others(None)
+    (libraries / "libz.so.1").chmod(0o644)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(work / "missing"))  # another user may create it
+    with pytest.raises(EdgeServerError, match="work can be changed by other users"):
         refuse_code_writable_by_others(None)
 
 

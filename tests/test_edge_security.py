@@ -16,6 +16,7 @@ import os
 import pwd
 import shlex
 import signal
+import site
 import subprocess
 import sys
 import sysconfig
@@ -450,8 +451,9 @@ def test_this_python_s_site_packages_is_code_the_server_imports(tmp_path, monkey
 
 def test_the_standard_library_and_the_library_folders_are_code_the_server_runs(tmp_path, monkeypatch):
     """The backend's stub imports this Python's standard library, and Triton loads shared libraries from libpython's
-    folder and from each folder of an inherited LD_LIBRARY_PATH: held to the same rule (a library folder for what
-    lies in it), and an empty entry, which the loader reads as the current folder, is not passed on."""
+    folder and from each folder of an inherited LD_LIBRARY_PATH: held to the same rule (a library folder with its
+    subfolders, where the loader looks first), and an empty entry, which the loader reads as the current folder, is
+    not passed on."""
     monkeypatch.delenv("MEDEDGE_SITE_PACKAGES", raising=False)
     installed = sysconfig.get_paths()
     stdlib = tmp_path / "python3.x"
@@ -463,12 +465,21 @@ def test_the_standard_library_and_the_library_folders_are_code_the_server_runs(t
     with pytest.raises(EdgeServerError, match="standard library names .*json/__init__.py can be changed by other"):
         refuse_code_writable_by_others(None)
     monkeypatch.setattr(sysconfig, "get_paths", lambda: installed)
+    base = tmp_path / "base-site-packages"  # the base interpreter's (a venv's stub imports from it): .pth files run
+    base.mkdir(mode=0o755)
+    (base / "distutils-precedence.pth").write_text("")
+    (base / "distutils-precedence.pth").chmod(0o646)
+    monkeypatch.setattr(site, "getsitepackages", lambda prefixes=None: [str(base)])
+    with pytest.raises(EdgeServerError, match="site-packages names .*distutils-precedence.pth can be changed"):
+        refuse_code_writable_by_others(None)
+    monkeypatch.undo()
+    monkeypatch.delenv("MEDEDGE_SITE_PACKAGES", raising=False)
 
     libraries = tmp_path / "lib"
-    (libraries / "unused").mkdir(parents=True, mode=0o755)
+    hwcaps = libraries / "glibc-hwcaps" / "x86-64-v3"  # where the loader looks first
+    hwcaps.mkdir(parents=True, mode=0o755)
     (libraries / "libz.so.1").write_bytes(b"")
-    (libraries / "unused" / "notes.txt").write_text("")
-    (libraries / "unused" / "notes.txt").chmod(0o666)  # not where the loader looks
+    (hwcaps / "libz.so.1").write_bytes(b"")
     work = tmp_path / "work"
     work.mkdir()
     work.chmod(0o777)  # an empty entry would be this folder
@@ -478,11 +489,12 @@ def test_the_standard_library_and_the_library_folders_are_code_the_server_runs(t
     paths = Installation(Path("/t/bin/tritonserver"), Path("/t/python"), Path("/t/stub"), Path("/t/libs")
                          ).environment()["LD_LIBRARY_PATH"].split(os.pathsep)
     assert "" not in paths and str(libraries) in paths and str(work) not in paths
-    (libraries / "libz.so.1").chmod(0o646)
-    with pytest.raises(EdgeServerError, match="LD_LIBRARY_PATH names .*lib, and .*libz.so.1 can be changed by "
-                                              "other users .* loads libraries from it"):
-        refuse_code_writable_by_others(None)
-    (libraries / "libz.so.1").chmod(0o644)
+    for library in (libraries / "libz.so.1", hwcaps / "libz.so.1"):
+        library.chmod(0o646)
+        with pytest.raises(EdgeServerError, match=f"LD_LIBRARY_PATH names {libraries}, and {library} can be "
+                                                  "changed by other users .* loads libraries from it"):
+            refuse_code_writable_by_others(None)
+        library.chmod(0o644)
     monkeypatch.setenv("LD_LIBRARY_PATH", str(work / "missing"))  # another user may create it
     with pytest.raises(EdgeServerError, match="work can be changed by other users"):
         refuse_code_writable_by_others(None)

@@ -26,6 +26,7 @@ import os
 import pwd
 import secrets
 import signal
+import site as python_site
 import socket
 import stat
 import subprocess
@@ -159,14 +160,13 @@ def _private_group(gid: int, owner: int) -> bool:
 
 
 def writable_by_others(repository: Path, owner: int | None = None, links: bool = False,
-                       levels: int | None = None) -> str | None:
+                       contents: bool = True) -> str | None:
     """Why someone other than `owner` (default: this process's user) or root could change what the server will
     run from `repository`: the first path that another user owns or may write (the repository, anything in it, a
     folder above it unless sticky, like /tmp; group write counts unless the group is its owner's own), or a
     symbolic link in it — with `links`, a link is judged by what it points to, as if that were there (the
     folders above it too, a linked folder's contents, a link to nothing refused: another user might create it).
-    `levels` of its contents are looked at (None: all; 0: the folder and those above it only; 1: what lies in it, as
-    a library folder is read). None when there is no such path."""
+    Without `contents`, the folder and those above it only. None when there is no such path."""
     trusted = frozenset({0, os.geteuid() if owner is None else owner})
 
     def unsafe(path: Path, above: bool = False) -> str | None:
@@ -185,7 +185,7 @@ def writable_by_others(repository: Path, owner: int | None = None, links: bool =
         return unsafe(path)
 
     root = repository.resolve()
-    if (problem := with_folders_above(root)) or levels == 0:
+    if (problem := with_folders_above(root)) or not contents:
         return problem
     seen: set[tuple[int, int]] = set()  # folders walked (a linked folder may lead back to one)
     for here, folders, files in os.walk(root, followlinks=links):
@@ -194,10 +194,7 @@ def writable_by_others(repository: Path, owner: int | None = None, links: bool =
             folders.clear()
             continue
         seen.add((info.st_dev, info.st_ino))
-        entries = (*folders, *files)
-        if levels is not None and len(Path(here).relative_to(root).parts) + 1 >= levels:
-            folders.clear()  # what lies in them is past the levels looked at
-        for name in entries:
+        for name in (*folders, *files):
             path = Path(here) / name
             if not path.is_symlink():
                 problem = unsafe(path)
@@ -222,33 +219,35 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
     """The code the server runs beside the repository's is held to the repository's rule: another user able to
     change a file there could run code as the server (links are allowed: a site-packages holds them). That is the
     folders named in MEDEDGE_SITE_PACKAGES (the parts import from them first), Triton's folder (another one's, or
-    the installed one's), this interpreter's site-packages and standard library (the parts and the backend's stub
-    import from them), and the folders the server loads shared libraries from: libpython's and those inherited in
-    LD_LIBRARY_PATH (what lies in each; a missing one is judged by whoever may create it)."""
+    the installed one's), this interpreter's site-packages, its base interpreter's and its standard library (the
+    parts and the backend's stub import from them; `.pth` files there run at start), and the folders the server
+    loads shared libraries from: libpython's and those inherited in LD_LIBRARY_PATH, their subfolders too (the
+    loader looks in glibc-hwcaps/… first). A site or library folder that does not exist is judged by whoever may
+    create it."""
     site, library = "this Python's site-packages", "LD_LIBRARY_PATH"
     paths = sysconfig.get_paths()
     libdir = sysconfig.get_config_var("LIBDIR")
     named = [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
              *((Path(paths[k]).resolve(), site) for k in ("purelib", "platlib")),
+             *((Path(f).resolve(), site) for f in python_site.getsitepackages([sys.base_prefix])),
              *((Path(paths[k]).resolve(), "this Python's standard library") for k in ("stdlib", "platstdlib")),
              *((f, library) for f in ([Path(libdir).resolve()] if libdir else [])),
              *((f, library) for f in inherited_library_folders())]
     if triton_site is not None or importlib.util.find_spec("pytriton") is not None:  # (else start says it is missing)
         named.append(((triton_site or installed_triton_site()).resolve(), "the Triton folder"))  # often the site's
-    levels = {site: None, library: 1}  # of what lies in the folder, where not all
-    walked = {folder for folder, what in named if levels.get(what) is None}  # all that lies in them
+    walked = {folder for folder, _ in named}
     checked: set[Path] = set()
     for folder, what in named:
-        if folder in checked or (levels.get(what) is None and not walked.isdisjoint(folder.parents)):
-            continue  # (a venv's site-packages lies in its standard library's folder)
+        if folder in checked or not walked.isdisjoint(folder.parents):
+            continue  # once, and not inside another one walked whole (a venv's site-packages in its lib folder)
         checked.add(folder)
-        if what in levels and not folder.exists():  # (Debian's /usr/local site-packages may not exist)
+        if what in (site, library) and not folder.exists():  # (Debian's /usr/local site-packages may not exist)
             folder = next(parent for parent in folder.parents if parent.exists())
-            problem = writable_by_others(folder, links=True, levels=0)
+            problem = writable_by_others(folder, links=True, contents=False)
         elif not folder.is_dir():
             raise EdgeServerError(f"refusing to start: {what} names {folder}, which is not a folder")
         else:
-            problem = writable_by_others(folder, links=True, levels=levels.get(what))
+            problem = writable_by_others(folder, links=True)
         if problem is not None:
             raise EdgeServerError(f"refusing to start: {what} names {folder}, and {problem} — the server "
                                   f"{'loads libraries' if what == library else 'imports code'} from it: make it "

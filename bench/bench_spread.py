@@ -112,8 +112,9 @@ def planned_options(planner, edge, edges: int, shown: int = 9) -> list[str]:
     lines = [f"preprocess {planner.preprocess_ms:.0f} ms, a study here {here:.0f} ms, the edges' compute relative to "
              f"the first: {', '.join(f'{f:.2f}' for f in slowness)}"]
     for pair in list(best.values())[:shown]:
-        lines.append(" + ".join(f"{o.model.value} cut {o.cut} {o.wire.value} (here {o.local_ms:.0f}, link "
-                                f"{o.transfer_ms:.0f}, edge {o.edge_ms:.0f} ms)" for o in pair)
+        lines.append(" + ".join(f"{o.model.value} cut {o.cut} {o.wire.value} (here {o.local_ms:.0f} and its gRPC "
+                                f"client {o.client_ms:.0f}, link {o.transfer_ms:.0f}, edge {o.edge_ms:.0f}, "
+                                f"{o.edge_busy_ms:.0f} busy ms)" for o in pair)
                      + f": {worklist_rate(pair, planner.preprocess_ms, here, slowness):.3f} studies/s predicted")
     return lines
 

@@ -159,7 +159,11 @@ def test_planner_predicts_and_picks_the_fastest_served_option(planned):
     plan = planner.plan()
     link = planner.link
     assert link.round_trip_ms > 0 and link.mbit_s > 0
+    assert link.client_cpu_ms > 0 and link.client_cpu_ms_per_mib > 0 and link.cores > 0
     assert all(0 < ratio < float("inf") for ratio in link.edge_ratio.values())
+    # each part profiled was also timed in a burst: busy, the edge takes at least its compute per request
+    assert link.edge_part_ms and link.edge_busy_ms.keys() == link.edge_part_ms.keys()
+    assert all(link.edge_busy_ms[part] >= ms for part, ms in link.edge_part_ms.items())
     served = set(analyzer.edge.status().models)
     for name, model in planner.models().items():
         options = planner.candidates(name, model, served)
@@ -168,6 +172,12 @@ def test_planner_predicts_and_picks_the_fastest_served_option(planned):
         assert all(o.cut == model.stage_count or analyzer.part(model, o.cut, o.wire).name in served for o in options)
         best = min(options, key=lambda o: o.predicted_ms)
         assert planner.options[name] == best
+        # the gRPC client's CPU here, from the probe: more for more bytes, none when nothing is sent
+        assert options[0].client_ms == 0 and all(o.client_ms > 0 for o in options[1:])
+        assert all(o.edge_busy_ms >= o.edge_ms for o in options)
+        full = {o.wire: o for o in options if o.cut == 0}
+        if {WireFormat.FP32, WireFormat.INT8} <= set(full):
+            assert full[WireFormat.FP32].client_ms > full[WireFormat.INT8].client_ms
     assert (plan.detector.cut, plan.detector.wire) == (planner.options["detector"].cut, planner.options["detector"].wire)
     findings = analyzer.analyze(radiograph, plan)
     assert all(run.measured_ms > 0 for run in findings.models.values()) and len(findings.models) == 2
@@ -333,6 +343,8 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     kept = tmp_path / "profiles" / "edge-parts.json"
     (server, parts), = json.loads(kept.read_text()).items()
     assert parts and all(ms > 0 for ms in parts.values())  # the parts profiled for the plan, kept
+    busy = json.loads((tmp_path / "profiles" / "edge-busy.json").read_text())[server]  # and their time busy
+    assert busy.keys() == parts.keys() and all(busy[key] >= ms for key, ms in parts.items())
     kept.write_text(json.dumps({server: {part: ms / 50 for part, ms in parts.items()}}))  # now 50x too fast
 
     planner = Planner(analyzer, analyzer.edge, cache_dir=tmp_path)
@@ -341,6 +353,8 @@ def test_a_part_slower_than_its_cached_time_makes_auto_measure_it_again(planned,
     kept_times = {key.partition("@")[0]: ms / 50 for key, ms in parts.items()}
     stale = {part: ms for part, ms in planner.link.edge_part_ms.items() if part in kept_times}
     assert stale == kept_times  # read back, not measured
+    assert {part: planner.link.edge_busy_ms[part] for part in stale} == {
+        key.partition("@")[0]: ms for key, ms in busy.items()}
     classifier = planner.options["classifier"]
     assert classifier.cut == 0 and classifier.measured_edge  # full offload looks nearly free
     drifted = [planner.observe(measured(analyzer.analyze(radiograph, plan))) for _ in range(2)]

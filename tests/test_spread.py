@@ -466,7 +466,7 @@ def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_
     """`worklist_rate`: an edge lane is bound by its link or its server, the workstation's CPU by its part of
     the edges' studies plus its own studies with what is left."""
     from inference.config import ModelKind
-    from inference.planning.planner import Option, worklist_rate
+    from inference.planning.planner import Option, series_bound_ms, worklist_rate
 
     def option(here, link, edge):
         return Option(ModelKind.DETECTOR, 0, WireFormat.INT8, here + link + edge, here, link, edge)
@@ -485,3 +485,11 @@ def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_
     # all here: the edges take nothing, the rate is this workstation's
     here = (option(2000, 0, 0),)
     assert worklist_rate(here, 0, whole_here, 3) == pytest.approx(0.5)
+    # serving takes CPU at both ends, which one study alone hides in the link's time: the gRPC client's here, and
+    # the edge's beyond its compute when busy
+    talkative = (Option(ModelKind.DETECTOR, 6, WireFormat.INT8, 900, 700, 100, 100, client_ms=100),)
+    assert worklist_rate(talkative, 0, whole_here, 2) == pytest.approx(1 / 0.8)
+    assert series_bound_ms(talkative, 50) == pytest.approx(850)  # 50 + 700 + 100, not the 750 of its stages
+    served = (Option(ModelKind.DETECTOR, 0, WireFormat.INT8, 1100, 50, 50, 1000, busy_ms=1250),)
+    assert series_bound_ms(served, 0) == pytest.approx(1250)
+    assert worklist_rate(served, 0, whole_here, 1) == pytest.approx(1 / 1.25 + (1 - 0.05 / 1.25) / 2)

@@ -14,6 +14,12 @@ is added (both measured on the tensors crossing k), so compression is chosen onl
 enough for it to pay. Only parts the server has, and wire formats that pass the fidelity gate, are
 chosen; the gate and the profiling run on the best-predicted options only, until one passes. A plan is
 re-made when measured times drift from it.
+
+A series (or a worklist) overlaps its studies, so what bounds it is the busiest device per study, counted with
+the CPU that serving takes at either end, which one study alone hides in the link's time: here the gRPC client's
+CPU per request and per MiB (measured by the link probe, over the cores this process may use); on the edge its
+time per request when requests follow each other (a burst of requests to each profiled part: its compute plus
+its gateway's, gRPC's and its backend's copies, on the edge's own cores).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +41,8 @@ import numpy as np
 import torch
 
 from inference.config import ModelKind, WireFormat
-from inference.edge.client import EdgeClient, EdgeError
+from inference.edge.client import EdgeClient, EdgeError, EdgeReply
+from inference.machine import usable_cores
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
@@ -59,6 +67,8 @@ from viewer.radiograph import Radiograph
 DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT, DRIFT] twice in a row
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
 PROFILED_PARTS = 4            # per model and plan: edge parts measured before the best prediction is trusted
+BURST = 3                     # requests sent at once to a profiled part: the edge's time per request when busy
+EDGE_TIMES, EDGE_BUSY = "edge-parts.json", "edge-busy.json"  # kept per server: compute, and time per request busy
 
 
 class PlanningStopped(Exception):
@@ -76,6 +86,14 @@ class Option:
     edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
     measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
     bands: int = 0            # stages [0, cut) on this many bands of the image, one per edge (a spatial split)
+    # In a series, where the link's wait overlaps other studies but the CPU serving it does not: this
+    # workstation's CPU for the request (the gRPC client, over its cores; inside transfer_ms for one study) …
+    client_ms: float = 0.0
+    busy_ms: float = 0.0      # … and the edge's time per request when busy (edge_ms and its serving); 0: edge_ms
+
+    @property
+    def edge_busy_ms(self) -> float:
+        return max(self.busy_ms, self.edge_ms)
 
     @property
     def offloaded(self) -> bool:
@@ -88,10 +106,11 @@ class Option:
 
 def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) -> float:
     """Time per study of a pipelined series: the workstation, the link and the edge each work on a different
-    study, so a study costs the busiest of the three (summed over the models), not their sum.
+    study, so a study costs the busiest of the three (summed over the models), not their sum; the workstation's
+    share counts the CPU its gRPC client takes, the edge's the CPU serving takes there.
     `workstation_ms`: what the workstation does for every study whatever the plan (pre-processing)."""
-    return max(workstation_ms + sum(o.local_ms for o in options), sum(o.transfer_ms for o in options),
-               sum(o.edge_ms for o in options))
+    return max(workstation_ms + sum(o.local_ms + o.client_ms for o in options), sum(o.transfer_ms for o in options),
+               sum(o.edge_busy_ms for o in options))
 
 
 def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study_ms: float,
@@ -101,9 +120,9 @@ def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study
     how many servers, each like the measured one, or each server's compute time relative to the measured one's
     (2.0: half as fast; infinity: down). An edge lane is bound by the busier of its link and its server (the
     workstation's share of its studies, here first, bounds all of them together)."""
-    share_ms = preprocess_ms + sum(o.local_ms for o in options)  # this workstation's part of an edge lane's study
+    share_ms = preprocess_ms + sum(o.local_ms + o.client_ms for o in options)  # this workstation's, a lane's study
     slowness = [1.0] * edges if isinstance(edges, int) else list(edges)
-    transfer, compute = sum(o.transfer_ms for o in options), sum(o.edge_ms for o in options)
+    transfer, compute = sum(o.transfer_ms for o in options), sum(o.edge_busy_ms for o in options)
     lanes = sum(1e3 / max(transfer, compute * factor) for factor in slowness) if transfer + compute > 0 else math.inf
     edge_rate = min(lanes, 1e3 / max(share_ms, 1e-3))
     left = max(0.0, 1.0 - edge_rate * share_ms / 1e3)  # of this workstation's CPU
@@ -140,6 +159,15 @@ class LinkProfile:
     edge_ratio: dict[ModelKind, float]  # model → edge time / local time for the same stages (parts not measured)
     queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
     edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
+    edge_busy_ms: dict[str, float] = field(default_factory=dict)  # part → its time per request in a burst
+    client_cpu_ms: float = 0.0          # the gRPC client's CPU here for a request (LinkMeasurement) …
+    client_cpu_ms_per_mib: float = 0.0  # … and per MiB it carries either way
+    cores: float = 1.0                  # that CPU spreads over the cores this process may use (usable_cores)
+
+    def client_ms(self, nbytes: float, requests: int = 1) -> float:
+        """This workstation's time (its CPU over its cores) that the gRPC client takes for `requests` requests
+        carrying `nbytes` in all."""
+        return (requests * self.client_cpu_ms + nbytes / 2**20 * self.client_cpu_ms_per_mib) / self.cores
 
 
 def _read_json(path: Path):
@@ -368,13 +396,49 @@ class Planner:
 
     def _time_part(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]) -> float | None:
         """The edge's compute for one request to `spec` (a warm-up, then the median of 3); None when it fails."""
+        replies = self._requests(client, spec, tensors)
+        return None if replies is None else statistics.median(reply.edge_ms for reply, _ in replies)
+
+    def _requests(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]
+                  ) -> list[tuple[EdgeReply, float]] | None:
+        """Three requests to `spec`, one after another, after a warm-up (first-call costs stay out), each with
+        the ms the call took here; None when one fails."""
         self._go_on()
         outputs = tuple(t.name for t in spec.outputs)
         try:
-            client.infer(spec, tensors, outputs)  # warm-up: first-call costs stay out
-            return statistics.median(client.infer(spec, tensors, outputs).edge_ms for _ in range(3))
+            client.infer(spec, tensors, outputs)
+            timed = []
+            for _ in range(3):
+                started = time.perf_counter()
+                timed.append((client.infer(spec, tensors, outputs), (time.perf_counter() - started) * 1e3))
+            return timed
         except EdgeError:
             return None
+
+    def _time_burst(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], alone_ms: float) -> float | None:
+        """The first server's time per request to `spec` when busy: BURST requests sent at once, the last back
+        after one request's call alone (`alone_ms`) and BURST - 1 more of the edge's turns; the CPU serving
+        them there (the gateway, gRPC, the backend's copies) shares the edge's cores with the compute. (Bounded
+        below by this workstation sending them and the link carrying them, as a series is.) None when a request
+        failed, or when the edge served others' requests meanwhile (the analyses beside the planner)."""
+        self._go_on()
+        outputs = tuple(t.name for t in spec.outputs)
+        timeout_s = BURST * self.edge.settings.timeout_s  # the last waits behind the others
+        before = self._queue_totals()
+        with ThreadPoolExecutor(BURST, thread_name_prefix="planner-burst") as pool:
+            started = time.perf_counter()
+            sent = [pool.submit(self.edge.infer, spec, tensors, outputs, timeout_s=timeout_s) for _ in range(BURST)]
+            try:
+                for request in sent:
+                    request.result()
+            except EdgeError:
+                return None
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+        after = self._queue_totals()
+        # (+1: the statistics count a request just after its reply, so the last one before may count here)
+        if before is not None and after is not None and after[0] - before[0] > BURST + 1:
+            return None
+        return max(elapsed_ms - alone_ms, 0.0) / (BURST - 1)
 
     @property
     def measured(self) -> LinkProfile:
@@ -387,15 +451,19 @@ class Planner:
     # ------------------------------------------------------------ measuring
 
     def measure_link(self) -> LinkProfile:
-        """The link (probe), the edge's compute on the parts measured before (cached per server), and per
-        model the edge/local ratio for the parts not measured yet."""
+        """The link (probe, with the gRPC client's CPU here), the edge's compute and time busy on the parts
+        measured before (cached per server; a part kept without the latter is measured again), and per model
+        the edge/local ratio for the parts not measured yet."""
         self._go_on()
         probe = self.edge.probe()
         status = self.edge.status()
         self._server = f"{self.edge.settings.address} triton {status.version}"
-        known = {} if self._fresh else self._cached_edge_times()
+        known = {} if self._fresh else self._cached_edge_times(EDGE_TIMES)
+        busy = {} if self._fresh else self._cached_edge_times(EDGE_BUSY)
+        kept = [part for part in known if part in busy and part in status.models]  # (one kept without: measured)
         self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, {}, self._queue_ms,
-                                {part: ms for part, ms in known.items() if part in status.models})
+                                {part: known[part] for part in kept}, {part: busy[part] for part in kept},
+                                probe.client_cpu_ms, probe.client_cpu_ms_per_mib, usable_cores())
         self._fresh = False
         self._slowness = []  # measured again against the new figures
         self._unservable.clear()
@@ -418,8 +486,9 @@ class Planner:
         return max(statistics.median(ratios), 1e-4) if ratios else float("inf")
 
     def profile(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
-        """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3);
-        None when the part does not answer. Kept per server, part and weights."""
+        """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3), and
+        its time per request when busy (`_time_burst`); None when the part does not answer. Kept per server, part
+        and weights."""
         spec = self.analyzer.part(model, cut, wire)
         return self._profiled(spec, lambda: encode(wire, self._crossing(name, model, cut)))
 
@@ -432,11 +501,16 @@ class Planner:
         """`spec`'s compute on the first server, measured on `tensors()` unless known; kept."""
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
-        edge_ms = self._time_part(self.edge, spec, tensors())
-        if edge_ms is None:
+        payload = tensors()
+        replies = self._requests(self.edge, spec, payload)
+        if replies is None:
             self._unservable.add(spec.name)
             return None
+        edge_ms = statistics.median(reply.edge_ms for reply, _ in replies)
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
+        busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies))
+        if busy_ms is not None:  # (else predicted like a part not measured; kept without it, measured next time)
+            self.measured.edge_busy_ms[spec.name] = max(busy_ms, edge_ms, 0.01)
         self._save_edge_times()
         return self.measured.edge_part_ms[spec.name]
 
@@ -449,25 +523,27 @@ class Planner:
         return self._crossings[(name, cut)]
 
     def encoding_ms(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> float:
-        """Encoding what crosses `cut` here (fp32: the contiguous copy; int8: quantizing), the least of 5
-        (a fixed computation: noise only adds, and one stall of 0.3 s under a CPU quota once made int8 look
-        slower than fp32); the edge's decoding is inside its part, so in its measured compute."""
+        """Encoding what crosses `cut` here (fp32: the contiguous copy; int8: quantizing): the least CPU time of 5
+        (a fixed computation: noise only adds) over the share of a core this process may use — a few
+        milliseconds fit between a CPU quota's pauses when timed by the clock (one 0.3 s stall once made int8
+        look slower than fp32, and the least of 5 clock times later made it look as cheap as fp32 at 25 % of a
+        core, where it ran 4 ms slower). The edge's decoding is inside its part, so in its measured compute."""
         key = (name, cut, wire.encoding)
         if key not in self._encoding:
             crossing = self._crossing(name, model, cut)
             encode(wire, crossing)  # warm-up
             times = []
             for _ in range(5):
-                started = time.perf_counter()
+                started = time.thread_time()  # this thread's: the analyses may run beside the planner
                 encode(wire, crossing)
-                times.append((time.perf_counter() - started) * 1e3)
-            self._encoding[key] = min(times)
+                times.append((time.thread_time() - started) * 1e3)
+            self._encoding[key] = min(times) / min(usable_cores(), 1.0)  # encoding runs on one thread
         return self._encoding[key]
 
     def _edge_times_path(self) -> Path:
         from inference.models.weights import data_dir
 
-        return (self.cache_dir or data_dir()) / "profiles" / "edge-parts.json"
+        return (self.cache_dir or data_dir()) / "profiles" / EDGE_TIMES
 
     def _fingerprint(self, name: ModelKind) -> str:
         """The model's identity (architecture, size, classes, weights): what its kept profiles belong to."""
@@ -477,18 +553,19 @@ class Planner:
         """A part's cache key: its name and the fingerprint of the model this workstation expects there."""
         return f"{part}@{self._fingerprint(ModelKind(part.partition('_')[0]))}"
 
-    def _cached_edge_times(self) -> dict[str, float]:
-        everything = _read_json(self._edge_times_path())
+    def _cached_edge_times(self, which: str) -> dict[str, float]:
+        everything = _read_json(self._edge_times_path().with_name(which))
         cached = everything.get(self._server, {}) if isinstance(everything, dict) else {}
         return {key.partition("@")[0]: float(ms) for key, ms in cached.items()
                 if isinstance(ms, (int, float)) and ms > 0 and self._part_key(key.partition("@")[0]) == key}
 
     def _save_edge_times(self) -> None:
-        path = self._edge_times_path()
-        everything = _read_json(path)
-        everything = everything if isinstance(everything, dict) else {}
-        everything[self._server] = {self._part_key(p): ms for p, ms in self.measured.edge_part_ms.items()}
-        _write_json(path, everything)
+        for which, times in ((EDGE_TIMES, self.measured.edge_part_ms), (EDGE_BUSY, self.measured.edge_busy_ms)):
+            path = self._edge_times_path().with_name(which)
+            everything = _read_json(path)
+            everything = everything if isinstance(everything, dict) else {}
+            everything[self._server] = {self._part_key(p): ms for p, ms in times.items()}
+            _write_json(path, everything)
 
     # ------------------------------------------------------------ predicting
 
@@ -546,7 +623,9 @@ class Planner:
             here = base.local_ms - self.head_ms(name, model, cut)
             options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
                                   base.transfer_ms + transfer, base.edge_ms + band_ms,
-                                  base.measured_edge and measured is not None, bands=count))
+                                  base.measured_edge and measured is not None, bands=count,
+                                  client_ms=base.client_ms + link.client_ms(count * band_bytes, count),
+                                  busy_ms=base.edge_busy_ms + band_ms))
         return options
 
     def _option(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> Option:
@@ -563,9 +642,26 @@ class Planner:
             deflating, inflating = deflate.deflate_ms, link.edge_ratio[name] * deflate.inflate_ms
         measured = link.edge_part_ms.get(spec.name)
         edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
+        busy = link.edge_busy_ms.get(spec.name)
+        busy = (edge - link.queue_ms + self._serving_ms(model) if busy is None else busy) + link.queue_ms
         transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
         here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
-        return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None)
+        return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None,
+                      client_ms=link.client_ms(sent + returned), busy_ms=busy)
+
+    def _serving_ms(self, model: StagedModel) -> float:
+        """The edge's time per request when busy beyond its compute, for a part of `model` not measured: the
+        median over the parts of this model that were, each beyond the longer of its compute and its upload (a
+        burst on a slow link is bound by the link, which the bound counts on its own); 0 when none was."""
+        link, extra = self.measured, []
+        for cut in range(model.stage_count):
+            for wire in ENCODINGS:
+                part = part_name(kind_of(model), cut, wire)
+                if part in link.edge_busy_ms and part in link.edge_part_ms:
+                    upload_ms = self.analyzer.part(model, cut, wire).input_bytes * analysis_batch(model) * 8 / (
+                        link.mbit_s * 1e3)
+                    extra.append(link.edge_busy_ms[part] - max(link.edge_part_ms[part], upload_ms))
+        return max(statistics.median(extra), 0.0) if extra else 0.0
 
     def _images(self, name: ModelKind, model: StagedModel) -> list[torch.Tensor]:
         return [sample_input(model).to(self.analyzer.device)] + [x for kind, x in self.calibration if kind == name]

@@ -224,14 +224,14 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
     loads shared libraries from: libpython's and those inherited in LD_LIBRARY_PATH, their subfolders too (the
     loader looks in glibc-hwcaps/… first). A site or library folder that does not exist is judged by whoever may
     create it."""
-    site, library = "this Python's site-packages", "LD_LIBRARY_PATH"
+    site, libpython, library = "this Python's site-packages", "libpython's folder", "LD_LIBRARY_PATH"
     paths = sysconfig.get_paths()
     libdir = sysconfig.get_config_var("LIBDIR")
     named = [*((f, "MEDEDGE_SITE_PACKAGES") for f in operator_site_packages()),
              *((Path(paths[k]).resolve(), site) for k in ("purelib", "platlib")),
              *((Path(f).resolve(), site) for f in python_site.getsitepackages([sys.base_prefix])),
              *((Path(paths[k]).resolve(), "this Python's standard library") for k in ("stdlib", "platstdlib")),
-             *((f, library) for f in ([Path(libdir).resolve()] if libdir else [])),
+             *((f, libpython) for f in ([Path(libdir).resolve()] if libdir else [])),
              *((f, library) for f in inherited_library_folders())]
     if triton_site is not None or importlib.util.find_spec("pytriton") is not None:  # (else start says it is missing)
         named.append(((triton_site or installed_triton_site()).resolve(), "the Triton folder"))  # often the site's
@@ -241,7 +241,7 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
         if folder in checked or not walked.isdisjoint(folder.parents):
             continue  # once, and not inside another one walked whole (a venv's site-packages in its lib folder)
         checked.add(folder)
-        if what in (site, library) and not folder.exists():  # (Debian's /usr/local site-packages may not exist)
+        if what in (site, libpython, library) and not folder.exists():  # (Debian's /usr/local site-packages may not exist)
             folder = next(parent for parent in folder.parents if parent.exists())
             problem = writable_by_others(folder, links=True, contents=False)
         elif not folder.is_dir():
@@ -250,8 +250,8 @@ def refuse_code_writable_by_others(triton_site: Path | None) -> None:
             problem = writable_by_others(folder, links=True)
         if problem is not None:
             raise EdgeServerError(f"refusing to start: {what} names {folder}, and {problem} — the server "
-                                  f"{'loads libraries' if what == library else 'imports code'} from it: make it "
-                                  "this user's or root's and chmod -R go-w it")
+                                  f"{'loads libraries' if what in (libpython, library) else 'imports code'} from it: "
+                                  "make it this user's or root's and chmod -R go-w it")
 
 
 def triton_socket_url(folder: Path) -> str:

@@ -641,9 +641,11 @@ class Planner:
             sent = sent / deflate.ratio
             deflating, inflating = deflate.deflate_ms, link.edge_ratio[name] * deflate.inflate_ms
         measured = link.edge_part_ms.get(spec.name)
-        edge = (measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])) + link.queue_ms
+        compute = measured if measured is not None else link.edge_ratio[name] * sum(local[cut:])
         busy = link.edge_busy_ms.get(spec.name)
-        busy = (edge - link.queue_ms + self._serving_ms(model) if busy is None else busy) + link.queue_ms
+        if busy is None:
+            busy = compute + self._serving_ms(model)
+        edge, busy = compute + link.queue_ms, busy + link.queue_ms  # other clients' requests queue before both
         transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
         here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None,

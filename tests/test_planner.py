@@ -397,3 +397,79 @@ def test_the_plan_waits_for_the_runtimes_auto_is_still_choosing(planned):
         assert planned_at and min(planned_at) >= released  # planned only once the runtimes were there
     finally:
         session.close()
+
+
+def test_the_planner_s_worklist_plan_is_the_lightest_of_those_near_the_fastest(planned, monkeypatch):
+    """Of the worklist plans predicted within WORKSTATION_MARGIN of the fastest, the one that takes the least of
+    this workstation's CPU for the edges' studies: plans bound by it fell further short of their prediction, and
+    the clinician reads on it meanwhile. With no margin, the fastest; with an unbounded one, the lightest."""
+    from itertools import product
+
+    from inference.planning import planner as planning
+
+    analyzer, _ = planned
+    planner = Planner(analyzer, analyzer.edge)
+    planner.measure_link()
+
+    def chosen_with(margin: float):
+        monkeypatch.setattr(planning, "WORKSTATION_MARGIN", margin)
+        planner.plan(edges=1)
+        served = set(analyzer.edge.status().models)
+        models = planner.models()
+        pairs = list(product(*(planner.candidates(n, m, served, gated=False) for n, m in models.items())))
+        here = planner.preprocess_ms + sum(planner.whole_local_ms(n, m) for n, m in models.items())
+        rates = {pair: planning.worklist_rate(pair, planner.preprocess_ms, here, 1) for pair in pairs}
+        chosen = tuple(planner.options[n] for n in models)
+        return chosen, rates
+
+    fastest, rates = chosen_with(0.0)
+    assert rates[fastest] == max(rates.values())
+    lightest, rates = chosen_with(1e9)
+    assert planning.workstation_share_ms(lightest) == min(planning.workstation_share_ms(p) for p in rates)
+    chosen, rates = chosen_with(planning.WORKSTATION_MARGIN)
+    near = [pair for pair, rate in rates.items() if rate >= max(rates.values()) / (1 + planning.WORKSTATION_MARGIN)]
+    assert chosen in near
+    assert planning.workstation_share_ms(chosen) == min(planning.workstation_share_ms(p) for p in near)
+
+
+def test_a_part_is_measured_apart_from_this_workstation_s_own_analyses(planned, tmp_path):
+    """On a first start the planner measures while the analyses send their own requests through the same client:
+    they share the edge's CPU. A measurement with one of them on the server is tried again; one that never had
+    the server to itself is used for now, kept without its time busy, and so measured again next time."""
+    import threading
+
+    from inference.config import ModelKind
+    from inference.models.wire import encode
+
+    analyzer, _ = planned
+    client, detector, classifier = analyzer.edge, analyzer.detector, analyzer.classifier
+    planner = Planner(analyzer, client, cache_dir=tmp_path)
+    planner.measure_link()
+    part = analyzer.part(detector, 0, WireFormat.FP32)
+    image = encode(WireFormat.FP32, planner._crossing(ModelKind.DETECTOR, detector, 0))
+    stop = threading.Event()
+
+    def analyses():  # two studies' requests in flight at almost any moment, as in a pipelined worklist
+        while not stop.is_set():
+            client.infer(part, image, tuple(t.name for t in part.outputs))
+
+    sent_before, _ = client.traffic()
+    workers = [threading.Thread(target=analyses) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        profiled = analyzer.part(classifier, 7, WireFormat.INT8).name
+        assert planner.profile(ModelKind.CLASSIFIER, classifier, 7, WireFormat.INT8) is not None
+        assert profiled in planner.link.edge_part_ms and profiled not in planner.link.edge_busy_ms
+        assert client.traffic()[0] > sent_before + 10
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert client.traffic()[1] == 0
+
+    again = Planner(analyzer, client, cache_dir=tmp_path)
+    again.measure_link()
+    assert profiled not in again.link.edge_part_ms  # kept without its time busy: not trusted
+    again.profile(ModelKind.CLASSIFIER, classifier, 7, WireFormat.INT8)
+    assert again.link.edge_busy_ms[profiled] >= again.link.edge_part_ms[profiled] > 0

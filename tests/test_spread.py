@@ -493,3 +493,26 @@ def test_the_worklist_plan_shares_the_workstation_between_the_edges_studies_and_
     served = (Option(ModelKind.DETECTOR, 0, WireFormat.INT8, 1100, 50, 50, 1000, busy_ms=1250),)
     assert series_bound_ms(served, 0) == pytest.approx(1250)
     assert worklist_rate(served, 0, whole_here, 1) == pytest.approx(1 / 1.25 + (1 - 0.05 / 1.25) / 2)
+
+
+def test_a_worklist_plan_keeps_the_workstation_busy_only_where_that_pays():
+    """`worklist_preference`: of the plans predicted within WORKSTATION_MARGIN of the fastest, the one taking the
+    least of this workstation's CPU for the edges' studies comes first; beyond the margin, speed decides."""
+    from inference.config import ModelKind
+    from inference.planning.planner import WORKSTATION_MARGIN, Option, worklist_preference, worklist_rate
+
+    whole_here = 4000.0
+    offload = (Option(ModelKind.DETECTOR, 0, WireFormat.INT8, 1100, 50, 50, 1000),)
+    split = (Option(ModelKind.DETECTOR, 6, WireFormat.INT8, 1180, 780, 50, 350),)
+
+    def first(plans, edges):
+        rates = {plan: worklist_rate(plan, 0, whole_here, edges) for plan in plans}
+        return min(plans, key=lambda plan: worklist_preference(plan, rates[plan], max(rates.values())))
+
+    # one edge: the split, bound by this workstation, is predicted 1.28/s against full offload's 1.24/s (4 %)
+    assert 1 < worklist_rate(split, 0, whole_here, 1) / worklist_rate(offload, 0, whole_here, 1) < 1 + WORKSTATION_MARGIN
+    assert first([split, offload], 1) == offload
+    # a faster edge's split gains beyond the margin: taken
+    quick_split = (Option(ModelKind.DETECTOR, 6, WireFormat.INT8, 700, 300, 50, 350),)
+    assert worklist_rate(quick_split, 0, whole_here, 1) > (1 + WORKSTATION_MARGIN) * worklist_rate(offload, 0, whole_here, 1)
+    assert first([offload, quick_split], 1) == quick_split

@@ -147,6 +147,8 @@ class EdgeClient:
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
         self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
         self._lock = threading.Lock()
+        self._sent = 0       # inference requests sent through this client so far …
+        self._in_flight = 0  # … and not answered yet: whether a measurement had the server to itself
 
     def _url(self) -> str:
         host, port = parse_address(self.settings.address)
@@ -234,6 +236,9 @@ class EdgeClient:
         timed = spec.name in self._timed
         wanted = [grpc.InferRequestedOutput(name) for name in (*outputs, *([COMPUTE_TIME_OUTPUT] if timed else []))]
         before = None if timed else self._compute_stats(spec.name)
+        with self._lock:
+            self._sent += 1
+            self._in_flight += 1
         started = time.perf_counter()
         try:
             result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted, client_timeout=timeout,
@@ -243,6 +248,9 @@ class EdgeClient:
             with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time
                 self._verified.pop(spec.name, None)
             raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         round_trip = (time.perf_counter() - started) * 1e3
         arrays = {name: result.as_numpy(name) for name in outputs}
         for name, array in arrays.items():
@@ -253,6 +261,11 @@ class EdgeClient:
         else:
             edge_ms = self._stats_compute_ms(spec.name, before)
         return EdgeReply(arrays, round_trip, min(max(edge_ms, 0.0), round_trip), self.settings.address)
+
+    def traffic(self) -> tuple[int, int]:
+        """(inference requests sent through this client so far, those of them not answered yet)."""
+        with self._lock:
+            return self._sent, self._in_flight
 
     def _compute_stats(self, model: str) -> tuple[int, int] | None:
         """(requests completed, cumulative compute ns) of `model` from Triton's statistics."""

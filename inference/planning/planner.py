@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -68,7 +68,15 @@ DRIFT = 1.5                   # re-plan when measured/predicted leaves [1/DRIFT,
 QUEUE_MS = 5.0                # … or when requests wait this long on average in the edge's queue
 PROFILED_PARTS = 4            # per model and plan: edge parts measured before the best prediction is trusted
 BURST = 3                     # requests sent at once to a profiled part: the edge's time per request when busy
+# A worklist plan that keeps this workstation busier with the edges' studies is taken only when it is predicted
+# this much faster: such plans, bound by the workstation's CPU, reached 85-95 % of their prediction against 95 %
+# for full offload (docs/benchmarks.md, issue 22), and the clinician reads on that workstation meanwhile.
+WORKSTATION_MARGIN = 0.10
+QUIET_S = 1.0                 # per try (3), how long a measurement waits for this workstation's requests on the edge to end
+TIMED_REQUESTS = 3            # timed one after another, after a warm-up, for a part's compute
 EDGE_TIMES, EDGE_BUSY = "edge-parts.json", "edge-busy.json"  # kept per server: compute, and time per request busy
+
+_T = TypeVar("_T")
 
 
 class PlanningStopped(Exception):
@@ -104,13 +112,24 @@ class Option:
         return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms, bands=self.bands)
 
 
+def workstation_share_ms(options: tuple[Option, ...]) -> float:
+    """This workstation's CPU for one study sent to an edge (its stages, encoding, the gRPC client)."""
+    return sum(o.local_ms + o.client_ms for o in options)
+
+
 def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) -> float:
     """Time per study of a pipelined series: the workstation, the link and the edge each work on a different
     study, so a study costs the busiest of the three (summed over the models), not their sum; the workstation's
     share counts the CPU its gRPC client takes, the edge's the CPU serving takes there.
     `workstation_ms`: what the workstation does for every study whatever the plan (pre-processing)."""
-    return max(workstation_ms + sum(o.local_ms + o.client_ms for o in options), sum(o.transfer_ms for o in options),
+    return max(workstation_ms + workstation_share_ms(options), sum(o.transfer_ms for o in options),
                sum(o.edge_busy_ms for o in options))
+
+
+def worklist_preference(options: tuple[Option, ...], rate: float, fastest_rate: float) -> tuple[bool, float]:
+    """The order among a worklist's plans (`rate`: studies/s predicted): those within WORKSTATION_MARGIN of the
+    fastest first and, among them, the one taking the least of this workstation's CPU for the edges' studies."""
+    return rate < fastest_rate / (1 + WORKSTATION_MARGIN), workstation_share_ms(options)
 
 
 def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study_ms: float,
@@ -120,7 +139,7 @@ def worklist_rate(options: tuple[Option, ...], preprocess_ms: float, local_study
     how many servers, each like the measured one, or each server's compute time relative to the measured one's
     (2.0: half as fast; infinity: down). An edge lane is bound by the busier of its link and its server (the
     workstation's share of its studies, here first, bounds all of them together)."""
-    share_ms = preprocess_ms + sum(o.local_ms + o.client_ms for o in options)  # this workstation's, a lane's study
+    share_ms = preprocess_ms + workstation_share_ms(options)  # this workstation's, for an edge lane's study
     slowness = [1.0] * edges if isinstance(edges, int) else list(edges)
     transfer, compute = sum(o.transfer_ms for o in options), sum(o.edge_busy_ms for o in options)
     lanes = sum(1e3 / max(transfer, compute * factor) for factor in slowness) if transfer + compute > 0 else math.inf
@@ -396,19 +415,40 @@ class Planner:
 
     def _time_part(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]) -> float | None:
         """The edge's compute for one request to `spec` (a warm-up, then the median of 3); None when it fails."""
-        replies = self._requests(client, spec, tensors)
+        replies, _ = self._requests(client, spec, tensors)
         return None if replies is None else statistics.median(reply.edge_ms for reply, _ in replies)
 
+    def _alone(self, client: EdgeClient, measure: Callable[[], _T], sends: int) -> tuple[_T, bool]:
+        """`measure()`, which sends `sends` requests through `client`, while no other request of this workstation
+        is on that server: the analyses running beside the planner would share the edge's CPU and inflate what
+        is measured. Up to 3 tries, each after waiting up to QUIET_S for the requests in flight to end; with it,
+        whether the last try had the server to itself (a failed measurement is not tried again)."""
+        for _ in range(3):
+            self._go_on()
+            deadline = time.monotonic() + QUIET_S
+            while client.traffic()[1] and time.monotonic() < deadline:
+                time.sleep(0.005)
+            sent, in_flight = client.traffic()
+            result = measure()
+            alone = not in_flight and client.traffic()[0] - sent == sends
+            if alone or result is None:
+                break
+        return result, alone
+
     def _requests(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]
-                  ) -> list[tuple[EdgeReply, float]] | None:
-        """Three requests to `spec`, one after another, after a warm-up (first-call costs stay out), each with
-        the ms the call took here; None when one fails."""
-        self._go_on()
+                  ) -> tuple[list[tuple[EdgeReply, float]] | None, bool]:
+        """TIMED_REQUESTS requests to `spec`, one after another, after a warm-up (first-call costs stay out), each
+        with the ms the call took here, or None when one fails; and whether they had the server to itself
+        (`_alone`)."""
+        return self._alone(client, lambda: self._timed_requests(client, spec, tensors), 1 + TIMED_REQUESTS)
+
+    def _timed_requests(self, client: EdgeClient, spec: EdgePartSpec, tensors: dict[str, np.ndarray]
+                        ) -> list[tuple[EdgeReply, float]] | None:
         outputs = tuple(t.name for t in spec.outputs)
         try:
             client.infer(spec, tensors, outputs)
             timed = []
-            for _ in range(3):
+            for _ in range(TIMED_REQUESTS):
                 started = time.perf_counter()
                 timed.append((client.infer(spec, tensors, outputs), (time.perf_counter() - started) * 1e3))
             return timed
@@ -420,8 +460,12 @@ class Planner:
         after one request's call alone (`alone_ms`) and BURST - 1 more of the edge's turns; the CPU serving
         them there (the gateway, gRPC, the backend's copies) shares the edge's cores with the compute. (Bounded
         below by this workstation sending them and the link carrying them, as a series is.) None when a request
-        failed, or when the edge served others' requests meanwhile (the analyses beside the planner)."""
-        self._go_on()
+        failed, or when the edge served other requests meanwhile: this workstation's (its analyses beside the
+        planner, `_alone`) or other clients' (Triton's statistics)."""
+        busy_ms, alone = self._alone(self.edge, lambda: self._burst(spec, tensors, alone_ms), BURST)
+        return busy_ms if alone else None
+
+    def _burst(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], alone_ms: float) -> float | None:
         outputs = tuple(t.name for t in spec.outputs)
         timeout_s = BURST * self.edge.settings.timeout_s  # the last waits behind the others
         before = self._queue_totals()
@@ -502,13 +546,14 @@ class Planner:
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
         payload = tensors()
-        replies = self._requests(self.edge, spec, payload)
+        replies, alone = self._requests(self.edge, spec, payload)
         if replies is None:
             self._unservable.add(spec.name)
             return None
         edge_ms = statistics.median(reply.edge_ms for reply, _ in replies)
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
-        busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies))
+        # (a compute shared with the analyses is used for now but, kept without its busy time, measured again)
+        busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies)) if alone else None
         if busy_ms is not None:  # (else predicted like a part not measured; kept without it, measured next time)
             self.measured.edge_busy_ms[spec.name] = max(busy_ms, edge_ms, 0.01)
         self._save_edge_times()
@@ -725,7 +770,13 @@ class Planner:
         if edges:
             here_ms = self.preprocess_ms + sum(self.whole_local_ms(name, model) for name, model in models.items())
             slowness = self.server_slowness() if edges == self.servers else [1.0] * edges
-            chosen = self._settled(pairs(lambda c: -worklist_rate(c, self.preprocess_ms, here_ms, slowness)), budget)
+
+            def rate(c: tuple[Option, ...]) -> float:
+                return worklist_rate(c, self.preprocess_ms, here_ms, slowness)
+
+            fastest = self._settled(pairs(lambda c: -rate(c)), budget)
+            lightest = self._settled(pairs(lambda c: worklist_preference(c, rate(c), rate(fastest))), budget)
+            chosen = lightest if not worklist_preference(lightest, rate(lightest), rate(fastest))[0] else fastest
         elif series:
             chosen = self._settled(pairs(lambda c: series_bound_ms(c, self.preprocess_ms)), budget)
         else:

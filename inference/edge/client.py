@@ -475,6 +475,11 @@ class EdgeGroup:
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         return self._each(lambda client: client.probe(payload_bytes, repeats), rotate=False)
 
+    def traffic(self) -> tuple[int, int]:
+        """Summed over the servers."""
+        each = [client.traffic() for client in self.clients]
+        return sum(sent for sent, _ in each), sum(in_flight for _, in_flight in each)
+
     def queue_totals(self) -> tuple[int, float]:
         """Summed over the servers that answer: the group's load."""
         totals = []

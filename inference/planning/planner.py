@@ -72,7 +72,7 @@ BURST = 3                     # requests sent at once to a profiled part: the ed
 # this much faster: such plans, bound by the workstation's CPU, reached 85-95 % of their prediction against 95 %
 # for full offload (docs/benchmarks.md, issue 22), and the clinician reads on that workstation meanwhile.
 WORKSTATION_MARGIN = 0.10
-QUIET_S = 1.0                 # per try (3), how long a measurement waits for this workstation's requests on the edge to end
+QUIET_S = 0.5                 # per try (3), how long a measurement waits for this workstation's requests on the edge to end
 TIMED_REQUESTS = 3            # timed one after another, after a warm-up, for a part's compute
 EDGE_TIMES, EDGE_BUSY = "edge-parts.json", "edge-busy.json"  # kept per server: compute, and time per request busy
 
@@ -326,6 +326,7 @@ class Planner:
     _own_queue_ms: float = 0.0  # this client's requests' wait behind each other since the mark
     _queue_ms: float = 0.0
     _slowness: list[float] = field(default_factory=list)  # each other server's compute / this one's (measured)
+    _checks: int = 0  # how many options `_settled` has checked
     stop: threading.Event = field(default_factory=threading.Event)  # set: planning ends at its next measurement
 
     def learn_from(self, radiograph) -> None:
@@ -421,14 +422,17 @@ class Planner:
     def _alone(self, client: EdgeClient, measure: Callable[[], _T], sends: int) -> tuple[_T, bool]:
         """`measure()`, which sends `sends` requests through `client`, while no other request of this workstation
         is on that server: the analyses running beside the planner would share the edge's CPU and inflate what
-        is measured. Up to 3 tries, each after waiting up to QUIET_S for the requests in flight to end; with it,
-        whether the last try had the server to itself (a failed measurement is not tried again)."""
-        for _ in range(3):
+        is measured. Up to 3 tries, each after waiting up to QUIET_S for the requests in flight to end (the last
+        measures even when they did not: a busy worklist never leaves the server quiet); with it, whether that
+        measurement had the server to itself (a failed one is not tried again)."""
+        for attempt in range(3):
             self._go_on()
             deadline = time.monotonic() + QUIET_S
             while client.traffic()[1] and time.monotonic() < deadline:
                 time.sleep(0.005)
             sent, in_flight = client.traffic()
+            if in_flight and attempt < 2:
+                continue
             result = measure()
             alone = not in_flight and client.traffic()[0] - sent == sends
             if alone or result is None:
@@ -749,7 +753,8 @@ class Planner:
         """The fastest plan for one study; with `series` the one with the highest pipelined throughput (the
         least `series_bound_ms`; ties to the faster single study); with `edges` the plan of a worklist's edge
         lanes — that many servers, and this workstation analysing studies of its own with what they leave of
-        it — of the highest combined throughput (`worklist_rate`)."""
+        it — that takes the least of this workstation among those within WORKSTATION_MARGIN of the highest
+        combined throughput (`worklist_rate`, `worklist_preference`)."""
         if self.link is None:
             self.measure_link()
         served = set(self.edge.status().models)
@@ -774,9 +779,12 @@ class Planner:
             def rate(c: tuple[Option, ...]) -> float:
                 return worklist_rate(c, self.preprocess_ms, here_ms, slowness)
 
-            fastest = self._settled(pairs(lambda c: -rate(c)), budget)
-            lightest = self._settled(pairs(lambda c: worklist_preference(c, rate(c), rate(fastest))), budget)
-            chosen = lightest if not worklist_preference(lightest, rate(lightest), rate(fastest))[0] else fastest
+            while True:  # until neither ranking checks anything: a check may change every option's prediction
+                checks = self._checks
+                best = rate(self._settled(pairs(lambda c: -rate(c)), budget))
+                chosen = self._settled(pairs(lambda c, best=best: worklist_preference(c, rate(c), best)), budget)
+                if self._checks == checks:
+                    break
         elif series:
             chosen = self._settled(pairs(lambda c: series_bound_ms(c, self.preprocess_ms)), budget)
         else:
@@ -809,6 +817,7 @@ class Planner:
                 or (not option.measured_edge and budget[option.model] > 0))
 
     def _check(self, option: Option, budget: dict[ModelKind, int]) -> None:
+        self._checks += 1
         name, model = option.model, self.models()[option.model]
         if self._gate_key(name, option.cut, option.wire) not in self._gate:
             self._fidelity(name, model, option.cut, option.wire)

@@ -60,7 +60,7 @@ class AnalysisSession:
 
     def prepare(self, study: Radiograph | None, edges: int = 0) -> Plan:
         """The plan for the next study, or with `edges` the plan of a worklist's edge lanes (that many, beside
-        this workstation analysing studies of its own) of the highest throughput. Auto: the planner's choice —
+        this workstation analysing studies of its own) for their throughput together (`Planner.plan`). Auto: the planner's choice —
         measured on the first call, then from its cache — with `study`, a real radiograph, teaching it how the
         wire compresses; the fixed cuts when the edge cannot be measured."""
         if self.planner is None:

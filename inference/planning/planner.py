@@ -502,8 +502,7 @@ class Planner:
         """The link (probe, with the gRPC client's CPU here), the edge's compute and time busy on the parts
         measured before (cached per server; a part kept without the latter is measured again), and per model
         the edge/local ratio for the parts not measured yet."""
-        self._go_on()
-        probe = self.edge.probe()
+        probe, _ = self._alone(self.edge, self.edge.probe, 0)  # (the analyses' requests would share the link)
         status = self.edge.status()
         self._server = f"{self.edge.settings.address} triton {status.version}"
         known = {} if self._fresh else self._cached_edge_times(EDGE_TIMES)

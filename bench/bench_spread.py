@@ -98,7 +98,7 @@ def planned_options(planner, edge, edges: int, shown: int = 9) -> list[str]:
     """The planner's best pairs of options for the worklist, as it predicted them."""
     from itertools import product
 
-    from inference.planning.planner import worklist_rate
+    from inference.planning.planner import worklist_rate, workstation_share_ms
 
     served = set(edge.status().models)
     models = planner.models()
@@ -111,12 +111,17 @@ def planned_options(planner, edge, edges: int, shown: int = 9) -> list[str]:
         best.setdefault(tuple(o.cut for o in pair), pair)
     lines = [f"preprocess {planner.preprocess_ms:.0f} ms, a study here {here:.0f} ms, the edges' compute relative to "
              f"the first: {', '.join(f'{f:.2f}' for f in slowness)}"]
-    for pair in list(best.values())[:shown]:
-        lines.append(" + ".join(f"{o.model.value} cut {o.cut} {o.wire.value} (here {o.local_ms:.0f} and its gRPC "
-                                f"client {o.client_ms:.0f}, link {o.transfer_ms:.0f}, edge {o.edge_ms:.0f}, "
-                                f"{o.edge_busy_ms:.0f} busy ms)" for o in pair)
-                     + f": {worklist_rate(pair, planner.preprocess_ms, here, slowness):.3f} studies/s predicted")
-    return lines
+
+    def line(pair) -> str:
+        return (" + ".join(f"{o.model.value} cut {o.cut} {o.wire.value} (here {o.local_ms:.0f} and its gRPC client "
+                           f"{o.client_ms:.0f}, link {o.transfer_ms:.0f}, edge {o.edge_ms:.0f}, {o.edge_busy_ms:.0f} busy "
+                           "ms)" for o in pair)
+                + f": {worklist_rate(pair, planner.preprocess_ms, here, slowness):.3f} studies/s predicted")
+
+    lines += [line(pair) for pair in list(best.values())[:shown]]
+    chosen = tuple(planner.options[kind] for kind in models)  # the lightest here of those near the fastest
+    return [*lines, f"chosen ({workstation_share_ms(chosen):.0f} ms of this workstation's CPU a study, with "
+                    f"{planner.preprocess_ms:.0f} ms of preprocessing): {line(chosen)}"]
 
 
 def main() -> int:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.relay import Relay  # noqa: E402
-from inference.reports.benchmark import QUICK_CUTS, markdown  # noqa: E402
+from inference.reports.benchmark import EDGE_PROCESS, QUICK_CUTS, markdown  # noqa: E402
 
 NAMESPACE = "mededge-edge"
 HOST_SIDE, EDGE_SIDE = "mededge-ws", "mededge-eg"
@@ -142,12 +142,13 @@ def serve(repository: Path, work: Path, python: str, cpus: str, loopback: bool) 
 
 
 def measure(label: str, relay: Relay, work: Path, quick: bool, repeats: int, python: str,
-            quota: float | None, image: str, cpus: str, threads: int) -> dict:
+            quota: float | None, image: str, cpus: str, threads: int, edge: subprocess.Popen) -> dict:
     out = work / f"link-{len(list(work.glob('link-*.json')))}.json"
     size = ["--detector-size", "256"] if quick else []
-    # its own data folder per quota: the stage profiles cached there are this (throttled) workstation's
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"))
+    # its own data folder per quota: the stage profiles cached there are this (throttled) workstation's; the
+    # edge's process, for its CPU (and its children's) in the series' bound
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MEDEDGE_DATA_DIR=str(work / f"workstation-data-{quota or 1}"),
+               **{EDGE_PROCESS: str(edge.pid)})
     command = ["taskset", "-c", cpus, python, str(ROOT / "main.py"), "bench", "--edge", relay.address,
                "--link", label, "--repeats", str(repeats), "--json", str(out), "--timeout", "60", "--image", image,
                *size]
@@ -262,7 +263,7 @@ def main() -> int:
                 shape(mbit)
             with Relay(("127.0.0.1" if args.loopback else EDGE_IP, GRPC_PORT), delay_ms=delay_ms) as relay:
                 reports.append(measure(f"{label}; {setting}", relay, work, args.quick, args.repeats, python, quota,
-                                       args.image, args.workstation_cpus, args.workstation_threads))
+                                       args.image, args.workstation_cpus, args.workstation_threads, server))
             write(reports, out)  # after each link: a run stopped later keeps those measured
     finally:
         if server is not None:

@@ -481,3 +481,32 @@ def test_a_part_is_measured_apart_from_this_workstation_s_own_analyses(planned, 
     assert profiled not in again.link.edge_part_ms  # kept without its time busy: not trusted
     again.profile(ModelKind.CLASSIFIER, classifier, 7, WireFormat.INT8)
     assert bursts == [profiled] and again.link.edge_busy_ms[profiled] >= again.link.edge_part_ms[profiled] > 0
+
+
+def test_the_series_bound_can_count_the_edge_s_processes_cpu(tmp_path):
+    """`process_tree_cpu_ms`: the CPU of a process and of every process under it, one in a session of its own too
+    (Triton runs so under `edge serve`), for the edge's share of a series' bound in bench/bench_links.py."""
+    import os
+    import signal
+    import time
+
+    from inference.reports.benchmark import process_tree_cpu_ms
+
+    burn = tmp_path / "burn.py"
+    burn.write_text("import subprocess, sys\n"
+                    "subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True)\n"
+                    "while True: pass\n")
+    parent = subprocess.Popen([sys.executable, str(burn)])
+    try:
+        time.sleep(0.5)
+        before, started = process_tree_cpu_ms(parent.pid), time.monotonic()
+        time.sleep(1.5)
+        spent, elapsed = process_tree_cpu_ms(parent.pid) - before, (time.monotonic() - started) * 1e3
+        cores = min(2, len(os.sched_getaffinity(0)))  # two busy processes: a core each where there are two
+        assert 0.65 * cores * elapsed < spent <= (cores + 0.1) * elapsed
+    finally:
+        children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+        for child in children:
+            os.kill(int(child), signal.SIGKILL)
+        parent.kill()
+        parent.wait()

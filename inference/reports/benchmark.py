@@ -174,27 +174,56 @@ def _bytes_sent(planner: Planner, name: ModelKind, model, cut: int, wire: WireFo
     return round(raw / planner.deflate(name, model, cut).ratio) if wire.compression else raw
 
 
+EDGE_PROCESS = "MEDEDGE_BENCH_EDGE_PID"  # set by bench/bench_links.py: its `edge serve`'s process
+
+
+def process_tree_cpu_ms(pid: int) -> float:
+    """The CPU time (user + system) of process `pid` and every live process under it, in ms (Triton runs in a
+    session of its own under `edge serve`, so a process group would leave it out)."""
+    parent, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after the command's name, which may hold spaces
+        except OSError:  # (ended meanwhile)
+            continue
+        process = int(stat.parent.name)
+        parent[process], ticks[process] = int(fields[1]), int(fields[11]) + int(fields[12])  # ppid; utime, stime
+    tree, joining = {pid}, {pid}
+    while joining:  # its children, theirs, …
+        joining = {process for process, up in parent.items() if up in joining} - tree
+        tree |= joining
+    total = sum(ticks.get(process, 0) for process in tree)
+    return total * 1e3 / os.sysconf("SC_CLK_TCK")
+
+
 def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: Plan, series_plan: Plan, count: int,
                    rounds: int = 3, progress=print) -> dict:
     """A series of `count` studies: the best single-study plan run one study after another, against the series
     plan pipelined (`analyze_many`), in alternating rounds. The pipelined run is also held to its own bound:
     `count` × the busiest of workstation (pre-, post-processing and local stages), link and edge per study,
     from the phases of the series plan measured one study at a time, and of the workstation's CPU (all its
-    threads) over the cores it may use."""
+    threads) over the cores it may use — and, where the benchmark names the edge's process on this machine
+    (EDGE_PROCESS), of the edge's CPU (Triton, the gateway, the backend's processes) over the edge's cores:
+    in a pipeline its serving shares those cores with the compute."""
     progress(f"series of {count}: the best plan sequential vs the series plan pipelined")
     studies = [radiograph] * count
     list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))  # warm-up
     # the bound: each resource's time per study under the series plan, measured one study at a time (in the
     # pipeline the phases stretch as they share the workstation's CPU, and would not bound it)
+    edge = int(os.environ[EDGE_PROCESS]) if os.environ.get(EDGE_PROCESS) else None
+    edge_cpu = process_tree_cpu_ms(edge) if edge else 0.0
     cpu = time.process_time()  # this process's CPU, every thread: what a CPU quota on the workstation counts
     alone = [analyzer.analyze(radiograph, series_plan, with_heat_maps=False, allow_fallback=False) for _ in range(5)]
     cpu_alone_ms = (time.process_time() - cpu) * 1e3 / len(alone)
+    edge_cpu_ms = (process_tree_cpu_ms(edge) - edge_cpu) / len(alone) if edge else None
     phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in alone)  # noqa: E731
     per_study = {"workstation": phase("preprocess", "local", "postprocess"), "link": phase("transfer"),
                  "edge": phase("edge"),
                  # the workstation's CPU over the cores it may use: its phases leave out the gRPC client, the
                  # encoding and decoding (counted in the link's), which need its CPU all the same
                  "workstation CPU": cpu_alone_ms / usable_cores()}
+    if edge and edge_cpu_ms is not None:
+        per_study["edge CPU"] = edge_cpu_ms / len(os.sched_getaffinity(edge))  # over the cores it was given
     bound_s = count * max(per_study.values()) / 1e3
     sequential, pipelined, cpu_pipelined = [], [], []
     for _ in range(rounds):
@@ -217,7 +246,8 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
             "of_bound": bound_s / pipelined_s,
             # this workstation's CPU a study, all threads (with the gRPC client, encoding, decoding — which the
             # phases above count as the link's), one at a time and pipelined
-            "cpu_ms": {"alone": cpu_alone_ms, "pipelined": statistics.median(cpu_pipelined)}}
+            "cpu_ms": {"alone": cpu_alone_ms, "pipelined": statistics.median(cpu_pipelined)},
+            **({"edge_cpu_ms": edge_cpu_ms} if edge_cpu_ms is not None else {})}
 
 
 def prediction_error(rows: list[dict]) -> float | None:
@@ -317,7 +347,9 @@ def markdown(report: dict) -> str:
                   f"measured one study at a time, {series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s "
                   "predicted)" + (f"; this workstation's CPU a study, all its threads: {series['cpu_ms']['alone']:.0f} "
                                   f"ms one at a time, {series['cpu_ms']['pipelined']:.0f} ms pipelined"
-                                  if "cpu_ms" in series else ""), ""]
+                                  if "cpu_ms" in series else "")
+                  + (f"; the edge's CPU a study (its processes, one at a time): {series['edge_cpu_ms']:.0f} ms"
+                     if "edge_cpu_ms" in series else ""), ""]
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_spread import serve  # noqa: E402
-from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.reports.benchmark import machine_description, process_tree_cpu_ms  # noqa: E402
 
 CLIENTS = (1, 2, 4, 8)
 
@@ -47,27 +47,6 @@ def export(folder: Path, args, batching: str, delay_us: int, instances: int) -> 
                     "--instances", str(instances)],
                    check=True, stdout=subprocess.DEVNULL)
     return folder
-
-
-def _cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of process `root` and every process below it (the gateway, tritonserver and
-    its Python-backend stubs)."""
-    parents, ticks = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        pid = int(stat.parent.name)
-        parents[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])  # ppid; utime + stime
-    total = 0
-    for pid in ticks:
-        ancestor = pid
-        while ancestor not in (root, 0, 1) and ancestor in parents:
-            ancestor = parents[ancestor]
-        if ancestor == root:
-            total += ticks[pid]
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def load(address: str, spec, clients: int, seconds: float, server: int) -> dict:
@@ -98,13 +77,13 @@ def load(address: str, spec, clients: int, seconds: float, server: int) -> dict:
         thread.start()
     deadline[0] = time.perf_counter() + seconds
     before = _batches(channels[0], spec.name)
-    edge_cpu, client_cpu = _cpu_seconds(server), sum(os.times()[:2])
+    edge_cpu, client_cpu = process_tree_cpu_ms(server) / 1e3, sum(os.times()[:2])
     start.wait()
     began = time.perf_counter()
     for thread in threads:
         thread.join()
     took = time.perf_counter() - began
-    edge_cpu, client_cpu = _cpu_seconds(server) - edge_cpu, sum(os.times()[:2]) - client_cpu
+    edge_cpu, client_cpu = process_tree_cpu_ms(server) / 1e3 - edge_cpu, sum(os.times()[:2]) - client_cpu
     after = _batches(channels[0], spec.name)
     for channel in channels:
         channel.close()

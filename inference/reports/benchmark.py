@@ -179,7 +179,7 @@ EDGE_PROCESS = "MEDEDGE_BENCH_EDGE_PID"  # set by bench/bench_links.py: its `edg
 
 def process_tree_cpu_ms(pid: int) -> float:
     """The CPU time (user + system) of process `pid` and every live process under it, in ms (Triton runs in a
-    session of its own under `edge serve`, so a process group would leave it out)."""
+    session of its own under `edge serve`, so a process group would leave it out). The benchmarks' edge CPU."""
     parent, ticks = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -211,18 +211,18 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     # the bound: each resource's time per study under the series plan, measured one study at a time (in the
     # pipeline the phases stretch as they share the workstation's CPU, and would not bound it)
     edge = int(os.environ[EDGE_PROCESS]) if os.environ.get(EDGE_PROCESS) else None
-    edge_cpu = process_tree_cpu_ms(edge) if edge else 0.0
+    edge_cpu = process_tree_cpu_ms(edge) if edge is not None else 0.0
     cpu = time.process_time()  # this process's CPU, every thread: what a CPU quota on the workstation counts
     alone = [analyzer.analyze(radiograph, series_plan, with_heat_maps=False, allow_fallback=False) for _ in range(5)]
     cpu_alone_ms = (time.process_time() - cpu) * 1e3 / len(alone)
-    edge_cpu_ms = (process_tree_cpu_ms(edge) - edge_cpu) / len(alone) if edge else None
+    edge_cpu_ms = (process_tree_cpu_ms(edge) - edge_cpu) / len(alone) if edge is not None else None
     phase = lambda *names: statistics.median(sum(r.timing_ms[n] for n in names) for r in alone)  # noqa: E731
     per_study = {"workstation": phase("preprocess", "local", "postprocess"), "link": phase("transfer"),
                  "edge": phase("edge"),
                  # the workstation's CPU over the cores it may use: its phases leave out the gRPC client, the
                  # encoding and decoding (counted in the link's), which need its CPU all the same
                  "workstation CPU": cpu_alone_ms / usable_cores()}
-    if edge and edge_cpu_ms is not None:
+    if edge is not None and edge_cpu_ms is not None:
         per_study["edge CPU"] = edge_cpu_ms / len(os.sched_getaffinity(edge))  # over the cores it was given
     bound_s = count * max(per_study.values()) / 1e3
     sequential, pipelined, cpu_pipelined = [], [], []

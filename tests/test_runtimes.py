@@ -271,6 +271,70 @@ def test_openvino_and_nncf_never_report_usage(tmp_path):
     assert results["ours"] == (["False", "False"], [])
 
 
+def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_the_gate(setting, shared_cxr, tmp_path):
+    """A calibrated INT8 runtime runs a split's first stages too: quantised on the radiographs its whole build was
+    calibrated on (read again from the folder `models quantize` was given), kept only where the split it makes —
+    INT8 stages, each wire encoding, the rest in FP32 — passes the gate; else refused, saying why (the analyzer
+    then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than the demo weights'
+    passes; the demo weights' fails at every cut, as its whole INT8 build does."""
+    from inference.analysis.analyzer import Analyzer as Loaded
+    from inference.models.stages import INPUT
+    from inference.runtimes.local import head_session
+
+    models, _, _ = setting
+    demo, demo_weights = models["classifier"]
+    tamed = {name: value * (0.03 if name == "classifier.weight" else 1) for name, value in demo.state_dict().items()}
+    torch.save(tamed, tmp_path / "site-chexnet.pt")
+    loaded = Loaded(ModelChoice(detector=TINY, classifier_weights=str(tmp_path / "site-chexnet.pt")))
+    model, weights = loaded.classifier, loaded.classifier_weights.source
+    images = tmp_path / "radiographs"
+    images.mkdir()
+    for name in REAL:
+        (images / name.replace("/", "-")).symlink_to(shared_cxr / name)
+    (images / "notes.txt").write_text("not an image")  # skipped, as `models quantize` skips it
+    cut = 4
+    for chexnet, chexnet_weights, passes in ((model, weights, True), (demo, demo_weights, False)):
+        folder = tmp_path / ("site" if passes else "demo")
+        inputs = [model_input(chexnet, render_8bit(load_radiograph(shared_cxr / name))) for name in REAL]
+        whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=inputs, images_folder=images)
+        assert verdict(chexnet, whole, inputs)["passes"] == passes
+        if not passes:
+            with pytest.raises(RuntimeRefused, match=f"fails the fidelity gate for the stages before cut {cut} "
+                                                     "of the classifier"):
+                head_session(chexnet, chexnet_weights, folder, OV_INT8, cut)
+            continue
+        head = head_session(chexnet, chexnet_weights, folder, OV_INT8, cut)
+        fp32 = head_session(chexnet, chexnet_weights, folder, OV_FP32, cut)
+        assert head.runtime == OV_INT8 and head.path.suffix == ".xml" and head.outputs == fp32.outputs
+        assert file_size(head.path) < 0.4 * file_size(fp32.path)  # INT8 weights
+        kept = json.loads(head.path.with_name(f"{head.path.stem}.{OV_INT8}.gate.json").read_text())
+        assert kept["passes"] and kept["cut"] == cut and kept["images"] == len(REAL)
+        assert kept["wires"] == {"fp32": True, "fp16": True, "int8": True}
+        # What the split computes with it: really quantised, and within the gate of the whole model in FP32.
+        with torch.inference_mode():
+            for x in inputs:
+                got, want = head.run(x), fp32.run(x)
+                assert not all(np.array_equal(got[k], want[k]) for k in got)
+                crossing = {i: torch.from_numpy(got[f"t{i:02d}"]) for i in chexnet.crossing(cut)}
+                split = chexnet.run_stages(crossing, cut, chexnet.stage_count)[chexnet.stage_count - 1]
+                reference = chexnet.run_stages({INPUT: torch.from_numpy(x)}, 0, chexnet.stage_count)
+                assert float((split - reference[chexnet.stage_count - 1]).abs().max()) <= PROBABILITY_TOLERANCE
+        stamp = head.path.stat().st_mtime_ns
+        assert head_session(chexnet, chexnet_weights, folder, OV_INT8, cut).path == head.path  # kept: not rebuilt
+        assert head.path.stat().st_mtime_ns == stamp
+        # The radiographs changed since the whole build was calibrated on them: a new cut is not calibrated on others.
+        next(images.glob("*DX_chest*")).unlink()
+        with pytest.raises(RuntimeRefused, match="no longer as they were in .*models quantize --runtime openvino-int8"):
+            head_session(chexnet, chexnet_weights, folder, OV_INT8, 2)
+        (images / "dicom-DX_chest_966_fixed.dcm").symlink_to(shared_cxr / REAL[1])
+    # A build made without saying where its radiographs are (e.g. by an earlier version): refused, saying how to fix.
+    other = tmp_path / "unrecorded"
+    inputs = [model_input(model, render_8bit(load_radiograph(shared_cxr / name))) for name in REAL]
+    file_session(model, weights, other, STATIC, calibration=inputs)
+    with pytest.raises(RuntimeRefused, match="does not say which radiographs calibrated it"):
+        head_session(model, weights, other, STATIC, cut)
+
+
 def test_builds_are_cached_per_method_and_calibration_set(setting):
     models, greys, folder = setting
     model, weights = models["classifier"]
@@ -419,4 +483,9 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
     assert record["runtime"] == OV_INT8 and record["calibration_images"] == 3 and isinstance(record["passes"], bool)
     built = data / "local-onnx" / os.path.basename(record["file"])
     assert built.suffix == ".xml" and built.with_suffix(".bin").is_file()
-    assert current_build(built.with_name(built.name.split("-openvino-int8-")[0] + ".onnx"), OV_INT8) == built
+    whole = built.with_name(built.name.split("-openvino-int8-")[0] + ".onnx")
+    assert current_build(whole, OV_INT8) == built
+    # where its radiographs are, for the stages before a cut (calibrated on them when first split there)
+    kept = json.loads(whole.with_name(f"{whole.stem}-{OV_INT8}.json").read_text())
+    assert kept["images_folder"] == str(images.resolve()) and kept["images"] == 3 and built.stem.endswith(
+        kept["calibration"])

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
 from inference.config import Runtime
-from viewer.media import files_to_open
 
 # what `models quantize` builds
 QUANTIZED_RUNTIMES = (Runtime.ONNXRUNTIME_INT8_DYNAMIC, Runtime.ONNXRUNTIME_INT8_STATIC, Runtime.OPENVINO_INT8)
@@ -83,17 +82,13 @@ def _models_and_inputs(args: argparse.Namespace, greys: list):
 
 def _site_images(command: str, folder: str | None) -> list:
     """Display-ready grey images of the readable radiographs in `folder` (the others named on stderr)."""
-    from viewer.display import render_8bit
-    from viewer.errors import RadiographError
-    from viewer.loader import load_radiograph
+    from inference.runtimes.local import site_radiographs
 
-    greys = []
-    if folder:
-        for path in files_to_open([folder]).files:
-            try:
-                greys.append(render_8bit(load_radiograph(path)))
-            except RadiographError as exc:  # e.g. a report or a damaged file among the images: skip it
-                print(f"mededge {command}: skipped {path}: {exc.reason}", file=sys.stderr)
+    if not folder:
+        return []
+    greys, skipped = site_radiographs(Path(folder))
+    for path, reason in skipped:  # e.g. a report or a damaged file among the images
+        print(f"mededge {command}: skipped {path}: {reason}", file=sys.stderr)
     return greys
 
 
@@ -128,7 +123,8 @@ def _quantize(args: argparse.Namespace) -> int:
             name = kind.value
             print(f"mededge models quantize: {name} {args.runtime} on {len(inputs)} image(s) …", file=sys.stderr,
                   flush=True)
-            session = file_session(model, weights, folder, Runtime(args.runtime), calibration=inputs or None)
+            session = file_session(model, weights, folder, Runtime(args.runtime), calibration=inputs or None,
+                                   images_folder=Path(args.images) if calibrated else None)
             result = verdict(model, session, inputs or None)  # the gate on these images (sample input if none)
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
                               "calibration_images": len(inputs) if calibrated else 0} | result),

@@ -673,7 +673,8 @@ class Analyzer:
 
     def runs_head(self, model: StagedModel, cut: int, with_heat_maps: bool) -> bool:
         """Whether stages [0, cut) of a split (not a spatial one) run on the model's runtime rather than PyTorch:
-        where it is an FP32 one (HEAD_RUNTIMES), unless the heat maps need features from before the cut (that
+        where it is one that runs them (HEAD_RUNTIMES: FP32, or calibrated INT8 once the cut's split passes the
+        gate — `head` finds out), unless the heat maps need features from before the cut (that
         runtime returns only what crosses it)."""
         features = model.features_stage if isinstance(model, CheXNet) and with_heat_maps else None
         return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
@@ -681,7 +682,8 @@ class Analyzer:
 
     def head(self, model: StagedModel, cut: int) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
-        time and compiled once per cut; None (PyTorch runs them) where that failed or, when auto chose the
+        time and compiled once per cut; None (PyTorch runs them) where that failed (an INT8 head: its split
+        failed the gate, or its radiographs are gone) or, when auto chose the
         runtime, where it is not faster than PyTorch on them — remembered for the cut (the timing kept on disk for
         this machine and these libraries)."""
         kind = kind_of(model)
@@ -696,7 +698,7 @@ class Analyzer:
                     with torch.inference_mode(False):
                         session = head_session(model, self.weights[kind], self._runtime_folder, self.runtimes[kind],
                                                cut)
-                except (RuntimeError, OSError, ValueError) as error:  # export check, compile, disk: PyTorch runs them
+                except (RuntimeError, OSError, ValueError) as error:  # export check, compile, INT8 gate, disk
                     logging.getLogger(__name__).warning("stages before cut %d of the %s run in PyTorch: %s",
                                                         cut, kind.value, error)
                     self._heads_refused.add((kind, cut))

@@ -30,9 +30,13 @@ library version that gave it (after an upgrade it is gated again), a failure sta
 runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one
 line) rather than quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
 
-The FP32 runtimes (onnxruntime, OpenVINO: HEAD_RUNTIMES) also run stages [0, cut) of a split (`head_session`):
-the graph of those stages, exported and checked like an edge part, its outputs the tensors crossing the cut. The
-INT8 and pruned ones do not: their tensors at a cut are not those the edge's parts were gated on.
+The FP32 runtimes (onnxruntime, OpenVINO) and the calibrated INT8 ones (HEAD_RUNTIMES) also run stages [0, cut)
+of a split (`head_session`): the graph of those stages, exported and checked like an edge part, its outputs the
+tensors crossing the cut. An INT8 head is quantised like the whole model, on the same radiographs (read again from
+the folder `models quantize` was given, which its record keeps: no copy of the site's images is made), and passes
+the same gate as a whole split computes it — its tensors through each wire encoding, the rest of the model in
+PyTorch FP32 — or PyTorch runs those stages. The pruned model does not: its tensors at a cut are not the unpruned
+model's, which the edge's parts compute with.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine (the close ones
 timed in turns, so that a load beside them weighs on each alike), keeps the fastest and caches the choice with the
@@ -76,8 +80,10 @@ from inference.models.parts import (
     part_difference,
     part_spec,
     sample_input,
+    tensor_name,
 )
 from inference.models.stages import INPUT, StagedModel
+from inference.models.wire import round_trip
 from inference.runtimes import openvino
 from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
 from inference.runtimes.openvino import OpenVinoModel
@@ -95,9 +101,10 @@ PRUNED = Runtime.PRUNED
 CALIBRATED = (STATIC, OV_INT8)  # built from the site's radiographs by `models quantize`, used once built
 SITE_BUILT = (*CALIBRATED, PRUNED)  # … and by `models prune`
 # The runtimes that also run the workstation's stages of a split: FP32 ones, equal to PyTorch at 1e-4 (checked at
-# export), so the planner's wire gate, measured with PyTorch stages, holds for them. An INT8 or pruned model's
-# tensors at a cut are not the ones the edge's parts were gated on.
-HEAD_RUNTIMES = (FP32, OV_FP32)
+# export), so the planner's wire gate, measured with PyTorch stages, holds for them; and the calibrated INT8 ones,
+# each cut gated as the split computes it (`head_session`). A pruned model's tensors at a cut are not the ones
+# the edge's parts compute with.
+HEAD_RUNTIMES = (FP32, OV_FP32, *CALIBRATED)
 SLOWER = 4.0  # in `auto`, a candidate whose first run is this much slower than the best so far is not timed further
 _K = TypeVar("_K")
 TIMED_RUNS = 3  # in `auto`, timed runs of each candidate after its first (the median counts)
@@ -174,17 +181,45 @@ def _current_record(fp32: Path, runtime: Runtime) -> Path:
     return fp32.with_name(f"{fp32.stem}-{'int8-static' if runtime == STATIC else runtime}.json")
 
 
+def _current(fp32: Path, runtime: Runtime) -> dict | None:
+    try:
+        record = json.loads(_current_record(fp32, runtime).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("file"), str) else None
+
+
 def current_build(fp32: Path, runtime: Runtime) -> Path | None:
     """The site build (static INT8, OpenVINO INT8, pruned) made current last for this FP32 file, or None."""
-    try:
-        path = fp32.with_name(json.loads(_current_record(fp32, runtime).read_text())["file"])
-    except (OSError, ValueError, KeyError):
-        return None
-    return path if path.exists() else None
+    record = _current(fp32, runtime)
+    path = fp32.with_name(record["file"]) if record else None
+    return path if path is not None and path.exists() else None
 
 
-def make_current(fp32: Path, runtime: Runtime, path: Path, images: int) -> None:
-    _current_record(fp32, runtime).write_text(json.dumps({"file": path.name, "images": images}))
+def make_current(fp32: Path, runtime: Runtime, path: Path, images: int, calibration: str | None = None,
+                 images_folder: Path | None = None) -> None:
+    """Record `path` as the current site build; a calibrated one with its calibration set's fingerprint and the
+    folder its radiographs were read from (where the stages before a cut are calibrated again)."""
+    record = {"file": path.name, "images": images, "calibration": calibration}
+    _current_record(fp32, runtime).write_text(json.dumps(
+        record | ({"images_folder": str(images_folder.resolve())} if images_folder else {})))
+
+
+def site_radiographs(folder: Path) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
+    """Display-ready grey images of the readable radiographs in `folder`, and (file, why) for those skipped (a
+    report or a damaged file among the images)."""
+    from viewer.display import render_8bit
+    from viewer.errors import RadiographError
+    from viewer.loader import load_radiograph
+    from viewer.media import files_to_open
+
+    greys, skipped = [], []
+    for path in files_to_open([str(folder)]).files:
+        try:
+            greys.append(render_8bit(load_radiograph(path)))
+        except RadiographError as error:
+            skipped.append((Path(path), error.reason))
+    return greys, skipped
 
 
 def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
@@ -275,18 +310,26 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
     return target
 
 
-def site_file(model: StagedModel, fp32: Path, runtime: Runtime,
-              calibration: Sequence[np.ndarray] | None = None) -> Path:
-    """The site build of `fp32` for `runtime`: a calibrated one built on `calibration` (model inputs) and made
-    current, or without it the current one (`RuntimeRefused` when none was made)."""
+def calibrated_build(fp32: Path, runtime: Runtime, calibration: Sequence[np.ndarray]) -> Path:
+    """The INT8 build of `fp32` (a whole model or the stages before a cut) for a calibrated runtime, quantised on
+    `calibration` (model inputs); reused when already there."""
+    if runtime == STATIC:
+        return build_quantized(fp32, STATIC, calibration)
+    if runtime == OV_INT8:
+        return openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
+    raise ValueError(f"{runtime} is not calibrated")
+
+
+def site_file(model: StagedModel, fp32: Path, runtime: Runtime, calibration: Sequence[np.ndarray] | None = None,
+              images_folder: Path | None = None) -> Path:
+    """The site build of `fp32` for `runtime`: a calibrated one built on `calibration` (model inputs, read from
+    `images_folder` where given) and made current, or without it the current one (`RuntimeRefused` when none was
+    made)."""
     if calibration:
-        if runtime == STATIC:
-            path = build_quantized(fp32, STATIC, calibration)
-        elif runtime == OV_INT8:
-            path = openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
-        else:
+        if runtime not in CALIBRATED:
             raise ValueError(f"{runtime} is built by `models prune`, not calibrated")
-        make_current(fp32, runtime, path, len(calibration))
+        path = calibrated_build(fp32, runtime, calibration)
+        make_current(fp32, runtime, path, len(calibration), calibration_fingerprint(calibration), images_folder)
         return path
     current = current_build(fp32, runtime)
     if current is None:
@@ -323,9 +366,11 @@ class OnnxModel:
 
 
 def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
-                 calibration: Sequence[np.ndarray] | None = None) -> OnnxModel | OpenVinoModel:
+                 calibration: Sequence[np.ndarray] | None = None, images_folder: Path | None = None
+                 ) -> OnnxModel | OpenVinoModel:
     """The session of a runtime that runs a model file (onnxruntime FP32, dynamic INT8 built on demand, the
-    site builds — see `site_file`; OpenVINO); `calibration` builds a calibrated one."""
+    site builds — see `site_file`; OpenVINO); `calibration` builds a calibrated one (its radiographs read from
+    `images_folder`, kept for its stages before a cut)."""
     if runtime not in (FP32, DYNAMIC, *SITE_BUILT, OV_FP32):
         raise ValueError(f"{runtime} does not run a model file")
     # A site build is only read here: no export just to refuse when it was never made.
@@ -335,7 +380,7 @@ def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
     elif runtime == DYNAMIC:
         path = build_quantized(fp32, DYNAMIC)
     else:
-        path = site_file(model, fp32, runtime, calibration)
+        path = site_file(model, fp32, runtime, calibration, images_folder)
     if runtime in (FP32, DYNAMIC, STATIC):
         return OnnxModel(path, outputs, runtime)
     # a pruned CheXNet's heat maps weigh its own (fewer) features by its own head
@@ -346,7 +391,8 @@ def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
                  ) -> OnnxModel | OpenVinoModel:
     """Stages [0, cut) of `model` (0 < cut < n) on `runtime`, one of HEAD_RUNTIMES: the workstation's side of a
     split, its outputs the tensors crossing the cut (`tNN`, FP32). Exported as ONNX and checked against PyTorch
-    (1e-4) on first use, kept beside the whole model's file."""
+    (1e-4) on first use, kept beside the whole model's file; for an INT8 runtime quantised and gated too
+    (`_calibrated_head`: RuntimeRefused, saying why, where it fails)."""
     if runtime not in HEAD_RUNTIMES:
         raise ValueError(f"{runtime} does not run the stages before a cut")
     spec = band_part_spec(model, cut, model_input_shape(model)[1], weights)  # a band as high as the image
@@ -359,7 +405,91 @@ def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
         finally:
             partial.unlink(missing_ok=True)
     outputs = tuple(t.name for t in spec.outputs)
-    return OnnxModel(path, outputs, runtime) if runtime == FP32 else OpenVinoModel(path, outputs, runtime)
+    if runtime in CALIBRATED:
+        return _calibrated_head(model, weights, folder, path, outputs, runtime, cut)
+    return _head_model(path, outputs, runtime)
+
+
+def _head_model(path: Path, outputs: tuple[str, ...], runtime: Runtime) -> OnnxModel | OpenVinoModel:
+    return OnnxModel(path, outputs, runtime) if runtime in (FP32, STATIC) else OpenVinoModel(path, outputs, runtime)
+
+
+def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path, outputs: tuple[str, ...],
+                     runtime: Runtime, cut: int) -> OnnxModel | OpenVinoModel:
+    """The INT8 build of the stages before `cut` (FP32 graph `head`), quantised on the radiographs the whole
+    model's current build was calibrated on, once it passed the gate as a split computes it (`gated_int8_head`);
+    RuntimeRefused, saying why, where it cannot be built or fails (PyTorch then runs those stages)."""
+    kind = kind_of(model)
+    whole, _ = fp32_file(model, weights, folder, export=False)
+    record = _current(whole, runtime) if current_build(whole, runtime) is not None else None
+    if record is None:
+        raise NotBuilt(f"no {runtime} build of the {kind.value} yet: make one with "
+                       f"{site_build_command(runtime, kind)} (the site's radiographs)")
+    calibration, images_folder = record.get("calibration"), record.get("images_folder")
+    if not (isinstance(calibration, str) and isinstance(images_folder, str)):
+        raise RuntimeRefused(f"the {runtime} build of the {kind.value} does not say which radiographs calibrated "
+                             f"it: build it again with {site_build_command(runtime, kind)}")
+    target = quantized_file(head, STATIC, calibration) if runtime == STATIC else openvino.int8_file(head, calibration)
+    kept = _cached_verdict(target, runtime, kind) if target.exists() else None
+    session = None
+    if kept is None:
+        inputs = _calibration_inputs(model, Path(images_folder), calibration, runtime)
+        session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs)
+    where = f"the stages before cut {cut} of the {kind.value}"
+    if "stale" in kept:
+        raise RuntimeRefused(f"{runtime} for {where} {kept['stale']}")
+    if not kept["passes"]:
+        raise RuntimeRefused(f"{runtime} fails the fidelity gate for {where} (largest difference "
+                             f"{kept['max_difference']:.3g} vs PyTorch FP32 on {kept['images']} image(s))")
+    return session or _head_model(target, outputs, runtime)
+
+
+def _calibration_inputs(model: StagedModel, images_folder: Path, calibration: str, runtime: Runtime
+                        ) -> list[np.ndarray]:
+    """The model inputs a calibrated build was made from, read again from its folder; RuntimeRefused where they
+    are no longer there as they were (a head calibrated on other images would not be the model's)."""
+    greys = site_radiographs(images_folder)[0] if images_folder.is_dir() else []
+    inputs = [model_input(model, grey) for grey in greys]
+    if not inputs or calibration_fingerprint(inputs) != calibration:
+        kind = kind_of(model)
+        raise RuntimeRefused(f"the radiographs the {runtime} build of the {kind.value} was calibrated on are no "
+                             f"longer as they were in {images_folder}: build it again with "
+                             f"{site_build_command(runtime, kind)}")
+    return inputs
+
+
+class _Split:
+    """A split as the workstation and the edge compute it, for the gate: stages [0, cut) on `head`, the tensors
+    crossing the cut through `wire`'s round trip, the rest of the model in PyTorch FP32 (what the edge's parts
+    compute, to 1e-4)."""
+
+    def __init__(self, model: StagedModel, cut: int, head: OnnxModel | OpenVinoModel, wire: WireFormat) -> None:
+        self.model, self.cut, self.head, self.wire = model, cut, head, wire
+        self.path, self.runtime = head.path, head.runtime
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        crossing = self.head.run(batch)
+        moved = {i: round_trip(self.wire, torch.from_numpy(crossing[tensor_name(i)]))
+                 for i in self.model.crossing(self.cut)}
+        result = self.model.run_stages(moved, self.cut, self.model.stage_count)[self.model.stage_count - 1]
+        return {output_names(self.model, 0)[0]: result.numpy()}
+
+
+HEAD_GATE_WIRES = tuple(dict.fromkeys(wire.encoding for wire in WireFormat))  # fp32, fp16, int8
+
+
+def gated_int8_head(model: StagedModel, cut: int, head: Path, outputs: tuple[str, ...], runtime: Runtime,
+                    inputs: Sequence[np.ndarray]) -> tuple[OnnxModel | OpenVinoModel, dict]:
+    """The INT8 build of the stages before `cut` (FP32 graph `head`, outputs `outputs`) quantised on `inputs`, and
+    its gate verdict, kept beside it: the split it makes, with each wire encoding the planner may choose (the
+    head's error and the wire's add up), must pass on those radiographs; the worst one's figures are kept."""
+    session = _head_model(calibrated_build(head, runtime, inputs), outputs, runtime)
+    results = {wire: gate(model, _Split(model, cut, session, wire), inputs) for wire in HEAD_GATE_WIRES}
+    worst = max(results.values(), key=lambda result: result["max_difference"])
+    verdict = worst | {"passes": all(result["passes"] for result in results.values()), "cut": cut,
+                       "wires": {wire.value: result["passes"] for wire, result in results.items()}}
+    _verdict_file(session.path, runtime).write_text(json.dumps(verdict))
+    return session, verdict
 
 
 class TorchHalf:
@@ -415,7 +545,7 @@ def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
                              config.confidence, config.iou, config.max_detections)
 
 
-def gate(model: StagedModel, session: LocalSession, images: Iterable[np.ndarray]) -> dict:
+def gate(model: StagedModel, session: LocalSession | _Split, images: Iterable[np.ndarray]) -> dict:
     """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs).
 
     Classifier: probabilities within PROBABILITY_TOLERANCE. Detector: every box matched both ways at

@@ -26,7 +26,6 @@ from inference.runtimes.local import (
     DYNAMIC,
     FP32,
     HALF,
-    HEAD_RUNTIMES,
     OV_FP32,
     OV_INT8,
     PRUNED,
@@ -213,7 +212,7 @@ def test_auto_chooses_in_the_background_while_pytorch_analyses(setting, shared_c
     assert not list(heads.glob("classifier_head07-*.onnx"))
     release.set()
     assert auto.runtime_choice_done(timeout_s=300) and auto.runtimes_ready.is_set() and not auto.choosing_runtimes
-    if auto.runtimes[ModelKind.CLASSIFIER] in HEAD_RUNTIMES:  # built and timed, for this start and the next
+    if auto.runtimes[ModelKind.CLASSIFIER] in (FP32, OV_FP32):  # built and timed, for this start and the next
         assert list(heads.glob("classifier_head07-*.onnx")) and list(heads.glob("classifier_head07-*.timing-*.json"))
         assert (ModelKind.CLASSIFIER, 7) in auto.head_times or not auto.runs_head(auto.classifier, 7, False)
     kept = {name: json.loads(next((data / "local-onnx").glob(f"runtime-*-{name}-*.json")).read_text())["runtime"]
@@ -279,7 +278,7 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     passes; the demo weights' fails at every cut, as its whole INT8 build does."""
     from inference.analysis.analyzer import Analyzer as Loaded
     from inference.models.stages import INPUT
-    from inference.runtimes.local import head_session
+    from inference.runtimes.local import head_session, site_radiographs
 
     models, _, _ = setting
     demo, demo_weights = models["classifier"]
@@ -295,7 +294,7 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     cut = 4
     for chexnet, chexnet_weights, passes in ((model, weights, True), (demo, demo_weights, False)):
         folder = tmp_path / ("site" if passes else "demo")
-        inputs = [model_input(chexnet, render_8bit(load_radiograph(shared_cxr / name))) for name in REAL]
+        inputs = [model_input(chexnet, grey) for grey in site_radiographs(images)[0]]  # as `models quantize` reads
         whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=inputs, images_folder=images)
         assert verdict(chexnet, whole, inputs)["passes"] == passes
         if not passes:
@@ -322,6 +321,16 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         stamp = head.path.stat().st_mtime_ns
         assert head_session(chexnet, chexnet_weights, folder, OV_INT8, cut).path == head.path  # kept: not rebuilt
         assert head.path.stat().st_mtime_ns == stamp
+        # Gated under another OpenVINO: gated again under this one (its radiographs are at hand), not refused.
+        gate_file = head.path.with_name(f"{head.path.stem}.{OV_INT8}.gate.json")
+        gate_file.write_text(json.dumps(kept | {"library": "0.0"}))
+        assert head_session(chexnet, chexnet_weights, folder, OV_INT8, cut).runtime == OV_INT8
+        assert json.loads(gate_file.read_text())["library"] == library_version(OV_INT8)
+        # onnxruntime's static QDQ runs them too, from its own whole build's radiographs.
+        file_session(chexnet, chexnet_weights, folder, STATIC, calibration=inputs, images_folder=images)
+        static = head_session(chexnet, chexnet_weights, folder, STATIC, cut)
+        assert static.runtime == STATIC and "int8-static" in static.path.name and static.outputs == fp32.outputs
+        assert file_size(static.path) < 0.4 * file_size(fp32.path)
         # The radiographs changed since the whole build was calibrated on them: a new cut is not calibrated on others.
         next(images.glob("*DX_chest*")).unlink()
         with pytest.raises(RuntimeRefused, match="no longer as they were in .*models quantize --runtime openvino-int8"):

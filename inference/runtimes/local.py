@@ -313,11 +313,17 @@ def build_quantized(fp32: Path, runtime: Runtime, images: Sequence[np.ndarray] |
 def calibrated_build(fp32: Path, runtime: Runtime, calibration: Sequence[np.ndarray]) -> Path:
     """The INT8 build of `fp32` (a whole model or the stages before a cut) for a calibrated runtime, quantised on
     `calibration` (model inputs); reused when already there."""
-    if runtime == STATIC:
-        return build_quantized(fp32, STATIC, calibration)
-    if runtime == OV_INT8:
+    if runtime not in CALIBRATED:
+        raise ValueError(f"{runtime} is not calibrated")
+    with _QUANTISING:
+        if runtime == STATIC:
+            return build_quantized(fp32, STATIC, calibration)
         return openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
-    raise ValueError(f"{runtime} is not calibrated")
+
+
+# One build at a time in a process: the quantisers' silencing (the root logger, stdout) is process-wide, and the
+# analyzer's lanes may build two cuts' stages at once.
+_QUANTISING = threading.Lock()
 
 
 def site_file(model: StagedModel, fp32: Path, runtime: Runtime, calibration: Sequence[np.ndarray] | None = None,
@@ -431,13 +437,15 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
                              f"it: build it again with {site_build_command(runtime, kind)}")
     target = quantized_file(head, STATIC, calibration) if runtime == STATIC else openvino.int8_file(head, calibration)
     kept = _cached_verdict(target, runtime, kind) if target.exists() else None
-    session = None
-    if kept is None:
-        inputs = _calibration_inputs(model, Path(images_folder), calibration, runtime)
-        session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs)
     where = f"the stages before cut {cut} of the {kind.value}"
-    if "stale" in kept:
-        raise RuntimeRefused(f"{runtime} for {where} {kept['stale']}")
+    session = None
+    if kept is None or "stale" in kept:  # gated again under this library: its radiographs are at hand
+        inputs = _calibration_inputs(model, Path(images_folder), calibration, runtime)
+        try:
+            session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs)
+        except Exception as error:  # noqa: BLE001 — whatever the quantiser raises on this graph: PyTorch runs them
+            raise RuntimeRefused(f"{runtime} could not build {where}: {type(error).__name__}: "
+                                 f"{(str(error).splitlines() or [''])[0][:200]}") from error
     if not kept["passes"]:
         raise RuntimeRefused(f"{runtime} fails the fidelity gate for {where} (largest difference "
                              f"{kept['max_difference']:.3g} vs PyTorch FP32 on {kept['images']} image(s))")
@@ -482,10 +490,11 @@ def gated_int8_head(model: StagedModel, cut: int, head: Path, outputs: tuple[str
                     inputs: Sequence[np.ndarray]) -> tuple[OnnxModel | OpenVinoModel, dict]:
     """The INT8 build of the stages before `cut` (FP32 graph `head`, outputs `outputs`) quantised on `inputs`, and
     its gate verdict, kept beside it: the split it makes, with each wire encoding the planner may choose (the
-    head's error and the wire's add up), must pass on those radiographs; the worst one's figures are kept."""
+    head's error and the wire's add up), must pass on those radiographs; a failing one's figures are kept, else the
+    largest difference's."""
     session = _head_model(calibrated_build(head, runtime, inputs), outputs, runtime)
     results = {wire: gate(model, _Split(model, cut, session, wire), inputs) for wire in HEAD_GATE_WIRES}
-    worst = max(results.values(), key=lambda result: result["max_difference"])
+    worst = max(results.values(), key=lambda result: (not result["passes"], result["max_difference"]))
     verdict = worst | {"passes": all(result["passes"] for result in results.values()), "cut": cut,
                        "wires": {wire.value: result["passes"] for wire, result in results.items()}}
     _verdict_file(session.path, runtime).write_text(json.dumps(verdict))

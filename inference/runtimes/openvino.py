@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def build_int8(fp32: Path, images: Sequence[np.ndarray], fp32_tail: Sequence[str
             model, library.Dataset([np.ascontiguousarray(image, dtype=np.float32) for image in images]),
             subset_size=len(images), preset=library.QuantizationPreset.MIXED,
             ignored_scope=library.IgnoredScope(names=keep, validate=False))
-    partial = target.with_name(target.stem + ".partial.xml")
+    # its own per process and thread: the viewer and `infer` may build the same file at once
+    partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.partial.xml")
     try:
         openvino.save_model(quantized, str(partial), compress_to_fp16=False)
         os.replace(partial.with_suffix(".bin"), target.with_suffix(".bin"))

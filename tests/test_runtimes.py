@@ -331,17 +331,16 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         static = head_session(chexnet, chexnet_weights, folder, STATIC, cut)
         assert static.runtime == STATIC and "int8-static" in static.path.name and static.outputs == fp32.outputs
         assert file_size(static.path) < 0.4 * file_size(fp32.path)
+        # A build recorded without its radiographs' folder (by an earlier version): refused, saying how to fix.
+        whole_fp32 = fp32_file(chexnet, chexnet_weights, folder)[0]
+        make_current(whole_fp32, STATIC, current_build(whole_fp32, STATIC), len(inputs))
+        with pytest.raises(RuntimeRefused, match="does not say which radiographs calibrated it"):
+            head_session(chexnet, chexnet_weights, folder, STATIC, cut)
         # The radiographs changed since the whole build was calibrated on them: a new cut is not calibrated on others.
         next(images.glob("*DX_chest*")).unlink()
         with pytest.raises(RuntimeRefused, match="no longer as they were in .*models quantize --runtime openvino-int8"):
             head_session(chexnet, chexnet_weights, folder, OV_INT8, 2)
         (images / "dicom-DX_chest_966_fixed.dcm").symlink_to(shared_cxr / REAL[1])
-    # A build made without saying where its radiographs are (e.g. by an earlier version): refused, saying how to fix.
-    other = tmp_path / "unrecorded"
-    inputs = [model_input(model, render_8bit(load_radiograph(shared_cxr / name))) for name in REAL]
-    file_session(model, weights, other, STATIC, calibration=inputs)
-    with pytest.raises(RuntimeRefused, match="does not say which radiographs calibrated it"):
-        head_session(model, weights, other, STATIC, cut)
 
 
 def test_builds_are_cached_per_method_and_calibration_set(setting):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.bench_runtimes import calibration_images  # noqa: E402
 from inference.analysis.analyzer import Analyzer, ModelChoice  # noqa: E402
 from inference.config import Runtime  # noqa: E402
 from inference.models.parts import kind_of, part_difference, tensor_name  # noqa: E402
@@ -45,15 +46,6 @@ from inference.runtimes.local import (  # noqa: E402
 
 LABELS = {Runtime.TORCH: "PyTorch FP32", Runtime.ONNXRUNTIME: "onnxruntime FP32", Runtime.OPENVINO: "OpenVINO FP32",
           Runtime.ONNXRUNTIME_INT8_STATIC: "onnxruntime INT8 static QDQ", Runtime.OPENVINO_INT8: "OpenVINO INT8 (NNCF)"}
-CXR = ROOT.parent / "shared/data/cxr"
-
-
-def every_radiograph(folder: Path) -> Path:
-    """A folder of links to every file of ../shared/data/cxr (the calibration set; those that are not images are
-    skipped when read)."""
-    for index, path in enumerate(sorted(p for p in CXR.rglob("*") if p.is_file())):
-        (folder / f"{index:02d}-{path.name}").symlink_to(path)
-    return folder
 
 
 def main() -> int:
@@ -72,8 +64,8 @@ def main() -> int:
     print("| model | cut | runtime | median ms | p95 ms | speed-up over PyTorch | max difference | gate of the split "
           "(max difference) |")
     print("|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as links:
-        greys = site_radiographs(Path(args.images) if args.images else every_radiograph(Path(links)))[0]
+    greys = site_radiographs(Path(args.images))[0] if args.images else calibration_images()
+    with tempfile.TemporaryDirectory() as folder:
         for model, weights in ((analyzer.detector, analyzer.detector_source),
                                (analyzer.classifier, analyzer.classifier_weights.source)):
             n = model.stage_count

@@ -427,8 +427,8 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
     RuntimeRefused, saying why, where it cannot be built or fails (PyTorch then runs those stages)."""
     kind = kind_of(model)
     whole, _ = fp32_file(model, weights, folder, export=False)
-    record = _current(whole, runtime) if current_build(whole, runtime) is not None else None
-    if record is None:
+    record = _current(whole, runtime)
+    if record is None or not whole.with_name(record["file"]).exists():
         raise NotBuilt(f"no {runtime} build of the {kind.value} yet: make one with "
                        f"{site_build_command(runtime, kind)} (the site's radiographs)")
     calibration, images_folder = record.get("calibration"), record.get("images_folder")
@@ -493,7 +493,9 @@ def gated_int8_head(model: StagedModel, cut: int, head: Path, outputs: tuple[str
     head's error and the wire's add up), must pass on those radiographs; a failing one's figures are kept, else the
     largest difference's."""
     session = _head_model(calibrated_build(head, runtime, inputs), outputs, runtime)
-    results = {wire: gate(model, _Split(model, cut, session, wire), inputs) for wire in HEAD_GATE_WIRES}
+    with torch.inference_mode():
+        references = [_reference(model, image) for image in inputs]  # once for the three encodings
+    results = {wire: gate(model, _Split(model, cut, session, wire), inputs, references) for wire in HEAD_GATE_WIRES}
     worst = max(results.values(), key=lambda result: (not result["passes"], result["max_difference"]))
     verdict = worst | {"passes": all(result["passes"] for result in results.values()), "cut": cut,
                        "wires": {wire.value: result["passes"] for wire, result in results.items()}}
@@ -554,8 +556,10 @@ def detections_in_input(model: StagedModel, raw: np.ndarray) -> list:
                              config.confidence, config.iou, config.max_detections)
 
 
-def gate(model: StagedModel, session: LocalSession | _Split, images: Iterable[np.ndarray]) -> dict:
-    """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs).
+def gate(model: StagedModel, session: LocalSession | _Split, images: Iterable[np.ndarray],
+         references: Sequence[np.ndarray] | None = None) -> dict:
+    """The planner's fidelity gate for a local runtime against PyTorch FP32 on `images` (model inputs); the
+    model's outputs on them computed here, or given as `references` where one set gates several sessions.
 
     Classifier: probabilities within PROBABILITY_TOLERANCE. Detector: every box matched both ways at
     IoU >= BOX_IOU, and every anchor's confidence within PROBABILITY_TOLERANCE. Returns the verdict
@@ -566,9 +570,8 @@ def gate(model: StagedModel, session: LocalSession | _Split, images: Iterable[np
     name = "output" if detector else "probabilities"
     worst, boxes, scores, count = 0.0, True, 0.0, 0
     with torch.inference_mode():
-        for image in images:
-            device = next(model.parameters()).device  # CUDA too: the FP16 runtime is gated there
-            reference = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)).cpu().numpy()
+        for index, image in enumerate(images):
+            reference = references[index] if references is not None else _reference(model, image)
             got = session.run(image)[name]
             worst = max(worst, part_difference(kind_of(model), name, reference, got, image.shape[-1]))
             if detector:
@@ -587,6 +590,12 @@ def gate(model: StagedModel, session: LocalSession | _Split, images: Iterable[np
     if detector:
         verdict |= {"boxes_match": bool(boxes), "box_iou": BOX_IOU, "max_confidence_difference": scores}
     return verdict
+
+
+def _reference(model: StagedModel, image: np.ndarray) -> np.ndarray:
+    """The model's output in PyTorch FP32 on one input (inference mode: called within it)."""
+    device = next(model.parameters()).device  # CUDA too: the FP16 runtime is gated there
+    return model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)).cpu().numpy()
 
 
 def _verdict_file(path: Path, runtime: Runtime) -> Path:

@@ -4,7 +4,8 @@ OpenVINO INT8, calibrated on the radiographs given), side by side per cut, in in
 alike), on the analysis' own input (CheXNet: its ten crops when configured). Per row: median and p95 ms, speed-up
 over PyTorch, the largest difference of the tensors that cross the cut against PyTorch (relative to their range,
 as export checks them) and, for an INT8 head, the gate the product keeps it by: the split it makes (each wire
-encoding, the rest in FP32) against the whole model in FP32 on the calibration radiographs. Demo weights unless
+encoding, the rest in FP32) against the whole model in FP32 on the quarter of the radiographs held back from its
+calibration, as `models quantize` splits them. Demo weights unless
 given (timings do not depend on the weights' values; the INT8 gate does).
 
     .venv/bin/python bench/bench_split_heads.py [--repeats 15] [--threads 2] [--cuts-per-model 5] [--images DIR]
@@ -34,6 +35,7 @@ from inference.models.parts import kind_of, part_difference, tensor_name  # noqa
 from inference.models.stages import INPUT  # noqa: E402
 from inference.planning.planner import analysis_input  # noqa: E402
 from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.runtimes.fidelity import split_held_back  # noqa: E402
 from inference.runtimes.local import (  # noqa: E402
     CALIBRATED,
     FP32,
@@ -73,7 +75,7 @@ def main() -> int:
             cuts = sorted({max(1, round(i * (n - 1) / max(count - 1, 1))) for i in range(count)})
             image = analysis_input(model)
             batch = np.ascontiguousarray(image.cpu().numpy())
-            inputs = [model_input(model, grey) for grey in greys]
+            calibration, held_back = split_held_back([model_input(model, grey) for grey in greys])
             for cut in cuts:
                 with torch.inference_mode():
                     reference = model.run_stages({INPUT: image}, 0, cut)
@@ -83,7 +85,8 @@ def main() -> int:
                 gates = {}
                 for runtime in CALIBRATED:  # built and timed whether or not they pass, their verdict reported
                     head = sessions[FP32]
-                    sessions[runtime], verdict = gated_int8_head(model, cut, head.path, head.outputs, runtime, inputs)
+                    sessions[runtime], verdict = gated_int8_head(model, cut, head.path, head.outputs, runtime,
+                                                                       calibration, held_back)
                     gates[runtime] = f"{'pass' if verdict['passes'] else 'fail'} ({verdict['max_difference']:.1e})"
                 runs |= {runtime: functools.partial(s.run, batch) for runtime, s in sessions.items()}
                 times: dict[Runtime, list[float]] = {runtime: [] for runtime in runs}

@@ -273,12 +273,13 @@ def test_openvino_and_nncf_never_report_usage(tmp_path):
 def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_the_gate(setting, shared_cxr, tmp_path):
     """A calibrated INT8 runtime runs a split's first stages too: quantised on the radiographs its whole build was
     calibrated on (read again from the folder `models quantize` was given), kept only where the split it makes —
-    INT8 stages, each wire encoding, the rest in FP32 — passes the gate; else refused, saying why (the analyzer
+    INT8 stages, each wire encoding, the rest in FP32 — passes the gate on those held back; else refused, saying why (the analyzer
     then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than the demo weights'
     passes; the demo weights' fails at every cut, as its whole INT8 build does."""
     from inference.analysis.analyzer import Analyzer as Loaded
     from inference.models.stages import INPUT
-    from inference.runtimes.local import head_session, site_radiographs
+    from inference.runtimes.fidelity import split_held_back
+    from inference.runtimes.local import calibration_fingerprint, head_session, site_radiographs
 
     models, _, _ = setting
     demo, demo_weights = models["classifier"]
@@ -295,8 +296,9 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     for chexnet, chexnet_weights, passes in ((model, weights, True), (demo, demo_weights, False)):
         folder = tmp_path / ("site" if passes else "demo")
         inputs = [model_input(chexnet, grey) for grey in site_radiographs(images)[0]]  # as `models quantize` reads
-        whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=inputs, images_folder=images)
-        assert verdict(chexnet, whole, inputs)["passes"] == passes
+        calibration, held_back = split_held_back(inputs)  # … and splits them
+        whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=calibration, images_folder=images)
+        assert verdict(chexnet, whole, held_back)["passes"] == passes
         if not passes:
             with pytest.raises(RuntimeRefused, match=f"fails the fidelity gate for the stages before cut {cut} "
                                                      "of the classifier"):
@@ -307,7 +309,7 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         assert head.runtime == OV_INT8 and head.path.suffix == ".xml" and head.outputs == fp32.outputs
         assert file_size(head.path) < 0.4 * file_size(fp32.path)  # INT8 weights
         kept = json.loads(head.path.with_name(f"{head.path.stem}.{OV_INT8}.gate.json").read_text())
-        assert kept["passes"] and kept["cut"] == cut and kept["images"] == len(REAL)
+        assert kept["passes"] and kept["cut"] == cut and kept["images"] == len(held_back) == 1
         assert kept["wires"] == {"fp32": True, "fp16": True, "int8": True}
         # What the split computes with it: really quantised, and within the gate of the whole model in FP32.
         with torch.inference_mode():
@@ -327,15 +329,20 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         assert head_session(chexnet, chexnet_weights, folder, OV_INT8, cut).runtime == OV_INT8
         assert json.loads(gate_file.read_text())["library"] == library_version(OV_INT8)
         # onnxruntime's static QDQ runs them too, from its own whole build's radiographs.
-        file_session(chexnet, chexnet_weights, folder, STATIC, calibration=inputs, images_folder=images)
+        file_session(chexnet, chexnet_weights, folder, STATIC, calibration=calibration, images_folder=images)
         static = head_session(chexnet, chexnet_weights, folder, STATIC, cut)
         assert static.runtime == STATIC and "int8-static" in static.path.name and static.outputs == fp32.outputs
         assert file_size(static.path) < 0.4 * file_size(fp32.path)
         # A build recorded without its radiographs' folder (by an earlier version): refused, saying how to fix.
         whole_fp32 = fp32_file(chexnet, chexnet_weights, folder)[0]
-        make_current(whole_fp32, STATIC, current_build(whole_fp32, STATIC), len(inputs))
+        static_build = current_build(whole_fp32, STATIC)
+        make_current(whole_fp32, STATIC, static_build, len(inputs))
         with pytest.raises(RuntimeRefused, match="does not say which radiographs calibrated it"):
             head_session(chexnet, chexnet_weights, folder, STATIC, cut)
+        # … or calibrated on every one of them (nothing held back for the gate): refused too.
+        make_current(whole_fp32, STATIC, static_build, len(inputs), calibration_fingerprint(inputs), images)
+        with pytest.raises(RuntimeRefused, match="calibrated on every radiograph in .*none held back"):
+            head_session(chexnet, chexnet_weights, folder, STATIC, 2)
         # The radiographs changed since the whole build was calibrated on them: a new cut is not calibrated on others.
         next(images.glob("*DX_chest*")).unlink()
         with pytest.raises(RuntimeRefused, match="no longer as they were in .*models quantize --runtime openvino-int8"):
@@ -455,7 +462,7 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(5)
-    for index in range(3):  # smooth, radiograph-like grey images of different sizes
+    for index in range(4):  # smooth, radiograph-like grey images of different sizes
         coarse = rng.random((6, 5)).astype(np.float32)
         grey = cv2.resize(coarse, (300 + 40 * index, 360), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(images / f"study{index}.png"), np.clip(grey * 255, 0, 255).astype(np.uint8))
@@ -467,9 +474,13 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
     env = os.environ | {"MEDEDGE_DATA_DIR": str(data)}
     command = [sys.executable, str(ROOT / "main.py"), "models", "quantize", "--models", "classifier"]
 
-    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    one = tmp_path / "one"  # nothing would be left to gate it on
+    one.mkdir()
+    (one / "study0.png").symlink_to(images / "study0.png")
+    refused = subprocess.run(command + ["--images", str(one)], capture_output=True, text=True, cwd=ROOT, env=env,
+                             timeout=300)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert refused.stderr.count("\n") == 1 and "--images DIR" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "at least 2 with --images DIR (1 of its files" in refused.stderr
 
     done = subprocess.run(command + ["--images", str(images)], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=300)
@@ -478,7 +489,9 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
     (line,) = done.stdout.splitlines()
     record = json.loads(line)
     assert record["model"] == "classifier" and record["runtime"] == STATIC and record["calibration_images"] == 3
-    assert record["images"] == 3 and isinstance(record["passes"], bool) and record["max_difference"] >= 0
+    # gated on the one it was not calibrated on
+    assert record["held_back_images"] == record["images"] == 1 and isinstance(record["passes"], bool)
+    assert record["max_difference"] >= 0
     built = data / "local-onnx" / os.path.basename(record["file"])
     assert built.is_file() and built.name.startswith("classifier_cut00_fp32-") and "int8-static" in built.name
     assert current_build(built.with_name(built.name.split("-int8-")[0] + ".onnx"), STATIC) == built

@@ -32,10 +32,12 @@ def add_parser(sub) -> None:
                                              "FP32 ONNX (onnxruntime dynamic or static QDQ; OpenVINO by NNCF "
                                              "post-training quantisation), cached in the data folder, and checks "
                                              "each against PyTorch with the fidelity gate (probabilities within "
-                                             "0.02, boxes at IoU >= 0.9) on the images. `--runtime auto` uses a "
-                                             "model only when it passes. One JSON line per model.")
-    quantize.add_argument("--images", metavar="DIR", help="calibration radiographs (DICOM, PNG, …); files that are "
-                          "not images are skipped. Required for the calibrated runtimes (static, openvino-int8)")
+                                             "0.02, boxes at IoU >= 0.9) on the images — for a calibrated runtime "
+                                             "on a quarter of them held back from its calibration. `--runtime "
+                                             "auto` uses a model only when it passes. One JSON line per model.")
+    quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …); files that are "
+                          "not images are skipped. Required (at least 2) for the calibrated runtimes (static, "
+                          "openvino-int8): three quarters calibrate, the rest are held back for the gate")
     quantize.add_argument("--runtime", default=str(Runtime.ONNXRUNTIME_INT8_STATIC),
                           choices=[str(r) for r in QUANTIZED_RUNTIMES],
                           help="which INT8 runtime to build (default onnxruntime-int8-static)")
@@ -109,25 +111,30 @@ def _convert(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     """Build INT8 local runtimes and report each one's fidelity gate verdict, one JSON line per model."""
     from inference.models.weights import WeightsError
+    from inference.runtimes.fidelity import split_held_back
     from inference.runtimes.local import CALIBRATED, file_session, verdict
 
     if args.images and not Path(args.images).is_dir():
         return fail("models quantize", f"{args.images} is not a folder")
     greys = _site_images("models quantize", args.images)
     calibrated = Runtime(args.runtime) in CALIBRATED
-    if calibrated and not greys:
-        return fail("models quantize", f"{args.runtime} is calibrated on radiographs: give a folder of them with "
-                     "--images DIR" + (" (none of its files could be read)" if args.images else ""))
+    if calibrated and len(greys) < 2:
+        return fail("models quantize", f"{args.runtime} is calibrated on radiographs and gated on others: give a "
+                     "folder of at least 2 with --images DIR" + (f" ({len(greys)} of its files could be read)"
+                                                                  if args.images else ""))
     try:
         for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
             name = kind.value
-            print(f"mededge models quantize: {name} {args.runtime} on {len(inputs)} image(s) …", file=sys.stderr,
-                  flush=True)
-            session = file_session(model, weights, folder, Runtime(args.runtime), calibration=inputs or None,
+            # calibrated on some, gated on the others; a dynamic build (no calibration) gated on all
+            calibration, held_back = split_held_back(inputs) if calibrated else ([], inputs)
+            print(f"mededge models quantize: {name} {args.runtime}"
+                  + (f" calibrated on {len(calibration)} image(s), gated on {len(held_back)} held back …" if calibrated
+                     else f", gated on {len(held_back)} image(s) …"), file=sys.stderr, flush=True)
+            session = file_session(model, weights, folder, Runtime(args.runtime), calibration=calibration or None,
                                    images_folder=Path(args.images) if calibrated else None)
-            result = verdict(model, session, inputs or None)  # the gate on these images (sample input if none)
+            result = verdict(model, session, held_back or None)  # the sample input where no image was given
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
-                              "calibration_images": len(inputs) if calibrated else 0} | result),
+                              "calibration_images": len(calibration), "held_back_images": len(held_back)} | result),
                   flush=True)
     except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: an export or NNCF failing
         return fail("models quantize", exc)

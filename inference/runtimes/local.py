@@ -24,8 +24,9 @@ one 8-bit scale cannot hold box pixels and scores together.
 
 Fidelity gate (`gate`): the planner's wire gate, same constants — probabilities (and the detector's
 confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
-none added) against PyTorch FP32, on the calibration images (or, for a dynamic build nobody calibrated,
-the deterministic sample input). The verdict is cached beside the file, per runtime; a pass holds only for the
+none added) against PyTorch FP32, on the site's radiographs held back from calibration (`models quantize`
+calibrates on three quarters of them and gates on the rest; see fidelity.split_held_back), or, for a dynamic
+build nobody calibrated, on the images given or the deterministic sample input. The verdict is cached beside the file, per runtime; a pass holds only for the
 library version that gave it (after an upgrade it is gated again), a failure stands. `auto` never picks a
 runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one
 line) rather than quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
@@ -34,7 +35,7 @@ The FP32 runtimes (onnxruntime, OpenVINO) and the calibrated INT8 ones (HEAD_RUN
 of a split (`head_session`): the graph of those stages, exported and checked like an edge part, its outputs the
 tensors crossing the cut. An INT8 head is quantised like the whole model, on the same radiographs (read again from
 the folder `models quantize` was given, which its record keeps: no copy of the site's images is made), and passes
-the same gate as a whole split computes it — its tensors through each wire encoding, the rest of the model in
+the same gate, on the same held-back ones, as a whole split computes it — its tensors through each wire encoding, the rest of the model in
 PyTorch FP32 — or PyTorch runs those stages. The pruned model does not: its tensors at a cut are not the unpruned
 model's, which the edge's parts compute with.
 
@@ -85,7 +86,7 @@ from inference.models.parts import (
 from inference.models.stages import INPUT, StagedModel
 from inference.models.wire import round_trip
 from inference.runtimes import openvino
-from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match
+from inference.runtimes.fidelity import BOX_IOU, PROBABILITY_TOLERANCE, boxes_match, split_held_back
 from inference.runtimes.openvino import OpenVinoModel
 from inference.runtimes.pruning import cam_weight
 
@@ -440,9 +441,9 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
     where = f"the stages before cut {cut} of the {kind.value}"
     session = None
     if kept is None or "stale" in kept:  # gated again under this library: its radiographs are at hand
-        inputs = _calibration_inputs(model, Path(images_folder), calibration, runtime)
+        inputs, held_back = _calibration_inputs(model, Path(images_folder), calibration, runtime)
         try:
-            session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs)
+            session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs, held_back)
         except Exception as error:  # noqa: BLE001 — whatever the quantiser raises on this graph: PyTorch runs them
             raise RuntimeRefused(f"{runtime} could not build {where}: {type(error).__name__}: "
                                  f"{(str(error).splitlines() or [''])[0][:200]}") from error
@@ -453,17 +454,24 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
 
 
 def _calibration_inputs(model: StagedModel, images_folder: Path, calibration: str, runtime: Runtime
-                        ) -> list[np.ndarray]:
-    """The model inputs a calibrated build was made from, read again from its folder; RuntimeRefused where they
-    are no longer there as they were (a head calibrated on other images would not be the model's)."""
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The model inputs a calibrated build was made from and those held back for its gate, read again from its
+    folder; RuntimeRefused where they are no longer there as they were (a head calibrated on other images would not
+    be the model's) or the build was calibrated on every one of them (by an earlier version: nothing held back)."""
+    kind = kind_of(model)
     greys = site_radiographs(images_folder)[0] if images_folder.is_dir() else []
     inputs = [model_input(model, grey) for grey in greys]
-    if not inputs or calibration_fingerprint(inputs) != calibration:
-        kind = kind_of(model)
-        raise RuntimeRefused(f"the radiographs the {runtime} build of the {kind.value} was calibrated on are no "
-                             f"longer as they were in {images_folder}: build it again with "
-                             f"{site_build_command(runtime, kind)}")
-    return inputs
+    if len(inputs) >= 2:
+        built_from, held_back = split_held_back(inputs)
+        if calibration_fingerprint(built_from) == calibration:
+            return built_from, held_back
+        if calibration_fingerprint(inputs) == calibration:
+            raise RuntimeRefused(f"the {runtime} build of the {kind.value} was calibrated on every radiograph in "
+                                 f"{images_folder}, none held back for its fidelity gate (an earlier version): "
+                                 f"build it again with {site_build_command(runtime, kind)}")
+    raise RuntimeRefused(f"the radiographs the {runtime} build of the {kind.value} was calibrated on are no "
+                         f"longer as they were in {images_folder}: build it again with "
+                         f"{site_build_command(runtime, kind)}")
 
 
 class _Split:
@@ -487,15 +495,17 @@ HEAD_GATE_WIRES = tuple(dict.fromkeys(wire.encoding for wire in WireFormat))  # 
 
 
 def gated_int8_head(model: StagedModel, cut: int, head: Path, outputs: tuple[str, ...], runtime: Runtime,
-                    inputs: Sequence[np.ndarray]) -> tuple[OnnxModel | OpenVinoModel, dict]:
-    """The INT8 build of the stages before `cut` (FP32 graph `head`, outputs `outputs`) quantised on `inputs`, and
-    its gate verdict, kept beside it: the split it makes, with each wire encoding the planner may choose (the
-    head's error and the wire's add up), must pass on those radiographs; a failing one's figures are kept, else the
-    largest difference's."""
-    session = _head_model(calibrated_build(head, runtime, inputs), outputs, runtime)
+                    calibration: Sequence[np.ndarray], held_back: Sequence[np.ndarray]
+                    ) -> tuple[OnnxModel | OpenVinoModel, dict]:
+    """The INT8 build of the stages before `cut` (FP32 graph `head`, outputs `outputs`) quantised on `calibration`,
+    and its gate verdict on `held_back`, kept beside it: the split it makes, with each wire encoding the planner may
+    choose (the head's error and the wire's add up), must pass on those radiographs; a failing one's figures are
+    kept, else the largest difference's."""
+    session = _head_model(calibrated_build(head, runtime, calibration), outputs, runtime)
     with torch.inference_mode():
-        references = [_reference(model, image) for image in inputs]  # once for the three encodings
-    results = {wire: gate(model, _Split(model, cut, session, wire), inputs, references) for wire in HEAD_GATE_WIRES}
+        references = [_reference(model, image) for image in held_back]  # once for the three encodings
+    results = {wire: gate(model, _Split(model, cut, session, wire), held_back, references)
+               for wire in HEAD_GATE_WIRES}
     worst = max(results.values(), key=lambda result: (not result["passes"], result["max_difference"]))
     verdict = worst | {"passes": all(result["passes"] for result in results.values()), "cut": cut,
                        "wires": {wire.value: result["passes"] for wire, result in results.items()}}

@@ -39,8 +39,7 @@ from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
 from inference.models.parts import export_part, kind_of, part_spec
 from inference.models.stages import StagedModel
-
-HELD_BACK = 0.25  # of the radiographs, for the gate (at least one)
+from inference.runtimes.fidelity import split_held_back
 
 
 @dataclass(frozen=True)
@@ -138,15 +137,6 @@ def distil(student: StagedModel, teacher: StagedModel, inputs: Sequence[np.ndarr
         if progress is not None and (step + 1) % max(1, plan.steps // 10) == 0:
             progress(f"step {step + 1}/{plan.steps}, loss {np.mean(losses[-max(1, plan.steps // 10):]):.4g}")
     return losses
-
-
-def split_held_back(inputs: Sequence[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(training, held back): HELD_BACK of the radiographs, at least one each."""
-    if len(inputs) < 2:
-        raise ValueError("pruning needs at least 2 radiographs: some to distil on, some held back for the gate")
-    order = np.random.default_rng(seed).permutation(len(inputs))
-    held = max(1, round(HELD_BACK * len(inputs)))
-    return [inputs[i] for i in order[held:]], [inputs[i] for i in order[:held]]
 
 
 def build_file(fp32: Path, method: str, share: float, inputs: Sequence[np.ndarray], plan: Distillation) -> Path:

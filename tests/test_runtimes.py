@@ -466,6 +466,8 @@ def test_models_quantize_command_on_generated_pngs(tmp_path, _demo_weights_cache
         coarse = rng.random((6, 5)).astype(np.float32)
         grey = cv2.resize(coarse, (300 + 40 * index, 360), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(images / f"study{index}.png"), np.clip(grey * 255, 0, 255).astype(np.uint8))
+    (images / "series").mkdir()  # a sub-folder's radiographs count too, as a PACS export lays them out
+    (images / "study3.png").rename(images / "series" / "study3.png")
     (images / "notes.txt").write_text("not an image")
     data = tmp_path / "data"
     data.mkdir()

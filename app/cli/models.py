@@ -35,8 +35,8 @@ def add_parser(sub) -> None:
                                              "0.02, boxes at IoU >= 0.9) on the images — for a calibrated runtime "
                                              "on a quarter of them held back from its calibration. `--runtime "
                                              "auto` uses a model only when it passes. One JSON line per model.")
-    quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …); files that are "
-                          "not images are skipped. Required (at least 2) for the calibrated runtimes (static, "
+    quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …), sub-folders too; "
+                          "files that are not images are skipped. Required (at least 2) for the calibrated runtimes (static, "
                           "openvino-int8): three quarters calibrate, the rest are held back for the gate")
     quantize.add_argument("--runtime", default=str(Runtime.ONNXRUNTIME_INT8_STATIC),
                           choices=[str(r) for r in QUANTIZED_RUNTIMES],
@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
                                           "seeds' magnitude pruning + INT8 instead, for its size on disk only. "
                                           "One JSON line per model.")
     prune.add_argument("--images", required=True, metavar="DIR", help="the site's radiographs (DICOM, PNG, …), at "
-                       "least 2; no labels needed. Files that are not images are skipped")
+                       "least 2, sub-folders too; no labels needed. Files that are not images are skipped")
     prune.add_argument("--ratio", type=float, default=0.5, help="share of each layer's channels removed (default 0.5)")
     prune.add_argument("--steps", type=int, default=200, help="distillation steps of 4 inputs each (default 200)")
     prune.add_argument("--unstructured", type=float, metavar="SPARSITY",

@@ -207,15 +207,15 @@ def make_current(fp32: Path, runtime: Runtime, path: Path, images: int, calibrat
 
 
 def site_radiographs(folder: Path) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
-    """Display-ready grey images of the readable radiographs in `folder`, and (file, why) for those skipped (a
-    report or a damaged file among the images)."""
+    """Display-ready grey images of the readable radiographs in `folder` and its sub-folders (a PACS export, a CD),
+    and (file, why) for those skipped (a report or a damaged file among the images)."""
     from viewer.display import render_8bit
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
     from viewer.media import files_to_open
 
     greys, skipped = [], []
-    for path in files_to_open([str(folder)]).files:
+    for path in files_to_open([str(folder)], recursive=True).files:
         try:
             greys.append(render_8bit(load_radiograph(path)))
         except RadiographError as error:

@@ -270,12 +270,15 @@ def test_openvino_and_nncf_never_report_usage(tmp_path):
     assert results["ours"] == (["False", "False"], [])
 
 
-def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_the_gate(setting, shared_cxr, tmp_path):
+def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_the_gate(setting, shared_cxr, tmp_path,
+                                                                                         monkeypatch,
+                                                                                         _demo_weights_cache):
     """A calibrated INT8 runtime runs a split's first stages too: quantised on the radiographs its whole build was
     calibrated on (read again from the folder `models quantize` was given), kept only where the split it makes —
     INT8 stages, each wire encoding, the rest in FP32 — passes the gate on those held back; else refused, saying why (the analyzer
     then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than the demo weights'
-    passes; the demo weights' fails at every cut, as its whole INT8 build does."""
+    passes; the demo weights' fails at every cut, as its whole INT8 build does. A study meets a cut not built yet:
+    PyTorch runs its stages while they are built in the background."""
     from inference.analysis.analyzer import Analyzer as Loaded
     from inference.models.stages import INPUT
     from inference.runtimes.fidelity import split_held_back
@@ -285,6 +288,10 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     demo, demo_weights = models["classifier"]
     tamed = {name: value * (0.03 if name == "classifier.weight" else 1) for name, value in demo.state_dict().items()}
     torch.save(tamed, tmp_path / "site-chexnet.pt")
+    site_data = tmp_path / "site-data"  # the analyzer's own data folder (its builds apart from other tests')
+    (site_data / "local-onnx").mkdir(parents=True)
+    (site_data / "weights").symlink_to(_demo_weights_cache / "weights", target_is_directory=True)
+    monkeypatch.setenv("MEDEDGE_DATA_DIR", str(site_data))
     loaded = Loaded(ModelChoice(detector=TINY, classifier_weights=str(tmp_path / "site-chexnet.pt")))
     model, weights = loaded.classifier, loaded.classifier_weights.source
     images = tmp_path / "radiographs"
@@ -294,7 +301,7 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     (images / "notes.txt").write_text("not an image")  # skipped, as `models quantize` skips it
     cut = 4
     for chexnet, chexnet_weights, passes in ((model, weights, True), (demo, demo_weights, False)):
-        folder = tmp_path / ("site" if passes else "demo")
+        folder = site_data / "local-onnx" if passes else tmp_path / "demo"
         inputs = [model_input(chexnet, grey) for grey in site_radiographs(images)[0]]  # as `models quantize` reads
         calibration, held_back = split_held_back(inputs)  # … and splits them
         whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=calibration, images_folder=images)
@@ -328,6 +335,15 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         gate_file.write_text(json.dumps(kept | {"library": "0.0"}))
         assert head_session(chexnet, chexnet_weights, folder, OV_INT8, cut).runtime == OV_INT8
         assert json.loads(gate_file.read_text())["library"] == library_version(OV_INT8)
+        # A study split at a cut not built yet: its stages run in PyTorch (None) while they are quantised and gated
+        # in the background, the next study does not wait for them either, and those after it use them.
+        loaded.runtimes[ModelKind.CLASSIFIER] = OV_INT8  # as `--runtime openvino-int8` sets it (the demo
+        #                                                   detector's own INT8 build would fail the gate)
+        assert loaded.head(model, 3, build=False) is None and loaded.building_heads
+        assert loaded.head(model, 3, build=False) is None
+        assert loaded.heads_built(timeout_s=300)
+        built = loaded.head(model, 3, build=False)
+        assert built is not None and built.runtime == OV_INT8 and built.path.name.startswith("classifier_head03-")
         # onnxruntime's static QDQ runs them too, from its own whole build's radiographs.
         file_session(chexnet, chexnet_weights, folder, STATIC, calibration=calibration, images_folder=images)
         static = head_session(chexnet, chexnet_weights, folder, STATIC, cut)

@@ -163,10 +163,12 @@ def _infer(args: argparse.Namespace) -> int:
                              f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
                 continue
             sink.record(result.to_json(), structured_report=report(result))
-        if analyzer.choosing_runtimes and not sink.stopping:  # kept for the next run; Ctrl-C leaves it
-            print("mededge infer: every study is written; finishing this workstation's runtime choice (once per "
-                  "machine; Ctrl-C leaves it to the next run)…", file=sys.stderr)
-            while not (analyzer.runtime_choice_done(timeout_s=0.5) or sink.stopping):
+        if (analyzer.choosing_runtimes or analyzer.building_heads) and not sink.stopping:  # kept for the next run
+            print("mededge infer: every study is written; finishing what this workstation builds in the background "
+                  "(its runtime choice, INT8 stages before a cut: once per machine; Ctrl-C leaves it to the next "
+                  "run)…", file=sys.stderr)
+            while not ((analyzer.runtime_choice_done(timeout_s=0.5) and analyzer.heads_built(timeout_s=0.5))
+                       or sink.stopping):
                 pass
     if sink.interrupted:
         return 130  # Ctrl-C: every finished study is written; the same command resumes

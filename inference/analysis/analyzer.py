@@ -38,6 +38,7 @@ from inference.planning.plan import ModelPlan, Plan
 from inference.planning.planner import analysis_input
 from inference.runtimes.local import (
     HEAD_RUNTIMES,
+    BuildPending,
     ChoiceStopped,
     LocalSession,
     NotBuilt,
@@ -256,6 +257,7 @@ class Analyzer:
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
         self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models; guards…
         self._head_locks: dict[tuple[ModelKind, int], threading.Lock] = {}  # … one per cut: built one at a time
+        self._head_builds: dict[tuple[ModelKind, int], threading.Thread] = {}  # … INT8 ones built in the background
         # PyTorch runs these: they could not be exported or compiled, or (auto) were not faster on the runtime
         self._heads_refused: set[tuple[ModelKind, int]] = set()
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
@@ -637,7 +639,8 @@ class Analyzer:
         if 0 < k < n and not plan.bands:
             self._split_cuts.add((kind_of(model), k, heat))
         # built (first time for a cut: exported and compiled) before the clock starts: not this study's local time
-        head = self.head(model, k) if not whole_here and not plan.bands and self.runs_head(model, k, heat) else None
+        head = (self.head(model, k, build=False) if not whole_here and not plan.bands and self.runs_head(model, k, heat)
+                else None)
         started = time.perf_counter()
         features = model.features_stage if isinstance(model, CheXNet) and heat else None
         if whole_here and session is not None:  # the whole model here, on the faster runtime
@@ -680,16 +683,20 @@ class Analyzer:
         return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
                 and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_refused)
 
-    def head(self, model: StagedModel, cut: int) -> LocalSession | None:
+    def head(self, model: StagedModel, cut: int, build: bool = True) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
         time and compiled once per cut; None (PyTorch runs them) where that failed (an INT8 head: its split
         failed the gate, or its radiographs are gone) or, when auto chose the
         runtime, where it is not faster than PyTorch on them — remembered for the cut (the timing kept on disk for
-        this machine and these libraries)."""
+        this machine and these libraries). Without `build` (a study being analysed), a calibrated INT8 runtime's
+        stages not built yet are quantised and gated in a background thread, and PyTorch runs them until then
+        (None): that runs the model on the site's held-back radiographs, minutes for a detector."""
         kind = kind_of(model)
         with self._heads_lock:  # only to find the cut's own lock: a cut being built holds up no other
             lock = self._head_locks.setdefault((kind, cut), threading.Lock())
-        with lock:
+        if not lock.acquire(blocking=build):  # being built in the background: PyTorch runs them meanwhile
+            return None
+        try:
             if (kind, cut) in self._heads_refused:
                 return None
             if (kind, cut) not in self._heads:
@@ -697,7 +704,10 @@ class Analyzer:
                     # the exporter traces, outside inference mode (analyze runs in it)
                     with torch.inference_mode(False):
                         session = head_session(model, self.weights[kind], self._runtime_folder, self.runtimes[kind],
-                                               cut)
+                                               cut, build)
+                except BuildPending:
+                    self._build_head_in_background(model, cut)
+                    return None
                 except (RuntimeError, OSError, ValueError) as error:  # export check, compile, INT8 gate, disk
                     logging.getLogger(__name__).warning("stages before cut %d of the %s run in PyTorch: %s",
                                                         cut, kind.value, error)
@@ -708,6 +718,42 @@ class Analyzer:
                     return None
                 self._heads[(kind, cut)] = session
             return self._heads[(kind, cut)]
+        finally:
+            lock.release()
+
+    def _build_head_in_background(self, model: StagedModel, cut: int) -> None:
+        """`head(model, cut)` in a thread of its own (once per cut): the studies meanwhile run those stages in
+        PyTorch; later ones use what it built, or keep PyTorch where it was refused (logged by `head`)."""
+        kind = kind_of(model)
+        with self._heads_lock:
+            if (kind, cut) in self._head_builds:
+                return
+            thread = threading.Thread(target=self._build_head, args=(model, cut), name=f"{kind.value}-head{cut:02d}",
+                                      daemon=True)
+            self._head_builds[(kind, cut)] = thread
+        logging.getLogger(__name__).info("stages before cut %d of the %s: quantised and gated for %s in the "
+                                         "background; PyTorch runs them until then", cut, kind.value,
+                                         self.runtimes[kind].value)
+        thread.start()
+
+    def _build_head(self, model: StagedModel, cut: int) -> None:
+        try:
+            self.head(model, cut)
+        except Exception as error:  # noqa: BLE001 — a thread's traceback would reach the user's terminal
+            logging.getLogger(__name__).warning("stages before cut %d of the %s not built: %s", cut,
+                                                kind_of(model).value, error)
+
+    @property
+    def building_heads(self) -> bool:
+        """Some stages before a cut are being built in the background (`head`)."""
+        return any(thread.is_alive() for thread in list(self._head_builds.values()))
+
+    def heads_built(self, timeout_s: float) -> bool:
+        """Waits up to `timeout_s` in all for the background builds of stages before a cut (True: none left)."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._head_builds.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.building_heads
 
     def _faster_than_torch(self, model: StagedModel, cut: int, session: LocalSession) -> bool:
         """Auto's rule for the stages before a cut, as for a whole model: the runtime only where measured faster

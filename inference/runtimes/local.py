@@ -123,6 +123,11 @@ class NotBuilt(RuntimeRefused):
     """… because its site build (`models quantize`, `models prune`) was never made for this model."""
 
 
+class BuildPending(Exception):
+    """The stages before a cut are not built for this calibrated INT8 runtime yet, and were not asked to be built
+    now (`head_session(..., build=False)`): quantising and gating them runs the model on the site's radiographs."""
+
+
 class ChoiceStopped(Exception):
     """`auto`'s choice was asked to stop (its process is ending); what it built so far is kept."""
 
@@ -394,16 +399,19 @@ def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
     return OpenVinoModel(path, outputs, runtime, cam_weight(path) if runtime == PRUNED else None)
 
 
-def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime, cut: int
+def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime, cut: int, build: bool = True
                  ) -> OnnxModel | OpenVinoModel:
     """Stages [0, cut) of `model` (0 < cut < n) on `runtime`, one of HEAD_RUNTIMES: the workstation's side of a
     split, its outputs the tensors crossing the cut (`tNN`, FP32). Exported as ONNX and checked against PyTorch
     (1e-4) on first use, kept beside the whole model's file; for an INT8 runtime quantised and gated too
-    (`_calibrated_head`: RuntimeRefused, saying why, where it fails)."""
+    (`_calibrated_head`: RuntimeRefused, saying why, where it fails) — without `build`, BuildPending where that
+    is still to do."""
     if runtime not in HEAD_RUNTIMES:
         raise ValueError(f"{runtime} does not run the stages before a cut")
     spec = band_part_spec(model, cut, model_input_shape(model)[1], weights)  # a band as high as the image
     path = folder / f"{kind_of(model).value}_head{cut:02d}-{spec.fingerprint}.onnx"
+    if not path.exists() and not build and runtime in CALIBRATED:
+        raise BuildPending(f"the stages before cut {cut} of the {kind_of(model).value} are not built for {runtime}")
     if not path.exists():
         partial = _partial(path, ".partial.onnx")
         try:
@@ -413,7 +421,7 @@ def head_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
             partial.unlink(missing_ok=True)
     outputs = tuple(t.name for t in spec.outputs)
     if runtime in CALIBRATED:
-        return _calibrated_head(model, weights, folder, path, outputs, runtime, cut)
+        return _calibrated_head(model, weights, folder, path, outputs, runtime, cut, build)
     return _head_model(path, outputs, runtime)
 
 
@@ -422,7 +430,7 @@ def _head_model(path: Path, outputs: tuple[str, ...], runtime: Runtime) -> OnnxM
 
 
 def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path, outputs: tuple[str, ...],
-                     runtime: Runtime, cut: int) -> OnnxModel | OpenVinoModel:
+                     runtime: Runtime, cut: int, build: bool = True) -> OnnxModel | OpenVinoModel:
     """The INT8 build of the stages before `cut` (FP32 graph `head`), quantised on the radiographs the whole
     model's current build was calibrated on, once it passed the gate as a split computes it (`gated_int8_head`);
     RuntimeRefused, saying why, where it cannot be built or fails (PyTorch then runs those stages)."""
@@ -441,6 +449,8 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
     where = f"the stages before cut {cut} of the {kind.value}"
     session = None
     if kept is None or "stale" in kept:  # gated again under this library: its radiographs are at hand
+        if not build:
+            raise BuildPending(f"{where} are not built and gated for {runtime} yet")
         inputs, held_back = _calibration_inputs(model, Path(images_folder), calibration, runtime)
         try:
             session, kept = gated_int8_head(model, cut, head, outputs, runtime, inputs, held_back)

@@ -55,8 +55,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cuts-per-model", type=int, default=5)
-    parser.add_argument("--images", metavar="DIR", help="calibration radiographs (default: every file of "
-                        "../shared/data/cxr that is one)")
+    parser.add_argument("--images", metavar="DIR", help="the site's radiographs: three quarters calibrate, the "
+                        "rest gate (default: every file of ../shared/data/cxr that is one)")
     parser.add_argument("--classifier-weights", metavar="F", help="CheXNet weights (default: demo weights)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -499,7 +499,8 @@ def test_edge_parts_served_by_pytorch_match_local(analyzer, radiograph, tmp_path
         victim.write_bytes(victim.read_bytes() + b"\0")
         operator = server.operator()
         try:
-            with pytest.raises(tritonclient.utils.InferenceServerException, match=r"model\.pt2 .* is not the one exported"):
+            refused = r"model\.pt2 .* is not the one exported"
+            with pytest.raises(tritonclient.utils.InferenceServerException, match=refused):
                 operator.load("classifier_cut07_fp32")
         finally:
             operator.close()

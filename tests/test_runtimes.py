@@ -275,8 +275,8 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
                                                                                          _demo_weights_cache):
     """A calibrated INT8 runtime runs a split's first stages too: quantised on the radiographs its whole build was
     calibrated on (read again from the folder `models quantize` was given), kept only where the split it makes —
-    INT8 stages, each wire encoding, the rest in FP32 — passes the gate on those held back; else refused, saying why (the analyzer
-    then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than the demo weights'
+    INT8 stages, each wire encoding, the rest in FP32 — passes the gate on those held back; else refused, saying
+    why (the analyzer then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than the demo weights'
     passes; the demo weights' fails at every cut, as its whole INT8 build does. A study meets a cut not built yet:
     PyTorch runs its stages while they are built in the background."""
     from inference.analysis.analyzer import Analyzer as Loaded
@@ -304,7 +304,8 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         folder = site_data / "local-onnx" if passes else tmp_path / "demo"
         inputs = [model_input(chexnet, grey) for grey in site_radiographs(images)[0]]  # as `models quantize` reads
         calibration, held_back = split_held_back(inputs)  # … and splits them
-        whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=calibration, images_folder=images)
+        whole = file_session(chexnet, chexnet_weights, folder, OV_INT8, calibration=calibration, images_folder=images,
+                             held_back=len(held_back))
         assert verdict(chexnet, whole, held_back)["passes"] == passes
         if not passes:
             with pytest.raises(RuntimeRefused, match=f"fails the fidelity gate for the stages before cut {cut} "
@@ -345,7 +346,8 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         built = loaded.head(model, 3, build=False)
         assert built is not None and built.runtime == OV_INT8 and built.path.name.startswith("classifier_head03-")
         # onnxruntime's static QDQ runs them too, from its own whole build's radiographs.
-        file_session(chexnet, chexnet_weights, folder, STATIC, calibration=calibration, images_folder=images)
+        file_session(chexnet, chexnet_weights, folder, STATIC, calibration=calibration, images_folder=images,
+                     held_back=len(held_back))
         static = head_session(chexnet, chexnet_weights, folder, STATIC, cut)
         assert static.runtime == STATIC and "int8-static" in static.path.name and static.outputs == fp32.outputs
         assert file_size(static.path) < 0.4 * file_size(fp32.path)
@@ -355,10 +357,18 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
         make_current(whole_fp32, STATIC, static_build, len(inputs))
         with pytest.raises(RuntimeRefused, match="does not say which radiographs calibrated it"):
             head_session(chexnet, chexnet_weights, folder, STATIC, cut)
-        # … or calibrated on every one of them (nothing held back for the gate): refused too.
+        # … or gated on the radiographs it was calibrated on (an earlier version held none back): refused, the whole
+        # build and its stages alike, and not current for auto.
         make_current(whole_fp32, STATIC, static_build, len(inputs), calibration_fingerprint(inputs), images)
-        with pytest.raises(RuntimeRefused, match="calibrated on every radiograph in .*none held back"):
+        record_file = whole_fp32.with_name(f"{whole_fp32.stem}-int8-static.json")
+        record_file.write_text(json.dumps({k: v for k, v in json.loads(record_file.read_text()).items()
+                                           if k != "held_back"}))
+        earlier = "gated on the radiographs it was calibrated on .*models quantize"
+        with pytest.raises(RuntimeRefused, match=earlier):
             head_session(chexnet, chexnet_weights, folder, STATIC, 2)
+        with pytest.raises(RuntimeRefused, match=earlier):
+            file_session(chexnet, chexnet_weights, folder, STATIC)
+        assert current_build(whole_fp32, STATIC) is None
         # The radiographs changed since the whole build was calibrated on them: a new cut is not calibrated on others.
         next(images.glob("*DX_chest*")).unlink()
         with pytest.raises(RuntimeRefused, match="no longer as they were in .*models quantize --runtime openvino-int8"):

@@ -35,9 +35,10 @@ def add_parser(sub) -> None:
                                              "0.02, boxes at IoU >= 0.9) on the images — for a calibrated runtime "
                                              "on a quarter of them held back from its calibration. `--runtime "
                                              "auto` uses a model only when it passes. One JSON line per model.")
-    quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …), sub-folders too; "
-                          "files that are not images are skipped. Required (at least 2) for the calibrated runtimes (static, "
-                          "openvino-int8): three quarters calibrate, the rest are held back for the gate")
+    quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …), sub-folders "
+                          "too; files that are not images are skipped. Required (at least 2) for the calibrated "
+                          "runtimes (static, openvino-int8): three quarters calibrate, the rest are held back for "
+                          "the gate")
     quantize.add_argument("--runtime", default=str(Runtime.ONNXRUNTIME_INT8_STATIC),
                           choices=[str(r) for r in QUANTIZED_RUNTIMES],
                           help="which INT8 runtime to build (default onnxruntime-int8-static)")
@@ -128,14 +129,14 @@ def _quantize(args: argparse.Namespace) -> int:
             # calibrated on some, gated on the others; a dynamic build (no calibration) gated on all
             calibration, held_back = split_held_back(inputs) if calibrated else ([], inputs)
             print(f"mededge models quantize: {name} {args.runtime}"
-                  + (f" calibrated on {len(calibration)} image(s), gated on {len(held_back)} held back …" if calibrated
-                     else f", gated on {len(held_back)} image(s) …"), file=sys.stderr, flush=True)
+                  + (f" calibrated on {len(calibration)} image(s), gated on {len(held_back)} held back …"
+                     if calibrated else f", gated on {len(held_back)} image(s) …"), file=sys.stderr, flush=True)
             session = file_session(model, weights, folder, Runtime(args.runtime), calibration=calibration or None,
-                                   images_folder=Path(args.images) if calibrated else None)
+                                   images_folder=Path(args.images) if calibrated else None, held_back=len(held_back))
             result = verdict(model, session, held_back or None)  # the sample input where no image was given
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
-                              "calibration_images": len(calibration), "held_back_images": len(held_back)} | result),
-                  flush=True)
+                              "calibration_images": len(calibration)}
+                             | ({"held_back_images": len(held_back)} if calibrated else {}) | result), flush=True)
     except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: an export or NNCF failing
         return fail("models quantize", exc)
     return EXIT_OK

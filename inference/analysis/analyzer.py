@@ -219,6 +219,16 @@ def _cancel_check(cancel: threading.Event | None):
 
 
 @dataclass
+class _HeadBuilds:
+    """The stages before a cut that a calibrated INT8 runtime builds in the background, one cut after the other
+    (each runs the model on the site's radiographs, held in memory meanwhile), by one thread while any is waiting;
+    shared by an analyzer's lanes (guarded by its `_heads_lock`)."""
+
+    pending: list[tuple[StagedModel, int]] = field(default_factory=list)  # the first one under way
+    thread: threading.Thread | None = None
+
+
+@dataclass
 class _PendingChoice:
     """auto's background runtime choice: the models it is for, and its thread once started (by the first analysis)."""
 
@@ -257,7 +267,7 @@ class Analyzer:
         self._heads: dict[tuple[ModelKind, int], LocalSession] = {}  # stages [0, cut) on the model's runtime
         self._heads_lock = threading.Lock()  # shared by the lanes of a worklist, like the models; guards…
         self._head_locks: dict[tuple[ModelKind, int], threading.Lock] = {}  # … one per cut: built one at a time
-        self._head_builds: dict[tuple[ModelKind, int], threading.Thread] = {}  # … INT8 ones built in the background
+        self._head_builds = _HeadBuilds()  # … calibrated INT8 ones built in the background
         # PyTorch runs these: they could not be exported or compiled, or (auto) were not faster on the runtime
         self._heads_refused: set[tuple[ModelKind, int]] = set()
         self._heads_measured = choice.runtime is Runtime.AUTO  # auto keeps only what it measured faster
@@ -322,11 +332,13 @@ class Analyzer:
         return self._choice.done.wait(timeout_s)
 
     def stop_runtime_choice(self, timeout_s: float) -> None:
-        """Stop the background choice at its next step (an export, a build, a candidate) and wait up to `timeout_s`:
-        a process should not exit under a thread in the middle of one. What is left is done at the next start."""
+        """Stop the background choice at its next step (an export, a build, a candidate), and the background builds
+        of stages before a cut after the one under way, and wait up to `timeout_s` for each: a process should not
+        exit under a thread in the middle of one. What is left is done at the next start."""
         self._choice.stop.set()
-        if self._choice.thread is not None:
-            self._choice.thread.join(timeout_s)
+        for thread in (self._choice.thread, self._head_builds.thread):
+            if thread is not None:
+                thread.join(timeout_s)
 
     def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
@@ -350,8 +362,8 @@ class Analyzer:
                 if self._choice.stop.is_set():
                     return
                 try:
-                    if self.runs_head(self.model(kind), cut, heat):
-                        self.head(self.model(kind), cut)
+                    if self.runs_head(self.model(kind), cut, heat):  # a calibrated INT8 one queued for the builder
+                        self.head(self.model(kind), cut, build=False)
                 except Exception as error:  # noqa: BLE001 — a study that runs them builds them again, or says why
                     logging.getLogger(__name__).warning("stages before cut %d of the %s not built: %s", cut,
                                                         kind.value, error)
@@ -638,7 +650,8 @@ class Analyzer:
         whole_here = k == n or (edge_down is not None and not plan.bands and self.runs_head(model, k, heat))
         if 0 < k < n and not plan.bands:
             self._split_cuts.add((kind_of(model), k, heat))
-        # built (first time for a cut: exported and compiled) before the clock starts: not this study's local time
+        # built (first time for a cut: exported and compiled; a calibrated INT8 one in the background, PyTorch
+        # meanwhile) before the clock starts: not this study's local time
         head = (self.head(model, k, build=False) if not whole_here and not plan.bands and self.runs_head(model, k, heat)
                 else None)
         started = time.perf_counter()
@@ -681,7 +694,8 @@ class Analyzer:
         runtime returns only what crosses it)."""
         features = model.features_stage if isinstance(model, CheXNet) and with_heat_maps else None
         return (self.runtimes[kind_of(model)] in HEAD_RUNTIMES and 0 < cut < model.stage_count
-                and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_refused)
+                and (features is None or features >= cut) and (kind_of(model), cut) not in self._heads_refused
+                and not self.head_pending(model, cut))
 
     def head(self, model: StagedModel, cut: int, build: bool = True) -> LocalSession | None:
         """The session that runs stages [0, cut) here on the model's runtime (`runs_head`), exported the first
@@ -692,11 +706,13 @@ class Analyzer:
         stages not built yet are quantised and gated in a background thread, and PyTorch runs them until then
         (None): that runs the model on the site's held-back radiographs, minutes for a detector."""
         kind = kind_of(model)
+        if (kind, cut) in self._heads:  # (a read: no lock needed once built)
+            return self._heads[(kind, cut)]
+        if not build and self.head_pending(model, cut):
+            return None
         with self._heads_lock:  # only to find the cut's own lock: a cut being built holds up no other
             lock = self._head_locks.setdefault((kind, cut), threading.Lock())
-        if not lock.acquire(blocking=build):  # being built in the background: PyTorch runs them meanwhile
-            return None
-        try:
+        with lock:
             if (kind, cut) in self._heads_refused:
                 return None
             if (kind, cut) not in self._heads:
@@ -718,41 +734,58 @@ class Analyzer:
                     return None
                 self._heads[(kind, cut)] = session
             return self._heads[(kind, cut)]
-        finally:
-            lock.release()
+
+    def head_pending(self, model: StagedModel, cut: int) -> bool:
+        """The stages before `cut` wait for (or are under way in) the background builder."""
+        return any(queued is model and pending == cut for queued, pending in self._head_builds.pending)
 
     def _build_head_in_background(self, model: StagedModel, cut: int) -> None:
-        """`head(model, cut)` in a thread of its own (once per cut): the studies meanwhile run those stages in
-        PyTorch; later ones use what it built, or keep PyTorch where it was refused (logged by `head`)."""
-        kind = kind_of(model)
+        """Queue `head(model, cut)` for the background builder (once per cut; the builder started if none runs):
+        the studies meanwhile run those stages in PyTorch; later ones use what it built, or keep PyTorch where it
+        was refused (logged by `head`)."""
+        kind, builds = kind_of(model), self._head_builds
         with self._heads_lock:
-            if (kind, cut) in self._head_builds:
+            if self.head_pending(model, cut) or self._choice.stop.is_set():
                 return
-            thread = threading.Thread(target=self._build_head, args=(model, cut), name=f"{kind.value}-head{cut:02d}",
-                                      daemon=True)
-            self._head_builds[(kind, cut)] = thread
+            builds.pending.append((model, cut))
+            if builds.thread is None:
+                builds.thread = threading.Thread(target=self._build_heads, name="int8-stages", daemon=True)
+                builds.thread.start()
         logging.getLogger(__name__).info("stages before cut %d of the %s: quantised and gated for %s in the "
                                          "background; PyTorch runs them until then", cut, kind.value,
                                          self.runtimes[kind].value)
-        thread.start()
 
-    def _build_head(self, model: StagedModel, cut: int) -> None:
-        try:
-            self.head(model, cut)
-        except Exception as error:  # noqa: BLE001 — a thread's traceback would reach the user's terminal
-            logging.getLogger(__name__).warning("stages before cut %d of the %s not built: %s", cut,
-                                                kind_of(model).value, error)
+    def _build_heads(self) -> None:
+        """The background builder: the queued cuts one after the other, until none is left or it is stopped
+        (`stop_runtime_choice`; the cut under way is finished)."""
+        builds = self._head_builds
+        while True:
+            with self._heads_lock:
+                if not builds.pending or self._choice.stop.is_set():
+                    builds.pending.clear()
+                    builds.thread = None
+                    return
+                model, cut = builds.pending[0]
+            try:
+                self.head(model, cut)
+            except Exception as error:  # noqa: BLE001 — a thread's traceback would reach the user's terminal
+                logging.getLogger(__name__).warning("stages before cut %d of the %s run in PyTorch: %s", cut,
+                                                    kind_of(model).value, error)
+                self._heads_refused.add((kind_of(model), cut))
+            with self._heads_lock:
+                builds.pending.pop(0)
 
     @property
     def building_heads(self) -> bool:
         """Some stages before a cut are being built in the background (`head`)."""
-        return any(thread.is_alive() for thread in list(self._head_builds.values()))
+        return self._head_builds.thread is not None
 
-    def heads_built(self, timeout_s: float) -> bool:
-        """Waits up to `timeout_s` in all for the background builds of stages before a cut (True: none left)."""
-        deadline = time.monotonic() + timeout_s
-        for thread in list(self._head_builds.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def heads_built(self, timeout_s: float | None = None) -> bool:
+        """Waits up to `timeout_s` (None: for as long as it takes) for the background builds of stages before a cut
+        (True: none left)."""
+        builder = self._head_builds.thread
+        if builder is not None:
+            builder.join(timeout_s)
         return not self.building_heads
 
     def _faster_than_torch(self, model: StagedModel, cut: int, session: LocalSession) -> bool:

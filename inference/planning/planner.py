@@ -291,7 +291,9 @@ class PlannedAnalyzer(Protocol):
 
     def runs_head(self, model: StagedModel, cut: int, with_heat_maps: bool) -> bool: ...
 
-    def head(self, model: StagedModel, cut: int) -> LocalSession | None: ...
+    def head(self, model: StagedModel, cut: int, build: bool = True) -> LocalSession | None: ...
+
+    def head_pending(self, model: StagedModel, cut: int) -> bool: ...
 
     @property
     def head_times(self) -> Mapping[tuple[ModelKind, int], float]: ...
@@ -368,9 +370,13 @@ class Planner:
         return self.analyzer.runs_head(model, cut, self.with_heat_maps)
 
     def measure_head(self, name: ModelKind, model: StagedModel, cut: int) -> float:
-        """Time stages [0, cut) on the model's runtime, on the analysis' input (once per cut)."""
+        """Time stages [0, cut) on the model's runtime, on the analysis' input (once per cut). A calibrated INT8
+        runtime's stages not built yet are built in the background (`Analyzer.head`): PyTorch's time meanwhile, not
+        kept (`runs_head` is False until then, and the cut is measured once built)."""
         if (name, cut) not in self._heads:
-            session = self.analyzer.head(model, cut)
+            session = self.analyzer.head(model, cut, build=False)
+            if session is None and self.analyzer.head_pending(model, cut):
+                return sum(self.local_ms(name, model)[:cut])  # being built
             if session is None:  # could not be built: PyTorch runs these stages
                 self._heads[(name, cut)] = sum(self.local_ms(name, model)[:cut])
                 return self._heads[(name, cut)]

@@ -5,6 +5,7 @@ of them it was not built from (`split_held_back`)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,15 +18,16 @@ HELD_BACK = 0.25              # of the site's radiographs, for the gate of what 
 
 
 def split_held_back(inputs: Sequence[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(to build from, held back for the gate): HELD_BACK of the radiographs, at least one each; the same
-    radiographs in the same order always split alike (a calibrated build's stages before a cut are built from the
-    same share later)."""
+    """(to build from, held back for the gate): HELD_BACK of the radiographs, at least one each, chosen by a digest
+    of their contents (and `seed`), so that the same radiographs always split alike, in whatever order they are read
+    and under any NumPy (a calibrated build's stages before a cut are built from the same share later)."""
     if len(inputs) < 2:
         raise ValueError(f"{len(inputs)} readable radiograph(s): at least 2 are needed, some to build from and some "
                          "held back for the fidelity gate")
-    order = np.random.default_rng(seed).permutation(len(inputs))
+    digests = [hashlib.sha256(seed.to_bytes(8, "little") + np.ascontiguousarray(x).tobytes()).digest() for x in inputs]
+    order = sorted(range(len(inputs)), key=lambda i: (digests[i], i))
     held = max(1, round(HELD_BACK * len(inputs)))
-    return [inputs[i] for i in order[held:]], [inputs[i] for i in order[:held]]
+    return [inputs[i] for i in sorted(order[held:])], [inputs[i] for i in sorted(order[:held])]
 
 
 def boxes_match(expected, got) -> bool:

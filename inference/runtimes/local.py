@@ -26,17 +26,19 @@ Fidelity gate (`gate`): the planner's wire gate, same constants — probabilitie
 confidences) within PROBABILITY_TOLERANCE and every box matched at IoU >= BOX_IOU (both ways: no box lost,
 none added) against PyTorch FP32, on the site's radiographs held back from calibration (`models quantize`
 calibrates on three quarters of them and gates on the rest; see fidelity.split_held_back), or, for a dynamic
-build nobody calibrated, on the images given or the deterministic sample input. The verdict is cached beside the file, per runtime; a pass holds only for the
-library version that gave it (after an upgrade it is gated again), a failure stands. `auto` never picks a
-runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a ValueError, so the CLI prints one
-line) rather than quietly analysing with it or with something else — a clinician must not get degraded numbers unasked.
+build nobody calibrated, on the images given or the deterministic sample input. The verdict is cached beside the
+file, per runtime; a pass holds only for the library version that gave it (after an upgrade it is gated again), a
+failure stands. `auto` never picks a runtime that fails it; asking for one explicitly raises `RuntimeRefused` (a
+ValueError, so the CLI prints one line) rather than quietly analysing with it or with something else — a clinician
+must not get degraded numbers unasked.
 
 The FP32 runtimes (onnxruntime, OpenVINO) and the calibrated INT8 ones (HEAD_RUNTIMES) also run stages [0, cut)
 of a split (`head_session`): the graph of those stages, exported and checked like an edge part, its outputs the
 tensors crossing the cut. An INT8 head is quantised like the whole model, on the same radiographs (read again from
 the folder `models quantize` was given, which its record keeps: no copy of the site's images is made), and passes
-the same gate, on the same held-back ones, as a whole split computes it — its tensors through each wire encoding, the rest of the model in
-PyTorch FP32 — or PyTorch runs those stages. The pruned model does not: its tensors at a cut are not the unpruned
+the same gate, on the same held-back ones, as a whole split computes it — its tensors through each wire encoding,
+the rest of the model in PyTorch FP32 — or PyTorch runs those stages. A study meeting such a cut before it is built
+runs those stages in PyTorch while the analyzer builds it in the background. The pruned model does not: its tensors at a cut are not the unpruned
 model's, which the edge's parts compute with.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine (the close ones
@@ -196,17 +198,33 @@ def _current(fp32: Path, runtime: Runtime) -> dict | None:
 
 
 def current_build(fp32: Path, runtime: Runtime) -> Path | None:
-    """The site build (static INT8, OpenVINO INT8, pruned) made current last for this FP32 file, or None."""
+    """The site build (static INT8, OpenVINO INT8, pruned) made current last for this FP32 file, or None (also for
+    a calibrated build an earlier version gated on its own calibration images: `_gated_on_its_calibration`)."""
     record = _current(fp32, runtime)
-    path = fp32.with_name(record["file"]) if record else None
-    return path if path is not None and path.exists() else None
+    if record is None or _gated_on_its_calibration(record, runtime):
+        return None
+    path = fp32.with_name(record["file"])
+    return path if path.exists() else None
+
+
+def _gated_on_its_calibration(record: dict, runtime: Runtime) -> bool:
+    """A calibrated build recorded before `models quantize` held radiographs back for its gate (no `held_back`)."""
+    return runtime in CALIBRATED and "held_back" not in record
+
+
+def _rebuild_message(runtime: Runtime, model: ModelKind) -> str:
+    return (f"the {runtime} build of the {model.value} was gated on the radiographs it was calibrated on (an "
+            f"earlier version): build it again with {site_build_command(runtime, model)}, which holds a quarter "
+            "of them back for the gate")
 
 
 def make_current(fp32: Path, runtime: Runtime, path: Path, images: int, calibration: str | None = None,
-                 images_folder: Path | None = None) -> None:
-    """Record `path` as the current site build; a calibrated one with its calibration set's fingerprint and the
-    folder its radiographs were read from (where the stages before a cut are calibrated again)."""
+                 images_folder: Path | None = None, held_back: int = 0) -> None:
+    """Record `path` as the current site build; a calibrated one with its calibration set's fingerprint, the
+    folder its radiographs were read from (where the stages before a cut are calibrated again) and how many of
+    them were held back for its gate."""
     record = {"file": path.name, "images": images, "calibration": calibration}
+    record |= {"held_back": held_back} if runtime in CALIBRATED else {}
     _current_record(fp32, runtime).write_text(json.dumps(
         record | ({"images_folder": str(images_folder.resolve())} if images_folder else {})))
 
@@ -237,21 +255,53 @@ def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:12]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime.quantization logs advice and per-tensor warnings through `logging.warning`, which also
-    installs a stderr handler on the root logger when it has none (and from then on every library's
-    logged traceback, e.g. pydicom's on a damaged file, reaches the user's terminal). A NullHandler while
-    it runs prevents both; the root logger is left as it was."""
-    root = logging.getLogger()
-    level, guard = root.level, logging.NullHandler()
-    root.setLevel(logging.ERROR)
-    root.addHandler(guard)
-    try:
-        yield
-    finally:
-        root.removeHandler(guard)
-        root.setLevel(level)
+class _Unhandled(logging.Handler):
+    """On a root logger that had no handler: every record goes where Python would have sent it (stderr, from
+    WARNING), and its presence keeps `logging.warning` from installing a handler for good."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        resort = logging.lastResort
+        if resort is not None and record.levelno >= resort.level:
+            resort.handle(record)
+
+
+class _Quiet:
+    """onnxruntime.quantization logs advice and per-tensor warnings through `logging.warning`, on the root logger
+    itself, which also installs a stderr handler there when it has none (and from then on every library's logged
+    traceback, e.g. pydicom's on a damaged file, reaches the user's terminal). While a quantisation runs (in a
+    background thread too, minutes long, and two may overlap): what is logged on the root logger itself below ERROR
+    is dropped, and a root logger without handlers gets `_Unhandled`; every other logger's records go where they
+    went. Counted, so that the last one to end puts the root logger back as it was."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._filter = logging.Filter()
+        self._filter.filter = lambda record: record.levelno >= logging.ERROR  # type: ignore[method-assign]
+        self._handler: logging.Handler | None = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        root = logging.getLogger()
+        with self._lock:
+            if self._users == 0:
+                root.addFilter(self._filter)
+                self._handler = None if root.handlers else _Unhandled()
+                if self._handler is not None:
+                    root.addHandler(self._handler)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    root.removeFilter(self._filter)
+                    if self._handler is not None:
+                        root.removeHandler(self._handler)
+
+
+_quiet = _Quiet()
 
 
 def _fp32_tail(path: Path) -> list[str]:
@@ -327,23 +377,26 @@ def calibrated_build(fp32: Path, runtime: Runtime, calibration: Sequence[np.ndar
         return openvino.build_int8(fp32, calibration, _fp32_tail(fp32), calibration_fingerprint(calibration))
 
 
-# One build at a time in a process: the quantisers' silencing (the root logger, stdout) is process-wide, and the
-# analyzer's lanes may build two cuts' stages at once.
+# One calibrated build at a time in a process: each holds the site's radiographs and runs the model on them.
 _QUANTISING = threading.Lock()
 
 
 def site_file(model: StagedModel, fp32: Path, runtime: Runtime, calibration: Sequence[np.ndarray] | None = None,
-              images_folder: Path | None = None) -> Path:
+              images_folder: Path | None = None, held_back: int = 0) -> Path:
     """The site build of `fp32` for `runtime`: a calibrated one built on `calibration` (model inputs, read from
-    `images_folder` where given) and made current, or without it the current one (`RuntimeRefused` when none was
-    made)."""
+    `images_folder` where given, `held_back` others kept apart for its gate) and made current, or without it the
+    current one (`RuntimeRefused` when none was made)."""
     if calibration:
         if runtime not in CALIBRATED:
             raise ValueError(f"{runtime} is built by `models prune`, not calibrated")
         path = calibrated_build(fp32, runtime, calibration)
-        make_current(fp32, runtime, path, len(calibration), calibration_fingerprint(calibration), images_folder)
+        make_current(fp32, runtime, path, len(calibration), calibration_fingerprint(calibration), images_folder,
+                     held_back)
         return path
     current = current_build(fp32, runtime)
+    record = _current(fp32, runtime)
+    if record is not None and _gated_on_its_calibration(record, runtime):
+        raise RuntimeRefused(_rebuild_message(runtime, kind_of(model)))
     if current is None:
         raise NotBuilt(f"no {runtime} build of the {kind_of(model).value} yet: make one with "
                        f"{site_build_command(runtime, kind_of(model))} (the site's radiographs)")
@@ -378,11 +431,11 @@ class OnnxModel:
 
 
 def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtime = FP32,
-                 calibration: Sequence[np.ndarray] | None = None, images_folder: Path | None = None
-                 ) -> OnnxModel | OpenVinoModel:
+                 calibration: Sequence[np.ndarray] | None = None, images_folder: Path | None = None,
+                 held_back: int = 0) -> OnnxModel | OpenVinoModel:
     """The session of a runtime that runs a model file (onnxruntime FP32, dynamic INT8 built on demand, the
     site builds — see `site_file`; OpenVINO); `calibration` builds a calibrated one (its radiographs read from
-    `images_folder`, kept for its stages before a cut)."""
+    `images_folder`, kept for its stages before a cut, `held_back` of them kept apart for its gate)."""
     if runtime not in (FP32, DYNAMIC, *SITE_BUILT, OV_FP32):
         raise ValueError(f"{runtime} does not run a model file")
     # A site build is only read here: no export just to refuse when it was never made.
@@ -392,7 +445,7 @@ def file_session(model: StagedModel, weights: str, folder: Path, runtime: Runtim
     elif runtime == DYNAMIC:
         path = build_quantized(fp32, DYNAMIC)
     else:
-        path = site_file(model, fp32, runtime, calibration, images_folder)
+        path = site_file(model, fp32, runtime, calibration, images_folder, held_back)
     if runtime in (FP32, DYNAMIC, STATIC):
         return OnnxModel(path, outputs, runtime)
     # a pruned CheXNet's heat maps weigh its own (fewer) features by its own head
@@ -432,7 +485,8 @@ def _head_model(path: Path, outputs: tuple[str, ...], runtime: Runtime) -> OnnxM
 def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path, outputs: tuple[str, ...],
                      runtime: Runtime, cut: int, build: bool = True) -> OnnxModel | OpenVinoModel:
     """The INT8 build of the stages before `cut` (FP32 graph `head`), quantised on the radiographs the whole
-    model's current build was calibrated on, once it passed the gate as a split computes it (`gated_int8_head`);
+    model's current build was calibrated on, once it passed the gate as a split computes it on those held back
+    (`gated_int8_head`);
     RuntimeRefused, saying why, where it cannot be built or fails (PyTorch then runs those stages)."""
     kind = kind_of(model)
     whole, _ = fp32_file(model, weights, folder, export=False)
@@ -441,6 +495,8 @@ def _calibrated_head(model: StagedModel, weights: str, folder: Path, head: Path,
         raise NotBuilt(f"no {runtime} build of the {kind.value} yet: make one with "
                        f"{site_build_command(runtime, kind)} (the site's radiographs)")
     calibration, images_folder = record.get("calibration"), record.get("images_folder")
+    if _gated_on_its_calibration(record, runtime):
+        raise RuntimeRefused(_rebuild_message(runtime, kind))
     if not (isinstance(calibration, str) and isinstance(images_folder, str)):
         raise RuntimeRefused(f"the {runtime} build of the {kind.value} does not say which radiographs calibrated "
                              f"it: build it again with {site_build_command(runtime, kind)}")
@@ -467,7 +523,7 @@ def _calibration_inputs(model: StagedModel, images_folder: Path, calibration: st
                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The model inputs a calibrated build was made from and those held back for its gate, read again from its
     folder; RuntimeRefused where they are no longer there as they were (a head calibrated on other images would not
-    be the model's) or the build was calibrated on every one of them (by an earlier version: nothing held back)."""
+    be the model's)."""
     kind = kind_of(model)
     greys = site_radiographs(images_folder)[0] if images_folder.is_dir() else []
     inputs = [model_input(model, grey) for grey in greys]
@@ -475,10 +531,6 @@ def _calibration_inputs(model: StagedModel, images_folder: Path, calibration: st
         built_from, held_back = split_held_back(inputs)
         if calibration_fingerprint(built_from) == calibration:
             return built_from, held_back
-        if calibration_fingerprint(inputs) == calibration:
-            raise RuntimeRefused(f"the {runtime} build of the {kind.value} was calibrated on every radiograph in "
-                                 f"{images_folder}, none held back for its fidelity gate (an earlier version): "
-                                 f"build it again with {site_build_command(runtime, kind)}")
     raise RuntimeRefused(f"the radiographs the {runtime} build of the {kind.value} was calibrated on are no "
                          f"longer as they were in {images_folder}: build it again with "
                          f"{site_build_command(runtime, kind)}")

@@ -16,7 +16,6 @@ makes that package unimportable, and both fall back to their no-op telemetry.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -43,11 +42,16 @@ def _core():
     return openvino.Core()
 
 
+@functools.cache
 def nncf():
-    """NNCF (its telemetry kept out, see above), its per-operation log lines and progress bars silenced."""
+    """NNCF (its telemetry kept out, see above), its per-operation log lines and progress bars silenced: they are
+    drawn by `rich` on its global console, which goes to nothing here (the product draws nothing with rich; the
+    process's stdout stays untouched while a build runs in the background, e.g. beside `infer`'s results)."""
     import nncf as library
+    import rich
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
+    rich.reconfigure(file=open(os.devnull, "w"))  # noqa: SIM115 — the console keeps it for the process's life
     return library
 
 
@@ -69,11 +73,10 @@ def build_int8(fp32: Path, images: Sequence[np.ndarray], fp32_tail: Sequence[str
     tail = set(fp32_tail)
     # OpenVINO keeps the ONNX nodes' names as its operations' names; the tail's constants fold away.
     keep = sorted(op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() in tail)
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # NNCF's progress bar
-        quantized = library.quantize(
-            model, library.Dataset([np.ascontiguousarray(image, dtype=np.float32) for image in images]),
-            subset_size=len(images), preset=library.QuantizationPreset.MIXED,
-            ignored_scope=library.IgnoredScope(names=keep, validate=False))
+    quantized = library.quantize(
+        model, library.Dataset([np.ascontiguousarray(image, dtype=np.float32) for image in images]),
+        subset_size=len(images), preset=library.QuantizationPreset.MIXED,
+        ignored_scope=library.IgnoredScope(names=keep, validate=False))
     # its own per process and thread: the viewer and `infer` may build the same file at once
     partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.partial.xml")
     try:

@@ -18,6 +18,7 @@ from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.config import ModelKind, Runtime
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.server import free_ports
+from inference.models.parts import sample_input
 from inference.models.weights import data_dir
 from inference.planning.plan import ModelPlan, Plan
 from inference.runtimes.fidelity import PROBABILITY_TOLERANCE
@@ -449,6 +450,15 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     record = json.loads(record_path.read_text())
     assert record["gate"][OV_INT8]["passes"] is False and record["gate"][OV_INT8]["error"]
     assert runtime != OV_INT8 and runtime == record["runtime"]
+
+    # Dynamic INT8 judged on the synthetic sample alone (`models quantize` without images, or an earlier version):
+    # not weighed — on it CheXNet's passed where real radiographs failed.
+    assert DYNAMIC in record["candidates"] and record["gate"][DYNAMIC]["radiographs"]
+    dynamic = file_session(model, weights, tmp_path, DYNAMIC)
+    sampled = verdict(model, dynamic, [sample_input(model).numpy()]) | {"radiographs": False}
+    dynamic.path.with_name(f"{dynamic.path.stem}.{DYNAMIC}.gate.json").write_text(json.dumps(sampled))
+    choose_runtime(model, weights, tmp_path)
+    assert DYNAMIC not in json.loads(record_path.read_text())["candidates"]
 
 
 def test_fp16_runtime_runs_the_whole_model_at_half_precision_within_the_gate(setting, shared_cxr):

@@ -36,9 +36,9 @@ def add_parser(sub) -> None:
                                              "on a quarter of them held back from its calibration. `--runtime "
                                              "auto` uses a model only when it passes. One JSON line per model.")
     quantize.add_argument("--images", metavar="DIR", help="the site's radiographs (DICOM, PNG, …), sub-folders "
-                          "too; files that are not images are skipped. Required (at least 2) for the calibrated "
-                          "runtimes (static, openvino-int8): three quarters calibrate, the rest are held back for "
-                          "the gate")
+                          "too; files that are not images are skipped. Required: the gate runs on them (for the "
+                          "calibrated runtimes, static and openvino-int8, at least 2: three quarters calibrate, the "
+                          "rest are held back for the gate)")
     quantize.add_argument("--runtime", default=str(Runtime.ONNXRUNTIME_INT8_STATIC),
                           choices=[str(r) for r in QUANTIZED_RUNTIMES],
                           help="which INT8 runtime to build (default onnxruntime-int8-static)")
@@ -123,6 +123,9 @@ def _quantize(args: argparse.Namespace) -> int:
         return fail("models quantize", f"{args.runtime} is calibrated on radiographs and gated on others: give a "
                      "folder of at least 2 with --images DIR" + (f" ({len(greys)} of its files could be read)"
                                                                   if args.images else ""))
+    if not greys:  # a gate on the synthetic sample alone does not count for auto
+        return fail("models quantize", f"{args.runtime} is gated on radiographs: give a folder of them with --images "
+                     "DIR" + (" (none of its files could be read)" if args.images else ""))
     try:
         for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
             name = kind.value
@@ -133,7 +136,7 @@ def _quantize(args: argparse.Namespace) -> int:
                      if calibrated else f", gated on {len(held_back)} image(s) …"), file=sys.stderr, flush=True)
             session = file_session(model, weights, folder, Runtime(args.runtime), calibration=calibration or None,
                                    images_folder=Path(args.images) if calibrated else None, held_back=len(held_back))
-            result = verdict(model, session, held_back or None)  # the sample input where no image was given
+            result = verdict(model, session, held_back)
             print(json.dumps({"model": name, "runtime": args.runtime, "file": str(session.path),
                               "calibration_images": len(calibration)}
                              | ({"held_back_images": len(held_back)} if calibrated else {}) | result), flush=True)

@@ -7,9 +7,15 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli.common import EXIT_OK, EXIT_USAGE, add_model_options, chosen_models, fail, model_choice
-from inference.config import Runtime
+from inference.config import ModelKind, Runtime
+
+if TYPE_CHECKING:  # the models load only when a command runs (`--help` stays quick)
+    import numpy as np
+
+    from inference.models.stages import StagedModel
 
 # what `models quantize` builds
 QUANTIZED_RUNTIMES = (Runtime.ONNXRUNTIME_INT8_DYNAMIC, Runtime.ONNXRUNTIME_INT8_STATIC, Runtime.OPENVINO_INT8)
@@ -68,31 +74,29 @@ def add_parser(sub) -> None:
     prune.set_defaults(run=_prune)
 
 
-def _models_and_inputs(args: argparse.Namespace, greys: list):
-    """Each chosen model with its weights, its inputs made from `greys`, and the folder of the local builds."""
+def _site_models(args: argparse.Namespace) -> tuple[list[tuple[ModelKind, StagedModel, str]], Path]:
+    """Each chosen model with its weights, and the folder of the local builds."""
     from inference.analysis.analyzer import Analyzer
     from inference.models.weights import data_dir
-    from inference.runtimes.local import model_input
 
-    kinds = chosen_models(args.models)
     analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
     folder = data_dir() / "local-onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    for kind in kinds:
-        model = analyzer.model(kind)
-        yield kind, model, analyzer.weights[kind], [model_input(model, grey) for grey in greys], folder
+    return [(kind, analyzer.model(kind), analyzer.weights[kind]) for kind in chosen_models(args.models)], folder
 
 
-def _site_images(command: str, folder: str | None) -> list:
-    """Display-ready grey images of the readable radiographs in `folder` (the others named on stderr)."""
-    from inference.runtimes.local import site_radiographs
+def _site_inputs(command: str, images: str | None, models: list[tuple[ModelKind, StagedModel, str]]
+                 ) -> dict[ModelKind, list[np.ndarray]]:
+    """Each model's inputs made from the readable radiographs in `images` and its sub-folders, each file read once
+    (the others named on stderr); none without a folder."""
+    from inference.runtimes.local import model_input, site_radiographs
 
-    if not folder:
-        return []
-    greys, skipped = site_radiographs(Path(folder))
+    if not images:
+        return {kind: [] for kind, _, _ in models}
+    read, skipped = site_radiographs(Path(images), lambda grey: [model_input(model, grey) for _, model, _ in models])
     for path, reason in skipped:  # e.g. a report or a damaged file among the images
         print(f"mededge {command}: skipped {path}: {reason}", file=sys.stderr)
-    return greys
+    return {kind: [inputs[i] for inputs in read] for i, (kind, _, _) in enumerate(models)}
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -117,18 +121,23 @@ def _quantize(args: argparse.Namespace) -> int:
 
     if args.images and not Path(args.images).is_dir():
         return fail("models quantize", f"{args.images} is not a folder")
-    greys = _site_images("models quantize", args.images)
+    try:
+        models, folder = _site_models(args)
+    except WeightsError as exc:
+        return fail("models quantize", exc)
+    site = _site_inputs("models quantize", args.images, models)
+    readable = len(next(iter(site.values())))
     calibrated = Runtime(args.runtime) in CALIBRATED
-    if calibrated and len(greys) < 2:
+    if calibrated and readable < 2:
         return fail("models quantize", f"{args.runtime} is calibrated on radiographs and gated on others: give a "
-                     "folder of at least 2 with --images DIR" + (f" ({len(greys)} of its files could be read)"
+                     "folder of at least 2 with --images DIR" + (f" ({readable} of its files could be read)"
                                                                   if args.images else ""))
-    if not greys:  # a gate on the synthetic sample alone does not count for auto
+    if not readable:  # a gate on the synthetic sample alone does not count for auto
         return fail("models quantize", f"{args.runtime} is gated on radiographs: give a folder of them with --images "
                      "DIR" + (" (none of its files could be read)" if args.images else ""))
     try:
-        for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
-            name = kind.value
+        for kind, model, weights in models:
+            name, inputs = kind.value, site[kind]
             # calibrated on some, gated on the others; a dynamic build (no calibration) gated on all
             calibration, held_back = split_held_back(inputs) if calibrated else ([], inputs)
             print(f"mededge models quantize: {name} {args.runtime}"
@@ -168,14 +177,18 @@ def _prune(args: argparse.Namespace) -> int:
         return fail(command, f"{args.images} is not a folder")
     if args.steps < 1:
         return fail(command, f"--steps must be at least 1, got {args.steps}")
-    greys = _site_images(command, args.images)
-    if len(greys) < 2:
+    try:
+        models, folder = _site_models(args)
+    except WeightsError as exc:
+        return fail(command, exc)
+    site = _site_inputs(command, args.images, models)
+    if (readable := len(next(iter(site.values())))) < 2:
         return fail(command, f"pruning needs at least 2 radiographs (some to distil on, some held back for the "
-                             f"fidelity gate); {args.images} has {len(greys)} readable")
+                             f"fidelity gate); {args.images} has {readable} readable")
     plan = pruning.Distillation(steps=args.steps)
     try:
-        for kind, model, weights, inputs, folder in _models_and_inputs(args, greys):
-            name = kind.value
+        for kind, model, weights in models:
+            name, inputs = kind.value, site[kind]
             fp32, outputs = fp32_file(model, weights, folder)
 
             def progress(text: str, name: str = name) -> None:

@@ -230,21 +230,25 @@ def make_current(fp32: Path, runtime: Runtime, path: Path, images: int, calibrat
         record | ({"images_folder": str(images_folder.resolve())} if images_folder else {})))
 
 
-def site_radiographs(folder: Path) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
-    """Display-ready grey images of the readable radiographs in `folder` and its sub-folders (a PACS export, a CD),
-    and (file, why) for those skipped (a report or a damaged file among the images)."""
+def site_radiographs(folder: Path,
+                     convert: Callable[[np.ndarray], _K] = lambda grey: grey,  # type: ignore[assignment,return-value]
+                     ) -> tuple[list[_K], list[tuple[Path, str]]]:
+    """`convert` of the display-ready grey image of each readable radiograph in `folder` and its sub-folders (a PACS
+    export, a CD), made as each file is read (a site's hundreds of full-size radiographs are never held at once: the
+    model inputs are a fraction of their size), and (file, why) for those skipped (a report or a damaged file among
+    the images)."""
     from viewer.display import render_8bit
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
     from viewer.media import files_to_open
 
-    greys, skipped = [], []
+    converted, skipped = [], []
     for path in files_to_open([str(folder)], recursive=True).files:
         try:
-            greys.append(render_8bit(load_radiograph(path)))
+            converted.append(convert(render_8bit(load_radiograph(path))))
         except RadiographError as error:
             skipped.append((Path(path), error.reason))
-    return greys, skipped
+    return converted, skipped
 
 
 def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
@@ -526,8 +530,8 @@ def _calibration_inputs(model: StagedModel, images_folder: Path, calibration: st
     folder; RuntimeRefused where they are no longer there as they were (a head calibrated on other images would not
     be the model's)."""
     kind = kind_of(model)
-    greys = site_radiographs(images_folder)[0] if images_folder.is_dir() else []
-    inputs = [model_input(model, grey) for grey in greys]
+    inputs = (site_radiographs(images_folder, lambda grey: model_input(model, grey))[0] if images_folder.is_dir()
+              else [])
     if len(inputs) >= 2:
         built_from, held_back = split_held_back(inputs)
         if calibration_fingerprint(built_from) == calibration:

@@ -75,14 +75,16 @@ def add_parser(sub) -> None:
 
 
 def _site_models(args: argparse.Namespace) -> tuple[list[tuple[ModelKind, StagedModel, str]], Path]:
-    """Each chosen model with its weights, and the folder of the local builds."""
+    """Each chosen model with its weights, and the folder of the local builds (ValueError for a list of none)."""
     from inference.analysis.analyzer import Analyzer
     from inference.models.weights import data_dir
 
+    if not (kinds := chosen_models(args.models)):
+        raise ValueError("--models names no model (detector, classifier)")
     analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # the models only; no runtime choice
     folder = data_dir() / "local-onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    return [(kind, analyzer.model(kind), analyzer.weights[kind]) for kind in chosen_models(args.models)], folder
+    return [(kind, analyzer.model(kind), analyzer.weights[kind]) for kind in kinds], folder
 
 
 def _site_inputs(command: str, images: str | None, models: list[tuple[ModelKind, StagedModel, str]]
@@ -119,22 +121,22 @@ def _quantize(args: argparse.Namespace) -> int:
     from inference.runtimes.fidelity import split_held_back
     from inference.runtimes.local import CALIBRATED, file_session, verdict
 
-    if args.images and not Path(args.images).is_dir():
+    calibrated = Runtime(args.runtime) in CALIBRATED
+    at_least = 2 if calibrated else 1  # calibrated on some, gated on others; a gate on the synthetic sample
+    #                                    alone does not count for auto
+    why = (f"{args.runtime} is calibrated on radiographs and gated on others: give a folder of at least 2"
+           if calibrated else f"{args.runtime} is gated on radiographs: give a folder of them")
+    if not args.images:
+        return fail("models quantize", f"{why} with --images DIR")
+    if not Path(args.images).is_dir():
         return fail("models quantize", f"{args.images} is not a folder")
     try:
         models, folder = _site_models(args)
-    except WeightsError as exc:
+    except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # as below
         return fail("models quantize", exc)
     site = _site_inputs("models quantize", args.images, models)
-    readable = len(next(iter(site.values())))
-    calibrated = Runtime(args.runtime) in CALIBRATED
-    if calibrated and readable < 2:
-        return fail("models quantize", f"{args.runtime} is calibrated on radiographs and gated on others: give a "
-                     "folder of at least 2 with --images DIR" + (f" ({readable} of its files could be read)"
-                                                                  if args.images else ""))
-    if not readable:  # a gate on the synthetic sample alone does not count for auto
-        return fail("models quantize", f"{args.runtime} is gated on radiographs: give a folder of them with --images "
-                     "DIR" + (" (none of its files could be read)" if args.images else ""))
+    if (readable := len(next(iter(site.values())))) < at_least:
+        return fail("models quantize", f"{why} with --images DIR ({readable} of its files could be read)")
     try:
         for kind, model, weights in models:
             name, inputs = kind.value, site[kind]
@@ -179,7 +181,7 @@ def _prune(args: argparse.Namespace) -> int:
         return fail(command, f"--steps must be at least 1, got {args.steps}")
     try:
         models, folder = _site_models(args)
-    except WeightsError as exc:
+    except (WeightsError, ValueError, OSError, RuntimeError) as exc:  # as below
         return fail(command, exc)
     site = _site_inputs(command, args.images, models)
     if (readable := len(next(iter(site.values())))) < 2:

@@ -222,7 +222,7 @@ def _cancel_check(cancel: threading.Event | None):
 class _HeadBuilds:
     """The stages before a cut that a calibrated INT8 runtime builds in the background, one cut after the other
     (each runs the model on the site's radiographs, held in memory meanwhile), by one thread while any is waiting;
-    shared by an analyzer's lanes (guarded by its `_heads_lock`)."""
+    shared by an analyzer's lanes (changed under its `_heads_lock`; read from a copy)."""
 
     pending: list[tuple[StagedModel, int]] = field(default_factory=list)  # the first one under way
     thread: threading.Thread | None = None
@@ -323,12 +323,13 @@ class Analyzer:
 
     @property
     def choosing_runtimes(self) -> bool:
-        """auto's background choice (and the stages it builds after) has started and is not done."""
+        """auto's background choice (and the FP32 stages it builds after; calibrated INT8 ones go to the builder,
+        `building_heads`) has started and is not done."""
         return self._choice.thread is not None and not self._choice.done.is_set()
 
     def runtime_choice_done(self, timeout_s: float | None = None) -> bool:
-        """Waits up to `timeout_s` for auto's background choice and the stages it builds after it (True: done, or
-        none due)."""
+        """Waits up to `timeout_s` for auto's background choice and the FP32 stages it builds after it (True: done,
+        or none due); `heads_built` waits for the calibrated INT8 ones."""
         return self._choice.done.wait(timeout_s)
 
     def stop_runtime_choice(self, timeout_s: float) -> None:
@@ -344,7 +345,8 @@ class Analyzer:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's
         CPU: the candidates are timed in turns); each model moves to its runtime once chosen. Then the stages
         before the cuts this analyzer's splits ran on PyTorch meanwhile are built on the chosen runtime (exported,
-        and timed against PyTorch by auto's rule: both kept on disk), so that the next start finds them ready."""
+        and timed against PyTorch by auto's rule: both kept on disk; a calibrated INT8 runtime's queued for the
+        background builder), so that the next start finds them ready."""
         try:
             for name, model, weights in unchosen:
                 try:
@@ -737,7 +739,7 @@ class Analyzer:
 
     def head_pending(self, model: StagedModel, cut: int) -> bool:
         """The stages before `cut` wait for (or are under way in) the background builder."""
-        return any(queued is model and pending == cut for queued, pending in self._head_builds.pending)
+        return any(queued is model and pending == cut for queued, pending in tuple(self._head_builds.pending))
 
     def _build_head_in_background(self, model: StagedModel, cut: int) -> None:
         """Queue `head(model, cut)` for the background builder (once per cut; the builder started if none runs):

@@ -58,9 +58,13 @@ def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], 
     """Median and p95 of `model`'s time under each plan, measured in rounds: every plan once per round, the
     order rotated each round, so that the machine's drift (other load, clocks, caches) falls on all options
     alike instead of on whichever was measured in its worst minute."""
-    for plan in plans:  # warm-up: connections, first-call costs
-        analyzer.analyze(radiograph, plan, with_heat_maps=False, allow_fallback=False)
-    analyzer.heads_built()  # a calibrated INT8 runtime's stages before each cut, built in the background
+    for warm_up in range(2):  # connections, first-call costs
+        for plan in plans:
+            analyzer.analyze(radiograph, plan, with_heat_maps=False, allow_fallback=False)
+        if warm_up or not analyzer.building_heads:
+            break
+        analyzer.heads_built()  # a calibrated INT8 runtime's stages before a cut, built in the background (then
+        #                         warmed up too)
     times: list[list[float]] = [[] for _ in plans]
     for round_ in range(repeats):
         for index in (np.arange(len(plans)) + round_) % len(plans):
@@ -209,7 +213,9 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     progress(f"series of {count}: the best plan sequential vs the series plan pipelined")
     studies = [radiograph] * count
     list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))  # warm-up
-    analyzer.heads_built()
+    if analyzer.building_heads:  # as in _interleaved
+        analyzer.heads_built()
+        list(analyzer.analyze_many(studies[:2], series_plan, with_heat_maps=False, allow_fallback=False))
     # the bound: each resource's time per study under the series plan, measured one study at a time (in the
     # pipeline the phases stretch as they share the workstation's CPU, and would not bound it)
     edge = int(os.environ[EDGE_PROCESS]) if os.environ.get(EDGE_PROCESS) else None

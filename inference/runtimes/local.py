@@ -214,9 +214,9 @@ def _gated_on_its_calibration(record: dict, runtime: Runtime) -> bool:
 
 
 def _rebuild_message(runtime: Runtime, model: ModelKind) -> str:
-    return (f"the {runtime} build of the {model.value} was gated on the radiographs it was calibrated on (an "
-            f"earlier version): build it again with {site_build_command(runtime, model)}, which holds a quarter "
-            "of them back for the gate")
+    return (f"the {runtime} build of the {model.value} was recorded by an earlier version, which gated it on the "
+            f"radiographs it was calibrated on: build it again with {site_build_command(runtime, model)}, which "
+            "holds a quarter of them back for the gate")
 
 
 def make_current(fp32: Path, runtime: Runtime, path: Path, images: int, calibration: str | None = None,
@@ -261,10 +261,16 @@ def calibration_fingerprint(images: Sequence[np.ndarray]) -> str:
 
 
 class _Unhandled(logging.Handler):
-    """On a root logger that had no handler: every record goes where Python would have sent it (stderr, from
-    WARNING), and its presence keeps `logging.warning` from installing a handler for good."""
+    """On a root logger that had no handler: a record goes where Python would have sent it — to stderr (from
+    WARNING) only where no logger on its way had a handler (pydicom's, grpc's … have a NullHandler: silent) — and
+    its presence keeps `logging.warning` from installing a handler for good."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logger.root:
+            if logger.handlers:
+                return
+            logger = logger.parent
         resort = logging.lastResort
         if resort is not None and record.levelno >= resort.level:
             resort.handle(record)
@@ -281,8 +287,7 @@ class _Quiet:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._filter = logging.Filter()
-        self._filter.filter = lambda record: record.levelno >= logging.ERROR  # type: ignore[method-assign]
+        self._filter = lambda record: record.levelno >= logging.ERROR  # on the root logger itself
         self._handler: logging.Handler | None = None
 
     @contextlib.contextmanager

@@ -51,7 +51,10 @@ def nncf():
     import rich
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    rich.reconfigure(file=open(os.devnull, "w"))  # noqa: SIM115 — the console keeps it for the process's life
+    # not a terminal whatever FORCE_COLOR or TTY_COMPATIBLE say: a live display on a "terminal" swaps sys.stdout and
+    # sys.stderr for every thread while it runs
+    rich.reconfigure(file=open(os.devnull, "w"), force_terminal=False, force_jupyter=False,  # noqa: SIM115
+                     force_interactive=False)
     return library
 
 

@@ -452,8 +452,17 @@ def test_auto_takes_the_fastest_runtime_that_passes_the_gate(setting):
     assert runtime != OV_INT8 and runtime == record["runtime"]
 
     # Dynamic INT8 judged on the synthetic sample alone (`models quantize` without images, or an earlier version):
-    # not weighed — on it CheXNet's passed where real radiographs failed.
+    # not weighed — on it CheXNet's passed where real radiographs failed. Its pass on radiographs under another
+    # onnxruntime: stale, saying how to gate it again (not re-gated on the sample).
     assert DYNAMIC in record["candidates"] and record["gate"][DYNAMIC]["radiographs"]
+    from inference.runtimes.local import _cached_verdict, _verdict_file, quantized_file
+
+    gate_file = _verdict_file(quantized_file(fp32, DYNAMIC), DYNAMIC)
+    on_radiographs = json.loads(gate_file.read_text())
+    gate_file.write_text(json.dumps(on_radiographs | {"passes": True, "library": "0.0"}))
+    stale = _cached_verdict(quantized_file(fp32, DYNAMIC), DYNAMIC, ModelKind.CLASSIFIER)
+    assert stale is not None and not stale["passes"]
+    assert "models quantize --runtime onnxruntime-int8-dynamic" in stale["stale"]
     dynamic = file_session(model, weights, tmp_path, DYNAMIC)
     sampled = verdict(model, dynamic, [sample_input(model).numpy()]) | {"radiographs": False}
     dynamic.path.with_name(f"{dynamic.path.stem}.{DYNAMIC}.gate.json").write_text(json.dumps(sampled))

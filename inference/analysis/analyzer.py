@@ -334,12 +334,13 @@ class Analyzer:
 
     def stop_runtime_choice(self, timeout_s: float) -> None:
         """Stop the background choice at its next step (an export, a build, a candidate), and the background builds
-        of stages before a cut after the one under way, and wait up to `timeout_s` for each: a process should not
+        of stages before a cut after the one under way, and wait up to `timeout_s` for them: a process should not
         exit under a thread in the middle of one. What is left is done at the next start."""
         self._choice.stop.set()
+        deadline = time.monotonic() + timeout_s  # for both together
         for thread in (self._choice.thread, self._head_builds.thread):
             if thread is not None:
-                thread.join(timeout_s)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _choose_runtimes(self, unchosen: list[tuple[ModelKind, StagedModel, str]]) -> None:
         """`auto`'s choice for these models, made while analyses run on PyTorch (they share this workstation's

@@ -702,8 +702,9 @@ def library_version(runtime: Runtime) -> str:
 
 def _cached_verdict(path: Path, runtime: Runtime, model: ModelKind) -> dict | None:
     """The verdict kept for `path` on `runtime`. A failure stands; a pass by another version of the library is not
-    trusted: gated again (None), except a site build's — it was gated on the site's radiographs, which are not
-    here, and the sample input alone must not pass it: it fails, saying how to gate it again (`stale`). An
+    trusted: gated again (None), except a site build's or a dynamic INT8 build's gated on radiographs — the site's
+    radiographs are not here, and the sample input alone must not pass it: it fails, saying how to gate it again
+    (`stale`). An
     onnxruntime INT8 build's verdict may be under its earlier name (one per file, no version)."""
     legacy = [path.with_suffix(".gate.json")] if runtime in (DYNAMIC, STATIC) else []
     for candidate in (_verdict_file(path, runtime), *legacy):
@@ -714,7 +715,8 @@ def _cached_verdict(path: Path, runtime: Runtime, model: ModelKind) -> dict | No
         if not isinstance(kept, dict) or not isinstance(kept.get("passes"), bool):
             continue
         if kept["passes"] and kept.get("library") != library_version(runtime):
-            if runtime not in SITE_BUILT:
+            # gated again on the sample input, unless only the site's radiographs count (`_auto_files`)
+            if runtime not in SITE_BUILT and not (runtime == DYNAMIC and kept.get("radiographs")):
                 return None
             return kept | {"passes": False, "stale": (
                 f"was gated on the site's radiographs with {'OpenVINO' if runtime in OPENVINO_RUNS else 'onnxruntime'} "

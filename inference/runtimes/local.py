@@ -836,6 +836,9 @@ def _auto_files(fp32: Path, model: ModelKind) -> dict[Runtime, Path]:
     kept = _cached_verdict(dynamic, DYNAMIC, model) if dynamic.exists() else None
     if kept is not None and kept.get("radiographs"):
         files[DYNAMIC] = dynamic
+    for name in CALIBRATED:
+        if (record := _current(fp32, name)) is not None and _gated_on_its_calibration(record, name):
+            logging.getLogger(__name__).warning("auto: %s left out: %s", name, _rebuild_message(name, model))
     return files | {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
 
 

@@ -39,8 +39,8 @@ tensors crossing the cut. An INT8 head is quantised like the whole model, on the
 the folder `models quantize` was given, which its record keeps: no copy of the site's images is made), and passes
 the same gate, on the same held-back ones, as a whole split computes it — its tensors through each wire encoding,
 the rest of the model in PyTorch FP32 — or PyTorch runs those stages. A study meeting such a cut before it is built
-runs those stages in PyTorch while the analyzer builds it in the background. The pruned model does not: its tensors at a cut are not the unpruned
-model's, which the edge's parts compute with.
+runs those stages in PyTorch while the analyzer builds it in the background. The pruned model does not: its
+tensors at a cut are not the unpruned model's, which the edge's parts compute with.
 
 `auto` (`choose_runtime`) measures, per model, every runtime that passes the gate on this machine (the close ones
 timed in turns, so that a load beside them weighs on each alike), keeps the fastest and caches the choice with the

@@ -8,8 +8,8 @@ probabilities; detector scores and box coordinates as a fraction of the input; f
 box matches both ways at IoU >= 0.9), and the fidelity gate's rule over every real radiograph in
 ../shared/data/cxr that loads (the same radiographs calibrate the two calibrated INT8 builds, so that every runtime
 is judged on all of them; `models quantize` instead gates a site's build on the quarter it holds back from its
-calibration; files that are not images are skipped). Then, per model and thread count, the fastest runtime that passes the gate among
-those the product had before OpenVINO and among all. Demo weights.
+calibration; files that are not images are skipped). Then, per model and thread count, the fastest runtime that
+passes the gate among those the product had before OpenVINO and among all. Demo weights.
 
     .venv/bin/python bench/bench_runtimes.py [--repeats 20] [--threads 1,2] [--models detector,classifier]
 """

@@ -826,6 +826,9 @@ def known_runtime(model: StagedModel, weights: str, folder: Path
     return _auto_choice(model, weights, folder, measure=False)
 
 
+_TOLD_TO_REBUILD: set[tuple[Path, Runtime]] = set()
+
+
 def _auto_files(fp32: Path, model: ModelKind) -> dict[Runtime, Path]:
     """The files of the runtimes auto weighs besides PyTorch: the FP32 ones, the site builds made current, and the
     dynamic INT8 build once it was gated on radiographs (`models quantize --runtime onnxruntime-int8-dynamic
@@ -837,7 +840,9 @@ def _auto_files(fp32: Path, model: ModelKind) -> dict[Runtime, Path]:
     if kept is not None and kept.get("radiographs"):
         files[DYNAMIC] = dynamic
     for name in CALIBRATED:
-        if (record := _current(fp32, name)) is not None and _gated_on_its_calibration(record, name):
+        if ((record := _current(fp32, name)) is not None and _gated_on_its_calibration(record, name)
+                and (fp32, name) not in _TOLD_TO_REBUILD):  # once per process: read at start and by the choice
+            _TOLD_TO_REBUILD.add((fp32, name))
             logging.getLogger(__name__).warning("auto: %s left out: %s", name, _rebuild_message(name, model))
     return files | {name: path for name in SITE_BUILT if (path := current_build(fp32, name)) is not None}
 

@@ -233,15 +233,22 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     if edge is not None and edge_cpu_ms is not None:
         per_study["edge CPU"] = edge_cpu_ms / len(os.sched_getaffinity(edge))  # over the cores it was given
     bound_s = count * max(per_study.values()) / 1e3
-    sequential, pipelined, cpu_pipelined = [], [], []
+    sequential, pipelined, cpu_pipelined, steady, fill = [], [], [], [], []
     for _ in range(rounds):
         started = time.perf_counter()
         for study in studies:
             analyzer.analyze(study, sequential_plan, with_heat_maps=False, allow_fallback=False)
         sequential.append(time.perf_counter() - started)
         started, cpu = time.perf_counter(), time.process_time()
-        results = list(analyzer.analyze_many(studies, series_plan, with_heat_maps=False, allow_fallback=False))
+        results, arrived = [], []
+        for result in analyzer.analyze_many(studies, series_plan, with_heat_maps=False, allow_fallback=False):
+            results.append(result)
+            arrived.append(time.perf_counter())
         pipelined.append(time.perf_counter() - started)
+        # the pipeline's pace once full: from the first result to the last (the series' time also holds filling
+        # it, one study's workstation and link time before the edge has work, which a longer series spreads)
+        steady.append((arrived[-1] - arrived[0]) / (count - 1) if count > 1 else pipelined[-1])
+        fill.append(arrived[0] - started)
         cpu_pipelined.append((time.process_time() - cpu) * 1e3 / count)
         if len(results) != count or not all(isinstance(r, Findings) for r in results):
             raise ValueError(f"the pipelined series lost studies: {results}")
@@ -252,6 +259,9 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
             "rounds": rounds, "sequential_s": sequential_s, "pipelined_s": pipelined_s,
             "speedup": sequential_s / pipelined_s, "per_study_ms": per_study, "bound_s": bound_s,
             "of_bound": bound_s / pipelined_s,
+            "steady_ms_per_study": statistics.median(steady) * 1e3,
+            "steady_of_bound": max(per_study.values()) / (statistics.median(steady) * 1e3),
+            "first_result_s": statistics.median(fill),
             # this workstation's CPU a study, all threads (with the gRPC client, encoding, decoding — which the
             # phases above count as the link's), one at a time and pipelined
             "cpu_ms": {"alone": cpu_alone_ms, "pipelined": statistics.median(cpu_pipelined)},
@@ -353,7 +363,11 @@ def markdown(report: dict) -> str:
                   f"{series['pipelined_s']:.2f} s — **{series['speedup']:.2f}×** the best sequential throughput, "
                   f"{series['of_bound']:.0%} of its bound ({series['bound_s']:.2f} s from its busiest resource "
                   f"measured one study at a time, {series['predicted_bound_ms'] * series['studies'] / 1e3:.2f} s "
-                  "predicted)" + (f"; this workstation's CPU a study, all its threads: {series['cpu_ms']['alone']:.0f} "
+                  "predicted)"
+                  + (f"; once full, a result every {series['steady_ms_per_study']:.0f} ms, "
+                     f"{series['steady_of_bound']:.0%} of its bound (the first after "
+                     f"{series['first_result_s']:.2f} s)" if "steady_ms_per_study" in series else "")
+                  + (f"; this workstation's CPU a study, all its threads: {series['cpu_ms']['alone']:.0f} "
                                   f"ms one at a time, {series['cpu_ms']['pipelined']:.0f} ms pipelined"
                                   if "cpu_ms" in series else "")
                   + (f"; the edge's CPU a study (its processes, one at a time): {series['edge_cpu_ms']:.0f} ms"

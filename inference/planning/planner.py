@@ -72,6 +72,11 @@ BURST = 3                     # requests sent at once to a profiled part: the ed
 # this much faster: such plans, bound by the workstation's CPU, reached 85-95 % of their prediction against 95 %
 # for full offload (docs/benchmarks.md, issue 22), and the clinician reads on that workstation meanwhile.
 WORKSTATION_MARGIN = 0.10
+# A single study goes to the edge only when that is predicted this much faster than here: where the edge is no
+# faster than this workstation every option is predicted within a few per cent of local, and the prediction's own
+# error (a few per cent) then picked an offload measured 10 % slower (docs/benchmarks.md, issue 19) — for no gain,
+# an edge shared with other workstations would be loaded and a study made to depend on the network.
+OFFLOAD_MARGIN = 0.05
 QUIET_S = 0.5                 # per try (3), how long a measurement waits for this workstation's requests on the edge to end
 TIMED_REQUESTS = 3            # timed one after another, after a warm-up, for a part's compute
 EDGE_TIMES, EDGE_BUSY = "edge-parts.json", "edge-busy.json"  # kept per server: compute, and time per request busy
@@ -124,6 +129,12 @@ def series_bound_ms(options: tuple[Option, ...], workstation_ms: float = 0.0) ->
     `workstation_ms`: what the workstation does for every study whatever the plan (pre-processing)."""
     return max(workstation_ms + workstation_share_ms(options), sum(o.transfer_ms for o in options),
                sum(o.edge_busy_ms for o in options))
+
+
+def study_preference(option: Option) -> float:
+    """The order among one model's options for a study alone: the predicted time, an offload's counted
+    OFFLOAD_MARGIN slower (so local wins what is predicted within that margin)."""
+    return option.predicted_ms * (1 + OFFLOAD_MARGIN) if option.offloaded else option.predicted_ms
 
 
 def worklist_preference(options: tuple[Option, ...], rate: float, fastest_rate: float) -> tuple[bool, float]:
@@ -755,7 +766,8 @@ class Planner:
     # ------------------------------------------------------------ choosing
 
     def plan(self, series: bool = False, edges: int = 0) -> Plan:
-        """The fastest plan for one study; with `series` the one with the highest pipelined throughput (the
+        """The fastest plan for one study (local where an offload is predicted within OFFLOAD_MARGIN of it:
+        `study_preference`); with `series` the one with the highest pipelined throughput (the
         least `series_bound_ms`; ties to the faster single study); with `edges` the plan of a worklist's edge
         lanes — that many servers, and this workstation analysing studies of its own with what they leave of
         it — that takes the least of this workstation among those within WORKSTATION_MARGIN of the highest
@@ -768,7 +780,7 @@ class Planner:
         def per_model(name: ModelKind):  # a study alone: its bands may spread over the servers
             return lambda: sorted(((o,) for o in self.candidates(name, models[name], served, gated=False,
                                                                  spatial=True)),
-                                  key=lambda c: c[0].predicted_ms)
+                                  key=lambda c: study_preference(c[0]))
 
         def pairs(key):
             def ranked():

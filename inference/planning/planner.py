@@ -72,7 +72,7 @@ BURST = 3                     # requests sent at once to a profiled part: the ed
 # this much faster: such plans, bound by the workstation's CPU, reached 85-95 % of their prediction against 95 %
 # for full offload (docs/benchmarks.md, issue 22), and the clinician reads on that workstation meanwhile.
 WORKSTATION_MARGIN = 0.10
-# A single study goes to the edge only when that is predicted this much faster than here: where the edge is no
+# A single study stays here unless here is predicted more than this much slower than the edge: where the edge is no
 # faster than this workstation every option is predicted within a few per cent of local, and the prediction's own
 # error (a few per cent) then picked an offload measured 10 % slower (docs/benchmarks.md, issue 19) — for no gain,
 # an edge shared with other workstations would be loaded and a study made to depend on the network.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.analysis.analyzer import AHEAD, Analyzer, ModelChoice
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeSettings
 from inference.edge.repository import PartRequest, write_repository
@@ -233,7 +233,8 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
     if edge is not None and edge_cpu_ms is not None:
         per_study["edge CPU"] = edge_cpu_ms / len(os.sched_getaffinity(edge))  # over the cores it was given
     bound_s = count * max(per_study.values()) / 1e3
-    sequential, pipelined, cpu_pipelined, steady, fill = [], [], [], [], []
+    sequential, pipelined, cpu_pipelined, fill = [], [], [], []
+    steady: list[float | None] = []
     for _ in range(rounds):
         started = time.perf_counter()
         for study in studies:
@@ -245,27 +246,37 @@ def measure_series(analyzer: Analyzer, radiograph: Radiograph, sequential_plan: 
             results.append(result)
             arrived.append(time.perf_counter())
         pipelined.append(time.perf_counter() - started)
-        # the pipeline's pace once full: from the first result to the last (the series' time also holds filling
-        # it, one study's workstation and link time before the edge has work, which a longer series spreads)
-        steady.append((arrived[-1] - arrived[0]) / (count - 1) if count > 1 else pipelined[-1])
-        fill.append(arrived[0] - started)
         cpu_pipelined.append((time.process_time() - cpu) * 1e3 / count)
         if len(results) != count or not all(isinstance(r, Findings) for r in results):
             raise ValueError(f"the pipelined series lost studies: {results}")
+        steady.append(steady_pace_s(arrived))
+        fill.append(arrived[0] - started)
     stages = analyzer.stage_counts
     name_of = lambda plan: {name: _option_name(getattr(plan, name), stages[name]) for name in stages}  # noqa: E731
     sequential_s, pipelined_s = statistics.median(sequential), statistics.median(pipelined)
+    paces = [pace for pace in steady if pace is not None]
+    pace_ms = statistics.median(paces) * 1e3 if paces else None
     return {"sequential_plan": name_of(sequential_plan), "plan": name_of(series_plan), "studies": count,
             "rounds": rounds, "sequential_s": sequential_s, "pipelined_s": pipelined_s,
             "speedup": sequential_s / pipelined_s, "per_study_ms": per_study, "bound_s": bound_s,
             "of_bound": bound_s / pipelined_s,
-            "steady_ms_per_study": statistics.median(steady) * 1e3,
-            "steady_of_bound": max(per_study.values()) / (statistics.median(steady) * 1e3),
+            **({"steady_ms_per_study": pace_ms, "steady_of_bound": max(per_study.values()) / pace_ms}
+               if pace_ms is not None else {}),
             "first_result_s": statistics.median(fill),
             # this workstation's CPU a study, all threads (with the gRPC client, encoding, decoding — which the
             # phases above count as the link's), one at a time and pipelined
             "cpu_ms": {"alone": cpu_alone_ms, "pipelined": statistics.median(cpu_pipelined)},
             **({"edge_cpu_ms": edge_cpu_ms} if edge_cpu_ms is not None else {})}
+
+
+def steady_pace_s(arrived: list[float]) -> float | None:
+    """A pipelined series' time per study once full, from when each result arrived (in order); None for a series
+    too short to fill. The series' time also holds filling the pipeline (a study's workstation and link time
+    before the edge has work), which a longer series spreads. Counted from the first result over the results
+    that each had a study begun after them: `analyze_many` begins AHEAD + 1 studies before the first result and
+    none after result count − AHEAD − 1, so the whole span would flatter a plan bound by this workstation."""
+    window = len(arrived) - AHEAD - 1
+    return (arrived[window] - arrived[0]) / window if window > 0 else None
 
 
 def prediction_error(rows: list[dict]) -> float | None:

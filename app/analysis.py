@@ -39,7 +39,7 @@ class AnalysisService(QObject):
     started = Signal(str, str)      # path, where: a series' study begins on this workstation or an edge
     series_ended = Signal(bool, str)  # cancelled, the reason it stopped ("" when every study ended)
     background = Signal(str)        # what this workstation does meanwhile, for minutes ("" when nothing)
-    _chosen = Signal(object)        # an analyzer's background choice is done (from its watcher's thread)
+    _said = Signal(object, str)     # an analyzer's background work, as its watcher's thread saw it
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
@@ -51,7 +51,10 @@ class AnalysisService(QObject):
         self._build_lock = threading.Lock()
         self._path = ""  # the study the session's progress is about
         self.job: Job | None = None
-        self._chosen.connect(self._said_chosen)
+        self._said.connect(self._say)
+        self._watcher: threading.Thread | None = None
+        self._watched: Analyzer | None = None
+        self._watch_lock = threading.Lock()
         # The cyclic GC's full passes hold the interpreter for as long as they scan; with torch and the
         # models loaded (tens of thousands of long-lived objects) that was 150-270 ms, measured, and
         # the window stalled. Frozen objects are never scanned again: freeze what exists now, and the
@@ -109,28 +112,47 @@ class AnalysisService(QObject):
             analyzer = Analyzer(choice, edge=edge, choose_in_background=True)
             self._analyzer, self._analyzer_key = analyzer, key
             gc.freeze()
-            # auto's first choice on this machine (or after an upgrade) runs for minutes beside the analyses: said
-            # for as long as it runs (a study's progress line is replaced by the next at once)
-            choosing = not analyzer.runtime_choice_done(0)
-            self.background.emit("Choosing this workstation's runtimes (once; PyTorch meanwhile)…" if choosing else "")
-            if choosing:
-                threading.Thread(target=self._watch_choice, args=(analyzer,), name="runtime-choice-watch",
-                                 daemon=True).start()
+            self.background.emit("")  # (a replaced analyzer's work is no longer this window's)
+            self._watch_background(analyzer)
         return self._analyzer
 
-    def _watch_choice(self, analyzer: Analyzer) -> None:
-        """Until `analyzer`'s choice is done (then `_chosen`), or the settings replaced it (it may never start)."""
-        while not analyzer.runtime_choice_done(timeout_s=1.0):
-            if self._analyzer is not analyzer:
-                return
-        try:
-            self._chosen.emit(analyzer)
-        except RuntimeError:  # the window closed (its close stops the choice)
-            pass
+    def _watch_background(self, analyzer: Analyzer) -> None:
+        """Work `analyzer` does for minutes beside the analyses — auto's first runtime choice on this machine (or
+        after an upgrade), the INT8 stages before a cut a split study queued — said in the status bar for as long
+        as it runs (a study's progress line is replaced by the next at once); a watcher thread follows it. Called
+        when the analyzer is made and after each study (a study may queue stages to build)."""
+        with self._watch_lock:  # (from the worker threads of studies and series)
+            watching = self._watcher is not None and self._watcher.is_alive() and self._watched is analyzer
+            if _background_work(analyzer) and not watching:  # (a replaced analyzer's watcher ends on its own)
+                self._watched = analyzer
+                self._watcher = threading.Thread(target=self._watch, args=(analyzer,), name="background-work-watch",
+                                                 daemon=True)
+                self._watcher.start()
 
-    def _said_chosen(self, analyzer: Analyzer) -> None:
-        if analyzer is self._analyzer:  # (in the window's thread, after any newer analyzer's "Choosing…")
-            self.background.emit("")
+    def _watch(self, analyzer: Analyzer) -> None:
+        """Says `analyzer`'s background work whenever it changes, until there is none, or the settings replaced
+        the analyzer (its work may never start)."""
+        said = None
+        while self._analyzer is analyzer:
+            message = _background_work(analyzer)
+            if message != said:
+                try:
+                    self._said.emit(analyzer, message)
+                except RuntimeError:  # the window closed (its close stops the work)
+                    return
+                said = message
+            if not message:
+                with self._watch_lock:  # (a study may have queued work just now, seeing this watcher alive)
+                    if not _background_work(analyzer):
+                        self._watched = None
+                        return
+                continue
+            if analyzer.runtime_choice_done(timeout_s=0.5):  # a change is said within half a second
+                analyzer.heads_built(timeout_s=0.5)
+
+    def _say(self, analyzer: Analyzer, message: str) -> None:
+        if analyzer is self._analyzer:  # (in the window's thread: a replaced analyzer's word comes too late)
+            self.background.emit(message)
 
     def _session_for(self, settings: AppSettings, path: str) -> AnalysisSession:
         """The session for these settings: kept while they hold, with its planner's measurements."""
@@ -149,7 +171,10 @@ class AnalysisService(QObject):
         session = self._session_for(settings, radiograph.path)
         if cancel.is_set():
             raise AnalysisCancelled("analysis cancelled")
-        return session.analyze(radiograph, cancel=cancel)
+        try:
+            return session.analyze(radiograph, cancel=cancel)
+        finally:
+            self._watch_background(session.analyzer)  # the study may have queued stages to build
 
     def _run_series(self, radiographs: list[Radiograph], settings: AppSettings, cancel: threading.Event) -> None:
         if not radiographs:
@@ -165,6 +190,7 @@ class AnalysisService(QObject):
                 self.failed.emit(result.path, _one_line(result.error))
             else:
                 self.finished.emit(result.path, result)
+            self._watch_background(session.analyzer)
 
     def _done(self, job: Job, findings) -> None:
         if self.job is job:
@@ -187,6 +213,19 @@ class AnalysisService(QObject):
             self.job = None
         cancelled = isinstance(error, AnalysisCancelled) or job.cancel.is_set()
         self.series_ended.emit(cancelled, "" if error is None or cancelled else _one_line(error))
+
+
+def _background_work(analyzer: Analyzer) -> str:
+    """What `analyzer` does in the background that takes minutes, in a line ("" when nothing)."""
+    if not analyzer.runtime_choice_done(0):
+        return "Choosing this workstation's runtimes (once; PyTorch meanwhile)…"
+    building = analyzer.heads_under_way
+    if not building:
+        return ""
+    kind, cut = building[0]
+    more = f"; {len(building) - 1} more cut(s) queued" if len(building) > 1 else ""
+    return (f"Building the {kind.value}'s {analyzer.runtimes[kind].value} stages before cut {cut} (once; PyTorch "
+            f"runs them meanwhile{more})…")
 
 
 def _one_line(error: BaseException) -> str:

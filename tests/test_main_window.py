@@ -278,6 +278,35 @@ def test_auto_s_first_runtime_choice_is_shown_for_as_long_as_it_runs(qtbot, wind
     qtbot.waitUntil(lambda: not window.background_label.isVisible(), timeout=30000)
 
 
+def test_int8_stages_built_in_the_background_are_shown_until_built(qtbot, window, shared_cxr, monkeypatch):
+    """A split study at a cut whose calibrated INT8 stages are not built yet queues them for the analyzer's
+    background builder (minutes: it runs the model on the site's radiographs) and runs them in PyTorch meanwhile;
+    the status bar says so until the builder is done. The queueing itself needs an edge and a site's INT8 build
+    (tests/test_runtimes.py): here the analyzer's own queue is handed a cut, and the build is held, then refused
+    as a failing gate would."""
+    import inference.analysis.analyzer as analyzer_module
+
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+    analyse_and_wait(qtbot, window)
+    analyzer = window.analysis._analyzer
+    assert analyzer is not None and not window.background_label.isVisible()
+    release = threading.Event()
+
+    def held(*args):
+        assert release.wait(timeout=120)
+        raise RuntimeError("the split at this cut fails the fidelity gate")
+    monkeypatch.setattr(analyzer_module, "head_session", held)
+    analyzer._build_head_in_background(analyzer.classifier, 4)
+    analyse_and_wait(qtbot, window)  # a study ends: the window looks for work going on
+    qtbot.waitUntil(window.background_label.isVisible, timeout=10000)
+    assert "Building the classifier's" in window.background_label.text()
+    assert "before cut 4" in window.background_label.text()
+    release.set()
+    qtbot.waitUntil(lambda: not window.background_label.isVisible(), timeout=30000)
+    assert not analyzer.building_heads and analyzer.heads_under_way == []
+
+
 def test_cancel(qtbot, window, shared_cxr):
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))

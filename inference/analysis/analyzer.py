@@ -783,6 +783,11 @@ class Analyzer:
         """Some stages before a cut are being built in the background (`head`)."""
         return self._head_builds.thread is not None
 
+    @property
+    def heads_under_way(self) -> list[tuple[ModelKind, int]]:
+        """The stages before a cut the background builder has yet to finish (model, cut), the one under way first."""
+        return [(kind_of(model), cut) for model, cut in tuple(self._head_builds.pending)]
+
     def heads_built(self, timeout_s: float | None = None) -> bool:
         """Waits up to `timeout_s` (None: for as long as it takes) for the background builds of stages before a cut
         (True: none left)."""

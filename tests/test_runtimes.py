@@ -278,8 +278,8 @@ def test_int8_runtimes_run_the_stages_before_a_cut_only_where_the_split_passes_t
     calibrated on (read again from the folder `models quantize` was given), kept only where the split it makes —
     INT8 stages, each wire encoding, the rest in FP32 — passes the gate on those held back; else refused, saying
     why (the analyzer then runs those stages in PyTorch). A user's CheXNet whose outputs are less sensitive than
-    the demo weights' passes; the demo weights' fails at every cut, as its whole INT8 build does. A study meets a cut not built yet:
-    PyTorch runs its stages while they are built in the background."""
+    the demo weights' passes; the demo weights' fails at every cut, as its whole INT8 build does. A study meets a
+    cut not built yet: PyTorch runs its stages while they are built in the background."""
     from inference.analysis.analyzer import Analyzer as Loaded
     from inference.models.stages import INPUT
     from inference.runtimes.fidelity import split_held_back

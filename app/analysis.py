@@ -223,9 +223,10 @@ def _background_work(analyzer: Analyzer) -> str:
     if not building:
         return ""
     kind, cut = building[0]
-    more = f"; {len(building) - 1} more cut(s) queued" if len(building) > 1 else ""
-    return (f"Building the {kind.value}'s {analyzer.runtimes[kind].value} stages before cut {cut} (once; PyTorch "
-            f"runs them meanwhile{more})…")
+    more = f", {len(building) - 1} more queued" if len(building) > 1 else ""
+    # short: the status bar shares its width with the study's progress (a longer line was cut off, seen on X)
+    runtime = analyzer.runtimes[kind].value
+    return f"Building the {kind.value}'s {runtime} stages before cut {cut}{more} (PyTorch meanwhile)…"
 
 
 def _one_line(error: BaseException) -> str:

@@ -184,8 +184,9 @@ class MainWindow(QMainWindow):
         self.edge_label = QLabel("Edge: …")
         self.mode_label = QLabel("")
         self.background_label = QLabel("")  # work this workstation does for minutes beside the analyses
-        self.background_label.setToolTip("Auto times each local runtime once on this machine (export, build, "
-                                         "check against PyTorch); studies are analysed with PyTorch meanwhile.")
+        self.background_label.setToolTip("Auto times each local runtime once on this machine (export, build, check "
+                                         "against PyTorch), and a calibrated INT8 runtime builds and gates the stages "
+                                         "before a new cut once; studies are analysed with PyTorch meanwhile.")
         self.background_label.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)

@@ -9,6 +9,9 @@ its fixed cost included) + bytes crossing k in w / bandwidth (both from the link
 compute for part (k, w) + the outputs coming back. The edge's compute is measured on the part itself
 (profiling requests when the plan is made, cached per server, part and weights); a part not measured yet
 is predicted from this workstation's stage times scaled by the edge/local ratio of the parts that were.
+The same requests measure the part's own serving cost beyond the probe's (its round trip less its compute,
+the probe's round trip and its bytes at the probed bandwidth): a part's tensors cost more to hand over than
+the probe's one, CheXNet's split at cut 7 about 3 ms on loopback.
 For int8+deflate the bytes are the deflated int8 payload and the time to deflate here and inflate there
 is added (both measured on the tensors crossing k), so compression is chosen only where the link is slow
 enough for it to pay. Only parts the server has, and wire formats that pass the fidelity gate, are
@@ -79,7 +82,8 @@ WORKSTATION_MARGIN = 0.10
 OFFLOAD_MARGIN = 0.05
 QUIET_S = 0.5                 # per try (3), how long a measurement waits for this workstation's requests on the edge to end
 TIMED_REQUESTS = 3            # timed one after another, after a warm-up, for a part's compute
-EDGE_TIMES, EDGE_BUSY = "edge-parts.json", "edge-busy.json"  # kept per server: compute, and time per request busy
+# kept per server: compute, time per request busy, and the serving cost beyond the probe's
+EDGE_TIMES, EDGE_BUSY, EDGE_SERVING = "edge-parts.json", "edge-busy.json", "edge-serving.json"
 
 _T = TypeVar("_T")
 
@@ -190,6 +194,9 @@ class LinkProfile:
     queue_ms: float = 0.0         # mean wait in the edge's queue, added to every offloaded option
     edge_part_ms: dict[str, float] = field(default_factory=dict)  # part → the edge's measured compute
     edge_busy_ms: dict[str, float] = field(default_factory=dict)  # part → its time per request in a burst
+    # part → its round trip beyond its compute, the probe's round trip and its bytes at the probed bandwidth:
+    # what handing its tensors over costs beyond the probe's one (signed: the probe's bandwidth is a rough one)
+    edge_serving_ms: dict[str, float] = field(default_factory=dict)
     client_cpu_ms: float = 0.0          # the gRPC client's CPU here for a request (LinkMeasurement) …
     client_cpu_ms_per_mib: float = 0.0  # … and per MiB it carries either way
     cores: float = 1.0                  # that CPU spreads over the cores this process may use (usable_cores)
@@ -524,9 +531,12 @@ class Planner:
         self._server = f"{self.edge.settings.address} triton {status.version}"
         known = {} if self._fresh else self._cached_edge_times(EDGE_TIMES)
         busy = {} if self._fresh else self._cached_edge_times(EDGE_BUSY)
-        kept = [part for part in known if part in busy and part in status.models]  # (one kept without: measured)
+        serving = {} if self._fresh else self._cached_edge_times(EDGE_SERVING, signed=True)
+        # (one kept without all three: measured again)
+        kept = [part for part in known if part in busy and part in serving and part in status.models]
         self.link = LinkProfile(probe.round_trip_ms, probe.upload_mbit_s, {}, self._queue_ms,
                                 {part: known[part] for part in kept}, {part: busy[part] for part in kept},
+                                {part: serving[part] for part in kept},
                                 probe.client_cpu_ms, probe.client_cpu_ms_per_mib, usable_cores())
         self._fresh = False
         self._slowness = []  # measured again against the new figures
@@ -572,12 +582,22 @@ class Planner:
             return None
         edge_ms = statistics.median(reply.edge_ms for reply, _ in replies)
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
+        self.measured.edge_serving_ms[spec.name] = self._serving_beyond_probe(payload, replies)
         # (a compute shared with the analyses is used for now but, kept without its busy time, measured again)
         busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies)) if alone else None
         if busy_ms is not None:  # (else predicted like a part not measured; kept without it, measured next time)
             self.measured.edge_busy_ms[spec.name] = max(busy_ms, edge_ms, 0.01)
         self._save_edge_times()
         return self.measured.edge_part_ms[spec.name]
+
+    def _serving_beyond_probe(self, payload: dict[str, np.ndarray], replies: list[tuple[EdgeReply, float]]) -> float:
+        """What the requests to a part took beyond its compute, the probe's round trip and their bytes (both ways)
+        at the probed bandwidth: the median over `replies`."""
+        link, sent = self.measured, sum(array.nbytes for array in payload.values())
+        return statistics.median(
+            ms - reply.edge_ms - link.round_trip_ms
+            - (sent + sum(array.nbytes for array in reply.outputs.values())) * 8 / (link.mbit_s * 1e3)
+            for reply, ms in replies)
 
     def _crossing(self, name: ModelKind, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
         """The tensors crossing `cut` for the sample input, as the analysis hands them to the encoder."""
@@ -618,14 +638,17 @@ class Planner:
         """A part's cache key: its name and the fingerprint of the model this workstation expects there."""
         return f"{part}@{self._fingerprint(ModelKind(part.partition('_')[0]))}"
 
-    def _cached_edge_times(self, which: str) -> dict[str, float]:
+    def _cached_edge_times(self, which: str, signed: bool = False) -> dict[str, float]:
         everything = _read_json(self._edge_times_path().with_name(which))
         cached = everything.get(self._server, {}) if isinstance(everything, dict) else {}
         return {key.partition("@")[0]: float(ms) for key, ms in cached.items()
-                if isinstance(ms, (int, float)) and ms > 0 and self._part_key(key.partition("@")[0]) == key}
+                if isinstance(ms, (int, float)) and math.isfinite(ms) and (signed or ms > 0)
+                and self._part_key(key.partition("@")[0]) == key}
 
     def _save_edge_times(self) -> None:
-        for which, times in ((EDGE_TIMES, self.measured.edge_part_ms), (EDGE_BUSY, self.measured.edge_busy_ms)):
+        link = self.measured
+        for which, times in ((EDGE_TIMES, link.edge_part_ms), (EDGE_BUSY, link.edge_busy_ms),
+                             (EDGE_SERVING, link.edge_serving_ms)):
             path = self._edge_times_path().with_name(which)
             everything = _read_json(path)
             everything = everything if isinstance(everything, dict) else {}
@@ -684,7 +707,8 @@ class Planner:
             band_ms = measured if measured is not None else link.edge_ratio[name] * sum(local[:cut]) * split.band_share
             band_ms *= sorted(self.server_slowness())[count - 1]
             band_bytes = spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs)
-            transfer = link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
+            transfer = max(link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
+                           + link.edge_serving_ms.get(spec.name, 0.0), 0.0)
             here = base.local_ms - self.head_ms(name, model, cut)
             options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
                                   base.transfer_ms + transfer, base.edge_ms + band_ms,
@@ -711,7 +735,8 @@ class Planner:
         if busy is None:
             busy = compute + self._serving_ms(model)
         edge, busy = compute + link.queue_ms, busy + link.queue_ms  # other clients' requests queue before both
-        transfer = link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
+        transfer = max(link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
+                       + link.edge_serving_ms.get(spec.name, 0.0), 0.0)
         here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None,
                       client_ms=link.client_ms(sent + returned), busy_ms=busy)

@@ -51,6 +51,7 @@ class Row:
     p95_ms: float
     predicted_ms: float | None = None  # the planner's prediction (None: a wire format the fidelity gate refused)
     ratio_to_local: float = 1.0
+    serving_ms: float = 0.0  # in the prediction: the part's serving cost beyond the probe's, as measured
 
 
 def _interleaved(analyzer: Analyzer, radiograph: Radiograph, plans: list[Plan], model: ModelKind,
@@ -135,6 +136,8 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
     rows: list[Row] = []
     for name, model in models.items():
         predicted = {(o.cut, o.wire): o.predicted_ms for o in planner.candidates(name, model, served)}
+        serving = {(cut, wire): planner.measured.edge_serving_ms.get(analyzer.part(model, cut, wire).name, 0.0)
+                   for cut, wire in options[name]}
         progress(f"{name}: local, {len(options[name])} served options and auto, {repeats} rounds")
         chosen = getattr(auto, name)
         offloaded = chosen.cut < model.stage_count
@@ -150,7 +153,7 @@ def measure(analyzer: Analyzer, radiograph: Radiograph, edge: EdgeClient, repeat
         plans += [_plan_for(auto, name, ModelPlan(cut, wire)) for cut, wire in options[name]] + [auto]
         keys = [(model.stage_count, WireFormat.FP32)] + list(options[name]) + [(chosen.cut, chosen.wire)]
         for label, key, (median, p95) in zip(labels, keys, _interleaved(analyzer, radiograph, plans, name, repeats), strict=True):
-            rows.append(Row(name, *label, median, p95, predicted.get(key)))
+            rows.append(Row(name, *label, median, p95, predicted.get(key), serving_ms=serving.get(key, 0.0)))
     series = measure_series(analyzer, radiograph, auto, series_plan, count=SERIES_STUDIES, progress=progress)
     series["predicted_bound_ms"] = series_bound_ms(tuple(series_options.values()), planner.preprocess_ms)
     results = []
@@ -308,10 +311,11 @@ def summary(rows: list[dict]) -> dict:
 
 
 def serve_overhead_ms(rows: list[dict]) -> float | None:
-    """What the serve path adds beyond physics on full offload (cut 0 fp32): measured − predicted, the
-    prediction being bytes / probed bandwidth + the probe's round trip + the edge's compute on the part."""
+    """What the serve path adds beyond physics on full offload (cut 0 fp32): measured − the prediction by
+    physics alone, bytes / probed bandwidth + the probe's round trip + the edge's compute on the part (the
+    planner's prediction less the part's serving cost that it measured beyond the probe's)."""
     full = next((r for r in rows if r["option"] == "cut 0 fp32" and r.get("predicted_ms")), None)
-    return full["median_ms"] - full["predicted_ms"] if full else None
+    return full["median_ms"] - (full["predicted_ms"] - full.get("serving_ms", 0.0)) if full else None
 
 
 def _option_name(plan: ModelPlan, stage_count: int) -> str:
@@ -358,11 +362,13 @@ def markdown(report: dict) -> str:
                   f"{judged['auto_run_vs_its_choice']:.2f}× the option it chose; "
                   f"prediction error (median) {_percent(judged['prediction_error_median'])}; serve path beyond "
                   f"physics on full offload {_ms(judged['serve_overhead_ms'])}", "",
-                  "| option | MiB sent | predicted ms | median ms | p95 ms | speed-up vs local |",
-                  "|---|---|---|---|---|---|"]
+                  "| option | MiB sent | predicted ms | of which serving beyond the probe | median ms | p95 ms | "
+                  "speed-up vs local |",
+                  "|---|---|---|---|---|---|---|"]
         for row in model["rows"]:
             predicted = f"{row['predicted_ms']:.0f}" if row.get("predicted_ms") else "–"
-            lines.append(f"| {row['option']} | {row['bytes_sent'] / 2**20:.2f} | {predicted} | "
+            serving = f"{row['serving_ms']:+.1f}" if row.get("serving_ms") else "–"
+            lines.append(f"| {row['option']} | {row['bytes_sent'] / 2**20:.2f} | {predicted} | {serving} | "
                          f"{row['median_ms']:.0f} | {row['p95_ms']:.0f} | {row['ratio_to_local']:.2f}× |")
         lines.append("")
     if "series" in report:

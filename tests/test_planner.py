@@ -578,6 +578,7 @@ def test_a_part_is_measured_apart_from_this_workstation_s_own_analyses(planned, 
         profiled = analyzer.part(classifier, 7, WireFormat.INT8).name
         assert planner.profile(ModelKind.CLASSIFIER, classifier, 7, WireFormat.INT8) is not None
         assert profiled in planner.link.edge_part_ms and profiled not in planner.link.edge_busy_ms
+        assert profiled not in planner.link.edge_serving_ms  # its round trips waited behind the analyses' requests
         assert bursts == []  # not timed beside the analyses
         assert client.traffic()[0] > sent_before + 10 and client.traffic()[1] > 0
     finally:

@@ -582,7 +582,8 @@ class Planner:
             return None
         edge_ms = statistics.median(reply.edge_ms for reply, _ in replies)
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
-        self.measured.edge_serving_ms[spec.name] = self._serving_beyond_probe(payload, replies)
+        if alone:  # (beside the analyses, a round trip would count the wait in Triton's queue behind theirs)
+            self.measured.edge_serving_ms[spec.name] = self._serving_beyond_probe(payload, replies)
         # (a compute shared with the analyses is used for now but, kept without its busy time, measured again)
         busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies)) if alone else None
         if busy_ms is not None:  # (else predicted like a part not measured; kept without it, measured next time)

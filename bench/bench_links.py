@@ -174,8 +174,9 @@ def plot(reports: list[dict], path: Path) -> None:
             for wire in sorted({r["wire"] for r in rows}):
                 mine = sorted((r for r in rows if r["wire"] == wire), key=lambda r: r["cut"])
                 line, = axis.plot([r["cut"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=wire)
-                floor = [r for r in mine if r.get("predicted_ms")]  # local stages + bytes / bandwidth + RTT + edge
-                axis.plot([r["cut"] for r in floor], [r["predicted_ms"] for r in floor], linestyle=":",
+                floor = [r for r in mine if r.get("predicted_ms")]  # local stages + bytes / bandwidth + RTT + edge:
+                axis.plot([r["cut"] for r in floor],  # the prediction less the part's serving beyond the probe's
+                          [r["predicted_ms"] - r.get("serving_ms", 0.0) for r in floor], linestyle=":",
                           color=line.get_color(), label=f"{wire} floor")
             axis.axhline(model["rows"][0]["median_ms"], color="grey", linestyle="--", label="local only")
             auto = model["rows"][-1]

@@ -278,17 +278,21 @@ class EdgeClient:
             return s.success.count, s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns
         return None
 
-    def _stats_compute_ms(self, model: str, before: tuple[int, int] | None, requests: int = 1) -> float:
-        """A stock Triton's compute time per request for the last `requests`: its statistics are updated just
-        after the response, so poll briefly until they are counted; 0 when that does not happen."""
+    def _stats_compute_ms(self, model: str, before: tuple[int, int] | None) -> float:
+        """A stock Triton's compute time for the last request; 0 when its statistics do not count it."""
+        return _per_request_ms(before, self._counted_stats(model, before, 1))
+
+    def _counted_stats(self, model: str, before: tuple[int, int] | None, requests: int) -> tuple[int, int] | None:
+        """`model`'s statistics once they count `requests` more than `before`: Triton updates them just after each
+        response, so poll briefly; None when that does not happen."""
         if before is None:
-            return 0.0
-        for _ in range(10):
+            return None
+        for _ in range(20):
             after = self._compute_stats(model)
             if after is not None and after[0] >= before[0] + requests:
-                return (after[1] - before[1]) / 1e6 / (after[0] - before[0])
+                return after
             time.sleep(0.002)
-        return 0.0
+        return None
 
     def queue_totals(self) -> tuple[int, float]:
         """(requests completed, their total queue ms) over every model of the server, from Triton's
@@ -300,9 +304,9 @@ class EdgeClient:
 
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,
-        through the repository's probe model; the returned checksum proves the bytes arrived intact. The probe's
-        own compute on the payload (Triton's statistics: summing 1 MiB took 4 ms on a CPU here, half the time
-        1 Gbit/s takes to carry it) is left out of the bandwidth."""
+        through the repository's probe model; the returned checksum proves the bytes arrived intact. What the probe
+        model's compute on the payload takes beyond its compute on one byte (Triton's statistics: summing 1 MiB took
+        4 ms on a CPU here, half the time 1 Gbit/s takes to carry it) is left out of the bandwidth."""
         from inference.edge.repository import PROBE_MODEL
 
         def send(size: int) -> tuple[float, float]:
@@ -323,13 +327,17 @@ class EdgeClient:
                 raise EdgeError(EdgeFailure.SERVER_ERROR, "link probe: the edge received other bytes than sent")
             return elapsed, cpu_ms
 
+        start = self._compute_stats(PROBE_MODEL)
         send(1)  # connection and first-call costs stay out of the figures
         small = [send(1) for _ in range(repeats)]
         rtt, fixed_cpu = min(wall for wall, _ in small), min(cpu for _, cpu in small)
-        before = self._compute_stats(PROBE_MODEL)
+        counted = self._counted_stats(PROBE_MODEL, start, 1 + repeats)
         walls, cpus = zip(*(send(payload_bytes) for _ in range(repeats)), strict=True)
         bulk, bulk_cpu = sorted(walls)[repeats // 2], min(cpus)  # (CPU: a fixed amount of work, noise only adds)
-        seconds = max(bulk - rtt - self._stats_compute_ms(PROBE_MODEL, before, repeats), 0.01) / 1e3
+        done = self._counted_stats(PROBE_MODEL, counted, repeats)
+        # (the round trip holds the compute on one byte already)
+        compute_ms = max(_per_request_ms(counted, done) - _per_request_ms(start, counted), 0.0)
+        seconds = max(bulk - rtt - compute_ms, 0.01) / 1e3
         return LinkMeasurement(rtt, payload_bytes * 8 / seconds / 1e6, payload_bytes, fixed_cpu,
                                max(bulk_cpu - fixed_cpu, 0.0) / (payload_bytes / 2**20))
 
@@ -387,6 +395,13 @@ class EdgeClient:
 
 
 _T = TypeVar("_T")
+
+
+def _per_request_ms(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float:
+    """Compute ms per request between two readings of a model's statistics (requests, compute ns); 0 without both."""
+    if before is None or after is None or after[0] <= before[0]:
+        return 0.0
+    return (after[1] - before[1]) / 1e6 / (after[0] - before[0])
 
 
 class EdgeGroup:

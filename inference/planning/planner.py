@@ -523,9 +523,9 @@ class Planner:
     # ------------------------------------------------------------ measuring
 
     def measure_link(self) -> LinkProfile:
-        """The link (probe, with the gRPC client's CPU here), the edge's compute and time busy on the parts
-        measured before (cached per server; a part kept without the latter is measured again), and per model
-        the edge/local ratio for the parts not measured yet."""
+        """The link (probe, with the gRPC client's CPU here), the edge's compute, time busy and serving cost on the
+        parts measured before (cached per server; a part kept without either of the latter is measured again), and
+        per model the edge/local ratio for the parts not measured yet."""
         probe, _ = self._alone(self.edge, self.edge.probe, 0)  # (the analyses' requests would share the link)
         status = self.edge.status()
         self._server = f"{self.edge.settings.address} triton {status.version}"
@@ -560,9 +560,9 @@ class Planner:
         return max(statistics.median(ratios), 1e-4) if ratios else float("inf")
 
     def profile(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat) -> float | None:
-        """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3), and
-        its time per request when busy (`_time_burst`); None when the part does not answer. Kept per server, part
-        and weights."""
+        """The edge's compute for part (cut, wire), from requests to it (a warm-up, then the median of 3), their
+        serving cost beyond the probe's (`_serving_beyond_probe`), and its time per request when busy
+        (`_time_burst`); None when the part does not answer. Kept per server, part and weights."""
         spec = self.analyzer.part(model, cut, wire)
         return self._profiled(spec, lambda: encode(wire, self._crossing(name, model, cut)))
 
@@ -576,13 +576,18 @@ class Planner:
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
         payload = tensors()
+        before, sent = self._queue_totals(), self.edge.traffic()[0]
         replies, alone = self._requests(self.edge, spec, payload)
         if replies is None:
             self._unservable.add(spec.name)
             return None
         edge_ms = statistics.median(reply.edge_ms for reply, _ in replies)
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
-        if alone:  # (beside the analyses, a round trip would count the wait in Triton's queue behind theirs)
+        # Its round trips, unlike the compute the part reports, count any wait in Triton's queue: kept only where the
+        # server served no other request meanwhile, this workstation's analyses' (`alone`) or other clients'.
+        after = self._queue_totals()
+        others = None if before is None or after is None else after[0] - before[0] - (self.edge.traffic()[0] - sent)
+        if alone and others is not None and others <= 1:  # (+1: a request counted just after its reply)
             self.measured.edge_serving_ms[spec.name] = self._serving_beyond_probe(payload, replies)
         # (a compute shared with the analyses is used for now but, kept without its busy time, measured again)
         busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies)) if alone else None

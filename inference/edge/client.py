@@ -327,11 +327,12 @@ class EdgeClient:
                 raise EdgeError(EdgeFailure.SERVER_ERROR, "link probe: the edge received other bytes than sent")
             return elapsed, cpu_ms
 
-        start = self._compute_stats(PROBE_MODEL)
-        send(1)  # connection and first-call costs stay out of the figures
+        before = self._compute_stats(PROBE_MODEL)
+        send(1)  # connection and first-call costs stay out of the figures (a first call's compute: 22 ms here)
+        start = self._counted_stats(PROBE_MODEL, before, 1)
         small = [send(1) for _ in range(repeats)]
         rtt, fixed_cpu = min(wall for wall, _ in small), min(cpu for _, cpu in small)
-        counted = self._counted_stats(PROBE_MODEL, start, 1 + repeats)
+        counted = self._counted_stats(PROBE_MODEL, start, repeats)
         walls, cpus = zip(*(send(payload_bytes) for _ in range(repeats)), strict=True)
         bulk, bulk_cpu = sorted(walls)[repeats // 2], min(cpus)  # (CPU: a fixed amount of work, noise only adds)
         done = self._counted_stats(PROBE_MODEL, counted, repeats)

@@ -496,7 +496,7 @@ class Planner:
     def _burst(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], alone_ms: float) -> float | None:
         outputs = tuple(t.name for t in spec.outputs)
         timeout_s = BURST * self.edge.settings.timeout_s  # the last waits behind the others
-        before = self._queue_totals()
+        mark = self._served_mark()
         with ThreadPoolExecutor(BURST, thread_name_prefix="planner-burst") as pool:
             started = time.perf_counter()
             sent = [pool.submit(self.edge.infer, spec, tensors, outputs, timeout_s=timeout_s) for _ in range(BURST)]
@@ -506,11 +506,23 @@ class Planner:
             except EdgeError:
                 return None
             elapsed_ms = (time.perf_counter() - started) * 1e3
-        after = self._queue_totals()
-        # (+1: the statistics count a request just after its reply, so the last one before may count here)
-        if before is not None and after is not None and after[0] - before[0] > BURST + 1:
+        if self._others_served(mark):
             return None
         return max(elapsed_ms - alone_ms, 0.0) / (BURST - 1)
+
+    def _served_mark(self) -> tuple[tuple[int, float] | None, int]:
+        """Triton's completed requests (all models) and this client's requests sent, now: see `_others_served`."""
+        return self._queue_totals(), self.edge.traffic()[0]
+
+    def _others_served(self, mark: tuple[tuple[int, float] | None, int]) -> bool:
+        """Whether the first server completed requests other than this client's since `mark` (other clients' —
+        Triton's counts less this client's sends); False when its statistics do not answer (nothing to go on)."""
+        before, sent = mark
+        after = self._queue_totals()
+        if before is None or after is None:
+            return False
+        # (+1: the statistics count a request just after its reply, so the last one before may count here)
+        return after[0] - before[0] - (self.edge.traffic()[0] - sent) > 1
 
     @property
     def measured(self) -> LinkProfile:
@@ -576,7 +588,7 @@ class Planner:
         if spec.name in self.measured.edge_part_ms:
             return self.measured.edge_part_ms[spec.name]
         payload = tensors()
-        before, sent = self._queue_totals(), self.edge.traffic()[0]
+        mark = self._served_mark()
         replies, alone = self._requests(self.edge, spec, payload)
         if replies is None:
             self._unservable.add(spec.name)
@@ -585,9 +597,7 @@ class Planner:
         self.measured.edge_part_ms[spec.name] = max(edge_ms, 0.01)
         # Its round trips, unlike the compute the part reports, count any wait in Triton's queue: kept only where the
         # server served no other request meanwhile, this workstation's analyses' (`alone`) or other clients'.
-        after = self._queue_totals()
-        others = None if before is None or after is None else after[0] - before[0] - (self.edge.traffic()[0] - sent)
-        if alone and others is not None and others <= 1:  # (+1: a request counted just after its reply)
+        if alone and not self._others_served(mark):
             self.measured.edge_serving_ms[spec.name] = self._serving_beyond_probe(payload, replies)
         # (a compute shared with the analyses is used for now but, kept without its busy time, measured again)
         busy_ms = self._time_burst(spec, payload, statistics.median(ms for _, ms in replies)) if alone else None

@@ -403,6 +403,8 @@ class EdgeServer:
                 f"--metrics-address={self.metrics_host}", f"--metrics-port={self.metrics_port}",
                 f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
                 "--strict-readiness=true", f"--log-verbose={self.log_verbose}", "--allow-gpu-metrics=false",
+                # the export writes each config whole: no extra Python stub per part to complete it (half the start)
+                "--disable-auto-complete-config",
                 # every part loads at start; the operator (credential) can unload or reload one
                 "--model-control-mode=explicit", "--load-model=*", *operator_flags(self.credential)]
 

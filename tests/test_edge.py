@@ -372,6 +372,37 @@ def _loaded_libraries(pid: int) -> set[str]:
     return found
 
 
+def _served_memory_mb(server: EdgeServer, part: str) -> float:
+    """The proportional set size (shared pages split between the processes that map them) of the Python-backend
+    process that serves `part` on `server`, in MB."""
+    model = str(server.serving_path / part / "1" / "model.py").encode()
+    for process in Path("/proc").iterdir():
+        try:
+            if model in (process / "cmdline").read_bytes().split(b"\0"):
+                rollup = (process / "smaps_rollup").read_text()
+                return next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")) / 1024
+        except OSError:  # a process that ended meanwhile, or not ours to read
+            continue
+    raise AssertionError(f"no process serves {part}")
+
+
+def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
+    """Each part runs in a process of its own: beyond what every part's process holds (the link probe's, which has
+    no weights), a part holds about one copy of its weights. It held three (the runtime kept the checked bytes
+    it was made from, and the C heap what building it freed): an edge serving many parts ran out of memory."""
+    requests = [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 0, WireFormat.FP32)]
+    write_repository(tmp_path / "repository", requests, gpu=False)
+    weights_mb = (tmp_path / "repository/classifier_cut00_fp32/1/weights.bin").stat().st_size / 2**20
+    assert weights_mb > 20  # DenseNet-121: enough to stand out from the process's own
+    server = start_server(tmp_path / "repository", tmp_path)
+    try:
+        held = _served_memory_mb(server, "classifier_cut00_fp32") - _served_memory_mb(server, "mededge_probe")
+    finally:
+        server.stop()
+    assert held < 1.6 * weights_mb, f"{held:.0f} MB held for {weights_mb:.0f} MB of weights"
+    print(f"{held:.1f} MB held for {weights_mb:.1f} MB of weights")
+
+
 def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_path):
     """`--runtime openvino`: the stock container's config names Triton's OpenVINO backend on the same model.onnx;
     `edge serve` runs the parts with OpenVINO in the Python backend (its library is loaded there), and the

@@ -135,24 +135,28 @@ def _onnxruntime(onnx: bytes, threads: int):
         options.intra_op_num_threads = threads
     available = onnxruntime.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    if not hasattr(os, "memfd_create"):  # not Linux
-        return onnxruntime.InferenceSession(onnx, options, providers=providers)
     # A session made from bytes keeps them as long as it lives (a second copy of the weights, 268 MB for the P5
-    # detector's full offload); one made from a file does not. The checked bytes go through a file in this
-    # process's memory, gone once the session is made. (A provider that fails later then fails the request: the
-    # session cannot be made again from the file to fall back to the CPU behind the workstation's back.)
+    # detector's full offload); one made from a file does not. The checked bytes go through a sealed file in this
+    # process's memory, closed once the session is made.
     import fcntl
 
-    memory = os.memfd_create("mededge-edge-part", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        memory = os.memfd_create("mededge-edge-part", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (AttributeError, OSError):  # not Linux, or a kernel or sandbox without memfd
+        return onnxruntime.InferenceSession(onnx, options, providers=providers)
     try:
         with os.fdopen(os.dup(memory), "wb") as file:
             file.write(onnx)
         # sealed: the bytes the runtime reads are the ones checked, nothing can change them in between
         fcntl.fcntl(memory, fcntl.F_ADD_SEALS,
                     fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-        return onnxruntime.InferenceSession(f"/proc/self/fd/{memory}", options, providers=providers)
+        session = onnxruntime.InferenceSession(f"/proc/self/fd/{memory}", options, providers=providers)
     finally:
         os.close(memory)
+    # A provider that fails later would make the session again from that path, whose number another file may hold
+    # by then: no fallback, the request fails instead (and the workstation says so, or runs the study itself).
+    session.disable_fallback()
+    return session
 
 
 class _OpenVino:

@@ -202,7 +202,7 @@ def writable_by_others(repository: Path, owner: int | None = None, links: bool =
                 problem = unsafe(path, info=info)
             elif not links:
                 problem = f"{path} is a symbolic link (the edge serves the files themselves)"
-            elif not os.path.exists(path):
+            elif not Path(path).exists():  # (a target it may not look at raises: not a link to nothing)
                 problem = f"{path} is a link to nothing (another user might create what it names)"
             else:
                 problem = with_folders_above(Path(path).resolve())

@@ -201,6 +201,15 @@ class LinkProfile:
     client_cpu_ms_per_mib: float = 0.0  # … and per MiB it carries either way
     cores: float = 1.0                  # that CPU spreads over the cores this process may use (usable_cores)
 
+    def wire_ms(self, nbytes: float) -> float:
+        """`nbytes` at the probed bandwidth."""
+        return nbytes * 8 / (self.mbit_s * 1e3)
+
+    def transfer_ms(self, part: str, nbytes: float) -> float:
+        """A request to `part` carrying `nbytes` both ways: the probe's round trip, the bytes at the probed bandwidth
+        and the part's own serving cost beyond the probe's (signed, so never below nothing in all)."""
+        return max(self.round_trip_ms + self.wire_ms(nbytes) + self.edge_serving_ms.get(part, 0.0), 0.0)
+
     def client_ms(self, nbytes: float, requests: int = 1) -> float:
         """This workstation's time (its CPU over its cores) that the gRPC client takes for `requests` requests
         carrying `nbytes` in all."""
@@ -611,8 +620,7 @@ class Planner:
         at the probed bandwidth: the median over `replies`."""
         link, sent = self.measured, sum(array.nbytes for array in payload.values())
         return statistics.median(
-            ms - reply.edge_ms - link.round_trip_ms
-            - (sent + sum(array.nbytes for array in reply.outputs.values())) * 8 / (link.mbit_s * 1e3)
+            ms - reply.edge_ms - link.round_trip_ms - link.wire_ms(sent + sum(a.nbytes for a in reply.outputs.values()))
             for reply, ms in replies)
 
     def _crossing(self, name: ModelKind, model: StagedModel, cut: int) -> dict[str, np.ndarray]:
@@ -723,8 +731,7 @@ class Planner:
             band_ms = measured if measured is not None else link.edge_ratio[name] * sum(local[:cut]) * split.band_share
             band_ms *= sorted(self.server_slowness())[count - 1]
             band_bytes = spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs)
-            transfer = max(link.round_trip_ms + count * band_bytes * 8 / (link.mbit_s * 1e3)
-                           + link.edge_serving_ms.get(spec.name, 0.0), 0.0)
+            transfer = link.transfer_ms(spec.name, count * band_bytes)
             here = base.local_ms - self.head_ms(name, model, cut)
             options.append(Option(name, cut, wire, here + base.transfer_ms + transfer + base.edge_ms + band_ms, here,
                                   base.transfer_ms + transfer, base.edge_ms + band_ms,
@@ -751,8 +758,7 @@ class Planner:
         if busy is None:
             busy = compute + self._serving_ms(model)
         edge, busy = compute + link.queue_ms, busy + link.queue_ms  # other clients' requests queue before both
-        transfer = max(link.round_trip_ms + inflating + (sent + returned) * 8 / (link.mbit_s * 1e3)
-                       + link.edge_serving_ms.get(spec.name, 0.0), 0.0)
+        transfer = link.transfer_ms(spec.name, sent + returned) + inflating
         here = self.head_ms(name, model, cut) + self._encoding.get((name, cut, wire.encoding), 0.0) + deflating
         return Option(name, cut, wire, here + transfer + edge, here, transfer, edge, measured is not None,
                       client_ms=link.client_ms(sent + returned), busy_ms=busy)
@@ -766,8 +772,7 @@ class Planner:
             for wire in ENCODINGS:
                 part = part_name(kind_of(model), cut, wire)
                 if part in link.edge_busy_ms and part in link.edge_part_ms:
-                    upload_ms = self.analyzer.part(model, cut, wire).input_bytes * analysis_batch(model) * 8 / (
-                        link.mbit_s * 1e3)
+                    upload_ms = link.wire_ms(self.analyzer.part(model, cut, wire).input_bytes * analysis_batch(model))
                     extra.append(link.edge_busy_ms[part] - max(link.edge_part_ms[part], upload_ms))
         return max(statistics.median(extra), 0.0) if extra else 0.0
 

@@ -337,7 +337,13 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
             (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/config.pbtxt").read_text(),
             mc.ModelConfig())
         assert served.backend == "python" and list(served.input) == list(config.input)
-        assert served.dynamic_batching == config.dynamic_batching
+        # its stages run in the FP32 part of its cut, whose batcher waits for more requests: this one's passes them on
+        assert served.parameters["mededge_served_through"].string_value == "classifier_cut07_fp32"
+        assert list(served.dynamic_batching.preferred_batch_size) == [2, 4]
+        assert served.dynamic_batching.max_queue_delay_microseconds == 0
+        serving = Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve"
+        fp32 = text_format.Parse((serving / "classifier_cut07_fp32/config.pbtxt").read_text(), mc.ModelConfig())
+        assert fp32.dynamic_batching == config.dynamic_batching and "mededge_served_through" not in fp32.parameters
         # Same outputs, plus the compute time the Python-backend model reports per request.
         assert list(served.output)[:-1] == list(config.output) and served.output[-1].name == "edge_compute_ms"
         assert (Path(os.environ["MEDEDGE_DATA_DIR"]) / f"edge/run-{grpc}/serve/classifier_cut07_fp16/1/model.onnx"
@@ -389,22 +395,50 @@ def _served_memory_mb(server: EdgeServer, part: str) -> float:
 def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
     """Each part runs in a process of its own: beyond what every part's process holds (the link probe's, which has
     no weights), a part holds about one copy of its weights. It held three (the runtime kept the checked bytes
-    it was made from, and the C heap what building it freed): an edge serving many parts ran out of memory."""
+    it was made from, and the C heap what building it freed): an edge serving many parts ran out of memory.
+    The FP16 and int8 parts of a cut hold none: they decode their input and run the FP32 part's stages, which
+    refuses such a call for other weights than the caller was exported with."""
     import onnxruntime
+    import tritonclient.grpc as triton
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("the parts' weights would be on the GPU")
-    requests = [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 0, WireFormat.FP32)]
+    requests = [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 0, wire)
+                for wire in (WireFormat.FP32, WireFormat.FP16, WireFormat.INT8)]
     write_repository(tmp_path / "repository", requests, gpu=False)
     weights_mb = (tmp_path / "repository/classifier_cut00_fp32/1/weights.bin").stat().st_size / 2**20
     assert weights_mb > 20  # DenseNet-121: enough to stand out from the process's own
     server = start_server(tmp_path / "repository", tmp_path)
     try:
-        held = _served_memory_mb(server, "classifier_cut00_fp32") - _served_memory_mb(server, "mededge_probe")
+        alone = _served_memory_mb(server, "mededge_probe")
+        held = {wire: _served_memory_mb(server, f"classifier_cut00_{wire}") - alone
+                for wire in ("fp32", "fp16", "int8")}
+        served = text_format.Parse((server.serving_path / "classifier_cut00_fp16/config.pbtxt").read_text(),
+                                   mc.ModelConfig())
+        assert served.parameters["mededge_served_through"].string_value == "classifier_cut00_fp32"
+
+        image = np.zeros((1, 3, 224, 224), np.float32)
+        tensor = triton.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        client = triton.InferenceServerClient(server.grpc_address)
+        with pytest.raises(triton.InferenceServerException, match="this part now runs"):
+            client.infer("classifier_cut00_fp32", [tensor], parameters={"mededge_fingerprint": "0123456789abcdef"})
+        # the planner tells other clients' requests from its own by the server's count: one each, as sent
+        edge = EdgeClient(EdgeSettings(server.grpc_address))
+        before = edge.queue_totals()[0]
+        half = triton.InferInput("image", list(image.shape), "FP16")
+        half.set_data_from_numpy(image.astype(np.float16))
+        for _ in range(2):
+            client.infer("classifier_cut00_fp16", [half])
+        time.sleep(0.1)  # Triton counts a request just after its reply
+        assert edge.queue_totals()[0] - before == 2
+        edge.close()
+        client.close()
     finally:
         server.stop()
-    assert held < 1.6 * weights_mb, f"{held:.0f} MB held for {weights_mb:.0f} MB of weights"
-    print(f"{held:.1f} MB held for {weights_mb:.1f} MB of weights")
+    assert held["fp32"] < 1.6 * weights_mb, f"{held['fp32']:.0f} MB held for {weights_mb:.0f} MB of weights"
+    assert held["fp16"] < 0.2 * weights_mb and held["int8"] < 0.2 * weights_mb, held
+    print(f"MB held for {weights_mb:.1f} MB of weights: {held}")
 
 
 def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_path):

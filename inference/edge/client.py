@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from inference.edge.repository import COMPUTE_TIME_OUTPUT
+from inference.edge.repository import COMPUTE_TIME_OUTPUT, SERVED_THROUGH
 from inference.models.parts import EdgePartSpec
 from inference.models.wire import DTYPES as WIRE_DTYPES
 
@@ -145,6 +145,7 @@ class EdgeClient:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
         self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
+        self._through: dict[str, bool] = {}  # model name → whether it runs its stages through another model there
         self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
         self._lock = threading.Lock()
         self._sent = 0       # inference requests sent through this client so far …
@@ -299,8 +300,22 @@ class EdgeClient:
         statistics: how long requests waited for a free model instance (the edge's load, all clients')."""
         stats = self._call(lambda: self._client.get_inference_statistics("", client_timeout=self.settings.check_timeout_s),
                            "statistics")
-        count = sum(m.inference_stats.success.count for m in stats.model_stats)
+        # A request to a part served through another (`edge serve`'s FP16 and int8 parts) completes there too: counted
+        # once. Its wait in each queue is its wait.
+        count = sum(m.inference_stats.success.count for m in stats.model_stats if not self._served_through(m.name))
         return count, sum(m.inference_stats.queue.ns for m in stats.model_stats) / 1e6
+
+    def _served_through(self, model: str) -> bool:
+        """Whether the server runs `model`'s stages by calling another of its models (its config says so), asked
+        once per model; False when its config does not answer."""
+        if model not in self._through:
+            try:
+                config = self._client.get_model_config(model, client_timeout=self.settings.check_timeout_s).config
+                self._through[model] = bool(config.parameters[SERVED_THROUGH].string_value) \
+                    if SERVED_THROUGH in config.parameters else False
+            except Exception:  # unloaded meanwhile, or no answer: counted as itself this time, asked again next
+                return False
+        return self._through[model]
 
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,

@@ -23,7 +23,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from inference.config import EdgeRuntime, WireFormat
+from inference.config import EdgeRuntime, ModelKind, WireFormat
 from inference.edge.access import OPERATOR_APIS, operator_flags
 from inference.edge.weights import (
     INDEX_FILE,
@@ -36,7 +36,14 @@ from inference.edge.weights import (
     used_ranges_sha256,
     write_shared,
 )
-from inference.models.parts import EdgePartSpec, band_part_spec, export_part, export_torch_program, part_spec
+from inference.models.parts import (
+    EdgePartSpec,
+    band_part_spec,
+    export_part,
+    export_torch_program,
+    part_name,
+    part_spec,
+)
 from inference.models.stages import StagedModel
 from inference.models.weights import file_sha256
 
@@ -45,6 +52,7 @@ QUEUE_DELAY_US = 2000
 PYTHON_MODEL = Path(__file__).resolve().parent.parent / "resources" / "triton" / "python_model.py"  # package data
 _DTYPES = {"FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16, "UINT8": mc.TYPE_UINT8}
 COMPUTE_TIME_OUTPUT = "edge_compute_ms"
+SERVED_THROUGH = "mededge_served_through"  # an FP16 or int8 part's FP32 part of the same cut (python_model.py)
 DIGEST = "mededge_onnx_sha256"
 RUNTIME = "mededge_runtime"
 TORCH_PROGRAM_FILE = "model.pt2"  # an `EdgeRuntime.TORCH` part's PyTorch exported program, beside its ONNX
@@ -358,6 +366,12 @@ def overlay_part(config_path: Path, target: Path) -> str:
     config.parameters[RUNTIME].string_value = runtime.value
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU  # the Python process picks CUDA itself if it can
+    config.parameters.pop(SERVED_THROUGH, None)  # decided here, from the repository as it is now
+    through = fp32_sibling(config_path)
+    if through:
+        config.parameters[SERVED_THROUGH].string_value = through
+        if config.HasField("dynamic_batching"):  # the FP32 part's batcher waits for more requests: not twice
+            config.dynamic_batching.max_queue_delay_microseconds = 0
     if config.name != PROBE_MODEL:
         timing = config.output.add()  # model.py reports its compute time per request (see python_model.py)
         timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
@@ -373,6 +387,29 @@ def overlay_part(config_path: Path, target: Path) -> str:
     shutil.copyfile(PYTHON_MODEL, version / "model.py")
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return config.name
+
+
+def fp32_sibling(config_path: Path) -> str:
+    """The FP32 part of the same cut, model and runtime beside the FP16 or int8 part exported at `config_path`, which
+    `edge serve` runs the stages through (model.py decodes the wire format and calls it within Triton), so that the
+    weights are held once for every wire format of a cut; "" for any other part, or where there is none."""
+    config = read_config(config_path)
+    parameters = config.parameters
+    if (config.name == PROBE_MODEL or "mededge_band_rows" in parameters
+            or parameters["mededge_wire"].string_value == WireFormat.FP32.value):
+        return ""
+    wire, cut = WireFormat(parameters["mededge_wire"].string_value), int(parameters["mededge_cut"].string_value)
+    kind = next((kind for kind in ModelKind if part_name(kind, cut, wire) == config.name), None)
+    if kind is None:
+        return ""
+    sibling = part_name(kind, cut, WireFormat.FP32)
+    sibling_config = config_path.parent.parent / sibling / "config.pbtxt"
+    if not sibling_config.is_file():
+        return ""
+    theirs = read_config(sibling_config).parameters
+    same = all(key in theirs and theirs[key].string_value == parameters[key].string_value
+               for key in ("mededge_fingerprint", RUNTIME))
+    return sibling if same else ""
 
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"

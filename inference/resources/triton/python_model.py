@@ -42,9 +42,14 @@ class TritonPythonModel:
         self.outputs = [t["name"] for t in config["output"] if t["name"] != "edge_compute_ms"]
         self.report_time = any(t["name"] == "edge_compute_ms" for t in config["output"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.fingerprint = _parameter(config, "mededge_fingerprint")
+        self.session: _Through | _Torch | _OpenVino | Any  # Any: an onnxruntime session
+        through = _parameter(config, "mededge_served_through")
+        if through:  # another wire format of a cut served here in FP32: its stages run there, on one copy of them
+            self.session = _Through(through, self.fingerprint, self.inputs)
+            return
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
         runtime = _parameter(config, "mededge_runtime") or "onnxruntime"
-        self.session: _Torch | _OpenVino | Any  # Any: an onnxruntime session
         if runtime == "torch":
             _same_torch(config)
             self.session = _Torch(_checked(config, path.with_name("model.pt2"), "mededge_pt2_sha256"), threads)
@@ -61,6 +66,8 @@ class TritonPythonModel:
         # Requests the dynamic batcher grouped are run as one batch, then split again.
         feeds, sizes, responses = {}, [], [None] * len(requests)
         try:
+            for request in requests:
+                _same_weights(request, self.fingerprint)
             arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
                       for r in requests]
             sizes = [a[0].shape[0] for a in arrays]
@@ -80,6 +87,44 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += size
         return responses
+
+
+class _Through:
+    """This part's wire format decoded here, its stages run by the FP32 part of the same cut in this server (a call
+    within Triton): every wire format of a cut holds one copy of its weights. The decoding is the FP32 arithmetic
+    the part's own ONNX does (inference/models/wire.py: uint8 codes, `_scale` and `_zero` per channel)."""
+
+    def __init__(self, part: str, fingerprint: str, inputs: list) -> None:
+        self.part, self.fingerprint = part, fingerprint
+        self.crossing = [name for name in inputs if not name.endswith(("_scale", "_zero"))]
+
+    def run(self, outputs, feeds):
+        tensors = [pb_utils.Tensor(name, _decoded(feeds, name)) for name in self.crossing]
+        # the FP32 part refuses the call unless it still runs the weights this part was exported with
+        request = pb_utils.InferenceRequest(model_name=self.part, requested_output_names=list(outputs), inputs=tensors,
+                                            parameters={"mededge_fingerprint": self.fingerprint})
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"served through {self.part}: {response.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
+def _decoded(feeds: dict, name: str) -> np.ndarray:
+    tensor = feeds[name]
+    if tensor.dtype != np.uint8:
+        return tensor.astype(np.float32)
+    shape = feeds[name + "_scale"].shape + (1,) * (tensor.ndim - 2)
+    return (tensor.astype(np.float32) - feeds[name + "_zero"].reshape(shape)) * feeds[name + "_scale"].reshape(shape)
+
+
+def _same_weights(request, fingerprint: str) -> None:
+    """Refuse a call from a part served through this one that was exported with other weights (this one re-exported
+    and loaded again since): its results would carry the other weights' name. The workstation's own requests carry
+    no fingerprint: it checks the part's config itself."""
+    expected = json.loads(request.parameters() or "{}").get("mededge_fingerprint", fingerprint)
+    if expected != fingerprint:
+        raise RuntimeError(f"asked for the weights {expected}, this part now runs {fingerprint}: load the part "
+                           "served through it again")
 
 
 def _return_freed_memory() -> None:

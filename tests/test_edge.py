@@ -396,49 +396,93 @@ def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
     """Each part runs in a process of its own: beyond what every part's process holds (the link probe's, which has
     no weights), a part holds about one copy of its weights. It held three (the runtime kept the checked bytes
     it was made from, and the C heap what building it freed): an edge serving many parts ran out of memory.
-    The FP16 and int8 parts of a cut hold none: they decode their input and run the FP32 part's stages, which
-    refuses such a call for other weights than the caller was exported with."""
+    The FP16 and int8 parts of a cut hold none: they decode their input and run the FP32 part's stages, with the
+    results of their own ONNX; the FP32 part refuses them once it runs other weights than they were exported with,
+    and cannot be unloaded while they run through it."""
+    import concurrent.futures
+
     import onnxruntime
+    import torch
     import tritonclient.grpc as triton
+
+    from inference.edge.repository import read_config
+    from inference.models.parts import model_input_shape
+    from inference.models.stages import INPUT
+    from inference.models.wire import encode
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("the parts' weights would be on the GPU")
-    requests = [PartRequest(analyzer.classifier, analyzer.classifier_weights.source, 0, wire)
+    deep = 13  # the detector's tensors crossing it: four, of three strides
+    requests = [PartRequest(model, weights, cut, wire)
+                for model, weights, cut in ((analyzer.classifier, analyzer.classifier_weights.source, 0),
+                                            (analyzer.detector, analyzer.detector_source, deep))
                 for wire in (WireFormat.FP32, WireFormat.FP16, WireFormat.INT8)]
-    write_repository(tmp_path / "repository", requests, gpu=False)
-    weights_mb = (tmp_path / "repository/classifier_cut00_fp32/1/weights.bin").stat().st_size / 2**20
+    repository = tmp_path / "repository"
+    write_repository(repository, requests, gpu=False)
+    weights_mb = (repository / "classifier_cut00_fp32/1/weights.bin").stat().st_size / 2**20
     assert weights_mb > 20  # DenseNet-121: enough to stand out from the process's own
-    server = start_server(tmp_path / "repository", tmp_path)
+    server = start_server(repository, tmp_path)
+    client = triton.InferenceServerClient(server.grpc_address)
+
+    def served(part: str, arrays: dict[str, np.ndarray]) -> triton.InferResult:
+        inputs = []
+        for name, array in arrays.items():
+            inputs.append(triton.InferInput(name, list(array.shape), triton.np_to_triton_dtype(array.dtype)))
+            inputs[-1].set_data_from_numpy(array)
+        return client.infer(part, inputs)
+
     try:
         alone = _served_memory_mb(server, "mededge_probe")
         held = {wire: _served_memory_mb(server, f"classifier_cut00_{wire}") - alone
                 for wire in ("fp32", "fp16", "int8")}
-        served = text_format.Parse((server.serving_path / "classifier_cut00_fp16/config.pbtxt").read_text(),
-                                   mc.ModelConfig())
-        assert served.parameters["mededge_served_through"].string_value == "classifier_cut00_fp32"
+        assert held["fp32"] < 1.6 * weights_mb, f"{held['fp32']:.0f} MB held for {weights_mb:.0f} MB of weights"
+        assert held["fp16"] < 0.2 * weights_mb and held["int8"] < 0.2 * weights_mb, held
+        print(f"MB held for {weights_mb:.1f} MB of weights: {held}")
 
-        image = np.zeros((1, 3, 224, 224), np.float32)
-        tensor = triton.InferInput("image", list(image.shape), "FP32")
-        tensor.set_data_from_numpy(image)
-        client = triton.InferenceServerClient(server.grpc_address)
-        with pytest.raises(triton.InferenceServerException, match="this part now runs"):
-            client.infer("classifier_cut00_fp32", [tensor], parameters={"mededge_fingerprint": "0123456789abcdef"})
-        # the planner tells other clients' requests from its own by the server's count: one each, as sent
+        # Each int8 part's results are its own ONNX's (run here), for a batch of two
+        rng = np.random.default_rng(3)
+        for model, part, cut in ((analyzer.classifier, "classifier_cut00", 0),
+                                 (analyzer.detector, f"detector_cut{deep}", deep)):
+            image = rng.random((2, *model_input_shape(model)), np.float32)
+            with torch.inference_mode():
+                crossing = model.run_stages({INPUT: torch.from_numpy(image)}, 0, cut)
+            arrays = encode(WireFormat.INT8, {("image" if i == INPUT else f"t{i:02d}"): t.detach().numpy()
+                                              for i, t in crossing.items()})
+            own = onnxruntime.InferenceSession(str(repository / f"{part}_int8/1/model.onnx"))
+            expected = own.run(None, arrays)[0]
+            result = served(f"{part}_int8", arrays).as_numpy(own.get_outputs()[0].name)
+            assert np.abs(result - expected).max() <= 1e-4 * max(np.abs(expected).max(), 1.0)
+        assert read_config(server.serving_path / "detector_cut13_int8/config.pbtxt"
+                           ).parameters["mededge_served_through"].string_value == "detector_cut13_fp32"
+
+        # The planner tells other clients' requests from its own by the server's count: one each, as sent, also
+        # when the FP16 part's batcher groups them
         edge = EdgeClient(EdgeSettings(server.grpc_address))
+        half = {"image": np.zeros((1, 3, 224, 224), np.float16)}
         before = edge.queue_totals()[0]
-        half = triton.InferInput("image", list(image.shape), "FP16")
-        half.set_data_from_numpy(image.astype(np.float16))
-        for _ in range(2):
-            client.infer("classifier_cut00_fp16", [half])
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda _: served("classifier_cut00_fp16", half), range(3)))
         time.sleep(0.1)  # Triton counts a request just after its reply
-        assert edge.queue_totals()[0] - before == 2
+        assert edge.queue_totals()[0] - before == 3
         edge.close()
-        client.close()
+
+        # The FP32 part exported again with other weights and loaded: the FP16 part is refused with the reason,
+        # the FP32 part serves its own requests
+        config_path = repository / "classifier_cut00_fp32/config.pbtxt"
+        config = read_config(config_path)
+        config.parameters["mededge_fingerprint"].string_value = "0123456789abcdef"
+        config_path.write_text(text_format.MessageToString(config))
+        operator = server.operator()
+        operator.load("classifier_cut00_fp32")
+        with pytest.raises(triton.InferenceServerException, match="this part now runs 0123456789abcdef"):
+            served("classifier_cut00_fp16", half)
+        served("classifier_cut00_fp32", {"image": half["image"].astype(np.float32)})
+        with pytest.raises(EdgeServerError, match="classifier_cut00_fp16, classifier_cut00_int8 run their stages in"):
+            operator.unload("classifier_cut00_fp32")
+        operator.close()
     finally:
+        client.close()
         server.stop()
-    assert held["fp32"] < 1.6 * weights_mb, f"{held['fp32']:.0f} MB held for {weights_mb:.0f} MB of weights"
-    assert held["fp16"] < 0.2 * weights_mb and held["int8"] < 0.2 * weights_mb, held
-    print(f"MB held for {weights_mb:.1f} MB of weights: {held}")
 
 
 def test_edge_parts_served_by_openvino_match_local(analyzer, radiograph, tmp_path):

@@ -216,6 +216,7 @@ def _edge_control(args: argparse.Namespace) -> int:
     """The operator's calls on a running `edge serve` of this machine, with the credential it wrote."""
     from tritonclient.utils import InferenceServerException
 
+    from inference.edge.repository import served_through
     from inference.edge.server import EdgeServerError, OperatorClient
     from inference.models.weights import data_dir
 
@@ -230,7 +231,8 @@ def _edge_control(args: argparse.Namespace) -> int:
             return EXIT_OK if ready else EXIT_USAGE
         if args.action == "list":
             for name, state in operator.models():
-                print(f"{name}\t{state}")
+                through = served_through(operator.serving / name / "config.pbtxt")
+                print(f"{name}\t{state}" + (f"\tthrough {through}" if through else ""))
         else:
             getattr(operator, args.action)(args.part)
             print(f"{args.action}ed {args.part}")

@@ -19,11 +19,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from inference.config import WireFormat
 from inference.edge.repository import COMPUTE_TIME_OUTPUT, SERVED_THROUGH
 from inference.models.parts import EdgePartSpec
 from inference.models.wire import DTYPES as WIRE_DTYPES
 
 REVERIFY_S = 30.0
+THROUGH_SUFFIXES = tuple(f"_{wire.value}" for wire in (WireFormat.FP16, WireFormat.INT8))  # of parts' names
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$")
 
 
@@ -145,7 +147,8 @@ class EdgeClient:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
         self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
-        self._through: dict[str, bool] = {}  # model name → whether it runs its stages through another model there
+        # model name → (when asked, monotonic s; whether it runs its stages through another model there)
+        self._through: dict[str, tuple[float, bool]] = {}
         self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
         self._lock = threading.Lock()
         self._sent = 0       # inference requests sent through this client so far …
@@ -306,16 +309,21 @@ class EdgeClient:
         return count, sum(m.inference_stats.queue.ns for m in stats.model_stats) / 1e6
 
     def _served_through(self, model: str) -> bool:
-        """Whether the server runs `model`'s stages by calling another of its models (its config says so), asked
-        once per model; False when its config does not answer."""
-        if model not in self._through:
+        """Whether the server runs `model`'s stages by calling another of its models (its config says so): only an
+        FP16 or int8 part may; asked again after REVERIFY_S (the edge may have been restarted, or the part loaded
+        again, meanwhile). False when its config does not answer."""
+        if not model.endswith(THROUGH_SUFFIXES):
+            return False
+        asked, through = self._through.get(model, (-REVERIFY_S, False))
+        if time.monotonic() - asked >= REVERIFY_S:
             try:
-                config = self._client.get_model_config(model, client_timeout=self.settings.check_timeout_s).config
-                self._through[model] = bool(config.parameters[SERVED_THROUGH].string_value) \
-                    if SERVED_THROUGH in config.parameters else False
+                parameters = self._client.get_model_config(model, client_timeout=self.settings.check_timeout_s
+                                                           ).config.parameters
             except Exception:  # unloaded meanwhile, or no answer: counted as itself this time, asked again next
                 return False
-        return self._through[model]
+            through = SERVED_THROUGH in parameters and bool(parameters[SERVED_THROUGH].string_value)
+            self._through[model] = (time.monotonic(), through)
+        return through
 
     def probe(self, payload_bytes: int = 1 << 20, repeats: int = 3) -> LinkMeasurement:
         """Round-trip time (1-byte requests) and upload bandwidth (`payload_bytes` requests) to the edge,

@@ -395,9 +395,10 @@ def fp32_sibling(config_path: Path) -> str:
     weights are held once for every wire format of a cut; "" for any other part, or where there is none."""
     config = read_config(config_path)
     parameters = config.parameters
-    if (config.name == PROBE_MODEL or "mededge_band_rows" in parameters
-            or parameters["mededge_wire"].string_value == WireFormat.FP32.value):
-        return ""
+    wires = {WireFormat.FP16.value, WireFormat.INT8.value}
+    if ("mededge_band_rows" in parameters or "mededge_cut" not in parameters or "mededge_wire" not in parameters
+            or parameters["mededge_wire"].string_value not in wires):
+        return ""  # (the probe, a band part, a part of another MedEdge: each served on its own)
     wire, cut = WireFormat(parameters["mededge_wire"].string_value), int(parameters["mededge_cut"].string_value)
     kind = next((kind for kind in ModelKind if part_name(kind, cut, wire) == config.name), None)
     if kind is None:
@@ -410,6 +411,14 @@ def fp32_sibling(config_path: Path) -> str:
     same = all(key in theirs and theirs[key].string_value == parameters[key].string_value
                for key in ("mededge_fingerprint", RUNTIME))
     return sibling if same else ""
+
+
+def served_through(config_path: Path) -> str:
+    """The part a served part (its config in the overlay at `config_path`) runs its stages in; "" for none."""
+    if not config_path.is_file():
+        return ""
+    parameters = read_config(config_path).parameters
+    return parameters[SERVED_THROUGH].string_value if SERVED_THROUGH in parameters else ""
 
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"

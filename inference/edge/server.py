@@ -38,7 +38,7 @@ from pathlib import Path
 
 from inference.edge.access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
 from inference.edge.gateway import EdgeGateway, server_credentials
-from inference.edge.repository import largest_request_bytes, overlay_part, python_backend_overlay
+from inference.edge.repository import largest_request_bytes, overlay_part, python_backend_overlay, served_through
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
 
@@ -304,6 +304,11 @@ class OperatorClient:
         return [(model.name, model.state or "UNAVAILABLE") for model in index.models]
 
     def unload(self, part: str) -> None:
+        """Unload `part`; refused while a loaded part runs its stages in it (an FP16 or int8 part of its cut)."""
+        through = sorted(name for name, state in self.models()
+                         if state == "READY" and served_through(self.serving / name / "config.pbtxt") == part)
+        if through:
+            raise EdgeServerError(f"{', '.join(through)} run their stages in {part}: unload them first")
         self._client.unload_model(part, headers=self._headers)
 
     def load(self, part: str) -> None:

@@ -13,6 +13,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,6 +326,26 @@ def _option_name(plan: ModelPlan, stage_count: int) -> str:
 def _plan_for(base: Plan, name: str, option: ModelPlan) -> Plan:
     """`base` with `name`'s plan replaced by `option`."""
     return Plan(option, base.classifier) if name == ModelKind.DETECTOR else Plan(base.detector, option)
+
+
+def rotated_ms(calls: dict[str, Callable[[], object]], rounds: int, warm_up: int) -> dict[str, list[float]]:
+    """Each call's times (ms) taken side by side: `warm_up` calls of each first, then `rounds` rounds of one call
+    each, the order rotated every round (what runs first in a round does not always pay for it)."""
+    for call in calls.values():
+        for _ in range(warm_up):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for round_ in range(rounds):
+        for name in order[round_ % len(order):] + order[:round_ % len(order)]:
+            started = time.perf_counter()
+            calls[name]()
+            times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def median_p95(times: list[float]) -> tuple[float, float]:
+    return statistics.median(times), float(np.percentile(times, 95))
 
 
 def machine_description() -> str:

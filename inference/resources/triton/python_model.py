@@ -5,7 +5,8 @@ OpenVINO, or its PyTorch exported program (`model.pt2`) with PyTorch, as the exp
 same inputs/outputs as in the stock-Triton repository, run by the `tritonserver` of the nvidia-pytriton
 wheel without Docker. onnxruntime uses CUDA when onnxruntime-gpu is installed, else the CPU (with its CUDA
 defaults); OpenVINO the CPU at FP32 (never BF16 behind the workstation's back); PyTorch the GPU when it has CUDA,
-else the CPU, at FP32 (TF32 off).
+else the CPU, at FP32 (TF32 off). An FP16 or int8 part whose config names `mededge_served_through` (the FP32 part
+of its cut, same weights and runtime) loads nothing: it decodes its input and runs its stages there.
 
 A part loads only if its ONNX is the one exported: the bytes are read once, their SHA-256 compared with the
 `mededge_onnx_sha256` the export wrote into the config, and the session made from those same bytes (nothing
@@ -46,7 +47,7 @@ class TritonPythonModel:
         self.session: _Through | _Torch | _OpenVino | Any  # Any: an onnxruntime session
         through = _parameter(config, "mededge_served_through")
         if through:  # another wire format of a cut served here in FP32: its stages run there, on one copy of them
-            self.session = _Through(through, self.fingerprint, self.inputs)
+            self.session = _Through(through, self.fingerprint, self.inputs, self.outputs, self.report_time)
             return
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
         runtime = _parameter(config, "mededge_runtime") or "onnxruntime"
@@ -62,24 +63,31 @@ class TritonPythonModel:
         del onnx
         _return_freed_memory()
 
-    def execute(self, requests):
-        # Requests the dynamic batcher grouped are run as one batch, then split again.
-        feeds, sizes, responses = {}, [], [None] * len(requests)
+    async def execute(self, requests):  # a coroutine: a part served through another awaits its calls together
+        if isinstance(self.session, _Through):
+            return await self.session.execute(requests)
+        # Requests the dynamic batcher grouped are run as one batch, then split again; a request that names other
+        # weights than these (a part served through this one, exported before this one was) is refused alone.
+        responses = [_failed(f"asked for the weights {asked}, this part now runs {self.fingerprint}: load the part "
+                             "served through it again") if asked else None
+                     for asked in (_other_weights(r, self.fingerprint) for r in requests)]
+        accepted = [index for index, response in enumerate(responses) if response is None]
+        if not accepted:
+            return responses
         try:
-            for request in requests:
-                _same_weights(request, self.fingerprint)
-            arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
-                      for r in requests]
+            arrays = [[pb_utils.get_input_tensor_by_name(requests[i], name).as_numpy() for name in self.inputs]
+                      for i in accepted]
             sizes = [a[0].shape[0] for a in arrays]
             feeds = {name: np.concatenate([a[i] for a in arrays]) for i, name in enumerate(self.inputs)}
             started = time.perf_counter()
             results = self.session.run(self.outputs, feeds)
             compute_ms = (time.perf_counter() - started) * 1e3
-        except Exception as exc:  # e.g. a tensor of another shape: every request gets the reason
-            error = pb_utils.TritonError(f"edge part failed: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        except Exception as exc:  # e.g. a tensor of another shape: every request run gets the reason
+            for index in accepted:
+                responses[index] = _failed(exc)
+            return responses
         start = 0
-        for index, size in enumerate(sizes):
+        for index, size in zip(accepted, sizes, strict=True):
             tensors = [pb_utils.Tensor(name, result[start:start + size].copy())
                        for name, result in zip(self.outputs, results, strict=True)]
             if self.report_time:
@@ -89,24 +97,61 @@ class TritonPythonModel:
         return responses
 
 
+def _failed(reason) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"edge part failed: {reason}"))
+
+
+def _other_weights(request, fingerprint: str) -> str:
+    """The weights a call from a part served through this one names, where they are not these ("" otherwise): that
+    part was exported before this one was exported again and loaded, and its results would name the old weights.
+    The workstations' own requests name none (they check the part's config)."""
+    try:
+        asked = json.loads(request.parameters() or "{}").get("mededge_fingerprint", fingerprint)
+    except (ValueError, AttributeError):
+        return ""
+    return "" if asked == fingerprint else str(asked)
+
+
 class _Through:
     """This part's wire format decoded here, its stages run by the FP32 part of the same cut in this server (a call
-    within Triton): every wire format of a cut holds one copy of its weights. The decoding is the FP32 arithmetic
-    the part's own ONNX does (inference/models/wire.py: uint8 codes, `_scale` and `_zero` per channel)."""
+    within Triton per request, all awaited at once: that part's batcher groups them, Triton counts each): every
+    wire format of a cut holds one copy of its weights. The decoding is the FP32 arithmetic the part's own ONNX does
+    (inference/models/wire.py: uint8 codes, `_scale` and `_zero` per channel). Its compute time is the decoding's
+    and the FP32 part's, not the wait in that part's queue."""
 
-    def __init__(self, part: str, fingerprint: str, inputs: list) -> None:
-        self.part, self.fingerprint = part, fingerprint
+    def __init__(self, part: str, fingerprint: str, inputs: list, outputs: list, report_time: bool) -> None:
+        self.part, self.fingerprint, self.inputs, self.outputs = part, fingerprint, inputs, outputs
+        self.report_time = report_time
         self.crossing = [name for name in inputs if not name.endswith(("_scale", "_zero"))]
 
-    def run(self, outputs, feeds):
-        tensors = [pb_utils.Tensor(name, _decoded(feeds, name)) for name in self.crossing]
-        # the FP32 part refuses the call unless it still runs the weights this part was exported with
-        request = pb_utils.InferenceRequest(model_name=self.part, requested_output_names=list(outputs), inputs=tensors,
-                                            parameters={"mededge_fingerprint": self.fingerprint})
-        response = request.exec()
-        if response.has_error():
-            raise RuntimeError(f"served through {self.part}: {response.error().message()}")
-        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+    async def execute(self, requests):
+        import asyncio
+
+        calls, decode_ms, responses = {}, {}, [None] * len(requests)
+        for index, request in enumerate(requests):
+            started = time.perf_counter()
+            try:
+                feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+                tensors = [pb_utils.Tensor(name, _decoded(feeds, name)) for name in self.crossing]
+            except Exception as exc:  # a tensor missing or of another type: this request gets the reason
+                responses[index] = _failed(exc)
+                continue
+            decode_ms[index] = (time.perf_counter() - started) * 1e3
+            calls[index] = pb_utils.InferenceRequest(
+                model_name=self.part, requested_output_names=[*self.outputs, "edge_compute_ms"], inputs=tensors,
+                parameters={"mededge_fingerprint": self.fingerprint})  # refused there unless its weights are these
+        answers = await asyncio.gather(*(call.async_exec() for call in calls.values()))
+        for index, answer in zip(calls, answers, strict=True):
+            if answer.has_error():
+                responses[index] = _failed(f"served through {self.part}: {answer.error().message()}")
+                continue
+            results = [pb_utils.get_output_tensor_by_name(answer, name).as_numpy() for name in self.outputs]
+            tensors = [pb_utils.Tensor(name, result) for name, result in zip(self.outputs, results, strict=True)]
+            if self.report_time:
+                there = pb_utils.get_output_tensor_by_name(answer, "edge_compute_ms").as_numpy()
+                tensors.append(pb_utils.Tensor("edge_compute_ms", (there + decode_ms[index]).astype(np.float32)))
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
 
 
 def _decoded(feeds: dict, name: str) -> np.ndarray:
@@ -115,16 +160,6 @@ def _decoded(feeds: dict, name: str) -> np.ndarray:
         return tensor.astype(np.float32)
     shape = feeds[name + "_scale"].shape + (1,) * (tensor.ndim - 2)
     return (tensor.astype(np.float32) - feeds[name + "_zero"].reshape(shape)) * feeds[name + "_scale"].reshape(shape)
-
-
-def _same_weights(request, fingerprint: str) -> None:
-    """Refuse a call from a part served through this one that was exported with other weights (this one re-exported
-    and loaded again since): its results would carry the other weights' name. The workstation's own requests carry
-    no fingerprint: it checks the part's config itself."""
-    expected = json.loads(request.parameters() or "{}").get("mededge_fingerprint", fingerprint)
-    if expected != fingerprint:
-        raise RuntimeError(f"asked for the weights {expected}, this part now runs {fingerprint}: load the part "
-                           "served through it again")
 
 
 def _return_freed_memory() -> None:

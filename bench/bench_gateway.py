@@ -12,10 +12,10 @@ cores, as they do in the loopback benchmark.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ from inference.edge.repository import PROBE_MODEL, PartRequest, write_repository
 from inference.edge.server import EdgeServer, free_ports  # noqa: E402
 from inference.models.parts import part_spec  # noqa: E402
 from inference.models.wire import WireFormat  # noqa: E402
-from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.reports.benchmark import machine_description, median_p95, rotated_ms  # noqa: E402
 
 
 def requests(analyzer: Analyzer) -> dict[str, tuple[str, list]]:
@@ -66,18 +66,9 @@ def main() -> int:
         print("| request | Triton direct median / p95 ms | through the gateway median / p95 ms | added (median) |")
         print("| --- | --- | --- | --- |")
         for name, (model, inputs) in requests(analyzer).items():
-            times: dict[str, list[float]] = {path: [] for path in paths}
-            for client in paths.values():
-                for _ in range(5):
-                    client.infer(model, inputs)
-            order = list(paths)
-            for round_ in range(args.repeats):
-                for path in order[round_ % 2:] + order[:round_ % 2]:
-                    started = time.perf_counter()
-                    paths[path].infer(model, inputs)
-                    times[path].append((time.perf_counter() - started) * 1e3)
-            (d_med, d_p95), (g_med, g_p95) = [(statistics.median(t), float(np.percentile(t, 95)))
-                                              for t in times.values()]
+            times = rotated_ms({path: partial(client.infer, model, inputs) for path, client in paths.items()},
+                               args.repeats, warm_up=5)
+            (d_med, d_p95), (g_med, g_p95) = [median_p95(t) for t in times.values()]
             print(f"| {name} | {d_med:.2f} / {d_p95:.2f} | {g_med:.2f} / {g_p95:.2f} | "
                   f"{g_med - d_med:+.2f} ms ({g_med / d_med:.2f}×) |", flush=True)
     finally:

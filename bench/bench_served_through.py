@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ from inference.config import ModelKind, WireFormat  # noqa: E402
 from inference.edge.repository import PROBE_MODEL, PartRequest, read_config, write_checksums, write_repository  # noqa: E402
 from inference.edge.server import EdgeServer, free_ports  # noqa: E402
 from inference.planning.plan import AUTO_CUTS  # noqa: E402
-from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.reports.benchmark import machine_description, median_p95, rotated_ms  # noqa: E402
 
 WIRES = (WireFormat.FP32, WireFormat.FP16, WireFormat.INT8)
 _NUMPY = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_UINT8": np.uint8}
@@ -114,21 +115,13 @@ def main() -> int:
         for part in parts:
             inputs = inputs_of(clients["alone"], part, rng)
             memory = {kind: memory_mib(server, part) for kind, server in servers.items()}
-            times: dict[str, list[float]] = {kind: [] for kind in clients}
-            for client in clients.values():
-                for _ in range(3):
-                    client.infer(part, inputs)
-            order = list(clients)
-            for round_ in range(args.rounds):
-                for kind in order[round_ % 2:] + order[:round_ % 2]:
-                    started = time.perf_counter()
-                    clients[kind].infer(part, inputs)
-                    times[kind].append((time.perf_counter() - started) * 1e3)
+            times = rotated_ms({kind: partial(client.infer, part, inputs) for kind, client in clients.items()},
+                               args.rounds, warm_up=3)
             cells = {}
             for kind in servers:
                 totals[kind] += memory[kind][0]
-                cells[kind] = (f"{memory[kind][0]:.0f} ({memory[kind][1]:.0f}), {statistics.median(times[kind]):.1f} / "
-                               f"{float(np.percentile(times[kind], 95)):.1f}")
+                median, p95 = median_p95(times[kind])
+                cells[kind] = f"{memory[kind][0]:.0f} ({memory[kind][1]:.0f}), {median:.1f} / {p95:.1f}"
             ratio = statistics.median(times["through"]) / statistics.median(times["alone"])
             print(f"| {part} | {cells['alone']} | {cells['through']} | {ratio:.2f} |", flush=True)
         fp32 = [p.parent.name for p in repository.glob("*_fp32/config.pbtxt")]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ from inference.edge.server import EdgeServer, free_ports  # noqa: E402
 from inference.edge.weights import INDEX_FILE, WEIGHTS_DIGEST, WEIGHTS_FILE, bytes_on_disk  # noqa: E402
 from inference.models.weights import file_sha256  # noqa: E402
 from inference.models.wire import WireFormat  # noqa: E402
-from inference.reports.benchmark import machine_description  # noqa: E402
+from inference.reports.benchmark import machine_description, median_p95, rotated_ms  # noqa: E402
 
 CUTS = {"detector": (0, 8, 24), "classifier": (0, 5, 7)}
 
@@ -89,18 +89,9 @@ def main() -> int:
                 entry = grpcclient.InferInput(tensor.name, [1, *tensor.shape], "FP32")
                 entry.set_data_from_numpy(rng.random((1, *tensor.shape), np.float32))
                 inputs.append(entry)
-            times: dict[str, list[float]] = {kind: [] for kind in clients}
-            for client in clients.values():
-                for _ in range(3):
-                    client.infer(spec.name, inputs)
-            order = list(clients)
-            for round_ in range(args.repeats):
-                for kind in order[round_ % 2:] + order[:round_ % 2]:
-                    started = time.perf_counter()
-                    clients[kind].infer(spec.name, inputs)
-                    times[kind].append((time.perf_counter() - started) * 1e3)
-            (i_med, i_p95), (s_med, s_p95) = [(statistics.median(times[k]), float(np.percentile(times[k], 95)))
-                                              for k in ("inside", "shared")]
+            times = rotated_ms({kind: partial(client.infer, spec.name, inputs) for kind, client in clients.items()},
+                               args.repeats, warm_up=3)
+            (i_med, i_p95), (s_med, s_p95) = median_p95(times["inside"]), median_p95(times["shared"])
             print(f"| {spec.name} | {i_med:.1f} / {i_p95:.1f} | {s_med:.1f} / {s_p95:.1f} | {s_med / i_med:.3f} |",
                   flush=True)
     finally:

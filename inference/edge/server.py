@@ -308,7 +308,7 @@ class OperatorClient:
         through = sorted(name for name, state in self.models()
                          if state == "READY" and served_through(self.serving / name / "config.pbtxt") == part)
         if through:
-            raise EdgeServerError(f"{', '.join(through)} run their stages in {part}: unload them first")
+            raise EdgeServerError(f"{part} runs the stages of {', '.join(through)}: unload those first")
         self._client.unload_model(part, headers=self._headers)
 
     def load(self, part: str) -> None:

@@ -469,6 +469,7 @@ def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
         # The FP32 part exported again with other weights and loaded: the FP16 part is refused with the reason,
         # the FP32 part serves its own requests
         config_path = repository / "classifier_cut00_fp32/config.pbtxt"
+        exported = config_path.read_text()
         config = read_config(config_path)
         config.parameters["mededge_fingerprint"].string_value = "0123456789abcdef"
         config_path.write_text(text_format.MessageToString(config))
@@ -479,6 +480,15 @@ def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
         served("classifier_cut00_fp32", {"image": half["image"].astype(np.float32)})
         with pytest.raises(EdgeServerError, match="runs the stages of classifier_cut00_fp16, classifier_cut00_int8"):
             operator.unload("classifier_cut00_fp32")
+        # Their weights the same again, the FP32 part not loaded: an FP16 part is not loaded through it
+        config_path.write_text(exported)
+        for part in ("classifier_cut00_fp16", "classifier_cut00_int8", "classifier_cut00_fp32"):
+            operator.unload(part)
+        with pytest.raises(EdgeServerError, match="runs its stages in classifier_cut00_fp32, which is not loaded"):
+            operator.load("classifier_cut00_fp16")
+        operator.load("classifier_cut00_fp32")
+        operator.load("classifier_cut00_fp16")
+        served("classifier_cut00_fp16", half)
         operator.close()
     finally:
         client.close()

@@ -38,7 +38,13 @@ from pathlib import Path
 
 from inference.edge.access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
 from inference.edge.gateway import EdgeGateway, server_credentials
-from inference.edge.repository import largest_request_bytes, overlay_part, python_backend_overlay, served_through
+from inference.edge.repository import (
+    fp32_sibling,
+    largest_request_bytes,
+    overlay_part,
+    python_backend_overlay,
+    served_through,
+)
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
 
@@ -321,6 +327,9 @@ class OperatorClient:
         server_user = self.serving.stat().st_uid  # root may run this for the server's user
         refuse_if_writable_by_others(self.repository, owner=server_user)
         try:
+            through = fp32_sibling(exported)
+            if through and (through, "READY") not in self.models():
+                raise EdgeServerError(f"{part} runs its stages in {through}, which is not loaded: load it first")
             made = overlay_part(exported, self.serving)
         except ValueError as exc:
             raise EdgeServerError(f"{exported}: {exc}") from None

@@ -31,7 +31,12 @@ from inference.config import ModelKind, WireFormat  # noqa: E402
 from inference.edge.repository import PROBE_MODEL, PartRequest, read_config, write_checksums, write_repository  # noqa: E402
 from inference.edge.server import EdgeServer, free_ports  # noqa: E402
 from inference.planning.plan import AUTO_CUTS  # noqa: E402
-from inference.reports.benchmark import machine_description, median_p95, rotated_ms  # noqa: E402
+from inference.reports.benchmark import (  # noqa: E402
+    machine_description,
+    median_p95,
+    rotated_ms,
+    served_part_memory_mib,
+)
 
 WIRES = (WireFormat.FP32, WireFormat.FP16, WireFormat.INT8)
 _NUMPY = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_UINT8": np.uint8}
@@ -53,24 +58,13 @@ def alone(repository: Path, target: Path) -> list[str]:
     names = []
     for config_path in sorted(repository.glob("*/config.pbtxt")):
         parameters = read_config(config_path).parameters
-        if config_path.parent.name == PROBE_MODEL or parameters["mededge_wire"].string_value != "fp32":
-            shutil.copytree(config_path.parent, target / config_path.parent.name, copy_function=os.link)
-            names += [] if config_path.parent.name == PROBE_MODEL else [config_path.parent.name]
+        name = config_path.parent.name
+        if name == PROBE_MODEL or parameters["mededge_wire"].string_value != "fp32":
+            shutil.copytree(config_path.parent, target / name, copy_function=os.link)
+        if name != PROBE_MODEL and parameters["mededge_wire"].string_value != "fp32":
+            names.append(name)
     write_checksums(target)
     return names
-
-
-def memory_mib(server: EdgeServer, part: str) -> tuple[float, float]:
-    """(PSS, anonymous PSS) of the process serving `part`, MiB."""
-    model = str(server.serving_path / part / "1" / "model.py").encode()
-    for process in Path("/proc").iterdir():
-        try:
-            if model in (process / "cmdline").read_bytes().split(b"\0"):
-                fields = dict(line.split(":", 1) for line in (process / "smaps_rollup").read_text().splitlines()[1:])
-                return int(fields["Pss"].split()[0]) / 1024, int(fields["Pss_Anon"].split()[0]) / 1024
-        except OSError:
-            continue
-    raise RuntimeError(f"no process serves {part}")
 
 
 def inputs_of(client: grpcclient.InferenceServerClient, part: str, rng: np.random.Generator) -> list:
@@ -114,7 +108,7 @@ def main() -> int:
         totals = {kind: 0.0 for kind in servers}
         for part in parts:
             inputs = inputs_of(clients["alone"], part, rng)
-            memory = {kind: memory_mib(server, part) for kind, server in servers.items()}
+            memory = {kind: served_part_memory_mib(server, part) for kind, server in servers.items()}
             times = rotated_ms({kind: partial(client.infer, part, inputs) for kind, client in clients.items()},
                                args.rounds, warm_up=3)
             cells = {}
@@ -125,7 +119,7 @@ def main() -> int:
             ratio = statistics.median(times["through"]) / statistics.median(times["alone"])
             print(f"| {part} | {cells['alone']} | {cells['through']} | {ratio:.2f} |", flush=True)
         fp32 = [p.parent.name for p in repository.glob("*_fp32/config.pbtxt")]
-        served_fp32 = sum(memory_mib(servers["through"], part)[0] for part in fp32)
+        served_fp32 = sum(served_part_memory_mib(servers["through"], part)[0] for part in fp32)
         print(f"\nThese parts together: {totals['alone']:.0f} MiB on their own, {totals['through']:.0f} MiB through "
               f"their FP32 parts (which hold {served_fp32:.0f} MiB, serving FP32 requests too)")
     finally:

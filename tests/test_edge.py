@@ -379,17 +379,10 @@ def _loaded_libraries(pid: int) -> set[str]:
 
 
 def _served_memory_mb(server: EdgeServer, part: str) -> float:
-    """The anonymous memory (not the libraries' pages; shared pages split between the processes that map them) of
-    the Python-backend process that serves `part` on `server`, in MB."""
-    model = str(server.serving_path / part / "1" / "model.py").encode()
-    for process in Path("/proc").iterdir():
-        try:
-            if model in (process / "cmdline").read_bytes().split(b"\0"):
-                rollup = (process / "smaps_rollup").read_text()
-                return next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss_Anon:")) / 1024
-        except OSError:  # a process that ended meanwhile, or not ours to read
-            continue
-    raise AssertionError(f"no process serves {part}")
+    """The anonymous memory (not the libraries' pages) of the process that serves `part` on `server`, in MB."""
+    from inference.reports.benchmark import served_part_memory_mib
+
+    return served_part_memory_mib(server, part)[1]
 
 
 def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
@@ -406,7 +399,7 @@ def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
     import tritonclient.grpc as triton
 
     from inference.edge.repository import read_config
-    from inference.models.parts import model_input_shape
+    from inference.models.parts import model_input_shape, tensor_name
     from inference.models.stages import INPUT
     from inference.models.wire import encode
 
@@ -446,8 +439,7 @@ def test_a_served_part_holds_one_copy_of_its_weights(analyzer, tmp_path):
             image = rng.random((2, *model_input_shape(model)), np.float32)
             with torch.inference_mode():
                 crossing = model.run_stages({INPUT: torch.from_numpy(image)}, 0, cut)
-            arrays = encode(WireFormat.INT8, {("image" if i == INPUT else f"t{i:02d}"): t.detach().numpy()
-                                              for i, t in crossing.items()})
+            arrays = encode(WireFormat.INT8, {tensor_name(i): t.numpy() for i, t in crossing.items()})
             own = onnxruntime.InferenceSession(str(repository / f"{part}_int8/1/model.onnx"))
             expected = own.run(None, arrays)[0]
             result = served(f"{part}_int8", arrays).as_numpy(own.get_outputs()[0].name)

@@ -344,6 +344,21 @@ def rotated_ms(calls: dict[str, Callable[[], object]], rounds: int, warm_up: int
     return times
 
 
+def served_part_memory_mib(server: EdgeServer, part: str) -> tuple[float, float]:
+    """(proportional set size, its anonymous part: not the libraries' pages) of the Python-backend process that serves
+    `part` on `server`, in MiB; shared pages split between the processes that map them."""
+    model = str(server.serving_path / part / "1" / "model.py").encode()
+    for process in Path("/proc").iterdir():
+        try:
+            if model in (process / "cmdline").read_bytes().split(b"\0"):
+                rollup = (process / "smaps_rollup").read_text().splitlines()[1:]
+                fields = {key: int(value.split()[0]) / 1024 for key, value in (line.split(":", 1) for line in rollup)}
+                return fields["Pss"], fields["Pss_Anon"]
+        except OSError:  # a process that ended meanwhile, or not ours to read
+            continue
+    raise RuntimeError(f"no process serves {part}")
+
+
 def median_p95(times: list[float]) -> tuple[float, float]:
     return statistics.median(times), float(np.percentile(times, 95))
 

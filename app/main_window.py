@@ -663,8 +663,8 @@ class MainWindow(QMainWindow):
 
 
 def choose_platform(environ=os.environ) -> None:
-    """On a Wayland desktop with XWayland, Qt's xcb platform: the one tested here on a real X server (native
-    Wayland is used only where no X server is offered; QT_QPA_PLATFORM set by the user always wins)."""
+    """On a Wayland desktop with XWayland, Qt's xcb platform, as on X11 (native Wayland, also tested, only where no
+    X server is offered; QT_QPA_PLATFORM set by the user always wins)."""
     if "QT_QPA_PLATFORM" not in environ and environ.get("WAYLAND_DISPLAY") and environ.get("DISPLAY"):
         environ["QT_QPA_PLATFORM"] = "xcb"
 

@@ -3,7 +3,7 @@
 # those that are missing; as a normal user, print the apt-get line instead.
 #
 #   sh packaging/linux-sysdeps.sh run     # make run: the system libraries PySide6's Qt links (xcb, EGL, fonts …)
-#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd, Orthanc and GNOME Keyring
+#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd, Weston, Orthanc and GNOME Keyring
 #
 # The libraries come from packaging/qt-libraries.tsv (soname → package), which packaging/qt_libraries.py derives
 # from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
@@ -30,6 +30,8 @@ if [ "${1:-run}" = test ]; then
     command -v Xvfb >/dev/null 2>&1 || tools="$tools xvfb"
     command -v xdotool >/dev/null 2>&1 || tools="$tools xdotool"
     command -v xwd >/dev/null 2>&1 || tools="$tools x11-apps"
+    # a real Wayland compositor (Weston, nested in Xvfb) for the viewer as a native Wayland client
+    command -v weston >/dev/null 2>&1 || tools="$tools weston"
     # a real PACS for tests/test_listen.py (and the PACS client's tests): Orthanc and its DICOMweb plugin
     command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || tools="$tools orthanc"
     [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || tools="$tools orthanc-dicomweb"

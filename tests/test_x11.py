@@ -4,7 +4,8 @@ Qt's xcb platform (no offscreen), on a 1366 × 768 Xvfb screen.
 Several real radiographs are opened at once from the command line; Analyze is pressed by a mouse click on the
 toolbar button (an X event from xdotool); the screen read back from the X server must show the studies, the
 radiograph and the 14 findings. A library the xcb platform needs that is missing, or a broken platform plugin,
-stops the viewer before it shows a window: this test then fails (and the last test shows it does).
+stops the viewer before it shows a window: this test then fails (the second test shows it does).
+The same on a Wayland desktop without XWayland: the viewer a native Wayland client of a real compositor (Weston).
 """
 
 from __future__ import annotations
@@ -48,3 +49,17 @@ def test_a_missing_library_of_the_xcb_platform_stops_the_viewer_before_any_windo
     assert 'Could not load the Qt platform plugin "xcb"' in done.stderr, done.stderr[-2000:]
     with pytest.raises(TimeoutError):
         xserver.window("MedEdge Viewer", timeout_s=2)
+
+
+def test_on_a_wayland_desktop_the_viewer_runs_as_a_native_wayland_client(xserver, shared_cxr, tmp_path):
+    """A Wayland session without XWayland (no DISPLAY): Qt's wayland platform, under a real compositor (Weston);
+    the studies open, Analyze is clicked through the compositor, the findings show."""
+    from x11 import start_weston
+
+    studies = [shared_cxr / "raster/txv_nih_00027426_000_512px.png", shared_cxr / "dicom/DX_chest_966_fixed.dcm"]
+    session = start_weston(xserver)
+    try:
+        drive_viewer(session, [sys.executable, str(ROOT / "main.py"), *map(str, studies)], studies,
+                     tmp_path / "home", tmp_path, cwd=ROOT)
+    finally:
+        session.stop()

@@ -1,7 +1,8 @@
 """A real X server for the tests: Xvfb started and stopped by the test, input sent with xdotool, the screen read
-back from the X server with xwd (never QWidget.grab: what the test checks is what a user would see).
+back from the X server with xwd (never QWidget.grab: what the test checks is what a user would see). A real Wayland
+compositor too: Weston, in a window filling that X server's screen, with the viewer as its native Wayland client.
 
-Debian packages: xvfb, xdotool, x11-apps (`make test` installs them, packaging/linux-sysdeps.sh).
+Debian packages: xvfb, xdotool, x11-apps, weston (`make test` installs them, packaging/linux-sysdeps.sh).
 """
 
 from __future__ import annotations
@@ -60,6 +61,56 @@ class XServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+@dataclass
+class WaylandSession:
+    """Weston on `xserver` (its X11 back end: one window, at the screen's size) with its kiosk shell, which shows
+    the one application fullscreen as a Wayland desktop shows a maximised window. The viewer is a native Wayland
+    client of it (no DISPLAY: Qt cannot fall back to X); what a user sees and does passes through the compositor —
+    the screen is read back from the X server, and a click there reaches the viewer as a Wayland pointer event."""
+
+    xserver: XServer
+    process: subprocess.Popen
+    runtime_dir: Path
+    socket: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
+        return {**env, "WAYLAND_DISPLAY": self.socket, "XDG_RUNTIME_DIR": str(self.runtime_dir),
+                "XDG_SESSION_TYPE": "wayland", **extra}
+
+    def screenshot(self) -> np.ndarray:
+        return self.xserver.screenshot()
+
+    def click(self, x: int, y: int) -> None:
+        self.xserver.click(x, y)
+
+    def stop(self) -> None:
+        import shutil
+
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def start_weston(xserver: XServer, size: tuple[int, int] = SCREEN, timeout_s: float = 30) -> WaylandSession:
+    """Weston (pixman: no GPU needed) on `xserver`, its socket in a fresh private runtime folder."""
+    import tempfile
+
+    runtime_dir = Path(tempfile.mkdtemp(prefix="mededge-wayland-"))  # 0700, as XDG_RUNTIME_DIR must be
+    socket = "wayland-mededge"
+    process = subprocess.Popen(["weston", "--backend=x11-backend.so", "--shell=kiosk-shell.so", "--use-pixman",
+                                "--no-config", f"--width={size[0]}", f"--height={size[1]}", f"--socket={socket}"],
+                               env={**xserver.env(), "XDG_RUNTIME_DIR": str(runtime_dir)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout_s
+    while not (runtime_dir / socket).exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Weston did not start: {process.communicate()[0][-1000:]}")
+        time.sleep(0.1)
+    return WaylandSession(xserver, process, runtime_dir, socket)
 
 
 def start_xvfb(size: tuple[int, int] = SCREEN) -> XServer:
@@ -162,12 +213,14 @@ def _first_toolbar_button(screen: np.ndarray) -> tuple[int, int]:
     return (x0 + x1) // 2, (y0 + y1) // 2
 
 
-def drive_viewer(server: XServer, command: list[str], studies: list[Path], home: Path, out: Path,
+def drive_viewer(server: XServer | WaylandSession, command: list[str], studies: list[Path], home: Path, out: Path,
                  cwd: Path | None = None) -> np.ndarray:
     """Start the viewer (`command`, which opens `studies`) on `server` as a user with no settings yet, wait until
-    every study is listed and the first one given is shown (its file name in the window title), click the first
-    toolbar button (Analyze) with a real X event, and wait until the findings are on screen. Screenshots go to
-    `out`; the last one is returned. AssertionError (with the viewer's output) when any step does not happen."""
+    every study is listed and the first one given is shown (on X, its file name in the window title; Weston's kiosk
+    shell shows none), click the first toolbar button (Analyze) with a real X event, and wait until the findings
+    are on screen. Screenshots go to `out`; the last one is returned. AssertionError (with the viewer's output)
+    when any step does not happen."""
+    on_x = isinstance(server, XServer)
     env = server.env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
     viewer = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)  # `make run` and the python it starts
@@ -177,27 +230,32 @@ def drive_viewer(server: XServer, command: list[str], studies: list[Path], home:
         return viewer.communicate()[0][-3000:]
 
     try:
-        try:
-            window = server.window("MedEdge Viewer", timeout_s=120)
-        except TimeoutError:
-            raise AssertionError(f"the viewer showed no window on the X server; it said: {said()}") from None
+        window = None
+        if on_x:
+            try:
+                window = server.window("MedEdge Viewer", timeout_s=120)
+            except TimeoutError:
+                raise AssertionError(f"the viewer showed no window on the X server; it said: {said()}") from None
         width, height = SCREEN
+        x = server if on_x else server.xserver  # Weston draws the pointer into what it shows: out of the way
+        x.run("xdotool", "mousemove", "--sync", "0", str(height - 1))
         deadline = time.monotonic() + 180
         while True:  # every study listed, the first one shown
             screen = server.screenshot()
             listed = _thumbnails(screen[60:height - 60, 2:THUMBNAILS_END])
-            title = server.run("xdotool", "getwindowname", window)
-            if listed == len(studies) and studies[0].name in title and _grey_levels(screen[100:height - 100,
-                                                                                        400:900]) >= 64:
+            title = server.run("xdotool", "getwindowname", window) if on_x else None  # (Weston's kiosk: none)
+            if (listed == len(studies) and (title is None or studies[0].name in title)
+                    and _grey_levels(screen[100:height - 100, 400:900]) >= 64):
                 break
             assert viewer.poll() is None, said()
             assert time.monotonic() < deadline, f"{listed} studies listed, title {title!r}: " \
                                                 f"{save_png(screen, out / 'opened.png')}"
             time.sleep(0.5)
         save_png(screen, out / "opened.png")
-        geometry = dict(line.split("=") for line in server.run("xdotool", "getwindowgeometry", "--shell",
-                                                                window).split())
-        assert int(geometry["WIDTH"]) <= width and int(geometry["HEIGHT"]) <= height, geometry  # fits the screen
+        if on_x:
+            geometry = dict(line.split("=") for line in server.run("xdotool", "getwindowgeometry", "--shell",
+                                                                    window).split())
+            assert int(geometry["WIDTH"]) <= width and int(geometry["HEIGHT"]) <= height, geometry  # fits the screen
         assert _bar_pixels(screen[:, int(width * 0.72):]) == 0  # nothing analysed yet
 
         server.click(*_first_toolbar_button(screen))

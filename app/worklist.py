@@ -118,7 +118,7 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield {"path": record["path"], "mode": record.get("mode", ""), "top_finding": top,
                "top_probability": f"{probabilities[top]:.4f}" if top else "", "boxes": len(scores) if analysed else "",
                "max_box_score": f"{max(scores):.4f}" if scores else "", "sr": record.get("sr") or "",
-               "error": record.get("error", "")}
+               "error": record.get("error") or record.get("sr_error", "")}  # why a study or its SR failed
 
 
 def write_summary(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -224,5 +224,6 @@ class Batch:
                   f"Run the same command again to resume (finished studies are skipped).", file=sys.stderr, flush=True)
         else:
             failed = f", {self.failed} failed" if self.failed else ""
-            print(f"mededge infer: {self.analysed} analysed{failed}, {self.skipped} skipped (done before); "
+            succeeded = self.analysed - self.failed  # (`analysed` counts every study written, failed ones too)
+            print(f"mededge infer: {succeeded} analysed{failed}, {self.skipped} skipped (done before); "
                   f"{self.folder / RESULTS}, {self.folder / SUMMARY}", file=sys.stderr, flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 
 from app.worklist import Batch, ResultsLog, read_results, summary_rows, write_summary
@@ -123,10 +124,23 @@ def test_results_log_writes_whole_lines_with_the_file_identity(tmp_path):
 
 @pytest.fixture
 def worklist_folder(tmp_path, shared_cxr) -> Path:
-    """Ten studies in nested folders: a real PNG, a DICOM (for its SR), generated PNGs and one corrupt file."""
+    """Eleven studies in nested folders: a real PNG, a DICOM radiograph (for its SR; an anonymised accession number
+    longer than its VR allows), a CT (not analysed), generated PNGs and one corrupt file."""
+    import warnings
+
+    from pydicom.uid import CTImageStorage
+
+    from dicom_factory import dataset, gradient, write
+
     folder = tmp_path / "studies"
     shutil.copy(shared_cxr / "raster/txv_nih_00027426_000_512px.png", _mkdir(folder) / "000_real.png")
-    shutil.copy(shared_cxr / "dicom/highdicom_dx_image_canine_thorax.dcm", _mkdir(folder / "dicom") / "dx.dcm")
+    dx = pydicom.dcmread(shared_cxr / "dicom/highdicom_dx_image_canine_thorax.dcm")
+    with warnings.catch_warnings():  # (pydicom warns about the length here too)
+        warnings.simplefilter("ignore")
+        dx.AccessionNumber = "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
+    dx.save_as(_mkdir(folder / "dicom") / "dx.dcm")
+    write(dataset(gradient(96, 96, bits=12), bits_stored=12, modality="CT", sop_class=CTImageStorage),
+          folder / "dicom" / "ct.dcm")
     for i in range(7):
         _png(folder / ("deeper" if i % 2 else "") / f"gen_{i}.png", i)
     (folder / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
@@ -144,7 +158,7 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     command = [sys.executable, str(ROOT / "main.py"), "infer", str(worklist_folder), "--recursive", "--out", str(out),
                *FAST]
     total = len(files_to_open([str(worklist_folder)], recursive=True).files)
-    assert total == 10
+    assert total == 11
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and run.poll() is None:
@@ -160,9 +174,13 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     assert len(_summary(out)) == len(first)
 
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr  # the corrupt file
+    assert done.returncode == 2, done.stderr  # the corrupt file, the CT
     assert f"{len(first)} of {total} studies already done" in done.stderr
     assert f"{total}/{total}" in done.stderr  # the progress bar reached the end
+    assert "Warning" not in done.stderr  # (the long accession number is copied into the SR as it is, silently)
+    failed = 2 - sum("error" in record for record in first)  # those of this run
+    assert (f"{total - len(first) - failed} analysed" + (f", {failed} failed" if failed else "")
+            + f", {len(first)} skipped (done before)") in done.stderr
     records = _lines(out)
     assert len(records) == total  # nothing analysed twice
     assert sorted(r["path"] for r in records) == sorted(files_to_open([str(worklist_folder)], recursive=True).files)
@@ -173,6 +191,10 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     dicom = by_name["dx.dcm"]
     assert "error" not in dicom and dicom.get("sr", "").startswith("sr/"), dicom.get("sr_error")
     assert (out / dicom["sr"]).is_file()
+    assert pydicom.dcmread(out / dicom["sr"]).AccessionNumber == "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
+    ct = by_name["ct.dcm"]
+    assert ct["error"] == "not analysed: a CT image, not a chest radiograph (the models read CR and DX radiographs " \
+                          "only)" and ct["worklist"]["finished"] and "sr" not in ct
 
     rows = {Path(r["path"]).name: r for r in _summary(out)}
     assert len(rows) == total
@@ -182,6 +204,7 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     assert int(rows["000_real.png"]["boxes"]) == len(real["detections"])
     assert rows["dx.dcm"]["sr"] == dicom["sr"]
     assert rows["zz_corrupt.png"]["error"] and rows["zz_corrupt.png"]["mode"] == ""
+    assert rows["ct.dcm"]["error"] == ct["error"]
 
     changed = worklist_folder / "gen_0.png"
     _png(changed, 1234, size=224)

@@ -52,6 +52,7 @@ from inference.runtimes.local import (
     open_runtime,
 )
 from viewer.display import render_8bit
+from viewer.errors import RadiographError
 from viewer.radiograph import Radiograph
 
 
@@ -86,6 +87,24 @@ class ModelChoice:
 
 class AnalysisCancelled(Exception):
     """The user cancelled; nothing is reported."""
+
+
+# What the models read: projection radiographs (computed and digital radiography; DR and RG as some systems write
+# them), and images that do not say what they are — PNG, JPEG, TIFF, and DICOM "OT" (often a digitised film).
+RADIOGRAPHY = frozenset({"CR", "DX", "DR", "RG", "OT", ""})
+
+
+class NotAChestRadiograph(RadiographError):
+    """A study the models were not made for (a CT, MR, ultrasound, mammogram, segmentation…): its findings would
+    mean nothing, so it is not analysed (and no report is written); the viewer still shows it."""
+
+
+def check_in_scope(radiograph: Radiograph) -> None:
+    """Raise `NotAChestRadiograph` for a DICOM image of another modality than radiography."""
+    modality = radiograph.info.modality.strip().upper()
+    if radiograph.file_format == "DICOM" and modality not in RADIOGRAPHY:
+        raise NotAChestRadiograph(f"not analysed: a {modality} image, not a chest radiograph (the models read CR and "
+                                  "DX radiographs only)", radiograph.path)
 
 
 @dataclass(frozen=True)
@@ -606,6 +625,7 @@ class Analyzer:
         (now, or in the pool) and returns a Future — on the server of the group `route` names for the model,
         if any. Up to `sent_after` more studies' requests may follow while this study's are out (their
         timeouts allow for them)."""
+        check_in_scope(radiograph)
         started = time.perf_counter()
         joining_ms = sent_after * sum(self._allowance_ms(self.part(self.model(kind), model_plan.cut, model_plan.wire),
                                                          model_plan)

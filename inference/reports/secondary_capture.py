@@ -11,7 +11,6 @@ No patient data is drawn (the header carries the patient and study, as the sourc
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from inference.reports.structured_report import (
     MANUFACTURER,
     SERIES_NUMBER,
     StructuredReportError,
+    copied_as_they_are,
     evidence_of,
     package_version,
     save_into,
@@ -120,8 +120,7 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     orientation = evidence.get("PatientOrientation")
     known = orientation is not None and len(orientation) == 2 and all(orientation)
     try:
-        with warnings.catch_warnings():  # anonymised sources often hold one-component names: copied as they are
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        with copied_as_they_are():
             image = hd.sc.SCImage.from_ref_dataset(
                 ref_dataset=evidence, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
                 coordinate_system="PATIENT", series_instance_uid=generate_uid(), series_number=SERIES_NUMBER + 1,

@@ -13,7 +13,8 @@ import hashlib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,8 +93,24 @@ def package_version() -> str:
         return "0+unknown"
 
 
+@contextmanager
+def copied_as_they_are() -> Iterator[None]:
+    """The source's values go into a report as they are, without pydicom's and highdicom's warnings on the user's
+    terminal: anonymised sources often hold one-component names and identifiers longer than their VR allows (a
+    56-character accession number), and the report must carry them unchanged to be matched with its study."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        warnings.filterwarnings("ignore", message=r"The value length \(\d+\) exceeds the maximum length")
+        yield
+
+
 def evidence_of(source: Dataset) -> Dataset:
     """A copy of the source header that highdicom accepts as evidence (missing Type 2 values empty)."""
+    with copied_as_they_are():
+        return _evidence_of(source)
+
+
+def _evidence_of(source: Dataset) -> Dataset:
     missing = [k for k in _REQUIRED_UIDS if not str(source.get(k, "") or "").strip()]
     if missing:
         raise StructuredReportError(f"the source image has no {', '.join(missing)}: a result cannot reference it")
@@ -172,8 +189,7 @@ def build_sr(findings: Findings, source: Dataset | None, *, model_names: Mapping
         raise StructuredReportError("the analysis has no results to report")
     evidence = evidence_of(source)
     try:
-        with warnings.catch_warnings():  # anonymised sources often hold one-component names: copied as they are
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        with copied_as_they_are():
             return _build(findings, evidence, {**algorithm_names(), **(model_names or {})}, sop_instance_uid)
     except StructuredReportError:
         raise
@@ -183,8 +199,9 @@ def build_sr(findings: Findings, source: Dataset | None, *, model_names: Mapping
 
 def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str],
            sop_instance_uid: str | None) -> hd.sr.ComprehensiveSR:
-    frames = int(evidence.get("NumberOfFrames", 1) or 1)
-    frame_numbers = [1] if frames > 1 else None  # the loader analyses the first frame only
+    # the loader analyses the first frame only; a frame count it could not read (e.g. "1A") may hide several
+    single = str(evidence.get("NumberOfFrames", 1) or 1).strip() == "1"
+    frame_numbers = None if single else [1]
 
     groups: list = []
     for index, detection in enumerate(findings.detections, start=1):

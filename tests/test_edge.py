@@ -268,9 +268,21 @@ def test_client_checks_and_errors(analyzer, every_part_server):
         fresh.verify(stranger)
     assert info.value.failure is EdgeFailure.MODEL_MISMATCH
     nowhere = EdgeClient(EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", check_timeout_s=1))
-    with pytest.raises(EdgeError, match="unreachable") as info:
+    with pytest.raises(EdgeError, match=r"unreachable \(connection refused\)") as info:
         nowhere.status()
     assert info.value.failure is EdgeFailure.UNREACHABLE
+    import http.server
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers, in HTTP/1
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(EdgeError, match=f"^127.0.0.1:{web.server_port} is not an edge server's gRPC port") as info:
+            EdgeClient(EdgeSettings(f"127.0.0.1:{web.server_port}", check_timeout_s=1)).status()
+        assert info.value.failure is EdgeFailure.UNREACHABLE
+    finally:
+        web.shutdown()
+        web.server_close()
 
 
 def test_address_parsing():

@@ -397,6 +397,11 @@ class EdgeClient:
         if any(k in lowered for k in ("ssl", "tls", "handshake", "certificate")):
             mode = "TLS" if self.settings.tls else "plaintext"
             return EdgeError(EdgeFailure.TLS, f"TLS problem talking to {where} ({mode} client): {text[:160]}")
+        if any(sign in lowered for sign in _NOT_GRPC):  # another service's address, mistaken for the edge's
+            code = re.search(r"header with status: (\d+)", lowered)
+            said = f"it answered HTTP {code.group(1)}" if code else "it does not speak gRPC"
+            return EdgeError(EdgeFailure.UNREACHABLE, f"{where} is not an edge server's gRPC port ({said}: a web "
+                                                      "server?); the edge's gRPC port is 8001 unless set otherwise")
         if "UNAVAILABLE" in status:
             if "socket closed" in lowered or "connection reset" in lowered:  # the handshake was refused
                 if not self.settings.tls:
@@ -408,7 +413,7 @@ class EdgeClient:
                                                       "certificate and key in Settings)")
                 return EdgeError(EdgeFailure.TLS, f"{where} closed the TLS connection: it may not accept this "
                                                   "workstation's client certificate (signed by another CA?)")
-            cause = "connection refused" if "failed to connect" in lowered or "refused" in lowered else text[:120]
+            cause = "connection refused" if "refused" in lowered else text[:120]
             return EdgeError(EdgeFailure.UNREACHABLE, f"edge server {where} unreachable ({cause})")
         if "NOT_FOUND" in status or "unknown model" in lowered or "is not found" in lowered:
             return EdgeError(EdgeFailure.MODEL_MISSING, f"{what}: the edge server has no ready model of that name "
@@ -419,6 +424,8 @@ class EdgeClient:
 
 
 _T = TypeVar("_T")
+# What gRPC says when the address answers, but not in gRPC: an HTTP/1 server, or an HTTP/2 one with an HTTP status
+_NOT_GRPC = ("failed parsing http/2", "http1.x server", "received http2 header with status")
 
 
 def _per_request_ms(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float:

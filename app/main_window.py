@@ -33,10 +33,12 @@ from app.settings import AppSettings, load_settings, save_settings, settings_sto
 from app.studies import Batch, Study, StudyModel
 from app.theme import apply_theme
 from app.workers import Worker, start
+from inference.models.findings import Findings
 from inference.models.weights import data_dir
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import OpenList, files_to_open
+from viewer.names import readable_person_name
 from viewer.radiograph import Radiograph
 from viewer.widgets.canvas import PRESETS, RadiographCanvas
 from viewer.widgets.study_list import StudyList, thumbnail_pixels
@@ -57,6 +59,8 @@ _KEYS = dict(SHORTCUTS)
 DEFAULT_SIZE = (1440, 900)
 STUDIES_WIDTH, FINDINGS_WIDTH = 240, 360  # starting dock widths (px): both readable on a 1366 px screen
 LAYOUT_KEYS = ("window/geometry", "window/state")  # beside the settings, in the same QSettings
+DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")  # any one: Qt has a screen to use
+EXIT_NOT_STARTED = 2  # as argparse exits on a command line it refuses
 
 
 def load_for_list(path: str):
@@ -386,6 +390,7 @@ class MainWindow(QMainWindow):
             self.canvas.show_nothing()
             self.tag_browser.clear()
             self.findings_panel.show_findings(None)
+            self._show_result_summary(None)
             self.setWindowTitle("MedEdge Viewer")
             return
         radiograph = study.radiograph
@@ -394,16 +399,22 @@ class MainWindow(QMainWindow):
         self.invert_action.setChecked(False)
         self.tag_browser.show_header(radiograph.header)
         self.findings_panel.show_findings(study.findings)
+        self._show_result_summary(study.findings)
         if study.findings is not None:
             self._show_overlays(study.findings)
         info = radiograph.info
-        self.setWindowTitle(" · ".join(p for p in ("MedEdge Viewer", info.patient_name.replace("^", " "),
+        self.setWindowTitle(" · ".join(p for p in ("MedEdge Viewer", readable_person_name(info.patient_name),
                                                    info.modality, Path(study.path).name) if p))
 
     def _follow_findings(self, study: Study) -> None:
         if study.path == self.current and study.findings is not None:
             self.findings_panel.show_findings(study.findings)
+            self._show_result_summary(study.findings)
             self._show_overlays(study.findings)
+
+    def _show_result_summary(self, findings: Findings | None) -> None:
+        """The status bar's mode and timing are those of the study on screen (none before it is analysed)."""
+        self.mode_label.setText("" if findings is None else f"{findings.mode.value} · {timing_text(findings.timing_ms)}")
 
     def close_current(self) -> None:
         if self.current is not None:
@@ -479,8 +490,7 @@ class MainWindow(QMainWindow):
     def _analysis_finished(self, path: str, findings) -> None:
         self.progress.setVisible(self.analysis.busy)
         if not self.studies.set_findings(path, findings):
-            return  # closed while it was analysed
-        self.mode_label.setText(f"{findings.mode.value} · {timing_text(findings.timing_ms)}")
+            return  # closed while it was analysed (the summary follows the study shown: _follow_findings)
         self.statusBar().showMessage(f"{Path(path).name}: analysed ({findings.mode.value})", 5000)
 
     def _analysis_failed(self, path: str, reason: str) -> None:
@@ -669,7 +679,23 @@ def choose_platform(environ=os.environ) -> None:
         environ["QT_QPA_PLATFORM"] = "xcb"
 
 
+def why_the_viewer_cannot_start(paths: list[str], environ=os.environ, platform: str = sys.platform) -> str | None:
+    """One line saying why the viewer would not start, checked before Qt: a mistyped command, or no display (where
+    Qt would abort with a misleading hint to reinstall); None when it can start."""
+    # only the first word: a mistyped command is there; a missing file further on is refused in the viewer
+    if paths and not Path(paths[0]).exists():
+        return f"mededge: {paths[0]} is neither a command nor a file or folder (mededge --help lists the commands)"
+    if platform.startswith("linux") and not any(environ.get(key) for key in DISPLAY_VARIABLES):
+        return ("mededge: no display to show the viewer on (neither DISPLAY nor WAYLAND_DISPLAY is set): start it "
+                "from a desktop session, or use a command such as infer or inspect (mededge --help)")
+    return None
+
+
 def run_viewer(paths: list[str], screenshot: str | None = None) -> int:
+    refusal = why_the_viewer_cannot_start(paths)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return EXIT_NOT_STARTED
     choose_platform()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow()

@@ -4,6 +4,9 @@ size and dock layout it was closed with."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,12 +15,13 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QFontMetrics, QPalette
 from PySide6.QtWidgets import QApplication, QDockWidget
 
-from app.main_window import MainWindow, choose_platform
+from app.main_window import MainWindow, choose_platform, why_the_viewer_cannot_start
 from app.settings import AppSettings, load_settings
 from app.theme import Theme
 from inference.config import ModelKind
 from inference.models.findings import Findings, Mode, ModelRun
 
+from conftest import ROOT
 from dicom_factory import dataset, gradient, write
 from test_main_window import open_and_wait
 
@@ -73,6 +77,33 @@ def test_on_a_small_screen_nothing_is_cut_off_in_the_studies_and_the_findings(qt
     lowest = max(button.mapTo(window, button.rect().bottomLeft()).y() for button, _, _ in panel.rows.values())
     assert lowest < window.height() - window.statusBar().height()  # the 14th row is on screen
     assert window.width() <= 1366 and window.height() <= 768
+
+
+def test_the_dicom_tags_show_binary_values_by_size_and_whole_tags_on_a_small_screen(qtbot, store, tmp_path):
+    ds = dataset(gradient(256, 256, bits=12, seed=1), bits_stored=12, PatientName="Doe^Jane")
+    ds.add_new(0x00091010, "OB", bytes(1_258_291))  # a private binary blob of 1.2 MiB
+    study = write(ds, tmp_path / "s.dcm")
+    window = _window(qtbot, store)
+    open_and_wait(qtbot, window, study)
+    _dock(window, "DICOM tags").raise_()
+    qtbot.wait(50)
+    tree = window.tag_browser.tree
+    rows = {tree.topLevelItem(i).text(0): tree.topLevelItem(i) for i in range(tree.topLevelItemCount())}
+    assert rows["(0002,0001)"].text(3) == "2 bytes"  # File Meta Information Version: bytes 00 01
+    assert rows["(0009,1010)"].text(3) == "binary data, 1.2 MiB"
+    assert not any(tree.topLevelItem(i).text(3).startswith(("b'", 'b"')) for i in range(tree.topLevelItemCount()))
+    assert tree.sizeHintForColumn(0) <= tree.columnWidth(0)  # the widest tag whole, not "(0002,000…"
+    assert tree.header().stretchLastSection()  # the value column takes the room left
+
+
+def test_a_name_in_several_scripts_reads_as_its_alphabetic_name_in_the_studies_and_the_title(qtbot, store, tmp_path):
+    study = write(dataset(gradient(64, 64, bits=12, seed=1), bits_stored=12, SpecificCharacterSet="ISO_IR 192",
+                          PatientName="Müller^Jörg=山田^太郎", Modality="CR"), tmp_path / "s.dcm")
+    window = _window(qtbot, store)
+    open_and_wait(qtbot, window, study)
+    assert window.study_list.topLevelItem(0).text(0) == "Müller Jörg (TEST-0001)"  # as "Doe^Jane" reads "Doe Jane"
+    assert window.windowTitle() == "MedEdge Viewer · Müller Jörg · CR · s.dcm"
+    assert window.studies.get(str(study)).radiograph.info.patient_name == "Müller^Jörg=山田^太郎"  # kept as read
 
 
 def test_dark_by_default_light_from_settings(qtbot, store):
@@ -133,6 +164,34 @@ def test_wayland_sessions_use_xcb_through_xwayland_unless_told_otherwise():
     choose_platform(chosen)
     assert chosen["QT_QPA_PLATFORM"] == "wayland"
     assert AppSettings().theme is Theme.DARK
+
+
+def _start_viewer(*args: str) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` with no display in its environment."""
+    bare = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=bare, timeout=120)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY and WAYLAND_DISPLAY are Linux's")
+def test_without_a_display_the_viewer_says_so_in_one_line_instead_of_qts_abort():
+    done = _start_viewer()
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("mededge: no display to show the viewer on (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                           "start it from a desktop session, or use a command such as infer or inspect "
+                           "(mededge --help)\n")
+
+
+def test_a_word_that_is_neither_a_command_nor_a_file_is_a_usage_error_before_qt_starts(tmp_path):
+    done = _start_viewer("bogus")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "mededge: bogus is neither a command nor a file or folder (mededge --help lists the commands)\n"
+    # a file that exists goes on to the viewer, as does no file at all, wherever a display is named
+    existing = str(write(dataset(gradient(64, 64, bits=12, seed=1), bits_stored=12), tmp_path / "bogus.dcm"))
+    for environ in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "offscreen"}):
+        assert why_the_viewer_cannot_start([existing, "missing.dcm"], environ, "linux") is None
+        assert why_the_viewer_cannot_start([], environ, "linux") is None
+    assert why_the_viewer_cannot_start([existing], {}, "win32") is None  # Windows and macOS always have a screen
 
 
 def test_dropping_several_files_opens_each_readable_one_and_names_each_refusal(qtbot, store, shared_cxr, tmp_path):

@@ -489,3 +489,25 @@ def test_closing_one_of_several_studies_shows_the_next(qtbot, window, shared_cxr
     window.close_study(str(second))
     assert window.current == str(first) and window.study_list.paths == [str(first)]
     assert np.array_equal(window.canvas.displayed_image(), render_8bit(load_radiograph(first)))
+
+
+def test_the_status_bar_result_follows_the_study_on_screen(qtbot, window, tmp_path):
+    from dicom_factory import dataset, gradient, write
+
+    analysed, unanalysed = (write(dataset(gradient(128, 128, bits=12, seed=seed), bits_stored=12),
+                                  tmp_path / f"study {seed}.dcm") for seed in (1, 2))
+    open_and_wait(qtbot, window, analysed)
+    open_and_wait(qtbot, window, unanalysed)
+    findings = Findings(path=str(analysed), detections=(), probabilities={"Effusion": 0.7}, models={},
+                        mode=Mode.LOCAL, timing_ms={"total": 1724.0, "local": 1500.0})
+    window.analysis.finished.emit(str(analysed), findings)  # as the service ends a study (Analyze all) off screen
+    assert window.mode_label.text() == ""
+    window.show_study(str(analysed))
+    assert window.mode_label.text().startswith("local · Time 1724 ms: ")
+    window.show_study(str(unanalysed))
+    assert window.mode_label.text() == ""  # not the other study's timing
+    window.show_study(str(analysed))
+    assert window.mode_label.text().startswith("local · Time 1724 ms: ")
+    window.close_current()
+    window.close_current()
+    assert window.current is None and window.mode_label.text() == ""

@@ -166,7 +166,9 @@ def _text(record, keyword: str) -> str:
 
 
 def _patient(record) -> str:
-    name, patient_id = _text(record, "PatientName").replace("^", " ").strip(), _text(record, "PatientID")
+    from viewer.names import readable_person_name  # pydicom, as the index itself: only once a DICOMDIR is read
+
+    name, patient_id = readable_person_name(_text(record, "PatientName")), _text(record, "PatientID")
     return f"{name or 'no name'} ({patient_id})" if patient_id else name or "no name"
 
 

@@ -13,6 +13,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 
 from viewer.display import render_8bit
+from viewer.names import readable_person_name
 from viewer.radiograph import Radiograph
 
 THUMBNAIL = 64
@@ -42,7 +43,7 @@ class _Place:
     @classmethod
     def of(cls, radiograph: Radiograph) -> _Place:
         info, name = radiograph.info, Path(radiograph.path).name
-        patient = info.patient_name.replace("^", " ").strip()
+        patient = readable_person_name(info.patient_name)
         date = info.study_date
         date = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
         series = " ".join(v for v in (info.modality or radiograph.file_format,

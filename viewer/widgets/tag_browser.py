@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHeaderView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 MAX_VALUE_CHARS = 200
 
@@ -17,6 +17,9 @@ class TagBrowser(QWidget):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Tag", "Name", "VR", "Value"])
         self.tree.setUniformRowHeights(True)
+        # the tag as wide as its text, so "(0002,0001)" is never cut off in a narrow dock; the value takes the rest
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(True)
         layout.addWidget(self.search)
         layout.addWidget(self.tree)
 
@@ -36,10 +39,9 @@ class TagBrowser(QWidget):
     def _add(self, dataset, parent: QTreeWidgetItem) -> None:
         for element in dataset:
             try:
-                value = "" if element.VR == "SQ" else _short(element.repval if element.VR in ("OB", "OW", "UN")
-                                                             else str(element.value))
-            except Exception as exc:  # a damaged element must not hide the others
-                value = f"(unreadable: {exc})"
+                value = "" if element.VR == "SQ" else _shown_value(element.value)
+            except Exception:  # a damaged element must not hide the others
+                value = "(unreadable value)"
             item = QTreeWidgetItem([f"({element.tag.group:04X},{element.tag.element:04X})",
                                     element.keyword or element.name, str(element.VR), value])
             parent.addChild(item)
@@ -79,3 +81,18 @@ class TagBrowser(QWidget):
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 1] + "…"
+
+
+def _shown_value(value) -> str:
+    # OB, OW, OF, UN… arrive as bytes: a reader can use their size, not their bytes
+    if isinstance(value, (bytes, bytearray)):
+        return _binary_size(len(value))
+    return _short("" if value is None else str(value))
+
+
+def _binary_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} byte{'' if size == 1 else 's'}"
+    if size < 1024 * 1024:
+        return f"binary data, {size / 1024:.1f} KiB"
+    return f"binary data, {size / (1024 * 1024):.1f} MiB"

@@ -452,12 +452,14 @@ class MainWindow(QMainWindow):
         return self.analysis.analyze(radiograph)
 
     def analyze_all(self, only: list[str] | None = None) -> None:
-        """Every study in the list (or those of `only`) as one worklist (spread over every edge server and, with
-        Auto, this workstation), off the UI thread; each row shows where its study stands."""
+        """Every study in the list (or those of `only`) not analysed yet — all of them again once each one is — as
+        one worklist (spread over every edge server and, with Auto, this workstation), off the UI thread; each row
+        shows where its study stands."""
         paths = [p for p in self.study_list.paths if p in self.studies and (only is None or p in only)]
         if not paths:
             self.statusBar().showMessage("Open studies first", 3000)
             return
+        paths = [p for p in paths if self.studies.findings(p) is None] or paths
         if self.studies.batch is not None:
             return  # already analysing all
         self.studies.begin_batch(paths)

@@ -59,6 +59,12 @@ def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_pat
     with qtbot.waitSignal(window.analysis.finished, timeout=120_000):
         window.analyze_action.trigger()
     assert window.study_list.status(window.current) == "local"
+    # Analyze all again: only the study without findings (the others keep theirs)
+    window.analyze_all_action.trigger()
+    assert window.progress.maximum() == 1 and window.study_list.status(failing) == "queued"
+    qtbot.waitUntil(lambda: "Analyze all finished: 0 of 1 analysed, 1 failed" in window.statusBar().currentMessage(),
+                    timeout=60_000)
+    assert window.study_list.status(str(paths[2])) == "done: local on workstation"
 
 
 def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path, monkeypatch):

@@ -40,7 +40,8 @@ class FindingsPanel(QWidget):
     def show_demo_banner(self, demo: bool) -> None:
         self.banner.setVisible(demo)
 
-    def show_findings(self, findings: Findings | None) -> None:
+    def show_findings(self, findings: Findings | None, failure: str = "") -> None:
+        """`findings` of the study on screen; without any, why its last analysis failed (`failure`), if it did."""
         self.findings = findings
         while self.grid.count():
             item = self.grid.takeAt(0)
@@ -48,7 +49,8 @@ class FindingsPanel(QWidget):
                 item.widget().deleteLater()
         self.rows = {}
         if findings is None:
-            self.mode_label.setText("No analysis yet (F5 analyses the open study)")
+            self.mode_label.setText(f"Not analysed: {failure}" if failure else
+                                    "No analysis yet (F5 analyses the open study)")
             self.timing_label.setText("")
             return
         self.show_demo_banner(findings.demo_weights)

@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         self.studies.added.connect(lambda study, thumb: self.study_list.add(study.radiograph, thumb))
         self.studies.removed.connect(self.study_list.remove)
         self.studies.status_changed.connect(self.study_list.set_status)
+        self.studies.status_changed.connect(self._follow_status)
         self.studies.current_changed.connect(self._follow_current)
         self.studies.findings_changed.connect(self._follow_findings)
         self.studies.batch_changed.connect(self._follow_batch)
@@ -398,7 +399,7 @@ class MainWindow(QMainWindow):
         self.canvas.show_radiograph(radiograph)
         self.invert_action.setChecked(False)
         self.tag_browser.show_header(radiograph.header)
-        self.findings_panel.show_findings(study.findings)
+        self.findings_panel.show_findings(study.findings, study.failure)
         self._show_result_summary(study.findings)
         if study.findings is not None:
             self._show_overlays(study.findings)
@@ -411,6 +412,12 @@ class MainWindow(QMainWindow):
             self.findings_panel.show_findings(study.findings)
             self._show_result_summary(study.findings)
             self._show_overlays(study.findings)
+
+    def _follow_status(self, path: str, status: str) -> None:
+        """The findings panel of the study on screen says why it has none when its analysis failed."""
+        study = self.studies.get(path)
+        if path == self.current and study is not None and study.findings is None:
+            self.findings_panel.show_findings(None, study.failure)
 
     def _show_result_summary(self, findings: Findings | None) -> None:
         """The status bar's mode and timing are those of the study on screen (none before it is analysed)."""
@@ -497,7 +504,7 @@ class MainWindow(QMainWindow):
 
     def _analysis_failed(self, path: str, reason: str) -> None:
         self.progress.setVisible(self.analysis.busy)
-        self.studies.set_status(path, "failed")
+        self.studies.set_status(path, f"failed: {reason}")  # as Analyze all's rows say it
         self.statusBar().showMessage(f"{Path(path).name}: analysis failed: {reason}")
 
     def _analysis_cancelled(self, path: str) -> None:

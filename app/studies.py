@@ -26,6 +26,11 @@ class Study:
     def path(self) -> str:
         return self.radiograph.path
 
+    @property
+    def failure(self) -> str:
+        """Why its last analysis failed; "" unless it did."""
+        return self.status.removeprefix("failed: ") if self.status.startswith("failed: ") else ""
+
 
 @dataclass
 class Batch:

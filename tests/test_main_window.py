@@ -511,3 +511,26 @@ def test_the_status_bar_result_follows_the_study_on_screen(qtbot, window, tmp_pa
     window.close_current()
     window.close_current()
     assert window.current is None and window.mode_label.text() == ""
+
+
+def test_a_ct_is_shown_but_not_analysed_and_the_findings_panel_says_why(qtbot, window, shared_cxr, tmp_path):
+    """A real analysis (local) refuses a study of another modality: its row and the Findings panel say why, also
+    after another study was on screen."""
+    from pydicom.uid import CTImageStorage
+
+    from dicom_factory import dataset, gradient, write
+
+    ct = write(dataset(gradient(128, 128, bits=12), bits_stored=12, modality="CT", sop_class=CTImageStorage),
+               tmp_path / "ct.dcm")
+    open_and_wait(qtbot, window, ct)
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+    assert window.findings_panel.mode_label.text().startswith("No analysis yet")
+    with qtbot.waitSignal(window.analysis.failed, timeout=120_000):
+        window.analyze_action.trigger()
+    why = "a CT image, not a chest radiograph: the models read CR and DX radiographs only"
+    assert window.study_list.status(str(ct)) == f"failed: {why}"
+    assert window.findings_panel.mode_label.text() == f"Not analysed: {why}"
+    open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")
+    assert window.findings_panel.mode_label.text().startswith("No analysis yet")
+    window.show_study(str(ct))
+    assert window.findings_panel.mode_label.text() == f"Not analysed: {why}"

@@ -193,8 +193,8 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     assert (out / dicom["sr"]).is_file()
     assert pydicom.dcmread(out / dicom["sr"]).AccessionNumber == "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
     ct = by_name["ct.dcm"]
-    assert ct["error"] == "not analysed: a CT image, not a chest radiograph (the models read CR and DX radiographs " \
-                          "only)" and ct["worklist"]["finished"] and "sr" not in ct
+    assert ct["error"] == "a CT image, not a chest radiograph: the models read CR and DX radiographs only" \
+        and ct["worklist"]["finished"] and "sr" not in ct
 
     rows = {Path(r["path"]).name: r for r in _summary(out)}
     assert len(rows) == total

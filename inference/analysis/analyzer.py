@@ -103,8 +103,8 @@ def check_in_scope(radiograph: Radiograph) -> None:
     """Raise `NotAChestRadiograph` for a DICOM image of another modality than radiography."""
     modality = radiograph.info.modality.strip().upper()
     if radiograph.file_format == "DICOM" and modality not in RADIOGRAPHY:
-        raise NotAChestRadiograph(f"not analysed: a {modality} image, not a chest radiograph (the models read CR and "
-                                  "DX radiographs only)", radiograph.path)
+        raise NotAChestRadiograph(f"a {modality} image, not a chest radiograph: the models read CR and DX "
+                                  "radiographs only", radiograph.path)
 
 
 @dataclass(frozen=True)

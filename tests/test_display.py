@@ -51,3 +51,16 @@ def test_radiograph_rejects_bad_values():
         _radiograph(np.zeros((2, 2, 2), np.uint16))
     with pytest.raises(ValueError, match="together"):
         _radiograph(np.zeros((2, 2), np.uint16), pixel_spacing_mm=(0.1, 0.1))
+
+
+def test_a_nearly_flat_image_is_windowed_over_its_whole_range():
+    """A blank page with a small drawing (99.6 % of it on two values): the percentiles would window it over those two
+    and show the drawing black; a real image keeps its 0.5–99.5 percentile window."""
+    from viewer.voi import robust_range
+
+    page = np.full((100, 100), 243, np.uint8)
+    page[:50] = 244
+    page[10:12, 10:30] = np.arange(139, 179, dtype=np.uint8).reshape(2, 20)  # 40 pixels of drawing
+    assert robust_range(page) == (139.0, 244.0)
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    assert robust_range(ramp) == (1.0, 254.0)  # not 0..255: the 0.5 % at each end left out

@@ -11,6 +11,7 @@ from viewer.radiograph import VoiLut, Window
 ROBUST_PERCENTILES = (0.5, 99.5)
 _SAMPLE_PIXELS = 1 << 20          # percentiles from about a million pixels are exact enough and fast
 MIN_DATA_SHARE_OF_WINDOW = 0.02   # data spanning < 2% of the window would show as ~5 grey levels
+FEW_LEVELS = 4                    # 99 % of an image on fewer integer values than this: a page, not a radiograph
 
 
 def robust_range(pixels: np.ndarray, ignore: tuple[float, float] | None = None) -> tuple[float, float]:
@@ -29,7 +30,8 @@ def robust_range(pixels: np.ndarray, ignore: tuple[float, float] | None = None) 
         return 0.0, 1.0
     low, high = np.percentile(sample, ROBUST_PERCENTILES)
     low, high = float(low), float(high)
-    if high <= low:  # flat image: widen so the window is valid
+    if high <= low or (sample.dtype.kind in "iu" and high - low < FEW_LEVELS):
+        # flat, or nearly (a blank page with a small drawing): the whole range, else the drawing shows black or white
         low, high = float(sample.min()), float(sample.max())
         if high <= low:
             high = low + 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -18,11 +19,13 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -187,14 +190,26 @@ class SettingsDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        # The fields scroll; the reason a value is refused and OK/Cancel stay in sight: on a 1366 × 768 screen
+        # the whole form is taller than the screen.
+        content = QWidget()
+        fields = QVBoxLayout(content)
+        fields.setContentsMargins(0, 0, 0, 0)
+        fields.addLayout(form)
+        for widget in (self.test_button, self.test_result, self.test_pacs_button, self.pacs_result):
+            fields.addWidget(widget)
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(content.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.test_button)
-        layout.addWidget(self.test_result)
-        layout.addWidget(self.test_pacs_button)
-        layout.addWidget(self.pacs_result)
+        layout.addWidget(scroll)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
+        room = self.screen().availableGeometry().height() * 9 // 10  # (a title bar and a panel take the rest)
+        self.resize(self.sizeHint().width(), min(content.sizeHint().height() + buttons.sizeHint().height() + 48, room))
 
     def _sign_in_row(self) -> QWidget:
         """A DICOMweb node's sign-in, kept in the system's keyring (never in the settings file): a user and its

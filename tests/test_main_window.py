@@ -534,3 +534,22 @@ def test_a_ct_is_shown_but_not_analysed_and_the_findings_panel_says_why(qtbot, w
     assert window.findings_panel.mode_label.text().startswith("No analysis yet")
     window.show_study(str(ct))
     assert window.findings_panel.mode_label.text() == f"Not analysed: {why}"
+
+
+def test_the_settings_dialog_fits_the_screen_with_ok_in_sight(qtbot):
+    """Its fields are taller than a 1366 × 768 screen: they scroll, and OK, Cancel and the reason a value is refused
+    stay on the screen (the offscreen platform's is 800 px high)."""
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    screen = dialog.screen().availableGeometry()
+    assert dialog.frameGeometry().height() <= min(screen.height(), 768)
+    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    bottom = ok.mapTo(dialog, ok.rect().bottomRight())
+    assert ok.isVisible() and dialog.rect().contains(bottom)
+    dialog.addresses.setPlainText("edge-without-port")
+    dialog.accept()
+    assert dialog.error.isVisible() and dialog.rect().contains(dialog.error.mapTo(dialog, dialog.error.rect().center()))

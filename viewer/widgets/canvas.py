@@ -278,7 +278,14 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
                 if item.scene() is not None:
                     item.scene().removeItem(item)
         self._box_items = []
+        self._hide_heat_map()
+
+    def _hide_heat_map(self) -> None:
+        """The heat map and its colour bar go (the bar would narrow the next study's image for nothing)."""
         self.heat_item.setVisible(False)
+        if self.colour_bar is not None:
+            self.removeItem(self.colour_bar)
+            self.colour_bar = None
 
     def show_detections(self, detections) -> None:
         self.clear_findings()
@@ -318,7 +325,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def show_heat_map(self, heat: np.ndarray | None, opacity: float = 0.45) -> None:
         if heat is None:
-            self.heat_item.setVisible(False)
+            self._hide_heat_map()
             return
         self.heat_item.setImage(heat, levels=(0.0, 1.0), autoLevels=False)
         self.heat_item.setOpacity(opacity)

@@ -176,7 +176,18 @@ def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
     dialog.ca_file.setText(str(tmp_path / "missing.pem"))
     dialog.accept()
     assert "CA file not found" in dialog.error.text()
+    not_pem = tmp_path / "hostname"
+    not_pem.write_text("workstation-7\n")
+    dialog.ca_file.setText(str(not_pem))
+    dialog.accept()
+    assert dialog.result_settings is None and "the CA file is not a PEM certificate" in dialog.error.text()
     dialog.ca_file.setText("")
+    dialog.client_certificate_file.setText(str(not_pem))
+    dialog.client_key_file.setText(str(not_pem))
+    dialog.accept()
+    assert dialog.result_settings is None and "not a PEM certificate and its private key" in dialog.error.text()
+    dialog.client_certificate_file.setText("")
+    dialog.client_key_file.setText("")
     dialog.accept()
     assert dialog.result_settings.edge_addresses == ("10.0.0.5:8001",) and dialog.result_settings.tls
     # the PACS's TLS files: each must exist, the certificate with its key; they reach every node of the list

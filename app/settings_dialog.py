@@ -184,6 +184,13 @@ class SettingsDialog(QDialog):
         self.test_pacs_button.clicked.connect(self.test_pacs)
         self.pacs_result = QLabel("")
         self.pacs_result.setWordWrap(True)
+        # a test's result is of the values it ran with: it goes when one of them changes
+        for field in (self.addresses, self.ca_file, self.client_certificate_file, self.client_key_file):
+            field.textChanged.connect(lambda *_: self.test_result.setText(""))
+        self.tls.toggled.connect(lambda *_: self.test_result.setText(""))
+        for field in (self.pacs_nodes, self.ae_title, self.pacs_ca_file, self.pacs_certificate_file,
+                      self.pacs_key_file):
+            field.textChanged.connect(lambda *_: self.pacs_result.setText(""))
         self.error = QLabel("")
         self.error.setStyleSheet("color:#b00020;")
         self.error.setWordWrap(True)

@@ -561,6 +561,12 @@ def test_the_settings_dialog_fits_the_screen_with_ok_in_sight(qtbot):
     qtbot.waitExposed(dialog)
     screen = dialog.screen().availableGeometry()
     assert dialog.frameGeometry().height() <= min(screen.height(), 768)
+    dialog.test_result.setText("Cannot test: CA file not found: /nonexistent/ca.pem")  # a test's outcome…
+    dialog.ca_file.setText("/etc/ssl/hospital-ca.pem")  # …goes when a value it ran with changes
+    assert dialog.test_result.text() == ""
+    dialog.pacs_result.setText("PACS: no answer")
+    dialog.ae_title.setText("READER2")
+    assert dialog.pacs_result.text() == ""
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     bottom = ok.mapTo(dialog, ok.rect().bottomRight())
     assert ok.isVisible() and dialog.rect().contains(bottom)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QProgressBar,
 from inference.models.findings import WORKSTATION, Findings, Mode
 
 DEMO_BANNER = "Demo weights — untrained, not for diagnosis"
+DEMO_COLOUR = "#b00020"  # the banner's, wherever a demo result is shown
 MODE_TEXT = {Mode.LOCAL: "local (this workstation)", Mode.DISTRIBUTED: "distributed (workstation + edge)",
              Mode.EDGE: "edge (full offload)", Mode.LOCAL_FALLBACK: "local fallback"}
 
@@ -20,7 +21,7 @@ class FindingsPanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         self.banner = QLabel(DEMO_BANNER)
-        self.banner.setStyleSheet("background:#b00020;color:white;font-weight:bold;padding:6px;")
+        self.banner.setStyleSheet(f"background:{DEMO_COLOUR};color:white;font-weight:bold;padding:6px;")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)

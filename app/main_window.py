@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.analysis import AnalysisService, check_edge
-from app.findings_panel import DEMO_BANNER, FindingsPanel, timing_text
+from app.findings_panel import DEMO_BANNER, DEMO_COLOUR, FindingsPanel, timing_text
 from app.pacs_panel import PacsPanel
 from app.settings import AppSettings, load_settings, save_settings, settings_store
 from app.studies import Batch, Study, StudyModel
@@ -110,11 +110,12 @@ class MainWindow(QMainWindow):
         self.studies = StudyModel(self)
         self._workers: set[Worker] = set()  # running loaders (their signals must stay alive)
         self.refusal_notice: QMessageBox | None = None  # the last "Not opened" notice of a batch
+        self._heat_finding = ""  # the finding whose heat map was asked for last
 
         self.canvas = RadiographCanvas(self)
         self.setCentralWidget(self.canvas)
         self.banner = QLabel(DEMO_BANNER)
-        self.banner.setStyleSheet("background:#b00020;color:white;font-weight:bold;padding:4px;")
+        self.banner.setStyleSheet(f"background:{DEMO_COLOUR};color:white;font-weight:bold;padding:4px;")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.study_list = StudyList(self)
         self.findings_panel = FindingsPanel(self)
@@ -518,6 +519,7 @@ class MainWindow(QMainWindow):
         self._update_banner(findings.demo_weights)
 
     def _show_heat_map(self, finding: str) -> None:
+        self._heat_finding = finding
         findings = self.studies.findings(self.current)
         heat = findings.heat_map(finding) if finding and findings is not None else None
         self.canvas.show_heat_map(heat, self.opacity_slider.value() / 100)
@@ -575,8 +577,27 @@ class MainWindow(QMainWindow):
             self.export_view(path)
 
     def export_view(self, path: str) -> bool:
-        """The canvas as shown (image, boxes, heat map, measurements) as a PNG."""
-        return self.canvas.grab().save(path, "PNG")
+        """The canvas as shown (image, boxes, heat map, measurements) as a PNG. The panels do not go with it: a
+        band above says what its overlays are — a result of the demo weights, the finding its heat map is of."""
+        view = self.canvas.grab()
+        findings = self.studies.findings(self.current)
+        lines = [DEMO_BANNER] if findings is not None and findings.demo_weights else []
+        if findings is not None and self.canvas.heat_item.isVisible() and self._heat_finding in findings.probabilities:
+            lines.append(f"Heat map: {self._heat_finding} ({findings.probabilities[self._heat_finding]:.2f})")
+        if not lines:
+            return view.save(path, "PNG")
+        band = (self.fontMetrics().height() + 4) * len(lines) + 8
+        image = QPixmap(view.width(), view.height() + band)
+        image.fill(QColor(DEMO_COLOUR if findings is not None and findings.demo_weights else "#202020"))
+        painter = QPainter(image)
+        try:
+            painter.setPen(QColor("white"))
+            painter.drawText(image.rect().adjusted(8, 4, -8, -view.height()), Qt.AlignmentFlag.AlignLeft,
+                             "\n".join(lines))
+            painter.drawPixmap(0, band, view)
+        finally:
+            painter.end()
+        return image.save(path, "PNG")
 
     def update_sr_action(self) -> None:
         analysed = self.studies.findings(self.current) is not None

@@ -412,9 +412,26 @@ def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbo
 
 
 def test_export_png(qtbot, window, shared_cxr, tmp_path):
+    """The view as shown; once analysed with the demo weights, a red band above says so, and which finding the heat
+    map is of (the panels do not go with the picture)."""
+    from PySide6.QtGui import QImage
+
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     assert window.export_view(str(tmp_path / "view.png"))
     assert (tmp_path / "view.png").stat().st_size > 10_000
+    plain = QImage(str(tmp_path / "view.png"))
+    assert plain.size() == window.canvas.size()
+    window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))
+    findings = analyse_and_wait(qtbot, window)
+    top = max(findings.probabilities, key=findings.probabilities.get)
+    window.findings_panel.rows[top][0].click()
+    assert window.export_view(str(tmp_path / "analysed.png"))
+    marked = QImage(str(tmp_path / "analysed.png"))
+    band = marked.height() - window.canvas.height()
+    assert marked.width() == window.canvas.width() and band >= 2 * window.fontMetrics().height()
+    assert marked.pixelColor(2, 2).name() == "#b00020"  # the demo banner's red
+    text = sum(marked.pixelColor(x, y).lightness() > 200 for x in range(400) for y in range(band))
+    assert text > 300  # two lines of white text on it
 
 
 def test_screenshot_command(shared_cxr, tmp_path):

@@ -165,6 +165,7 @@ class MainWindow(QMainWindow):
         self.studies.batch_ended.connect(self._batch_ended)
         self.study_list.studyChosen.connect(self.show_study)
         self.canvas.cursorMoved.connect(self.cursor_label.setText)
+        self.canvas.displayChanged.connect(self._show_window)
         self.canvas.measured.connect(lambda text: self.statusBar().showMessage(f"Distance {text}", 5000))
         self.findings_panel.findingSelected.connect(self._show_heat_map)
         self.findings_panel.thresholdChanged.connect(self._threshold_changed)
@@ -187,8 +188,11 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.cursor_label = QLabel("")
+        self.window_label = QLabel("")  # the window in use, as a reader states it: width and level
         self.edge_label = QLabel("Edge: …")
         self.mode_label = QLabel("")
+        for label in (self.window_label, self.mode_label, self.edge_label):
+            label.setContentsMargins(12, 0, 0, 0)  # apart from the one before
         self.background_label = QLabel("")  # work this workstation does for minutes beside the analyses
         self.background_label.setToolTip("Auto times each local runtime once on this machine (export, build, check "
                                          "against PyTorch), and a calibrated INT8 runtime builds and gates the stages "
@@ -202,6 +206,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.cursor_label, 1)
         bar.addPermanentWidget(self.background_label)
         bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.window_label)
         bar.addPermanentWidget(self.mode_label)
         bar.addPermanentWidget(self.edge_label)
 
@@ -390,6 +395,7 @@ class MainWindow(QMainWindow):
         """The study shown changed: the list marks it, the canvas, tags and findings show it."""
         if study is None:
             self.canvas.show_nothing()
+            self._show_window()
             self.tag_browser.clear()
             self.findings_panel.show_findings(None)
             self._show_result_summary(None)
@@ -419,6 +425,10 @@ class MainWindow(QMainWindow):
         study = self.studies.get(path)
         if path == self.current and study is not None and study.findings is None:
             self.findings_panel.show_findings(None, study.failure)
+
+    def _show_window(self, _state=None) -> None:
+        window = self.canvas.current_window()
+        self.window_label.setText("" if window is None else f"W {window.width:.6g}  L {window.center:.6g}")
 
     def _show_result_summary(self, findings: Findings | None) -> None:
         """The status bar's mode and timing are those of the study on screen (none before it is analysed)."""

@@ -98,8 +98,11 @@ def test_presets_and_invert(qtbot, window, shared_cxr):
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     canvas = window.canvas
     default = canvas.displayed_image().copy()
+    assert window.window_label.text() == "W 4096  L 2048"  # the file's own window, as the status bar says
     canvas.apply_preset("Full range")
     assert canvas.current_window() == Window.from_range(*canvas.radiograph.value_range)
+    full = canvas.current_window()
+    assert window.window_label.text() == f"W {full.width:.6g}  L {full.center:.6g}"
     canvas.apply_preset("Lung")
     lung = canvas.current_window()
     canvas.apply_preset("Bone")
@@ -541,7 +544,7 @@ def test_the_status_bar_result_follows_the_study_on_screen(qtbot, window, tmp_pa
     assert window.mode_label.text().startswith("local · Time 1724 ms: ")
     window.close_current()
     window.close_current()
-    assert window.current is None and window.mode_label.text() == ""
+    assert window.current is None and window.mode_label.text() == "" and window.window_label.text() == ""
 
 
 def test_a_ct_is_shown_but_not_analysed_and_the_findings_panel_says_why(qtbot, window, shared_cxr, tmp_path):

@@ -15,7 +15,7 @@ from PySide6.QtCore import QSettings
 
 from app.theme import Theme
 from inference.config import Device, ModelKind, Runtime, SplitMode, SplitPolicy, WireFormat
-from inference.edge.client import EdgeSettings, check_tls_files, parse_address
+from inference.edge.client import EdgeSettings, parse_address
 from pacs.nodes import PacsTls, checked_ae_title
 from pacs.remote import PacsNode, parse_node
 
@@ -74,8 +74,6 @@ class AppSettings:
         for what, path in (("client certificate", self.client_certificate_file), ("client key", self.client_key_file)):
             if path and not Path(path).is_file():
                 raise ValueError(f"{what} file not found: {path}")
-        if self.tls:
-            check_tls_files(self.ca_file, self.client_certificate_file, self.client_key_file)
         if not 0.1 <= self.timeout_s <= 600:
             raise ValueError(f"request timeout must lie in 0.1..600 s, got {self.timeout_s}")
         for name, path in (("detector", self.detector_weights), ("classifier", self.classifier_weights)):

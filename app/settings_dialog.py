@@ -36,6 +36,7 @@ from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
 from inference.config import Runtime, WireFormat
+from inference.edge.client import check_tls_files
 from inference.models.weights import file_sha256
 from pacs.nodes import PacsTls
 
@@ -348,7 +349,7 @@ class SettingsDialog(QDialog):
     def collect(self) -> AppSettings:
         """The dialog's values as settings; ValueError with the reason when one is bad."""
         addresses = tuple(line.strip() for line in self.addresses.toPlainText().splitlines() if line.strip())
-        return replace(self.settings, edge_addresses=addresses, tls=self.tls.isChecked(),
+        settings = replace(self.settings, edge_addresses=addresses, tls=self.tls.isChecked(),
                        ca_file=self.ca_file.text().strip(),
                        client_certificate_file=self.client_certificate_file.text().strip(),
                        client_key_file=self.client_key_file.text().strip(), timeout_s=self.timeout.value(),
@@ -365,6 +366,9 @@ class SettingsDialog(QDialog):
                        pacs_certificate_file=self.pacs_certificate_file.text().strip(),
                        pacs_key_file=self.pacs_key_file.text().strip(),
                        send_annotated_image=self.send_annotated_image.isChecked())
+        if settings.tls:  # the files read as TLS will read them: a file that is not PEM is refused now
+            check_tls_files(settings.ca_file, settings.client_certificate_file, settings.client_key_file)
+        return settings
 
     def accept(self) -> None:
         try:

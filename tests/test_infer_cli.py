@@ -49,6 +49,15 @@ def test_infer_bad_weights_is_one_line(tmp_path, shared_cxr):
     assert done.stderr.count("\n") == 1 and "not a PyTorch weights file" in done.stderr
 
 
+def test_infer_tls_files_that_are_not_pem_are_one_line(tmp_path, shared_cxr):
+    (tmp_path / "hostname").write_text("workstation-7\n")
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           "--edge", "127.0.0.1:8001", "--tls", "--ca", str(tmp_path / "hostname")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "the CA file is not a PEM certificate" in done.stderr, done.stderr
+
+
 def test_infer_results_for_the_pacs_need_a_folder_for_the_srs(shared_cxr):
     for option in (["--annotated-image"], ["--send", "PACS@127.0.0.1:104"]):
         done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),

@@ -61,7 +61,8 @@ def parse_address(address: str) -> tuple[str, int]:
 def check_tls_files(ca: Path | str | None, certificate: Path | str | None, key: Path | str | None) -> None:
     """ValueError unless each file given (existing) is what its field asks: the CA one or more PEM certificates,
     the client certificate a PEM certificate and the key its private key (read as the TLS library reads them, at
-    once rather than at the first request)."""
+    once rather than at the first request). Where a person gives them: the Settings dialog, the command line —
+    not in `EdgeSettings`, made again each time settings change."""
     import ssl
 
     try:
@@ -96,7 +97,6 @@ class EdgeSettings:
                 raise ValueError(f"TLS file not found: {path}")
         if (self.client_certificate is None) != (self.client_key is None):
             raise ValueError("mutual TLS needs both a client certificate and its key")
-        check_tls_files(self.root_certificate, self.client_certificate, self.client_key)
 
     @classmethod
     def each(cls, addresses: Iterable[str], tls: bool = False, ca_file: str | None = None,

@@ -591,14 +591,16 @@ class MainWindow(QMainWindow):
         band above says what its overlays are — a result of the demo weights, the finding its heat map is of."""
         view = self.canvas.grab()
         findings = self.studies.findings(self.current)
-        lines = [DEMO_BANNER] if findings is not None and findings.demo_weights else []
-        if findings is not None and self.canvas.heat_item.isVisible() and self._heat_finding in findings.probabilities:
+        if findings is None:
+            return view.save(path, "PNG")
+        lines = [DEMO_BANNER] if findings.demo_weights else []
+        if self.canvas.heat_item.isVisible() and self._heat_finding in findings.probabilities:
             lines.append(f"Heat map: {self._heat_finding} ({findings.probabilities[self._heat_finding]:.2f})")
         if not lines:
             return view.save(path, "PNG")
         band = (self.fontMetrics().height() + 4) * len(lines) + 8
         image = QPixmap(view.width(), view.height() + band)
-        image.fill(QColor(DEMO_COLOUR if findings is not None and findings.demo_weights else "#202020"))
+        image.fill(QColor(DEMO_COLOUR if findings.demo_weights else "#202020"))
         painter = QPainter(image)
         try:
             painter.setPen(QColor("white"))

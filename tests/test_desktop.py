@@ -94,6 +94,21 @@ def test_the_dicom_tags_show_binary_values_by_size_and_whole_tags_on_a_small_scr
     assert not any(tree.topLevelItem(i).text(3).startswith(("b'", 'b"')) for i in range(tree.topLevelItemCount()))
     assert tree.sizeHintForColumn(0) <= tree.columnWidth(0)  # the widest tag whole, not "(0002,000…"
     assert tree.header().stretchLastSection()  # the value column takes the room left
+    # an anonymised value longer than its VR allows: shown as the file has it, without pydicom's warning (which would
+    # only reach the terminal)
+    import warnings
+
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.AccessionNumber = "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
+    write(ds, tmp_path / "long.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        window.tag_browser.show_header(pydicom.dcmread(tmp_path / "long.dcm", stop_before_pixels=True))
+    rows = {tree.topLevelItem(i).text(0): tree.topLevelItem(i) for i in range(tree.topLevelItemCount())}
+    assert rows["(0008,0050)"].text(3) == "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
 
 
 def test_a_name_in_several_scripts_reads_as_its_alphabetic_name_in_the_studies_and_the_title(qtbot, store, tmp_path):

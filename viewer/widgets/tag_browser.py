@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from PySide6.QtWidgets import QHeaderView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 MAX_VALUE_CHARS = 200
@@ -31,9 +33,11 @@ class TagBrowser(QWidget):
         if header is None:
             self.tree.addTopLevelItem(QTreeWidgetItem(["", "(not a DICOM file)", "", ""]))
             return
-        if getattr(header, "file_meta", None) is not None:
-            self._add(header.file_meta, self.tree.invisibleRootItem())
-        self._add(header, self.tree.invisibleRootItem())
+        with warnings.catch_warnings():  # values shown as the file has them: pydicom's complaints (a 56-character
+            warnings.simplefilter("ignore")  # SH…) would only reach the terminal; the loader's notes say what matters
+            if getattr(header, "file_meta", None) is not None:
+                self._add(header.file_meta, self.tree.invisibleRootItem())
+            self._add(header, self.tree.invisibleRootItem())
         self._filter(self.search.text())
 
     def _add(self, dataset, parent: QTreeWidgetItem) -> None:

@@ -691,7 +691,9 @@ def test_no_fallback_fails_with_exit_3_and_the_reason(shared_cxr):
     assert done.returncode == 0
     record = json.loads(done.stdout)
     assert record["mode"] == "local-fallback" and "unreachable" in record["fallback_reason"]
-    assert record["split"] == {"detector": 6, "classifier": 7}  # --split auto's documented cuts
+    # every stage ran here: the split records that, not the cuts --split auto planned (6 and 7)
+    assert record["split"] == {"detector": 32, "classifier": 10} and record["ran_on"] == ["workstation"]
+    assert "wire" not in record
 
 
 def _certificates(folder: Path) -> dict[str, Path]:

@@ -971,10 +971,7 @@ class Analyzer:
             path=begun.radiograph.path,
             detections=tuple(detections),
             probabilities=shown,
-            models={kind: ModelRun(self.weights[kind], plan[kind].cut, begun.steps[kind].runtime,
-                                   plan[kind].wire if plan[kind].cut < self.stage_counts[kind] else None,
-                                   run.model_ms, bands=plan[kind].bands if run.band_servers else 0)
-                    for kind, run in runs.items()},
+            models={kind: self._model_run(kind, plan[kind], begun.steps[kind].runtime, run) for kind, run in runs.items()},
             mode=self._mode(plan, runs),
             # each phase a measured duration; in a pipelined series they overlap other studies' phases
             timing_ms={"preprocess": (begun.preprocessed - begun.started) * 1e3, "local": phase("local_ms"),
@@ -986,6 +983,14 @@ class Analyzer:
                                           for server in (*r.band_servers, *([r.server] if r.server else []))])),
             activation_maps=maps,
         )
+
+    def _model_run(self, kind: ModelKind, planned: ModelPlan, runtime: Runtime, run: _Run) -> ModelRun:
+        """How the model ran: as planned, or, after a fallback, every stage from the failure on here (its cut is
+        then the model's stage count, so the result does not claim a split that did not happen)."""
+        n = self.stage_counts[kind]
+        cut = n if run.fallback_reason else planned.cut
+        return ModelRun(self.weights[kind], cut, runtime, planned.wire if cut < n else None, run.model_ms,
+                        bands=planned.bands if run.band_servers and cut < n else 0)
 
     def _mode(self, plan: Plan, runs: dict[ModelKind, _Run]) -> Mode:
         if any(r.fallback_reason for r in runs.values()):

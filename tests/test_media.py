@@ -107,6 +107,11 @@ def test_a_damaged_dicomdir_is_named_and_the_media_opened_instead(tmp_path):
     assert contents.files == [str(cd / p) for p in IMAGES] and not contents.listed
     assert contents.notes == [f"{index}: damaged DICOMDIR: its record links loop: opened the files on the media "
                               "instead"]
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "inspect", str(cd)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 2 and lines[0]["ok"] is False and "record links loop" in lines[0]["error"]
+    assert [(line["path"], line["ok"]) for line in lines[1:]] == [(str(cd / p), True) for p in IMAGES]
     _relink(index, patients[-1], records[patients[0]].seq_item_tell + 2)  # inside a record, not at one
     with pytest.raises(MediaError, match="a record link points outside its records$"):
         referenced_images(index)

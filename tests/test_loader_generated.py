@@ -416,6 +416,18 @@ def test_raster_8_and_16_bits(tmp_path, extension, bits):
     assert r.window_source is (WindowSource.FULL_RANGE if bits == 8 else WindowSource.HISTOGRAM)
 
 
+def test_a_float_tiff_is_read_as_its_values_and_reported_as_32_bits(tmp_path):
+    """A TIFF of 32-bit floats (what image processing writes): its values as they are, windowed over them, and
+    inspect's bits_stored says 32, not the 16 of an integer image."""
+    pixels = (gradient(40, 30, bits=12).astype(np.float32) / 4095.0) * 3.5 - 1.0
+    path = tmp_path / "processed.tif"
+    assert cv2.imwrite(str(path), pixels)
+    r = load_radiograph(path)
+    assert r.pixels.dtype == np.float32 and np.array_equal(r.pixels, pixels)
+    assert r.bits_stored == 32 and r.window_source is WindowSource.HISTOGRAM
+    assert -1.0 <= r.window.center - r.window.width / 2 < r.window.center + r.window.width / 2 <= 2.5
+
+
 def test_jpeg_and_colour_raster(tmp_path):
     grey = gradient(40, 30, bits=8)
     path = tmp_path / "colour.jpg"

@@ -844,10 +844,10 @@ def _load_raster(file: Path, kind: str) -> Radiograph:
         photometric = "RGB"
         code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         pixels = cv2.cvtColor(pixels, code)
+    bits = pixels.dtype.itemsize * 8  # as the file stores a sample: 8, 16, or 32 for a float or 32-bit TIFF
     if pixels.dtype not in (np.uint8, np.uint16):
         pixels = pixels.astype(np.float32)
-    bits = 8 if pixels.dtype == np.uint8 else 16
-    if bits == 8:
+    if pixels.dtype == np.uint8:
         window, source = Window.full_range(8), WindowSource.FULL_RANGE
     else:
         window, source = Window.from_range(*voi.robust_range(pixels)), WindowSource.HISTOGRAM

@@ -36,9 +36,9 @@ from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
 from inference.config import Runtime, WireFormat
-from inference.edge.client import check_tls_files
 from inference.models.weights import file_sha256
 from pacs.nodes import PacsTls
+from security.pem import check_pem_files
 
 
 class SettingsDialog(QDialog):
@@ -367,7 +367,8 @@ class SettingsDialog(QDialog):
                        pacs_key_file=self.pacs_key_file.text().strip(),
                        send_annotated_image=self.send_annotated_image.isChecked())
         if settings.tls:  # the files read as TLS will read them: a file that is not PEM is refused now
-            check_tls_files(settings.ca_file, settings.client_certificate_file, settings.client_key_file)
+            check_pem_files(settings.ca_file, settings.client_certificate_file, settings.client_key_file, "edge")
+        settings.pacs_tls.check()
         return settings
 
     def accept(self) -> None:

@@ -13,6 +13,8 @@ import os
 import ssl
 from dataclasses import dataclass, field
 
+from security.pem import check_pem_files
+
 AE_TITLE_SYNTAX = "1-16 characters of printable ASCII, no backslash"
 
 
@@ -42,9 +44,17 @@ class PacsTls:
 
     @classmethod
     def from_environment(cls, ca_variable: str = "MEDEDGE_DICOM_CA") -> PacsTls:
-        """The command line's and a service's: MEDEDGE_DICOM_CA (or `ca_variable`), MEDEDGE_DICOM_CERT/KEY."""
-        return cls(os.environ.get(ca_variable, ""), os.environ.get("MEDEDGE_DICOM_CERT", ""),
-                   os.environ.get("MEDEDGE_DICOM_KEY", ""))
+        """The command line's and a service's: MEDEDGE_DICOM_CA (or `ca_variable`), MEDEDGE_DICOM_CERT/KEY, checked as
+        PEM (ValueError with the reason)."""
+        files = cls(os.environ.get(ca_variable, ""), os.environ.get("MEDEDGE_DICOM_CERT", ""),
+                    os.environ.get("MEDEDGE_DICOM_KEY", ""))
+        files.check()
+        return files
+
+    def check(self) -> None:
+        """ValueError unless the files are PEM, as TLS will read them: where a person names them (Settings' OK, the
+        environment of the command line or a service), not each time settings are built."""
+        check_pem_files(self.ca_file, self.certificate_file, self.key_file, "PACS")
 
     def client(self) -> ssl.SSLContext:
         """The context to reach a node: its CA, and this workstation's certificate when there is one."""

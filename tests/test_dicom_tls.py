@@ -17,8 +17,8 @@ from pacs.nodes import DicomNode, PacsTls
 from pacs.query import StudyQuery, find_studies, get_study
 from viewer.loader import load_radiograph
 
+from certificates import make_certificates
 from orthanc import AE_TITLE, running_orthanc
-from test_edge import _certificates as make_certificates
 
 pytestmark = pytest.mark.timeout(300)
 US = "MEDEDGE"

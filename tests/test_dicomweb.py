@@ -27,8 +27,8 @@ from pacs.query import RetrieveCancelled, StudyQuery
 from pacs.remote import echo, find_series, find_studies, get_study, parse_node, store
 from viewer.loader import load_radiograph
 
+from certificates import make_certificates
 from orthanc import DICOMWEB_PLUGIN, running_orthanc
-from test_edge import _certificates as make_certificates
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(not DICOMWEB_PLUGIN.exists(), reason="orthanc-dicomweb is not installed")]

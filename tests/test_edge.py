@@ -34,6 +34,7 @@ from inference.planning.planner import Planner
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
+from certificates import make_certificates
 from conftest import ROOT, cuts
 from dicom_factory import dataset, gradient, write
 
@@ -696,31 +697,10 @@ def test_no_fallback_fails_with_exit_3_and_the_reason(shared_cxr):
     assert "wire" not in record
 
 
-def _certificates(folder: Path) -> dict[str, Path]:
-    """A test CA, a server certificate it signed for 127.0.0.1/localhost, and an unrelated CA."""
-    def openssl(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
-
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
-                "-days", "2", "-subj", f"/CN=MedEdge test {ca}")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=localhost")
-    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
-            "-subj", "/CN=workstation-1")
-    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "client.pem", "-days", "2")
-    return {name: folder / name for name in ("ca.pem", "other-ca.pem", "server.pem", "server.key", "client.pem",
-                                             "client.key")}
-
-
 def test_tls_edge(tmp_path, shared_cxr):
     from inference.edge.server import TlsFiles
 
-    files = _certificates(tmp_path)
+    files = make_certificates(tmp_path)
     model = Analyzer(ModelChoice(detector=TINY))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP16)], gpu=False)
@@ -753,7 +733,7 @@ def test_mutual_tls_edge_set_in_settings(tmp_path):
     from app.settings import AppSettings
     from inference.edge.server import TlsFiles
 
-    files = _certificates(tmp_path)
+    files = make_certificates(tmp_path)
     model = Analyzer(ModelChoice(detector=TINY, runtime="torch"))
     write_repository(tmp_path / "repository",
                      [PartRequest(model.classifier, model.classifier_weights.source, 7, WireFormat.FP32)], gpu=False)

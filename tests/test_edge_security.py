@@ -48,9 +48,10 @@ from inference.models.parts import part_spec
 from inference.planning.plan import ModelPlan, Plan
 from viewer.loader import load_radiograph
 
+from certificates import make_certificates
 from conftest import ROOT
 from dicom_factory import dataset, gradient, write
-from test_edge import TINY, _certificates, start_server
+from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -75,7 +76,7 @@ def repository(analyzer, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory) -> dict[str, Path]:
-    return _certificates(tmp_path_factory.mktemp("certificates"))
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
 
 
 @pytest.fixture(scope="module")

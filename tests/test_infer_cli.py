@@ -1,6 +1,7 @@
 """`python main.py infer` on the real radiographs in ../shared/data/cxr, as a user runs it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -55,7 +56,14 @@ def test_infer_tls_files_that_are_not_pem_are_one_line(tmp_path, shared_cxr):
                            "--edge", "127.0.0.1:8001", "--tls", "--ca", str(tmp_path / "hostname")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "the CA file is not a PEM certificate" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "the CA file for the edge is not a PEM certificate" in done.stderr, done.stderr
+    # the PACS's, from the environment (a service's unit sets them), for --send
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           "--sr", str(tmp_path / "sr"), "--send", "tls:PACS@127.0.0.1:2762"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "MEDEDGE_DICOM_CA": str(tmp_path / "hostname")})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "the CA file for the PACS is not a PEM certificate" in done.stderr, done.stderr
 
 
 def test_infer_results_for_the_pacs_need_a_folder_for_the_srs(shared_cxr):

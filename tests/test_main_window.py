@@ -22,6 +22,7 @@ from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 from viewer.radiograph import Window
 
+from certificates import make_certificates
 from conftest import cuts
 
 CHEST = "dicom/DX_chest_966_fixed.dcm"
@@ -183,7 +184,7 @@ def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
     not_pem.write_text("workstation-7\n")
     dialog.ca_file.setText(str(not_pem))
     dialog.accept()
-    assert dialog.result_settings is None and "the CA file is not a PEM certificate" in dialog.error.text()
+    assert dialog.result_settings is None and "the CA file for the edge is not a PEM certificate" in dialog.error.text()
     dialog.ca_file.setText("")
     dialog.client_certificate_file.setText(str(not_pem))
     dialog.client_key_file.setText(str(not_pem))
@@ -194,17 +195,23 @@ def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):
     dialog.accept()
     assert dialog.result_settings.edge_addresses == ("10.0.0.5:8001",) and dialog.result_settings.tls
     # the PACS's TLS files: each must exist, the certificate with its key; they reach every node of the list
-    certificate = tmp_path / "workstation.pem"
-    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+    # … and are read as PEM at OK, a certificate with its own key
+    files = make_certificates(tmp_path)
+    certificate = files["client.pem"]
     dialog.pacs_nodes.setPlainText("tls:PACS@pacs.example.org:2762")
     for field, value, reason in ((dialog.pacs_ca_file, tmp_path / "no-ca.pem", "PACS CA file not found"),
+                                 (dialog.pacs_ca_file, not_pem, "the CA file for the PACS is not a PEM certificate"),
                                  (dialog.pacs_certificate_file, certificate, "needs its key")):
         field.setText(str(value))
         dialog.accept()
         assert reason in dialog.error.text()
         field.setText("")
     dialog.pacs_certificate_file.setText(str(certificate))
-    dialog.pacs_key_file.setText(str(certificate))
+    dialog.pacs_key_file.setText(str(files["server.key"]))  # another certificate's key
+    dialog.accept()
+    assert "certificate and key for the PACS are not a PEM certificate and its private key" in dialog.error.text()
+    dialog.pacs_key_file.setText(str(files["client.key"]))
+    dialog.pacs_ca_file.setText(str(files["ca.pem"]))
     dialog.accept()
     [node] = dialog.result_settings.pacs
     assert node.tls and node.tls_files.certificate_file == str(certificate)

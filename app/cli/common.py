@@ -90,10 +90,11 @@ def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
 
 def edge_client(args: argparse.Namespace):
     """A client of --edge: one server, or a fail-over group for a comma-separated list."""
-    from inference.edge.client import EdgeSettings, check_tls_files, connect
+    from inference.edge.client import EdgeSettings, connect
+    from security.pem import check_pem_files
 
     if args.tls or args.ca:
-        check_tls_files(args.ca, args.client_cert, args.client_key)
+        check_pem_files(args.ca, args.client_cert, args.client_key, "edge")
     return connect(EdgeSettings.each(args.edge.split(","), args.tls or bool(args.ca), args.ca, args.client_cert,
                                      args.client_key, args.timeout))
 

@@ -58,26 +58,6 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-def check_tls_files(ca: Path | str | None, certificate: Path | str | None, key: Path | str | None) -> None:
-    """ValueError unless each file given (existing) is what its field asks: the CA one or more PEM certificates,
-    the client certificate a PEM certificate and the key its private key (read as the TLS library reads them, at
-    once rather than at the first request). Where a person gives them: the Settings dialog, the command line —
-    not in `EdgeSettings`, made again each time settings change."""
-    import ssl
-
-    try:
-        if ca:
-            ssl.create_default_context(cafile=str(ca))
-    except (ssl.SSLError, ValueError):
-        raise ValueError(f"the CA file is not a PEM certificate: {ca}") from None
-    try:
-        if certificate and key:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(certificate), str(key))
-    except (ssl.SSLError, ValueError):
-        raise ValueError(f"the client certificate and key are not a PEM certificate and its private key: "
-                         f"{certificate}, {key}") from None
-
-
 @dataclass(frozen=True)
 class EdgeSettings:
     address: str                          # host:port of Triton's gRPC endpoint

@@ -301,12 +301,26 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ opening
 
+    def _open_from(self) -> str:
+        """Where the open dialogs start: the folder of the study opened last, else the home folder."""
+        last = Path(self.settings.recent_files[0]).parent if self.settings.recent_files else None
+        return str(last) if last is not None and last.is_dir() else str(Path.home())
+
+    def _export_to(self) -> str:
+        """Where the export dialogs start: the folder exported to last, else the home folder (not the study's own,
+        which may be a CD or the PACS cache)."""
+        folder = self.settings.export_folder
+        return folder if folder and Path(folder).is_dir() else str(Path.home())
+
+    def _exported_to(self, folder: Path) -> None:
+        self.settings = replace(self.settings, export_folder=str(folder))
+
     def choose_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open radiographs", "", FILE_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open radiographs", self._open_from(), FILE_FILTER)
         self.open_paths(paths)
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open folder")
+        folder = QFileDialog.getExistingDirectory(self, "Open folder", self._open_from())
         if folder:
             self.open_paths([folder])
 
@@ -582,11 +596,22 @@ class MainWindow(QMainWindow):
         self.check_edge()
 
     def choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", "view.png", "PNG (*.png)")
+        name = f"{Path(self.current).stem}-view.png" if self.current else "view.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", str(Path(self._export_to()) / name),
+                                              "PNG (*.png)")
         if path:
             self.export_view(path)
 
     def export_view(self, path: str) -> bool:
+        """The canvas as shown as a PNG at `path`; the status bar says where, or that it could not be written."""
+        if not self._view_png(path):
+            self.statusBar().showMessage(f"View not exported: {path} could not be written")
+            return False
+        self._exported_to(Path(path).parent)
+        self.statusBar().showMessage(f"View exported: {path}", 10_000)
+        return True
+
+    def _view_png(self, path: str) -> bool:
         """The canvas as shown (image, boxes, heat map, measurements) as a PNG. The panels do not go with it: a
         band above says what its overlays are — a result of the demo weights, the finding its heat map is of."""
         view = self.canvas.grab()
@@ -660,8 +685,7 @@ class MainWindow(QMainWindow):
         return start(worker, keep=self._workers)
 
     def choose_sr_export(self) -> None:
-        start_in = str(Path(self.current).parent) if self.current else ""
-        folder = QFileDialog.getExistingDirectory(self, "Export DICOM SR into folder", start_in)
+        folder = QFileDialog.getExistingDirectory(self, "Export DICOM SR into folder", self._export_to())
         if folder:
             self.export_sr(folder)
 
@@ -679,6 +703,7 @@ class MainWindow(QMainWindow):
         except (StructuredReportError, OSError) as exc:
             self.statusBar().showMessage(f"DICOM SR not written: {exc}")
             return None
+        self._exported_to(Path(folder))
         self.statusBar().showMessage(f"DICOM SR written: {path}")
         return path
 

@@ -44,6 +44,7 @@ class AppSettings:
     finding_thresholds: dict[str, float] = field(default_factory=dict)  # finding → positive at or above
     auto_analyze: bool = False
     recent_files: tuple[str, ...] = ()
+    export_folder: str = ""                   # where the last view or DICOM SR was exported: the next starts there
     theme: Theme = Theme.DARK                 # reading-room dark by default; light on request
     pacs_nodes: tuple[str, ...] = ()          # AET@host:port or https://… DICOMweb; the first is the default
     ae_title: str = "MEDEDGE"                 # this workstation's AE title towards them

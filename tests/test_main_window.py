@@ -421,14 +421,34 @@ def test_a_stalled_edge_never_blocks_the_ui_and_the_study_completes_locally(qtbo
         server.stop()
 
 
-def test_export_png(qtbot, window, shared_cxr, tmp_path):
+def test_export_png(qtbot, window, shared_cxr, tmp_path, monkeypatch):
     """The view as shown; once analysed with the demo weights, a red band above says so, and which finding the heat
-    map is of (the panels do not go with the picture)."""
+    map is of (the panels do not go with the picture). The status bar says where it went, or that it could not be
+    written; the next export dialog, the DICOM SR's too, starts in the folder exported to last."""
     from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QFileDialog
 
     open_and_wait(qtbot, window, shared_cxr / CHEST)
+    assert not window.export_view(str(tmp_path / "no such folder" / "view.png"))
+    assert "View not exported" in window.statusBar().currentMessage()
     assert window.export_view(str(tmp_path / "view.png"))
     assert (tmp_path / "view.png").stat().st_size > 10_000
+    assert window.statusBar().currentMessage() == f"View exported: {tmp_path / 'view.png'}"
+    asked = []  # where each dialog starts; each is then cancelled
+
+    def save_file_name(parent, title, start, kinds):
+        asked.append(start)
+        return "", ""
+
+    def existing_directory(parent, title, start):
+        asked.append(start)
+        return ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_file_name)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", existing_directory)
+    window.choose_export()
+    window.choose_sr_export()
+    assert asked == [str(tmp_path / "DX_chest_966_fixed-view.png"), str(tmp_path)]
     plain = QImage(str(tmp_path / "view.png"))
     assert plain.size() == window.canvas.size()
     window.apply_settings(replace(window.settings, edge_addresses=(), split_mode=SplitMode.LOCAL))

@@ -57,7 +57,7 @@ def test_on_a_small_screen_nothing_is_cut_off_in_the_studies_and_the_findings(qt
     rows = [listing.topLevelItem(0)]  # patient, study, series, image
     while rows[-1].childCount():
         rows.append(rows[-1].child(0))
-    assert [row.text(0).splitlines() for row in rows] == [["Doe Jane (TEST-0001)"], ["2024-01-31"], ["DX"],
+    assert [row.text(0).splitlines() for row in rows] == [["Doe, Jane (TEST-0001)"], ["2024-01-31"], ["DX"],
                                                           ["PA · DX", "opened"]]
     for row in rows:
         room = listing.visualItemRect(row)
@@ -116,8 +116,8 @@ def test_a_name_in_several_scripts_reads_as_its_alphabetic_name_in_the_studies_a
                           PatientName="Müller^Jörg=山田^太郎", Modality="CR"), tmp_path / "s.dcm")
     window = _window(qtbot, store)
     open_and_wait(qtbot, window, study)
-    assert window.study_list.topLevelItem(0).text(0) == "Müller Jörg (TEST-0001)"  # as "Doe^Jane" reads "Doe Jane"
-    assert window.windowTitle() == "MedEdge Viewer · Müller Jörg · CR · s.dcm"
+    assert window.study_list.topLevelItem(0).text(0) == "Müller, Jörg (TEST-0001)"  # as "Doe^Jane" reads "Doe, Jane"
+    assert window.windowTitle() == "MedEdge Viewer · Müller, Jörg · CR · s.dcm"
     assert window.studies.get(str(study)).radiograph.info.patient_name == "Müller^Jörg=山田^太郎"  # kept as read
 
 
@@ -281,11 +281,11 @@ def test_a_patient_cd_dropped_opens_the_images_its_dicomdir_lists(qtbot, store, 
     assert names == {"Patient1^Test", "Patient2^Test"}
     text = window.refusal_notice.text()
     assert "1 of 4 files could not be opened" in text and "<b>IM000001</b>: listed in the DICOMDIR but not on the " \
-        "media (Patient2 Test (CD-0002), 20260115 Chest PA, CR #1)" in text
+        "media (Patient2, Test (CD-0002), 20260115 Chest PA, CR #1)" in text
     # the tree a reader knows from other viewers: patients, their studies, each study's series, its images
     tree = window.study_list
     patients = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
-    assert sorted(p.text(0) for p in patients) == ["Patient1 Test (CD-0001)", "Patient2 Test (CD-0002)"]
+    assert sorted(p.text(0) for p in patients) == ["Patient1, Test (CD-0001)", "Patient2, Test (CD-0002)"]
     assert all(p.child(0).text(0) == "2026-01-15 · Chest PA" and p.child(0).child(0).text(0) == "CR #1 PA"
                for p in patients)
     assert sorted(p.child(0).child(0).childCount() for p in patients) == [1, 2]

@@ -29,8 +29,8 @@ def test_a_cd_folder_or_its_dicomdir_opens_as_the_images_it_lists(tmp_path):
     assert files_to_open([str(cd)]).files == files_to_open([str(index)]).files == expected
     images = referenced_images(index)
     assert [(i.patient, i.study, i.series) for i in images] == [
-        ("Patient1 Test (CD-0001)", "20260115 Chest PA", "CR #1")] * 2 + [
-        ("Patient2 Test (CD-0002)", "20260115 Chest PA", "CR #1")] * 2
+        ("Patient1, Test (CD-0001)", "20260115 Chest PA", "CR #1")] * 2 + [
+        ("Patient2, Test (CD-0002)", "20260115 Chest PA", "CR #1")] * 2
     try:
         load_radiograph(index)
     except RadiographError as refusal:
@@ -55,9 +55,9 @@ def test_inspect_lists_what_a_dicomdir_references_and_names_what_is_missing(tmp_
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[0] == {"path": str(cd / "DICOMDIR"), "ok": True, "dicomdir": True, "images": 4, "missing": 1}
     assert [line["path"] for line in lines[1:]] == [str(cd / p) for p in IMAGES]
-    assert [line["patient"] for line in lines[1:]] == ["Patient1 Test (CD-0001)"] * 2 + ["Patient2 Test (CD-0002)"] * 2
+    assert [line["patient"] for line in lines[1:]] == ["Patient1, Test (CD-0001)"] * 2 + ["Patient2, Test (CD-0002)"] * 2
     assert all(line["ok"] for line in lines[1:4]) and lines[4]["ok"] is False
-    assert lines[4]["error"] == "listed in the DICOMDIR but not on the media (Patient2 Test (CD-0002), 20260115 Chest PA, CR #1)"
+    assert lines[4]["error"] == "listed in the DICOMDIR but not on the media (Patient2, Test (CD-0002), 20260115 Chest PA, CR #1)"
 
 
 def test_a_cd_whose_drive_shows_iso_9660_names_opens(tmp_path):

@@ -8,10 +8,13 @@ MAX_GROUPS = 3  # alphabetic, ideographic, phonetic
 
 
 def readable_person_name(name: str) -> str:
-    """The name's alphabetic group (else its ideographic, else its phonetic), components apart by spaces:
-    "Müller^Jörg=山田^太郎" reads "Müller Jörg", as "Doe^Jane" reads "Doe Jane"."""
+    """The name's alphabetic group (else its ideographic, else its phonetic) as worklists write it: family name,
+    comma, prefix, given and middle names, comma, suffix. "Müller^Jörg^^Dr.=山田^太郎" reads "Müller, Dr. Jörg",
+    "O'Brien^Mary Ann^^^PhD" "O'Brien, Mary Ann, PhD", a family name alone as itself."""
     # a fourth group is not DICOM: leave it out rather than have pydicom warn about the patient's name
     person = PersonName("=".join(name.split("=")[:MAX_GROUPS]))
     groups = (person.alphabetic, person.ideographic, person.phonetic)
     shown = next((group for group in groups if group.replace("^", "").strip()), "")
-    return " ".join(shown.replace("^", " ").split())
+    family, given, middle, prefix, suffix = ([" ".join(part.split()) for part in shown.split("^")] + [""] * 5)[:5]
+    first = " ".join(part for part in (prefix, given, middle) if part)
+    return ", ".join(part for part in (family, first, suffix) if part)

@@ -8,7 +8,7 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.workers import Worker, start
 from inference.models.weights import data_dir
-from pacs.query import RetrieveCancelled, StudyMatch, StudyQuery
+from pacs.query import RetrieveCancelled, Retrieved, StudyMatch, StudyQuery
 from pacs.remote import PacsNode, find_series, find_studies, get_study
 
 COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Accession", "Modalities", "Images")
@@ -82,8 +82,10 @@ class PacsPanel(QWidget):
         dates.addWidget(self.date_to)
         form.addRow("Study date", dates)
         form.addRow("Modalities", self.modalities)
-        for edit in (self.patient_name, self.patient_id, self.accession, self.date_from, self.date_to):
+        for edit in (self.patient_name, self.patient_id, self.accession, self.date_from, self.date_to, self.modalities):
             edit.returnPressed.connect(self.search)
+        self.node.currentIndexChanged.connect(self._node_changed)
+        self._searched: PacsNode | None = None  # the node the listed studies came from: retrieves go there
 
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(self.search)
@@ -102,6 +104,9 @@ class PacsPanel(QWidget):
         self.clear_button.setToolTip(f"delete the studies retrieved so far ({cache_folder()})")
         self.clear_button.clicked.connect(self.clear_cache)
         self.progress = QProgressBar()
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # the buttons above stay where they are when a retrieve starts
+        self.progress.setSizePolicy(policy)
         self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -122,15 +127,28 @@ class PacsPanel(QWidget):
     # ------------------------------------------------------------ settings
 
     def set_nodes(self, nodes: list[PacsNode], ae_title: str, move_port: int = 0) -> None:
+        chosen = self.chosen_node()
         self.nodes, self.ae_title, self.move_port = list(nodes), ae_title, move_port
-        self.node.clear()
-        for node in self.nodes:
-            self.node.addItem(str(node))
+        with QSignalBlocker(self.node):  # one change, below, once the list is whole
+            self.node.clear()
+            for node in self.nodes:
+                self.node.addItem(str(node))
+            if chosen in self.nodes:  # Settings' OK keeps the node in use
+                self.node.setCurrentIndex(self.nodes.index(chosen))
         usable = bool(self.nodes)
         self.search_button.setEnabled(usable)
-        self.retrieve_button.setEnabled(usable)
-        if not usable:
-            self.status.setText("No PACS node set: add one in Settings (PACS nodes).")
+        self.retrieve_button.setEnabled(usable and self._cancel is None)
+        self._node_changed()
+        self.status.setText("" if usable else "No PACS node set: add one in Settings (PACS nodes).")
+
+    def _node_changed(self) -> None:
+        """Another node chosen (or the list changed): the studies listed were another node's, so they go."""
+        if self._searched is not None and self._searched != self.chosen_node():
+            self._clear_results()
+
+    def _clear_results(self) -> None:
+        self.results.clear()
+        self._searched = None
 
     def chosen_node(self) -> PacsNode | None:
         index = self.node.currentIndex()
@@ -158,16 +176,18 @@ class PacsPanel(QWidget):
         try:
             query = self.query()
         except ValueError as exc:
+            self._clear_results()  # what is listed would not be what the filters now say
             self.status.setText(f"Not searched: {exc}")
             return None
         self.search_button.setEnabled(False)
         self.status.setText(f"Searching {node}…")
-        return self._run(find_studies, node, query, self.ae_title, on_result=self._found,
+        return self._run(find_studies, node, query, self.ae_title, on_result=lambda studies: self._found(node, studies),
                          on_error=lambda exc: self._search_failed(exc))
 
-    def _found(self, studies: list[StudyMatch]) -> None:
+    def _found(self, node: PacsNode, studies: list[StudyMatch]) -> None:
         self.search_button.setEnabled(True)
         self.results.clear()
+        self._searched = node
         for study in studies:
             item = QTreeWidgetItem([study.patient_name, study.patient_id, _shown_date(study.study_date),
                                     study.description, study.accession_number, ", ".join(study.modalities),
@@ -181,11 +201,12 @@ class PacsPanel(QWidget):
 
     def _search_failed(self, exc: BaseException) -> None:
         self.search_button.setEnabled(True)
+        self._clear_results()
         self.status.setText(f"Search failed: {exc}")
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
-        """A study opened in the list: its series, asked once."""
-        node = self.chosen_node()
+        """A study opened in the list: its series, asked once (of the node it was found on)."""
+        node = self._searched
         if item.parent() is not None or item.childCount() or node is None:
             return
         placeholder = QTreeWidgetItem(["series…"])
@@ -203,7 +224,7 @@ class PacsPanel(QWidget):
     # ------------------------------------------------------------ retrieve
 
     def retrieve(self) -> Worker | None:
-        node, item = self.chosen_node(), self.results.currentItem()
+        node, item = self._searched, self.results.currentItem()
         while item is not None and item.parent() is not None:
             item = item.parent()  # a series row retrieves its study
         if node is None or item is None:
@@ -213,6 +234,7 @@ class PacsPanel(QWidget):
             return None  # one retrieve at a time
         self._cancel = threading.Event()
         self.retrieve_button.setEnabled(False)
+        self.clear_button.setEnabled(False)  # not while files are being written into it
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
@@ -238,20 +260,26 @@ class PacsPanel(QWidget):
     def _ended(self) -> None:
         self._cancel = None
         self.retrieve_button.setEnabled(bool(self.nodes))
+        self.clear_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
 
-    def _retrieved(self, retrieved, analyse: bool) -> None:
+    def _retrieved(self, retrieved: Retrieved, analyse: bool) -> None:
         self._ended()
         refused = f"; {len(retrieved.refused)} not kept: {retrieved.refused[0]}" if retrieved.refused else ""
-        self.status.setText(f"Retrieved {len(retrieved.files)} image(s){refused}")
+        skipped = (f"; not retrieved: {', '.join(retrieved.skipped)} (the models read CR and DX radiographs)"
+                   if retrieved.skipped else "")
+        self.status.setText(f"Retrieved {len(retrieved.files)} image(s){refused}{skipped}")
         if retrieved.files:
             self.retrieved.emit([str(path) for path in retrieved.files], analyse)
 
     def _retrieve_failed(self, exc: BaseException) -> None:
         self._ended()
-        if isinstance(exc, RetrieveCancelled):
-            self.status.setText(f"Retrieve cancelled; {str(exc).partition(': ')[2]}, kept in the cache")
+        if isinstance(exc, RetrieveCancelled):  # what came is opened, not analysed
+            files = exc.retrieved.files
+            self.status.setText(f"Retrieve cancelled; {len(files)} image(s) received" + (", opened" if files else ""))
+            if files:
+                self.retrieved.emit([str(path) for path in files], False)
         else:
             self.status.setText(f"Retrieve failed: {exc}")
 

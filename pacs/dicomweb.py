@@ -31,6 +31,7 @@ from pacs.query import (
     by_number,
     cache_instance,
     newest_first,
+    radiograph_series,
     series_match,
     study_match,
 )
@@ -39,6 +40,7 @@ STUDY_FIELDS = ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "St
                 "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
 SERIES_FIELDS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "NumberOfSeriesRelatedInstances")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+AS_STORED = (("application/dicom", "*"),)  # WADO-RS: each instance in the transfer syntax the PACS has it in
 
 
 @dataclass(frozen=True)
@@ -140,23 +142,28 @@ def find_series(node: DicomWebNode, study_uid: str, timeout_s: float = 30.0) -> 
 
 def get_study(node: DicomWebNode, study_uid: str, cache: Path, cancel: threading.Event | None = None,
               progress: Callable[[int, int | None], None] | None = None, timeout_s: float = 60.0) -> Retrieved:
-    """WADO-RS: the study's instances, streamed into `cache/<study UID>/`; as `pacs.query.get_study`."""
-    folder = cache / study_uid
-    folder.mkdir(parents=True, exist_ok=True)
+    """WADO-RS: the study's radiograph series, streamed into `cache/<study UID>/` in the transfer syntax the PACS
+    holds them in (asked as it is: a PACS that would have to transcode a JPEG 2000 may fail); as
+    `pacs.query.get_study`."""
     result = Retrieved()
     client = _client(node, timeout_s)
     try:
-        total = sum(s.images or 0 for s in find_series(node, study_uid, timeout_s)) or None
-        for dataset in client.iter_study(study_uid):
-            if cancel is not None and cancel.is_set():
-                raise RetrieveCancelled(f"retrieve cancelled: {len(result.files)} image(s) received")
-            uid = str(dataset.get("SOPInstanceUID", ""))
-            try:
-                result.files.append(cache_instance(folder, uid, _encoded(dataset)))
-            except ValueError as exc:
-                result.refused.append(str(exc))
-            if progress is not None:
-                progress(len(result.files), total)
+        series = radiograph_series(find_series(node, study_uid, timeout_s), result)
+        total = sum(s.images or 0 for s in series) or None
+        if series:
+            folder = cache / study_uid
+            folder.mkdir(parents=True, exist_ok=True)
+        for one in series:
+            for dataset in client.iter_series(study_uid, one.series_uid, media_types=AS_STORED):
+                if cancel is not None and cancel.is_set():
+                    raise RetrieveCancelled(result)
+                uid = str(dataset.get("SOPInstanceUID", ""))
+                try:
+                    result.files.append(cache_instance(folder, uid, _encoded(dataset)))
+                except ValueError as exc:
+                    result.refused.append(str(exc))
+                if progress is not None:
+                    progress(len(result.files), total)
     except requests.exceptions.RequestException as exc:  # (an OSError too: told apart first)
         raise _failure(node, exc) from None
     except (RetrieveCancelled, DicomNetworkError, OSError):

@@ -1,5 +1,6 @@
-"""Query and retrieve from a PACS over DIMSE (Study Root): C-FIND for studies and their series, C-GET of a study
-into a cache folder. Radiographs only by default (CR, DX), as the viewer reads them."""
+"""Query and retrieve from a PACS over DIMSE (Study Root): C-FIND for studies and their series, C-GET (or C-MOVE) of
+a study's radiograph series into a cache folder. Radiographs only (CR, DX), as the models read them: a study's CT or
+ultrasound series stay on the PACS, and the retrieve says so."""
 
 from __future__ import annotations
 
@@ -25,17 +26,23 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
 
 from pacs.dimse import DicomNetworkError, associate
 from pacs.nodes import DicomNode
+from viewer.names import readable_person_name
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # … - MOVE
 GET = "1.2.840.10008.5.1.4.1.2.2.3"   # … - GET
 RETRIEVED = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
              DigitalXRayImageStorageForProcessing)
+RADIOGRAPH_MODALITIES = ("CR", "DX")  # the series a retrieve brings: their images are of the classes above
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 class RetrieveCancelled(Exception):
-    """The user cancelled a retrieve; the images already received stay in the cache."""
+    """The user cancelled a retrieve; the images already received stay in the cache (`retrieved`)."""
+
+    def __init__(self, retrieved: Retrieved) -> None:
+        super().__init__(f"retrieve cancelled: {len(retrieved.files)} image(s) received")
+        self.retrieved = retrieved
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,20 @@ class SeriesMatch:
 class Retrieved:
     files: list[Path] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # "UID: why" for instances not kept
+    skipped: list[str] = field(default_factory=list)  # the study's series left on the PACS: "CT series #2 (Thorax)"
+
+
+def radiograph_series(series: Iterable[SeriesMatch], retrieved: Retrieved) -> list[SeriesMatch]:
+    """The study's series to retrieve: its radiographs (and a series whose modality the PACS does not say); each
+    other one is named in `retrieved.skipped`."""
+    kept = []
+    for one in series:
+        if one.modality in RADIOGRAPH_MODALITIES or not one.modality:
+            kept.append(one)
+        else:
+            retrieved.skipped.append(f"{one.modality} series" + (f" #{one.number}" if one.number else "")
+                                     + (f" ({one.description})" if one.description else ""))
+    return kept
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -111,7 +132,7 @@ def study_match(found: Dataset) -> StudyMatch | None:
         return None  # it could not be retrieved
     value = found.get("ModalitiesInStudy") or []
     modalities = tuple(str(m) for m in (value if isinstance(value, MultiValue) else [value]) if str(m))
-    return StudyMatch(uid, _text(found, "PatientName").replace("^", " ").strip(), _text(found, "PatientID"),
+    return StudyMatch(uid, readable_person_name(_text(found, "PatientName")), _text(found, "PatientID"),
                       _text(found, "StudyDate"), _text(found, "StudyDescription"), _text(found, "AccessionNumber"),
                       modalities, _count(found, "NumberOfStudyRelatedInstances"))
 
@@ -182,6 +203,10 @@ def _find(node: DicomNode, calling_ae: str, identifier: Dataset, timeout_s: floa
 def find_studies(node: DicomNode, query: StudyQuery, calling_ae: str, timeout_s: float = 30.0) -> list[StudyMatch]:
     """The PACS's studies matching `query` (C-FIND, STUDY level), newest first."""
     identifier = Dataset()
+    if not all(text.isascii() for text in (query.patient_name, query.patient_id, query.accession_number)):
+        # else pydicom would send each character it cannot encode as "?", the one-character wildcard: a search for
+        # 张* would match every patient
+        identifier.SpecificCharacterSet = "ISO_IR 192"
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.PatientName = query.patient_name
     identifier.PatientID = query.patient_id
@@ -207,17 +232,23 @@ def find_series(node: DicomNode, study_uid: str, calling_ae: str, timeout_s: flo
 def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
               cancel: threading.Event | None = None, progress: Callable[[int, int | None], None] | None = None,
               timeout_s: float = 60.0, move_port: int = 0) -> Retrieved:
-    """Retrieve the study's radiographs into `cache/<study UID>/<SOP Instance UID>.dcm` (each written whole, then
-    renamed): by C-GET on the same association, or with `move_port` by C-MOVE to `calling_ae`, received by a
-    storage SCP on that port for the retrieve's length (the PACS must know this AE title at this host and port).
-    `progress(received, total)` after each image. RetrieveCancelled when `cancel` is set (the images received
-    stay); DicomNetworkError when the PACS cannot be reached or fails the retrieve."""
+    """Retrieve the study's radiograph series into `cache/<study UID>/<SOP Instance UID>.dcm` (each written whole,
+    then renamed), series by series after a C-FIND of them: by C-GET on the same association, or with `move_port`
+    by C-MOVE to `calling_ae`, received by a storage SCP on that port for the retrieve's length (the PACS must know
+    this AE title at this host and port). The study's other series are named in `skipped`. `progress(received,
+    total)` after each image. RetrieveCancelled when `cancel` is set (the images received stay); DicomNetworkError
+    when the PACS cannot be reached or fails the retrieve."""
     if not _UID.match(study_uid):
         raise ValueError(f"not a Study Instance UID: {study_uid[:70]!r}")
+    result = Retrieved()
+    series = radiograph_series(find_series(node, study_uid, calling_ae, timeout_s), result)
+    if not series:
+        return result
     folder = cache / study_uid
     folder.mkdir(parents=True, exist_ok=True)
-    result = Retrieved()
     lock = threading.Lock()
+    counts = [one.images for one in series]
+    total = sum(c for c in counts if c is not None) if None not in counts else None
 
     def stored(event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -233,43 +264,55 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
             result.files.append(path)
         return 0x0000
 
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study_uid
-    receiver = None
-    if move_port:
-        receiver = _receiver(calling_ae, move_port, node, stored)
-        assoc = _associate(node, calling_ae, timeout_s, move=True)
-        responses = assoc.send_c_move(identifier, calling_ae, MOVE)
-    else:
-        assoc = _associate(node, calling_ae, timeout_s, get=True, handlers=[(evt.EVT_C_STORE, stored)])
-        responses = assoc.send_c_get(identifier, GET)
-    how = "C-MOVE" if move_port else "C-GET"
-    try:
-        for status, _ in responses:
-            if cancel is not None and cancel.is_set():
-                assoc.abort()
-                raise RetrieveCancelled(f"retrieve cancelled: {len(result.files)} image(s) received")
-            if not status:
-                hint = f"; does the PACS know {calling_ae} as a destination?" if move_port else ""
-                raise DicomNetworkError(f"{node}: {how} got no response (association aborted or timed out{hint})")
-            code = int(status.Status)
-            remaining = _count(status, "NumberOfRemainingSuboperations")
-            if progress is not None:
-                progress(len(result.files), len(result.files) + remaining if remaining is not None else None)
-            if code == 0xA801:
-                raise DicomNetworkError(f"{node}: C-MOVE refused: the PACS does not know {calling_ae} as a "
-                                        "destination (its administrator declares this AE title, host and port)")
-            if code not in (0x0000, 0xFF00, 0xB000):
-                failed = _count(status, "NumberOfFailedSuboperations")
-                raise DicomNetworkError(f"{node}: {how} failed (status 0x{code:04X}"
-                                        + (f", {failed} image(s) not sent" if failed else "") + ")")
+    receiver = _receiver(calling_ae, move_port, node, stored) if move_port else None
+    try:  # the receiver goes with the retrieve, however it ends
+        if move_port:
+            assoc = _associate(node, calling_ae, timeout_s, move=True)
+        else:
+            assoc = _associate(node, calling_ae, timeout_s, get=True, handlers=[(evt.EVT_C_STORE, stored)])
+        try:
+            for one in series:
+                identifier = Dataset()
+                identifier.QueryRetrieveLevel = "SERIES"
+                identifier.StudyInstanceUID = study_uid
+                identifier.SeriesInstanceUID = one.series_uid
+                responses = (assoc.send_c_move(identifier, calling_ae, MOVE) if move_port
+                             else assoc.send_c_get(identifier, GET))
+                _follow(responses, node, assoc, result, cancel, progress, total, calling_ae if move_port else None)
+        finally:
+            if assoc.is_established:
+                assoc.release()
     finally:
-        if assoc.is_established:
-            assoc.release()
         if receiver is not None:
             receiver.shutdown()
     return result
+
+
+def _follow(responses, node: DicomNode, assoc, result: Retrieved, cancel: threading.Event | None,
+            progress: Callable[[int, int | None], None] | None, total: int | None, move_to: str | None) -> None:
+    """One series' C-GET or C-MOVE responses: progress, cancel, and a one-line DicomNetworkError on failure."""
+    how = "C-MOVE" if move_to else "C-GET"
+    before = len(result.files)
+    for status, _ in responses:
+        if cancel is not None and cancel.is_set():
+            assoc.abort()
+            raise RetrieveCancelled(result)
+        if not status:
+            hint = f"; does the PACS know {move_to} as a destination?" if move_to else ""
+            raise DicomNetworkError(f"{node}: {how} got no response (association aborted or timed out{hint})")
+        code = int(status.Status)
+        remaining = _count(status, "NumberOfRemainingSuboperations")
+        if progress is not None:
+            this_series = len(result.files) - before + remaining if remaining is not None else None
+            progress(len(result.files), total if total is not None else
+                     (before + this_series if this_series is not None else None))
+        if code == 0xA801:
+            raise DicomNetworkError(f"{node}: C-MOVE refused: the PACS does not know {move_to} as a "
+                                    "destination (its administrator declares this AE title, host and port)")
+        if code not in (0x0000, 0xFF00, 0xB000):
+            failed = _count(status, "NumberOfFailedSuboperations")
+            raise DicomNetworkError(f"{node}: {how} failed (status 0x{code:04X}"
+                                    + (f", {failed} image(s) not sent" if failed else "") + ")")
 
 
 def _receiver(ae_title: str, port: int, sender: DicomNode, stored: Callable):

@@ -5,6 +5,7 @@ answers when the credentials, the certificate or the URL are wrong; the sign-in 
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import replace
 
@@ -12,7 +13,8 @@ import pydicom
 import pytest
 from keyring_service import AVAILABLE as KEYRING
 from keyring_service import running_keyring
-from pydicom.uid import generate_uid
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from app.results import write_and_send
 from app.settings import AppSettings, load_settings, save_settings
@@ -55,10 +57,21 @@ def web_pacs(tmp_path_factory, shared_cxr):
             for _ in range(4):
                 ds = pydicom.dcmread(shared_cxr / CANINE)
                 ds.PatientName, ds.PatientID, ds.StudyDate = "Gallo^Sara", "P-WEB-7", "20241002"
-                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = study, series, 1
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
                 images.append(ds)
-            store(node, images, "MEDEDGE")
+            # the same study's second series, a radiograph in JPEG 2000 (which this Orthanc cannot transcode), and
+            # a CT series beside them, as a study holds when a CT was done the same day
+            j2k = copy.deepcopy(images[0])
+            j2k.SeriesInstanceUID, j2k.SeriesNumber = generate_uid(), 2
+            j2k.SOPInstanceUID = j2k.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            j2k.compress(JPEG2000Lossless)
+            ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+            ct.PatientName, ct.PatientID, ct.StudyDate = "Gallo^Sara", "P-WEB-7", "20241002"
+            ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SeriesNumber = study, generate_uid(), 3
+            ct.SeriesDescription = "Thorax"
+            ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            store(node, [*images, j2k, ct], "MEDEDGE")
             yield orthanc, node, study, files
 
 
@@ -66,14 +79,19 @@ def test_search_retrieve_and_store_over_https(web_pacs, tmp_path):
     orthanc, node, study, _ = web_pacs
     assert isinstance(node, DicomWebNode) and echo(node, "MEDEDGE") > 0
     [found] = find_studies(node, StudyQuery(patient_name="GALLO*"), "MEDEDGE")
-    assert (found.study_uid, found.patient_name, found.patient_id, found.images) == (study, "Gallo Sara", "P-WEB-7", 4)
+    assert (found.study_uid, found.patient_name, found.patient_id, found.images) == (study, "Gallo, Sara", "P-WEB-7", 6)
     assert find_studies(node, StudyQuery(patient_name="NOBODY*"), "MEDEDGE") == []
-    assert [s.images for s in find_series(node, study, "MEDEDGE")] == [4]
+    assert [(s.modality, s.images) for s in find_series(node, study, "MEDEDGE")] == [("DX", 4), ("DX", 1), ("CT", 1)]
 
+    # the radiographs as the PACS holds them (the JPEG 2000 one too: asked for uncompressed, this Orthanc fails with
+    # HTTP 500), the CT left on the PACS and named
     retrieved = get_study(node, study, tmp_path / "cache", "MEDEDGE")
-    assert len(retrieved.files) == 4 and not retrieved.refused
-    radiograph = load_radiograph(str(retrieved.files[0]))
-    assert radiograph.info.patient_id == "P-WEB-7"
+    assert len(retrieved.files) == 5 and not retrieved.refused and retrieved.skipped == ["CT series #3 (Thorax)"]
+    syntaxes = {pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID for path in retrieved.files}
+    assert JPEG2000Lossless in syntaxes
+    radiographs = [load_radiograph(str(path)) for path in retrieved.files]
+    radiograph = next(r for r in radiographs if r.transfer_syntax != JPEG2000Lossless)
+    assert {r.info.patient_id for r in radiographs} == {"P-WEB-7"}
 
     findings = Findings(radiograph.path, (Detection("opacity", 0.8, (10, 10, 60, 60)),), {"Effusion": 0.6},
                         {ModelKind.DETECTOR: ModelRun("demo", 32), ModelKind.CLASSIFIER: ModelRun("demo", 10)},
@@ -89,7 +107,7 @@ def test_a_wado_retrieve_can_be_cancelled(web_pacs, tmp_path):
     cancel = threading.Event()
     with pytest.raises(RetrieveCancelled):
         get_study(node, study, tmp_path, "MEDEDGE", cancel=cancel, progress=lambda done, total: cancel.set())
-    assert 1 <= len(list((tmp_path / study).glob("*.dcm"))) < 4
+    assert 1 <= len(list((tmp_path / study).glob("*.dcm"))) < 5
 
 
 def test_wrong_credentials_certificates_and_urls_say_so_in_one_line(web_pacs, monkeypatch):

@@ -8,6 +8,7 @@ from datetime import date
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from inference.edge.server import free_ports
@@ -44,7 +45,11 @@ def pacs(tmp_path_factory, shared_cxr):
             ds.SeriesNumber = index % 2 + 1
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             images.append(ds)
-        store(node, [cr, *images], US)
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # the same study's CT series, done the same day
+        ct.PatientName, ct.PatientID, ct.StudyDate, ct.AccessionNumber = "Bianchi^Luca", "P-DX-2", "20241120", "A77"
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SeriesNumber, ct.SeriesDescription = dx_study, generate_uid(), 3, ""
+        ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        store(node, [cr, *images, ct], US)
         yield node, str(cr.StudyInstanceUID), dx_study, move_port
 
 
@@ -55,7 +60,7 @@ def test_echo_and_find_studies_with_the_panels_filters(pacs):
     assert [s.study_uid for s in everything] == [dx_study, cr_study]  # newest first
     dx = everything[0]
     assert (dx.patient_name, dx.patient_id, dx.accession_number, dx.study_date, dx.images) == (
-        "Bianchi Luca", "P-DX-2", "A77", "20241120", 5)
+        "Bianchi, Luca", "P-DX-2", "A77", "20241120", 6)
     assert "DX" in dx.modalities
     assert [s.study_uid for s in find_studies(node, StudyQuery(patient_name="ROSSI*"), US)] == [cr_study]
     assert [s.study_uid for s in find_studies(node, StudyQuery(patient_id="P-DX-2"), US)] == [dx_study]
@@ -63,7 +68,12 @@ def test_echo_and_find_studies_with_the_panels_filters(pacs):
     assert [s.study_uid for s in find_studies(node, StudyQuery(date_from=date(2024, 6, 1)), US)] == [dx_study]
     assert [s.study_uid for s in find_studies(node, StudyQuery(date_to=date(2024, 6, 1)), US)] == [cr_study]
     assert find_studies(node, StudyQuery(modalities=("MR",)), US) == []
-    assert [(s.number, s.images) for s in find_series(node, dx_study, US)] == [("1", 3), ("2", 2)]
+    assert [(s.number, s.images) for s in find_series(node, dx_study, US)] == [("1", 3), ("2", 2), ("3", 1)]
+    # a name outside Latin-1 is sent in UTF-8: as "?" (pydicom's replacement, DICOM's one-character wildcard) it
+    # matched every patient
+    assert find_studies(node, StudyQuery(patient_name="张*"), US) == []
+    assert [s.study_uid for s in find_studies(node, StudyQuery(patient_name="Bianchi*", patient_id="P-DX-2"), US)] \
+        == [dx_study]
     with pytest.raises(ValueError, match="is after"):
         StudyQuery(date_from=date(2024, 2, 1), date_to=date(2024, 1, 1))
 
@@ -73,6 +83,7 @@ def test_get_study_fills_the_cache_with_images_the_viewer_opens(pacs, tmp_path):
     seen = []
     retrieved = get_study(node, dx_study, tmp_path / "cache", US, progress=lambda done, total: seen.append(total))
     assert len(retrieved.files) == 5 and not retrieved.refused
+    assert retrieved.skipped == ["CT series #3"]  # left on the PACS: asked for, the whole retrieve failed (0xC000)
     assert all(path.parent == tmp_path / "cache" / dx_study for path in retrieved.files)
     assert {load_radiograph(str(path)).info.patient_id for path in retrieved.files} == {"P-DX-2"}
     assert 5 in seen  # the PACS said how many were coming
@@ -109,10 +120,34 @@ def test_c_move_brings_the_study_to_this_workstations_storage_port(pacs, tmp_pat
     retrieved = get_study(node, dx_study, tmp_path / "cache", US, move_port=move_port,
                           progress=lambda done, total: seen.append(done))
     assert len(retrieved.files) == 5 and not retrieved.refused and seen[-1] == 5
+    assert retrieved.skipped == ["CT series #3"]
     assert {load_radiograph(str(path)).info.patient_id for path in retrieved.files} == {"P-DX-2"}
     with pytest.raises(DicomNetworkError) as unknown:  # a destination the PACS was not told about
         get_study(node, dx_study, tmp_path / "elsewhere", "STRANGER", move_port=free_ports(1)[0])
     assert str(unknown.value).startswith(str(node)) and "\n" not in str(unknown.value)
+
+
+
+def test_a_c_move_that_fails_to_begin_closes_its_port(pacs, tmp_path, monkeypatch):
+    """The PACS answers the series query, then its C-MOVE association fails (here: refused once by the test, through
+    the real association code): the port C-MOVEs come back to closes with the failure. It stayed open, listening on
+    every interface, and every later C-MOVE failed with "Address already in use"."""
+    from pacs import query
+
+    node, _, dx_study, move_port = pacs
+    real = query._associate
+
+    def move_refused(*args, move=False, **kwargs):
+        if move:
+            raise DicomNetworkError(f"{node}: no answer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(query, "_associate", move_refused)
+    with pytest.raises(DicomNetworkError, match="no answer"):
+        get_study(node, dx_study, tmp_path / "nowhere", US, move_port=move_port)
+    monkeypatch.setattr(query, "_associate", real)
+    again = get_study(node, dx_study, tmp_path / "again", US, move_port=move_port)
+    assert len(again.files) == 5
 
 
 

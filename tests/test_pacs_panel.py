@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from app.pacs_panel import cache_folder
@@ -43,7 +44,11 @@ def pacs(tmp_path_factory, shared_cxr):
         node = DicomNode(AE_TITLE, "127.0.0.1", orthanc.dicom_port)
         small, small_images = _study(shared_cxr, "Verdi^Anna", 3)
         large, large_images = _study(shared_cxr, "Neri^Paolo", 60)
-        dimse.store(node, small_images + large_images, "MEDEDGE")
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # Verdi's study also holds a CT series
+        ct.PatientName, ct.PatientID, ct.StudyDate = "Verdi^Anna", "VERDI^AN", "20241120"
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SeriesNumber, ct.SeriesDescription = small, generate_uid(), 2, "Thorax"
+        ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dimse.store(node, small_images + large_images + [ct], "MEDEDGE")
         yield orthanc, node, small, large
 
 
@@ -55,19 +60,25 @@ def _with_pacs(window, node):
 def test_search_retrieve_analyse_and_send_back(qtbot, window, pacs):
     orthanc, node, small, _ = pacs
     panel = _with_pacs(window, node)
+    assert panel.status.text() == ""  # not "No PACS node set" once one is
     panel.patient_name.setText("VERDI*")
-    panel.search_button.click()
+    panel.modalities.setText("CR,DX")
+    panel.modalities.returnPressed.emit()  # Return searches from every filter
     qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
     row = panel.results.topLevelItem(0)
-    assert (row.text(0), row.text(2), row.text(6)) == ("Verdi Anna", "2024-11-20", "3")
+    assert (row.text(0), row.text(2), row.text(6)) == ("Verdi, Anna", "2024-11-20", "4")
     row.setExpanded(True)  # its series, asked when opened
-    qtbot.waitUntil(lambda: row.childCount() == 1 and row.child(0).text(0).startswith("Series"), timeout=30_000)
+    qtbot.waitUntil(lambda: row.childCount() == 2 and row.child(0).text(0).startswith("Series"), timeout=30_000)
 
     panel.analyse.setChecked(True)
+    buttons = panel.retrieve_button.geometry()
     panel.retrieve_button.click()
+    assert not panel.clear_button.isEnabled() and panel.retrieve_button.geometry() == buttons  # nothing jumps
     qtbot.waitUntil(lambda: len(window.study_list.paths) == 3, timeout=60_000)
     assert all(path.startswith(str(cache_folder() / small)) for path in window.study_list.paths)
-    assert "Retrieved 3 image(s)" in panel.status.text()
+    # the radiographs came; the CT stayed on the PACS, and the status says so (the whole retrieve failed before)
+    assert panel.status.text() == ("Retrieved 3 image(s); not retrieved: CT series #2 (Thorax) (the models read CR "
+                                   "and DX radiographs)")
     qtbot.waitUntil(lambda: "Analyze all finished: 3 of 3 analysed" in window.statusBar().currentMessage(),
                     timeout=300_000)
 
@@ -99,7 +110,36 @@ def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs
     qtbot.waitUntil(lambda: "Retrieve cancelled" in panel.status.text(), timeout=60_000)
     kept = list((cache_folder() / large).glob("*.dcm"))
     assert 1 <= len(kept) < 60
-    assert panel.retrieve_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.retrieve_button.isEnabled() and not panel.cancel_button.isEnabled() and panel.clear_button.isEnabled()
+    # what came is opened (not analysed), not left in the cache out of reach
+    qtbot.waitUntil(lambda: len([p for p in window.study_list.paths if large in p]) == len(kept), timeout=60_000)
+    assert panel.status.text() == f"Retrieve cancelled; {len(kept)} image(s) received, opened"
+
+
+def test_the_listed_studies_are_those_of_the_node_chosen(qtbot, window, pacs):
+    """Search one node, choose another: the list goes (a retrieve would have asked the other node for them); a
+    search that fails, or filters that cannot be searched, leave no list of an earlier search behind."""
+    _, node, _, _ = pacs
+    down = DicomNode("DOWN", "127.0.0.1", 9)
+    window.apply_settings(replace(window.settings, pacs_nodes=(str(node), str(down))))
+    panel = window.pacs_panel
+    panel.patient_name.setText("VERDI*")
+    panel.search_button.click()
+    qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
+    window.apply_settings(replace(window.settings, theme=window.settings.theme))  # Settings' OK: same nodes
+    assert panel.results.topLevelItemCount() == 1
+    panel.node.setCurrentIndex(1)
+    assert panel.results.topLevelItemCount() == 0
+    window.apply_settings(replace(window.settings, theme=window.settings.theme))
+    assert panel.chosen_node() == down  # Settings' OK keeps the node chosen
+    panel.retrieve_button.click()
+    assert panel.status.text() == "Choose a study to retrieve"
+    panel.node.setCurrentIndex(0)
+    panel.search_button.click()
+    qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
+    panel.date_from.setText("yesterday")
+    panel.search_button.click()
+    assert panel.status.text().startswith("Not searched") and panel.results.topLevelItemCount() == 0
 
 
 def test_settings_take_pacs_nodes_and_test_them(qtbot, window, pacs):

@@ -4,6 +4,9 @@ Secondary Capture image — and sent on to a DICOM node (the PACS). One place fo
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
 
 def write_and_send(findings, header, folder, analyzer=None, destination=None, ae_title: str = "MEDEDGE",
                    sop_instance_uid: str | None = None, image_of=None, view=None) -> dict:
@@ -12,12 +15,8 @@ def write_and_send(findings, header, folder, analyzer=None, destination=None, ae
     C-STORE as `ae_title` or by STOW-RS: {"sr": path, "sent": node}, or with "sr_error" / "send_error" saying
     why not. With `image_of` (the analysed `Radiograph`) the annotated view (`view`: a `View`, the default
     one when None) is written and sent beside the SR: "image", or "image_error" saying why not."""
-    from pydicom import dcmread
-
     from inference.reports.secondary_capture import View, write_secondary_capture
     from inference.reports.structured_report import StructuredReportError, algorithm_names, write_sr
-    from pacs.dimse import DicomNetworkError
-    from pacs.remote import store
 
     try:
         path = write_sr(findings, header, folder, model_names=algorithm_names(analyzer),
@@ -36,13 +35,33 @@ def write_and_send(findings, header, folder, analyzer=None, destination=None, ae
             outcome["image"] = str(image)
             written.append(image)
     if destination is not None:
-        try:
-            store(destination, [dcmread(p) for p in written], ae_title)
-        except (DicomNetworkError, OSError) as exc:
-            what = "SR and annotated image" if len(written) > 1 else "SR"
-            return outcome | {"send_error": f"{what} not sent: {exc}"}
-        outcome["sent"] = str(destination)
+        outcome |= _send(written, destination, ae_title)
     return outcome
+
+
+def _send(written: list, destination, ae_title: str) -> dict:
+    """{"sent": node} once the files are stored on `destination`, else {"send_error": why not}."""
+    from pydicom import dcmread
+
+    from pacs.dimse import DicomNetworkError
+    from pacs.remote import store
+
+    try:
+        store(destination, [dcmread(p) for p in written], ae_title)
+    except (DicomNetworkError, OSError) as exc:
+        what = "SR and annotated image" if len(written) > 1 else "SR"
+        return {"send_error": f"{what} not sent: {exc}"}
+    return {"sent": str(destination)}
+
+
+def send_again(records: Iterable[dict], folder: Path, destination, ae_title: str = "MEDEDGE") -> Iterator[dict]:
+    """Results written before but not sent to `destination` (it was down, or was named only now): their SR and
+    annotated image read back from `folder` (where their paths are relative to) and sent; each record as it is
+    now, "sent" or "send_error" again (without "send_error" once sent)."""
+    for record in records:
+        written = [folder / record[kind] for kind in ("sr", "image") if record.get(kind)]
+        outcome = _send(written, destination, ae_title)
+        yield {key: value for key, value in record.items() if key not in ("send_error", "sent")} | outcome
 
 
 def _image_uid(sr_uid: str | None) -> str | None:

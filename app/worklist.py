@@ -62,6 +62,16 @@ def _identity(key: dict[str, Any]) -> tuple:
     return key.get("file"), key.get("size"), key.get("mtime_ns")
 
 
+def unsent_records(records: Iterable[dict[str, Any]], destination) -> list[dict[str, Any]]:
+    """Of each file's latest finished record, those whose SR was written but not sent to `destination`."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        key = record.get("worklist")
+        if isinstance(key, dict) and key.get("finished"):
+            latest[key.get("file") or os.path.abspath(record["path"])] = record
+    return [record for record in latest.values() if record.get("sr") and record.get("sent") != str(destination)]
+
+
 def finished_records(records: Iterable[dict[str, Any]], retry_failed: bool = False) -> dict[tuple, dict[str, Any]]:
     """The finished records by file identity; a changed file (other size or mtime) has another identity."""
     return {_identity(r["worklist"]): r for r in records
@@ -118,7 +128,8 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield {"path": record["path"], "mode": record.get("mode", ""), "top_finding": top,
                "top_probability": f"{probabilities[top]:.4f}" if top else "", "boxes": len(scores) if analysed else "",
                "max_box_score": f"{max(scores):.4f}" if scores else "", "sr": record.get("sr") or "",
-               "error": record.get("error") or record.get("sr_error", "")}  # why a study or its SR failed
+               # why a study, its SR or the SR's sending failed
+               "error": record.get("error") or record.get("sr_error") or record.get("send_error", "")}
 
 
 def write_summary(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -185,6 +196,21 @@ class Batch:
             self._bar.write(f"mededge infer: {message}", file=sys.stderr)
         else:
             print(f"mededge infer: {message}", file=sys.stderr, flush=True)
+
+    def send_again(self, destination, ae_title: str) -> None:
+        """--send: the SRs of earlier runs not sent there yet (the node was down, or is named only now) are sent
+        first, their lines written again with "sent" (or the new "send_error")."""
+        from app.results import send_again
+
+        assert self.log is not None, "send_again() is called inside `with Batch(...)`"
+        unsent = unsent_records(read_results(self.folder), destination)
+        sent = 0
+        for record in send_again(unsent, self.folder, destination, ae_title):
+            self.log.write(record, record["worklist"], finished=True)
+            sent += "sent" in record
+        if unsent:
+            self._note(f"{sent} of {len(unsent)} SRs of earlier runs sent to {destination}"
+                       + ("" if sent == len(unsent) else " (the others: send_error in results.jsonl; run again)"))
 
     def record(self, record: dict[str, Any], finished: bool = True,
                structured_report: Callable[[], dict[str, str]] | None = None) -> None:

@@ -197,3 +197,55 @@ def test_the_worklist_sends_its_srs_and_says_when_a_node_refuses(tmp_path, share
     gatekeeper.stop()
     record = infer(tmp_path / "nobody", f"PACS@127.0.0.1:{free_ports(1)[0]}")
     assert "no answer" in record["send_error"] and "\n" not in record["send_error"]
+    assert "no answer" in (tmp_path / "nobody" / "summary.csv").read_text()  # its error column says why
+
+    # The node is there now: the same command sends what it could not send, without analysing the study again.
+    with running_orthanc(tmp_path / "orthanc-later") as pacs:
+        done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / CR), "--out",
+                               str(tmp_path / "nobody"), "--send", pacs.node, *FAST],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert f"1 of 1 SRs of earlier runs sent to {pacs.node}" in done.stderr and "0 analysed" in done.stderr
+        first, again = read_results(tmp_path / "nobody")
+        assert again["sent"] == pacs.node and "send_error" not in again and again["sr"] == first["sr"]
+        [stored] = pacs.instances_of_class(COMPREHENSIVE_SR)
+        assert stored["SOPInstanceUID"] == str(pydicom.dcmread(tmp_path / "nobody" / first["sr"]).SOPInstanceUID)
+    assert "no answer" not in (tmp_path / "nobody" / "summary.csv").read_text()
+
+
+def test_srs_the_node_could_not_send_are_sent_when_it_can(tmp_path, shared_cxr):
+    """`listen --send`: a PACS that is down when a study is analysed gets its SR later — at the next start, and while
+    the node runs after a wait that doubles (30 s, 1 min, … 10 min) — never lost."""
+    from app.cli.listen import _Resend
+    from app.worklist import ResultsLog
+    from pacs.remote import parse_node
+
+    out = tmp_path / "node"
+    down = f"PACS@127.0.0.1:{free_ports(1)[0]}"
+    listener = Listener(out, "--send", down)
+    assert storescu(listener.port, copies(shared_cxr / CANINE, tmp_path / "send", 1)).returncode == 0
+    [record] = wait_results(out, 1)
+    assert "no answer" in record["send_error"]
+    assert listener.stop() == 0
+    with running_orthanc(tmp_path / "orthanc") as pacs:
+        listener = Listener(out, "--send", pacs.node)
+        listener.wait_for(f"1 of 1 SRs not sent before now sent to {pacs.node}")
+        assert listener.stop() == 0
+        [stored] = pacs.instances_of_class(COMPREHENSIVE_SR)
+        assert stored["SOPInstanceUID"] == str(pydicom.dcmread(out / record["sr"]).SOPInstanceUID)
+        assert read_results(out)[-1]["sent"] == pacs.node
+
+        # while running: a failed send is tried again once its wait is over, the wait doubling while it fails
+        (out / "results.jsonl").write_text((out / "results.jsonl").read_text().splitlines(keepends=True)[0])
+        notes = []
+        with ResultsLog(out) as log:
+            resend = _Resend(out, parse_node(down), "MEDEDGE", log, notes.append)
+            assert resend.when_due() == 0 and notes == ["0 of 1 SRs not sent before now sent to "
+                                                        f"{down}; the other 1 again in 30 s"]
+            assert resend.when_due() == 0 and len(notes) == 1  # not before its time
+            resend.due_at = 0.0
+            assert resend.when_due() == 0 and notes[-1].endswith("again in 60 s")
+            resend.destination, resend.due_at = parse_node(pacs.node), 0.0  # (the node back)
+            assert resend.when_due() == 1 and not resend.pending and resend.wait_s == _Resend.FIRST_S
+            resend.failed()  # a study's SR not sent since: tried again in 30 s
+            assert resend.pending and 25 < resend.due_at - time.monotonic() <= 30

@@ -150,6 +150,8 @@ def _infer(args: argparse.Namespace) -> int:
         return written
 
     with sink, contextlib.closing(session):  # closing: the planner's background measurement ends first
+        if args.out and destination is not None:
+            sink.send_again(destination, args.ae_title)
         # JSON lines in the order of the paths given; a worklist's lines as each study ends
         for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback,
                                              in_order=not args.out, count=len(files)):

@@ -9,6 +9,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from app.cli.common import (
@@ -104,7 +105,10 @@ def _listen(args: argparse.Namespace) -> int:
                                                                        else "") + "; stop with Ctrl-C")
     counts = {"analysed": 0, "failed": 0, "sent": 0}
     with ResultsLog(folder) as log:
+        resend = _Resend(folder, destination, ae_title, log, note) if destination is not None else None
         while not stop.is_set():
+            if resend is not None:
+                counts["sent"] += resend.when_due()
             burst = _take(waiting, stop)
             if burst:
                 for record, finished in _analyse(session, burst, folder, destination, ae_title, note, stop,
@@ -113,6 +117,8 @@ def _listen(args: argparse.Namespace) -> int:
                     counts["failed"] += "error" in record
                     counts["sent"] += "sent" in record
                     log.write(record, file_key(record["path"]), finished)
+                    if resend is not None and "send_error" in record:
+                        resend.failed()
     listener.stop()
     session.close()  # the planner's background measurement, if any, ends before the process does
     write_summary(folder, read_results(folder))
@@ -120,6 +126,47 @@ def _listen(args: argparse.Namespace) -> int:
          f"{counts['analysed']} analysed, {counts['failed']} failed, {counts['sent']} SRs sent (what was received "
          "and not analysed yet is analysed on the next start)")
     return EXIT_OK
+
+
+class _Resend:
+    """--send: SRs that could not be sent (the node down, a restart since) are sent again — at the start, then
+    while any is left after 30 s, 1, 2, 4 … up to 10 minutes — rather than lost to the PACS."""
+
+    FIRST_S, LONGEST_S = 30.0, 600.0
+
+    def __init__(self, folder: Path, destination, ae_title: str, log, note) -> None:
+        from app.worklist import read_results, unsent_records
+
+        self.folder, self.destination, self.ae_title, self.log, self.note = folder, destination, ae_title, log, note
+        self.pending = bool(unsent_records(read_results(folder), destination))
+        self.due_at = 0.0  # at once: the first loop of this start
+        self.wait_s = self.FIRST_S
+
+    def failed(self) -> None:
+        """A study's SR was not sent: try again once the wait is over."""
+        if not self.pending:
+            self.pending, self.due_at = True, time.monotonic() + self.wait_s
+
+    def when_due(self) -> int:
+        """Sends what is left unsent when it is time; how many were sent."""
+        from app.results import send_again
+        from app.worklist import read_results, unsent_records
+
+        if not self.pending or time.monotonic() < self.due_at:
+            return 0
+        unsent = unsent_records(read_results(self.folder), self.destination)
+        sent = 0
+        for record in send_again(unsent, self.folder, self.destination, self.ae_title):
+            self.log.write(record, record["worklist"], finished=True)
+            sent += "sent" in record
+        left = len(unsent) - sent
+        if unsent:
+            self.note(f"{sent} of {len(unsent)} SRs not sent before now sent to {self.destination}"
+                      + (f"; the other {left} again in {self.wait_s:.0f} s" if left else ""))
+        self.pending = left > 0
+        self.due_at = time.monotonic() + self.wait_s
+        self.wait_s = min(self.wait_s * 2, self.LONGEST_S) if left else self.FIRST_S
+        return sent
 
 
 def _server_tls(args: argparse.Namespace):

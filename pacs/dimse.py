@@ -58,7 +58,8 @@ def associate(node: DicomNode, ae: AE, timeout_s: float, ext_neg: list | None = 
     if assoc.is_rejected:
         raise DicomNetworkError(f"{node}: association rejected (is this workstation's AE title "
                                 f"{ae.ae_title} known to the node, and is the node's AE title right?)")
-    raise DicomNetworkError(f"{node}: association aborted by the node")
+    raise DicomNetworkError(f"{node}: association aborted by the node (is {node.host}:{node.port} its DICOM port, "
+                            f"and does it accept this workstation's AE title {ae.ae_title}?)")
 
 
 def _offering(calling_ae: str, contexts: Iterable[tuple[str, str | None]]) -> AE:

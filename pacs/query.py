@@ -188,7 +188,8 @@ def _find(node: DicomNode, calling_ae: str, identifier: Dataset, timeout_s: floa
     try:
         for status, found in assoc.send_c_find(identifier, FIND):
             if not status:
-                raise DicomNetworkError(f"{node}: C-FIND got no response (association aborted or timed out)")
+                raise DicomNetworkError(f"{node}: C-FIND got no response (association aborted or timed out: does "
+                                        f"the PACS let {calling_ae} query it?)")
             code = int(status.Status)
             if code in (0xFF00, 0xFF01) and found is not None:
                 matches.append(found)

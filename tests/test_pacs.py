@@ -3,6 +3,7 @@ into the cache (with progress and cancel), and one-line errors from nodes that r
 
 from __future__ import annotations
 
+import http.server
 import threading
 from datetime import date
 
@@ -105,6 +106,14 @@ def test_nodes_that_refuse_or_are_not_there_say_so_in_one_line(pacs, tmp_path):
     with pytest.raises(DicomNetworkError) as refused:
         find_studies(node, StudyQuery(), stranger)
     assert str(refused.value).startswith(str(node)) and "\n" not in str(refused.value)
+    assert stranger in str(refused.value)  # the likely cause named: this workstation's AE title
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:  # a web server's port given as the PACS's DICOM port
+        with pytest.raises(DicomNetworkError, match="is 127.0.0.1:[0-9]+ its DICOM port"):
+            echo(DicomNode("PACS", "127.0.0.1", web.server_address[1]), US, timeout_s=5)
+    finally:
+        web.shutdown()
     nobody = DicomNode("PACS", "127.0.0.1", free_ports(1)[0])
     for call in (lambda: echo(nobody, US, timeout_s=3), lambda: find_studies(nobody, StudyQuery(), US, timeout_s=3),
                  lambda: get_study(nobody, dx_study, tmp_path, US, timeout_s=3)):

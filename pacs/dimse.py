@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.nodes import DicomNode
 
@@ -60,6 +63,52 @@ def associate(node: DicomNode, ae: AE, timeout_s: float, ext_neg: list | None = 
                                 f"{ae.ae_title} known to the node, and is the node's AE title right?)")
     raise DicomNetworkError(f"{node}: association aborted by the node (is {node.host}:{node.port} its DICOM port, "
                             f"and does it accept this workstation's AE title {ae.ae_title}?)")
+
+
+HANDSHAKE_S = 10.0  # a DICOM TLS peer that has not finished its handshake by then is let go
+
+
+class _HandshakeInItsThread(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the TLS handshake moved out of the accepting thread, where a single
+    connection that sends nothing held up every other peer, into the connection's own thread, bounded in time;
+    a handshake that fails is named to `refused` (pynetdicom drops it without a word)."""
+
+    refused: Callable[[str], None] = staticmethod(lambda reason: None)
+
+    def get_request(self):
+        assert self.socket is not None  # (bound by then)
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    def finish_request(self, request, client_address) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(HANDSHAKE_S)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                reason = (f"nothing in {HANDSHAKE_S:.0f} s" if isinstance(exc, TimeoutError) else
+                          getattr(exc, "reason", None) or exc.strerror or type(exc).__name__)
+                self.refused(f"TLS handshake with {client_address[0]} failed ({reason}): a peer without DICOM TLS, "
+                             "or without a certificate this node trusts")
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+def serve(ae: AE, address: tuple[str, int], handlers: list, tls: ssl.SSLContext | None,
+          refused: Callable[[str], None] | None = None) -> _HandshakeInItsThread:
+    """`ae`'s association server on `address`, running in a thread of its own (stop it with `shutdown()`); with
+    `tls`, DICOM TLS only. `refused` hears of each peer whose TLS handshake failed."""
+    server = cast(_HandshakeInItsThread, ae.make_server(address, ssl_context=tls, evt_handlers=handlers,
+                                                        server_class=_HandshakeInItsThread))
+    if refused is not None:
+        server.refused = refused
+    ae._servers.append(server)  # as `start_server` keeps it: `shutdown()` takes it off the AE's list
+    threading.Thread(target=server.serve_forever, name=f"DICOM node {address[1]}", daemon=True).start()
+    return server
 
 
 def _offering(calling_ae: str, contexts: Iterable[tuple[str, str | None]]) -> AE:

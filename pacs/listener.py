@@ -25,7 +25,7 @@ from pydicom.uid import (
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.dimse import VERIFICATION
+from pacs.dimse import VERIFICATION, serve
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
@@ -108,7 +108,7 @@ class StorageListener:
         if self.allowed is not None:
             ae.require_calling_aet = list(self.allowed)  # others: association rejected
         handlers: list = [(evt.EVT_C_STORE, self._stored), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
-        self._server = ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=tls)
+        self._server = serve(ae, (host, port), handlers, tls, refused=self.log)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -24,7 +24,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
 
-from pacs.dimse import DicomNetworkError, associate
+from pacs.dimse import DicomNetworkError, associate, serve
 from pacs.nodes import DicomNode
 from viewer.names import readable_person_name
 
@@ -335,6 +335,6 @@ def _receiver(ae_title: str, port: int, sender: DicomNode, stored: Callable):
     for sop_class in RETRIEVED:
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     try:
-        return ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, stored)], ssl_context=tls)
+        return serve(ae, ("", port), [(evt.EVT_C_STORE, stored)], tls)
     except OSError as exc:
         raise DicomNetworkError(f"cannot receive a C-MOVE on port {port}: {exc.strerror or exc}") from None

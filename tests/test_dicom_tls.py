@@ -4,6 +4,7 @@ one-line answers when the CA is not the node's or a plain association meets a TL
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 
 import pydicom
@@ -73,6 +74,11 @@ def test_the_dicom_node_over_tls_needs_no_insecure_beyond_loopback(tmp_path, sha
     listener.wait_for("analysed (local)")
     with pytest.raises(DicomNetworkError):
         echo(DicomNode("MEDEDGE", "localhost", listener.port), US, timeout_s=5)  # plaintext is not spoken there
+    listener.wait_for("TLS handshake with 127.0.0.1 failed")  # and the node's log says so
+    # From an attacker's side: a connection that never begins its handshake held up every other peer (the handshake
+    # ran in the accepting thread); now each has its own, and the idle one is let go after HANDSHAKE_S.
+    with socket.create_connection(("127.0.0.1", listener.port)):
+        assert echo(node, US, timeout_s=5) > 0
     assert listener.stop() == 0
 
 

@@ -213,3 +213,24 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     records = _lines(out)
     assert len(records) == total + 1 and records[-1]["path"] == str(changed)  # only the changed file ran again
     assert len(_summary(out)) == total
+
+
+@pytest.mark.parametrize("part, refused", [("PELVIS", True), ("HIP", True), ("L SPINE", True), ("TSPINE", False),
+                                           ("HAND", True), ("CHEST", False), ("THORAX", False), ("", False),
+                                           ("CHEST_ABDOMEN", False), ("PORTABLE", False)])
+def test_a_radiograph_of_another_part_of_the_body_is_not_analysed(tmp_path, part, refused):
+    """A CR of the pelvis got chest findings. Body Part Examined refuses it when it names another part of the body;
+    missing, free text or a chest value, the radiograph is analysed."""
+    from inference.analysis.analyzer import NotAChestRadiograph, check_in_scope
+    from viewer.loader import load_radiograph
+
+    from dicom_factory import dataset, gradient, write
+
+    radiograph = load_radiograph(write(dataset(gradient(64, 64, bits=12), bits_stored=12, modality="CR",
+                                               BodyPartExamined=part), tmp_path / "cr.dcm"))
+    if refused:
+        with pytest.raises(NotAChestRadiograph, match=f"a radiograph of the {part.lower()} .Body Part Examined., not "
+                                                      "of the chest: the models read chest radiographs only"):
+            check_in_scope(radiograph)
+    else:
+        check_in_scope(radiograph)

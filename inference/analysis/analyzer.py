@@ -99,12 +99,26 @@ class NotAChestRadiograph(RadiographError):
     mean nothing, so it is not analysed (and no report is written); the viewer still shows it."""
 
 
+# Body Part Examined values (DICOM CID 4031 and their usual spellings) that name a radiograph of something else than
+# the chest. Only those are refused: the attribute is often missing or free text ("THORAX", "PORTABLE"), and a chest
+# film must not be turned away for it.
+NOT_CHEST = ("ABDOMEN", "PELVIS", "HIP", "KNEE", "ANKLE", "FOOT", "HEEL", "TOE", "HAND", "FINGER", "THUMB", "WRIST",
+             "ELBOW", "FOREARM", "HUMERUS", "SHOULDER", "FEMUR", "TIBIA", "FIBULA", "LEG", "ARM", "PATELLA", "SKULL",
+             "HEAD", "BRAIN", "FACE", "JAW", "MANDIBLE", "SINUS", "NECK", "CSPINE", "LSPINE", "SSPINE", "SACRUM",
+             "COCCYX", "BREAST", "EXTREMITY")
+
+
 def check_in_scope(radiograph: Radiograph) -> None:
-    """Raise `NotAChestRadiograph` for a DICOM image of another modality than radiography."""
+    """Raise `NotAChestRadiograph` for a DICOM image of another modality than radiography, or a radiograph whose
+    Body Part Examined names another part of the body than the chest."""
     modality = radiograph.info.modality.strip().upper()
     if radiograph.file_format == "DICOM" and modality not in RADIOGRAPHY:
         raise NotAChestRadiograph(f"a {modality} image, not a chest radiograph: the models read CR and DX "
                                   "radiographs only", radiograph.path)
+    part = radiograph.info.body_part.strip().upper()
+    if part.replace(" ", "").replace("_", "").startswith(NOT_CHEST):
+        raise NotAChestRadiograph(f"a radiograph of the {part.lower()} (Body Part Examined), not of the chest: the "
+                                  "models read chest radiographs only", radiograph.path)
 
 
 @dataclass(frozen=True)

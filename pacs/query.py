@@ -8,6 +8,7 @@ import os
 import re
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -114,8 +115,10 @@ def radiograph_series(series: Iterable[SeriesMatch], retrieved: Retrieved) -> li
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return " ".join(str(value if value is not None else "").split())
+    with warnings.catch_warnings():  # a PACS's invalid value (a date "2024-13-45") is listed as it is, not warned of
+        warnings.simplefilter("ignore")
+        value = ds.get(keyword, "")
+        return " ".join(str(value if value is not None else "").split())
 
 
 def _count(ds: Dataset, keyword: str) -> int | None:

@@ -334,6 +334,18 @@ class _ResidentMemory:
         self._thread.join()
 
 
+def test_a_second_server_cannot_take_over_a_running_server_s_folder(server, repository):
+    """Two `edge serve` with the same --grpc-port on different addresses share run-PORT: the second took over the
+    first one's socket, overlay and control file, and when it stopped the first ran on with no way in."""
+    second = EdgeServer(repository, server.work_dir, host="127.0.0.2", grpc_port=server.grpc_port,
+                        metrics_port=free_ports(1)[0])
+    with pytest.raises(EdgeServerError, match=f"another edge server .pid {os.getpid()}. uses {server.work_dir}"):
+        second.start()
+    assert second.process is None
+    second.stop()  # (as `edge serve` does on its way out): the first one's control file stays
+    assert server.control_path.is_file() and server.operator().models()
+
+
 # ------------------------------------------------------------ what the edge will serve
 
 

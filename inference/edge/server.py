@@ -364,6 +364,7 @@ class EdgeServer:
     credential: str = field(default="", init=False, repr=False)
     gateway: EdgeGateway | None = field(default=None, init=False)
     _socket_dir: Path | None = field(default=None, init=False, repr=False)
+    _lock: int | None = field(default=None, init=False, repr=False)  # the work folder's, held while serving
 
     @property
     def log_path(self) -> Path:
@@ -442,19 +443,25 @@ class EdgeServer:
         installation = Installation.find(self.triton_site)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.chmod(0o700)  # the socket, the overlay and the control file: this user's only
+        self._take_work_folder()
         try:
-            python_backend_overlay(self.repository, self.serving_path)
-            limit = largest_request_bytes(self.serving_path)
-        except ValueError as exc:
-            raise EdgeServerError(f"refusing to serve {self.repository}: {exc}") from None
-        credentials = self._tls_credentials()
-        self.credential = secrets.token_urlsafe(32)  # a new one each start: an old copy opens nothing
-        self._socket_dir = self._private_socket_folder()
-        self._write_control_file()
-        log = open(self.log_path, "wb")
-        self.process = process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
-                                                  env=installation.environment(), start_new_session=True)
-        log.close()
+            try:
+                python_backend_overlay(self.repository, self.serving_path)
+                limit = largest_request_bytes(self.serving_path)
+            except ValueError as exc:
+                raise EdgeServerError(f"refusing to serve {self.repository}: {exc}") from None
+            credentials = self._tls_credentials()
+            self.credential = secrets.token_urlsafe(32)  # a new one each start: an old copy opens nothing
+            self._socket_dir = self._private_socket_folder()
+            self._write_control_file()
+            log = open(self.log_path, "wb")
+            self.process = process = subprocess.Popen(self.command(installation), stdout=log,
+                                                      stderr=subprocess.STDOUT, env=installation.environment(),
+                                                      start_new_session=True)
+            log.close()
+        except BaseException:
+            self._release_work_folder()
+            raise
         try:
             self._wait_ready(process, ready_timeout_s)
             self.gateway = EdgeGateway(self.triton_grpc_address, self.host, self.grpc_port, limit, credentials)
@@ -467,6 +474,30 @@ class EdgeServer:
         except BaseException:
             self.stop()
             raise
+
+    def _take_work_folder(self) -> None:
+        """An exclusive lock on the work folder for as long as this server runs. A second server given the same
+        folder (the same --grpc-port on another address) took over its socket, overlay and control file, and
+        stopping it left the first one running with no way in."""
+        import fcntl
+
+        path = self.work_dir / "server.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode(errors="replace").strip() or "?"
+            os.close(descriptor)
+            raise EdgeServerError(f"another edge server (pid {holder}) uses {self.work_dir}: stop it, or give this "
+                                  "one another --grpc-port") from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
+        self._lock = descriptor
+
+    def _release_work_folder(self) -> None:
+        descriptor, self._lock = self._lock, None
+        if descriptor is not None:
+            os.close(descriptor)  # (the lock goes with it)
 
     def _private_socket_folder(self) -> Path:
         """The work folder (0700) holds Triton's socket unless its path is too long for a Unix socket; then a
@@ -529,7 +560,8 @@ class EdgeServer:
         gateway, self.gateway = self.gateway, None
         if gateway is not None:
             gateway.stop(grace_s=EXIT_TIMEOUT_S)
-        self.control_path.unlink(missing_ok=True)
+        if self._lock is not None:  # (a server refused the folder leaves the one using it alone)
+            self.control_path.unlink(missing_ok=True)
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -542,6 +574,7 @@ class EdgeServer:
             import shutil
 
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._release_work_folder()
 
     def __enter__(self) -> EdgeServer:
         self.start()

@@ -48,7 +48,7 @@ from inference.models.parts import part_spec
 from inference.planning.plan import ModelPlan, Plan
 from viewer.loader import load_radiograph
 
-from certificates import make_certificates
+from certificates import dated_certificate, make_certificates
 from conftest import ROOT
 from dicom_factory import dataset, gradient, write
 from test_edge import TINY, start_server
@@ -344,6 +344,26 @@ def test_a_second_server_cannot_take_over_a_running_server_s_folder(server, repo
     assert second.process is None
     second.stop()  # (as `edge serve` does on its way out): the first one's control file stays
     assert server.control_path.is_file() and server.operator().models()
+
+
+def test_tls_files_that_cannot_serve_are_refused_before_triton_starts(repository, certificates, tmp_path):
+    """An expired certificate started a server every workstation then refused (falling back, with a vague reason);
+    a key that is not the certificate's failed only once Triton was up, as "Failed to bind to address"."""
+    expired, expired_key = dated_certificate(tmp_path, -365, -3)
+    early, early_key = dated_certificate(tmp_path, 2, 365)
+    for files, says in ((TlsFiles(expired, expired_key), "the server's certificate expired on "),
+                        (TlsFiles(early, early_key), "the server's certificate is not valid before "),
+                        (TlsFiles(certificates["server.pem"], certificates["client.key"]),
+                         "--tls-cert and --tls-key: not a PEM certificate and its key"),
+                        (TlsFiles(certificates["server.pem"], certificates["server.key"], certificates["server.key"]),
+                         "the CA for the clients' certificates is not a PEM certificate")):
+        server = EdgeServer(repository, tmp_path / "run", grpc_port=free_ports(1)[0], tls=files)
+        with pytest.raises(EdgeServerError, match=says):
+            server.start()
+        assert server.process is None
+    soon, soon_key = dated_certificate(tmp_path, -300, 10)
+    [warning] = EdgeServer(repository, tmp_path / "run", tls=TlsFiles(soon, soon_key)).check_tls()
+    assert warning.startswith("the server's certificate expires on ") and warning.endswith(": renew it")
 
 
 # ------------------------------------------------------------ what the edge will serve

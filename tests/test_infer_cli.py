@@ -7,6 +7,7 @@ import sys
 
 from inference.models.classifier import CHESTXRAY14
 
+from certificates import dated_certificate
 from conftest import ROOT
 
 FILES = ["dicom/CR-MONO1-10-chest", "dicom/DX_chest_966_fixed.dcm", "dicom/RG1_J2KI.dcm",
@@ -57,6 +58,11 @@ def test_infer_tls_files_that_are_not_pem_are_one_line(tmp_path, shared_cxr):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "the CA file for the edge is not a PEM certificate" in done.stderr, done.stderr
+    expired, key = dated_certificate(tmp_path, -365, -1)  # a client certificate out of date
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
+                           "--edge", "127.0.0.1:8001", "--tls", "--client-cert", str(expired), "--client-key", str(key)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1 and "this workstation's certificate for the edge expired on" in done.stderr
     # the PACS's, from the environment (a service's unit sets them), for --send
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "infer", str(shared_cxr / "dicom/CR-MONO1-10-chest"),
                            "--sr", str(tmp_path / "sr"), "--send", "tls:PACS@127.0.0.1:2762"],

@@ -167,7 +167,8 @@ def _edge_serve(args: argparse.Namespace) -> int:
                         tls=tls, insecure=args.insecure)
     try:
         warnings = server.check_exposure()  # before a long export: a refused address fails at once …
-        server.check_code()  # … and so does code others could change
+        warnings += server.check_tls()  # … TLS files that are not a certificate in date and its key …
+        server.check_code()  # … and code others could change
         if args.repository:
             if not any(server.repository.glob("*/config.pbtxt")):
                 return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")

@@ -174,12 +174,16 @@ def _server_tls(args: argparse.Namespace):
     or unreadable."""
     import ssl
 
+    from security.pem import check_server_files
+
     if not (args.tls_cert or args.tls_key):
         if args.tls_client_ca:
             raise ValueError("mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
         return None
     if not (args.tls_cert and args.tls_key):
         raise ValueError("DICOM TLS needs both --tls-cert and --tls-key")
+    for warning in check_server_files(args.tls_cert, args.tls_key, args.tls_client_ca, "--tls-cert and --tls-key"):
+        print(f"mededge listen: warning: {warning}", file=sys.stderr, flush=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(args.tls_cert, args.tls_key)

@@ -45,6 +45,7 @@ from inference.edge.repository import (
     python_backend_overlay,
     served_through,
 )
+from security.pem import check_server_files
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
 
@@ -425,6 +426,16 @@ class EdgeServer:
                 # every part loads at start; the operator (credential) can unload or reload one
                 "--model-control-mode=explicit", "--load-model=*", *operator_flags(self.credential)]
 
+    def check_tls(self) -> list[str]:
+        """EdgeServerError unless the TLS files are a PEM certificate in its validity dates and its key (and the
+        clients' CA PEM) — before Triton starts, not as a bind failure once it has; the warnings to log."""
+        if self.tls is None:
+            return []
+        try:
+            return check_server_files(self.tls.certificate, self.tls.key, self.tls.client_ca, "--tls-cert and --tls-key")
+        except ValueError as exc:
+            raise EdgeServerError(str(exc)) from None
+
     def check_code(self) -> None:
         """Refuses code the server imports that other users could change (checked again at `start`: the export
         between may take minutes)."""
@@ -432,6 +443,7 @@ class EdgeServer:
 
     def start(self, ready_timeout_s: float = 180.0) -> None:
         self.check_exposure()
+        self.check_tls()
         refuse_if_writable_by_others(self.repository)
         self.check_code()  # (most of a second: site-packages is walked)
         busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),

@@ -375,6 +375,32 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
         assert server.wait(timeout=60) == 0
     assert "edge server stopped" in server.stdout.read()
 
+    # Exported again into the same folder with other options: the repository is what was asked now, every config
+    # with the new options (the earlier parts stayed, with their own options, and the docker script served them all).
+    def export(folder: Path, *options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "main.py"), "edge", "export", "--out", str(folder),
+                               "--models", "classifier", *options], capture_output=True, text=True, cwd=ROOT,
+                              timeout=600)
+
+    done = export(out, "--cuts", "7", "--wire", "fp32", "--cpu")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.parent.name for p in out.glob("*/config.pbtxt")) == ["classifier_cut07_fp32", "mededge_probe"]
+    assert "removed classifier_cut00_fp16, of an earlier export, not asked for now" in done.stderr
+    config = text_format.Parse((out / "classifier_cut07_fp32/config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert "classifier_cut00" not in (out / "SHA256SUMS").read_text()
+    # … and a folder holding anything else is not an export's to write into; options that name nothing are refused
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents/important.txt").write_text("keep me")
+    for folder, options, says in ((tmp_path / "documents", (), "holds other files than an export (important.txt)"),
+                                  (tmp_path / "new", ("--cuts", "7,99"), "--cuts 99: no model has such a cut "
+                                                                         "(classifier 0..9)"),
+                                  (tmp_path / "new", ("--cuts", "seven"), "--cuts seven: 'default', 'all' or stage"),
+                                  (tmp_path / "new", ("--wire", "fp8"), "--wire fp8: the wire formats are fp32, ")):
+        done = export(folder, *options)
+        assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "documents/important.txt").read_text() == "keep me" and not (tmp_path / "new").exists()
+
 
 def _loaded_libraries(pid: int) -> set[str]:
     """The shared libraries mapped by `pid` and every process below it (Triton's Python-backend stubs)."""

@@ -346,6 +346,17 @@ def test_a_second_server_cannot_take_over_a_running_server_s_folder(server, repo
     assert server.control_path.is_file() and server.operator().models()
 
 
+def test_a_killed_triton_is_named_as_such(repository, tmp_path):
+    """`edge serve` exits when Triton goes; it said "tritonserver stopped:" and Triton's last info lines."""
+    server = _server(repository, tmp_path / "killed")
+    try:
+        server.process.kill()
+        server.process.wait(timeout=30)
+        assert server.why_stopped() == "tritonserver killed by SIGKILL"
+    finally:
+        server.stop()
+
+
 def test_tls_files_that_cannot_serve_are_refused_before_triton_starts(repository, certificates, tmp_path):
     """An expired certificate started a server every workstation then refused (falling back, with a vague reason);
     a key that is not the certificate's failed only once Triton was up, as "Failed to bind to address"."""
@@ -602,6 +613,8 @@ def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loade
         (exported / part / "config.pbtxt").write_text(str(config))
         assert control("unload", part).returncode == 0
         assert f"{part}\tUNAVAILABLE" in control("list").stdout
+        done = control("unload", "nonexistent")  # (it said "unloaded nonexistent")
+        assert done.returncode == 1 and "no part 'nonexistent' is served here" in done.stderr, done.stderr
         done = control("load", part)
         assert done.returncode == 0 and f"loaded {part}" in done.stdout, done.stderr
         _still_serving(f"127.0.0.1:{grpc_port}", part, analyzer, study)

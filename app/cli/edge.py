@@ -85,8 +85,21 @@ def _part_requests(args: argparse.Namespace, analyzer) -> list:
     from inference.planning.plan import AUTO_CUTS
 
     kinds = chosen_models(args.models)
+    names = [w.strip() for w in args.wire.split(",") if w.strip()]
+    if unknown := [name for name in names if name not in {w.value for w in WireFormat}]:
+        raise ValueError(f"--wire {','.join(unknown)}: the wire formats are {', '.join(w.value for w in WireFormat)}")
     # int8+deflate travels to the int8 part: each encoding is exported once
-    wires = list(dict.fromkeys(WireFormat(w.strip()).encoding for w in args.wire.split(",") if w.strip()))
+    wires = list(dict.fromkeys(WireFormat(name).encoding for name in names))
+    asked: list[int] = []
+    if args.cuts not in ("all", "default"):
+        try:
+            asked = [int(c) for c in args.cuts.split(",") if c.strip()]
+        except ValueError:
+            raise ValueError(f"--cuts {args.cuts}: 'default', 'all' or stage numbers such as 1,6") from None
+        stage_counts = {kind: analyzer.model(kind).stage_count for kind in kinds}
+        if nowhere := [c for c in asked if not any(0 <= c < n for n in stage_counts.values())]:
+            ranges = ", ".join(f"{kind.value} 0..{n - 1}" for kind, n in stage_counts.items())
+            raise ValueError(f"--cuts {','.join(map(str, nowhere))}: no model has such a cut ({ranges})")
     requests = []
     for kind in kinds:
         model, weights = analyzer.model(kind), analyzer.weights[kind]
@@ -94,12 +107,8 @@ def _part_requests(args: argparse.Namespace, analyzer) -> list:
             cuts = list(range(model.stage_count))
         elif args.cuts == "default":
             cuts = [0, AUTO_CUTS[kind]]
-        else:
-            cuts = [int(c) for c in args.cuts.split(",") if c.strip()]
-            cuts = [c for c in cuts if 0 <= c < model.stage_count]
-            if not cuts:
-                raise ValueError(f"none of the cuts {args.cuts} is valid for the {kind.value} "
-                                 f"(0..{model.stage_count - 1})")
+        else:  # a cut beyond this model's stages is the other model's
+            cuts = [c for c in asked if 0 <= c < model.stage_count]
         requests += [PartRequest(model, weights, cut, wire) for cut in cuts for wire in wires]
     if args.bands and ModelKind.DETECTOR in kinds:
         requests += _band_requests(analyzer, args.bands, AUTO_CUTS[ModelKind.DETECTOR] if args.band_cut is None
@@ -134,7 +143,7 @@ def _edge_export(args: argparse.Namespace) -> int:
     try:
         analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
         requests = _part_requests(args, analyzer)
-        specs = write_repository(Path(args.out), requests, gpu=not args.cpu, batching=_batching(args),
+        specs = write_repository(Path(args.out), requests, gpu=not args.cpu, batching=_batching(args), exactly=True,
                                  runtime=EdgeRuntime(args.runtime or EdgeRuntime.ONNXRUNTIME),
                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
     except (WeightsError, ValueError, OSError) as exc:
@@ -170,6 +179,9 @@ def _edge_serve(args: argparse.Namespace) -> int:
         warnings += server.check_tls()  # … TLS files that are not a certificate in date and its key …
         server.check_code()  # … and code others could change
         if args.repository:
+            if not server.repository.is_dir():
+                return fail("edge serve", f"no repository at {server.repository} (export one with `edge export "
+                                          "--out DIR`)")
             if not any(server.repository.glob("*/config.pbtxt")):
                 return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
             if args.runtime:
@@ -206,7 +218,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
     try:
         while not stop.wait(0.5):
             if server.process is None or server.process.poll() is not None:
-                return fail("edge serve", f"tritonserver stopped: {server.log_tail()}")
+                return fail("edge serve", server.why_stopped())
     finally:
         server.stop()
     print("edge server stopped", flush=True)

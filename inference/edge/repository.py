@@ -165,18 +165,28 @@ def read_config(path: Path) -> mc.ModelConfig:
 
 
 def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = True, batching: Batching = Batching(),
-                     runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, progress=lambda message: None
-                     ) -> list[EdgePartSpec]:
+                     runtime: EdgeRuntime = EdgeRuntime.ONNXRUNTIME, progress=lambda message: None,
+                     exactly: bool = False) -> list[EdgePartSpec]:
     """Export each requested edge part into `root` (existing parts with the same fingerprint are kept), each
     served with `batching` by `runtime` (OpenVINO on the CPU: Triton's OpenVINO backend runs nothing else; PyTorch
-    from an exported program of each part beside its ONNX)."""
+    from an exported program of each part beside its ONNX). With `exactly` (`edge export --out`) the repository
+    holds the requested parts only (those of an earlier export into it are removed: their configs would keep the
+    earlier options), and a folder that holds anything but an earlier export is refused."""
     gpu = gpu and runtime is not EdgeRuntime.OPENVINO
     if runtime is EdgeRuntime.TORCH and tuple(int(n) for n in torch_release().split(".")) < TORCH_EXPORT_SINCE:
         raise ValueError(f"the edge runtime torch needs PyTorch {'.'.join(map(str, TORCH_EXPORT_SINCE))} or later "
                          f"(this one is {torch_release()}); upgrade it, or export for onnxruntime")
+    if exactly and (others := sorted(p.name for p in root.glob("*") if not _exported_here(p))):
+        raise ValueError(f"{root} holds other files than an export ({', '.join(others[:3])}"
+                         f"{', …' if len(others) > 3 else ''}): export into an empty folder, or over an earlier export")
     root.mkdir(parents=True, exist_ok=True)
     for path in remove_leftovers(root):
         progress(f"removed {path.relative_to(root)}, left by an interrupted export")
+    if exactly:
+        wanted = {request.spec().name for request in requests}
+        for part in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in wanted | {PROBE_MODEL}):
+            shutil.rmtree(part)  # (its weights are hard links: the parts kept keep theirs)
+            progress(f"removed {part.name}, of an earlier export, not asked for now")
     specs = []
     shared: dict[str, SharedWeights] = {}  # model fingerprint → its weights in this repository
     for request in requests:
@@ -208,6 +218,12 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     for path in (root, *root.rglob("*")):  # only the owner may change what the server will run
         path.chmod(path.stat().st_mode & ~0o022)
     return specs
+
+
+def _exported_here(path: Path) -> bool:
+    """What an export writes at a repository's top: its files, and part folders with a config."""
+    return (path.name in ("README.md", CHECKSUMS, DOCKER_SCRIPT) or (path / "config.pbtxt").is_file()
+            or path.is_dir() and path.name.startswith(tuple(f"{kind.value}_" for kind in ModelKind)))  # (interrupted)
 
 
 def _torch_program(request: PartRequest, spec: EdgePartSpec, path: Path, recorded, wanted: bool, progress) -> str:

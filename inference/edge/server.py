@@ -312,7 +312,10 @@ class OperatorClient:
 
     def unload(self, part: str) -> None:
         """Unload `part`; refused while a loaded part runs its stages in it (an FP16 or int8 part of its cut)."""
-        through = sorted(name for name, state in self.models()
+        models = self.models()
+        if part not in {name for name, _ in models}:
+            raise EdgeServerError(f"no part {part!r} is served here (see: edge control list)")
+        through = sorted(name for name, state in models
                          if state == "READY" and served_through(self.serving / name / "config.pbtxt") == part)
         if through:
             raise EdgeServerError(f"{part} runs the stages of {', '.join(through)}: unload those first")
@@ -546,8 +549,7 @@ class EdgeServer:
         try:
             while time.monotonic() < deadline:
                 if process.poll() is not None:
-                    raise EdgeServerError(f"tritonserver exited with code {process.returncode}: "
-                                          f"{self.log_tail()}")
+                    raise EdgeServerError(self.why_stopped())
                 try:
                     if client.is_server_ready(client_timeout=1):
                         return
@@ -558,13 +560,21 @@ class EdgeServer:
             client.close()
         raise EdgeServerError(f"tritonserver not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
-    def log_tail(self, lines: int = 3) -> str:
+    def why_stopped(self) -> str:
+        """One line on how Triton ended: the signal that killed it, or its exit code and its log's last errors."""
+        code = self.process.returncode if self.process is not None else None
+        if code is not None and code < 0:  # its log says nothing of that
+            return f"tritonserver killed by {signal.Signals(-code).name}"
+        errors = self.log_tail(errors_only=True)
+        return f"tritonserver exited with code {code}" + (f": {errors}" if errors else "")
+
+    def log_tail(self, lines: int = 3, errors_only: bool = False) -> str:
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return "(no log)"
-        errors = [line for line in text if " E" in line[:2] or "error" in line.lower()]
-        return " | ".join((errors or text)[-lines:])[:600]
+        errors = [line for line in text if (line[:1] == "E" and line[1:5].isdigit()) or "error" in line.lower()]
+        return " | ".join((errors if errors or errors_only else text)[-lines:])[:600]
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> None:
         """The gateway first (in-flight calls finish), then Triton: SIGTERM, SIGKILL if it has not exited in

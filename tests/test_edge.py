@@ -7,12 +7,14 @@ is served and compared with the local result.
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -743,14 +745,25 @@ def test_tls_edge(tmp_path, shared_cxr):
         plaintext = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", check_timeout_s=2))
         with pytest.raises(EdgeError) as info:
             plaintext.status()
-        assert info.value.failure is EdgeFailure.TLS and "require TLS" in str(info.value)
+        assert info.value.failure is EdgeFailure.TLS and "may require TLS (turn TLS on" in str(info.value)
         stranger = EdgeClient(EdgeSettings(f"127.0.0.1:{grpc}", tls=True, root_certificate=files["other-ca.pem"],
                                            check_timeout_s=2))
         with pytest.raises(EdgeError) as info:
             stranger.status()
-        assert info.value.failure is EdgeFailure.TLS and "not trusted" in str(info.value)
+        # the TLS library's own reason, which gRPC kept to its log
+        assert info.value.failure is EdgeFailure.TLS and "its certificate is refused: unable to get local issuer " \
+            "certificate" in str(info.value), info.value
     finally:
         server.stop()
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:  # TLS asked of a server that speaks none (it said: "its certificate is not trusted")
+        with pytest.raises(EdgeError) as info:
+            EdgeClient(EdgeSettings(f"127.0.0.1:{web.server_address[1]}", tls=True, root_certificate=files["ca.pem"],
+                                    check_timeout_s=2)).status()
+        assert "it does not answer in TLS" in str(info.value), info.value
+    finally:
+        web.shutdown()
 
 
 def test_mutual_tls_edge_set_in_settings(tmp_path):

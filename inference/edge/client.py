@@ -391,6 +391,14 @@ class EdgeClient:
         if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
             return EdgeError(EdgeFailure.TIMEOUT, f"the edge server at {where} did not answer the {what} "
                                                   f"within {timeout:g} s")
+        tls_sign = any(k in lowered for k in ("ssl", "tls", "handshake", "certificate", "verification"))
+        closed = "socket closed" in lowered or "connection reset" in lowered
+        if tls_sign or closed or (self.settings.tls and "UNAVAILABLE" in status and "refused" not in lowered):
+            # gRPC keeps the handshake's reason to its log (or cuts it short): asked again here, in one line
+            reason = _what_answers(self.settings)
+            if reason is not None:
+                return EdgeError(EdgeFailure.UNREACHABLE if reason.startswith("not an edge") else EdgeFailure.TLS,
+                                 f"edge server {where}: {reason}")
         if self.settings.tls and "handshake" in lowered:
             return EdgeError(EdgeFailure.TLS, f"TLS handshake with {where} failed: its certificate is not trusted "
                                               "by the configured CA, or not issued for this address")
@@ -406,11 +414,11 @@ class EdgeClient:
             if "socket closed" in lowered or "connection reset" in lowered:  # the handshake was refused
                 if not self.settings.tls:
                     return EdgeError(EdgeFailure.TLS, f"{where} closed the connection: the server may require TLS "
-                                                      "(turn TLS on in Settings)")
+                                                      "(turn TLS on: Settings, or --tls with --ca)")
                 if self.settings.client_certificate is None:
                     return EdgeError(EdgeFailure.TLS, f"{where} closed the TLS connection: the server may require "
-                                                      "a client certificate (mutual TLS: set the client "
-                                                      "certificate and key in Settings)")
+                                                      "a client certificate (mutual TLS: Settings' client "
+                                                      "certificate and key, or --client-cert and --client-key)")
                 return EdgeError(EdgeFailure.TLS, f"{where} closed the TLS connection: it may not accept this "
                                                   "workstation's client certificate (signed by another CA?)")
             cause = "connection refused" if "refused" in lowered else text[:120]
@@ -426,6 +434,44 @@ class EdgeClient:
 _T = TypeVar("_T")
 # What gRPC says when the address answers, but not in gRPC: an HTTP/1 server, or an HTTP/2 one with an HTTP status
 _NOT_GRPC = ("failed parsing http/2", "http1.x server", "received http2 header with status")
+_TLS_RECORD = (0x15, 0x16)  # the first byte of a TLS alert or handshake record: a TLS server's answer to plaintext
+
+
+def _what_answers(settings: EdgeSettings) -> str | None:
+    """Why a connection to the edge failed, found with a TLS handshake (or a plaintext request) of our own: the
+    certificate's fault in the TLS library's words ("certificate has expired", "Hostname mismatch…"), a server
+    that does not speak TLS, one that does where plaintext was used, a web server; None when nothing is wrong
+    there (the failure lies elsewhere)."""
+    import socket
+    import ssl
+
+    host, port = parse_address(settings.address)
+    try:  # (bounded: it runs where a request has failed already)
+        with socket.create_connection((host, port), timeout=min(settings.check_timeout_s, 2.0)) as connection:
+            if settings.tls:
+                context = ssl.create_default_context(cafile=str(settings.root_certificate or "") or None)
+                if settings.client_certificate and settings.client_key:
+                    context.load_cert_chain(str(settings.client_certificate), str(settings.client_key))
+                context.set_alpn_protocols(["h2"])  # as gRPC's handshake
+                context.wrap_socket(connection, server_hostname=host).close()
+                return None
+            connection.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            first = connection.recv(8)
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: its certificate is refused: {exc.verify_message} (give the CA that signed it; the certificate " \
+               "must be in date and name this address)"
+    except ssl.SSLError as exc:
+        if exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"):
+            return "it does not answer in TLS (a plaintext server? turn TLS off for it, or serve it with TLS)"
+        return f"TLS handshake refused ({exc.reason or exc}: does it want a client certificate this one is not?)"
+    except OSError:
+        return None  # refused, unreachable or slow: gRPC's own reason stands
+    if first[:1] and first[0] in _TLS_RECORD:
+        return "it speaks TLS: turn TLS on for it (Settings, or --tls with --ca)"
+    if first.startswith(b"HTTP/"):
+        return "not an edge server's gRPC port (it answered HTTP/1.x: a web server?); the edge's gRPC port is 8001 " \
+               "unless set otherwise"
+    return None
 
 
 def _per_request_ms(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 RESULTS = "results.jsonl"
 SUMMARY = "summary.csv"
 SR_FOLDER = "sr"
-SUMMARY_COLUMNS = ("path", "mode", "top_finding", "top_probability", "boxes", "max_box_score", "sr", "error")
+SUMMARY_COLUMNS = ("path", "mode", "top_finding", "top_probability", "boxes", "max_box_score", "sr", "error", "ran_on",
+                   "fallback_reason")
 
 
 def file_key(path: str) -> dict[str, Any] | None:
@@ -129,7 +130,9 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                "top_probability": f"{probabilities[top]:.4f}" if top else "", "boxes": len(scores) if analysed else "",
                "max_box_score": f"{max(scores):.4f}" if scores else "", "sr": record.get("sr") or "",
                # why a study, its SR or the SR's sending failed
-               "error": record.get("error") or record.get("sr_error") or record.get("send_error", "")}
+               "error": record.get("error") or record.get("sr_error") or record.get("send_error", ""),
+               # where it ran ("workstation", edge addresses), and why not on the edge when planned there
+               "ran_on": " ".join(record.get("ran_on") or ()), "fallback_reason": record.get("fallback_reason", "")}
 
 
 def write_summary(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -165,6 +168,7 @@ class Batch:
         self.failed_before = sum(1 for record in before if record is not None and "error" in record)
         self.analysed = 0
         self.failed = 0
+        self.fell_back = 0  # analysed here after the edge failed
         self.stopping = False
         self.log: ResultsLog | None = None
         self._bar = None
@@ -189,9 +193,10 @@ class Batch:
     def _interrupted(self, signum, frame) -> None:
         self.stopping = True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-        self._note("stopping after the study in progress (Ctrl-C again to stop now)")
+        self.note("stopping after the study in progress (Ctrl-C again to stop now)")
 
-    def _note(self, message: str) -> None:
+    def note(self, message: str) -> None:
+        """A line on stderr, above the progress bar."""
         if self._bar is not None:
             self._bar.write(f"mededge infer: {message}", file=sys.stderr)
         else:
@@ -209,7 +214,7 @@ class Batch:
             self.log.write(record, record["worklist"], finished=True)
             sent += "sent" in record
         if unsent:
-            self._note(f"{sent} of {len(unsent)} SRs of earlier runs sent to {destination}"
+            self.note(f"{sent} of {len(unsent)} SRs of earlier runs sent to {destination}"
                        + ("" if sent == len(unsent) else " (the others: send_error in results.jsonl; run again)"))
 
     def record(self, record: dict[str, Any], finished: bool = True,
@@ -231,6 +236,7 @@ class Batch:
         self.log.write(record, self._keys[path] if path in self._keys else file_key(path), finished)
         self.analysed += 1
         self.failed += "error" in record
+        self.fell_back += record.get("mode") == "local-fallback"
         if self._bar is not None:
             self._bar.update()
 
@@ -251,5 +257,6 @@ class Batch:
         else:
             failed = f", {self.failed} failed" if self.failed else ""
             succeeded = self.analysed - self.failed  # (`analysed` counts every study written, failed ones too)
-            print(f"mededge infer: {succeeded} analysed{failed}, {self.skipped} skipped (done before); "
+            here = f" ({self.fell_back} on this workstation: the edge failed)" if self.fell_back else ""
+            print(f"mededge infer: {succeeded} analysed{here}{failed}, {self.skipped} skipped (done before); "
                   f"{self.folder / RESULTS}, {self.folder / SUMMARY}", file=sys.stderr, flush=True)

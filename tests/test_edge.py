@@ -691,13 +691,18 @@ def test_fallback_when_the_server_stops_mid_batch(tmp_path, shared_cxr):
     finally:
         server.stop()
         infer.wait(timeout=300)
-    assert infer.returncode == 0, infer.stderr.read()
+    stderr = infer.stderr.read()
+    assert infer.returncode == 0, stderr
     assert [Path(r["path"]).name for r in records] == [f"study{i}.png" for i in range(6)]
     assert [r["mode"] for r in records[:2]] == ["distributed", "distributed"]
     # The server may answer "stopping" or not at all: either way the study is finished here and says why.
     # (The AHEAD studies begun while the second result was written may have been answered before the stop.)
     later = records[2 + AHEAD:]
     assert later and all(r["mode"] == "local-fallback" and r["fallback_reason"] for r in later), later
+    # … and the terminal says so (it said nothing: the fallback was only inside the JSON)
+    first = next(r for r in records if r["mode"] == "local-fallback")
+    assert f"mededge infer: {Path(first['path']).name}: analysed on this workstation: {first['fallback_reason']}" \
+        in stderr, stderr
     assert all(r["mode"] in ("distributed", "local-fallback") for r in records)
     # Same study, same answer: the edge's parts and the runtime auto chose here agree with PyTorch within 1e-4.
     assert all(abs(r["probabilities"][k] - v) <= 1e-4 for r in records for k, v in records[0]["probabilities"].items())

@@ -96,18 +96,20 @@ def test_summary_has_one_row_per_file_its_latest_result(tmp_path):
         {"path": "a.png", "mode": "local", "probabilities": {"Edema": 0.2, "Mass": 0.9},
          "detections": [{"score": 0.5}, {"score": 0.75}], "worklist": {"file": "/x/a.png"}},
         {"path": "b.dcm", "error": "no image in this file", "worklist": {"file": "/x/b.dcm"}},
-        {"path": "a.png", "mode": "distributed", "probabilities": {"Edema": 0.6}, "detections": [],
-         "sr": "sr/1.dcm", "worklist": {"file": "/x/a.png"}},
+        {"path": "a.png", "mode": "local-fallback", "probabilities": {"Edema": 0.6}, "detections": [],
+         "sr": "sr/1.dcm", "ran_on": ["workstation"], "fallback_reason": "edge server e:8001 unreachable",
+         "worklist": {"file": "/x/a.png"}},
     ]
     assert list(summary_rows(records)) == [
-        {"path": "a.png", "mode": "distributed", "top_finding": "Edema", "top_probability": "0.6000", "boxes": 0,
-         "max_box_score": "", "sr": "sr/1.dcm", "error": ""},
+        {"path": "a.png", "mode": "local-fallback", "top_finding": "Edema", "top_probability": "0.6000", "boxes": 0,
+         "max_box_score": "", "sr": "sr/1.dcm", "error": "", "ran_on": "workstation",
+         "fallback_reason": "edge server e:8001 unreachable"},
         {"path": "b.dcm", "mode": "", "top_finding": "", "top_probability": "", "boxes": "", "max_box_score": "",
-         "sr": "", "error": "no image in this file"}]
+         "sr": "", "error": "no image in this file", "ran_on": "", "fallback_reason": ""}]
     write_summary(tmp_path, records[:1])
     assert _summary(tmp_path)[0] == {"path": "a.png", "mode": "local", "top_finding": "Mass",
                                       "top_probability": "0.9000", "boxes": "2", "max_box_score": "0.7500",
-                                      "sr": "", "error": ""}
+                                      "sr": "", "error": "", "ran_on": "", "fallback_reason": ""}
     assert not (tmp_path / "summary.csv.partial").exists()
 
 
@@ -200,6 +202,7 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
     assert len(rows) == total
     top = max(real["probabilities"], key=real["probabilities"].get)
     assert rows["000_real.png"]["top_finding"] == top and rows["000_real.png"]["mode"] == "local"
+    assert rows["000_real.png"]["ran_on"] == "workstation" and rows["000_real.png"]["fallback_reason"] == ""
     assert float(rows["000_real.png"]["top_probability"]) == pytest.approx(real["probabilities"][top], abs=1e-4)
     assert int(rows["000_real.png"]["boxes"]) == len(real["detections"])
     assert rows["dx.dcm"]["sr"] == dicom["sr"]

@@ -72,6 +72,10 @@ class _JsonLines:
         if self._out is not sys.stdout:
             self._out.close()
 
+    @staticmethod
+    def note(message: str) -> None:
+        print(f"mededge infer: {message}", file=sys.stderr, flush=True)
+
     def record(self, record: dict, finished: bool = True, structured_report=None) -> None:
         if structured_report is not None:
             record = dict(record) | structured_report()
@@ -153,6 +157,7 @@ def _infer(args: argparse.Namespace) -> int:
         if args.out and destination is not None:
             sink.send_again(destination, args.ae_title)
         # JSON lines in the order of the paths given; a worklist's lines as each study ends
+        edge_failure: str | None = None
         for result in session.analyze_series(studies(), allow_fallback=not args.no_fallback,
                                              in_order=not args.out, count=len(files)):
             if isinstance(result, StudyError):
@@ -164,6 +169,10 @@ def _infer(args: argparse.Namespace) -> int:
                 sink.record({"path": result.path, "error": error.reason if unreadable else
                              f"analysis failed ({type(error).__name__}): {error}"}, finished=unreadable)
                 continue
+            if result.fallback_reason != edge_failure:  # said when the edge fails, and when it works again
+                edge_failure = result.fallback_reason
+                sink.note(f"{Path(result.path).name}: " + (f"analysed on this workstation: {edge_failure}"
+                                                           if edge_failure else "the edge is used again"))
             sink.record(result.to_json(), structured_report=report(result))
         if (analyzer.choosing_runtimes or analyzer.building_heads) and not sink.stopping:  # kept for the next run
             print("mededge infer: every study is written; finishing what this workstation builds in the background "

@@ -14,7 +14,7 @@ from app.workers import Worker, start
 from inference.analysis.analyzer import AnalysisCancelled, Analyzer, ModelChoice, StudyError
 from inference.analysis.session import AnalysisSession
 from inference.config import SplitMode
-from inference.edge.client import EdgeClient, LinkMeasurement, ServerStatus, connect
+from inference.edge.client import EdgeClient, EdgeError, LinkMeasurement, ServerStatus, connect
 from inference.edge.repository import PROBE_MODEL
 from inference.planning.plan import plan_for
 from viewer.radiograph import Radiograph
@@ -233,22 +233,33 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def check_edge(settings: AppSettings) -> ServerStatus:
-    """Live/ready/version/models and round trip of the preferred edge (raises EdgeError)."""
-    client = EdgeClient(settings.edge)
-    try:
-        return client.status()
-    finally:
-        client.close()
+@dataclass(frozen=True)
+class EdgeCheck:
+    """One edge server as the workstation found it: its status (and link, when measured), or why not."""
+
+    address: str
+    status: ServerStatus | None = None
+    link: LinkMeasurement | None = None
+    problem: str | None = None   # why it could not be used; or, with a status, what was not measured
 
 
-def test_connection(settings: AppSettings) -> tuple[ServerStatus, LinkMeasurement | None, str | None]:
-    """`check_edge` plus the link probe (round trip and bandwidth) when the server has the probe model."""
-    client = EdgeClient(settings.edge)
-    try:
-        status = client.status()
-        if PROBE_MODEL not in status.models:
-            return status, None, f"no {PROBE_MODEL} model on the server: bandwidth not measured"
-        return status, client.probe(), None
-    finally:
-        client.close()
+def check_edges(settings: AppSettings, measure_link: bool = False) -> list[EdgeCheck]:
+    """Every configured edge server, in order: live, ready, version, models and round trip — and with
+    `measure_link` the link probe's round trip and bandwidth, where the server has the probe model."""
+    checks = []
+    for edge in settings.edges:
+        client = EdgeClient(edge)
+        try:
+            status = client.status()
+            if not measure_link:
+                checks.append(EdgeCheck(edge.address, status))
+            elif PROBE_MODEL not in status.models:
+                checks.append(EdgeCheck(edge.address, status, None, f"no {PROBE_MODEL} model on the server: "
+                                                                    "bandwidth not measured"))
+            else:
+                checks.append(EdgeCheck(edge.address, status, client.probe()))
+        except EdgeError as exc:
+            checks.append(EdgeCheck(edge.address, problem=str(exc)))
+        finally:
+            client.close()
+    return checks

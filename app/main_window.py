@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.analysis import AnalysisService, check_edge
+from app.analysis import AnalysisService, EdgeCheck, check_edges
 from app.findings_panel import DEMO_BANNER, DEMO_COLOUR, FindingsPanel, timing_text
 from app.pacs_panel import PacsPanel
 from app.settings import AppSettings, load_settings, save_settings, settings_store
@@ -571,12 +571,28 @@ class MainWindow(QMainWindow):
         if self.settings.edge is None:
             self.edge_label.setText("Edge: local only")
             return
-        worker = Worker(check_edge, self.settings)
-        worker.signals.returned.connect(
-            lambda s: self.edge_label.setText(f"Edge: connected (Triton {s.version}, {len(s.models)} models, "
-                                              f"{s.round_trip_ms:.0f} ms)"))
-        worker.signals.errored.connect(lambda exc: self.edge_label.setText(f"Edge: unreachable — {exc}"))
+        worker = Worker(check_edges, self.settings)
+        worker.signals.returned.connect(self._show_edges)
+        worker.signals.errored.connect(lambda exc: self.edge_label.setText(f"Edge: not checked — {exc}"))
         start(worker, keep=self._workers)
+
+    def _show_edges(self, checks: list[EdgeCheck]) -> None:
+        """The status bar's edge label: every server counted (one down among several is named), each in the
+        tooltip."""
+        def one(check: EdgeCheck) -> str:
+            status = check.status
+            return (f"connected (Triton {status.version}, {len(status.models)} models, {status.round_trip_ms:.0f} ms)"
+                    if status is not None else f"unreachable — {check.problem}")
+
+        up = [check for check in checks if check.status is not None]
+        if len(checks) == 1:
+            text = f"Edge: {one(checks[0])}"
+        else:
+            down = next((check for check in checks if check.status is None), None)
+            text = (f"Edges: {len(up)} of {len(checks)} connected"
+                    + (f"; {down.address} {one(down)}" if down is not None else ""))
+        self.edge_label.setText(text)
+        self.edge_label.setToolTip("\n".join(f"{check.address}: {one(check)}" for check in checks))
 
     def open_settings(self) -> None:
         from app.settings_dialog import SettingsDialog

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.analysis import test_connection
+from app.analysis import EdgeCheck, check_edges
 from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
@@ -185,6 +185,12 @@ class SettingsDialog(QDialog):
         self.test_pacs_button.clicked.connect(self.test_pacs)
         self.pacs_result = QLabel("")
         self.pacs_result.setWordWrap(True)
+        # each test beside the fields it tests: the edge's under its timeout, the PACS's under the PACS fields
+        below_edge = form.getWidgetPosition(self.timeout)[0] + 1
+        form.insertRow(below_edge, "", self.test_button)
+        form.insertRow(below_edge + 1, "", self.test_result)
+        form.addRow("", self.test_pacs_button)
+        form.addRow("", self.pacs_result)
         # a test's result is of the values it ran with: it goes when one of them changes
         for field in (self.addresses, self.ca_file, self.client_certificate_file, self.client_key_file):
             field.textChanged.connect(lambda *_: self.test_result.setText(""))
@@ -204,8 +210,6 @@ class SettingsDialog(QDialog):
         fields = QVBoxLayout(content)
         fields.setContentsMargins(0, 0, 0, 0)
         fields.addLayout(form)
-        for widget in (self.test_button, self.test_result, self.test_pacs_button, self.pacs_result):
-            fields.addWidget(widget)
         scroll = QScrollArea()
         scroll.setWidget(content)
         scroll.setWidgetResizable(True)
@@ -389,25 +393,28 @@ class SettingsDialog(QDialog):
             self.test_result.setText("No edge server set (or split is Local only).")
             return None
         self.test_button.setEnabled(False)
-        self.test_result.setText(f"Testing {settings.edge.address}…")
+        self.test_result.setText("Testing " + ", ".join(edge.address for edge in settings.edges) + "…")
 
-        def shown(result) -> None:
-            status, link, note = result
-            self.test_button.setEnabled(True)
-            text = (f"live: {status.live}, ready: {status.ready}, Triton {status.version}; "
-                    f"{len(status.models)} models: {', '.join(status.models) or 'none'}\n")
+        def line(check: EdgeCheck) -> str:
+            status, link = check.status, check.link
+            if status is None:
+                return f"{check.address}: failed: {check.problem}"
+            text = (f"{check.address}: live: {status.live}, ready: {status.ready}, Triton {status.version}; "
+                    f"{len(status.models)} models: {', '.join(status.models) or 'none'}; ")
             if link is not None:
-                text += (f"round trip {link.round_trip_ms:.1f} ms, upload {link.upload_mbit_s:.0f} Mbit/s "
-                         f"(measured with {link.payload_bytes / 2**20:.0f} MiB)")
-            else:
-                text += f"checks took {status.round_trip_ms:.0f} ms; {note}"
-            self.test_result.setText(text)
+                return text + (f"round trip {link.round_trip_ms:.1f} ms, upload {link.upload_mbit_s:.0f} Mbit/s "
+                               f"(measured with {link.payload_bytes / 2**20:.0f} MiB)")
+            return text + f"checks took {status.round_trip_ms:.0f} ms; {check.problem}"
+
+        def shown(checks: list[EdgeCheck]) -> None:  # a line per server: each is tested, not the first only
+            self.test_button.setEnabled(True)
+            self.test_result.setText("\n".join(line(check) for check in checks))
 
         def failed(exc) -> None:
             self.test_button.setEnabled(True)
             self.test_result.setText(f"Failed: {exc}")
 
-        return self._run(test_connection, settings, on_result=shown, on_error=failed)
+        return self._run(check_edges, settings, True, on_result=shown, on_error=failed)
 
     def test_pacs(self) -> Worker | None:
         """C-ECHO each PACS node, in a worker: a line per node (its round trip, or why it did not answer)."""

@@ -481,8 +481,9 @@ def test_screenshot_command(shared_cxr, tmp_path):
     assert (image.width(), image.height()) == (1440, 900)
 
 
-def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, tmp_path):
+def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, window, tmp_path):
     from inference.edge.repository import write_repository
+    from inference.edge.server import free_ports
 
     from test_edge import start_server
 
@@ -491,19 +492,28 @@ def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, 
     try:
         dialog = SettingsDialog(AppSettings())
         qtbot.addWidget(dialog)
-        dialog.addresses.setPlainText(server.grpc_address)
+        down = f"127.0.0.1:{free_ports(1)[0]}"
+        dialog.addresses.setPlainText(f"{server.grpc_address}\n{down}")  # each server is tested, not the first only
         with Watchdog() as watchdog:  # waiting on what the dialog shows (a worker's signal may come before a wait)
             dialog.test_connection()
             qtbot.waitUntil(lambda: not dialog.test_result.text().startswith("Testing"), timeout=60000)
         assert watchdog.longest_ms < 200  # the dialog never froze
-        text = dialog.test_result.text()
-        assert "live: True, ready: True, Triton 2." in text and "mededge_probe" in text
-        assert "round trip" in text and "Mbit/s" in text
+        first, second = dialog.test_result.text().splitlines()
+        assert first.startswith(f"{server.grpc_address}: live: True, ready: True, Triton 2.")
+        assert "mededge_probe" in first and "round trip" in first and "Mbit/s" in first
+        assert second.startswith(f"{down}: failed: ") and "unreachable" in second
+        window.apply_settings(replace(window.settings, edge_addresses=(server.grpc_address, down)))
+        qtbot.waitUntil(lambda: window.edge_label.text().startswith("Edges:"), timeout=30000)
+        # one of two down is said (the label read "connected" from the first server alone)
+        assert window.edge_label.text().startswith(f"Edges: 1 of 2 connected; {down} unreachable")
+        assert window.edge_label.toolTip().splitlines()[0].startswith(f"{server.grpc_address}: connected")
     finally:
         server.stop()
+    dialog.addresses.setPlainText(server.grpc_address)
     dialog.test_connection()
     qtbot.waitUntil(lambda: not dialog.test_result.text().startswith("Testing"), timeout=60000)
-    assert dialog.test_result.text().startswith("Failed:") and "unreachable" in dialog.test_result.text()
+    assert dialog.test_result.text().startswith(f"{server.grpc_address}: failed:")
+    assert "unreachable" in dialog.test_result.text()
 
 
 def _rss_mb() -> float:

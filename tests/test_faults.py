@@ -312,7 +312,11 @@ def test_several_servers_share_the_load_fail_over_and_fail_back(analyzer, reposi
                        EdgeSettings(f"127.0.0.1:{free_ports(1)[0]}", timeout_s=2)])
     analyzer.edge = alone
     none = analyzer.analyze(study, _plan(analyzer))
-    assert none.mode is Mode.LOCAL_FALLBACK and "all 2 edge servers failed" in none.fallback_reason
+    assert none.mode is Mode.LOCAL_FALLBACK and "all 2 edge servers failed: " in none.fallback_reason
+    # each server's reason, once (it gave the last server's, once per model: both models' texts differed)
+    assert none.fallback_reason.count("all 2 edge servers failed") == 1, none.fallback_reason
+    assert all(none.fallback_reason.count(f"edge server {client.settings.address} unreachable") == 1
+               for client in alone.clients)
 
 
 def _resources() -> tuple[float, int, int]:

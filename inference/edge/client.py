@@ -538,21 +538,23 @@ class EdgeGroup:
               measured: str | None = None) -> _T:
         """`call` on each server in turn until one succeeds; with `measured` (a part), the reply's compute time
         is kept for `assign`."""
-        last: EdgeError | None = None
+        errors: list[EdgeError] = []
         for index in self._order(rotate, first):
             try:
                 result = call(self.clients[index])
             except EdgeError as error:
                 self._down_until[index] = time.monotonic() + self.retry_s
-                last = error
+                errors.append(error)
                 continue
             self._down_until[index] = 0.0
             if measured is not None and isinstance(result, EdgeReply):
                 self._compute_ms[index, measured] = result.edge_ms
             return result
-        assert last is not None  # there is at least one client, and every one failed
-        if len(self.clients) > 1:
-            raise EdgeError(last.failure, f"all {len(self.clients)} edge servers failed; last: {last}")
+        assert errors  # there is at least one client, and every one failed
+        last = errors[-1]
+        if len(self.clients) > 1:  # each server's own reason, once, sorted (the same text for each model)
+            reasons = sorted(dict.fromkeys(map(str, errors)))
+            raise EdgeError(last.failure, f"all {len(self.clients)} edge servers failed: {'; '.join(reasons)}")
         raise last
 
     def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],

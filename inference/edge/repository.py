@@ -481,9 +481,11 @@ else
                "readable and writable by anyone on that network" >&2 ;;
     esac
 fi
+published=$address
+case "$address" in *:*) published="[$address]";; esac  # an IPv6 address, as docker's -p takes it
 credential=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
 exec docker run --rm {"--gpus all " if gpu else ""}--shm-size=1g \\
-    -p "$address:${{MEDEDGE_GRPC_PORT:-8001}}:8001" \\
+    -p "$published:${{MEDEDGE_GRPC_PORT:-8001}}:8001" \\
     -p "127.0.0.1:${{MEDEDGE_HTTP_PORT:-8000}}:8000" -p "127.0.0.1:${{MEDEDGE_METRICS_PORT:-8002}}:8002" \\
     -v "$(pwd):/models:ro" "$@" "${{MEDEDGE_TRITON_IMAGE:-{TRITON_IMAGE}}}" \\
     tritonserver --model-repository=/models --model-control-mode=none --strict-readiness=true \\

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md: inference/ and viewer/ outside viewer.widgets stay Qt-free."""
+"""The import rules of DESIGN.md: inference/, pacs/, security/ and viewer/ outside viewer.widgets stay Qt-free."""
 
 import subprocess
 import sys
@@ -14,7 +14,7 @@ def test_import_linter_contracts_hold():
     done = subprocess.run([str(lint), "--no-cache", "--no-logo"], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 4 kept, 0 broken" in done.stdout
+    assert "Contracts: 5 kept, 0 broken" in done.stdout
 
 
 def test_headless_modules_import_no_qt():
@@ -25,9 +25,9 @@ def test_headless_modules_import_no_qt():
     """
     code = f"""
 import importlib, pkgutil, sys
-import inference, pacs, viewer
+import inference, pacs, security, viewer
 names = []
-for package in (inference, viewer, pacs):
+for package in (inference, viewer, pacs, security):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         if not info.name.startswith("viewer.widgets"):
             names.append(info.name)
@@ -49,15 +49,16 @@ def test_no_import_cycles_and_no_private_names_across_modules():
 
     import grimp
 
-    graph = grimp.build_graph("app", "viewer", "inference", "pacs")
-    ours = {m for m in graph.modules if m.split(".")[0] in ("app", "viewer", "inference", "pacs")}
+    packages = ("app", "viewer", "inference", "pacs", "security")
+    graph = grimp.build_graph(*packages)
+    ours = {m for m in graph.modules if m.split(".")[0] in packages}
     cycles = sorted({tuple(sorted((a, b))) for a in ours for b in graph.find_modules_directly_imported_by(a)
                      if b in ours and graph.chain_exists(importer=b, imported=a)})
     assert not cycles, cycles
     crossing = []
-    for path in sorted(p for package in ("app", "viewer", "inference") for p in (ROOT / package).rglob("*.py")):
+    for path in sorted(p for package in packages for p in (ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("app", "viewer", "inference", "pacs"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in packages:
                 crossing += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
                              if a.name.startswith("_")]
     assert not crossing, crossing

@@ -103,4 +103,4 @@ def test_each_dicomdir_is_read_or_named_damaged(tmp_path, index):
 def test_a_file_set_as_pydicom_writes_one_opens_whole():
     contents = files_to_open([str(CORPUS / "dicomdirtests" / "TINY_ALPHA")])
     assert len(contents.files) == 50 and all(contents.listed[path].present for path in contents.files)
-    assert {contents.listed[path].patient for path in contents.files} == {"Citizen Jan (12345678)"}
+    assert {contents.listed[path].patient for path in contents.files} == {"Citizen, Jan (12345678)"}

@@ -394,7 +394,10 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
     # … and a folder holding anything else is not an export's to write into; options that name nothing are refused
     (tmp_path / "documents").mkdir()
     (tmp_path / "documents/important.txt").write_text("keep me")
+    (tmp_path / "site-models/resnet50").mkdir(parents=True)  # another Triton repository's model
+    (tmp_path / "site-models/resnet50/config.pbtxt").write_text('name: "resnet50"')
     for folder, options, says in ((tmp_path / "documents", (), "holds other files than an export (important.txt)"),
+                                  (tmp_path / "site-models", (), "holds other files than an export (resnet50)"),
                                   (tmp_path / "new", ("--cuts", "7,99"), "--cuts 99: no model has such a cut "
                                                                          "(classifier 0..9)"),
                                   (tmp_path / "new", ("--cuts", "seven"), "--cuts seven: 'default', 'all' or stage"),
@@ -402,6 +405,7 @@ def test_edge_export_config_and_serve_the_same_repository(tmp_path, shared_cxr):
         done = export(folder, *options)
         assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "documents/important.txt").read_text() == "keep me" and not (tmp_path / "new").exists()
+    assert (tmp_path / "site-models/resnet50/config.pbtxt").is_file()
 
 
 def _loaded_libraries(pid: int) -> set[str]:

@@ -221,9 +221,10 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
 
 
 def _exported_here(path: Path) -> bool:
-    """What an export writes at a repository's top: its files, and part folders with a config."""
-    return (path.name in ("README.md", CHECKSUMS, DOCKER_SCRIPT) or (path / "config.pbtxt").is_file()
-            or path.is_dir() and path.name.startswith(tuple(f"{kind.value}_" for kind in ModelKind)))  # (interrupted)
+    """What an export writes at a repository's top: its files, the probe, and the parts' folders (named after their
+    model: another Triton repository's models are not taken for an earlier export's, to be removed)."""
+    return path.name in ("README.md", CHECKSUMS, DOCKER_SCRIPT, PROBE_MODEL) or (  # (a part, or one half-written)
+        path.is_dir() and path.name.startswith(tuple(f"{kind.value}_" for kind in ModelKind)))
 
 
 def _torch_program(request: PartRequest, spec: EdgePartSpec, path: Path, recorded, wanted: bool, progress) -> str:

@@ -42,13 +42,14 @@ def write_and_send(findings, header, folder, analyzer=None, destination=None, ae
 def _send(written: list, destination, ae_title: str) -> dict:
     """{"sent": node} once the files are stored on `destination`, else {"send_error": why not}."""
     from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
 
     from pacs.dimse import DicomNetworkError
     from pacs.remote import store
 
     try:
         store(destination, [dcmread(p) for p in written], ae_title)
-    except (DicomNetworkError, OSError) as exc:
+    except (DicomNetworkError, OSError, InvalidDicomError) as exc:
         what = "SR and annotated image" if len(written) > 1 else "SR"
         return {"send_error": f"{what} not sent: {exc}"}
     return {"sent": str(destination)}
@@ -57,11 +58,14 @@ def _send(written: list, destination, ae_title: str) -> dict:
 def send_again(records: Iterable[dict], folder: Path, destination, ae_title: str = "MEDEDGE") -> Iterator[dict]:
     """Results written before but not sent to `destination` (it was down, or was named only now): their SR and
     annotated image read back from `folder` (where their paths are relative to) and sent; each record as it is
-    now, "sent" or "send_error" again (without "send_error" once sent)."""
+    now, "sent" or "send_error" again (without "send_error" once sent). The first that fails ends the round: the
+    node is down still, and each try would wait for its timeout."""
     for record in records:
         written = [folder / record[kind] for kind in ("sr", "image") if record.get(kind)]
         outcome = _send(written, destination, ae_title)
         yield {key: value for key, value in record.items() if key not in ("send_error", "sent")} | outcome
+        if "send_error" in outcome:
+            return
 
 
 def _image_uid(sr_uid: str | None) -> str | None:

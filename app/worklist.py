@@ -215,7 +215,7 @@ class Batch:
             sent += "sent" in record
         if unsent:
             self.note(f"{sent} of {len(unsent)} SRs of earlier runs sent to {destination}"
-                       + ("" if sent == len(unsent) else " (the others: send_error in results.jsonl; run again)"))
+                      + ("" if sent == len(unsent) else " (it failed: run again later)"))
 
     def record(self, record: dict[str, Any], finished: bool = True,
                structured_report: Callable[[], dict[str, str]] | None = None) -> None:
@@ -226,10 +226,11 @@ class Batch:
                 outcome = structured_report()
             except Exception as exc:  # the study's result still counts; the SR problem is reported with it
                 outcome = {"sr_error": f"{type(exc).__name__}: {exc}"}
-            for written in ("sr", "image"):  # relative to DIR when inside it: the folder can be moved as a whole
-                path = Path(outcome.get(written) or ".").resolve()
-                if written in outcome and path.is_relative_to(self.folder.resolve()):
-                    outcome = outcome | {written: str(path.relative_to(self.folder.resolve()))}
+            for written in ("sr", "image"):  # relative to DIR when inside it (the folder can be moved as a whole),
+                path = Path(outcome.get(written) or ".").resolve()  # else absolute (found again by a later run)
+                if written in outcome:
+                    inside = path.is_relative_to(self.folder.resolve())
+                    outcome = outcome | {written: str(path.relative_to(self.folder.resolve()) if inside else path)}
             record = dict(record) | outcome
         assert self.log is not None, "record() is called inside `with Batch(...)`"
         path = record["path"]

@@ -44,12 +44,9 @@ class PacsTls:
 
     @classmethod
     def from_environment(cls, ca_variable: str = "MEDEDGE_DICOM_CA") -> PacsTls:
-        """The command line's and a service's: MEDEDGE_DICOM_CA (or `ca_variable`), MEDEDGE_DICOM_CERT/KEY, checked as
-        PEM (ValueError with the reason)."""
-        files = cls(os.environ.get(ca_variable, ""), os.environ.get("MEDEDGE_DICOM_CERT", ""),
-                    os.environ.get("MEDEDGE_DICOM_KEY", ""))
-        files.check()
-        return files
+        """The command line's and a service's: MEDEDGE_DICOM_CA (or `ca_variable`), MEDEDGE_DICOM_CERT/KEY."""
+        return cls(os.environ.get(ca_variable, ""), os.environ.get("MEDEDGE_DICOM_CERT", ""),
+                   os.environ.get("MEDEDGE_DICOM_KEY", ""))
 
     def check(self) -> None:
         """ValueError unless the files are PEM, as TLS will read them: where a person names them (Settings' OK, the

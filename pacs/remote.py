@@ -31,6 +31,8 @@ def parse_node(text: str, tls_files: PacsTls | None = None) -> PacsNode:
         node = DicomWebNode(address, tls_files=tls_files or PacsTls.from_environment("MEDEDGE_DICOMWEB_CA"))
     else:
         node = DicomNode.parse(address, tls_files)
+    if tls_files is None and (node.url.startswith("https") if isinstance(node, DicomWebNode) else node.tls):
+        node.tls_files.check()  # the environment's files, where this node uses them (Settings' are checked at OK)
     return replace(node, name=" ".join(name.split()))
 
 

@@ -220,7 +220,8 @@ def test_ctrl_c_then_resume_then_a_changed_file(worklist_folder, tmp_path):
 
 @pytest.mark.parametrize("part, refused", [("PELVIS", True), ("HIP", True), ("L SPINE", True), ("TSPINE", False),
                                            ("HAND", True), ("CHEST", False), ("THORAX", False), ("", False),
-                                           ("CHEST_ABDOMEN", False), ("PORTABLE", False)])
+                                           ("CHEST_ABDOMEN", False), ("PORTABLE", False),
+                                           ("NECKCHEST", False), ("ABDOMEN CHEST", False)])
 def test_a_radiograph_of_another_part_of_the_body_is_not_analysed(tmp_path, part, refused):
     """A CR of the pelvis got chest findings. Body Part Examined refuses it when it names another part of the body;
     missing, free text or a chest value, the radiograph is analysed."""
@@ -237,3 +238,14 @@ def test_a_radiograph_of_another_part_of_the_body_is_not_analysed(tmp_path, part
             check_in_scope(radiograph)
     else:
         check_in_scope(radiograph)
+
+
+def test_a_resend_round_ends_at_its_first_failure(tmp_path):
+    """SRs not sent are tried again one after another; the first that fails ends the round (the node is down still:
+    each further try would wait for its own timeout, holding up the node's analyses)."""
+    from app.results import send_again
+    from pacs.remote import parse_node
+
+    unsent = [{"path": f"{n}.dcm", "sr": f"sr/{n}.dcm", "send_error": "SR not sent: no answer"} for n in range(3)]
+    tried = list(send_again(unsent, tmp_path, parse_node("PACS@127.0.0.1:9")))
+    assert len(tried) == 1 and tried[0]["path"] == "0.dcm" and "send_error" in tried[0] and "sent" not in tried[0]

@@ -156,7 +156,7 @@ class _Resend:
             return 0
         unsent = unsent_records(read_results(self.folder), self.destination)
         sent = 0
-        for record in send_again(unsent, self.folder, self.destination, self.ae_title):
+        for record in send_again(unsent, self.folder, self.destination, self.ae_title):  # (ends at a failure)
             self.log.write(record, record["worklist"], finished=True)
             sent += "sent" in record
         left = len(unsent) - sent

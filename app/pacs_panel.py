@@ -86,6 +86,7 @@ class PacsPanel(QWidget):
             edit.returnPressed.connect(self.search)
         self.node.currentIndexChanged.connect(self._node_changed)
         self._searched: PacsNode | None = None  # the node the listed studies came from: retrieves go there
+        self._searches = 0  # each search numbered: only the latest one's answer is listed
 
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(self.search)
@@ -133,8 +134,10 @@ class PacsPanel(QWidget):
             self.node.clear()
             for node in self.nodes:
                 self.node.addItem(str(node))
-            if chosen in self.nodes:  # Settings' OK keeps the node in use
+            if chosen in self.nodes:  # Settings' OK keeps the node in use …
                 self.node.setCurrentIndex(self.nodes.index(chosen))
+                if self._searched == chosen:  # … and its list, now reached with the TLS files just set
+                    self._searched = self.nodes[self.nodes.index(chosen)]
         usable = bool(self.nodes)
         self.search_button.setEnabled(usable)
         self.retrieve_button.setEnabled(usable and self._cancel is None)
@@ -181,11 +184,26 @@ class PacsPanel(QWidget):
             return None
         self.search_button.setEnabled(False)
         self.status.setText(f"Searching {node}…")
-        return self._run(find_studies, node, query, self.ae_title, on_result=lambda studies: self._found(node, studies),
-                         on_error=lambda exc: self._search_failed(exc))
+        self._searches += 1
+        number = self._searches
+        return self._run(find_studies, node, query, self.ae_title,
+                         on_result=lambda studies: self._found(number, node, studies),
+                         on_error=lambda exc: self._search_failed(number, exc))
 
-    def _found(self, node: PacsNode, studies: list[StudyMatch]) -> None:
+    def _latest(self, number: int, node: PacsNode | None = None) -> bool:
+        """The answer is the latest search's, of the node still chosen (another search, or another node chosen,
+        since: it is not listed)."""
+        if number != self._searches:
+            return False
         self.search_button.setEnabled(True)
+        if node is not None and node != self.chosen_node():
+            self.status.setText("")  # ("Searching <the other node>…")
+            return False
+        return True
+
+    def _found(self, number: int, node: PacsNode, studies: list[StudyMatch]) -> None:
+        if not self._latest(number, node):
+            return
         self.results.clear()
         self._searched = node
         for study in studies:
@@ -199,8 +217,9 @@ class PacsPanel(QWidget):
             self.results.setCurrentItem(self.results.topLevelItem(0))
         self.status.setText(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found")
 
-    def _search_failed(self, exc: BaseException) -> None:
-        self.search_button.setEnabled(True)
+    def _search_failed(self, number: int, exc: BaseException) -> None:
+        if not self._latest(number):
+            return
         self._clear_results()
         self.status.setText(f"Search failed: {exc}")
 

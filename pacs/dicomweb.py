@@ -30,6 +30,7 @@ from pacs.query import (
     StudyQuery,
     by_number,
     cache_instance,
+    expected_images,
     newest_first,
     radiograph_series,
     series_match,
@@ -149,7 +150,7 @@ def get_study(node: DicomWebNode, study_uid: str, cache: Path, cancel: threading
     client = _client(node, timeout_s)
     try:
         series = radiograph_series(find_series(node, study_uid, timeout_s), result)
-        total = sum(s.images or 0 for s in series) or None
+        total = expected_images(series)
         if series:
             folder = cache / study_uid
             folder.mkdir(parents=True, exist_ok=True)

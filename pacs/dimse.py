@@ -74,6 +74,7 @@ class _HandshakeInItsThread(ThreadedAssociationServer):
     a handshake that fails is named to `refused` (pynetdicom drops it without a word)."""
 
     refused: Callable[[str], None] = staticmethod(lambda reason: None)
+    daemon_threads = True  # a peer silent in its handshake does not hold up shutdown() for its 10 s
 
     def get_request(self):
         assert self.socket is not None  # (bound by then)

@@ -106,12 +106,21 @@ def radiograph_series(series: Iterable[SeriesMatch], retrieved: Retrieved) -> li
     other one is named in `retrieved.skipped`."""
     kept = []
     for one in series:
-        if one.modality in RADIOGRAPH_MODALITIES or not one.modality:
+        named = (f"{one.modality or 'a'} series" + (f" #{one.number}" if one.number else "")
+                 + (f" ({one.description})" if one.description else ""))
+        if not (len(one.series_uid) <= 64 and _UID.match(one.series_uid)):  # asked for, it would match every series
+            retrieved.skipped.append(f"{named}: the PACS gave no valid Series Instance UID")
+        elif one.modality in RADIOGRAPH_MODALITIES or not one.modality:
             kept.append(one)
         else:
-            retrieved.skipped.append(f"{one.modality} series" + (f" #{one.number}" if one.number else "")
-                                     + (f" ({one.description})" if one.description else ""))
+            retrieved.skipped.append(named)
     return kept
+
+
+def expected_images(series: list[SeriesMatch]) -> int | None:
+    """How many images the series hold, when the PACS said so for each."""
+    counts = [one.images for one in series]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -251,8 +260,7 @@ def get_study(node: DicomNode, study_uid: str, cache: Path, calling_ae: str,
     folder = cache / study_uid
     folder.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
-    counts = [one.images for one in series]
-    total = sum(c for c in counts if c is not None) if None not in counts else None
+    total = expected_images(series)
 
     def stored(event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)

@@ -10,6 +10,7 @@ from os import PathLike
 
 Path_ = str | PathLike[str] | None
 EXPIRY_WARNING = timedelta(days=30)
+_NO_PROMPT = b""  # an encrypted key is refused, not asked for on the terminal (nobody may be there to answer)
 
 
 def check_pem_files(ca: Path_, certificate: Path_, key: Path_, peer: str) -> None:
@@ -23,10 +24,10 @@ def check_pem_files(ca: Path_, certificate: Path_, key: Path_, peer: str) -> Non
         raise ValueError(f"the CA file for the {peer} is not a PEM certificate: {ca}") from None
     if certificate and key:
         try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(certificate), str(key))
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(certificate), str(key), password=_NO_PROMPT)
         except (ssl.SSLError, ValueError):
             raise ValueError(f"this workstation's certificate and key for the {peer} are not a PEM certificate and "
-                             f"its private key: {certificate}, {key}") from None
+                             f"its private key (not encrypted): {certificate}, {key}") from None
         in_date(certificate, f"this workstation's certificate for the {peer}")
 
 
@@ -35,9 +36,10 @@ def check_server_files(certificate: Path_, key: Path_, client_ca: Path_, what: s
     certificate in its validity dates and its private key, and the CA for its clients (mutual TLS) PEM; the
     warnings to log (a certificate that expires within 30 days)."""
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(certificate), str(key))
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(certificate), str(key),
+                                                                            password=_NO_PROMPT)
     except (ssl.SSLError, ValueError):
-        raise ValueError(f"{what}: not a PEM certificate and its key: {certificate}, {key}") from None
+        raise ValueError(f"{what}: not a PEM certificate and its key (not encrypted): {certificate}, {key}") from None
     except OSError as exc:  # (not there, not readable)
         raise ValueError(f"{what}: {exc.strerror or exc}: {certificate}, {key}") from None
     if client_ca:
@@ -53,8 +55,11 @@ def in_date(certificate: Path_, what: str) -> list[str]:
     expires within 30 days."""
     from cryptography import x509
 
-    with open(str(certificate), "rb") as stream:
-        first = x509.load_pem_x509_certificates(stream.read())[0]
+    try:
+        with open(str(certificate), "rb") as stream:
+            first = x509.load_pem_x509_certificates(stream.read())[0]
+    except (ValueError, IndexError):  # what OpenSSL took, cryptography's stricter reader may not
+        raise ValueError(f"{what}: its validity dates cannot be read: {certificate}") from None
     now = datetime.now(UTC)
     until, since = first.not_valid_after_utc, first.not_valid_before_utc
     if until < now:

@@ -116,7 +116,8 @@ def check_in_scope(radiograph: Radiograph) -> None:
         raise NotAChestRadiograph(f"a {modality} image, not a chest radiograph: the models read CR and DX "
                                   "radiographs only", radiograph.path)
     part = radiograph.info.body_part.strip().upper()
-    if part.replace(" ", "").replace("_", "").startswith(NOT_CHEST):
+    compact = part.replace(" ", "").replace("_", "")
+    if compact.startswith(NOT_CHEST) and "CHEST" not in compact and "THORAX" not in compact:  # (NECKCHEST is chest)
         raise NotAChestRadiograph(f"a radiograph of the {part.lower()} (Body Part Examined), not of the chest: the "
                                   "models read chest radiographs only", radiograph.path)
 

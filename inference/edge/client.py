@@ -393,7 +393,9 @@ class EdgeClient:
                                                   f"within {timeout:g} s")
         tls_sign = any(k in lowered for k in ("ssl", "tls", "handshake", "certificate", "verification"))
         closed = "socket closed" in lowered or "connection reset" in lowered
-        if tls_sign or closed or (self.settings.tls and "UNAVAILABLE" in status and "refused" not in lowered):
+        resolving = "dns" in lowered or "resolve" in lowered  # (the probe would wait on the resolver again)
+        if not resolving and (tls_sign or closed or (self.settings.tls and "UNAVAILABLE" in status
+                                                      and "refused" not in lowered)):
             # gRPC keeps the handshake's reason to its log (or cuts it short): asked again here, in one line
             reason = _what_answers(self.settings)
             if reason is not None:

@@ -48,6 +48,7 @@ from inference.edge.repository import (
 from security.pem import check_server_files
 
 EXIT_TIMEOUT_S = 5  # Triton waits this long for in-flight requests on SIGTERM (its default is 30)
+UNLOAD_WAIT_S = 30.0  # an operator's unload waits this long for the part to finish its requests and go
 
 
 class EdgeServerError(RuntimeError):
@@ -320,6 +321,9 @@ class OperatorClient:
         if through:
             raise EdgeServerError(f"{part} runs the stages of {', '.join(through)}: unload those first")
         self._client.unload_model(part, headers=self._headers)
+        deadline = time.monotonic() + UNLOAD_WAIT_S  # Triton answers before the part has gone: say "unloaded" once
+        while dict(self.models()).get(part) == "UNLOADING" and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def load(self, part: str) -> None:
         """Load `part` as the repository holds it now (e.g. after a re-export: its config is taken again);
@@ -564,7 +568,11 @@ class EdgeServer:
         """One line on how Triton ended: the signal that killed it, or its exit code and its log's last errors."""
         code = self.process.returncode if self.process is not None else None
         if code is not None and code < 0:  # its log says nothing of that
-            return f"tritonserver killed by {signal.Signals(-code).name}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
+            return f"tritonserver killed by {name}"
         errors = self.log_tail(errors_only=True)
         return f"tritonserver exited with code {code}" + (f": {errors}" if errors else "")
 

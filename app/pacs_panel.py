@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTreeWidget,
@@ -302,8 +303,13 @@ class PacsPanel(QWidget):
         else:
             self.status.setText(f"Retrieve failed: {exc}")
 
-    def clear_cache(self) -> Worker:
+    def clear_cache(self) -> Worker | None:
+        """Every study retrieved so far deleted, once the user agrees (those open stay on screen, in memory)."""
         folder = cache_folder()
+        asked = QMessageBox.question(self, "Clear cache", f"Delete every study retrieved from the PACS into {folder}? "
+                                     "Studies open from it stay on screen until closed; their files go.")
+        if asked != QMessageBox.StandardButton.Yes:
+            return None
         self.status.setText("Clearing the cache…")
         return self._run(shutil.rmtree, folder, True, on_result=lambda _: self.status.setText(
             f"Cache cleared ({folder})"), on_error=lambda exc: self.status.setText(f"Cache not cleared: {exc}"))

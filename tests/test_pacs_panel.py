@@ -10,6 +10,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from PySide6.QtWidgets import QMessageBox
 
 from app.pacs_panel import cache_folder
 from app.settings_dialog import SettingsDialog
@@ -95,7 +96,7 @@ def test_search_retrieve_analyse_and_send_back(qtbot, window, pacs):
     assert "DEMO WEIGHTS" in image["SeriesDescription"]  # the demo weights say so in the PACS's listing too
 
 
-def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs):
+def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs, monkeypatch):
     _, node, _, large = pacs
     panel = _with_pacs(window, node)
     panel.date_from.setText("20-11-2024")
@@ -114,6 +115,15 @@ def test_a_retrieve_can_be_cancelled_and_bad_filters_say_why(qtbot, window, pacs
     # what came is opened (not analysed), not left in the cache out of reach
     qtbot.waitUntil(lambda: len([p for p in window.study_list.paths if large in p]) == len(kept), timeout=60_000)
     assert panel.status.text() == f"Retrieve cancelled; {len(kept)} image(s) received, opened"
+
+    # Clear cache asks first (it deleted at once, the open studies' files too); No keeps everything
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: answers.pop(0))
+    assert panel.clear_cache() is None and all(path.is_file() for path in kept)
+    with qtbot.waitSignal(panel.clear_cache().signals.returned, timeout=30_000):
+        pass
+    assert not cache_folder().exists() and panel.status.text() == f"Cache cleared ({cache_folder()})"
+    assert window.studies.get(window.current) is not None  # what is on screen stays, in memory
 
 
 def test_the_listed_studies_are_those_of_the_node_chosen(qtbot, window, pacs):

@@ -773,6 +773,17 @@ def test_tls_edge(tmp_path, shared_cxr):
         assert "it does not answer in TLS" in str(info.value), info.value
     finally:
         web.shutdown()
+    # a certificate not issued for the address the workstation uses (it was classed "unreachable", cut mid-word)
+    elsewhere = start_server(tmp_path / "repository", tmp_path / "elsewhere", host="127.0.0.2",
+                             tls=TlsFiles(files["server.pem"], files["server.key"]))
+    try:
+        with pytest.raises(EdgeError) as info:
+            EdgeClient(EdgeSettings(f"127.0.0.2:{elsewhere.grpc_port}", tls=True, root_certificate=files["ca.pem"],
+                                    check_timeout_s=2)).status()
+        assert info.value.failure is EdgeFailure.TLS and "its certificate is refused: IP address mismatch, " \
+            "certificate is not valid for '127.0.0.2'" in str(info.value), info.value
+    finally:
+        elsewhere.stop()
 
 
 def test_mutual_tls_edge_set_in_settings(tmp_path):

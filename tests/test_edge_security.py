@@ -613,6 +613,7 @@ def test_the_operator_reloads_a_re_exported_part_and_a_tampered_one_is_not_loade
         (exported / part / "config.pbtxt").write_text(str(config))
         assert control("unload", part).returncode == 0
         assert f"{part}\tUNAVAILABLE" in control("list").stdout
+        assert f"parts loaded (not loaded: {part} UNAVAILABLE)" in control("status").stdout  # which, for monitoring
         done = control("unload", "nonexistent")  # (it said "unloaded nonexistent")
         assert done.returncode == 1 and "no part 'nonexistent' is served here" in done.stderr, done.stderr
         done = control("load", part)

@@ -240,7 +240,9 @@ def _edge_control(args: argparse.Namespace) -> int:
         if args.action == "status":  # e.g. for monitoring on the box: exit 0 only when ready
             ready, version, models = operator.status()
             loaded = [name for name, state in models if state == "READY"]
-            print(f"{'ready' if ready else 'NOT READY'}: Triton {version}, {len(loaded)} of {len(models)} parts loaded")
+            missing = ", ".join(f"{name} {state}" for name, state in models if state != "READY")
+            print(f"{'ready' if ready else 'NOT READY'}: Triton {version}, {len(loaded)} of {len(models)} parts loaded"
+                  + (f" (not loaded: {missing})" if missing else ""))
             return EXIT_OK if ready else EXIT_USAGE
         if args.action == "list":
             for name, state in operator.models():

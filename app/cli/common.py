@@ -65,7 +65,8 @@ def add_model_options(parser: argparse.ArgumentParser, runtime: bool = True) -> 
 EDGE_HELP = ("Triton gRPC address of the edge server (several, comma-separated: requests are spread over them and "
              "fail over)")
 SPLIT_HELP = ("auto (default with --edge: the planner measures the link and the edge and chooses; detector cut 6, "
-              "classifier cut 7 while it cannot), local, edge (full offload), K, or detector:K,classifier:K")
+              "classifier cut 7 while it cannot), local, edge (full offload), K (both models cut after stage K: a "
+              "model whose cut K the edge does not serve runs here, as local-fallback), or detector:K,classifier:K")
 
 
 def add_edge_options(parser: argparse.ArgumentParser, edge_help: str = EDGE_HELP,

@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
             lambda path, findings: self.studies.batch_study_ended(
                 path, f"done: {findings.mode.value} on {', '.join(findings.ran_on)}"))
         self.analysis.failed.connect(
-            lambda path, reason: self.studies.batch_study_ended(path, f"failed: {reason}", failed=True))
+            lambda path, reason: self.studies.batch_study_ended(path, failure=reason))
         self.analysis.series_ended.connect(self.studies.end_batch)
 
         self._build_status_bar()
@@ -529,7 +529,7 @@ class MainWindow(QMainWindow):
 
     def _analysis_failed(self, path: str, reason: str) -> None:
         self.progress.setVisible(self.analysis.busy)
-        self.studies.set_status(path, f"failed: {reason}")  # as Analyze all's rows say it
+        self.studies.set_failed(path, reason)  # as Analyze all's rows say it
         self.statusBar().showMessage(f"{Path(path).name}: analysis failed: {reason}")
 
     def _analysis_cancelled(self, path: str) -> None:

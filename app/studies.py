@@ -21,15 +21,11 @@ class Study:
     radiograph: Radiograph
     findings: Findings | None = None
     status: str = ""  # what its row in the Studies list says: queued, analysing, local, failed: …
+    failure: str = ""  # why its last analysis failed; "" unless it did
 
     @property
     def path(self) -> str:
         return self.radiograph.path
-
-    @property
-    def failure(self) -> str:
-        """Why its last analysis failed; "" unless it did."""
-        return self.status.removeprefix("failed: ") if self.status.startswith("failed: ") else ""
 
 
 @dataclass
@@ -119,11 +115,15 @@ class StudyModel(QObject):
         self.set_status(path, findings.mode.value)
         return True
 
-    def set_status(self, path: str, status: str) -> None:
+    def set_status(self, path: str, status: str, failure: str = "") -> None:
         study = self._studies.get(path)
         if study is not None:
-            study.status = status
+            study.status, study.failure = status, failure
             self.status_changed.emit(path, status)
+
+    def set_failed(self, path: str, reason: str) -> None:
+        """Its analysis failed: the row says so, and the Findings panel why."""
+        self.set_status(path, f"failed: {reason}", failure=reason)
 
     # ------------------------------------------------------------ Analyze all
 
@@ -139,16 +139,18 @@ class StudyModel(QObject):
         if self.batch is not None and path in self.batch.pending:
             self.set_status(path, f"analysing on {where}" if where else "analysing")
 
-    def batch_study_ended(self, path: str, status: str, failed: bool = False) -> None:
-        """One of the batch's studies ended (a single study's analysis is not the batch's: ignored)."""
+    def batch_study_ended(self, path: str, status: str = "", failure: str = "") -> None:
+        """One of the batch's studies ended, with `status`, or failed for `failure` (a single study's analysis is
+        not the batch's: ignored)."""
         if self.batch is None or path not in self.batch.pending:
             return
         self.batch.pending.remove(path)
-        if failed:
+        if failure:
             self.batch.failed += 1
+            self.set_failed(path, failure)
         else:
             self.batch.done += 1
-        self.set_status(path, status)
+            self.set_status(path, status)
         self.batch_changed.emit(self.batch)
 
     def end_batch(self, cancelled: bool, reason: str) -> None:
@@ -159,5 +161,8 @@ class StudyModel(QObject):
             return
         batch.reason = reason
         for path in batch.pending:
-            self.set_status(path, "cancelled" if cancelled or not reason else f"failed: {reason}")
+            if cancelled or not reason:
+                self.set_status(path, "cancelled")
+            else:
+                self.set_failed(path, reason)
         self.batch_ended.emit(batch, cancelled)

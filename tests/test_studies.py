@@ -91,7 +91,7 @@ def test_progress_follows_the_batch(qtbot, window, shared_cxr):
 def test_a_batch_cut_short_marks_what_is_left(qtbot, window, shared_cxr):
     model, chest, other = _two_studies(window, shared_cxr)
     model.begin_batch([chest.path, other.path])
-    model.batch_study_ended(chest.path, "failed: unreadable", failed=True)
+    model.batch_study_ended(chest.path, failure="unreadable")
     model.end_batch(cancelled=False, reason="the edge refused the series")
     assert window.study_list.status(other.path) == "failed: the edge refused the series"
     assert "Analyze all stopped: 0 of 2 analysed, 1 failed (the edge refused the series)" in \

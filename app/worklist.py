@@ -73,6 +73,19 @@ def unsent_records(records: Iterable[dict[str, Any]], destination) -> list[dict[
     return [record for record in latest.values() if record.get("sr") and record.get("sent") != str(destination)]
 
 
+def resend_unsent(folder: Path, log: ResultsLog, destination, ae_title: str) -> tuple[int, int]:
+    """The SRs written into `folder` but not sent to `destination`, sent now (the round ends at its first failure),
+    each study's line written again into `log`: (how many were sent, how many were unsent)."""
+    from app.results import send_again
+
+    unsent = unsent_records(read_results(folder), destination)
+    sent = 0
+    for record in send_again(unsent, folder, destination, ae_title):
+        log.write(record, record["worklist"], finished=True)
+        sent += "sent" in record
+    return sent, len(unsent)
+
+
 def finished_records(records: Iterable[dict[str, Any]], retry_failed: bool = False) -> dict[tuple, dict[str, Any]]:
     """The finished records by file identity; a changed file (other size or mtime) has another identity."""
     return {_identity(r["worklist"]): r for r in records
@@ -205,17 +218,11 @@ class Batch:
     def send_again(self, destination, ae_title: str) -> None:
         """--send: the SRs of earlier runs not sent there yet (the node was down, or is named only now) are sent
         first, their lines written again with "sent" (or the new "send_error")."""
-        from app.results import send_again
-
         assert self.log is not None, "send_again() is called inside `with Batch(...)`"
-        unsent = unsent_records(read_results(self.folder), destination)
-        sent = 0
-        for record in send_again(unsent, self.folder, destination, ae_title):
-            self.log.write(record, record["worklist"], finished=True)
-            sent += "sent" in record
+        sent, unsent = resend_unsent(self.folder, self.log, destination, ae_title)
         if unsent:
-            self.note(f"{sent} of {len(unsent)} SRs of earlier runs sent to {destination}"
-                      + ("" if sent == len(unsent) else " (it failed: run again later)"))
+            self.note(f"{sent} of {unsent} SRs of earlier runs sent to {destination}"
+                      + ("" if sent == unsent else " (it failed: run again later)"))
 
     def record(self, record: dict[str, Any], finished: bool = True,
                structured_report: Callable[[], dict[str, str]] | None = None) -> None:

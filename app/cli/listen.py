@@ -135,11 +135,8 @@ class _Resend:
     FIRST_S, LONGEST_S = 30.0, 600.0
 
     def __init__(self, folder: Path, destination, ae_title: str, log, note) -> None:
-        from app.worklist import read_results, unsent_records
-
         self.folder, self.destination, self.ae_title, self.log, self.note = folder, destination, ae_title, log, note
-        self.pending = bool(unsent_records(read_results(folder), destination))
-        self.due_at = 0.0  # at once: the first loop of this start
+        self.pending, self.due_at = True, 0.0  # a first round at once: what earlier runs left unsent
         self.wait_s = self.FIRST_S
 
     def failed(self) -> None:
@@ -149,19 +146,14 @@ class _Resend:
 
     def when_due(self) -> int:
         """Sends what is left unsent when it is time; how many were sent."""
-        from app.results import send_again
-        from app.worklist import read_results, unsent_records
+        from app.worklist import resend_unsent
 
         if not self.pending or time.monotonic() < self.due_at:
             return 0
-        unsent = unsent_records(read_results(self.folder), self.destination)
-        sent = 0
-        for record in send_again(unsent, self.folder, self.destination, self.ae_title):  # (ends at a failure)
-            self.log.write(record, record["worklist"], finished=True)
-            sent += "sent" in record
-        left = len(unsent) - sent
+        sent, unsent = resend_unsent(self.folder, self.log, self.destination, self.ae_title)
+        left = unsent - sent
         if unsent:
-            self.note(f"{sent} of {len(unsent)} SRs not sent before now sent to {self.destination}"
+            self.note(f"{sent} of {unsent} SRs not sent before now sent to {self.destination}"
                       + (f"; the other {left} again in {self.wait_s:.0f} s" if left else ""))
         self.pending = left > 0
         self.due_at = time.monotonic() + self.wait_s

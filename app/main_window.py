@@ -579,20 +579,19 @@ class MainWindow(QMainWindow):
     def _show_edges(self, checks: list[EdgeCheck]) -> None:
         """The status bar's edge label: every server counted (one down among several is named), each in the
         tooltip."""
-        def one(check: EdgeCheck) -> str:
+        def one(check: EdgeCheck) -> str:  # (a problem names its server: "edge server HOST:PORT unreachable (…)")
             status = check.status
-            return (f"connected (Triton {status.version}, {len(status.models)} models, {status.round_trip_ms:.0f} ms)"
-                    if status is not None else f"unreachable — {check.problem}")
+            return (f"{check.address}: connected (Triton {status.version}, {len(status.models)} models, "
+                    f"{status.round_trip_ms:.0f} ms)" if status is not None else str(check.problem))
 
         up = [check for check in checks if check.status is not None]
         if len(checks) == 1:
             text = f"Edge: {one(checks[0])}"
         else:
             down = next((check for check in checks if check.status is None), None)
-            text = (f"Edges: {len(up)} of {len(checks)} connected"
-                    + (f"; {down.address} {one(down)}" if down is not None else ""))
+            text = f"Edges: {len(up)} of {len(checks)} connected" + (f"; {one(down)}" if down is not None else "")
         self.edge_label.setText(text)
-        self.edge_label.setToolTip("\n".join(f"{check.address}: {one(check)}" for check in checks))
+        self.edge_label.setToolTip("\n".join(one(check) for check in checks))
 
     def open_settings(self) -> None:
         from app.settings_dialog import SettingsDialog

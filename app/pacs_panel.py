@@ -112,6 +112,8 @@ class PacsPanel(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # room for two lines: the buttons above do not move when a one-line status becomes a two-line one
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
         buttons = QHBoxLayout()
         for button in (self.retrieve_button, self.cancel_button, self.clear_button):
             buttons.addWidget(button)

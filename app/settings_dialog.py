@@ -220,6 +220,10 @@ class SettingsDialog(QDialog):
         layout.addWidget(scroll)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
+        # Tab, and the focus a test's button gives up while it runs, go to the field below it (the focus went to the
+        # next button made, at the bottom, and the fields scrolled away from the result)
+        QWidget.setTabOrder(self.timeout, self.test_button)
+        QWidget.setTabOrder(self.test_button, self.split)
         room = self.screen().availableGeometry().height() * 9 // 10  # (a title bar and a panel take the rest)
         self.resize(self.sizeHint().width(), min(content.sizeHint().height() + buttons.sizeHint().height() + 48, room))
 

@@ -505,7 +505,7 @@ def test_test_connection_reports_version_models_round_trip_and_bandwidth(qtbot, 
         window.apply_settings(replace(window.settings, edge_addresses=(server.grpc_address, down)))
         qtbot.waitUntil(lambda: window.edge_label.text().startswith("Edges:"), timeout=30000)
         # one of two down is said (the label read "connected" from the first server alone)
-        assert window.edge_label.text().startswith(f"Edges: 1 of 2 connected; {down} unreachable")
+        assert window.edge_label.text().startswith(f"Edges: 1 of 2 connected; edge server {down} unreachable")
         assert window.edge_label.toolTip().splitlines()[0].startswith(f"{server.grpc_address}: connected")
     finally:
         server.stop()
@@ -627,6 +627,12 @@ def test_the_settings_dialog_fits_the_screen_with_ok_in_sight(qtbot):
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     bottom = ok.mapTo(dialog, ok.rect().bottomRight())
     assert ok.isVisible() and dialog.rect().contains(bottom)
+    # Test connection gives up the focus while it runs: to the field below it, not to the PACS's button at the
+    # bottom (the fields scrolled away from its result)
+    dialog.test_button.setFocus()
+    dialog.test_button.setEnabled(False)
+    assert dialog.focusWidget() is dialog.split
+    dialog.test_button.setEnabled(True)
     dialog.addresses.setPlainText("edge-without-port")
     dialog.accept()
     assert dialog.error.isVisible() and dialog.rect().contains(dialog.error.mapTo(dialog, dialog.error.rect().center()))

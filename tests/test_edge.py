@@ -7,6 +7,7 @@ is served and compared with the local result.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import json
@@ -36,7 +37,7 @@ from inference.planning.planner import Planner
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 
-from certificates import make_certificates
+from certificates import dated_certificate, make_certificates
 from conftest import ROOT, cuts
 from dicom_factory import dataset, gradient, write
 
@@ -784,6 +785,42 @@ def test_tls_edge(tmp_path, shared_cxr):
             "certificate is not valid for '127.0.0.2'" in str(info.value), info.value
     finally:
         elsewhere.stop()
+
+
+def test_an_edge_whose_certificate_has_expired_is_named_so(tmp_path):
+    """A certificate that expires while its server runs (the edge refuses to start with one, not to go on): the
+    workstation's reason is the TLS library's own, "certificate has expired", not a generic handshake failure."""
+    import socket
+    import ssl
+
+    certificate, key = dated_certificate(tmp_path, -30, -1)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(certificate, key)
+    server_side.set_alpn_protocols(["h2"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():  # handshakes until told to stop; the client's refusal ends each one
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection, contextlib.suppress(OSError):
+                server_side.wrap_socket(connection, server_side=True).close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        client = EdgeClient(EdgeSettings(f"localhost:{listener.getsockname()[1]}", tls=True,
+                                         root_certificate=certificate, check_timeout_s=2))
+        with pytest.raises(EdgeError) as info:
+            client.status()
+        assert info.value.failure is EdgeFailure.TLS and "its certificate is refused: certificate has expired" \
+            in str(info.value), info.value
+    finally:
+        stop.set()
+        listener.close()
 
 
 def test_mutual_tls_edge_set_in_settings(tmp_path):

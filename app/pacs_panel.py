@@ -31,6 +31,7 @@ from pacs.query import RetrieveCancelled, Retrieved, StudyMatch, StudyQuery
 from pacs.remote import PacsNode, find_series, find_studies, get_study
 
 COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Accession", "Modalities", "Images")
+WIDEST_COLUMN = 240  # px: a long description does not push the rest out of the panel (its tooltip has it whole)
 UID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -210,15 +211,23 @@ class PacsPanel(QWidget):
         self.results.clear()
         self._searched = node
         for study in studies:
-            item = QTreeWidgetItem([study.patient_name, study.patient_id, _shown_date(study.study_date),
-                                    study.description, study.accession_number, ", ".join(study.modalities),
-                                    "" if study.images is None else str(study.images)])
+            item = _row([study.patient_name, study.patient_id, _shown_date(study.study_date), study.description,
+                         study.accession_number, ", ".join(study.modalities),
+                         "" if study.images is None else str(study.images)])
             item.setData(0, UID_ROLE, study.study_uid)
             item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
             self.results.addTopLevelItem(item)
+        self._fit_columns()
         if studies:
             self.results.setCurrentItem(self.results.topLevelItem(0))
         self.status.setText(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found")
+
+    def _fit_columns(self) -> None:
+        """Each column as wide as its longest text (up to WIDEST_COLUMN): names and descriptions readable, not cut
+        to a few letters by equal default widths; the list scrolls sideways when the panel is narrower."""
+        for column in range(len(COLUMNS)):
+            self.results.resizeColumnToContents(column)
+            self.results.setColumnWidth(column, min(self.results.columnWidth(column), WIDEST_COLUMN))
 
     def _search_failed(self, number: int, exc: BaseException) -> None:
         if not self._latest(number):
@@ -237,8 +246,9 @@ class PacsPanel(QWidget):
         def listed(series) -> None:
             item.removeChild(placeholder)
             for one in series:
-                item.addChild(QTreeWidgetItem([f"Series {one.number} · {one.modality}", "", "", one.description,
-                                               "", one.modality, "" if one.images is None else str(one.images)]))
+                item.addChild(_row([f"Series {one.number} · {one.modality}", "", "", one.description, "", one.modality,
+                                    "" if one.images is None else str(one.images)]))
+            self._fit_columns()
 
         self._run(find_series, node, item.data(0, UID_ROLE), self.ae_title, on_result=listed,
                   on_error=lambda exc: placeholder.setText(0, f"series not listed: {exc}"))
@@ -315,3 +325,12 @@ class PacsPanel(QWidget):
         self.status.setText("Clearing the cache…")
         return self._run(shutil.rmtree, folder, True, on_result=lambda _: self.status.setText(
             f"Cache cleared ({folder})"), on_error=lambda exc: self.status.setText(f"Cache not cleared: {exc}"))
+
+
+def _row(texts: list[str]) -> QTreeWidgetItem:
+    """A row of the list, each cell's whole text also its tooltip (a cell may be cut short)."""
+    item = QTreeWidgetItem(texts)
+    for column, text in enumerate(texts):
+        if text:
+            item.setToolTip(column, text)
+    return item

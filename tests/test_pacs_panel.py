@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from PySide6.QtWidgets import QMessageBox
 
-from app.pacs_panel import cache_folder
+from app.pacs_panel import WIDEST_COLUMN, cache_folder
 from app.settings_dialog import SettingsDialog
 from pacs import dimse
 from pacs.nodes import DicomNode
@@ -32,6 +32,7 @@ def _study(shared_cxr, patient: str, images: int) -> tuple[str, list]:
     for index in range(images):
         ds = pydicom.dcmread(shared_cxr / CANINE)
         ds.PatientName, ds.PatientID, ds.StudyDate = patient, patient.upper()[:8], "20241120"
+        ds.StudyDescription = "Chest PA and lateral, follow-up of community-acquired pneumonia"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.InstanceNumber = index + 1
@@ -68,6 +69,10 @@ def test_search_retrieve_analyse_and_send_back(qtbot, window, pacs):
     qtbot.waitUntil(lambda: "1 study found" in panel.status.text(), timeout=30_000)
     row = panel.results.topLevelItem(0)
     assert (row.text(0), row.text(2), row.text(6)) == ("Verdi, Anna", "2024-11-20", "4")
+    # a long description widens its column (not cut to a dozen letters by the default width), and its tooltip has it
+    description = row.text(3)
+    assert row.toolTip(3) == description and panel.results.columnWidth(3) >= min(
+        WIDEST_COLUMN, panel.results.fontMetrics().horizontalAdvance(description))
     row.setExpanded(True)  # its series, asked when opened
     qtbot.waitUntil(lambda: row.childCount() == 2 and row.child(0).text(0).startswith("Series"), timeout=30_000)
 

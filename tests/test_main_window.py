@@ -106,6 +106,11 @@ def test_presets_and_invert(qtbot, window, shared_cxr):
     assert window.window_label.text() == f"W {full.width:.6g}  L {full.center:.6g}"
     canvas.apply_preset("Lung")
     lung = canvas.current_window()
+    # this DX's lungs stay grey, the mediastinum goes white (fixed fractions of its range turned 69 % white, the
+    # diseased lung among it); Soft tissue the reverse
+    assert 0.15 < (canvas.displayed_image() >= 254).mean() < 0.4
+    canvas.apply_preset("Soft tissue")
+    assert (canvas.displayed_image() >= 254).mean() < 0.05 and (canvas.displayed_image() <= 1).mean() > 0.2
     canvas.apply_preset("Bone")
     assert canvas.current_window() != lung
     canvas.apply_preset("DICOM default")

@@ -20,16 +20,33 @@ def robust_range(pixels: np.ndarray, ignore: tuple[float, float] | None = None) 
     `ignore` is an inclusive value range left out (Pixel Padding: the background outside the
     collimated field would otherwise pull the window towards it).
     """
+    return _percentile_range(_sample(pixels, ignore), ROBUST_PERCENTILES)
+
+
+def preset_window(pixels: np.ndarray, percentiles: tuple[float, float], bright_is_high: bool) -> Window:
+    """The window spanning these percentiles of the image's brightness as displayed (0 = darkest pixel): a preset
+    for a projection radiograph, which has no Hounsfield scale, that follows each image's exposure and processing
+    (fixed fractions of its range turned the lungs of a dense DX white)."""
+    if not bright_is_high:
+        percentiles = (100.0 - percentiles[1], 100.0 - percentiles[0])
+    return Window.from_range(*_percentile_range(_sample(pixels), percentiles))
+
+
+def _sample(pixels: np.ndarray, ignore: tuple[float, float] | None = None) -> np.ndarray:
+    """The finite values of a regular subsample of `pixels` (about a million), without those in `ignore`."""
     step = max(1, int(np.sqrt(pixels.size / _SAMPLE_PIXELS)))
     sample = pixels[::step, ::step] if pixels.ndim == 2 else pixels.ravel()[::step]
     sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
     if ignore is not None:
         kept = sample[(sample < ignore[0]) | (sample > ignore[1])]
         sample = kept if kept.size else sample
+    return sample
+
+
+def _percentile_range(sample: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
     if sample.size == 0:
         return 0.0, 1.0
-    low, high = np.percentile(sample, ROBUST_PERCENTILES)
-    low, high = float(low), float(high)
+    low, high = (float(value) for value in np.percentile(sample, percentiles))
     if high <= low or (sample.dtype.kind in "iu" and high - low < FEW_LEVELS):
         # flat, or nearly (a blank page with a small drawing): the whole range, else the drawing shows black or white
         low, high = float(sample.min()), float(sample.max())

@@ -18,12 +18,13 @@ from PySide6.QtWidgets import QGraphicsRectItem
 
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph, Window
-from viewer.voi import robust_range
+from viewer.voi import preset_window
 
 BOX_COLOUR = QColor(255, 200, 0)
-# Projection radiographs have no Hounsfield scale: presets are fractions of the image's own robust range
-# (0 = darkest shown, 1 = brightest), in display polarity. CT keeps the usual HU windows.
-RELATIVE_PRESETS = {"Lung": (0.35, 0.7), "Bone": (0.75, 0.5), "Soft tissue": (0.55, 0.45)}
+# Projection radiographs have no Hounsfield scale: a preset spans percentiles of the image's own displayed
+# brightness — Lung the darker three quarters (the mediastinum white), Soft tissue the brighter two thirds (the
+# lungs black), Bone nearly all but the darkest fifth. CT keeps the usual HU windows.
+PERCENTILE_PRESETS = {"Lung": (1.0, 75.0), "Bone": (20.0, 99.9), "Soft tissue": (35.0, 99.5)}
 HU_PRESETS = {"Lung": (-600.0, 1500.0), "Bone": (400.0, 1800.0), "Soft tissue": (40.0, 400.0)}
 PRESETS = ("DICOM default", "Lung", "Bone", "Soft tissue", "Full range")
 
@@ -138,12 +139,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         if self.radiograph.info.modality == "CT":
             self.set_window(Window(*HU_PRESETS[name]))
             return
-        r_low, r_high = robust_range(self.radiograph.pixels)
-        centre, width = RELATIVE_PRESETS[name]
-        bright_is_high = not (self.radiograph.inverted != self.state.invert)
-        position = centre if bright_is_high else 1.0 - centre
-        span = r_high - r_low
-        self.set_window(Window(r_low + position * span, max(width * span, 1.0)))
+        bright_is_high = self.radiograph.inverted == self.state.invert
+        self.set_window(preset_window(self.radiograph.pixels, PERCENTILE_PRESETS[name], bright_is_high))
 
     def set_invert(self, invert: bool) -> None:
         self.state = DisplayState(self.state.window, invert, self.state.rotation, self.state.flip_horizontal,

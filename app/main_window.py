@@ -30,7 +30,7 @@ from app.analysis import AnalysisService, EdgeCheck, check_edges
 from app.findings_panel import DEMO_BANNER, DEMO_COLOUR, FindingsPanel, timing_text
 from app.pacs_panel import PacsPanel
 from app.settings import AppSettings, load_settings, save_settings, settings_store
-from app.studies import Batch, Study, StudyModel
+from app.studies import Batch, Study, StudyModel, result_status
 from app.theme import apply_theme
 from app.workers import Worker, start
 from inference.models.findings import Findings
@@ -145,8 +145,7 @@ class MainWindow(QMainWindow):
         # "Analyze all": after the handlers above (they set the single-study state, these step the batch)
         self.analysis.started.connect(self.studies.batch_study_began)
         self.analysis.finished.connect(
-            lambda path, findings: self.studies.batch_study_ended(
-                path, f"done: {findings.mode.value} on {', '.join(findings.ran_on)}"))
+            lambda path, findings: self.studies.batch_study_ended(path, result_status(findings)))
         self.analysis.failed.connect(
             lambda path, reason: self.studies.batch_study_ended(path, failure=reason))
         self.analysis.series_ended.connect(self.studies.end_batch)

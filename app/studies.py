@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from inference.models.findings import Findings
+from inference.models.findings import WORKSTATION, Findings, Mode
 from viewer.radiograph import Radiograph
 
 
@@ -112,7 +112,7 @@ class StudyModel(QObject):
             return False
         study.findings = findings
         self.findings_changed.emit(study)
-        self.set_status(path, findings.mode.value)
+        self.set_status(path, result_status(findings))
         return True
 
     def set_status(self, path: str, status: str, failure: str = "") -> None:
@@ -166,3 +166,10 @@ class StudyModel(QObject):
             else:
                 self.set_failed(path, reason)
         self.batch_ended.emit(batch, cancelled)
+
+
+def result_status(findings: Findings) -> str:
+    """A study's row after its analysis: where it ran, in a few words (the row is narrow; its tooltip has them all)."""
+    edges = ", ".join(where for where in findings.ran_on if where != WORKSTATION)
+    return {Mode.LOCAL: "analysed here", Mode.LOCAL_FALLBACK: "analysed here (edge failed)",
+            Mode.DISTRIBUTED: f"analysed here + {edges}", Mode.EDGE: f"analysed on {edges}"}[findings.mode]

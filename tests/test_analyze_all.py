@@ -51,20 +51,20 @@ def test_analyze_all_goes_through_every_study(qtbot, window, shared_cxr, tmp_pat
         qtbot.waitUntil(lambda: "Analyze all finished" in window.statusBar().currentMessage(), timeout=180_000)
     assert watchdog.longest_ms < 500, f"UI blocked for {watchdog.longest_ms:.0f} ms"
     assert {p: window.study_list.status(p) for p in window.study_list.paths} == {
-        str(paths[0]): "done: local on workstation", failing: "failed: edge and local both unavailable", str(paths[2]): "done: local on workstation"}
+        str(paths[0]): "analysed here", failing: "failed: edge and local both unavailable", str(paths[2]): "analysed here"}
     assert {str(p) for p in paths if window.studies.findings(str(p))} == {str(paths[0]), str(paths[2])}
     assert "2 of 3 analysed, 1 failed" in window.statusBar().currentMessage()
     assert not window.progress.isVisible() and window.progress.maximum() == 0  # back to the busy indicator
     # Single-study Analyze still works as before.
     with qtbot.waitSignal(window.analysis.finished, timeout=120_000):
         window.analyze_action.trigger()
-    assert window.study_list.status(window.current) == "local"
+    assert window.study_list.status(window.current) == "analysed here"
     # Analyze all again: only the study without findings (the others keep theirs)
     window.analyze_all_action.trigger()
     assert window.progress.maximum() == 1 and window.study_list.status(failing) == "queued"
     qtbot.waitUntil(lambda: "Analyze all finished: 0 of 1 analysed, 1 failed" in window.statusBar().currentMessage(),
                     timeout=60_000)
-    assert window.study_list.status(str(paths[2])) == "done: local on workstation"
+    assert window.study_list.status(str(paths[2])) == "analysed here"
 
 
 def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path, monkeypatch):
@@ -79,8 +79,8 @@ def test_cancel_stops_the_rest(qtbot, window, shared_cxr, tmp_path, monkeypatch)
 
     monkeypatch.setattr(Analyzer, "_begin", later_ones_slow)
     window.analyze_all_action.trigger()
-    qtbot.waitUntil(lambda: _statuses(window)[0].startswith("done"), timeout=180_000)
+    qtbot.waitUntil(lambda: _statuses(window)[0].startswith("analysed"), timeout=180_000)
     window.cancel_action.trigger()  # Esc
     qtbot.waitUntil(lambda: "Analyze all stopped" in window.statusBar().currentMessage(), timeout=60_000)
-    assert _statuses(window) == ["done: local on workstation", "cancelled", "cancelled"]
+    assert _statuses(window) == ["analysed here", "cancelled", "cancelled"]
     assert not window.progress.isVisible() and not window.analysis.busy

@@ -271,7 +271,7 @@ def test_local_analysis_draws_overlays_without_blocking_the_ui(qtbot, window, sh
     window.findings_panel.rows[top][0].click()
     assert window.canvas.heat_item.isVisible() and window.canvas.heat_item.image.shape == (512, 512)
     assert window.canvas.colour_bar is not None and window.canvas.colour_bar.scene() is not None
-    assert window.study_list.status(window.current) == "local"
+    assert window.study_list.status(window.current) == "analysed here"
     open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")  # no heat map: no colour bar either
     assert not window.canvas.heat_item.isVisible() and window.canvas.colour_bar is None
 

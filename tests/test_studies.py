@@ -3,10 +3,12 @@ Studies list, the canvas and its overlays, the tags, the findings panel, the bat
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from inference.config import ModelKind
-from inference.models.findings import Detection, Findings, Mode, ModelRun
+from inference.models.findings import WORKSTATION, Detection, Findings, Mode, ModelRun
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
 
@@ -55,7 +57,10 @@ def test_views_follow_findings_and_status(qtbot, window, shared_cxr):
 
     model.set_findings(other.path, _findings(other.path))  # not the study shown: the canvas stays as it is
     assert window.canvas.visible_box_count() == 0 and not window.findings_panel.rows
-    assert window.study_list.status(other.path) == "local"
+    assert window.study_list.status(other.path) == "analysed here"
+    split = replace(_findings(other.path), mode=Mode.DISTRIBUTED, ran_on=(WORKSTATION, "10.1.2.3:8001"))
+    model.set_findings(other.path, split)  # where it ran, in a few words: the row is narrow
+    assert window.study_list.status(other.path) == "analysed here + 10.1.2.3:8001"
 
     model.set_findings(chest.path, _findings(chest.path))
     assert window.canvas.visible_box_count() == 2  # both above the default confidence, 0.40

@@ -3,7 +3,7 @@
 # those that are missing; as a normal user, print the apt-get line instead.
 #
 #   sh packaging/linux-sysdeps.sh run     # make run: the system libraries PySide6's Qt links (xcb, EGL, fonts …)
-#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, Xvfb, xdotool, xwd, Weston, Orthanc and GNOME Keyring
+#   sh packaging/linux-sysdeps.sh test    # make test: those, plus dcmtk, dicom3tools, Xvfb, xdotool, xwd, Weston, Orthanc and GNOME Keyring
 #
 # The libraries come from packaging/qt-libraries.tsv (soname → package), which packaging/qt_libraries.py derives
 # from the wheel with ldd; a library counts as present when the dynamic linker knows its soname.
@@ -27,6 +27,8 @@ tools=""
 if [ "${1:-run}" = test ]; then
     # dsrdump: the DICOM SR check; Xvfb, xdotool, xwd: the viewer on a real X server (tests/test_x11.py)
     command -v dsrdump >/dev/null 2>&1 || tools="$tools dcmtk"
+    # dciodvfy, dcentvfy: what the product writes checked against the DICOM standard's IODs (tests/test_conformance.py)
+    command -v dciodvfy >/dev/null 2>&1 || tools="$tools dicom3tools"
     command -v Xvfb >/dev/null 2>&1 || tools="$tools xvfb"
     command -v xdotool >/dev/null 2>&1 || tools="$tools xdotool"
     command -v xwd >/dev/null 2>&1 || tools="$tools x11-apps"

@@ -11,6 +11,7 @@ No patient data is drawn (the header carries the patient and study, as the sourc
 from __future__ import annotations
 
 import os
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import cv2
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import (
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    generate_uid,
+)
 
 from inference.models.findings import Findings
 from inference.reports.structured_report import (
@@ -38,6 +44,13 @@ LONGEST_SIDE = 2048          # px: enough to read on a PACS monitor, a few MB pe
 SHOWN_FINDINGS = 5           # the classifier's most probable findings listed on the image
 BOX_COLOUR = (255, 200, 0)   # RGB amber: visible on grey, not a colour a radiograph has
 BANNER = "AI RESULT (MedEdge) - NOT A DIAGNOSIS"
+# The source's patient and study attributes the SR carries (highdicom copies them there) and the SC must carry too:
+# a PACS that refreshes a study from its latest instance would otherwise lose them (dcentvfy's warning).
+STUDY_LEVEL = ("IssuerOfPatientID", "OtherPatientIDsSequence", "PatientAge", "PatientSize", "PatientWeight",
+               "StudyDescription", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "ProcedureCodeSequence",
+               "IssuerOfAccessionNumberSequence", "AdmittingDiagnosesDescription", "AdditionalPatientHistory")
+# Transfer syntaxes that are lossy whatever the file says (JPEG 2000 and HTJ2K may be either: the file says)
+_LOSSY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1"}
 SERIES_DESCRIPTION = "MedEdge AI annotated view"
 FONT = cv2.FONT_HERSHEY_SIMPLEX  # ASCII only
 
@@ -141,11 +154,32 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     image.DerivationDescription = "MedEdge Viewer: detector boxes and classifier findings drawn on the source image"
     image.ManufacturerModelName = "MedEdge Viewer"
     image.SoftwareVersions = package_version()
+    _carry_over(radiograph.header, image)
     source = Dataset()
     source.ReferencedSOPClassUID = evidence.SOPClassUID
     source.ReferencedSOPInstanceUID = evidence.SOPInstanceUID
     image.SourceImageSequence = [source]
     return image
+
+
+def _carry_over(source: Dataset, image: Dataset) -> None:
+    """What the image must keep of its source beyond highdicom's copy: the study's other attributes, the body part
+    (which answers General Series' Laterality condition: the chest is not a paired part), and the lossy compression
+    the pixels went through once (PS3.3 C.7.6.1.1.5: once lossy, always said so)."""
+    for keyword in STUDY_LEVEL:
+        if keyword in source and keyword not in image:
+            image[keyword] = deepcopy(source[keyword])
+    image.BodyPartExamined = str(source.get("BodyPartExamined", "") or "").strip() or "CHEST"  # what was analysed
+    if str(source.get("Laterality", "") or "").strip():
+        image.Laterality = source.Laterality
+    syntax = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
+    if str(source.get("LossyImageCompression", "")).strip() == "01" or syntax in _LOSSY:
+        image.LossyImageCompression = "01"
+        for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+            if keyword in source:
+                image[keyword] = deepcopy(source[keyword])
+        if "LossyImageCompressionMethod" not in image and syntax in _LOSSY:
+            image.LossyImageCompressionMethod = _LOSSY[syntax]
 
 
 def write_secondary_capture(findings: Findings, radiograph: Radiograph, folder: str | os.PathLike[str],

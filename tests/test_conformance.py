@@ -1,0 +1,110 @@
+"""What the product writes, checked against the DICOM standard by a validator of its own: dicom3tools' `dciodvfy`
+(each object against its IOD's modules) and `dcentvfy` (the patient and study the same in every object of a study).
+
+Real radiographs analysed with a small detector, their SR and annotated image (Secondary Capture) written as
+`infer --sr --annotated-image` writes them. The one error allowed is the source's own: an accession number
+longer than its VR allows, which the results must carry unchanged to be filed with their study.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pydicom
+import pytest
+from pydicom.valuerep import DA, TM
+
+from inference.models.detector import DetectorConfig
+from inference.reports.secondary_capture import write_secondary_capture
+from inference.reports.structured_report import algorithm_names, write_sr
+from viewer.loader import load_radiograph
+
+SOURCES = ("dicom/DX_chest_966_fixed.dcm",  # JPEG 2000 lossless, MONOCHROME1, 56-character accession number
+           "dicom/CR-MONO1-10-chest",       # no File Meta, no preamble, no body part
+           "dicom/RG1_J2KI.dcm")            # JPEG 2000 lossy: LossyImageCompression 01, ratio 10
+THE_SOURCES_OWN = ("AccessionNumber", "Accession Number")  # (as dciodvfy names it, in either of its forms)
+PATIENT_AND_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
+                     "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                     "StudyDescription")
+# small and fast; a low threshold so the SR holds boxes (the demo detector finds none at the usual one)
+TINY = DetectorConfig(input_size=128, width_multiple=0.25, depth_multiple=0.33, confidence=0.01)
+
+
+DATES = {"PatientBirthDate": DA, "StudyDate": DA, "StudyTime": TM}
+
+
+def _is_date(keyword: str, value: str) -> bool:
+    try:
+        DATES[keyword](value)
+    except ValueError:
+        return False
+    return True
+
+
+def _validator(name: str) -> str:
+    tool = shutil.which(name)
+    if tool is None:
+        pytest.fail(f"{name} is missing: install the Debian package dicom3tools (packaging/linux-sysdeps.sh does, "
+                    "as root)")
+    return tool
+
+
+def _errors(*command) -> list[str]:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return [line for line in (done.stdout + done.stderr).splitlines()
+            if line.startswith("Error") and not any(said in line for said in THE_SOURCES_OWN)
+            and "contains invalid data values" not in line]  # (its summary of the lines above)
+
+
+@pytest.fixture(scope="module")
+def written(shared_cxr, tmp_path_factory):
+    from inference.analysis.analyzer import Analyzer, ModelChoice
+
+    analyzer = Analyzer(ModelChoice(detector=TINY))
+    folder = tmp_path_factory.mktemp("results")
+    objects = {}
+    for name in SOURCES:
+        radiograph = load_radiograph(shared_cxr / name)
+        findings = analyzer.analyze(radiograph, with_heat_maps=False)
+        objects[name] = (shared_cxr / name, write_sr(findings, radiograph, folder / "sr",
+                                                     model_names=algorithm_names(analyzer)),
+                         write_secondary_capture(findings, radiograph, folder / "image"))
+    return objects
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_the_sr_and_the_annotated_image_pass_dciodvfy(written, name):
+    _, sr, image = written[name]
+    for path in (sr, image):
+        assert _errors(_validator("dciodvfy"), str(path)) == [], path
+
+
+@pytest.mark.filterwarnings("ignore:The value length")  # (the 56-character accession number, compared)
+@pytest.mark.parametrize("name", SOURCES)
+def test_the_results_keep_the_study_of_their_source(written, name):
+    """The SR and the annotated image agree on the patient and the study (dcentvfy), and each carries every patient
+    and study attribute its source has, unchanged (a PACS that refreshes a study from its latest instance would
+    otherwise drop what a result lacks)."""
+    source, sr, image = written[name]
+    done = subprocess.run([_validator("dcentvfy"), str(sr), str(image)], capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert not [line for line in output.splitlines()
+                if "present in one instance but not the other" in line or "Different values" in line], output
+    original = pydicom.dcmread(source, stop_before_pixels=True, force=True)
+    for result in (sr, image):
+        copy = pydicom.dcmread(result, stop_before_pixels=True)
+        for keyword in PATIENT_AND_STUDY:
+            value = str(original.get(keyword, "") or "")
+            if value:  # a date that is no date (an anonymiser's hash) goes in empty: highdicom refuses it
+                expected = "" if keyword in DATES and not _is_date(keyword, value) else original.get(keyword)
+                assert copy.get(keyword) == expected, (keyword, result)
+
+
+def test_an_image_once_compressed_lossily_says_so_in_its_annotated_copy(written):
+    source, _, image = written["dicom/RG1_J2KI.dcm"]
+    original, copy = pydicom.dcmread(source, stop_before_pixels=True), pydicom.dcmread(image, stop_before_pixels=True)
+    assert (original.LossyImageCompression, copy.LossyImageCompression) == ("01", "01")
+    assert copy.LossyImageCompressionRatio == original.LossyImageCompressionRatio
+    lossless = pydicom.dcmread(written["dicom/DX_chest_966_fixed.dcm"][2], stop_before_pixels=True)
+    assert "LossyImageCompression" not in lossless  # JPEG 2000 lossless: nothing to say

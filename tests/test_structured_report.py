@@ -134,7 +134,7 @@ def test_highdicom_reads_back_the_same_values(sr_file, study):
         np.testing.assert_allclose(group.roi.value, [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]])
         (measurement,) = group.get_measurements(name=codes.DCM.CertaintyOfFinding)
         assert measurement.value == pytest.approx(score) and measurement.unit == codes.UCUM.NoUnits
-        assert _text_values(group[0], codes.DCM.AlgorithmVersion) == [package_version()]
+        assert _text_values(group[0], codes.DCM.AlgorithmVersion) == [f"{package_version()}+demo"]
         parameters = _text_values(group[0], codes.DCM.AlgorithmParameters)
         assert "demo weights: yes" in parameters and any(DEMO_MARK in p for p in parameters)
         assert {"mode: distributed", "cut: 6", "wire: fp16"} <= set(parameters)
@@ -148,11 +148,32 @@ def test_highdicom_reads_back_the_same_values(sr_file, study):
         assert measurement.value == pytest.approx(probability)
         parameters = _text_values(group[0], codes.DCM.AlgorithmParameters)
         assert f"weights: sha256:{SHA}" in parameters and "demo weights: no" in parameters and "cut: 7" in parameters
+        assert _text_values(group[0], codes.DCM.AlgorithmVersion) == [f"{package_version()}+{SHA[:12]}"]
+    # one chest radiograph was analysed; the source names no procedure of its own
+    assert sr.ContentSequence and _procedure(sr) == ("36554-4", "LN", "XR Chest Single view")
     # Standard codes where PS3.16 has the concept, the declared private scheme elsewhere.
     assert finding_code("Effusion") == codes.SCT.PleuralEffusion
     assert finding_code("Hernia").scheme_designator == PRIVATE_SCHEME
     assert all(len(finding_code(name).value) <= 16 for name in CHESTXRAY14)
     assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == [PRIVATE_SCHEME]
+
+
+def _procedure(sr) -> tuple[str, str, str]:
+    [item] = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]  # Procedure reported
+    code = item.ConceptCodeSequence[0]
+    return code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning
+
+
+def test_the_procedure_reported_is_the_sources_own_when_it_names_one(study, tmp_path):
+    path, _ = study
+    source = pydicom.dcmread(path)
+    ordered = pydicom.Dataset()
+    ordered.CodeValue, ordered.CodingSchemeDesignator, ordered.CodeMeaning = "RPID2474", "RADLEX", "XR Chest 2 views"
+    source.ProcedureCodeSequence = [ordered]
+    sr = pydicom.dcmread(write_sr(_findings(str(path)), source, tmp_path))
+    assert _procedure(sr) == ("RPID2474", "RADLEX", "XR Chest 2 views")
+    long_name = "A finding of other weights whose name is longer than a Code Meaning may be, sixty-four"
+    assert len(finding_code(long_name).meaning) == 64  # (the whole SR was refused)
 
 
 def test_dsrdump_parses_it(sr_file):

@@ -47,7 +47,10 @@ LUNG = codes.SCT.Lung                       # 39607008
 CERTAINTY = codes.DCM.CertaintyOfFinding    # 111012: the detector's confidence for the box
 PROBABILITY = codes.DCM.Probability         # 122157: the classifier's output for a finding
 UNITLESS = codes.UCUM.NoUnits               # UCUM "1": scores and probabilities in [0, 1]
-PROCEDURE = codes.LN.XRUnspecifiedBodyRegion  # CID 100: the projection radiograph that was analysed
+# Procedure Reported when the source names none of its own: one chest radiograph was analysed (LOINC "XR Chest
+# Single view", as IHE's Imaging Diagnostic Report codes it; CID 100 is extensible, its only XR code is "unspecified
+# body region")
+CHEST_SINGLE_VIEW = Code("36554-4", "LN", "XR Chest Single view")
 
 # ChestX-ray14 findings. Where PS3.16 has the same concept it is used; the rest have no code we can vouch
 # for, so they get a private scheme (declared in the file) rather than a guessed SNOMED code.
@@ -83,7 +86,7 @@ def finding_code(name: str) -> Code:
         value = _PRIVATE_FINDINGS[name]
     else:  # a finding from other weights: stable, short, and still readable through its meaning
         value = "X-" + hashlib.sha256(name.encode()).hexdigest()[:12].upper()
-    return Code(value, PRIVATE_SCHEME, name.replace("_", " "))
+    return Code(value, PRIVATE_SCHEME, name.replace("_", " ")[:64])  # Code Meaning is LO: at most 64 characters
 
 
 def package_version() -> str:
@@ -152,7 +155,9 @@ def _algorithm(model: ModelKind, findings: Findings, names: Mapping[ModelKind, s
         parameters.append(f"runtime: {run.runtime.value}")
     if findings.fallback_reason:
         parameters.append(f"fallback: {findings.fallback_reason}"[:1024])  # UT holds more; keep items short
-    return hd.sr.AlgorithmIdentification(name=names[model], version=package_version(), parameters=parameters,
+    # the weights in the version too, where software reads them (the parameters are free text): 0.1.0+demo
+    version = package_version() if weights is None else f"{package_version()}+{'demo' if demo else weights[:12]}"
+    return hd.sr.AlgorithmIdentification(name=names[model], version=version, parameters=parameters,
                                          manufacturer=MANUFACTURER)
 
 
@@ -234,7 +239,7 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
             name="MedEdge Viewer", manufacturer_name=MANUFACTURER, model_name="MedEdge Viewer"))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=PROCEDURE,
+        procedure_reported=procedure_of(evidence),
         imaging_measurements=groups)
 
     description = SERIES_DESCRIPTION + (f" - {DEMO_MARK}" if findings.demo_weights else "")
@@ -256,6 +261,17 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
         is_final=False,     # machine output, not verified by a reader
         is_verified=False,
         coding_schemes=[private] if private is not None else None)
+
+
+def procedure_of(source: Dataset) -> Code:
+    """The procedure the analysed image belongs to: the source's own Procedure Code when it has a whole one (the
+    order's, from the RIS), else one chest radiograph."""
+    for item in source.get("ProcedureCodeSequence", None) or []:
+        value, scheme, meaning = (str(item.get(k, "") or "").strip()
+                                  for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"))
+        if value and scheme and meaning:
+            return Code(value, scheme, meaning[:64])
+    return CHEST_SINGLE_VIEW
 
 
 def _uses_private_codes(findings: Findings) -> bool:

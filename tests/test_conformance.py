@@ -108,3 +108,27 @@ def test_an_image_once_compressed_lossily_says_so_in_its_annotated_copy(written)
     assert copy.LossyImageCompressionRatio == original.LossyImageCompressionRatio
     lossless = pydicom.dcmread(written["dicom/DX_chest_966_fixed.dcm"][2], stop_before_pixels=True)
     assert "LossyImageCompression" not in lossless  # JPEG 2000 lossless: nothing to say
+
+
+@pytest.mark.parametrize("character_set", [None, "ISO_IR 100"])
+def test_text_of_our_own_outside_the_sources_character_set_is_written_in_utf8(shared_cxr, tmp_path, character_set):
+    """An edge's error in the results, or a finding named by other weights, in characters the source's character set
+    lacks: the SR says UTF-8 and keeps them (it wrote bytes the default repertoire lacks, or '?')."""
+    from inference.config import ModelKind
+    from inference.models.findings import Findings, Mode, ModelRun
+
+    source = pydicom.dcmread(shared_cxr / "dicom/CR-MONO1-10-chest", force=True)
+    if character_set:
+        source.SpecificCharacterSet, source.PatientName = character_set, "Müller^Jürgen"
+    reason = "edge a:8001 timed out — Triton said “model not ready” (queue delay 2000 µs)"
+    findings = Findings(path="x", detections=(), probabilities={"Épanchement pleural": 0.7, "Effusion": 0.5},
+                        models={ModelKind.CLASSIFIER: ModelRun("demo", 10)}, mode=Mode.LOCAL_FALLBACK,
+                        fallback_reason=reason)
+    path = write_sr(findings, source, tmp_path)
+    assert _errors(_validator("dciodvfy"), str(path)) == []
+    written = pydicom.dcmread(path)
+    assert written.SpecificCharacterSet == "ISO_IR 192"
+    assert str(written.PatientName) == str(source.PatientName)
+    texts = [item.value for item in written.iterall() if item.keyword == "TextValue"]
+    meanings = {item.value for item in written.iterall() if item.keyword == "CodeMeaning"}
+    assert f"fallback: {reason}" in texts and "Épanchement pleural" in meanings

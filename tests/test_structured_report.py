@@ -319,3 +319,24 @@ def test_an_annotated_view_without_dicom_source_says_why(shared_cxr):
     png = load_radiograph(shared_cxr / "raster" / sorted(p.name for p in (shared_cxr / "raster").glob("*.png"))[0])
     with pytest.raises(StructuredReportError, match="needs a DICOM source image"):
         build_secondary_capture(_findings(png.path), png)
+
+
+def test_a_derived_sr_uid_names_one_content_and_keeps_its_series(study, tmp_path):
+    """`listen` derives its SR's UID so that a study analysed again after a crash rewrites the same SR: the same
+    results give the same UID, in the same series; other results (other weights) another UID (one UID named two
+    contents: only the image's UID went in)."""
+    from dataclasses import replace
+
+    from inference.reports.structured_report import result_uid
+
+    path, _ = study
+    header = pydicom.dcmread(path, stop_before_pixels=True)  # as on disk (another test edits the fixture's copy)
+    findings = _findings(str(path))
+    uid = result_uid(header.SOPInstanceUID, findings)
+    assert result_uid(header.SOPInstanceUID, _findings(str(path))) == uid
+    retrained = replace(findings, models={**findings.models, ModelKind.DETECTOR: ModelRun(SHA, 6)})
+    assert result_uid(header.SOPInstanceUID, retrained) != uid
+    first, again = (pydicom.dcmread(write_sr(findings, header, tmp_path / name, sop_instance_uid=uid))
+                    for name in ("first", "again"))
+    assert first.SOPInstanceUID == again.SOPInstanceUID == uid
+    assert first.SeriesInstanceUID == again.SeriesInstanceUID != header.SeriesInstanceUID

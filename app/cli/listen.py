@@ -205,10 +205,9 @@ def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str
              annotated_image: bool = False):
     """(record, finished) per study of `paths`, as a pipelined series: its SR (and the annotated image) written,
     and sent on. Once `stop` is set no study is begun (those left stay in the inbox for the next start)."""
-    from pydicom.uid import generate_uid
-
     from app.worklist import SR_FOLDER
     from inference.analysis.analyzer import StudyError
+    from inference.reports.structured_report import result_uid
     from viewer.errors import RadiographError
     from viewer.loader import load_radiograph
 
@@ -234,8 +233,8 @@ def _analyse(session, paths: list[str], folder: Path, destination, ae_title: str
             yield {"path": result.path, "error": reason}, unreadable
             continue
         radiograph = radiographs.pop(result.path)
-        # the SR's UID derived from the image's: a study analysed again after a crash rewrites the same SR
-        uid = generate_uid(entropy_srcs=[str(radiograph.header.SOPInstanceUID), "mededge sr"])
+        # derived from the image's and the results: a study analysed again after a crash rewrites the same SR
+        uid = result_uid(str(radiograph.header.SOPInstanceUID), result)
         outcome = write_and_send(result, radiograph.header, folder / SR_FOLDER, session.analyzer, destination,
                                  ae_title, sop_instance_uid=uid, image_of=radiograph if annotated_image else None)
         for written in ("sr", "image"):  # relative to DIR: the folder can be moved as a whole

@@ -36,6 +36,7 @@ from inference.reports.structured_report import (
     evidence_of,
     package_version,
     save_into,
+    series_uid,
 )
 from viewer.display import render_8bit
 from viewer.radiograph import Radiograph, Window
@@ -136,7 +137,7 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
         with copied_as_they_are():
             image = hd.sc.SCImage.from_ref_dataset(
                 ref_dataset=evidence, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
-                coordinate_system="PATIENT", series_instance_uid=generate_uid(), series_number=SERIES_NUMBER + 1,
+                coordinate_system="PATIENT", series_instance_uid=series_uid(sop_instance_uid), series_number=SERIES_NUMBER + 1,
                 sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
                 pixel_spacing=spacing,  # type: ignore[arg-type]  # (highdicom types it int; PS3.3 says DS)
                 patient_orientation=tuple(orientation) if known else ("A", "F"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -251,7 +252,7 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
     return hd.sr.ComprehensiveSR(
         evidence=[evidence],
         content=report[0],
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_uid(sop_instance_uid),
         series_number=SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid or generate_uid(),
         instance_number=1,
@@ -274,6 +275,22 @@ def procedure_of(source: Dataset) -> Code:
         if value and scheme and meaning:
             return Code(value, scheme, meaning[:64])
     return CHEST_SINGLE_VIEW
+
+
+def result_uid(source_uid: str, findings: Findings) -> str:
+    """The SR's UID for `findings` on the image `source_uid`: the same for the same results (a study analysed again
+    after a crash rewrites, and sends again, the same SR), another for other results (other weights, another
+    runtime's numbers) — one UID never names two contents."""
+    content = json.dumps([{kind.value: run.weights for kind, run in sorted(findings.models.items())},
+                          [(d.label, round(d.score, 6), [round(v, 3) for v in d.box_xyxy]) for d in findings.detections],
+                          {name: round(p, 6) for name, p in sorted(findings.probabilities.items())}])
+    return generate_uid(entropy_srcs=[source_uid, "mededge sr", content])
+
+
+def series_uid(sop_instance_uid: str | None) -> str:
+    """A result's series: derived from its own UID when that is derived (the same SR sent again stays in its
+    series: one instance in two series confuses a PACS), else new."""
+    return generate_uid(entropy_srcs=[sop_instance_uid, "series"]) if sop_instance_uid else generate_uid()
 
 
 def _uses_private_codes(findings: Findings) -> bool:

@@ -51,7 +51,8 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
     ("1:1 pixels", "1"),
     ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
-    ("Flip vertically", "V"), ("Distance tool", "M"), ("Show boxes", "B"), ("Settings", "Ctrl+,"),
+    ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"),
+    ("Show boxes", "B"), ("Settings", "Ctrl+,"),
     ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
     ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
 ]
@@ -165,7 +166,7 @@ class MainWindow(QMainWindow):
         self.study_list.studyChosen.connect(self.show_study)
         self.canvas.cursorMoved.connect(self.cursor_label.setText)
         self.canvas.displayChanged.connect(self._show_window)
-        self.canvas.measured.connect(lambda text: self.statusBar().showMessage(f"Distance {text}", 5000))
+        self.canvas.measured.connect(lambda text: self.distance_label.setText(f"Distance {text}" if text else ""))
         self.findings_panel.findingSelected.connect(self._show_heat_map)
         self.findings_panel.thresholdChanged.connect(self._threshold_changed)
         self._update_banner()
@@ -188,9 +189,10 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         self.cursor_label = QLabel("")
         self.window_label = QLabel("")  # the window in use, as a reader states it: width and level
+        self.distance_label = QLabel("")  # the distance line's length while it is on the image
         self.edge_label = QLabel("Edge: …")
         self.mode_label = QLabel("")
-        for label in (self.window_label, self.mode_label, self.edge_label):
+        for label in (self.distance_label, self.window_label, self.mode_label, self.edge_label):
             label.setContentsMargins(12, 0, 0, 0)  # apart from the one before
         self.background_label = QLabel("")  # work this workstation does for minutes beside the analyses
         self.background_label.setToolTip("Auto times each local runtime once on this machine (export, build, check "
@@ -205,6 +207,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.cursor_label, 1)
         bar.addPermanentWidget(self.background_label)
         bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.distance_label)
         bar.addPermanentWidget(self.window_label)
         bar.addPermanentWidget(self.mode_label)
         bar.addPermanentWidget(self.edge_label)
@@ -248,6 +251,7 @@ class MainWindow(QMainWindow):
         for preset in PRESETS:
             presets.addAction(self._action(f"Preset: {preset}", lambda _=False, p=preset: self.canvas.apply_preset(p)))
         view.addAction(self._action("Distance tool", self.canvas.start_ruler))
+        view.addAction(self._action("Remove distance line", self.canvas.remove_ruler))
         panels = view.addMenu("Panels")  # a closed panel comes back from here
         for dock in self.docks:
             panels.addAction(dock.toggleViewAction())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt, QTimer
 from PySide6.QtGui import QMouseEvent
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from app.main_window import MainWindow
@@ -91,7 +92,8 @@ def test_right_drag_changes_window_level(qtbot, window, shared_cxr):
     centre = window.canvas.viewport().rect().center()
     _drag(window.canvas, centre, centre + QPoint(120, 60))
     after = window.canvas.current_window()
-    assert after.width > before.width and after.center > before.center
+    # wider; and darker: this MONOCHROME1 image darkens as its level goes down (its high values are dark)
+    assert after.width > before.width and after.center < before.center
     assert not np.array_equal(window.canvas.displayed_image(), image_before)
 
 
@@ -148,6 +150,24 @@ def test_distance_tool_in_mm(qtbot, window, shared_cxr):
     canvas.start_ruler()
     length, unit = canvas.ruler_length()
     assert unit == "mm" and length == pytest.approx(canvas.radiograph.columns / 3 * 0.16, rel=1e-3)
+    assert window.distance_label.text() == f"Distance {length:.1f} mm"  # kept while the line is there
+    QTest.keyClick(window, Qt.Key.Key_Delete)
+    assert canvas.ruler_length() is None and window.distance_label.text() == ""
+    canvas.start_ruler()
+    window.cursor_label.setText("x 205, y 215 px · value 326")  # a reading of this image
+    open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")
+    # another image: neither the length nor the readout of the one before stays in the status bar
+    assert window.distance_label.text() == "" and window.cursor_label.text() == ""
+
+
+def test_the_same_right_drag_darkens_either_polarity(qtbot, window, shared_cxr, tmp_path):
+    """MONOCHROME1 (high values dark) and MONOCHROME2: dragging down darkens both (it brightened MONOCHROME1)."""
+    for path in (shared_cxr / CHEST, shared_cxr / "raster/txv_nih_00027426_000_512px.png"):
+        open_and_wait(qtbot, window, path)
+        canvas = window.canvas
+        before = float(canvas.displayed_image().mean())
+        canvas.view.windowDragged.emit(0.0, 150.0)
+        assert float(canvas.displayed_image().mean()) < before - 5, path
 
 
 def test_confidence_slider_filters_boxes_without_new_analysis(qtbot, window, shared_cxr):

@@ -90,7 +90,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.radiograph = radiograph
         self.state = DisplayState()
         self.clear_findings()
-        self._remove_ruler()
+        self.remove_ruler()
+        self.cursorMoved.emit("")  # the readout was of the image before (an 8-bit JPEG said "value 326")
         self._render()
         self._apply_orientation()
         self.fit()
@@ -101,7 +102,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.radiograph = None
         self.state = DisplayState()
         self.clear_findings()
-        self._remove_ruler()
+        self.remove_ruler()
+        self.cursorMoved.emit("")
         self.image_item.clear()
 
     def displayed_image(self) -> np.ndarray | None:
@@ -148,13 +150,15 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._render()
 
     def _drag_window(self, dx: float, dy: float) -> None:
-        """Right drag: right widens the window, down raises the level (as in most PACS viewers)."""
+        """Right drag: right widens the window (less contrast), down darkens the image — on a MONOCHROME1 image,
+        whose high values are dark, too (raising its level brightened it: the same gesture did the opposite)."""
         window = self.current_window()
         if self.radiograph is None or window is None:
             return
         low, high = self.radiograph.value_range
         step = max(high - low, 1.0) / 600.0
-        self.set_window(Window(window.center + dy * step, max(window.width + dx * step, 1.0)))
+        darker = -1.0 if self.radiograph.inverted != self.state.invert else 1.0  # the level's direction that darkens
+        self.set_window(Window(window.center + darker * dy * step, max(window.width + dx * step, 1.0)))
 
     # ------------------------------------------------------------ geometry
 
@@ -228,13 +232,14 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         """A distance line across the middle third of the image; drag its ends onto the structure."""
         if self.radiograph is None:
             return
-        self._remove_ruler()
+        self.remove_ruler()
         rows, cols = self.radiograph.rows, self.radiograph.columns
         self._ruler = pg.LineSegmentROI([[cols / 3, rows / 2], [2 * cols / 3, rows / 2]],
                                         pen=pg.mkPen((0, 220, 255), width=2))
         self._ruler.setParentItem(self.group)
         self._ruler.setZValue(20)
-        self._ruler_label = pg.TextItem(color=(0, 220, 255), anchor=(0, 1))
+        # on a dark plate: cyan alone was unreadable over bright lung and bone
+        self._ruler_label = pg.TextItem(color=(0, 220, 255), anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 170))
         self._ruler_label.setParentItem(self.group)
         self._ruler.sigRegionChanged.connect(self._update_ruler)
         self._update_ruler()
@@ -261,10 +266,13 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._ruler_label.setText(text)
         self.measured.emit(text)
 
-    def _remove_ruler(self) -> None:
+    def remove_ruler(self) -> None:
+        """The distance line goes (Delete; another image; another line), and its reading with it."""
         for item in (self._ruler, self._ruler_label):
             if item is not None and item.scene() is not None:
                 item.scene().removeItem(item)
+        if self._ruler is not None:
+            self.measured.emit("")
         self._ruler = self._ruler_label = None
 
     # ------------------------------------------------------------ AI overlays

@@ -47,6 +47,7 @@ from viewer.widgets.tag_browser import TagBrowser
 FILE_FILTER = "Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
 SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Close study", "Ctrl+W"),
+    ("Next image", "PgDown"), ("Previous image", "PgUp"),
     ("Export view as PNG", "Ctrl+E"),
     ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
     ("1:1 pixels", "1"),
@@ -239,6 +240,8 @@ class MainWindow(QMainWindow):
         file.addAction(self._action("Quit", self.close))
 
         view = menu.addMenu("&View")
+        view.addAction(self._action("Next image", lambda: self.step_image(1)))
+        view.addAction(self._action("Previous image", lambda: self.step_image(-1)))
         view.addAction(self._action("Fit to window", self.canvas.fit))
         view.addAction(self._action("1:1 pixels", self.canvas.one_to_one))
         self.invert_action = self._action("Invert", lambda checked: self.canvas.set_invert(checked), checkable=True)
@@ -349,7 +352,9 @@ class MainWindow(QMainWindow):
         if not contents.files:
             self.statusBar().showMessage("; ".join(contents.notes) or "No files to open there")
         for index, path in enumerate(contents.files):
-            if (absence := contents.absence(path)) is not None:  # a CD's index lists it; the media lacks it
+            if path in self.studies:  # open already: shown as it is (read again, it lost its analysis)
+                self._batch_done(batch, index, path)
+            elif (absence := contents.absence(path)) is not None:  # a CD's index lists it; the media lacks it
                 self._load_failed(path, RadiographError(absence), batch, index)
             else:
                 self._load(path, batch, index)
@@ -451,15 +456,24 @@ class MainWindow(QMainWindow):
         """The status bar's mode and timing are those of the study on screen (none before it is analysed)."""
         self.mode_label.setText("" if findings is None else f"{findings.mode.value} · {timing_text(findings.timing_ms)}")
 
+    def step_image(self, step: int) -> None:
+        """The next (or previous) image in the Studies list's order, from the one on screen; none past either end."""
+        order = self.study_list.in_order_shown()
+        if self.current in order and 0 <= (at := order.index(self.current) + step) < len(order):
+            self.show_study(order[at])
+
     def close_current(self) -> None:
         if self.current is not None:
             self.close_study(self.current)
 
     def close_study(self, path: str) -> None:
-        """Forget the study (image, findings, list row); the next one in the list is shown, if any."""
+        """Forget the study (image, findings, list row); the next one in the list is shown, else the one before."""
         if self.analysis.job is not None and self.analysis.job.path == path:
             self.analysis.cancel()
-        self.studies.remove(path, then=next((p for p in self.study_list.paths if p != path), None))
+        paths = self.study_list.in_order_shown()
+        at = paths.index(path) if path in paths else len(paths)
+        neighbours = paths[at + 1:] + paths[:at][::-1]
+        self.studies.remove(path, then=neighbours[0] if neighbours else None)
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():

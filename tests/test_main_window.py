@@ -661,3 +661,41 @@ def test_the_settings_dialog_fits_the_screen_with_ok_in_sight(qtbot):
     dialog.addresses.setPlainText("edge-without-port")
     dialog.accept()
     assert dialog.error.isVisible() and dialog.rect().contains(dialog.error.mapTo(dialog, dialog.error.rect().center()))
+
+
+def test_stepping_through_and_closing_follow_the_studies_list(qtbot, window, shared_cxr):
+    """PgDown/PgUp go through the images in the Studies list's order (patient by patient); closing one shows the
+    next below it (it showed the first added); a patient row chosen stays chosen (the arrow keys jumped and stuck)."""
+    from PySide6.QtWidgets import QTreeWidgetItemIterator
+
+    for name in (CHEST, "raster/txv_nih_00027426_000_512px.png", "dicom/CR-MONO1-10-chest"):
+        open_and_wait(qtbot, window, shared_cxr / name)
+    order = window.study_list.in_order_shown()
+    assert sorted(order) == sorted(window.study_list.paths) and len(order) == 3
+    window.show_study(order[0])
+    for expected in (order[1], order[2], order[2]):  # none past the end
+        QTest.keyClick(window.study_list, Qt.Key.Key_PageDown)
+        assert window.current == expected
+    QTest.keyClick(window.canvas, Qt.Key.Key_PageUp)
+    assert window.current == order[1]
+    window.close_current()
+    assert window.current == order[2]  # the next below it
+    window.close_current()
+    assert window.current == order[0]  # the last closed: the one above
+
+    tree = window.study_list
+    patient = QTreeWidgetItemIterator(tree).value()
+    tree.setCurrentItem(patient)
+    assert tree.currentItem() is patient and window.current == order[0]  # its image shown, the row kept
+    QTest.keyClick(tree, Qt.Key.Key_Down)
+    assert tree.currentItem() is patient.child(0)  # its study: the next row, not one further down
+
+
+def test_opening_a_study_again_keeps_its_analysis(qtbot, window, shared_cxr):
+    path = shared_cxr / "dicom/CR-MONO1-10-chest"
+    open_and_wait(qtbot, window, path)
+    findings = Findings(path=str(path), detections=(), probabilities={"Effusion": 0.7}, models={})
+    window.studies.set_findings(str(path), findings)
+    batch = window.open_paths([str(path)])  # Open recent, or the same file dropped again
+    qtbot.waitUntil(lambda: batch.done, timeout=30_000)
+    assert window.studies.findings(str(path)) is findings and window.findings_panel.rows

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QSignalBlocker, QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
+from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QTreeWidgetItemIterator
 
 from viewer.display import render_8bit
 from viewer.names import readable_person_name
@@ -138,10 +138,26 @@ class StudyList(QTreeWidget):
     def status(self, path: str) -> str:
         return self.rows[path].status
 
+    def in_order_shown(self) -> list[str]:
+        """The images as the tree lists them, top to bottom (patient by patient: not the order they were added)."""
+        order = []
+        iterator = QTreeWidgetItemIterator(self)
+        while (item := iterator.value()) is not None:
+            if (path := item.data(0, PATH)) is not None:
+                order.append(path)
+            iterator += 1
+        return order
+
     def mark_shown(self, path: str) -> None:
-        """Select the row of the image on screen (shown from elsewhere: opening, closing, Analyze all)."""
+        """Select the row of the image on screen (shown from elsewhere: opening, closing, Analyze all). A patient,
+        study or series row chosen above it stays selected: moving to the image row made the arrow keys jump
+        over the rows between and stick."""
         item = self._images.get(path)
-        if item is not None and self.currentItem() is not item:
+        current = self.currentItem()
+        ancestor = item.parent() if item is not None else None
+        while ancestor is not None and ancestor is not current:
+            ancestor = ancestor.parent()
+        if item is not None and current is not item and ancestor is None:
             with QSignalBlocker(self):  # it is shown already
                 self.setCurrentItem(item)
             self.viewport().update()

@@ -33,6 +33,7 @@ from app.settings import AppSettings, load_settings, save_settings, settings_sto
 from app.studies import Batch, Study, StudyModel, result_status
 from app.theme import apply_theme
 from app.workers import Worker, start
+from inference.analysis.analyzer import NotAChestRadiograph, check_in_scope
 from inference.models.findings import Findings
 from inference.models.weights import data_dir
 from viewer.errors import RadiographError
@@ -373,6 +374,10 @@ class MainWindow(QMainWindow):
 
     def _loaded(self, radiograph: Radiograph, thumb, batch: _OpenBatch, index: int) -> None:
         self.studies.add(radiograph, thumb)
+        try:
+            check_in_scope(radiograph)
+        except NotAChestRadiograph as exc:
+            self.studies.set_out_of_scope(radiograph.path, exc.reason)
         self.settings = self.settings.with_recent(radiograph.path)
         self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
@@ -496,6 +501,10 @@ class MainWindow(QMainWindow):
         self.analyze(self.studies.get(self.current).radiograph)
 
     def analyze(self, radiograph: Radiograph):
+        study = self.studies.get(radiograph.path)
+        if study is not None and study.out_of_scope:
+            self.statusBar().showMessage(f"Not analysed: {study.out_of_scope}", 10_000)
+            return None
         self.studies.set_status(radiograph.path, "analysing…")
         self.progress.setVisible(True)
         return self.analysis.analyze(radiograph)
@@ -507,6 +516,10 @@ class MainWindow(QMainWindow):
         paths = [p for p in self.study_list.paths if p in self.studies and (only is None or p in only)]
         if not paths:
             self.statusBar().showMessage("Open studies first", 3000)
+            return
+        paths = [p for p in paths if not self.studies.get(p).out_of_scope]  # their rows say why already
+        if not paths:
+            self.statusBar().showMessage("Nothing to analyse: no study open is a chest radiograph", 5000)
             return
         paths = [p for p in paths if self.studies.findings(p) is None] or paths
         if self.studies.batch is not None:

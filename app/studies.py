@@ -21,7 +21,8 @@ class Study:
     radiograph: Radiograph
     findings: Findings | None = None
     status: str = ""  # what its row in the Studies list says: queued, analysing, local, failed: …
-    failure: str = ""  # why its last analysis failed; "" unless it did
+    failure: str = ""  # why its last analysis failed, or why it is not analysed; "" unless either
+    out_of_scope: str = ""  # why the models do not read it (a CT, MedEdge's own annotated copy…); "" for a radiograph
 
     @property
     def path(self) -> str:
@@ -120,6 +121,14 @@ class StudyModel(QObject):
         if study is not None:
             study.status, study.failure = status, failure
             self.status_changed.emit(path, status)
+
+    def set_out_of_scope(self, path: str, reason: str) -> None:
+        """Not a chest radiograph: said on its row and in the Findings panel when it opens, and never analysed (a
+        failure it is not)."""
+        study = self._studies.get(path)
+        if study is not None:
+            study.out_of_scope = reason
+            self.set_status(path, f"not analysed: {reason}", failure=reason)
 
     def set_failed(self, path: str, reason: str) -> None:
         """Its analysis failed: the row says so, and the Findings panel why."""

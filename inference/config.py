@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+MANUFACTURER = "MedEdge"  # in what the product writes (SR, Secondary Capture), and how it knows its own images
+
 
 class Choice(str, enum.Enum):
     """A named choice whose text is its value, in f-strings and str() alike on every Python version."""

@@ -303,6 +303,9 @@ def test_the_annotated_view_is_a_secondary_capture_of_the_same_study_marked_as_a
     assert DEMO_MARK in image.SeriesDescription and DEMO_MARK in image.ImageComments
     [source] = image.SourceImageSequence
     assert source.ReferencedSOPInstanceUID == header.SOPInstanceUID
+    from inference.analysis.analyzer import NotAChestRadiograph, check_in_scope
+    with pytest.raises(NotAChestRadiograph, match="annotated copy of AI results"):  # (it was analysed as an OT)
+        check_in_scope(load_radiograph(written))
     pixels = image.pixel_array
     assert image.PhotometricInterpretation == "RGB" and pixels.shape[1:] == (180, 3)
     band = pixels.shape[0] - 200  # the text above the radiograph, which is below it unchanged but for the box

@@ -22,7 +22,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from inference.config import Device, DeviceKind, ModelKind, Runtime, WireFormat
+from inference.config import MANUFACTURER, Device, DeviceKind, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
@@ -54,6 +54,11 @@ from inference.runtimes.local import (
 from viewer.display import render_8bit
 from viewer.errors import RadiographError
 from viewer.radiograph import Radiograph
+
+
+def _article(code: str) -> str:
+    """"an XA", "an MR", "a CT", "a US": as the letters are spoken."""
+    return "an" if code[:1] in "AEFHILMNORSX" and code[:1] else "a"
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,13 @@ def check_in_scope(radiograph: Radiograph) -> None:
     Body Part Examined names another part of the body than the chest."""
     modality = radiograph.info.modality.strip().upper()
     if radiograph.file_format == "DICOM" and modality not in RADIOGRAPHY:
-        raise NotAChestRadiograph(f"a {modality} image, not a chest radiograph: the models read CR and DX "
-                                  "radiographs only", radiograph.path)
+        raise NotAChestRadiograph(f"{_article(modality)} {modality} image, not a chest radiograph: the models read CR "
+                                  "and DX radiographs only", radiograph.path)
+    header = radiograph.header
+    if header is not None and str(header.get("Manufacturer", "")).strip() == MANUFACTURER \
+            and str(header.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        raise NotAChestRadiograph("an annotated copy of AI results (MedEdge's Secondary Capture), not the "
+                                  "radiograph: analyse the original", radiograph.path)
     part = radiograph.info.body_part.strip().upper()
     compact = part.replace(" ", "").replace("_", "")
     if compact.startswith(NOT_CHEST) and "CHEST" not in compact and "THORAX" not in compact:  # (NECKCHEST is chest)

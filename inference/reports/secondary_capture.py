@@ -26,10 +26,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from inference.config import MANUFACTURER
 from inference.models.findings import Findings
 from inference.reports.structured_report import (
     DEMO_MARK,
-    MANUFACTURER,
     SERIES_NUMBER,
     StructuredReportError,
     copied_as_they_are,

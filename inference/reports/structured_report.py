@@ -32,7 +32,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
-from inference.config import ModelKind
+from inference.config import MANUFACTURER, ModelKind
 from inference.models.findings import Findings
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 DEMO_MARK = "DEMO WEIGHTS - NOT FOR DIAGNOSIS"  # ASCII: the source's character set may be the default one
 SERIES_DESCRIPTION = "MedEdge AI results"
 SERIES_NUMBER = 990  # after the acquisition's own series in a PACS listing
-MANUFACTURER = "MedEdge"
 
 # Documented DICOM/SNOMED concepts (PS3.16; the values come from pydicom's copy of its tables):
 # a detection is an "Abnormal opacity" (CID 6101 Chest Finding or Feature) whose finding site is the lung.

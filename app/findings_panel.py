@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from inference.config import ModelKind
 from inference.models.findings import WORKSTATION, Findings, Mode
 
 DEMO_BANNER = "Demo weights — untrained, not for diagnosis"
@@ -29,8 +30,10 @@ class FindingsPanel(QWidget):
         self.mode_label.setWordWrap(True)
         self.timing_label = QLabel("")
         self.timing_label.setWordWrap(True)
+        self.detections_label = QLabel("")  # the detector's outcome in words: no box is a result too
+        self.detections_label.setWordWrap(True)
         self.grid = QGridLayout()
-        for widget in (self.banner, self.mode_label, self.timing_label):
+        for widget in (self.banner, self.detections_label, self.mode_label, self.timing_label):
             layout.addWidget(widget)
         layout.addLayout(self.grid)
         layout.addStretch(1)
@@ -53,6 +56,7 @@ class FindingsPanel(QWidget):
             self.mode_label.setText(f"Not analysed: {failure}" if failure else
                                     "No analysis yet (F5 analyses the open study)")
             self.timing_label.setText("")
+            self.detections_label.setText("")
             return
         self.show_demo_banner(findings.demo_weights)
         text = f"Mode: {MODE_TEXT[findings.mode]}"
@@ -66,6 +70,7 @@ class FindingsPanel(QWidget):
         self.mode_label.setText(f"{text}\nRan on: {where}\nSplit: {cuts}"
                                 + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
         self.timing_label.setText(timing_text(findings.timing_ms))
+        self.detections_label.setText(detections_text(findings))
         ordered = sorted(findings.probabilities.items(), key=lambda item: -item[1])
         for row, (name, probability) in enumerate(ordered):
             button = QPushButton(name.replace("_", " "))
@@ -117,3 +122,13 @@ def timing_text(timing: dict[str, float]) -> str:
     phases = ("preprocess", "local", "transfer", "edge", *(("queued",) if timing.get("queued") else ()), "postprocess")
     parts = [f"{k} {timing.get(k, 0):.0f}" for k in phases]
     return f"Time {timing.get('total', 0):.0f} ms: " + " · ".join(parts)
+
+
+def detections_text(findings: Findings) -> str:
+    """What the opacity detector found, in one line: "no opacity found" says the detector ran."""
+    if ModelKind.DETECTOR not in findings.models:
+        return ""
+    boxes = findings.detections
+    if not boxes:
+        return "Opacities: none found"
+    return f"Opacities: {len(boxes)} box{'es' if len(boxes) > 1 else ''} (highest score {max(d.score for d in boxes):.2f})"

@@ -34,6 +34,7 @@ from app.studies import Batch, Study, StudyModel, result_status
 from app.theme import apply_theme
 from app.workers import Worker, start
 from inference.analysis.analyzer import NotAChestRadiograph, check_in_scope
+from inference.models.detector import DetectorConfig
 from inference.models.findings import Findings
 from inference.models.weights import data_dir
 from viewer.errors import RadiographError
@@ -286,7 +287,11 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" Confidence "))
         self.confidence_slider = QSlider(Qt.Orientation.Horizontal)
-        self.confidence_slider.setRange(1, 99)
+        # from the detector's own threshold up: it returns no box below it, so a lower setting showed nothing more
+        floor = round(DetectorConfig().confidence * 100)
+        self.confidence_slider.setRange(floor, 99)
+        self.confidence_slider.setToolTip(f"boxes shown at or above this score (the detector keeps none below "
+                                          f"{floor / 100:.2f})")
         self.confidence_slider.setValue(round(self.settings.confidence * 100))
         self.confidence_slider.setMaximumWidth(160)
         self.confidence_label = QLabel(f"{self.settings.confidence:.2f}")

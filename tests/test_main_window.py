@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.settings import AppSettings, SplitMode, load_settings, save_settings
 from app.settings_dialog import SettingsDialog
-from inference.config import Runtime, SplitPolicy
-from inference.models.findings import Detection, Findings, Mode
+from inference.config import ModelKind, Runtime, SplitPolicy
+from inference.models.findings import Detection, Findings, Mode, ModelRun
 from inference.models.weights import data_dir
 from viewer.display import render_8bit
 from viewer.loader import load_radiograph
@@ -183,6 +183,13 @@ def test_confidence_slider_filters_boxes_without_new_analysis(qtbot, window, sha
     assert window.canvas.visible_box_count() == 2
     window.boxes_action.trigger()
     assert window.canvas.visible_box_count() == 0
+    # the slider starts at the detector's own threshold: below it there is no box to show
+    assert window.confidence_slider.minimum() == 40
+    ran = {ModelKind.DETECTOR: ModelRun("demo", 32)}
+    window.studies.set_findings(window.current, replace(findings, models=ran))
+    assert window.findings_panel.detections_label.text() == "Opacities: 3 boxes (highest score 0.90)"
+    window.studies.set_findings(window.current, replace(findings, detections=(), models=ran))
+    assert window.findings_panel.detections_label.text() == "Opacities: none found"  # (said nothing)
 
 
 def test_settings_round_trip_and_refusals(qtbot, store, tmp_path):

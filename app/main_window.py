@@ -46,7 +46,9 @@ from viewer.widgets.canvas import PRESETS, RadiographCanvas
 from viewer.widgets.study_list import StudyList, thumbnail_pixels
 from viewer.widgets.tag_browser import TagBrowser
 
-FILE_FILTER = "Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
+# every file first: DICOM files from modalities and patient CDs often have no extension (IM000001), and the
+# radiographs' filter hid them
+FILE_FILTER = "All files (*);;Radiographs by extension (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff)"
 SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Close study", "Ctrl+W"),
     ("Next image", "PgDown"), ("Previous image", "PgUp"),
@@ -799,9 +801,11 @@ def choose_platform(environ=os.environ) -> None:
 def why_the_viewer_cannot_start(paths: list[str], environ=os.environ, platform: str = sys.platform) -> str | None:
     """One line saying why the viewer would not start, checked before Qt: a mistyped command, or no display (where
     Qt would abort with a misleading hint to reinstall); None when it can start."""
-    # only the first word: a mistyped command is there; a missing file further on is refused in the viewer
-    if paths and not Path(paths[0]).exists():
-        return f"mededge: {paths[0]} is neither a command nor a file or folder (mededge --help lists the commands)"
+    # only the first word, and only a bare word (no folder, no extension): a mistyped command is there; a missing
+    # file, first or further on, is refused in the viewer, which opens the others (it refused to start)
+    first = paths[0] if paths else ""
+    if first and "/" not in first and os.sep not in first and not Path(first).suffix and not Path(first).exists():
+        return f"mededge: {first} is neither a command nor a file or folder (mededge --help lists the commands)"
     if platform.startswith("linux") and not any(environ.get(key) for key in DISPLAY_VARIABLES):
         return ("mededge: no display to show the viewer on (neither DISPLAY nor WAYLAND_DISPLAY is set): start it "
                 "from a desktop session, or use a command such as infer or inspect (mededge --help)")

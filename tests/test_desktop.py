@@ -205,6 +205,9 @@ def test_a_word_that_is_neither_a_command_nor_a_file_is_a_usage_error_before_qt_
     existing = str(write(dataset(gradient(64, 64, bits=12, seed=1), bits_stored=12), tmp_path / "bogus.dcm"))
     for environ in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "offscreen"}):
         assert why_the_viewer_cannot_start([existing, "missing.dcm"], environ, "linux") is None
+        # a missing file named first is a file, not a mistyped command: the viewer opens the rest and says why not it
+        assert why_the_viewer_cannot_start(["/nonexistent/file.dcm", existing], environ, "linux") is None
+        assert why_the_viewer_cannot_start(["missing.dcm", existing], environ, "linux") is None
         assert why_the_viewer_cannot_start([], environ, "linux") is None
     assert why_the_viewer_cannot_start([existing], {}, "win32") is None  # Windows and macOS always have a screen
 

@@ -16,11 +16,13 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
     QSlider,
     QToolBar,
     QWidget,
@@ -132,7 +134,13 @@ class MainWindow(QMainWindow):
         self.pacs_panel.retrieved.connect(self._open_retrieved)
         apply_theme(QApplication.instance(), settings.theme)
         studies = self._dock("Studies", self.study_list, Qt.DockWidgetArea.LeftDockWidgetArea)
-        findings = self._dock("Findings", self.findings_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        # scrolled on a small screen (at 1024 × 600 the last findings were painted over the status bar)
+        self.findings_scroll = QScrollArea()
+        self.findings_scroll.setWidget(self.findings_panel)
+        self.findings_scroll.setWidgetResizable(True)
+        self.findings_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.findings_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        findings = self._dock("Findings", self.findings_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         tags = self._dock("DICOM tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
         pacs = self._dock("PACS", self.pacs_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.docks = (studies, pacs, findings, tags)

@@ -710,3 +710,23 @@ def test_opening_a_study_again_keeps_its_analysis(qtbot, window, shared_cxr):
     batch = window.open_paths([str(path)])  # Open recent, or the same file dropped again
     qtbot.waitUntil(lambda: batch.done, timeout=30_000)
     assert window.studies.findings(str(path)) is findings and window.findings_panel.rows
+
+
+def test_the_findings_scroll_on_a_small_screen(qtbot, window, shared_cxr):
+    """At 1024 × 600 the fourteen findings do not fit the panel's height: they scroll (the last rows were painted
+    under the tabs and over the status bar, squeezed)."""
+    from inference.models.classifier import CHESTXRAY14
+
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    findings = Findings(path=window.current, detections=(), models={},
+                        probabilities={name: 0.05 * (i + 1) for i, name in enumerate(CHESTXRAY14)})
+    window.studies.set_findings(window.current, findings)
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.height() <= 600)
+    panel, scroll = window.findings_panel, window.findings_scroll
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() > 0)
+    assert panel.height() >= panel.minimumSizeHint().height()  # not squeezed: the rows keep their size
+    last = panel.rows[min(findings.probabilities, key=findings.probabilities.get)][0]
+    scroll.ensureWidgetVisible(last)
+    top_left = last.mapTo(scroll.viewport(), last.rect().topLeft())
+    assert scroll.viewport().rect().contains(top_left)  # the last finding is reached by scrolling

@@ -59,6 +59,8 @@ def test_open_shows_the_radiograph(qtbot, window, shared_cxr):
     assert window.tag_browser.tree.topLevelItemCount() > 10
     window.tag_browser.search.setText("WindowCenter")
     assert window.tag_browser.visible_rows() == ["WindowCenter"]
+    tree = window.tag_browser.tree  # in the panel's width the value keeps most of it (it kept 3–4 characters)
+    assert tree.columnWidth(2) < 60 and tree.columnWidth(1) <= 150 and tree.columnWidth(3) >= tree.viewport().width() / 3
 
 
 def test_bad_file_shows_its_reason(qtbot, window, shared_cxr):

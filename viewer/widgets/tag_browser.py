@@ -9,6 +9,9 @@ from PySide6.QtWidgets import QHeaderView, QLineEdit, QTreeWidget, QTreeWidgetIt
 MAX_VALUE_CHARS = 200
 
 
+NAME_WIDTH = 150  # px: most keywords whole; a longer one's tooltip has it
+
+
 class TagBrowser(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -21,6 +24,7 @@ class TagBrowser(QWidget):
         self.tree.setUniformRowHeights(True)
         # the tag as wide as its text, so "(0002,0001)" is never cut off in a narrow dock; the value takes the rest
         self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)  # two letters, not 100 px
         self.tree.header().setStretchLastSection(True)
         layout.addWidget(self.search)
         layout.addWidget(self.tree)
@@ -38,6 +42,9 @@ class TagBrowser(QWidget):
             if getattr(header, "file_meta", None) is not None:
                 self._add(header.file_meta, self.tree.invisibleRootItem())
             self._add(header, self.tree.invisibleRootItem())
+        # the name as wide as it needs up to a limit: the value kept three or four characters in a narrow panel
+        self.tree.resizeColumnToContents(1)
+        self.tree.setColumnWidth(1, min(self.tree.columnWidth(1), NAME_WIDTH))
         self._filter(self.search.text())
 
     def _add(self, dataset, parent: QTreeWidgetItem) -> None:
@@ -48,6 +55,9 @@ class TagBrowser(QWidget):
                 value = "(unreadable value)"
             item = QTreeWidgetItem([f"({element.tag.group:04X},{element.tag.element:04X})",
                                     element.keyword or element.name, str(element.VR), value])
+            item.setToolTip(1, element.name)
+            if value:
+                item.setToolTip(3, value)  # whole, where the column cuts it
             parent.addChild(item)
             if element.VR == "SQ":
                 for number, child in enumerate(element.value or []):

@@ -56,7 +56,7 @@ class AppSettings:
 
     def __post_init__(self) -> None:
         # the dialog's combo boxes and older stored settings hand over text: typed here, with the reason if not
-        for name, kind in (("split_mode", SplitMode), ("wire", WireFormat), ("runtime", Runtime)):
+        for name, kind in (("split_mode", SplitMode), ("wire", WireFormat), ("runtime", Runtime), ("theme", Theme)):
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:

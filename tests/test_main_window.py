@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.settings import AppSettings, SplitMode, load_settings, save_settings
 from app.settings_dialog import SettingsDialog
+from app.theme import Theme
 from inference.config import ModelKind, Runtime, SplitPolicy
 from inference.models.findings import Detection, Findings, Mode, ModelRun
 from inference.models.weights import data_dir
@@ -732,3 +733,23 @@ def test_the_findings_scroll_on_a_small_screen(qtbot, window, shared_cxr):
     scroll.ensureWidgetVisible(last)
     top_left = last.mapTo(scroll.viewport(), last.rect().topLeft())
     assert scroll.viewport().rect().contains(top_left)  # the last finding is reached by scrolling
+
+
+def test_the_light_appearance_applies_at_ok(qtbot, window, monkeypatch):
+    """Settings → Appearance → Light → OK: the window turns light at once (the combo box handed over plain text,
+    not a Theme, and the dark palette was applied again until a restart)."""
+    from PySide6.QtGui import QPalette
+
+    from app.settings_dialog import SettingsDialog
+
+    def choose_light(dialog: SettingsDialog) -> int:
+        dialog.theme.setCurrentIndex(dialog.theme.findData("light"))
+        dialog.accept()
+        return 1
+
+    monkeypatch.setattr(SettingsDialog, "exec", choose_light)
+    window.open_settings()
+    assert window.settings.theme is Theme.LIGHT
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Base).lightness() > 200
+    window.apply_settings(replace(window.settings, theme=Theme.DARK))  # (the other tests expect the dark one)
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Base).lightness() < 60

@@ -39,6 +39,7 @@ from inference.analysis.analyzer import NotAChestRadiograph, check_in_scope
 from inference.models.detector import DetectorConfig
 from inference.models.findings import Findings
 from inference.models.weights import data_dir
+from viewer.corner_text import display_lines
 from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import OpenList, files_to_open
@@ -58,7 +59,7 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
     ("1:1 pixels", "1"),
     ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
-    ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"),
+    ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"), ("Show image text", "T"),
     ("Show boxes", "B"), ("Settings", "Ctrl+,"),
     ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
     ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
@@ -265,6 +266,10 @@ class MainWindow(QMainWindow):
         presets = view.addMenu("Window preset")
         for preset in PRESETS:
             presets.addAction(self._action(f"Preset: {preset}", lambda _=False, p=preset: self.canvas.apply_preset(p)))
+        self.text_action = self._action("Show image text", lambda checked: self.canvas.set_text_visible(checked),
+                                        checkable=True)
+        self.text_action.setChecked(True)
+        view.addAction(self.text_action)
         view.addAction(self._action("Distance tool", self.canvas.start_ruler))
         view.addAction(self._action("Remove distance line", self.canvas.remove_ruler))
         panels = view.addMenu("Panels")  # a closed panel comes back from here
@@ -470,7 +475,7 @@ class MainWindow(QMainWindow):
 
     def _show_window(self, _state=None) -> None:
         window = self.canvas.current_window()
-        self.window_label.setText("" if window is None else f"W {window.width:.6g}  L {window.center:.6g}")
+        self.window_label.setText("" if window is None else display_lines(window, None)[0])
 
     def _show_result_summary(self, findings: Findings | None) -> None:
         """The status bar's mode and timing are those of the study on screen (none before it is analysed)."""
@@ -674,7 +679,7 @@ class MainWindow(QMainWindow):
     def _view_png(self, path: str) -> bool:
         """The canvas as shown (image, boxes, heat map, measurements) as a PNG. The panels do not go with it: a
         band above says what its overlays are — a result of the demo weights, the finding its heat map is of."""
-        view = self.canvas.grab()
+        view = self.canvas.grab_without_identity()  # an exported view leaves no patient details behind
         findings = self.studies.findings(self.current)
         if findings is None:
             return view.save(path, "PNG")

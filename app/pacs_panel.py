@@ -29,6 +29,7 @@ from app.workers import Worker, start
 from inference.models.weights import data_dir
 from pacs.query import RetrieveCancelled, Retrieved, StudyMatch, StudyQuery
 from pacs.remote import PacsNode, find_series, find_studies, get_study
+from viewer.names import readable_date
 
 COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Accession", "Modalities", "Images")
 WIDEST_COLUMN = 240  # px: a long description does not push the rest out of the panel (its tooltip has it whole)
@@ -48,10 +49,6 @@ def _day(text: str, what: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{what} {text!r}: expected a date as YYYY-MM-DD") from None
-
-
-def _shown_date(da: str) -> str:
-    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
 
 
 class PacsPanel(QWidget):
@@ -211,7 +208,7 @@ class PacsPanel(QWidget):
         self.results.clear()
         self._searched = node
         for study in studies:
-            item = _row([study.patient_name, study.patient_id, _shown_date(study.study_date), study.description,
+            item = _row([study.patient_name, study.patient_id, readable_date(study.study_date), study.description,
                          study.accession_number, ", ".join(study.modalities),
                          "" if study.images is None else str(study.images)])
             item.setData(0, UID_ROLE, study.study_uid)

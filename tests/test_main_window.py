@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import replace
@@ -108,7 +109,7 @@ def test_presets_and_invert(qtbot, window, shared_cxr):
     canvas.apply_preset("Full range")
     assert canvas.current_window() == Window.from_range(*canvas.radiograph.value_range)
     full = canvas.current_window()
-    assert window.window_label.text() == f"W {full.width:.6g}  L {full.center:.6g}"
+    assert window.window_label.text() == f"W {full.width:.0f}  L {full.center:.0f}"  # as readers say it (was 1187.17)
     canvas.apply_preset("Lung")
     lung = canvas.current_window()
     # this DX's lungs stay grey, the mediastinum goes white (fixed fractions of its range turned 69 % white, the
@@ -753,3 +754,66 @@ def test_the_light_appearance_applies_at_ok(qtbot, window, monkeypatch):
     assert QApplication.instance().palette().color(QPalette.ColorRole.Base).lightness() > 200
     window.apply_settings(replace(window.settings, theme=Theme.DARK))  # (the other tests expect the dark one)
     assert QApplication.instance().palette().color(QPalette.ColorRole.Base).lightness() < 60
+
+
+def test_the_image_says_who_what_and_which_way(qtbot, window, shared_cxr):
+    """Corner text (patient, study, window and zoom, what the reader changed) and the patient's directions at the
+    edges from Patient Orientation, following rotation and flips (a flip left no trace on screen)."""
+    open_and_wait(qtbot, window, shared_cxr / CHEST)  # Patient Orientation L\F: the patient's left on the right
+    canvas = window.canvas
+
+    def shown(place: str) -> str:
+        label = canvas.text[place]
+        return label.text() if label.isVisible() else ""
+
+    assert (shown("left"), shown("right"), shown("top"), shown("bottom")) == ("R", "L", "H", "F")
+    info = canvas.radiograph.info
+    assert info.patient_id in shown("top-left") and "DX" in shown("top-right")
+    assert shown("bottom-left").startswith("W 4096  L 2048\nZoom ") and shown("bottom-right") == ""
+    canvas.flip(horizontal=True)
+    assert (shown("left"), shown("right")) == ("L", "R") and shown("bottom-right") == "Flipped horizontally"
+    canvas.flip(horizontal=True)
+    canvas.rotate(90)  # clockwise: the head is on the right now, the patient's right at the top
+    assert (shown("left"), shown("right"), shown("top"), shown("bottom")) == ("F", "H", "R", "L")
+    # every rotation and flip: the letter at an edge is the direction the image's axes point to on screen there
+    rows, cols = canvas.radiograph.rows, canvas.radiograph.columns
+    for turns, flips in itertools.product(range(4), ((), (True,), (False,), (True, False))):
+        canvas.show_radiograph(canvas.radiograph)  # a fresh display state
+        for horizontal in flips:
+            canvas.flip(horizontal=horizontal)
+        canvas.rotate(90 * turns)
+
+        def edge(dx, dy):
+            a, b = (canvas.group.mapToScene(QPointF(cols / 2 + k * dx, rows / 2 + k * dy)) for k in (0, 100))
+            x, y = b.x() - a.x(), b.y() - a.y()
+            return ("right" if x > 0 else "left") if abs(x) > abs(y) else ("bottom" if y > 0 else "top")
+
+        assert (shown(edge(1, 0)), shown(edge(0, 1)), shown(edge(-1, 0))) == ("L", "F", "R"), (turns, flips)
+    canvas.show_radiograph(canvas.radiograph)
+    canvas.rotate(90)
+    # the labels sit where they say, inside the canvas
+    assert canvas.text["right"].geometry().center().x() > canvas.width() / 2 > canvas.text["left"].geometry().x()
+    QTest.keyClick(window, Qt.Key.Key_T)  # off, and on again
+    assert not any(label.isVisible() for label in canvas.text.values())
+    QTest.keyClick(window, Qt.Key.Key_T)
+    assert shown("right") == "H"
+    # an exported view keeps the directions, not the patient
+    picture = canvas.grab_without_identity()
+    assert picture.width() == canvas.width() and shown("top-left") and info.patient_id in shown("top-left")
+
+
+def test_the_exported_view_carries_no_patient_text(qtbot, window, shared_cxr, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QWidget
+
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    seen = {}
+    grab = QWidget.grab
+
+    def spy(widget, *args):
+        seen[widget] = {place: label.isVisible() for place, label in window.canvas.text.items()}
+        return grab(widget, *args)
+
+    monkeypatch.setattr(QWidget, "grab", spy)
+    assert window.export_view(str(tmp_path / "view.png"))
+    visible = seen[window.canvas]
+    assert not visible["top-left"] and not visible["top-right"] and visible["right"]

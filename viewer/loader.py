@@ -755,6 +755,11 @@ def _study_info(ds) -> StudyInfo:
         series_number=_text(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription"),
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        study_time=_text(ds, "StudyTime"),
+        patient_orientation=_text(ds, "PatientOrientation"),
+        lossy=_text(ds, "LossyImageCompression") == "01",
     )
 
 

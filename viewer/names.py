@@ -18,3 +18,14 @@ def readable_person_name(name: str) -> str:
     family, given, middle, prefix, suffix = ([" ".join(part.split()) for part in shown.split("^")] + [""] * 5)[:5]
     first = " ".join(part for part in (prefix, given, middle) if part)
     return ", ".join(part for part in (family, first, suffix) if part)
+
+
+def readable_date(da: str) -> str:
+    """A DICOM date (DA, YYYYMMDD) as YYYY-MM-DD; anything else as it is."""
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+def readable_time(tm: str) -> str:
+    """A DICOM time (TM, HHMMSS.FFFFFF or shorter) as HH:MM; anything else as it is."""
+    digits = tm.split(".")[0]
+    return f"{digits[:2]}:{digits[2:4]}" if len(digits) >= 4 and digits.isdigit() else tm

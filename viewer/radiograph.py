@@ -114,6 +114,11 @@ class StudyInfo:
     series_number: str = ""
     series_description: str = ""
     sop_instance_uid: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_time: str = ""
+    patient_orientation: str = ""  # Patient Orientation as written ("L\\F"): the rows' direction, the columns'
+    lossy: bool = False            # Lossy Image Compression 01: the pixels were compressed with loss once
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,9 +14,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen, QTransform
-from PySide6.QtWidgets import QGraphicsRectItem
+from PySide6.QtWidgets import QGraphicsDropShadowEffect, QGraphicsRectItem, QLabel
 
+from viewer import corner_text
 from viewer.display import render_8bit
+from viewer.orientation import EDGES, edge_labels, parse_orientation
 from viewer.radiograph import Radiograph, Window
 from viewer.voi import preset_window
 
@@ -27,6 +29,7 @@ BOX_COLOUR = QColor(255, 200, 0)
 PERCENTILE_PRESETS = {"Lung": (1.0, 75.0), "Bone": (20.0, 99.9), "Soft tissue": (35.0, 99.5)}
 HU_PRESETS = {"Lung": (-600.0, 1500.0), "Bone": (400.0, 1800.0), "Soft tissue": (40.0, 400.0)}
 PRESETS = ("DICOM default", "Lung", "Bone", "Soft tissue", "Full range")
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,84 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._ruler_label: pg.TextItem | None = None
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
+        # the text in the corners and the patient's directions at the edges, over the viewport (not in the scene:
+        # they stay put and readable whatever the zoom, rotation or flip)
+        self.text: dict[str, QLabel] = {place: self._text_label(place) for place in (*CORNERS, *EDGES)}
+        self.text_visible = True
+        self.view.sigRangeChanged.connect(lambda *_: self._update_text())
+        self.displayChanged.connect(lambda _: self._update_text())
+
+    # ------------------------------------------------------------ the text over the image
+
+    def _text_label(self, place: str) -> QLabel:
+        label = QLabel(self)
+        label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        edge = place in EDGES
+        label.setStyleSheet("color:#f0f0f0;background:transparent;"
+                            + ("font-weight:bold;font-size:15pt;" if edge else "font-size:9pt;"))
+        label.setAlignment(Qt.AlignmentFlag.AlignRight if place.endswith("right") and not edge
+                           else Qt.AlignmentFlag.AlignLeft)
+        shadow = QGraphicsDropShadowEffect(label)  # a black outline: readable over white bone and black air alike
+        shadow.setBlurRadius(0)
+        shadow.setOffset(1, 1)
+        shadow.setColor(QColor(0, 0, 0))
+        label.setGraphicsEffect(shadow)
+        return label
+
+    def set_text_visible(self, visible: bool) -> None:
+        """The corner text and the orientation letters on or off (T)."""
+        self.text_visible = visible
+        self._update_text()
+
+    def zoom(self) -> float | None:
+        """Screen pixels per image pixel, or None with no image."""
+        if self.radiograph is None:
+            return None
+        size = self.view.viewPixelSize()[0]
+        return 1.0 / size if size > 0 else None
+
+    def _update_text(self, identity: bool = True) -> None:
+        r, s = self.radiograph, self.state
+        texts: dict[str, list[str]] = {place: [] for place in (*CORNERS, *EDGES)}
+        if r is not None and self.text_visible:
+            if identity:
+                texts["top-left"], texts["top-right"] = corner_text.patient_lines(r), corner_text.study_lines(r)
+            texts["bottom-left"] = corner_text.display_lines(self.current_window(), self.zoom())
+            texts["bottom-right"] = corner_text.state_lines(r, s.invert, s.rotation, s.flip_horizontal,
+                                                            s.flip_vertical)
+            orientation = parse_orientation(r.info.patient_orientation)
+            if orientation is not None:
+                for edge, direction in edge_labels(orientation, s.rotation, s.flip_horizontal,
+                                                   s.flip_vertical).items():
+                    texts[edge] = [direction]
+        for place, lines in texts.items():
+            label = self.text[place]
+            label.setText("\n".join(lines))
+            label.setVisible(bool(lines))
+            label.adjustSize()
+        self._place_text()
+
+    def _place_text(self) -> None:
+        width, height, margin = self.width(), self.height(), 8
+        for place, label in self.text.items():
+            w, h = label.width(), label.height()
+            x = {"left": margin, "right": width - w - margin}.get(place.split("-")[-1], (width - w) // 2)
+            y = {"top": margin, "bottom": height - h - margin}.get(place.split("-")[0], (height - h) // 2)
+            label.move(int(x), int(y))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if hasattr(self, "text"):  # (the base class resizes before __init__ has made the labels)
+            self._place_text()
+
+    def grab_without_identity(self):
+        """The canvas as a picture without the patient's and the study's text (an exported view leaves no patient
+        details behind); the orientation, window and display state stay."""
+        self._update_text(identity=False)
+        try:
+            return self.grab()
+        finally:
+            self._update_text()
 
     # ------------------------------------------------------------ the image
 
@@ -105,6 +186,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.remove_ruler()
         self.cursorMoved.emit("")
         self.image_item.clear()
+        self._update_text()
 
     def displayed_image(self) -> np.ndarray | None:
         return self.image_item.image

@@ -1,0 +1,62 @@
+"""The text a radiology viewer writes in the image's corners: who and what is shown, and how (Qt-free).
+
+Top left the patient, top right the study and the image, bottom left the window and the zoom, bottom right what
+the reader changed (inverted, flipped, rotated) and what the pixels went through (lossy compression).
+"""
+
+from __future__ import annotations
+
+from viewer.names import readable_date, readable_person_name, readable_time
+from viewer.radiograph import Radiograph, Window
+
+# transfer syntaxes that are lossy whatever the header says: JPEG baseline and extended, JPEG-LS near-lossless
+_LOSSY_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81")
+
+
+LONGEST = 40  # characters: a corner's line stays clear of the orientation letter between the corners
+
+
+def patient_lines(radiograph: Radiograph) -> list[str]:
+    info = radiograph.info
+    birth = info.patient_birth_date if _is_date(info.patient_birth_date) else ""  # (an anonymiser's hash is not)
+    born = " ".join(v for v in (readable_date(birth), info.patient_sex) if v)
+    return _fitted([readable_person_name(info.patient_name), info.patient_id and f"ID {info.patient_id}",
+                    born and f"Born {born}"])
+
+
+def study_lines(radiograph: Radiograph) -> list[str]:
+    info = radiograph.info
+    day = readable_date(info.study_date) if _is_date(info.study_date) else ""
+    when = " ".join(v for v in (day, readable_time(info.study_time) if day else "") if v)
+    image = " ".join(v for v in (info.modality, info.view_position, info.laterality) if v)
+    frames = f"frame 1 of {radiograph.frames}" if radiograph.frames > 1 else ""
+    return _fitted([when, info.study_description, image, frames])
+
+
+def _is_date(da: str) -> bool:
+    return len(da) == 8 and da.isdigit()
+
+
+def _fitted(lines: list[str]) -> list[str]:
+    return [line if len(line) <= LONGEST else line[:LONGEST - 1] + "…" for line in lines if line]
+
+
+def display_lines(window: Window | None, zoom: float | None) -> list[str]:
+    lines = [] if window is None else [f"W {window.width:.0f}  L {window.center:.0f}" if window.width >= 20
+                                       else f"W {window.width:.4g}  L {window.center:.4g}"]
+    return lines + ([f"Zoom {zoom * 100:.0f}%"] if zoom else [])
+
+
+def state_lines(radiograph: Radiograph, inverted: bool, rotation: int, flip_horizontal: bool,
+                flip_vertical: bool) -> list[str]:
+    lines = []
+    if inverted:
+        lines.append("Inverted")
+    if flip_horizontal or flip_vertical:
+        lines.append("Flipped " + " and ".join(w for w, f in (("horizontally", flip_horizontal),
+                                                                ("vertically", flip_vertical)) if f))
+    if rotation % 360:
+        lines.append(f"Rotated {rotation % 360}°")
+    if radiograph.info.lossy or radiograph.transfer_syntax in _LOSSY_SYNTAXES:
+        lines.append("LOSSY COMPRESSED")  # a reader must know: fine detail may have been lost
+    return lines

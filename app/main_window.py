@@ -44,7 +44,7 @@ from viewer.errors import RadiographError
 from viewer.loader import load_radiograph
 from viewer.media import OpenList, files_to_open
 from viewer.names import readable_person_name
-from viewer.radiograph import Radiograph
+from viewer.radiograph import Radiograph, Window
 from viewer.widgets.canvas import PRESETS, RadiographCanvas
 from viewer.widgets.study_list import StudyList, thumbnail_pixels
 from viewer.widgets.tag_browser import TagBrowser
@@ -62,7 +62,7 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"), ("Show image text", "T"),
     ("Show boxes", "B"), ("Settings", "Ctrl+,"),
     ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
-    ("Preset: Full range", "5"), ("Quit", "Ctrl+Q"),
+    ("Preset: Full range", "5"), ("Next window of the file", "W"), ("Quit", "Ctrl+Q"),
 ]
 _KEYS = dict(SHORTCUTS)
 DEFAULT_SIZE = (1440, 900)
@@ -266,6 +266,9 @@ class MainWindow(QMainWindow):
         presets = view.addMenu("Window preset")
         for preset in PRESETS:
             presets.addAction(self._action(f"Preset: {preset}", lambda _=False, p=preset: self.canvas.apply_preset(p)))
+        presets.addSeparator()
+        presets.addAction(self._action("Next window of the file", self.next_file_window))
+        self.file_windows_menu = presets.addMenu("The file's windows")  # filled for the study shown
         self.text_action = self._action("Show image text", lambda checked: self.canvas.set_text_visible(checked),
                                         checkable=True)
         self.text_action.setChecked(True)
@@ -451,6 +454,7 @@ class MainWindow(QMainWindow):
         radiograph = study.radiograph
         self.study_list.mark_shown(study.path)
         self.canvas.show_radiograph(radiograph)
+        self._list_file_windows(radiograph)
         self.invert_action.setChecked(False)
         self.tag_browser.show_header(radiograph.header)
         self.findings_panel.show_findings(study.findings, study.failure)
@@ -486,6 +490,30 @@ class MainWindow(QMainWindow):
         order = self.study_list.in_order_shown()
         if self.current in order and 0 <= (at := order.index(self.current) + step) < len(order):
             self.show_study(order[at])
+
+    def _file_windows(self, radiograph: Radiograph) -> list[tuple[str, Window | None]]:
+        """The windows the file offers: its default (None: as the file says), then the others it names."""
+        return [("default", None), *radiograph.other_windows]
+
+    def _list_file_windows(self, radiograph: Radiograph) -> None:
+        self.file_windows_menu.clear()
+        for name, window in self._file_windows(radiograph):
+            shown = radiograph.window if window is None else window
+            action = self.file_windows_menu.addAction(f"{name} ({display_lines(shown, None)[0]})")
+            action.triggered.connect(lambda _=False, w=window: self.canvas.set_window(w))
+        self.file_windows_menu.setEnabled(len(radiograph.other_windows) > 0)
+
+    def next_file_window(self) -> None:
+        """W: the file's next window (NORMAL → HARDER → SOFTER → NORMAL …), as the modality offered them."""
+        study = self.studies.current_study
+        if study is None:
+            return
+        windows = [w for _, w in self._file_windows(study.radiograph)]
+        shown = self.canvas.state.window
+        at = windows.index(shown) if shown in windows else -1
+        name, window = self._file_windows(study.radiograph)[(at + 1) % len(windows)]
+        self.canvas.set_window(window)
+        self.statusBar().showMessage(f"The file's window: {name}", 3000)
 
     def close_current(self) -> None:
         if self.current is not None:

@@ -817,3 +817,23 @@ def test_the_exported_view_carries_no_patient_text(qtbot, window, shared_cxr, tm
     assert window.export_view(str(tmp_path / "view.png"))
     visible = seen[window.canvas]
     assert not visible["top-left"] and not visible["top-right"] and visible["right"]
+
+
+def test_the_files_other_windows_are_offered(qtbot, window, tmp_path):
+    """A DX with three windows (NORMAL, HARDER, SOFTER): W steps through them, the menu lists them; one that does
+    not fit the pixel values is left out (only the first was ever used)."""
+    from dicom_factory import dataset, gradient, write
+
+    path = write(dataset(gradient(128, 128, bits=12), bits_stored=12, WindowCenter=[2048, 1800, 2300, 90000],
+                         WindowWidth=[4096, 2000, 3000, 10], WindowCenterWidthExplanation=["NORMAL", "HARDER",
+                                                                                          "SOFTER", "BROKEN"]),
+                 tmp_path / "three windows.dcm")
+    open_and_wait(qtbot, window, path)
+    radiograph = window.canvas.radiograph
+    assert radiograph.other_windows == (("HARDER", Window(1800, 2000)), ("SOFTER", Window(2300, 3000)))
+    assert [a.text() for a in window.file_windows_menu.actions()] == [
+        "default (W 4096  L 2048)", "HARDER (W 2000  L 1800)", "SOFTER (W 3000  L 2300)"]
+    for expected in (Window(1800, 2000), Window(2300, 3000), Window(2048, 4096)):
+        QTest.keyClick(window, Qt.Key.Key_W)
+        assert window.canvas.current_window() == expected
+    assert window.canvas.state.window is None  # back to the file's own VOI

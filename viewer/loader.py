@@ -598,6 +598,7 @@ def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_
         spacing_source=spacing_source,
         frames=frames,
         transfer_syntax=transfer_syntax,
+        other_windows=_other_windows(ds, data_range),
         file_format="DICOM",
         info=_study_info(ds),
         notes=tuple(notes),
@@ -663,6 +664,28 @@ def _first_window(ds, notes: list[str]) -> Window | None:
     except Exception:  # noqa: BLE001 - optional for display: the histogram is used
         notes.append("stored window (Window Center/Width) unreadable: not used")
         return None
+
+
+def _other_windows(ds, data_range: tuple[float, float]) -> tuple[tuple[str, Window], ...]:
+    """Window Center/Width's values after the first, named by Window Center & Width Explanation ("Window 2" where
+    it has none); any that cannot be read or does not fit the pixel values is left out."""
+    try:
+        centers, widths = ([float(v) for v in (value if isinstance(value, (MultiValue, list, tuple)) else [value])]
+                           for value in (ds.WindowCenter, ds.WindowWidth))
+        explanation = ds.get("WindowCenterWidthExplanation", None) or []
+        names = [str(v) for v in (explanation if isinstance(explanation, (MultiValue, list, tuple)) else [explanation])]
+    except Exception:  # noqa: BLE001 - absent or unreadable: the file offers no other window
+        return ()
+    found = []
+    for index, (center, width) in enumerate(zip(centers, widths, strict=False), start=1):  # (unequal: pairs)
+        try:
+            window = Window(center=center, width=width)
+        except ValueError:
+            continue
+        if index > 1 and voi.window_misfit(window, data_range) is None:
+            name = names[index - 1].strip() if index - 1 < len(names) and names[index - 1].strip() else f"Window {index}"
+            found.append((name, window))
+    return tuple(found)
 
 
 def _first_number(value) -> float:

@@ -144,6 +144,9 @@ class Radiograph:
     spacing_source: SpacingSource | None = None
     frames: int = 1
     transfer_syntax: str | None = None  # DICOM transfer syntax UID; None for raster files
+    # the file's other windows (Window Center/Width's further values, as its modality offers them: "SOFTER",
+    # "HARDER"…), each named by its explanation; those that do not fit the pixel values are left out
+    other_windows: tuple[tuple[str, Window], ...] = ()
     file_format: str = "DICOM"       # DICOM, PNG, JPEG or TIFF
     info: StudyInfo = field(default_factory=StudyInfo)
     notes: tuple[str, ...] = ()      # things the loader had to work around, one line each

@@ -89,6 +89,7 @@ class _OpenBatch:
     shown: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     then: Callable[[list[str]], None] | None = None  # called once with the studies opened, when all are done
+    asked: list[str] = field(default_factory=list)  # as given (a folder, a CD, files): what Open recent lists
 
     @property
     def done(self) -> bool:
@@ -358,7 +359,7 @@ class MainWindow(QMainWindow):
         """Everything happens in the background: the paths are read (a folder's files; a patient CD's index,
         which pydicom checks file by file), then the files load all at once; the first that opens is shown.
         When several were asked for and some could not be opened, one notice lists each with its reason."""
-        batch = _OpenBatch(then=then)
+        batch = _OpenBatch(then=then, asked=[str(p) for p in paths])
         self.statusBar().showMessage("Reading " + ", ".join(Path(p).name or str(p) for p in paths[:3])
                                      + ("…" if len(paths) > 3 else ""))
         reading = Worker(files_to_open, list(paths))
@@ -369,7 +370,7 @@ class MainWindow(QMainWindow):
         return batch
 
     def open_path(self, path: str | Path) -> Worker:
-        return self._load(str(path), _OpenBatch([str(path)]), 0)
+        return self._load(str(path), _OpenBatch([str(path)], asked=[str(path)]), 0)
 
     def _open_contents(self, contents: OpenList, batch: _OpenBatch) -> None:
         batch.paths, batch.notes = contents.files, contents.notes
@@ -401,8 +402,6 @@ class MainWindow(QMainWindow):
             check_in_scope(radiograph)
         except NotAChestRadiograph as exc:
             self.studies.set_out_of_scope(radiograph.path, exc.reason)
-        self.settings = self.settings.with_recent(radiograph.path)
-        self._refresh_recent()
         self.statusBar().showMessage(f"Opened {Path(radiograph.path).name}", 3000)
         if self.auto_action.isChecked():
             self.analyze(radiograph)
@@ -416,6 +415,10 @@ class MainWindow(QMainWindow):
 
     def _batch_done(self, batch: _OpenBatch, index: int, study: str | None) -> None:
         batch.opened[index] = study
+        if batch.done and any(batch.opened.values()):  # what was asked for, as asked: a folder stays a folder
+            for asked in reversed(batch.asked):
+                self.settings = self.settings.with_recent(asked)
+            self._refresh_recent()
         if (shown := batch.to_show()) is not None and shown in self.studies:  # (not closed meanwhile)
             self.show_study(shown)
         if batch.done and batch.then is not None:
@@ -538,7 +541,7 @@ class MainWindow(QMainWindow):
     def _refresh_recent(self) -> None:
         self.recent_menu.clear()
         for path in self.settings.recent_files:
-            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+            self.recent_menu.addAction(path, lambda p=path: self.open_paths([p]))  # a file, a folder or a CD
 
     # ------------------------------------------------------------ analysis
 

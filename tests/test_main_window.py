@@ -837,3 +837,22 @@ def test_the_files_other_windows_are_offered(qtbot, window, tmp_path):
         QTest.keyClick(window, Qt.Key.Key_W)
         assert window.canvas.current_window() == expected
     assert window.canvas.state.window is None  # back to the file's own VOI
+
+
+def test_open_recent_lists_the_folder_that_was_opened(qtbot, window, shared_cxr, tmp_path):
+    """A folder opened is one entry of Open recent, which opens it again (its ten files filled the list)."""
+    import shutil
+
+    folder = tmp_path / "ward 3"
+    folder.mkdir()
+    for name in ("dicom/CR-MONO1-10-chest", "raster/txv_nih_00027426_000_512px.png"):
+        shutil.copy(shared_cxr / name, folder)
+    batch = window.open_paths([str(folder)])
+    qtbot.waitUntil(lambda: batch.done, timeout=30_000)
+    assert window.settings.recent_files[0] == str(folder) and len(window.study_list.paths) == 2
+    assert not any(p.startswith(str(folder) + "/") for p in window.settings.recent_files)
+    window.close_current()
+    window.close_current()
+    [entry] = [a for a in window.recent_menu.actions() if a.text() == str(folder)]
+    entry.trigger()
+    qtbot.waitUntil(lambda: len(window.study_list.paths) == 2, timeout=30_000)

@@ -856,3 +856,17 @@ def test_open_recent_lists_the_folder_that_was_opened(qtbot, window, shared_cxr,
     [entry] = [a for a in window.recent_menu.actions() if a.text() == str(folder)]
     entry.trigger()
     qtbot.waitUntil(lambda: len(window.study_list.paths) == 2, timeout=30_000)
+
+
+def test_a_zoomed_image_is_drawn_smooth(qtbot, window, shared_cxr):
+    """Zoomed in tenfold, a row of the screen runs through many grey levels (bilinear), not a few blocks."""
+    from PySide6.QtCore import QRectF
+
+    open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    canvas = window.canvas
+    canvas.view.setRange(QRectF(200, 200, 40, 40), padding=0)
+    qtbot.wait(50)
+    picture = canvas.grab().toImage()
+    y = picture.height() // 2
+    levels = {picture.pixelColor(x, y).red() for x in range(picture.width() // 4, 3 * picture.width() // 4)}
+    assert len(levels) > 40  # nearest-neighbour drawing gave about one level per image pixel crossed (~20)

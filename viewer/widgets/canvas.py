@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPen, QTransform
+from PySide6.QtGui import QColor, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QGraphicsDropShadowEffect, QGraphicsRectItem, QLabel
 
 from viewer import corner_text
@@ -63,6 +63,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setBackground("k")
+        # scaled images drawn with bilinear filtering, as reading viewers do (nearest pixels showed blocks at zoom)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
         self.view = _ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.addItem(self.view)
         self.group = pg.ItemGroup()

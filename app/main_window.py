@@ -530,6 +530,7 @@ class MainWindow(QMainWindow):
         at = paths.index(path) if path in paths else len(paths)
         neighbours = paths[at + 1:] + paths[:at][::-1]
         self.studies.remove(path, then=neighbours[0] if neighbours else None)
+        self.canvas.forget_rulers(path)  # (put away as the next one came on screen)
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():

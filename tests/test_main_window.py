@@ -157,11 +157,27 @@ def test_distance_tool_in_mm(qtbot, window, shared_cxr):
     assert window.distance_label.text() == f"Distance {length:.1f} mm"  # kept while the line is there
     QTest.keyClick(window, Qt.Key.Key_Delete)
     assert canvas.ruler_length() is None and window.distance_label.text() == ""
-    canvas.start_ruler()
+    # several lines at once (M replaced the line), each with its length; Delete takes the newest
+    for _ in range(3):
+        QTest.keyClick(window, Qt.Key.Key_M)
+    first, second, third = canvas._rulers
+    _, (x2, y2) = canvas._ends(second[0])
+    second[0].movePoint(second[0].getHandles()[1], QPointF(x2, y2 + 300), coords="parent")  # dragged: now the last
+    assert len(canvas.ruler_lengths()) == 3 and canvas.ruler_lengths()[-1][0] > length
+    assert window.distance_label.text() == f"Distance {canvas.ruler_lengths()[-1][0]:.1f} mm"
+    assert second[1].textItem.toPlainText() == window.distance_label.text().removeprefix("Distance ")
+    QTest.keyClick(window, Qt.Key.Key_Delete)
+    assert [r for r, _ in canvas._rulers] == [first[0], third[0]]
+    kept = canvas.ruler_lengths()
     window.cursor_label.setText("x 205, y 215 px · value 326")  # a reading of this image
     open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")
-    # another image: neither the length nor the readout of the one before stays in the status bar
-    assert window.distance_label.text() == "" and window.cursor_label.text() == ""
+    # another image: neither the lines, their length nor the readout of the one before stay
+    assert window.distance_label.text() == "" and window.cursor_label.text() == "" and not canvas._rulers
+    window.show_study(str(shared_cxr / CHEST))  # back: its lines are there again (they were lost)
+    assert [length for length, _ in canvas.ruler_lengths()] == pytest.approx([length for length, _ in kept])
+    window.close_current()
+    open_and_wait(qtbot, window, shared_cxr / CHEST)  # closed and opened again: a new read, no old lines
+    assert canvas.ruler_lengths() == []
 
 
 def test_the_same_right_drag_darkens_either_polarity(qtbot, window, shared_cxr, tmp_path):

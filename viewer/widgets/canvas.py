@@ -84,8 +84,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._box_items: list[tuple[float, QGraphicsRectItem, pg.TextItem]] = []
         self._confidence = 0.4
         self._boxes_visible = True
-        self._ruler: pg.LineSegmentROI | None = None
-        self._ruler_label: pg.TextItem | None = None
+        self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, last moved last
+        self._kept_rulers: dict[str, list] = {}  # each image's lines while another is shown: its path → ends
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         # the text in the corners and the patient's directions at the edges, over the viewport (not in the scene:
@@ -170,22 +170,24 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     # ------------------------------------------------------------ the image
 
     def show_radiograph(self, radiograph: Radiograph) -> None:
+        self._put_away_rulers()
         self.radiograph = radiograph
         self.state = DisplayState()
         self.clear_findings()
-        self.remove_ruler()
         self.cursorMoved.emit("")  # the readout was of the image before (an 8-bit JPEG said "value 326")
         self._render()
         self._apply_orientation()
         self.fit()
+        for start, end in self._kept_rulers.pop(radiograph.path, []):
+            self._add_ruler(start, end)
 
     def show_nothing(self) -> None:
         """Nothing shown (the last study was closed): the image and its overlays are released.
         (Not `clear`: GraphicsLayoutWidget binds that name to its layout's clear, which drops the view.)"""
+        self._put_away_rulers()
         self.radiograph = None
         self.state = DisplayState()
         self.clear_findings()
-        self.remove_ruler()
         self.cursorMoved.emit("")
         self.image_item.clear()
         self._update_text()
@@ -313,51 +315,91 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     # ------------------------------------------------------------ distance tool
 
     def start_ruler(self) -> None:
-        """A distance line across the middle third of the image; drag its ends onto the structure."""
+        """Another distance line across the middle third of the image (below the ones there); drag its ends onto
+        the structure. Several lines stay, each with its length."""
         if self.radiograph is None:
             return
-        self.remove_ruler()
         rows, cols = self.radiograph.rows, self.radiograph.columns
-        self._ruler = pg.LineSegmentROI([[cols / 3, rows / 2], [2 * cols / 3, rows / 2]],
-                                        pen=pg.mkPen((0, 220, 255), width=2))
-        self._ruler.setParentItem(self.group)
-        self._ruler.setZValue(20)
-        # on a dark plate: cyan alone was unreadable over bright lung and bone
-        self._ruler_label = pg.TextItem(color=(0, 220, 255), anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 170))
-        self._ruler_label.setParentItem(self.group)
-        self._ruler.sigRegionChanged.connect(self._update_ruler)
-        self._update_ruler()
+        y = rows / 2 + (len(self._rulers) % 6) * rows / 12
+        self._add_ruler((cols / 3, y), (2 * cols / 3, y))
+
+    def _add_ruler(self, start: tuple[float, float], end: tuple[float, float]) -> None:
+        ruler = pg.LineSegmentROI([list(start), list(end)], pen=pg.mkPen((0, 220, 255), width=2))
+        ruler.setParentItem(self.group)
+        ruler.setZValue(20)
+        # on a dark plate: cyan alone was unreadable over bright lung and bone; at the line's middle, not its end
+        # (where it ran off the image)
+        label = pg.TextItem(color=(0, 220, 255), anchor=(0.5, 1.2), fill=pg.mkBrush(0, 0, 0, 170))
+        label.setParentItem(self.group)
+        label.setZValue(21)
+        self._rulers.append((ruler, label))
+        ruler.sigRegionChanged.connect(lambda _=None, r=ruler: self._update_ruler(r))
+        self._update_ruler(ruler)
+
+    def _ends(self, ruler: pg.LineSegmentROI) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The line's two ends in image pixels."""
+        (x1, y1), (x2, y2) = [(ruler.pos().x() + h.pos().x(), ruler.pos().y() + h.pos().y())
+                              for h in ruler.getHandles()]
+        return (x1, y1), (x2, y2)
+
+    def ruler_lengths(self) -> list[tuple[float, str]]:
+        """(length, unit) of each distance line, oldest first: mm when the spacing is known, else pixels."""
+        if self.radiograph is None:
+            return []
+        lengths = []
+        for ruler, _ in self._rulers:
+            (x1, y1), (x2, y2) = self._ends(ruler)
+            if self.radiograph.pixel_spacing_mm:
+                row_mm, col_mm = self.radiograph.pixel_spacing_mm
+                lengths.append((math.hypot((x2 - x1) * col_mm, (y2 - y1) * row_mm), "mm"))
+            else:
+                lengths.append((math.hypot(x2 - x1, y2 - y1), "px"))
+        return lengths
 
     def ruler_length(self) -> tuple[float, str] | None:
-        """(length, unit) of the distance line: mm when the spacing is known, else pixels."""
-        if self._ruler is None or self.radiograph is None:  # the ruler exists only over an image
-            return None
-        (x1, y1), (x2, y2) = [(h.pos().x(), h.pos().y()) for h in self._ruler.getHandles()]
-        dx, dy = x2 - x1, y2 - y1  # handles share the line's origin: their difference is the length
-        if self.radiograph.pixel_spacing_mm:
-            row_mm, col_mm = self.radiograph.pixel_spacing_mm
-            return math.hypot(dx * col_mm, dy * row_mm), "mm"
-        return math.hypot(dx, dy), "px"
+        """The newest line's (length, unit), or None without a line."""
+        lengths = self.ruler_lengths()
+        return lengths[-1] if lengths else None
 
-    def _update_ruler(self) -> None:
-        measured = self.ruler_length()
-        if measured is None or self._ruler is None or self._ruler_label is None:  # removed meanwhile
+    def _update_ruler(self, ruler: pg.LineSegmentROI) -> None:
+        found = [i for i, (r, _) in enumerate(self._rulers) if r is ruler]
+        if not found or self.radiograph is None:  # removed meanwhile
             return
-        length, unit = measured
-        handle = self._ruler.getHandles()[1]
-        self._ruler_label.setPos(self._ruler.pos() + handle.pos())
+        index = found[0]
+        label = self._rulers[index][1]
+        (x1, y1), (x2, y2) = self._ends(ruler)
+        label.setPos((x1 + x2) / 2, (y1 + y2) / 2)
+        length, unit = self.ruler_lengths()[index]
         text = f"{length:.1f} {unit}"
-        self._ruler_label.setText(text)
+        label.setText(text)
+        self._rulers.append(self._rulers.pop(index))  # the line moved last is the one Delete removes
         self.measured.emit(text)
 
     def remove_ruler(self) -> None:
-        """The distance line goes (Delete; another image; another line), and its reading with it."""
-        for item in (self._ruler, self._ruler_label):
-            if item is not None and item.scene() is not None:
+        """The line moved or drawn last goes (Delete), and the status bar shows the one before, if any."""
+        if not self._rulers:
+            return
+        self._drop(*self._rulers.pop())
+        remaining = self.ruler_lengths()
+        self.measured.emit(f"{remaining[-1][0]:.1f} {remaining[-1][1]}" if remaining else "")
+
+    def _drop(self, *items) -> None:
+        for item in items:
+            if item.scene() is not None:
                 item.scene().removeItem(item)
-        if self._ruler is not None:
-            self.measured.emit("")
-        self._ruler = self._ruler_label = None
+
+    def _put_away_rulers(self) -> None:
+        """The lines of the image leaving the screen are kept for its return (a measurement is part of a read)."""
+        if self.radiograph is not None:
+            self._kept_rulers[self.radiograph.path] = [self._ends(ruler) for ruler, _ in self._rulers]
+        for ruler, label in self._rulers:
+            self._drop(ruler, label)
+        self._rulers = []
+        self.measured.emit("")
+
+    def forget_rulers(self, path: str) -> None:
+        """The study was closed: its lines go with it."""
+        self._kept_rulers.pop(path, None)
 
     # ------------------------------------------------------------ AI overlays
 

@@ -132,3 +132,31 @@ def test_text_of_our_own_outside_the_sources_character_set_is_written_in_utf8(sh
     texts = [item.value for item in written.iterall() if item.keyword == "TextValue"]
     meanings = {item.value for item in written.iterall() if item.keyword == "CodeMeaning"}
     assert f"fallback: {reason}" in texts and "Épanchement pleural" in meanings
+
+
+@pytest.mark.parametrize("magnification", [1.1, None])
+def test_the_annotated_image_says_pixel_spacing_only_at_the_patient(shared_cxr, tmp_path, magnification):
+    """The detector's spacing corrected for magnification goes in as Pixel Spacing marked GEOMETRY; the detector's
+    alone stays out (it was written as Pixel Spacing, "at the patient", which it is not). Both pass dciodvfy."""
+    from inference.config import ModelKind
+    from inference.models.findings import Findings, Mode, ModelRun
+
+    source = pydicom.dcmread(shared_cxr / "dicom/DX_chest_966_fixed.dcm")
+    del source.PixelSpacing
+    source.ImagerPixelSpacing = [0.16, 0.16]
+    if magnification:
+        source.EstimatedRadiographicMagnificationFactor = magnification
+    path = tmp_path / "source.dcm"
+    source.save_as(path)
+    findings = Findings(path=str(path), detections=(), probabilities={"Effusion": 0.5},
+                        models={ModelKind.CLASSIFIER: ModelRun("demo", 10)}, mode=Mode.LOCAL)
+    radiograph = load_radiograph(path)
+    image_path = write_secondary_capture(findings, radiograph, tmp_path / "out")
+    assert _errors(_validator("dciodvfy"), str(image_path)) == []
+    image = pydicom.dcmread(image_path, stop_before_pixels=True)
+    if magnification:
+        scale = image.Columns / radiograph.columns
+        assert float(image.PixelSpacing[0]) == pytest.approx(0.16 / 1.1 / scale, rel=1e-4)
+        assert image.PixelSpacingCalibrationType == "GEOMETRY"
+    else:
+        assert "PixelSpacing" not in image

@@ -39,7 +39,7 @@ from inference.reports.structured_report import (
     series_uid,
 )
 from viewer.display import render_8bit
-from viewer.radiograph import Radiograph, Window
+from viewer.radiograph import Radiograph, SpacingSource, Window
 
 LONGEST_SIDE = 2048          # px: enough to read on a PACS monitor, a few MB per study instead of tens
 SHOWN_FINDINGS = 5           # the classifier's most probable findings listed on the image
@@ -129,8 +129,13 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     evidence = evidence_of(radiograph.header)
     pixels = render_annotated(radiograph, findings, view)
     scale = pixels.shape[1] / radiograph.pixels.shape[1]  # the band above adds rows only
-    spacing = (None if radiograph.pixel_spacing_mm is None else
-               tuple(round(s / scale, 6) for s in radiograph.pixel_spacing_mm))
+    # Pixel Spacing means "at the patient": said only where the source's spacing is (its own Pixel Spacing, or the
+    # detector's corrected by the magnification factor, marked GEOMETRY below); a detector-plane or scanned-film
+    # spacing would be claimed as something it is not, so it stays out (the SC is a view, not for measuring)
+    at_patient = radiograph.spacing_source in (SpacingSource.PIXEL_SPACING,
+                                               SpacingSource.IMAGER_PIXEL_SPACING_MAGNIFICATION_CORRECTED)
+    spacing = (tuple(round(s / scale, 6) for s in radiograph.pixel_spacing_mm)
+               if at_patient and radiograph.pixel_spacing_mm is not None else None)
     orientation = evidence.get("PatientOrientation")
     known = orientation is not None and len(orientation) == 2 and all(orientation)
     try:
@@ -156,6 +161,9 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     image.ManufacturerModelName = "MedEdge Viewer"
     image.SoftwareVersions = package_version()
     _carry_over(radiograph.header, image)
+    if spacing is not None and radiograph.spacing_source is SpacingSource.IMAGER_PIXEL_SPACING_MAGNIFICATION_CORRECTED:
+        image.PixelSpacingCalibrationType = "GEOMETRY"
+        image.PixelSpacingCalibrationDescription = "Imager Pixel Spacing / Estimated Magnification"  # (LO: 64)
     source = Dataset()
     source.ReferencedSOPClassUID = evidence.SOPClassUID
     source.ReferencedSOPInstanceUID = evidence.SOPInstanceUID

@@ -343,3 +343,19 @@ def test_a_derived_sr_uid_names_one_content_and_keeps_its_series(study, tmp_path
                     for name in ("first", "again"))
     assert first.SOPInstanceUID == again.SOPInstanceUID == uid
     assert first.SeriesInstanceUID == again.SeriesInstanceUID != header.SeriesInstanceUID
+
+
+def test_the_device_observer_is_this_installation(study, tmp_path, monkeypatch):
+    """The SR's Device Observer UID is made once per installation (data folder) and kept (every installation had
+    the same one)."""
+    from inference.reports.structured_report import device_uid
+
+    path, _ = study
+    uids = []
+    for installation in ("a", "a", "b"):
+        monkeypatch.setenv("MEDEDGE_DATA_DIR", str(tmp_path / installation))
+        sr = hd.sr.srread(write_sr(_findings(str(path)), load_radiograph(path), tmp_path / "sr" / installation))
+        [observer] = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121012"]
+        uids.append(observer.UID)
+        assert observer.UID == device_uid()
+    assert uids[0] == uids[1] != uids[2]

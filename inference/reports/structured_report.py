@@ -34,6 +34,7 @@ from pydicom.valuerep import DA, TM
 
 from inference.config import MANUFACTURER, ModelKind
 from inference.models.findings import Findings
+from inference.models.weights import data_dir
 
 if TYPE_CHECKING:
     from viewer.radiograph import Radiograph
@@ -237,7 +238,7 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=["mededge-viewer", "device-observer"]),  # stable: the same software
+            uid=device_uid(),  # this installation's: a reader can tell which workstation made the report
             name="MedEdge Viewer", manufacturer_name=MANUFACTURER, model_name="MedEdge Viewer"))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -274,6 +275,25 @@ def procedure_of(source: Dataset) -> Code:
         if value and scheme and meaning:
             return Code(value, scheme, meaning[:64])
     return CHEST_SINGLE_VIEW
+
+
+def device_uid() -> str:
+    """This installation's Device Observer UID, made once and kept in the data folder (every installation had the
+    same one, derived from the product's name)."""
+    path = data_dir() / "device-observer-uid"
+    try:
+        uid = path.read_text().strip()
+        if uid and len(uid) <= 64 and all(part.isdigit() for part in uid.split(".")):
+            return uid
+    except OSError:
+        pass
+    uid = generate_uid()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(uid + "\n")
+    except OSError:  # a read-only data folder: this report still gets one, the next another
+        pass
+    return uid
 
 
 def result_uid(source_uid: str, findings: Findings) -> str:

@@ -57,6 +57,7 @@ class FindingsPanel(QWidget):
                                     "No analysis yet (F5 analyses the open study)")
             self.timing_label.setText("")
             self.detections_label.setText("")
+            self.mode_label.setToolTip("")
             return
         self.show_demo_banner(findings.demo_weights)
         text = f"Mode: {MODE_TEXT[findings.mode]}"
@@ -67,8 +68,10 @@ class FindingsPanel(QWidget):
                          + (f", its first stages on {run.bands} bands" if run.bands else "") for kind, run in runs)
         runtimes = ", ".join(f"{kind.value} {run.runtime.value}" for kind, run in runs)
         where = ", ".join("this workstation" if place == WORKSTATION else f"edge {place}" for place in findings.ran_on)
-        self.mode_label.setText(f"{text}\nRan on: {where}\nSplit: {cuts}"
-                                + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
+        # where the cuts were matters only for a split; the runtimes are for IT staff (in the tooltip)
+        split = f"\nSplit: {cuts}" if findings.mode is Mode.DISTRIBUTED else ""
+        self.mode_label.setText(f"{text}\nRan on: {where}{split}")
+        self.mode_label.setToolTip(f"Split: {cuts}" + (f"\nLocal runtime: {runtimes}" if runtimes else ""))
         self.timing_label.setText(timing_text(findings.timing_ms))
         self.detections_label.setText(detections_text(findings))
         ordered = sorted(findings.probabilities.items(), key=lambda item: -item[1])

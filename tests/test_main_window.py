@@ -312,7 +312,7 @@ def test_local_analysis_draws_overlays_without_blocking_the_ui(qtbot, window, sh
     assert findings.mode is Mode.LOCAL and len(findings.probabilities) == 14
     assert window.banner.isVisible() and window.findings_panel.banner.isVisible()  # demo weights
     assert "local" in window.findings_panel.mode_label.text()
-    assert "Ran on: this workstation\n" in window.findings_panel.mode_label.text()
+    assert window.findings_panel.mode_label.text().endswith("Ran on: this workstation")  # no cuts: none was made
     assert len(window.findings_panel.rows) == 14
     top = max(findings.probabilities, key=findings.probabilities.get)
     window.findings_panel.rows[top][0].click()

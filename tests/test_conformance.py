@@ -110,7 +110,7 @@ def test_an_image_once_compressed_lossily_says_so_in_its_annotated_copy(written)
     assert "LossyImageCompression" not in lossless  # JPEG 2000 lossless: nothing to say
 
 
-@pytest.mark.parametrize("character_set", [None, "ISO_IR 100"])
+@pytest.mark.parametrize("character_set", [None, "ISO_IR 100", ["", "ISO 2022 IR 87"]])
 def test_text_of_our_own_outside_the_sources_character_set_is_written_in_utf8(shared_cxr, tmp_path, character_set):
     """An edge's error in the results, or a finding named by other weights, in characters the source's character set
     lacks: the SR says UTF-8 and keeps them (it wrote bytes the default repertoire lacks, or '?')."""
@@ -118,8 +118,10 @@ def test_text_of_our_own_outside_the_sources_character_set_is_written_in_utf8(sh
     from inference.models.findings import Findings, Mode, ModelRun
 
     source = pydicom.dcmread(shared_cxr / "dicom/CR-MONO1-10-chest", force=True)
-    if character_set:
+    if character_set == "ISO_IR 100":
         source.SpecificCharacterSet, source.PatientName = character_set, "Müller^Jürgen"
+    elif character_set:  # Japanese: ASCII, then JIS X 0208 after an escape (é is in neither)
+        source.SpecificCharacterSet, source.PatientName = character_set, "Yamada^Tarou=山田^太郎"
     reason = "edge a:8001 timed out — Triton said “model not ready” (queue delay 2000 µs)"
     findings = Findings(path="x", detections=(), probabilities={"Épanchement pleural": 0.7, "Effusion": 0.5},
                         models={ModelKind.CLASSIFIER: ModelRun("demo", 10)}, mode=Mode.LOCAL_FALLBACK,

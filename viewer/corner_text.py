@@ -6,19 +6,15 @@ the reader changed (inverted, flipped, rotated) and what the pixels went through
 
 from __future__ import annotations
 
-from viewer.names import readable_date, readable_person_name, readable_time
+from viewer.names import is_date, readable_date, readable_person_name, readable_time
 from viewer.radiograph import Radiograph, Window
-
-# transfer syntaxes that are lossy whatever the header says: JPEG baseline and extended, JPEG-LS near-lossless
-_LOSSY_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81")
-
 
 LONGEST = 40  # characters: a corner's line stays clear of the orientation letter between the corners
 
 
 def patient_lines(radiograph: Radiograph) -> list[str]:
     info = radiograph.info
-    birth = info.patient_birth_date if _is_date(info.patient_birth_date) else ""  # (an anonymiser's hash is not)
+    birth = info.patient_birth_date if is_date(info.patient_birth_date) else ""  # (an anonymiser's hash is not)
     born = " ".join(v for v in (readable_date(birth), info.patient_sex) if v)
     return _fitted([readable_person_name(info.patient_name), info.patient_id and f"ID {info.patient_id}",
                     born and f"Born {born}"])
@@ -26,15 +22,11 @@ def patient_lines(radiograph: Radiograph) -> list[str]:
 
 def study_lines(radiograph: Radiograph) -> list[str]:
     info = radiograph.info
-    day = readable_date(info.study_date) if _is_date(info.study_date) else ""
+    day = readable_date(info.study_date) if is_date(info.study_date) else ""
     when = " ".join(v for v in (day, readable_time(info.study_time) if day else "") if v)
     image = " ".join(v for v in (info.modality, info.view_position, info.laterality) if v)
     frames = f"frame 1 of {radiograph.frames}" if radiograph.frames > 1 else ""
     return _fitted([when, info.study_description, image, frames])
-
-
-def _is_date(da: str) -> bool:
-    return len(da) == 8 and da.isdigit()
 
 
 def _fitted(lines: list[str]) -> list[str]:
@@ -57,6 +49,6 @@ def state_lines(radiograph: Radiograph, inverted: bool, rotation: int, flip_hori
                                                                 ("vertically", flip_vertical)) if f))
     if rotation % 360:
         lines.append(f"Rotated {rotation % 360}°")
-    if radiograph.info.lossy or radiograph.transfer_syntax in _LOSSY_SYNTAXES:
+    if radiograph.info.lossy:
         lines.append("LOSSY COMPRESSED")  # a reader must know: fine detail may have been lost
     return lines

@@ -416,6 +416,10 @@ def _decode_first_frame(ds, transfer_syntax: str, where: str, notes: list[str]) 
 
 # Which compressed encodings are lossy: what to ask the sender for when one cannot be decoded.
 _JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+# those lossy whatever the header says, with their Lossy Image Compression Method (JPEG 2000 and HTJ2K may be
+# either: the header says)
+LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", _JPEG_EXTENDED: "ISO_10918_1",
+                  "1.2.840.10008.1.2.4.81": "ISO_14495_1"}
 _LOSSLESS_SYNTAXES = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
                       "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201"}
 
@@ -782,7 +786,8 @@ def _study_info(ds) -> StudyInfo:
         patient_sex=_text(ds, "PatientSex"),
         study_time=_text(ds, "StudyTime"),
         patient_orientation=_text(ds, "PatientOrientation"),
-        lossy=_text(ds, "LossyImageCompression") == "01",
+        lossy=_text(ds, "LossyImageCompression") == "01"
+        or str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) in LOSSY_SYNTAXES,
     )
 
 

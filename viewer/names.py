@@ -20,9 +20,14 @@ def readable_person_name(name: str) -> str:
     return ", ".join(part for part in (family, first, suffix) if part)
 
 
+def is_date(da: str) -> bool:
+    """Whether `da` has a DICOM date's form (YYYYMMDD), not an anonymiser's hash."""
+    return len(da) == 8 and da.isdigit()
+
+
 def readable_date(da: str) -> str:
     """A DICOM date (DA, YYYYMMDD) as YYYY-MM-DD; anything else as it is."""
-    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if is_date(da) else da
 
 
 def readable_time(tm: str) -> str:

@@ -19,12 +19,7 @@ import cv2
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSNearLossless,
-    generate_uid,
-)
+from pydicom.uid import generate_uid
 
 from inference.config import MANUFACTURER
 from inference.models.findings import Findings
@@ -39,6 +34,7 @@ from inference.reports.structured_report import (
     series_uid,
 )
 from viewer.display import render_8bit
+from viewer.loader import LOSSY_SYNTAXES
 from viewer.radiograph import Radiograph, SpacingSource, Window
 
 LONGEST_SIDE = 2048          # px: enough to read on a PACS monitor, a few MB per study instead of tens
@@ -50,8 +46,7 @@ BANNER = "AI RESULT (MedEdge) - NOT A DIAGNOSIS"
 STUDY_LEVEL = ("IssuerOfPatientID", "OtherPatientIDsSequence", "PatientAge", "PatientSize", "PatientWeight",
                "StudyDescription", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "ProcedureCodeSequence",
                "IssuerOfAccessionNumberSequence", "AdmittingDiagnosesDescription", "AdditionalPatientHistory")
-# Transfer syntaxes that are lossy whatever the file says (JPEG 2000 and HTJ2K may be either: the file says)
-_LOSSY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1"}
+
 SERIES_DESCRIPTION = "MedEdge AI annotated view"
 FONT = cv2.FONT_HERSHEY_SIMPLEX  # ASCII only
 
@@ -160,7 +155,7 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     image.DerivationDescription = "MedEdge Viewer: detector boxes and classifier findings drawn on the source image"
     image.ManufacturerModelName = "MedEdge Viewer"
     image.SoftwareVersions = package_version()
-    _carry_over(radiograph.header, image)
+    _carry_over(radiograph, image)
     if spacing is not None and radiograph.spacing_source is SpacingSource.IMAGER_PIXEL_SPACING_MAGNIFICATION_CORRECTED:
         image.PixelSpacingCalibrationType = "GEOMETRY"
         image.PixelSpacingCalibrationDescription = "Imager Pixel Spacing / Estimated Magnification"  # (LO: 64)
@@ -171,24 +166,25 @@ def build_secondary_capture(findings: Findings, radiograph: Radiograph, *, view:
     return image
 
 
-def _carry_over(source: Dataset, image: Dataset) -> None:
+def _carry_over(radiograph: Radiograph, image: Dataset) -> None:
     """What the image must keep of its source beyond highdicom's copy: the study's other attributes, the body part
     (which answers General Series' Laterality condition: the chest is not a paired part), and the lossy compression
     the pixels went through once (PS3.3 C.7.6.1.1.5: once lossy, always said so)."""
+    source = radiograph.header
+    assert source is not None  # (a DICOM source: checked by the caller)
     for keyword in STUDY_LEVEL:
         if keyword in source and keyword not in image:
             image[keyword] = deepcopy(source[keyword])
     image.BodyPartExamined = str(source.get("BodyPartExamined", "") or "").strip() or "CHEST"  # what was analysed
     if str(source.get("Laterality", "") or "").strip():
         image.Laterality = source.Laterality
-    syntax = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
-    if str(source.get("LossyImageCompression", "")).strip() == "01" or syntax in _LOSSY:
+    if radiograph.info.lossy:
         image.LossyImageCompression = "01"
         for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
             if keyword in source:
                 image[keyword] = deepcopy(source[keyword])
-        if "LossyImageCompressionMethod" not in image and syntax in _LOSSY:
-            image.LossyImageCompressionMethod = _LOSSY[syntax]
+        if "LossyImageCompressionMethod" not in image and radiograph.transfer_syntax in LOSSY_SYNTAXES:
+            image.LossyImageCompressionMethod = LOSSY_SYNTAXES[radiograph.transfer_syntax]
 
 
 def write_secondary_capture(findings: Findings, radiograph: Radiograph, folder: str | os.PathLike[str],

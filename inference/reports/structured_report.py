@@ -123,6 +123,7 @@ def _evidence_of(source: Dataset) -> Dataset:
     if str(source.get("Modality", "")).upper() == "SR":
         raise StructuredReportError("the source is itself a structured report, not an image")
     evidence = deepcopy(source)
+    _name_the_default_repertoire(evidence)
     for keyword in _TYPE2_PATIENT_STUDY:
         if keyword not in evidence or evidence[keyword].value is None:
             setattr(evidence, keyword, "")
@@ -134,6 +135,20 @@ def _evidence_of(source: Dataset) -> Dataset:
         except ValueError:
             setattr(evidence, keyword, "")  # an unreadable date would make highdicom fail the whole SR
     return evidence
+
+
+def _name_the_default_repertoire(evidence: Dataset) -> None:
+    """Specific Character Set as highdicom takes it, meaning the same: the default repertoire is no value when alone
+    and "ISO 2022 IR 6" before code extensions (a Japanese "\\ISO 2022 IR 87" made the SR fail: "'' is not a valid
+    SpecificCharacterSetValues")."""
+    declared = evidence.get("SpecificCharacterSet", None)
+    if declared is None:
+        return
+    terms = [str(term).strip() for term in (declared if isinstance(declared, (list, tuple, MultiValue)) else [declared])]
+    if all(term in ("", "ISO_IR 6") for term in terms):
+        del evidence.SpecificCharacterSet
+    elif len(terms) > 1:
+        evidence.SpecificCharacterSet = ["ISO 2022 IR 6" if term in ("", "ISO_IR 6") else term for term in terms]
 
 
 def _algorithm(model: ModelKind, findings: Findings, names: Mapping[ModelKind, str]) -> hd.sr.AlgorithmIdentification:
@@ -352,7 +367,10 @@ def _holds_its_text(dataset: Dataset) -> bool:
     declares: ASCII without one (pydicom would write Latin-1 bytes there); with several (ISO 2022), each character
     in one of them."""
     declared = dataset.get("SpecificCharacterSet", "") or ""
-    codecs = ["ascii"] if not declared or declared in ("ISO_IR 6", ["ISO_IR 6"]) else convert_encodings(declared)
+    terms = [str(term).strip() for term in (declared if isinstance(declared, (list, tuple, MultiValue)) else [declared])]
+    # the default repertoire, alone or as ISO 2022's first term, is ASCII (pydicom encodes it as Latin-1)
+    codecs = ["ascii" if term in ("", "ISO_IR 6", "ISO 2022 IR 6") else convert_encodings(term)[0]
+              for term in terms or [""]]
 
     def fits(character: str) -> bool:
         for codec in codecs:

@@ -254,8 +254,14 @@ class MainWindow(QMainWindow):
         file.addAction(self._action("Quit", self.close))
 
         view = menu.addMenu("&View")
-        view.addAction(self._action("Next image", lambda: self.step_image(1)))
-        view.addAction(self._action("Previous image", lambda: self.step_image(-1)))
+        for name, step in (("Next image", 1), ("Previous image", -1)):
+            action = self._action(name, lambda _=False, s=step: self.step_image(s))
+            # over the image and in the Studies list only: elsewhere PgDown pages its list or steps a spin box
+            self.removeAction(action)
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            for widget in (self.canvas, self.study_list):
+                widget.addAction(action)
+            view.addAction(action)
         view.addAction(self._action("Fit to window", self.canvas.fit))
         view.addAction(self._action("1:1 pixels", self.canvas.one_to_one))
         self.invert_action = self._action("Invert", lambda checked: self.canvas.set_invert(checked), checkable=True)
@@ -313,7 +319,7 @@ class MainWindow(QMainWindow):
                                           f"{floor / 100:.2f})")
         self.confidence_slider.setValue(round(self.settings.confidence * 100))
         self.confidence_slider.setMaximumWidth(160)
-        self.confidence_label = QLabel(f"{self.settings.confidence:.2f}")
+        self.confidence_label = QLabel(f"{self.confidence_slider.value() / 100:.2f}")  # (a lower setting: clamped)
         self.confidence_slider.valueChanged.connect(self._confidence_changed)
         toolbar.addWidget(self.confidence_slider)
         toolbar.addWidget(self.confidence_label)
@@ -355,11 +361,12 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_paths([folder])
 
-    def open_paths(self, paths: list[str], then: Callable[[list[str]], None] | None = None) -> _OpenBatch:
+    def open_paths(self, paths: list[str], then: Callable[[list[str]], None] | None = None,
+                   recent: bool = True) -> _OpenBatch:
         """Everything happens in the background: the paths are read (a folder's files; a patient CD's index,
         which pydicom checks file by file), then the files load all at once; the first that opens is shown.
         When several were asked for and some could not be opened, one notice lists each with its reason."""
-        batch = _OpenBatch(then=then, asked=[str(p) for p in paths])
+        batch = _OpenBatch(then=then, asked=[str(p) for p in paths] if recent else [])
         self.statusBar().showMessage("Reading " + ", ".join(Path(p).name or str(p) for p in paths[:3])
                                      + ("…" if len(paths) > 3 else ""))
         reading = Worker(files_to_open, list(paths))
@@ -415,9 +422,12 @@ class MainWindow(QMainWindow):
 
     def _batch_done(self, batch: _OpenBatch, index: int, study: str | None) -> None:
         batch.opened[index] = study
-        if batch.done and any(batch.opened.values()):  # what was asked for, as asked: a folder stays a folder
+        if batch.done and batch.asked:  # what was asked for, as asked (a folder stays a folder), if it opened
+            opened = [Path(path) for path in batch.opened.values() if path is not None]  # (as read: no I/O here)
             for asked in reversed(batch.asked):
-                self.settings = self.settings.with_recent(asked)
+                where = Path(asked).parent if Path(asked).name.upper() == "DICOMDIR" else Path(asked)
+                if any(path == where or path.is_relative_to(where) for path in opened):
+                    self.settings = self.settings.with_recent(asked)
             self._refresh_recent()
         if (shown := batch.to_show()) is not None and shown in self.studies:  # (not closed meanwhile)
             self.show_study(shown)
@@ -741,7 +751,8 @@ class MainWindow(QMainWindow):
     def _open_retrieved(self, files: list[str], analyse: bool) -> None:
         """A study retrieved from the PACS: its images open like any files, and with "Analyse on retrieve" are
         analysed together once they have."""
-        self.open_paths(files, then=self.analyze_all if analyse else None)
+        # (not in Open recent: the cache's files, one per image, go when it is cleared; the PACS panel finds them)
+        self.open_paths(files, then=self.analyze_all if analyse else None, recent=False)
 
     def send_results(self) -> Worker | None:
         """The shown study's findings as a DICOM SR — with the annotated view as an image when the Settings ask —
@@ -762,7 +773,8 @@ class MainWindow(QMainWindow):
 
             state = self.canvas.state
             image_of = study.radiograph
-            view = View(self.settings.confidence, state.window, study.radiograph.inverted != state.invert)
+            # the boxes the reader sees: the slider's threshold, not the setting it started from
+            view = View(self.confidence_slider.value() / 100, state.window, study.radiograph.inverted != state.invert)
         what = "the DICOM SR and the annotated image" if image_of is not None else "the DICOM SR"
         self.statusBar().showMessage(f"Sending {what} to {node}…")
         worker = Worker(write_and_send, study.findings, study.radiograph.header, data_dir() / "sent-sr", None, node,

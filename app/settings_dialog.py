@@ -36,6 +36,7 @@ from app.settings import AppSettings, SplitMode
 from app.theme import Theme
 from app.workers import Worker, start
 from inference.config import Runtime, WireFormat
+from inference.models.detector import DetectorConfig
 from inference.models.weights import file_sha256
 from pacs.nodes import PacsTls
 from security.pem import check_pem_files
@@ -136,7 +137,7 @@ class SettingsDialog(QDialog):
             edit.editingFinished.connect(lambda e=edit, lab=label: self._hash(e.text(), lab))
             self._hash(edit.text(), label)
         self.confidence = QDoubleSpinBox()
-        self.confidence.setRange(0.01, 0.99)
+        self.confidence.setRange(DetectorConfig().confidence, 0.99)  # the detector keeps no box below its own
         self.confidence.setSingleStep(0.05)
         self.confidence.setValue(settings.confidence)
         form.addRow("Box confidence", self.confidence)

@@ -101,8 +101,8 @@ class StudyModel(QObject):
 
     def show(self, path: str | None) -> None:
         """Show this study (None: none)."""
-        if path is not None and path not in self._studies:
-            return
+        if path is not None and path not in self._studies or path == self.current:
+            return  # (on screen already: its window, zoom and flips stay as the reader left them)
         self.current = path
         self.current_changed.emit(self.get(path))
 

@@ -205,6 +205,8 @@ def test_confidence_slider_filters_boxes_without_new_analysis(qtbot, window, sha
     assert window.canvas.visible_box_count() == 0
     # the slider starts at the detector's own threshold: below it there is no box to show
     assert window.confidence_slider.minimum() == 40
+    window.confidence_slider.setValue(40)
+    assert window.confidence_label.text() == "0.40"
     ran = {ModelKind.DETECTOR: ModelRun("demo", 32)}
     window.studies.set_findings(window.current, replace(findings, models=ran))
     assert window.findings_panel.detections_label.text() == "Opacities: 3 boxes (highest score 0.90)"
@@ -704,22 +706,32 @@ def test_stepping_through_and_closing_follow_the_studies_list(qtbot, window, sha
     order = window.study_list.in_order_shown()
     assert sorted(order) == sorted(window.study_list.paths) and len(order) == 3
     window.show_study(order[0])
+    window.study_list.setFocus()
     for expected in (order[1], order[2], order[2]):  # none past the end
         QTest.keyClick(window.study_list, Qt.Key.Key_PageDown)
         assert window.current == expected
+    window.canvas.setFocus()
     QTest.keyClick(window.canvas, Qt.Key.Key_PageUp)
     assert window.current == order[1]
-    window.close_current()
-    assert window.current == order[2]  # the next below it
-    window.close_current()
-    assert window.current == order[0]  # the last closed: the one above
+    # PgDown elsewhere pages its own list: the image stays
+    window.tag_browser.tree.setFocus()
+    QTest.keyClick(window.tag_browser.tree, Qt.Key.Key_PageDown)
+    assert window.current == order[1]
 
     tree = window.study_list
+    tree.setFocus()  # (clicked into, as a reader does)
     patient = QTreeWidgetItemIterator(tree).value()
     tree.setCurrentItem(patient)
     assert tree.currentItem() is patient and window.current == order[0]  # its image shown, the row kept
     QTest.keyClick(tree, Qt.Key.Key_Down)
     assert tree.currentItem() is patient.child(0)  # its study: the next row, not one further down
+    QTest.keyClick(tree, Qt.Key.Key_PageDown)  # another image: its row is selected (the study row stayed)
+    assert window.current == order[1] and tree.currentItem().data(0, Qt.ItemDataRole.UserRole) == order[1]
+
+    window.close_current()
+    assert window.current == order[2]  # the next below it
+    window.close_current()
+    assert window.current == order[0]  # the last closed: the one above
 
 
 def test_opening_a_study_again_keeps_its_analysis(qtbot, window, shared_cxr):
@@ -727,9 +739,11 @@ def test_opening_a_study_again_keeps_its_analysis(qtbot, window, shared_cxr):
     open_and_wait(qtbot, window, path)
     findings = Findings(path=str(path), detections=(), probabilities={"Effusion": 0.7}, models={})
     window.studies.set_findings(str(path), findings)
+    window.canvas.rotate(90)
     batch = window.open_paths([str(path)])  # Open recent, or the same file dropped again
     qtbot.waitUntil(lambda: batch.done, timeout=30_000)
     assert window.studies.findings(str(path)) is findings and window.findings_panel.rows
+    assert window.canvas.state.rotation == 90  # as the reader left it
 
 
 def test_the_findings_scroll_on_a_small_screen(qtbot, window, shared_cxr):
@@ -813,9 +827,12 @@ def test_the_image_says_who_what_and_which_way(qtbot, window, shared_cxr):
     assert not any(label.isVisible() for label in canvas.text.values())
     QTest.keyClick(window, Qt.Key.Key_T)
     assert shown("right") == "H"
-    # an exported view keeps the directions, not the patient
-    picture = canvas.grab_without_identity()
-    assert picture.width() == canvas.width() and shown("top-left") and info.patient_id in shown("top-left")
+    # the patient's text comes back after an export's picture (which goes without it: the test below)
+    canvas.grab_without_identity()
+    assert info.patient_id in shown("top-left")
+    canvas.radiograph = replace(canvas.radiograph, info=replace(info, patient_name="<b>Doe</b>^<i>Jane</i>"))
+    canvas.set_text_visible(True)
+    assert shown("top-left").startswith("<b>Doe</b>, <i>Jane</i>")  # a header's markup is text, not formatting
 
 
 def test_the_exported_view_carries_no_patient_text(qtbot, window, shared_cxr, tmp_path, monkeypatch):
@@ -872,6 +889,14 @@ def test_open_recent_lists_the_folder_that_was_opened(qtbot, window, shared_cxr,
     [entry] = [a for a in window.recent_menu.actions() if a.text() == str(folder)]
     entry.trigger()
     qtbot.waitUntil(lambda: len(window.study_list.paths) == 2, timeout=30_000)
+    before = window.settings.recent_files
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4\n")  # refused: not listed
+    batch = window.open_paths([str(tmp_path / "report.pdf")])
+    qtbot.waitUntil(lambda: batch.done, timeout=30_000)
+    window._open_retrieved([str(shared_cxr / CHEST)], analyse=False)  # a PACS retrieve's cache files: not listed
+    qtbot.waitUntil(lambda: len(window.study_list.paths) == 3, timeout=30_000)
+    qtbot.wait(100)
+    assert window.settings.recent_files == before
 
 
 def test_a_zoomed_image_is_drawn_smooth(qtbot, window, shared_cxr):

@@ -92,6 +92,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         # they stay put and readable whatever the zoom, rotation or flip)
         self.text: dict[str, QLabel] = {place: self._text_label(place) for place in (*CORNERS, *EDGES)}
         self.text_visible = True
+        self._hiding_identity = False
         self.view.sigRangeChanged.connect(lambda *_: self._update_text())
         self.displayChanged.connect(lambda _: self._update_text())
 
@@ -99,6 +100,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def _text_label(self, place: str) -> QLabel:
         label = QLabel(self)
+        label.setTextFormat(Qt.TextFormat.PlainText)  # a header's "<b>" is text, not markup
         label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         edge = place in EDGES
         label.setStyleSheet("color:#f0f0f0;background:transparent;"
@@ -124,11 +126,11 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         size = self.view.viewPixelSize()[0]
         return 1.0 / size if size > 0 else None
 
-    def _update_text(self, identity: bool = True) -> None:
+    def _update_text(self) -> None:
         r, s = self.radiograph, self.state
         texts: dict[str, list[str]] = {place: [] for place in (*CORNERS, *EDGES)}
         if r is not None and self.text_visible:
-            if identity:
+            if not self._hiding_identity:
                 texts["top-left"], texts["top-right"] = corner_text.patient_lines(r), corner_text.study_lines(r)
             texts["bottom-left"] = corner_text.display_lines(self.current_window(), self.zoom())
             texts["bottom-right"] = corner_text.state_lines(r, s.invert, s.rotation, s.flip_horizontal,
@@ -161,10 +163,12 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def grab_without_identity(self):
         """The canvas as a picture without the patient's and the study's text (an exported view leaves no patient
         details behind); the orientation, window and display state stay."""
-        self._update_text(identity=False)
+        self._hiding_identity = True  # (held while grabbing: an update on the way must not put it back)
+        self._update_text()
         try:
             return self.grab()
         finally:
+            self._hiding_identity = False
             self._update_text()
 
     # ------------------------------------------------------------ the image
@@ -333,7 +337,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setParentItem(self.group)
         label.setZValue(21)
         self._rulers.append((ruler, label))
-        ruler.sigRegionChanged.connect(lambda _=None, r=ruler: self._update_ruler(r))
+        ruler.sigRegionChanged.connect(self._update_ruler)  # (it passes the line; a lambda kept every line alive)
         self._update_ruler(ruler)
 
     def _ends(self, ruler: pg.LineSegmentROI) -> tuple[tuple[float, float], tuple[float, float]]:

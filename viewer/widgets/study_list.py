@@ -154,10 +154,10 @@ class StudyList(QTreeWidget):
         over the rows between and stick."""
         item = self._images.get(path)
         current = self.currentItem()
-        ancestor = item.parent() if item is not None else None
-        while ancestor is not None and ancestor is not current:
-            ancestor = ancestor.parent()
-        if item is not None and current is not item and ancestor is None:
+        first_under_current = current
+        while first_under_current is not None and first_under_current.childCount():
+            first_under_current = first_under_current.child(0)
+        if item is not None and current is not item and first_under_current is not item:
             with QSignalBlocker(self):  # it is shown already
                 self.setCurrentItem(item)
             self.viewport().update()

@@ -506,7 +506,7 @@ class MainWindow(QMainWindow):
 
     def _file_windows(self, radiograph: Radiograph) -> list[tuple[str, Window | None]]:
         """The windows the file offers: its default (None: as the file says), then the others it names."""
-        return [("default", None), *radiograph.other_windows]
+        return [(radiograph.window_name or "default", None), *radiograph.other_windows]
 
     def _list_file_windows(self, radiograph: Radiograph) -> None:
         self.file_windows_menu.clear()

@@ -62,7 +62,7 @@ def test_open_shows_the_radiograph(qtbot, window, shared_cxr):
     window.tag_browser.search.setText("WindowCenter")
     assert window.tag_browser.visible_rows() == ["WindowCenter"]
     tree = window.tag_browser.tree  # in the panel's width the value keeps most of it (it kept 3–4 characters)
-    assert tree.columnWidth(2) < 60 and tree.columnWidth(1) <= 150 and tree.columnWidth(3) >= tree.viewport().width() / 3
+    assert tree.columnWidth(2) < 60 and tree.columnWidth(1) <= 120 and tree.columnWidth(3) >= tree.viewport().width() / 3
 
 
 def test_bad_file_shows_its_reason(qtbot, window, shared_cxr):
@@ -801,10 +801,14 @@ def test_the_image_says_who_what_and_which_way(qtbot, window, shared_cxr):
     assert info.patient_id in shown("top-left") and "DX" in shown("top-right")
     assert shown("bottom-left").startswith("W 4096  L 2048\nZoom ") and shown("bottom-right") == ""
     canvas.flip(horizontal=True)
-    assert (shown("left"), shown("right")) == ("L", "R") and shown("bottom-right") == "Flipped horizontally"
+    assert (shown("left"), shown("right")) == ("L", "R") and shown("bottom-right") == "Mirrored"
     canvas.flip(horizontal=True)
     canvas.rotate(90)  # clockwise: the head is on the right now, the patient's right at the top
     assert (shown("left"), shown("right"), shown("top"), shown("bottom")) == ("F", "H", "R", "L")
+    QTest.keyClick(window, Qt.Key.Key_H)  # left–right as seen, rotated or not (it turned the image upside down)
+    assert (shown("left"), shown("right"), shown("top"), shown("bottom")) == ("H", "F", "R", "L")
+    assert shown("bottom-right") == "Mirrored\nRotated 90°"
+    QTest.keyClick(window, Qt.Key.Key_H)
     # every rotation and flip: the letter at an edge is the direction the image's axes point to on screen there
     rows, cols = canvas.radiograph.rows, canvas.radiograph.columns
     for turns, flips in itertools.product(range(4), ((), (True,), (False,), (True, False))):
@@ -865,7 +869,7 @@ def test_the_files_other_windows_are_offered(qtbot, window, tmp_path):
     radiograph = window.canvas.radiograph
     assert radiograph.other_windows == (("HARDER", Window(1800, 2000)), ("SOFTER", Window(2300, 3000)))
     assert [a.text() for a in window.file_windows_menu.actions()] == [
-        "default (W 4096  L 2048)", "HARDER (W 2000  L 1800)", "SOFTER (W 3000  L 2300)"]
+        "NORMAL (W 4096  L 2048)", "HARDER (W 2000  L 1800)", "SOFTER (W 3000  L 2300)"]
     for expected in (Window(1800, 2000), Window(2300, 3000), Window(2048, 4096)):
         QTest.keyClick(window, Qt.Key.Key_W)
         assert window.canvas.current_window() == expected
@@ -911,3 +915,26 @@ def test_a_zoomed_image_is_drawn_smooth(qtbot, window, shared_cxr):
     y = picture.height() // 2
     levels = {picture.pixelColor(x, y).red() for x in range(picture.width() // 4, 3 * picture.width() // 4)}
     assert len(levels) > 40  # nearest-neighbour drawing gave about one level per image pixel crossed (~20)
+
+
+def test_the_corner_text_keeps_to_its_corner(qtbot, window, shared_cxr):
+    """A long name and description in a 1024 × 600 window: each corner's lines are cut to its half (they ran into
+    each other); beside a heat map's colour bar the right-hand corners stay on the image's side."""
+    import numpy as np
+
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    info = canvas.radiograph.info
+    canvas.radiograph = replace(canvas.radiograph, info=replace(
+        info, patient_name="Vandermeulen-Oppenheimer-Hohenzollern^Maximiliane Antonia", patient_id="ABCDEFGHIJKLMNOPQR",
+        study_description="CHEST PA AND LATERAL WITH ADDITIONAL OBLIQUE VIEWS", study_date="20240115"))
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.width() <= 1024)
+    canvas.set_text_visible(True)
+    left, right = canvas.text["top-left"].geometry(), canvas.text["top-right"].geometry()
+    assert left.right() < right.left() and "…" in canvas.text["top-left"].text()
+    canvas.show_heat_map(np.random.default_rng(1).random((64, 64)).astype(np.float32))
+    qtbot.wait(50)
+    view = canvas.mapFromScene(canvas.view.sceneBoundingRect()).boundingRect()
+    assert canvas.text["top-right"].geometry().right() <= view.right()
+    assert canvas.text["bottom-right"].geometry().right() <= view.right() < canvas.width() - 20  # (the bar's room)

@@ -15,9 +15,9 @@ LONGEST = 40  # characters: a corner's line stays clear of the orientation lette
 def patient_lines(radiograph: Radiograph) -> list[str]:
     info = radiograph.info
     birth = info.patient_birth_date if is_date(info.patient_birth_date) else ""  # (an anonymiser's hash is not)
-    born = " ".join(v for v in (readable_date(birth), info.patient_sex) if v)
-    return _fitted([readable_person_name(info.patient_name), info.patient_id and f"ID {info.patient_id}",
-                    born and f"Born {born}"])
+    sex = info.patient_sex and f"Sex {info.patient_sex}"
+    born = " · ".join(v for v in (birth and f"Born {readable_date(birth)}", sex) if v)
+    return _fitted([readable_person_name(info.patient_name), info.patient_id and f"ID {info.patient_id}", born])
 
 
 def study_lines(radiograph: Radiograph) -> list[str]:
@@ -44,11 +44,11 @@ def state_lines(radiograph: Radiograph, inverted: bool, rotation: int, flip_hori
     lines = []
     if inverted:
         lines.append("Inverted")
-    if flip_horizontal or flip_vertical:
-        lines.append("Flipped " + " and ".join(w for w, f in (("horizontally", flip_horizontal),
-                                                                ("vertically", flip_vertical)) if f))
-    if rotation % 360:
-        lines.append(f"Rotated {rotation % 360}°")
+    if flip_horizontal != flip_vertical:  # one flip, in whichever axis: a mirror image (the letters say which way)
+        lines.append("Mirrored")
+    turned = (rotation + (180 if flip_horizontal and flip_vertical else 0)) % 360  # both flips: a half turn
+    if turned:
+        lines.append(f"Rotated {turned}°")
     if radiograph.info.lossy:
         lines.append("LOSSY COMPRESSED")  # a reader must know: fine detail may have been lost
     return lines

@@ -603,6 +603,7 @@ def _dicom_radiograph(ds, file: Path, pixels: np.ndarray, frames: int, transfer_
         frames=frames,
         transfer_syntax=transfer_syntax,
         other_windows=_other_windows(ds, data_range),
+        window_name=_first_explanation(ds) if source is WindowSource.DICOM_WINDOW else "",
         file_format="DICOM",
         info=_study_info(ds),
         notes=tuple(notes),
@@ -670,14 +671,27 @@ def _first_window(ds, notes: list[str]) -> Window | None:
         return None
 
 
+def _first_explanation(ds) -> str:
+    """Window Center & Width Explanation's first value: the default window's name ("" without one)."""
+    names = _explanations(ds)
+    return names[0].strip() if names else ""
+
+
+def _explanations(ds) -> list[str]:
+    try:
+        explanation = ds.get("WindowCenterWidthExplanation", None) or []
+        return [str(v) for v in (explanation if isinstance(explanation, (MultiValue, list, tuple)) else [explanation])]
+    except Exception:  # noqa: BLE001 - unreadable: the windows go unnamed
+        return []
+
+
 def _other_windows(ds, data_range: tuple[float, float]) -> tuple[tuple[str, Window], ...]:
     """Window Center/Width's values after the first, named by Window Center & Width Explanation ("Window 2" where
     it has none); any that cannot be read or does not fit the pixel values is left out."""
     try:
         centers, widths = ([float(v) for v in (value if isinstance(value, (MultiValue, list, tuple)) else [value])]
                            for value in (ds.WindowCenter, ds.WindowWidth))
-        explanation = ds.get("WindowCenterWidthExplanation", None) or []
-        names = [str(v) for v in (explanation if isinstance(explanation, (MultiValue, list, tuple)) else [explanation])]
+        names = _explanations(ds)
     except Exception:  # noqa: BLE001 - absent or unreadable: the file offers no other window
         return ()
     found = []

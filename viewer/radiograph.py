@@ -147,6 +147,7 @@ class Radiograph:
     # the file's other windows (Window Center/Width's further values, as its modality offers them: "SOFTER",
     # "HARDER"…), each named by its explanation; those that do not fit the pixel values are left out
     other_windows: tuple[tuple[str, Window], ...] = ()
+    window_name: str = ""  # the default window's explanation, when the file names it ("NORMAL")
     file_format: str = "DICOM"       # DICOM, PNG, JPEG or TIFF
     info: StudyInfo = field(default_factory=StudyInfo)
     notes: tuple[str, ...] = ()      # things the loader had to work around, one line each

@@ -93,7 +93,9 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.text: dict[str, QLabel] = {place: self._text_label(place) for place in (*CORNERS, *EDGES)}
         self.text_visible = True
         self._hiding_identity = False
+        self._texts: dict[str, list[str]] = {}  # each place's lines, before they are cut to fit
         self.view.sigRangeChanged.connect(lambda *_: self._update_text())
+        self.view.sigResized.connect(lambda *_: self._show_text())  # (the colour bar came or went beside it)
         self.displayChanged.connect(lambda _: self._update_text())
 
     # ------------------------------------------------------------ the text over the image
@@ -103,8 +105,9 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setTextFormat(Qt.TextFormat.PlainText)  # a header's "<b>" is text, not markup
         label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         edge = place in EDGES
-        label.setStyleSheet("color:#f0f0f0;background:transparent;"
-                            + ("font-weight:bold;font-size:15pt;" if edge else "font-size:9pt;"))
+        label.setStyleSheet("color:#f0f0f0;"  # a letter on a dark plate: readable on a white image edge too
+                            + ("background:rgba(0,0,0,140);padding:0 3px;font-weight:bold;font-size:15pt;" if edge
+                               else "background:transparent;font-size:9pt;"))
         label.setAlignment(Qt.AlignmentFlag.AlignRight if place.endswith("right") and not edge
                            else Qt.AlignmentFlag.AlignLeft)
         shadow = QGraphicsDropShadowEffect(label)  # a black outline: readable over white bone and black air alike
@@ -140,25 +143,38 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
                 for edge, direction in edge_labels(orientation, s.rotation, s.flip_horizontal,
                                                    s.flip_vertical).items():
                     texts[edge] = [direction]
-        for place, lines in texts.items():
+        self._texts = texts
+        self._show_text()
+
+    def _view_rect(self):
+        """Where the image's view box is, in this widget's pixels (the heat map's colour bar stands beside it)."""
+        return self.mapFromScene(self.view.sceneBoundingRect()).boundingRect()
+
+    def _show_text(self) -> None:
+        """Each corner's lines cut to its half of the view, less room for the letter between (long names ran into
+        the other corner in a small window); then all placed."""
+        area, margin = self._view_rect(), 8
+        room = max(area.width() // 2 - margin - 24, 40)
+        for place, lines in self._texts.items():
             label = self.text[place]
+            if place in CORNERS:
+                metrics = label.fontMetrics()
+                lines = [metrics.elidedText(line, Qt.TextElideMode.ElideRight, room) for line in lines]
             label.setText("\n".join(lines))
             label.setVisible(bool(lines))
             label.adjustSize()
-        self._place_text()
-
-    def _place_text(self) -> None:
-        width, height, margin = self.width(), self.height(), 8
         for place, label in self.text.items():
             w, h = label.width(), label.height()
-            x = {"left": margin, "right": width - w - margin}.get(place.split("-")[-1], (width - w) // 2)
-            y = {"top": margin, "bottom": height - h - margin}.get(place.split("-")[0], (height - h) // 2)
+            x = {"left": area.left() + margin, "right": area.right() - w - margin}.get(
+                place.split("-")[-1], area.center().x() - w // 2)
+            y = {"top": area.top() + margin, "bottom": area.bottom() - h - margin}.get(
+                place.split("-")[0], area.center().y() - h // 2)
             label.move(int(x), int(y))
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if hasattr(self, "text"):  # (the base class resizes before __init__ has made the labels)
-            self._place_text()
+            self._show_text()
 
     def grab_without_identity(self):
         """The canvas as a picture without the patient's and the study's text (an exported view leaves no patient
@@ -273,6 +289,10 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._apply_orientation()
 
     def flip(self, horizontal: bool) -> None:
+        """Mirror the image as seen: left–right (horizontal) or top–bottom, whatever its rotation (the flips are
+        kept in the image's own axes, before the rotation: at 90° or 270° the screen's horizontal is its vertical)."""
+        if self.state.rotation % 180:
+            horizontal = not horizontal
         s = self.state
         self.state = DisplayState(s.window, s.invert, s.rotation, s.flip_horizontal != horizontal,
                                   s.flip_vertical != (not horizontal))

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QHeaderView, QLineEdit, QTreeWidget, QTreeWidgetIt
 MAX_VALUE_CHARS = 200
 
 
-NAME_WIDTH = 150  # px: most keywords whole; a longer one's tooltip has it
+NAME_WIDTH = 120  # px: most keywords whole (a longer one's tooltip has it); the value keeps the rest
 
 
 class TagBrowser(QWidget):

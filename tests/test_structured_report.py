@@ -343,6 +343,10 @@ def test_a_derived_sr_uid_names_one_content_and_keeps_its_series(study, tmp_path
                     for name in ("first", "again"))
     assert first.SOPInstanceUID == again.SOPInstanceUID == uid
     assert first.SeriesInstanceUID == again.SeriesInstanceUID != header.SeriesInstanceUID
+    tracking = [[e.value for e in sr.iterall() if e.keyword == "UID"] for sr in (first, again)]
+    assert tracking[0] == tracking[1] and len(set(tracking[0])) > 10  # the groups' Tracking UIDs, the same too
+    fell_back = replace(findings, mode=Mode.LOCAL_FALLBACK, fallback_reason="edge unreachable")
+    assert result_uid(header.SOPInstanceUID, fell_back) != uid  # the same numbers, made otherwise: said in the SR
 
 
 def test_the_device_observer_is_this_installation(study, tmp_path, monkeypatch):

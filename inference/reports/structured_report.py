@@ -235,7 +235,8 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
                                                     referenced_frame_numbers=frame_numbers))
         score = hd.sr.Measurement(name=CERTAINTY, value=float(detection.score), unit=UNITLESS)
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Opacity {index}"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=_tracking_uid(sop_instance_uid, len(groups)),
+                                                         identifier=f"Opacity {index}"),
             referenced_region=region,
             finding_type=OPACITY,
             finding_sites=[hd.sr.FindingSite(LUNG)],
@@ -243,7 +244,8 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
             measurements=[score]))
     for name, probability in findings.probabilities.items():
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name.replace("_", " ")),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=_tracking_uid(sop_instance_uid, len(groups)),
+                                                         identifier=name.replace("_", " ")),
             finding_type=finding_code(name),
             algorithm_id=_algorithm(ModelKind.CLASSIFIER, findings, names),
             measurements=[hd.sr.Measurement(name=PROBABILITY, value=float(probability), unit=UNITLESS)],
@@ -315,10 +317,20 @@ def result_uid(source_uid: str, findings: Findings) -> str:
     """The SR's UID for `findings` on the image `source_uid`: the same for the same results (a study analysed again
     after a crash rewrites, and sends again, the same SR), another for other results (other weights, another
     runtime's numbers) — one UID never names two contents."""
-    content = json.dumps([{kind.value: run.weights for kind, run in sorted(findings.models.items())},
+    # everything the SR says of how it was made too (the algorithm parameters), not its timings
+    how = {kind.value: [run.weights, run.cut, run.runtime.value, run.wire and run.wire.value, run.bands]
+           for kind, run in sorted(findings.models.items())}
+    content = json.dumps([how, findings.mode.value, findings.fallback_reason, package_version(),
                           [(d.label, round(d.score, 6), [round(v, 3) for v in d.box_xyxy]) for d in findings.detections],
                           {name: round(p, 6) for name, p in sorted(findings.probabilities.items())}])
     return generate_uid(entropy_srcs=[source_uid, "mededge sr", content])
+
+
+def _tracking_uid(sop_instance_uid: str | None, index: int) -> str:
+    """A measurement group's Tracking UID: derived from a derived SR's own (the same SR rewritten is the same),
+    else new."""
+    return generate_uid(entropy_srcs=[sop_instance_uid, "tracking", str(index)]) if sop_instance_uid \
+        else generate_uid()
 
 
 def series_uid(sop_instance_uid: str | None) -> str:

@@ -55,7 +55,7 @@ FILE_FILTER = "All files (*);;Radiographs by extension (*.dcm *.dicom *.png *.jp
 SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Open files", "Ctrl+O"), ("Open folder", "Ctrl+Shift+O"), ("Close study", "Ctrl+W"),
     ("Next image", "PgDown"), ("Previous image", "PgUp"),
-    ("Export view as PNG", "Ctrl+E"),
+    ("Export view as PNG", "Ctrl+E"), ("Copy view", "Ctrl+C"),
     ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
     ("1:1 pixels", "1"),
     ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
@@ -235,6 +235,16 @@ class MainWindow(QMainWindow):
         self.addAction(action)  # shortcuts work wherever the focus is
         return action
 
+    def _image_action(self, name: str, slot) -> QAction:
+        """An action whose key works over the image and in the Studies list only: elsewhere the same key belongs to
+        the widget with the focus (PgDown pages a list, Ctrl+C copies a field's text)."""
+        action = self._action(name, slot)
+        self.removeAction(action)
+        action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        for widget in (self.canvas, self.study_list):
+            widget.addAction(action)
+        return action
+
     def _build_actions(self) -> None:
         menu = self.menuBar()
         file = menu.addMenu("&File")
@@ -244,6 +254,7 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         file.addAction(self._action("Close study", self.close_current))
         file.addAction(self._action("Export view as PNG", self.choose_export))
+        file.addAction(self._image_action("Copy view", self.copy_view))
         self.sr_action = self._action("Export DICOM SR…", self.choose_sr_export)
         file.addAction(self.sr_action)
         self.send_action = self._action("Send results to PACS", self.send_results)
@@ -255,13 +266,7 @@ class MainWindow(QMainWindow):
 
         view = menu.addMenu("&View")
         for name, step in (("Next image", 1), ("Previous image", -1)):
-            action = self._action(name, lambda _=False, s=step: self.step_image(s))
-            # over the image and in the Studies list only: elsewhere PgDown pages its list or steps a spin box
-            self.removeAction(action)
-            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            for widget in (self.canvas, self.study_list):
-                widget.addAction(action)
-            view.addAction(action)
+            view.addAction(self._image_action(name, lambda _=False, s=step: self.step_image(s)))
         view.addAction(self._action("Fit to window", self.canvas.fit))
         view.addAction(self._action("1:1 pixels", self.canvas.one_to_one))
         self.invert_action = self._action("Invert", lambda checked: self.canvas.set_invert(checked), checkable=True)
@@ -719,17 +724,21 @@ class MainWindow(QMainWindow):
         return True
 
     def _view_png(self, path: str) -> bool:
-        """The canvas as shown (image, boxes, heat map, measurements) as a PNG. The panels do not go with it: a
-        band above says what its overlays are — a result of the demo weights, the finding its heat map is of."""
-        view = self.canvas.grab_without_identity()  # an exported view leaves no patient details behind
+        return self.view_picture().save(path, "PNG")
+
+    def view_picture(self) -> QPixmap:
+        """The canvas as shown (image, boxes, heat map, measurements, the directions) without the patient's text.
+        The panels do not go with it: a band above says what its overlays are — a result of the demo weights, the
+        finding its heat map is of."""
+        view = self.canvas.grab_without_identity()  # a view that leaves the viewer leaves no patient details behind
         findings = self.studies.findings(self.current)
         if findings is None:
-            return view.save(path, "PNG")
+            return view
         lines = [DEMO_BANNER] if findings.demo_weights else []
         if self.canvas.heat_item.isVisible() and self._heat_finding in findings.probabilities:
             lines.append(f"Heat map: {self._heat_finding} ({findings.probabilities[self._heat_finding]:.2f})")
         if not lines:
-            return view.save(path, "PNG")
+            return view
         band = (self.fontMetrics().height() + 4) * len(lines) + 8
         image = QPixmap(view.width(), view.height() + band)
         image.fill(QColor(DEMO_COLOUR if findings.demo_weights else "#202020"))
@@ -741,7 +750,15 @@ class MainWindow(QMainWindow):
             painter.drawPixmap(0, band, view)
         finally:
             painter.end()
-        return image.save(path, "PNG")
+        return image
+
+    def copy_view(self) -> None:
+        """Ctrl+C: the view as exported (no patient text), onto the clipboard for a report or a slide."""
+        if self.current is None:
+            self.statusBar().showMessage("Open a study first", 3000)
+            return
+        QApplication.clipboard().setPixmap(self.view_picture())
+        self.statusBar().showMessage("View copied (without the patient's details)", 5000)
 
     def update_sr_action(self) -> None:
         analysed = self.studies.findings(self.current) is not None

@@ -938,3 +938,14 @@ def test_the_corner_text_keeps_to_its_corner(qtbot, window, shared_cxr):
     view = canvas.mapFromScene(canvas.view.sceneBoundingRect()).boundingRect()
     assert canvas.text["top-right"].geometry().right() <= view.right()
     assert canvas.text["bottom-right"].geometry().right() <= view.right() < canvas.width() - 20  # (the bar's room)
+
+
+def test_copy_view_puts_the_view_without_the_patient_on_the_clipboard(qtbot, window, shared_cxr):
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    QApplication.clipboard().clear()
+    window.canvas.setFocus()
+    QTest.keyClick(window.canvas, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    copied = QApplication.clipboard().pixmap()
+    assert not copied.isNull() and copied.width() == window.canvas.width()
+    assert "without the patient" in window.statusBar().currentMessage()
+    assert window.canvas.text["top-left"].isVisible()  # on screen, the patient's text is back

@@ -59,7 +59,8 @@ SHORTCUTS = [  # (action name, key) — listed in Help → Keyboard shortcuts
     ("Analyze", "F5"), ("Analyze all", "Shift+F5"), ("Cancel analysis", "Esc"), ("Fit to window", "F"),
     ("1:1 pixels", "1"),
     ("Invert", "I"), ("Rotate right", "R"), ("Rotate left", "Shift+R"), ("Flip horizontally", "H"),
-    ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"), ("Show image text", "T"),
+    ("Flip vertically", "V"), ("Distance tool", "M"), ("Remove distance line", "Delete"), ("Cardiothoracic ratio", "C"),
+    ("Show image text", "T"),
     ("Show boxes", "B"), ("Settings", "Ctrl+,"),
     ("Preset: DICOM default", "0"), ("Preset: Lung", "2"), ("Preset: Bone", "3"), ("Preset: Soft tissue", "4"),
     ("Preset: Full range", "5"), ("Next window of the file", "W"), ("Quit", "Ctrl+Q"),
@@ -181,7 +182,7 @@ class MainWindow(QMainWindow):
         self.study_list.studyChosen.connect(self.show_study)
         self.canvas.cursorMoved.connect(self.cursor_label.setText)
         self.canvas.displayChanged.connect(self._show_window)
-        self.canvas.measured.connect(lambda text: self.distance_label.setText(f"Distance {text}" if text else ""))
+        self.canvas.measured.connect(self.distance_label.setText)
         self.findings_panel.findingSelected.connect(self._show_heat_map)
         self.findings_panel.thresholdChanged.connect(self._threshold_changed)
         self._update_banner()
@@ -204,7 +205,7 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         self.cursor_label = QLabel("")
         self.window_label = QLabel("")  # the window in use, as a reader states it: width and level
-        self.distance_label = QLabel("")  # the distance line's length while it is on the image
+        self.distance_label = QLabel("")  # the measurement last made or moved while it is on the image
         self.edge_label = QLabel("Edge: …")
         self.mode_label = QLabel("")
         for label in (self.distance_label, self.window_label, self.mode_label, self.edge_label):
@@ -287,6 +288,7 @@ class MainWindow(QMainWindow):
         view.addAction(self.text_action)
         view.addAction(self._action("Distance tool", self.canvas.start_ruler))
         view.addAction(self._action("Remove distance line", self.canvas.remove_ruler))
+        view.addAction(self._action("Cardiothoracic ratio", self.canvas.toggle_ratio))
         panels = view.addMenu("Panels")  # a closed panel comes back from here
         for dock in self.docks:
             panels.addAction(dock.toggleViewAction())

@@ -949,3 +949,27 @@ def test_copy_view_puts_the_view_without_the_patient_on_the_clipboard(qtbot, win
     assert not copied.isNull() and copied.width() == window.canvas.width()
     assert "without the patient" in window.statusBar().currentMessage()
     assert window.canvas.text["top-left"].isVisible()  # on screen, the patient's text is back
+
+
+def test_the_cardiothoracic_ratio(qtbot, window, shared_cxr):
+    """C puts the heart's and the thorax's widths on the image; their ratio follows the lines, is kept with the
+    image while another is shown, and C again removes it."""
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    window.canvas.setFocus()
+    QTest.keyClick(window, Qt.Key.Key_C)
+    ratio, heart, thorax, unit = canvas.cardiothoracic_ratio()
+    cols = canvas.radiograph.columns
+    assert unit == "mm" and heart == pytest.approx(0.3 * cols * 0.16) and thorax == pytest.approx(0.7 * cols * 0.16)
+    assert ratio == pytest.approx(0.3 / 0.7) and window.distance_label.text().startswith("CTR 0.43 (heart ")
+    heart_line = canvas._ratio[0]
+    (x1, y1), (x2, y2) = canvas._ends(heart_line)
+    heart_line.movePoint(heart_line.getHandles()[1], QPointF(x2 + 0.1 * cols, y2 + 40), coords="parent")
+    assert canvas.cardiothoracic_ratio()[0] == pytest.approx(0.4 / 0.7, rel=1e-3)  # across the image only
+    assert canvas._ratio[2].textItem.toPlainText() == "CTR 0.57"
+    open_and_wait(qtbot, window, shared_cxr / "dicom/CR-MONO1-10-chest")
+    assert canvas.cardiothoracic_ratio() is None and window.distance_label.text() == ""
+    window.show_study(str(shared_cxr / CHEST))
+    assert canvas.cardiothoracic_ratio()[0] == pytest.approx(0.4 / 0.7, rel=1e-3)
+    QTest.keyClick(window, Qt.Key.Key_C)
+    assert canvas.cardiothoracic_ratio() is None and window.distance_label.text() == ""

@@ -58,7 +58,7 @@ class _ViewBox(pg.ViewBox):
 class RadiographCanvas(pg.GraphicsLayoutWidget):
     cursorMoved = Signal(str)        # "x, y px · value · mm" under the cursor, or ""
     displayChanged = Signal(object)  # the DisplayState after any change
-    measured = Signal(str)           # the distance tool's result
+    measured = Signal(str)           # the measurement made or moved last, as the status bar says it ("" for none)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -86,6 +86,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._boxes_visible = True
         self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, last moved last
         self._kept_rulers: dict[str, list] = {}  # each image's lines while another is shown: its path → ends
+        self._ratio: tuple[pg.LineSegmentROI, pg.LineSegmentROI, pg.TextItem] | None = None  # heart, thorax, label
+        self._kept_ratios: dict[str, tuple] = {}  # each image's ratio lines while another is shown
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         # the text in the corners and the patient's directions at the edges, over the viewport (not in the scene:
@@ -200,6 +202,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.fit()
         for start, end in self._kept_rulers.pop(radiograph.path, []):
             self._add_ruler(start, end)
+        if (ratio := self._kept_ratios.pop(radiograph.path, None)) is not None:
+            self._add_ratio(*ratio)
 
     def show_nothing(self) -> None:
         """Nothing shown (the last study was closed): the image and its overlays are released.
@@ -397,7 +401,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         text = f"{length:.1f} {unit}"
         label.setText(text)
         self._rulers.append(self._rulers.pop(index))  # the line moved last is the one Delete removes
-        self.measured.emit(text)
+        self.measured.emit(f"Distance {text}")
 
     def remove_ruler(self) -> None:
         """The line moved or drawn last goes (Delete), and the status bar shows the one before, if any."""
@@ -405,7 +409,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
             return
         self._drop(*self._rulers.pop())
         remaining = self.ruler_lengths()
-        self.measured.emit(f"{remaining[-1][0]:.1f} {remaining[-1][1]}" if remaining else "")
+        self.measured.emit(f"Distance {remaining[-1][0]:.1f} {remaining[-1][1]}" if remaining else "")
 
     def _drop(self, *items) -> None:
         for item in items:
@@ -419,11 +423,75 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         for ruler, label in self._rulers:
             self._drop(ruler, label)
         self._rulers = []
+        if self.radiograph is not None and self._ratio is not None:
+            self._kept_ratios[self.radiograph.path] = (self._ends(self._ratio[0]), self._ends(self._ratio[1]))
+        self._drop_ratio(said=False)
         self.measured.emit("")
 
     def forget_rulers(self, path: str) -> None:
-        """The study was closed: its lines go with it."""
+        """The study was closed: its lines and its cardiothoracic ratio go with it."""
         self._kept_rulers.pop(path, None)
+        self._kept_ratios.pop(path, None)
+
+    # ------------------------------------------------------------ cardiothoracic ratio
+
+    def toggle_ratio(self) -> None:
+        """C: the cardiothoracic ratio's two widths on the image (again: off). Drag the heart's line onto the
+        widest cardiac silhouette, the thorax's onto the widest inner rib cage; the ratio is of their widths across
+        the image (its columns), as a PA film's CTR is read."""
+        if self._ratio is not None:
+            self._drop_ratio()
+            return
+        if self.radiograph is None:
+            return
+        rows, cols = self.radiograph.rows, self.radiograph.columns
+        self._add_ratio(((0.35 * cols, 0.6 * rows), (0.65 * cols, 0.6 * rows)),
+                        ((0.15 * cols, 0.7 * rows), (0.85 * cols, 0.7 * rows)))
+
+    def _add_ratio(self, heart: tuple, thorax: tuple) -> None:
+        lines = []
+        for ends, colour in ((heart, (255, 120, 200)), (thorax, (120, 255, 140))):
+            line = pg.LineSegmentROI([list(ends[0]), list(ends[1])], pen=pg.mkPen(colour, width=2))
+            line.setParentItem(self.group)
+            line.setZValue(20)
+            line.sigRegionChanged.connect(self._update_ratio)
+            lines.append(line)
+        label = pg.TextItem(color=(255, 255, 255), anchor=(0.5, 1.2), fill=pg.mkBrush(0, 0, 0, 170))
+        label.setParentItem(self.group)
+        label.setZValue(21)
+        self._ratio = (lines[0], lines[1], label)
+        self._update_ratio()
+
+    def cardiothoracic_ratio(self) -> tuple[float, float, float, str] | None:
+        """(ratio, heart width, thorax width, unit) from the two lines' extents across the image, or None."""
+        if self._ratio is None or self.radiograph is None:
+            return None
+        widths = []
+        for line in self._ratio[:2]:
+            (x1, _), (x2, _) = self._ends(line)
+            widths.append(abs(x2 - x1))
+        spacing = self.radiograph.pixel_spacing_mm
+        scale, unit = (spacing[1], "mm") if spacing else (1.0, "px")
+        heart, thorax = widths[0] * scale, widths[1] * scale
+        return (heart / thorax if thorax else float("inf")), heart, thorax, unit
+
+    def _update_ratio(self, *_) -> None:
+        measured = self.cardiothoracic_ratio()
+        if measured is None or self._ratio is None:
+            return
+        ratio, heart, thorax, unit = measured
+        heart_line, _, label = self._ratio
+        (x1, y1), (x2, y2) = self._ends(heart_line)
+        label.setPos((x1 + x2) / 2, min(y1, y2))
+        label.setText(f"CTR {ratio:.2f}")
+        self.measured.emit(f"CTR {ratio:.2f} (heart {heart:.0f} {unit} / thorax {thorax:.0f} {unit})")
+
+    def _drop_ratio(self, said: bool = True) -> None:
+        if self._ratio is not None:
+            self._drop(*self._ratio)
+            self._ratio = None
+            if said:
+                self.measured.emit("")
 
     # ------------------------------------------------------------ AI overlays
 

@@ -258,6 +258,8 @@ class MainWindow(QMainWindow):
         file.addAction(self._image_action("Copy view", self.copy_view))
         self.sr_action = self._action("Export DICOM SR…", self.choose_sr_export)
         file.addAction(self.sr_action)
+        file.addAction(self._action("Save the reading as a presentation state (GSPS)…",
+                                    self.choose_presentation_state_export))
         self.send_action = self._action("Send results to PACS", self.send_results)
         file.addAction(self.send_action)
         file.aboutToShow.connect(self.update_sr_action)  # enabled only for a study with findings
@@ -833,6 +835,35 @@ class MainWindow(QMainWindow):
             return None
         self._exported_to(Path(folder))
         self.statusBar().showMessage(f"DICOM SR written: {path}")
+        return path
+
+    def choose_presentation_state_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the reading (GSPS) into folder", self._export_to())
+        if folder:
+            self.export_presentation_state(folder)
+
+    def export_presentation_state(self, folder: str) -> Path | None:
+        """The image as read here — window, polarity, rotation and mirroring, measurements — as a DICOM Grayscale
+        Softcopy Presentation State in `folder`; the status bar gives its path or why not."""
+        from inference.reports.presentation_state import Measurement, Reading, write_presentation_state
+        from inference.reports.structured_report import StructuredReportError
+
+        study, canvas = self.studies.current_study, self.canvas
+        window = canvas.current_window()
+        if study is None or window is None:
+            self.statusBar().showMessage("Presentation state: open a study first", 5000)
+            return None
+        state = canvas.state
+        reading = Reading(window.center, window.width, study.radiograph.inverted != state.invert, state.rotation,
+                          state.flip_horizontal, state.flip_vertical,
+                          tuple(Measurement(start, end, text) for start, end, text in canvas.measurement_lines()))
+        try:
+            path = write_presentation_state(reading, study.radiograph.header, folder)
+        except (StructuredReportError, OSError) as exc:
+            self.statusBar().showMessage(f"Presentation state not written: {exc}")
+            return None
+        self._exported_to(Path(folder))
+        self.statusBar().showMessage(f"Presentation state (GSPS) written: {path}")
         return path
 
     def show_shortcuts(self) -> None:

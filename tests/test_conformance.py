@@ -162,3 +162,54 @@ def test_the_annotated_image_says_pixel_spacing_only_at_the_patient(shared_cxr, 
         assert image.PixelSpacingCalibrationType == "GEOMETRY"
     else:
         assert "PixelSpacing" not in image
+
+
+@pytest.mark.parametrize("flips", [(False, False), (True, False), (False, True), (True, True)])
+def test_the_reading_as_a_presentation_state(shared_cxr, tmp_path, flips):
+    """A GSPS of the DX as read — window, MONOCHROME1 shown as it asks, rotated 90° and mirrored, two measurements —
+    passes dciodvfy (which checks the displayed area's corners against the rotation and flip) and says it all: the
+    viewer's flips before its rotation become DICOM's rotation and then one horizontal flip that show the same."""
+    from inference.reports.presentation_state import Measurement, Reading, write_presentation_state
+
+    source = pydicom.dcmread(shared_cxr / "dicom/DX_chest_966_fixed.dcm", stop_before_pixels=True)
+    horizontal, vertical = flips
+    reading = Reading(1800.0, 3000.0, True, 90, horizontal, vertical,
+                      (Measurement((100.0, 200.0), (400.0, 200.0), "48.0 mm"),
+                       Measurement((50.0, 900.0), (1200.0, 950.0), "CTR 0.47 (heart 131 mm)")))
+    path = write_presentation_state(reading, source, tmp_path)
+    assert _errors(_validator("dciodvfy"), str(path)) == []
+    state = pydicom.dcmread(path)
+    assert state.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1" and state.Modality == "PR"
+    assert state.StudyInstanceUID == source.StudyInstanceUID
+    [referenced] = state.ReferencedSeriesSequence[0].ReferencedImageSequence
+    assert referenced.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    [voi] = state.SoftcopyVOILUTSequence
+    assert (float(voi.WindowCenter), float(voi.WindowWidth)) == (1800.0, 3000.0)
+    assert state.PresentationLUTShape == "INVERSE"
+    # the same picture: DICOM turns clockwise, then flips; the viewer flips, then turns
+    expected = {(False, False): ("N", 90), (True, False): ("Y", 270), (False, True): ("Y", 90),
+                (True, True): ("N", 270)}[flips]
+    assert (state.ImageHorizontalFlip, int(state.ImageRotation)) == expected
+    [annotation] = state.GraphicAnnotationSequence
+    lines = [list(map(float, g.GraphicData)) for g in annotation.GraphicObjectSequence]
+    assert lines == [[100.0, 200.0, 400.0, 200.0], [50.0, 900.0, 1200.0, 950.0]]
+    assert [t.UnformattedTextValue for t in annotation.TextObjectSequence] == ["48.0 mm", "CTR 0.47 (heart 131 mm)"]
+
+
+def test_the_presentation_states_orientation_shows_what_the_viewer_shows():
+    """Every rotation and flip of the viewer (flips, then a clockwise turn) against DICOM's (a clockwise turn, then
+    a horizontal flip), on a small array: the same picture."""
+    import itertools
+
+    import numpy as np
+
+    from inference.reports.presentation_state import dicom_orientation
+
+    image = np.arange(12).reshape(3, 4)
+    for rotation, horizontal, vertical in itertools.product((0, 90, 180, 270), (False, True), (False, True)):
+        viewer = image[::-1 if vertical else 1, ::-1 if horizontal else 1]
+        viewer = np.rot90(viewer, -rotation // 90)  # (clockwise)
+        turned, flipped = dicom_orientation(rotation, horizontal, vertical)
+        dicom = np.rot90(image, -turned // 90)
+        dicom = dicom[:, ::-1] if flipped else dicom
+        assert np.array_equal(viewer, dicom), (rotation, horizontal, vertical)

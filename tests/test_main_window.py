@@ -973,3 +973,27 @@ def test_the_cardiothoracic_ratio(qtbot, window, shared_cxr):
     assert canvas.cardiothoracic_ratio()[0] == pytest.approx(0.4 / 0.7, rel=1e-3)
     QTest.keyClick(window, Qt.Key.Key_C)
     assert canvas.cardiothoracic_ratio() is None and window.distance_label.text() == ""
+
+
+def test_the_reading_is_saved_as_a_presentation_state(qtbot, window, shared_cxr, tmp_path):
+    """File → Save the reading (GSPS): the window, polarity, rotation and the measurements on screen, for a PACS
+    viewer to show the radiograph as it was read."""
+    import pydicom
+
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    canvas.start_ruler()
+    canvas.toggle_ratio()
+    canvas.rotate(90)
+    canvas.apply_preset("Lung")
+    path = window.export_presentation_state(str(tmp_path))
+    assert path is not None and "Presentation state (GSPS) written" in window.statusBar().currentMessage()
+    state = pydicom.dcmread(path)
+    assert (int(state.ImageRotation), state.ImageHorizontalFlip, state.PresentationLUTShape) == (90, "N", "INVERSE")
+    window_shown = canvas.current_window()
+    [voi] = state.SoftcopyVOILUTSequence
+    assert float(voi.WindowWidth) == pytest.approx(window_shown.width, rel=1e-4)
+    [annotation] = state.GraphicAnnotationSequence
+    texts = [t.UnformattedTextValue for t in annotation.TextObjectSequence]
+    assert len(annotation.GraphicObjectSequence) == 3 and texts[0].endswith(" mm") and texts[1].startswith("CTR 0.43")
+    assert str(state.PatientID) == str(canvas.radiograph.header.PatientID)  # filed with the patient's study

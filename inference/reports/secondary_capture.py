@@ -27,6 +27,7 @@ from inference.reports.structured_report import (
     DEMO_MARK,
     SERIES_NUMBER,
     StructuredReportError,
+    carry_series_anatomy,
     copied_as_they_are,
     evidence_of,
     package_version,
@@ -175,9 +176,7 @@ def _carry_over(radiograph: Radiograph, image: Dataset) -> None:
     for keyword in STUDY_LEVEL:
         if keyword in source and keyword not in image:
             image[keyword] = deepcopy(source[keyword])
-    image.BodyPartExamined = str(source.get("BodyPartExamined", "") or "").strip() or "CHEST"  # what was analysed
-    if str(source.get("Laterality", "") or "").strip():
-        image.Laterality = source.Laterality
+    carry_series_anatomy(source, image)
     if radiograph.info.lossy:
         image.LossyImageCompression = "01"
         for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):

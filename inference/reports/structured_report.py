@@ -313,6 +313,14 @@ def device_uid() -> str:
     return uid
 
 
+def carry_series_anatomy(source: Dataset, result: Dataset) -> None:
+    """A result's General Series body part (the source's, else the chest that was analysed), which answers the
+    module's Laterality condition (the chest is not a paired part), and the source's laterality where it has one."""
+    result.BodyPartExamined = str(source.get("BodyPartExamined", "") or "").strip() or "CHEST"
+    if str(source.get("Laterality", "") or "").strip():
+        result.Laterality = source.Laterality
+
+
 def result_uid(source_uid: str, findings: Findings) -> str:
     """The SR's UID for `findings` on the image `source_uid`: the same for the same results (a study analysed again
     after a crash rewrites, and sends again, the same SR), another for other results (other weights, another

@@ -486,6 +486,17 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setText(f"CTR {ratio:.2f}")
         self.measured.emit(f"CTR {ratio:.2f} (heart {heart:.0f} {unit} / thorax {thorax:.0f} {unit})")
 
+    def measurement_lines(self) -> list[tuple[tuple[float, float], tuple[float, float], str]]:
+        """Every measurement on the image as (start, end, what it says), in image pixels: the distance lines with
+        their lengths, the cardiothoracic ratio's two widths (for a presentation state)."""
+        lines = [(*self._ends(ruler), label.textItem.toPlainText()) for ruler, label in self._rulers]
+        measured = self.cardiothoracic_ratio()
+        if measured is not None and self._ratio is not None:
+            ratio, heart, thorax, unit = measured
+            lines.append((*self._ends(self._ratio[0]), f"CTR {ratio:.2f} (heart {heart:.0f} {unit})"))
+            lines.append((*self._ends(self._ratio[1]), f"thorax {thorax:.0f} {unit}"))
+        return lines
+
     def _drop_ratio(self, said: bool = True) -> None:
         if self._ratio is not None:
             self._drop(*self._ratio)

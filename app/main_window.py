@@ -260,6 +260,7 @@ class MainWindow(QMainWindow):
         file.addAction(self.sr_action)
         file.addAction(self._action("Save the reading as a presentation state (GSPS)…",
                                     self.choose_presentation_state_export))
+        file.addAction(self._action("Send the reading to PACS", self.send_reading))
         self.send_action = self._action("Send results to PACS", self.send_results)
         file.addAction(self.send_action)
         file.aboutToShow.connect(self.update_sr_action)  # enabled only for a study with findings
@@ -837,6 +838,45 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"DICOM SR written: {path}")
         return path
 
+    def _reading(self):
+        """The study on screen as read here (a presentation state's `Reading`), or None with none shown."""
+        from inference.reports.presentation_state import Measurement, Reading
+
+        study, canvas = self.studies.current_study, self.canvas
+        window = canvas.current_window()
+        if study is None or window is None:
+            return None
+        state = canvas.state
+        return Reading(window.center, window.width, study.radiograph.inverted != state.invert, state.rotation,
+                       state.flip_horizontal, state.flip_vertical,
+                       tuple(Measurement(start, end, text) for start, end, text in canvas.measurement_lines()))
+
+    def send_reading(self) -> Worker | None:
+        """The reading (window, orientation, measurements) as a presentation state stored on the default PACS node
+        beside the study (in a worker); the status bar says where it went or why not."""
+        from app.results import write_and_send_reading
+
+        study, reading = self.studies.current_study, self._reading()
+        if study is None or reading is None:
+            self.statusBar().showMessage("Send the reading: open a study first", 5000)
+            return None
+        if not self.settings.pacs:
+            self.statusBar().showMessage("Send the reading: no PACS node set (Settings → PACS nodes)", 5000)
+            return None
+        node = self.settings.pacs[0]
+        self.statusBar().showMessage(f"Sending the reading to {node}…")
+        worker = Worker(write_and_send_reading, reading, study.radiograph.header, data_dir() / "sent-readings", node,
+                        self.settings.ae_title)
+
+        def sent(outcome: dict) -> None:
+            problem = outcome.get("gsps_error") or outcome.get("send_error")
+            self.statusBar().showMessage(f"Reading not sent: {problem}" if problem else
+                                         f"The reading (presentation state) sent to {outcome['sent']}", 10_000)
+
+        worker.signals.returned.connect(sent)
+        worker.signals.errored.connect(lambda exc: self.statusBar().showMessage(f"Reading not sent: {exc}"))
+        return start(worker, keep=self._workers)
+
     def choose_presentation_state_export(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Save the reading (GSPS) into folder", self._export_to())
         if folder:
@@ -845,18 +885,13 @@ class MainWindow(QMainWindow):
     def export_presentation_state(self, folder: str) -> Path | None:
         """The image as read here — window, polarity, rotation and mirroring, measurements — as a DICOM Grayscale
         Softcopy Presentation State in `folder`; the status bar gives its path or why not."""
-        from inference.reports.presentation_state import Measurement, Reading, write_presentation_state
+        from inference.reports.presentation_state import write_presentation_state
         from inference.reports.structured_report import StructuredReportError
 
-        study, canvas = self.studies.current_study, self.canvas
-        window = canvas.current_window()
-        if study is None or window is None:
+        study, reading = self.studies.current_study, self._reading()
+        if study is None or reading is None:
             self.statusBar().showMessage("Presentation state: open a study first", 5000)
             return None
-        state = canvas.state
-        reading = Reading(window.center, window.width, study.radiograph.inverted != state.invert, state.rotation,
-                          state.flip_horizontal, state.flip_vertical,
-                          tuple(Measurement(start, end, text) for start, end, text in canvas.measurement_lines()))
         try:
             path = write_presentation_state(reading, study.radiograph.header, folder)
         except (StructuredReportError, OSError) as exc:

@@ -39,7 +39,21 @@ def write_and_send(findings, header, folder, analyzer=None, destination=None, ae
     return outcome
 
 
-def _send(written: list, destination, ae_title: str) -> dict:
+def write_and_send_reading(reading, header, folder, destination, ae_title: str = "MEDEDGE") -> dict:
+    """The reader's view as a presentation state (GSPS: `reading`, a `Reading`, on the image whose DICOM header is
+    `header`) written into `folder` and stored on `destination`: {"gsps": path, "sent": node}, or "gsps_error" /
+    "send_error" saying why not."""
+    from inference.reports.presentation_state import write_presentation_state
+    from inference.reports.structured_report import StructuredReportError
+
+    try:
+        path = write_presentation_state(reading, header, folder)
+    except (StructuredReportError, OSError) as exc:
+        return {"gsps_error": str(exc)}
+    return {"gsps": str(path)} | _send([path], destination, ae_title, what="presentation state")
+
+
+def _send(written: list, destination, ae_title: str, what: str = "") -> dict:
     """{"sent": node} once the files are stored on `destination`, else {"send_error": why not}."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
@@ -50,7 +64,7 @@ def _send(written: list, destination, ae_title: str) -> dict:
     try:
         store(destination, [dcmread(p) for p in written], ae_title)
     except (DicomNetworkError, OSError, InvalidDicomError) as exc:
-        what = "SR and annotated image" if len(written) > 1 else "SR"
+        what = what or ("SR and annotated image" if len(written) > 1 else "SR")
         return {"send_error": f"{what} not sent: {exc}"}
     return {"sent": str(destination)}
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 CANINE = "dicom/highdicom_dx_image_canine_thorax.dcm"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+GRAYSCALE_PRESENTATION_STATE = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
 def _study(shared_cxr, patient: str, images: int) -> tuple[str, list]:
@@ -170,3 +171,22 @@ def test_settings_take_pacs_nodes_and_test_them(qtbot, window, pacs):
                     timeout=60_000)
     first, second = dialog.pacs_result.text().splitlines()
     assert first.startswith(f"{node}: C-ECHO ok in") and second.startswith("OTHER@127.0.0.1:9: no answer")
+
+
+def test_the_reading_is_sent_to_the_pacs_as_a_presentation_state(qtbot, window, pacs, shared_cxr):
+    """File → Send the reading to PACS: the window, orientation and measurements go as a GSPS into the image's
+    study on the real Orthanc."""
+    orthanc, node, _, _ = pacs
+    _with_pacs(window, node)
+    window.open_path(shared_cxr / CANINE)
+    qtbot.waitUntil(lambda: window.current == str(shared_cxr / CANINE), timeout=30_000)
+    window.canvas.start_ruler()
+    window.canvas.rotate(90)
+    window.send_reading()
+    qtbot.waitUntil(lambda: "The reading (presentation state) sent to" in window.statusBar().currentMessage()
+                    or "not sent" in window.statusBar().currentMessage(), timeout=60_000)
+    assert "sent to" in window.statusBar().currentMessage() and "not sent" not in window.statusBar().currentMessage()
+    source = pydicom.dcmread(shared_cxr / CANINE, stop_before_pixels=True)
+    [state] = orthanc.instances_of_class(GRAYSCALE_PRESENTATION_STATE)
+    assert (state["StudyInstanceUID"], state["PatientID"]) == (source.StudyInstanceUID, source.PatientID)
+    assert state["ImageRotation"] == "90" and state["SeriesDescription"] == "MedEdge reading"

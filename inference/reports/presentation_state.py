@@ -15,13 +15,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from inference.config import MANUFACTURER
 from inference.reports.structured_report import (
     StructuredReportError,
     carry_series_anatomy,
     copied_as_they_are,
     evidence_of,
-    package_version,
+    made_by_us,
     save_into,
 )
 
@@ -81,10 +80,7 @@ def build_presentation_state(reading: Reading, source: Dataset | None, *,
                 series_instance_uid=generate_uid(),
                 series_number=SERIES_NUMBER,
                 sop_instance_uid=sop_instance_uid or generate_uid(),
-                instance_number=1,
-                manufacturer=MANUFACTURER,
-                manufacturer_model_name="MedEdge Viewer",
-                software_versions=package_version(),
+                **made_by_us(),
                 device_serial_number="",
                 content_label="MEDEDGE_READING",
                 content_description="window, orientation and measurements as read in MedEdge Viewer",

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import highdicom as hd
 import numpy as np
@@ -90,6 +90,19 @@ def finding_code(name: str) -> Code:
     else:  # a finding from other weights: stable, short, and still readable through its meaning
         value = "X-" + hashlib.sha256(name.encode()).hexdigest()[:12].upper()
     return Code(value, PRIVATE_SCHEME, name.replace("_", " ")[:64])  # Code Meaning is LO: at most 64 characters
+
+
+class MadeBy(TypedDict):
+    instance_number: int
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+
+
+def made_by_us() -> MadeBy:
+    """What highdicom's constructors take to say who made an object (the one instance of its series)."""
+    return MadeBy(instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name="MedEdge Viewer",
+                  software_versions=package_version())
 
 
 def package_version() -> str:
@@ -272,10 +285,7 @@ def _build(findings: Findings, evidence: Dataset, names: Mapping[ModelKind, str]
         series_instance_uid=series_uid(sop_instance_uid),
         series_number=SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid or generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name="MedEdge Viewer",
-        software_versions=package_version(),
+        **made_by_us(),
         series_description=description,
         is_complete=True,   # every result of the analysis is in it
         is_final=False,     # machine output, not verified by a reader

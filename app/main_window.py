@@ -258,9 +258,11 @@ class MainWindow(QMainWindow):
         file.addAction(self._image_action("Copy view", self.copy_view))
         self.sr_action = self._action("Export DICOM SR…", self.choose_sr_export)
         file.addAction(self.sr_action)
-        file.addAction(self._action("Save the reading as a presentation state (GSPS)…",
-                                    self.choose_presentation_state_export))
-        file.addAction(self._action("Send the reading to PACS", self.send_reading))
+        self.gsps_action = self._action("Save the reading as a presentation state (GSPS)…",
+                                        self.choose_presentation_state_export)
+        self.send_reading_action = self._action("Send the reading to PACS", self.send_reading)
+        file.addAction(self.gsps_action)
+        file.addAction(self.send_reading_action)
         self.send_action = self._action("Send results to PACS", self.send_results)
         file.addAction(self.send_action)
         file.aboutToShow.connect(self.update_sr_action)  # enabled only for a study with findings
@@ -766,9 +768,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("View copied (without the patient's details)", 5000)
 
     def update_sr_action(self) -> None:
+        """The File menu's DICOM actions enabled where they can work: results for an analysed study, a reading for
+        a DICOM image (a PNG has no study to file it in)."""
         analysed = self.studies.findings(self.current) is not None
         self.sr_action.setEnabled(analysed)
         self.send_action.setEnabled(analysed and bool(self.settings.pacs_nodes))
+        study = self.studies.current_study
+        dicom = study is not None and study.radiograph.header is not None
+        self.gsps_action.setEnabled(dicom)
+        self.send_reading_action.setEnabled(dicom and bool(self.settings.pacs_nodes))
 
     def _open_retrieved(self, files: list[str], analyse: bool) -> None:
         """A study retrieved from the PACS: its images open like any files, and with "Analyse on retrieve" are
@@ -895,7 +903,7 @@ class MainWindow(QMainWindow):
         try:
             path = write_presentation_state(reading, study.radiograph.header, folder)
         except (StructuredReportError, OSError) as exc:
-            self.statusBar().showMessage(f"Presentation state not written: {exc}")
+            self.statusBar().showMessage(f"Presentation state not written: {exc}", 10_000)
             return None
         self._exported_to(Path(folder))
         self.statusBar().showMessage(f"Presentation state (GSPS) written: {path}")

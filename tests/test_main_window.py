@@ -997,3 +997,29 @@ def test_the_reading_is_saved_as_a_presentation_state(qtbot, window, shared_cxr,
     texts = [t.UnformattedTextValue for t in annotation.TextObjectSequence]
     assert len(annotation.GraphicObjectSequence) == 3 and texts[0].endswith(" mm") and texts[1].startswith("CTR 0.43")
     assert str(state.PatientID) == str(canvas.radiograph.header.PatientID)  # filed with the patient's study
+    window.update_sr_action()
+    assert window.gsps_action.isEnabled()
+    open_and_wait(qtbot, window, shared_cxr / "raster/txv_nih_00027426_000_512px.png")
+    window.update_sr_action()  # (as the File menu opens) a PNG has no study to file a reading in
+    assert not window.gsps_action.isEnabled() and not window.send_reading_action.isEnabled()
+
+
+def test_the_ratio_needs_its_lines_in_place_and_delete_takes_the_last_moved(qtbot, window, shared_cxr):
+    """A thorax line narrower than the heart's gives no ratio (it gave "CTR 685.56" and saved it); a line's end
+    dragged off the image stays on its edge; Delete removes the measurement moved last, the ratio too."""
+    open_and_wait(qtbot, window, shared_cxr / CHEST)
+    canvas = window.canvas
+    canvas.toggle_ratio()
+    canvas.start_ruler()
+    heart, thorax, label = canvas._ratio
+    (x1, y1), _ = canvas._ends(thorax)
+    thorax.movePoint(thorax.getHandles()[1], QPointF(x1 + 1, y1 - 50), coords="parent")
+    ratio, _, width, _ = canvas.cardiothoracic_ratio()
+    assert ratio is None and label.textItem.toPlainText() == "CTR —"
+    assert "the thorax's line must be the wider" in window.distance_label.text()
+    assert not any(text.startswith("CTR") for *_, text in canvas.measurement_lines())  # nothing to save
+    thorax.movePoint(thorax.getHandles()[1], QPointF(-500, y1), coords="parent")  # past the image's left edge
+    (a, _), (b, _) = canvas._ends(thorax)
+    assert min(a, b) == 0 and canvas.cardiothoracic_ratio()[2] <= canvas.radiograph.columns * 0.16
+    QTest.keyClick(window, Qt.Key.Key_Delete)  # the thorax line was moved last: the ratio goes, the line stays
+    assert canvas.cardiothoracic_ratio() is None and len(canvas.ruler_lengths()) == 1

@@ -87,6 +87,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, last moved last
         self._kept_rulers: dict[str, list] = {}  # each image's lines while another is shown: its path → ends
         self._ratio: tuple[pg.LineSegmentROI, pg.LineSegmentROI, pg.TextItem] | None = None  # heart, thorax, label
+        self._last_moved: pg.LineSegmentROI | None = None  # the measurement line drawn or dragged last (Delete)
         self._kept_ratios: dict[str, tuple] = {}  # each image's ratio lines while another is shown
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
@@ -361,6 +362,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setParentItem(self.group)
         label.setZValue(21)
         self._rulers.append((ruler, label))
+        self._last_moved = ruler
         ruler.sigRegionChanged.connect(self._update_ruler)  # (it passes the line; a lambda kept every line alive)
         self._update_ruler(ruler)
 
@@ -389,10 +391,23 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         lengths = self.ruler_lengths()
         return lengths[-1] if lengths else None
 
+    def _keep_on_image(self, line: pg.LineSegmentROI) -> None:
+        """A line's ends stay on the image (dragged past its edge, a width could exceed the image's)."""
+        if self.radiograph is None:
+            return
+        for handle in line.getHandles():
+            x, y = line.pos().x() + handle.pos().x(), line.pos().y() + handle.pos().y()
+            inside = (min(max(x, 0.0), float(self.radiograph.columns)), min(max(y, 0.0), float(self.radiograph.rows)))
+            if inside != (x, y):
+                handle.setPos(inside[0] - line.pos().x(), inside[1] - line.pos().y())
+                line.update()
+
     def _update_ruler(self, ruler: pg.LineSegmentROI) -> None:
         found = [i for i, (r, _) in enumerate(self._rulers) if r is ruler]
         if not found or self.radiograph is None:  # removed meanwhile
             return
+        self._keep_on_image(ruler)
+        self._last_moved = ruler
         index = found[0]
         label = self._rulers[index][1]
         (x1, y1), (x2, y2) = self._ends(ruler)
@@ -404,10 +419,15 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self.measured.emit(f"Distance {text}")
 
     def remove_ruler(self) -> None:
-        """The line moved or drawn last goes (Delete), and the status bar shows the one before, if any."""
-        if not self._rulers:
+        """The measurement moved or drawn last goes (Delete): a distance line, or the cardiothoracic ratio; the status
+        bar shows the line before, if any."""
+        if self._ratio is not None and (self._last_moved in self._ratio[:2] or not self._rulers):
+            self._drop_ratio()
+        elif self._rulers:
+            self._drop(*self._rulers.pop())
+        else:
             return
-        self._drop(*self._rulers.pop())
+        self._last_moved = None
         remaining = self.ruler_lengths()
         self.measured.emit(f"Distance {remaining[-1][0]:.1f} {remaining[-1][1]}" if remaining else "")
 
@@ -460,10 +480,12 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setParentItem(self.group)
         label.setZValue(21)
         self._ratio = (lines[0], lines[1], label)
+        self._last_moved = lines[0]
         self._update_ratio()
 
-    def cardiothoracic_ratio(self) -> tuple[float, float, float, str] | None:
-        """(ratio, heart width, thorax width, unit) from the two lines' extents across the image, or None."""
+    def cardiothoracic_ratio(self) -> tuple[float | None, float, float, str] | None:
+        """(ratio, heart width, thorax width, unit) from the two lines' extents across the image (the ratio None
+        while the lines make none), or None without the tool."""
         if self._ratio is None or self.radiograph is None:
             return None
         widths = []
@@ -473,18 +495,27 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         spacing = self.radiograph.pixel_spacing_mm
         scale, unit = (spacing[1], "mm") if spacing else (1.0, "px")
         heart, thorax = widths[0] * scale, widths[1] * scale
-        return (heart / thorax if thorax else float("inf")), heart, thorax, unit
+        # no ratio where the thorax's line is not the wider: a heart wider than the chest is a misplaced line
+        return (heart / thorax if 0 < heart <= thorax else None), heart, thorax, unit
 
-    def _update_ratio(self, *_) -> None:
+    def _update_ratio(self, line: pg.LineSegmentROI | None = None) -> None:
+        if self._ratio is None:
+            return
+        for each in self._ratio[:2]:
+            self._keep_on_image(each)
+        if line is not None:
+            self._last_moved = line
         measured = self.cardiothoracic_ratio()
-        if measured is None or self._ratio is None:
+        if measured is None:
             return
         ratio, heart, thorax, unit = measured
         heart_line, _, label = self._ratio
         (x1, y1), (x2, y2) = self._ends(heart_line)
         label.setPos((x1 + x2) / 2, min(y1, y2))
-        label.setText(f"CTR {ratio:.2f}")
-        self.measured.emit(f"CTR {ratio:.2f} (heart {heart:.0f} {unit} / thorax {thorax:.0f} {unit})")
+        shown = "—" if ratio is None else f"{ratio:.2f}"
+        label.setText(f"CTR {shown}")
+        self.measured.emit(f"CTR {shown} (heart {heart:.0f} {unit} / thorax {thorax:.0f} {unit})"
+                           + (": the thorax's line must be the wider" if ratio is None else ""))
 
     def measurement_lines(self) -> list[tuple[tuple[float, float], tuple[float, float], str]]:
         """Every measurement on the image as (start, end, what it says), in image pixels: the distance lines with
@@ -493,7 +524,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         measured = self.cardiothoracic_ratio()
         if measured is not None and self._ratio is not None:
             ratio, heart, thorax, unit = measured
-            lines.append((*self._ends(self._ratio[0]), f"CTR {ratio:.2f} (heart {heart:.0f} {unit})"))
+            said = f"heart {heart:.0f} {unit}" if ratio is None else f"CTR {ratio:.2f} (heart {heart:.0f} {unit})"
+            lines.append((*self._ends(self._ratio[0]), said))
             lines.append((*self._ends(self._ratio[1]), f"thorax {thorax:.0f} {unit}"))
         return lines
 

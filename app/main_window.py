@@ -854,9 +854,10 @@ class MainWindow(QMainWindow):
         window = canvas.current_window()
         if study is None or window is None:
             return None
-        state = canvas.state
-        return Reading(window.center, window.width, study.radiograph.inverted != state.invert, state.rotation,
-                       state.flip_horizontal, state.flip_vertical,
+        state, radiograph = canvas.state, study.radiograph
+        return Reading(window.center, window.width, radiograph.inverted != state.invert,
+                       radiograph.voi_function.value, radiograph.voi_lut if state.window is None else None,
+                       state.rotation, state.flip_horizontal, state.flip_vertical,
                        tuple(Measurement(start, end, text) for start, end, text in canvas.measurement_lines()))
 
     def send_reading(self) -> Worker | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.valuerep import DA, TM
@@ -173,7 +174,7 @@ def test_the_reading_as_a_presentation_state(shared_cxr, tmp_path, flips):
 
     source = pydicom.dcmread(shared_cxr / "dicom/DX_chest_966_fixed.dcm", stop_before_pixels=True)
     horizontal, vertical = flips
-    reading = Reading(1800.0, 3000.0, True, 90, horizontal, vertical,
+    reading = Reading(1800.0, 3000.0, True, "LINEAR", None, 90, horizontal, vertical,
                       (Measurement((100.0, 200.0), (400.0, 200.0), "48.0 mm"),
                        Measurement((50.0, 900.0), (1200.0, 950.0), "CTR 0.47 (heart 131 mm)")))
     path = write_presentation_state(reading, source, tmp_path)
@@ -213,3 +214,27 @@ def test_the_presentation_states_orientation_shows_what_the_viewer_shows():
         dicom = np.rot90(image, -turned // 90)
         dicom = dicom[:, ::-1] if flipped else dicom
         assert np.array_equal(viewer, dicom), (rotation, horizontal, vertical)
+
+
+def test_a_presentation_state_shows_the_files_own_voi_lut_and_function(shared_cxr, tmp_path):
+    """Shown through the file's VOI LUT (a mammogram's), the presentation state carries that table, not the
+    straight window over its range; a SIGMOID window says so."""
+    from inference.reports.presentation_state import Reading, write_presentation_state
+
+    radiograph = load_radiograph(shared_cxr / "other/fodicom_GH133_MG_VOILUTSeq.dcm")
+    assert radiograph.voi_lut is not None
+    window = radiograph.window
+    path = write_presentation_state(Reading(window.center, window.width, radiograph.inverted, "LINEAR",
+                                            radiograph.voi_lut), radiograph.header, tmp_path / "lut")
+    assert _errors(_validator("dciodvfy"), str(path)) == []
+    [voi] = pydicom.dcmread(path).SoftcopyVOILUTSequence
+    [table] = voi.VOILUTSequence
+    assert int(table.LUTDescriptor[1]) == radiograph.voi_lut.first_mapped and "WindowCenter" not in voi
+    entries = np.frombuffer(table.LUTData, dtype="<u2") if isinstance(table.LUTData, bytes) else np.asarray(
+        table.LUTData)
+    source = radiograph.voi_lut.data.astype(np.float64) / (2 ** radiograph.voi_lut.bits - 1)
+    assert np.allclose(entries / 65535, source, atol=1e-4)  # the file's curve, at 16 bits
+    path = write_presentation_state(Reading(window.center, window.width, radiograph.inverted, "SIGMOID"),
+                                    radiograph.header, tmp_path / "sigmoid")
+    [voi] = pydicom.dcmread(path).SoftcopyVOILUTSequence
+    assert voi.VOILUTFunction == "SIGMOID" and float(voi.WindowWidth) == pytest.approx(window.width)

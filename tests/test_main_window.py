@@ -982,9 +982,9 @@ def test_the_reading_is_saved_as_a_presentation_state(qtbot, window, shared_cxr,
 
     open_and_wait(qtbot, window, shared_cxr / CHEST)
     canvas = window.canvas
-    canvas.start_ruler()
-    canvas.toggle_ratio()
     canvas.rotate(90)
+    canvas.start_ruler()
+    canvas.toggle_ratio()  # (placed across the screen: along the image's rows)
     canvas.apply_preset("Lung")
     path = window.export_presentation_state(str(tmp_path))
     assert path is not None and "Presentation state (GSPS) written" in window.statusBar().currentMessage()
@@ -1020,6 +1020,20 @@ def test_the_ratio_needs_its_lines_in_place_and_delete_takes_the_last_moved(qtbo
     assert not any(text.startswith("CTR") for *_, text in canvas.measurement_lines())  # nothing to save
     thorax.movePoint(thorax.getHandles()[1], QPointF(-500, y1), coords="parent")  # past the image's left edge
     (a, _), (b, _) = canvas._ends(thorax)
-    assert min(a, b) == 0 and canvas.cardiothoracic_ratio()[2] <= canvas.radiograph.columns * 0.16
+    assert min(a, b) == 0  # the end stopped at the edge
+    width = canvas.cardiothoracic_ratio()[2]
+    thorax.setPos(thorax.pos() + QPointF(200, 0))  # the whole line dragged right: it keeps its length
+    assert canvas.cardiothoracic_ratio()[2] == pytest.approx(width)  # (an end came back from a stale record)
+    thorax.setPos(thorax.pos() + QPointF(-5000, 0))  # and dragged off the left: put back inside, as it is
+    (a, _), (b, _) = canvas._ends(thorax)
+    assert min(a, b) == pytest.approx(0) and canvas.cardiothoracic_ratio()[2] == pytest.approx(width)
     QTest.keyClick(window, Qt.Key.Key_Delete)  # the thorax line was moved last: the ratio goes, the line stays
     assert canvas.cardiothoracic_ratio() is None and len(canvas.ruler_lengths()) == 1
+    assert window.distance_label.text().startswith("Distance ")  # the line still there is said
+    # turned sideways, the chest's width runs along the image's rows: the ratio is measured across the screen
+    canvas.rotate(90)
+    canvas.toggle_ratio()
+    ratio, heart_mm, thorax_mm, _ = canvas.cardiothoracic_ratio()
+    rows = canvas.radiograph.rows
+    assert (heart_mm, thorax_mm) == pytest.approx((0.3 * rows * 0.16, 0.7 * rows * 0.16)) and ratio == pytest.approx(
+        0.3 / 0.7)

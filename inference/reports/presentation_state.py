@@ -23,6 +23,7 @@ from inference.reports.structured_report import (
     made_by_us,
     save_into,
 )
+from viewer.radiograph import VoiLut
 
 SERIES_NUMBER = 992  # after the SR's (990) and the annotated image's (991)
 SERIES_DESCRIPTION = "MedEdge reading"
@@ -46,6 +47,8 @@ class Reading:
     window_center: float
     window_width: float
     shown_inverted: bool          # high values dark on screen (MONOCHROME1 as the file asks, or Invert)
+    voi_function: str = "LINEAR"  # the window's VOI LUT Function as shown (LINEAR, LINEAR_EXACT, SIGMOID)
+    voi_lut: VoiLut | None = None  # the file's VOI LUT when that is what is shown (the window then only its range)
     rotation: int = 0             # degrees clockwise, a multiple of 90
     flip_horizontal: bool = False
     flip_vertical: bool = False
@@ -61,20 +64,21 @@ def build_presentation_state(reading: Reading, source: Dataset | None, *,
     for keyword in ("Rows", "Columns"):
         if keyword not in evidence:
             raise StructuredReportError(f"the source image has no {keyword}")
-    layer = hd.pr.GraphicLayer(layer_name="MEASUREMENTS", order=1, description="the reader's measurements")
-    graphics, texts = [], []
-    for measurement in reading.measurements:
-        ends = np.array([measurement.start, measurement.end], dtype=np.float32)
-        graphics.append(hd.pr.GraphicObject(graphic_type=hd.pr.GraphicTypeValues.POLYLINE, graphic_data=ends,
-                                            units=hd.pr.AnnotationUnitsValues.PIXEL))
-        middle = tuple(float(v) for v in ends.mean(axis=0))
-        texts.append(hd.pr.TextObject(text_value=measurement.text[:64], units=hd.pr.AnnotationUnitsValues.PIXEL,
-                                      anchor_point=(middle[0], middle[1]), anchor_point_visible=False))
-    annotations = [hd.pr.GraphicAnnotation(referenced_images=[evidence], graphic_layer=layer,
-                                           graphic_objects=graphics, text_objects=texts)] if graphics else None
     shape = hd.PresentationLUTShapeValues.INVERSE if reading.shown_inverted else hd.PresentationLUTShapeValues.IDENTITY
     try:
         with copied_as_they_are():
+            layer = hd.pr.GraphicLayer(layer_name="MEASUREMENTS", order=1, description="the reader's measurements")
+            annotations = _annotations(reading, evidence, layer)
+            if reading.voi_lut is not None:  # the file's own table, as shown
+                # a softcopy VOI LUT's entries are 8 or 16 bits: the file's (12 here and there) stretched to 16
+                lut = reading.voi_lut
+                entries = np.round(lut.data.astype(np.float64) * 65535 / (2 ** lut.bits - 1)).astype(np.uint16)
+                voi = hd.pr.SoftcopyVOILUTTransformation(voi_luts=[hd.VOILUT(
+                    first_mapped_value=lut.first_mapped, lut_data=entries, lut_explanation=lut.explanation or None)])
+            else:
+                voi = hd.pr.SoftcopyVOILUTTransformation(
+                    window_center=float(reading.window_center), window_width=float(reading.window_width),
+                    voi_lut_function=reading.voi_function)
             state = hd.pr.GrayscaleSoftcopyPresentationState(
                 referenced_images=[evidence],
                 series_instance_uid=generate_uid(),
@@ -86,8 +90,7 @@ def build_presentation_state(reading: Reading, source: Dataset | None, *,
                 content_description="window, orientation and measurements as read in MedEdge Viewer",
                 graphic_annotations=annotations,
                 graphic_layers=[layer] if annotations else None,
-                voi_lut_transformations=[hd.pr.SoftcopyVOILUTTransformation(
-                    window_center=float(reading.window_center), window_width=float(reading.window_width))],
+                voi_lut_transformations=[voi],
                 presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape))
     except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom refused a value of the source
         raise StructuredReportError(f"cannot build the presentation state: {exc}") from exc
@@ -124,6 +127,23 @@ def _displayed_corners(columns: int, rows: int, flipped: bool, turned: int) -> t
     top_left = min(corners, key=lambda c: shown(*c))
     bottom_right = max(corners, key=lambda c: shown(*c))
     return list(top_left), list(bottom_right)
+
+
+def _annotations(reading: Reading, evidence: Dataset, layer) -> list | None:
+    """The measurements as POLYLINE graphics with their text at the middle, in image pixels (DICOM's PIXEL units
+    put 0.0 at the first pixel's outer corner, as the viewer does); None without any."""
+    graphics, texts = [], []
+    for measurement in reading.measurements:
+        ends = np.array([measurement.start, measurement.end], dtype=np.float32)
+        graphics.append(hd.pr.GraphicObject(graphic_type=hd.pr.GraphicTypeValues.POLYLINE, graphic_data=ends,
+                                            units=hd.pr.AnnotationUnitsValues.PIXEL))
+        middle = ends.mean(axis=0)
+        texts.append(hd.pr.TextObject(text_value=measurement.text[:64], units=hd.pr.AnnotationUnitsValues.PIXEL,
+                                      anchor_point=(float(middle[0]), float(middle[1])), anchor_point_visible=False))
+    if not graphics:
+        return None
+    return [hd.pr.GraphicAnnotation(referenced_images=[evidence], graphic_layer=layer, graphic_objects=graphics,
+                                    text_objects=texts)]
 
 
 def write_presentation_state(reading: Reading, source: Dataset | None, folder: str | os.PathLike[str]) -> Path:

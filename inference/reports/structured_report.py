@@ -323,12 +323,20 @@ def device_uid() -> str:
     return uid
 
 
+# Body parts that come in pairs (General Series' Laterality is then required): those a radiograph meets
+_PAIRED = frozenset({"BREAST", "SHOULDER", "ELBOW", "WRIST", "HAND", "HIP", "KNEE", "ANKLE", "FOOT", "EYE", "EAR"})
+
+
 def carry_series_anatomy(source: Dataset, result: Dataset) -> None:
     """A result's General Series body part (the source's, else the chest that was analysed), which answers the
     module's Laterality condition (the chest is not a paired part), and the source's laterality where it has one."""
-    result.BodyPartExamined = str(source.get("BodyPartExamined", "") or "").strip() or "CHEST"
-    if str(source.get("Laterality", "") or "").strip():
-        result.Laterality = source.Laterality
+    part = str(source.get("BodyPartExamined", "") or "").strip()
+    result.BodyPartExamined = part or "CHEST"
+    laterality = str(source.get("Laterality", "") or "").strip()
+    if not laterality and part.upper() in _PAIRED:  # the image's, where a paired part needs the series' too
+        laterality = str(source.get("ImageLaterality", "") or "").strip()
+    if laterality in ("R", "L"):  # (Image Laterality's B and U have no series equivalent)
+        result.Laterality = laterality
 
 
 def result_uid(source_uid: str, findings: Findings) -> str:
@@ -338,7 +346,7 @@ def result_uid(source_uid: str, findings: Findings) -> str:
     # everything the SR says of how it was made too (the algorithm parameters), not its timings
     how = {kind.value: [run.weights, run.cut, run.runtime.value, run.wire and run.wire.value, run.bands]
            for kind, run in sorted(findings.models.items())}
-    content = json.dumps([how, findings.mode.value, findings.fallback_reason, package_version(),
+    content = json.dumps([how, findings.mode.value, findings.fallback_reason, package_version(), device_uid(),
                           [(d.label, round(d.score, 6), [round(v, 3) for v in d.box_xyxy]) for d in findings.detections],
                           {name: round(p, 6) for name, p in sorted(findings.probabilities.items())}])
     return generate_uid(entropy_srcs=[source_uid, "mededge sr", content])

@@ -87,7 +87,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, last moved last
         self._kept_rulers: dict[str, list] = {}  # each image's lines while another is shown: its path → ends
         self._ratio: tuple[pg.LineSegmentROI, pg.LineSegmentROI, pg.TextItem] | None = None  # heart, thorax, label
-        self._last_moved: pg.LineSegmentROI | None = None  # the measurement line drawn or dragged last (Delete)
+        self._touched: list[pg.LineSegmentROI] = []  # the measurement lines, last drawn or dragged last (Delete)
+        self._line_origins: dict[int, tuple[float, float]] = {}  # each line's origin when last seen
         self._kept_ratios: dict[str, tuple] = {}  # each image's ratio lines while another is shown
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
@@ -356,13 +357,14 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         ruler = pg.LineSegmentROI([list(start), list(end)], pen=pg.mkPen((0, 220, 255), width=2))
         ruler.setParentItem(self.group)
         ruler.setZValue(20)
+        self._line_origins[id(ruler)] = (ruler.pos().x(), ruler.pos().y())
         # on a dark plate: cyan alone was unreadable over bright lung and bone; at the line's middle, not its end
         # (where it ran off the image)
         label = pg.TextItem(color=(0, 220, 255), anchor=(0.5, 1.2), fill=pg.mkBrush(0, 0, 0, 170))
         label.setParentItem(self.group)
         label.setZValue(21)
         self._rulers.append((ruler, label))
-        self._last_moved = ruler
+        self._touch(ruler)
         ruler.sigRegionChanged.connect(self._update_ruler)  # (it passes the line; a lambda kept every line alive)
         self._update_ruler(ruler)
 
@@ -392,22 +394,41 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         return lengths[-1] if lengths else None
 
     def _keep_on_image(self, line: pg.LineSegmentROI) -> None:
-        """A line's ends stay on the image (dragged past its edge, a width could exceed the image's)."""
+        """A line stays on the image (dragged past its edge, a width could exceed the image's): the whole line
+        dragged is put back inside as it is; an end dragged out stops at the edge. Through pyqtgraph's own moves,
+        so its record of the ends stays true (a next drag restored an end from it)."""
         if self.radiograph is None:
             return
-        for handle in line.getHandles():
-            x, y = line.pos().x() + handle.pos().x(), line.pos().y() + handle.pos().y()
-            inside = (min(max(x, 0.0), float(self.radiograph.columns)), min(max(y, 0.0), float(self.radiograph.rows)))
-            if inside != (x, y):
-                handle.setPos(inside[0] - line.pos().x(), inside[1] - line.pos().y())
-                line.update()
+        width, height = float(self.radiograph.columns), float(self.radiograph.rows)
+        ends = self._ends(line)
+        moved_whole = self._line_moved_whole(line)
+        if all(0 <= x <= width and 0 <= y <= height for x, y in ends):
+            return
+        xs, ys = [x for x, _ in ends], [y for _, y in ends]
+        if max(xs) - min(xs) <= width and max(ys) - min(ys) <= height and moved_whole:
+            dx = -min(xs) if min(xs) < 0 else min(width - max(xs), 0.0)
+            dy = -min(ys) if min(ys) < 0 else min(height - max(ys), 0.0)
+            self._line_origins[id(line)] = (line.pos().x() + dx, line.pos().y() + dy)
+            line.setPos(line.pos() + QPointF(dx, dy))
+            return
+        for handle, (x, y) in zip(line.getHandles(), ends, strict=True):
+            inside = QPointF(min(max(x, 0.0), width), min(max(y, 0.0), height))
+            if (inside.x(), inside.y()) != (x, y):
+                line.movePoint(handle, inside, coords="parent", finish=False)
+
+    def _line_moved_whole(self, line: pg.LineSegmentROI) -> bool:
+        """Whether the line was dragged as a whole since it was last seen (its origin moved), not by an end."""
+        before = self._line_origins.get(id(line))
+        now = (line.pos().x(), line.pos().y())
+        self._line_origins[id(line)] = now
+        return before is not None and before != now
 
     def _update_ruler(self, ruler: pg.LineSegmentROI) -> None:
         found = [i for i, (r, _) in enumerate(self._rulers) if r is ruler]
         if not found or self.radiograph is None:  # removed meanwhile
             return
         self._keep_on_image(ruler)
-        self._last_moved = ruler
+        self._touch(ruler)
         index = found[0]
         label = self._rulers[index][1]
         (x1, y1), (x2, y2) = self._ends(ruler)
@@ -418,18 +439,33 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._rulers.append(self._rulers.pop(index))  # the line moved last is the one Delete removes
         self.measured.emit(f"Distance {text}")
 
+    def _touch(self, line: pg.LineSegmentROI) -> None:
+        if line in self._touched:
+            self._touched.remove(line)
+        self._touched.append(line)
+
     def remove_ruler(self) -> None:
-        """The measurement moved or drawn last goes (Delete): a distance line, or the cardiothoracic ratio; the status
-        bar shows the line before, if any."""
-        if self._ratio is not None and (self._last_moved in self._ratio[:2] or not self._rulers):
-            self._drop_ratio()
-        elif self._rulers:
-            self._drop(*self._rulers.pop())
-        else:
+        """The measurement drawn or dragged last goes (Delete): a distance line, or the cardiothoracic ratio; the
+        status bar then says the one touched before it, if any."""
+        if not self._touched:
             return
-        self._last_moved = None
-        remaining = self.ruler_lengths()
-        self.measured.emit(f"Distance {remaining[-1][0]:.1f} {remaining[-1][1]}" if remaining else "")
+        last = self._touched[-1]
+        if self._ratio is not None and last in self._ratio[:2]:
+            self._drop_ratio()
+        else:
+            found = [i for i, (ruler, _) in enumerate(self._rulers) if ruler is last]
+            self._drop(*self._rulers.pop(found[0]))
+            self._touched.remove(last)
+        self._say_last()
+
+    def _say_last(self) -> None:
+        """The status bar says the measurement touched last (none: nothing)."""
+        if not self._touched:
+            self.measured.emit("")
+        elif self._ratio is not None and self._touched[-1] in self._ratio[:2]:
+            self._update_ratio()
+        else:
+            self._update_ruler(self._touched[-1])
 
     def _drop(self, *items) -> None:
         for item in items:
@@ -443,9 +479,11 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         for ruler, label in self._rulers:
             self._drop(ruler, label)
         self._rulers = []
+        self._line_origins = {}
         if self.radiograph is not None and self._ratio is not None:
             self._kept_ratios[self.radiograph.path] = (self._ends(self._ratio[0]), self._ends(self._ratio[1]))
         self._drop_ratio(said=False)
+        self._touched = []
         self.measured.emit("")
 
     def forget_rulers(self, path: str) -> None:
@@ -458,15 +496,22 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def toggle_ratio(self) -> None:
         """C: the cardiothoracic ratio's two widths on the image (again: off). Drag the heart's line onto the
         widest cardiac silhouette, the thorax's onto the widest inner rib cage; the ratio is of their widths across
-        the image (its columns), as a PA film's CTR is read."""
+        the screen (the image's columns, or its rows when it is turned sideways), as a PA film's CTR is read."""
         if self._ratio is not None:
             self._drop_ratio()
             return
         if self.radiograph is None:
             return
         rows, cols = self.radiograph.rows, self.radiograph.columns
-        self._add_ratio(((0.35 * cols, 0.6 * rows), (0.65 * cols, 0.6 * rows)),
-                        ((0.15 * cols, 0.7 * rows), (0.85 * cols, 0.7 * rows)))
+        if self._turned_sideways():  # lines across the screen: along the image's rows
+            self._add_ratio(((0.6 * cols, 0.35 * rows), (0.6 * cols, 0.65 * rows)),
+                            ((0.7 * cols, 0.15 * rows), (0.7 * cols, 0.85 * rows)))
+        else:
+            self._add_ratio(((0.35 * cols, 0.6 * rows), (0.65 * cols, 0.6 * rows)),
+                            ((0.15 * cols, 0.7 * rows), (0.85 * cols, 0.7 * rows)))
+
+    def _turned_sideways(self) -> bool:
+        return self.state.rotation % 180 != 0
 
     def _add_ratio(self, heart: tuple, thorax: tuple) -> None:
         lines = []
@@ -474,13 +519,14 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
             line = pg.LineSegmentROI([list(ends[0]), list(ends[1])], pen=pg.mkPen(colour, width=2))
             line.setParentItem(self.group)
             line.setZValue(20)
+            self._line_origins[id(line)] = (line.pos().x(), line.pos().y())
             line.sigRegionChanged.connect(self._update_ratio)
             lines.append(line)
         label = pg.TextItem(color=(255, 255, 255), anchor=(0.5, 1.2), fill=pg.mkBrush(0, 0, 0, 170))
         label.setParentItem(self.group)
         label.setZValue(21)
         self._ratio = (lines[0], lines[1], label)
-        self._last_moved = lines[0]
+        self._touch(lines[0])
         self._update_ratio()
 
     def cardiothoracic_ratio(self) -> tuple[float | None, float, float, str] | None:
@@ -488,12 +534,13 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         while the lines make none), or None without the tool."""
         if self._ratio is None or self.radiograph is None:
             return None
+        across_rows = self._turned_sideways()  # the chest's width on screen runs along the image's rows
         widths = []
         for line in self._ratio[:2]:
-            (x1, _), (x2, _) = self._ends(line)
-            widths.append(abs(x2 - x1))
+            (x1, y1), (x2, y2) = self._ends(line)
+            widths.append(abs(y2 - y1) if across_rows else abs(x2 - x1))
         spacing = self.radiograph.pixel_spacing_mm
-        scale, unit = (spacing[1], "mm") if spacing else (1.0, "px")
+        scale, unit = (spacing[0] if across_rows else spacing[1], "mm") if spacing else (1.0, "px")
         heart, thorax = widths[0] * scale, widths[1] * scale
         # no ratio where the thorax's line is not the wider: a heart wider than the chest is a misplaced line
         return (heart / thorax if 0 < heart <= thorax else None), heart, thorax, unit
@@ -504,7 +551,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         for each in self._ratio[:2]:
             self._keep_on_image(each)
         if line is not None:
-            self._last_moved = line
+            self._touch(line)
         measured = self.cardiothoracic_ratio()
         if measured is None:
             return
@@ -532,9 +579,10 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def _drop_ratio(self, said: bool = True) -> None:
         if self._ratio is not None:
             self._drop(*self._ratio)
+            self._touched = [line for line in self._touched if line not in self._ratio[:2]]
             self._ratio = None
             if said:
-                self.measured.emit("")
+                self._say_last()
 
     # ------------------------------------------------------------ AI overlays
 

@@ -533,10 +533,11 @@ class MainWindow(QMainWindow):
         study = self.studies.current_study
         if study is None:
             return
-        windows = [w for _, w in self._file_windows(study.radiograph)]
+        offered = self._file_windows(study.radiograph)
+        windows = [w for _, w in offered]
         shown = self.canvas.state.window
         at = windows.index(shown) if shown in windows else -1
-        name, window = self._file_windows(study.radiograph)[(at + 1) % len(windows)]
+        name, window = offered[(at + 1) % len(offered)]
         self.canvas.set_window(window)
         self.statusBar().showMessage(f"The file's window: {name}", 3000)
 

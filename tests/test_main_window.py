@@ -163,8 +163,8 @@ def test_distance_tool_in_mm(qtbot, window, shared_cxr):
     first, second, third = canvas._rulers
     _, (x2, y2) = canvas._ends(second[0])
     second[0].movePoint(second[0].getHandles()[1], QPointF(x2, y2 + 300), coords="parent")  # dragged: now the last
-    assert len(canvas.ruler_lengths()) == 3 and canvas.ruler_lengths()[-1][0] > length
-    assert window.distance_label.text() == f"Distance {canvas.ruler_lengths()[-1][0]:.1f} mm"
+    assert len(canvas.ruler_lengths()) == 3 and canvas.ruler_length()[0] > length  # (the line dragged last)
+    assert window.distance_label.text() == f"Distance {canvas.ruler_length()[0]:.1f} mm"
     assert second[1].textItem.toPlainText() == window.distance_label.text().removeprefix("Distance ")
     QTest.keyClick(window, Qt.Key.Key_Delete)
     assert [r for r, _ in canvas._rulers] == [first[0], third[0]]

@@ -84,12 +84,12 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._box_items: list[tuple[float, QGraphicsRectItem, pg.TextItem]] = []
         self._confidence = 0.4
         self._boxes_visible = True
-        self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, last moved last
-        self._kept_rulers: dict[str, list] = {}  # each image's lines while another is shown: its path → ends
+        self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, as drawn
         self._ratio: tuple[pg.LineSegmentROI, pg.LineSegmentROI, pg.TextItem] | None = None  # heart, thorax, label
         self._touched: list[pg.LineSegmentROI] = []  # the measurement lines, last drawn or dragged last (Delete)
         self._line_origins: dict[int, tuple[float, float]] = {}  # each line's origin when last seen
-        self._kept_ratios: dict[str, tuple] = {}  # each image's ratio lines while another is shown
+        # each image's measurements while another is shown: its path → the lines' ends, the ratio's (or None)
+        self._kept: dict[str, tuple[list, tuple | None]] = {}
         self.view.windowDragged.connect(self._drag_window)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         # the text in the corners and the patient's directions at the edges, over the viewport (not in the scene:
@@ -202,9 +202,10 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._render()
         self._apply_orientation()
         self.fit()
-        for start, end in self._kept_rulers.pop(radiograph.path, []):
+        lines, ratio = self._kept.pop(radiograph.path, ([], None))
+        for start, end in lines:
             self._add_ruler(start, end)
-        if (ratio := self._kept_ratios.pop(radiograph.path, None)) is not None:
+        if ratio is not None:
             self._add_ratio(*ratio)
 
     def show_nothing(self) -> None:
@@ -389,9 +390,10 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         return lengths
 
     def ruler_length(self) -> tuple[float, str] | None:
-        """The newest line's (length, unit), or None without a line."""
-        lengths = self.ruler_lengths()
-        return lengths[-1] if lengths else None
+        """The (length, unit) of the line drawn or dragged last, or None without a line."""
+        lines = [ruler for ruler, _ in self._rulers]
+        last = next((line for line in reversed(self._touched) if line in lines), None)
+        return None if last is None else self.ruler_lengths()[lines.index(last)]
 
     def _keep_on_image(self, line: pg.LineSegmentROI) -> None:
         """A line stays on the image (dragged past its edge, a width could exceed the image's): the whole line
@@ -436,7 +438,6 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         length, unit = self.ruler_lengths()[index]
         text = f"{length:.1f} {unit}"
         label.setText(text)
-        self._rulers.append(self._rulers.pop(index))  # the line moved last is the one Delete removes
         self.measured.emit(f"Distance {text}")
 
     def _touch(self, line: pg.LineSegmentROI) -> None:
@@ -469,27 +470,25 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
 
     def _drop(self, *items) -> None:
         for item in items:
+            self._line_origins.pop(id(item), None)
             if item.scene() is not None:
                 item.scene().removeItem(item)
 
     def _put_away_rulers(self) -> None:
-        """The lines of the image leaving the screen are kept for its return (a measurement is part of a read)."""
-        if self.radiograph is not None:
-            self._kept_rulers[self.radiograph.path] = [self._ends(ruler) for ruler, _ in self._rulers]
+        """The measurements of the image leaving the screen are kept for its return (they are part of a read)."""
+        if self.radiograph is not None and (self._rulers or self._ratio is not None):
+            ratio = None if self._ratio is None else (self._ends(self._ratio[0]), self._ends(self._ratio[1]))
+            self._kept[self.radiograph.path] = ([self._ends(ruler) for ruler, _ in self._rulers], ratio)
         for ruler, label in self._rulers:
             self._drop(ruler, label)
         self._rulers = []
-        self._line_origins = {}
-        if self.radiograph is not None and self._ratio is not None:
-            self._kept_ratios[self.radiograph.path] = (self._ends(self._ratio[0]), self._ends(self._ratio[1]))
         self._drop_ratio(said=False)
         self._touched = []
         self.measured.emit("")
 
     def forget_rulers(self, path: str) -> None:
         """The study was closed: its lines and its cardiothoracic ratio go with it."""
-        self._kept_rulers.pop(path, None)
-        self._kept_ratios.pop(path, None)
+        self._kept.pop(path, None)
 
     # ------------------------------------------------------------ cardiothoracic ratio
 

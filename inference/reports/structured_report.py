@@ -9,6 +9,7 @@ the source image (highdicom copies them from the evidence); no PHI goes into the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -306,8 +307,13 @@ def procedure_of(source: Dataset) -> Code:
 
 def device_uid() -> str:
     """This installation's Device Observer UID, made once and kept in the data folder (every installation had the
-    same one, derived from the product's name)."""
-    path = data_dir() / "device-observer-uid"
+    same one, derived from the product's name); read once per folder and process (each SR asked for it twice)."""
+    return _device_uid_in(data_dir())
+
+
+@functools.cache
+def _device_uid_in(folder: Path) -> str:
+    path = folder / "device-observer-uid"
     try:
         uid = path.read_text().strip()
         if uid and len(uid) <= 64 and all(part.isdigit() for part in uid.split(".")):
@@ -318,7 +324,7 @@ def device_uid() -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(uid + "\n")
-    except OSError:  # a read-only data folder: this report still gets one, the next another
+    except OSError:  # a read-only data folder: this process keeps the one it made
         pass
     return uid
 

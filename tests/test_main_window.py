@@ -962,6 +962,9 @@ def test_the_cardiothoracic_ratio(qtbot, window, shared_cxr):
     cols = canvas.radiograph.columns
     assert unit == "mm" and heart == pytest.approx(0.3 * cols * 0.16) and thorax == pytest.approx(0.7 * cols * 0.16)
     assert ratio == pytest.approx(0.3 / 0.7) and window.distance_label.text().startswith("CTR 0.43 (heart ")
+    canvas.rotate(90)  # turned after it was drawn: the same widths (they were measured along the other axis)
+    assert canvas.cardiothoracic_ratio()[:3] == pytest.approx((ratio, heart, thorax))
+    canvas.rotate(-90)
     heart_line = canvas._ratio[0]
     (x1, y1), (x2, y2) = canvas._ends(heart_line)
     heart_line.movePoint(heart_line.getHandles()[1], QPointF(x2 + 0.1 * cols, y2 + 40), coords="parent")

@@ -86,6 +86,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         self._boxes_visible = True
         self._rulers: list[tuple[pg.LineSegmentROI, pg.TextItem]] = []  # the distance lines, as drawn
         self._ratio: tuple[pg.LineSegmentROI, pg.LineSegmentROI, pg.TextItem] | None = None  # heart, thorax, label
+        self._ratio_across_rows = False  # its widths along the image's rows (drawn with the image turned sideways)
         self._touched: list[pg.LineSegmentROI] = []  # the measurement lines, last drawn or dragged last (Delete)
         self._line_origins: dict[int, tuple[float, float]] = {}  # each line's origin when last seen
         # each image's measurements while another is shown: its path → the lines' ends, the ratio's (or None)
@@ -477,7 +478,8 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def _put_away_rulers(self) -> None:
         """The measurements of the image leaving the screen are kept for its return (they are part of a read)."""
         if self.radiograph is not None and (self._rulers or self._ratio is not None):
-            ratio = None if self._ratio is None else (self._ends(self._ratio[0]), self._ends(self._ratio[1]))
+            ratio = None if self._ratio is None else (self._ends(self._ratio[0]), self._ends(self._ratio[1]),
+                                                      self._ratio_across_rows)
             self._kept[self.radiograph.path] = ([self._ends(ruler) for ruler, _ in self._rulers], ratio)
         for ruler, label in self._rulers:
             self._drop(ruler, label)
@@ -495,24 +497,23 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
     def toggle_ratio(self) -> None:
         """C: the cardiothoracic ratio's two widths on the image (again: off). Drag the heart's line onto the
         widest cardiac silhouette, the thorax's onto the widest inner rib cage; the ratio is of their widths across
-        the screen (the image's columns, or its rows when it is turned sideways), as a PA film's CTR is read."""
+        the screen as the image is turned when they are drawn (its columns, or its rows when turned sideways)."""
         if self._ratio is not None:
             self._drop_ratio()
             return
         if self.radiograph is None:
             return
         rows, cols = self.radiograph.rows, self.radiograph.columns
-        if self._turned_sideways():  # lines across the screen: along the image's rows
+        if self.state.rotation % 180:  # turned sideways: lines across the screen run along the image's rows
             self._add_ratio(((0.6 * cols, 0.35 * rows), (0.6 * cols, 0.65 * rows)),
-                            ((0.7 * cols, 0.15 * rows), (0.7 * cols, 0.85 * rows)))
+                            ((0.7 * cols, 0.15 * rows), (0.7 * cols, 0.85 * rows)), across_rows=True)
         else:
             self._add_ratio(((0.35 * cols, 0.6 * rows), (0.65 * cols, 0.6 * rows)),
-                            ((0.15 * cols, 0.7 * rows), (0.85 * cols, 0.7 * rows)))
+                            ((0.15 * cols, 0.7 * rows), (0.85 * cols, 0.7 * rows)), across_rows=False)
 
-    def _turned_sideways(self) -> bool:
-        return self.state.rotation % 180 != 0
-
-    def _add_ratio(self, heart: tuple, thorax: tuple) -> None:
+    def _add_ratio(self, heart: tuple, thorax: tuple, across_rows: bool) -> None:
+        """The ratio's lines; `across_rows`: its widths measured along the image's rows (it was drawn with the image
+        turned sideways), else along its columns — kept so, however the image is turned afterwards."""
         lines = []
         for ends, colour in ((heart, (255, 120, 200)), (thorax, (120, 255, 140))):
             line = pg.LineSegmentROI([list(ends[0]), list(ends[1])], pen=pg.mkPen(colour, width=2))
@@ -525,6 +526,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         label.setParentItem(self.group)
         label.setZValue(21)
         self._ratio = (lines[0], lines[1], label)
+        self._ratio_across_rows = across_rows
         self._touch(lines[0])
         self._update_ratio()
 
@@ -533,7 +535,7 @@ class RadiographCanvas(pg.GraphicsLayoutWidget):
         while the lines make none), or None without the tool."""
         if self._ratio is None or self.radiograph is None:
             return None
-        across_rows = self._turned_sideways()  # the chest's width on screen runs along the image's rows
+        across_rows = self._ratio_across_rows  # the chest's width: the image axis the lines were drawn across
         widths = []
         for line in self._ratio[:2]:
             (x1, y1), (x2, y2) = self._ends(line)

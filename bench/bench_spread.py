@@ -68,15 +68,16 @@ def export(work: Path, size: int) -> Path:
 
 
 def serve(work: Path, repository: Path, cpu: int | str, group: Path | None, namespace: str | None = None,
-          host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+          host: str = "127.0.0.1", options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """`edge serve` of `repository` pinned to `cpu` (or a taskset list such as "2-7"), in `group` when given (its
-    children too), in network `namespace` listening on `host` when given; the server and its address."""
+    children too), in network `namespace` listening on `host` when given, with more `options`; the server and its
+    address."""
     work.mkdir(parents=True)
     port, metrics = free_ports(2)
     log = open(work / "edge-serve.log", "w")
     env = dict(os.environ, MEDEDGE_EDGE_THREADS="1", MEDEDGE_DATA_DIR=str(work / "edge-data"))
     command = ["taskset", "-c", str(cpu), sys.executable, str(ROOT / "main.py"), "edge", "serve", "--grpc-port",
-               str(port), "--metrics-port", str(metrics), "--repository", str(repository)]
+               str(port), "--metrics-port", str(metrics), "--repository", str(repository), *options]
     if namespace is not None:  # plaintext on purpose: a link inside namespaces the benchmark made and removes
         command = ["ip", "netns", "exec", namespace, *command, "--host", host, "--insecure"]
     if group is not None:  # the shell joins the group, then becomes the server: every child starts inside

@@ -38,6 +38,15 @@ def add_parser(sub) -> None:
     serve.add_argument("--tls-cert", metavar="PEM", help="server certificate: gRPC over TLS")
     serve.add_argument("--tls-key", metavar="PEM", help="server private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: accept clients signed by this CA")
+    serve.add_argument("--halo-bands", type=int, default=0, metavar="N", help="also the detector's halo part: the "
+                       "whole detector on one of N bands of an image, rows swapped with the edges running the others "
+                       "after every layer (e.g. 2; default 0: none; see the README)")
+    serve.add_argument("--halo-listen", metavar="HOST:PORT", help="where a halo part listens for the other edges "
+                       "(beyond loopback: mutual TLS with --tls-cert, --tls-key and --tls-client-ca, the peers' CA)")
+    serve.add_argument("--halo-address", metavar="HOST:PORT", help="how the other edges reach --halo-listen, if "
+                       "otherwise (a relay, NAT)")
+    serve.add_argument("--halo-peers", default="", metavar="HOST:PORT,…", help="the other edges' halo addresses: "
+                       "the only ones a halo part connects to")
     serve.set_defaults(run=_edge_serve)
 
     control = edge_sub.add_parser("control", help="the operator's calls on a running `edge serve` here: status, "
@@ -158,7 +167,9 @@ def _edge_serve(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from inference.edge.repository import write_repository
+    from inference.config import WireFormat
+    from inference.edge.client import parse_address
+    from inference.edge.repository import PartRequest, write_repository
     from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles
     from inference.models.weights import WeightsError, data_dir
 
@@ -171,9 +182,19 @@ def _edge_serve(args: argparse.Namespace) -> int:
     elif args.tls_client_ca:
         return fail("edge serve", "mutual TLS (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too")
     base = data_dir() / "edge"
+    if (args.halo_address or args.halo_peers) and not args.halo_listen:
+        return fail("edge serve", "--halo-address and --halo-peers need --halo-listen")
+    peers = tuple(dict.fromkeys(p.strip() for p in args.halo_peers.split(",") if p.strip()))
+    try:
+        for address in (args.halo_listen, args.halo_address, *peers):
+            if address:
+                parse_address(address)
+    except ValueError as exc:
+        return fail("edge serve", f"halo: {exc}")
     server = EdgeServer(Path(args.repository or "."), base / f"run-{args.grpc_port}", host=args.host,
                         grpc_port=args.grpc_port, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                        tls=tls, insecure=args.insecure)
+                        tls=tls, insecure=args.insecure, halo_listen=(args.halo_listen or "").strip(),
+                        halo_address=(args.halo_address or "").strip(), halo_peers=peers)
     try:
         warnings = server.check_exposure()  # before a long export: a refused address fails at once …
         warnings += server.check_tls()  # … TLS files that are not a certificate in date and its key …
@@ -184,6 +205,8 @@ def _edge_serve(args: argparse.Namespace) -> int:
                                           "--out DIR`)")
             if not any(server.repository.glob("*/config.pbtxt")):
                 return fail("edge serve", f"{server.repository} holds no Triton models (*/config.pbtxt)")
+            if args.halo_bands:
+                return fail("edge serve", "--halo-bands exports a part: serve without --repository")
             if args.runtime:
                 return fail("edge serve", "a repository is served by the runtime it was exported for: export it "
                                           f"with `edge export --runtime {args.runtime}`, or serve without --repository")
@@ -192,9 +215,12 @@ def _edge_serve(args: argparse.Namespace) -> int:
 
             analyzer = Analyzer(model_choice(args, runtime=Runtime.TORCH))  # exports only
             requests = _part_requests(args, analyzer)
+            if args.halo_bands:
+                requests.append(PartRequest(analyzer.detector, analyzer.weights[ModelKind.DETECTOR], 0,
+                                            WireFormat.FP32, halo_bands=args.halo_bands))
             batching = _batching(args)
-            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, r.band_rows, repr(r.model.config))
-                                             for r in requests)).encode()).hexdigest()[:12]
+            key = hashlib.sha256(repr(sorted((r.weights, r.cut, r.wire.value, r.band_rows, r.halo_bands,
+                                              repr(r.model.config)) for r in requests)).encode()).hexdigest()[:12]
             server.repository = base / f"repository-{key}"  # batching and runtime are rewritten into the configs
             write_repository(server.repository, requests, gpu=False, batching=batching,
                              runtime=EdgeRuntime(args.runtime or EdgeRuntime.ONNXRUNTIME),

@@ -146,6 +146,7 @@ class EdgeClient:
         except Exception as exc:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
         self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
+        self._parameters: dict[str, dict[str, str]] = {}  # part name → its config's parameters, as last checked
         self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
         # model name → (when asked, monotonic s; whether it runs its stages through another model there)
         self._through: dict[str, tuple[float, bool]] = {}
@@ -209,6 +210,7 @@ class EdgeClient:
                                                         f"this workstation sends {sorted(expected)}")
         with self._lock:
             self._verified[spec.name] = time.monotonic()
+            self._parameters[spec.name] = served
             if any(o.name == COMPUTE_TIME_OUTPUT for o in config.output):
                 self._timed.add(spec.name)
             else:  # e.g. the same address now a stock Triton: its statistics give the compute time
@@ -222,12 +224,20 @@ class EdgeClient:
 
     # ------------------------------------------------------------ inference
 
+    def part_parameter(self, spec: EdgePartSpec, key: str) -> str:
+        """A `mededge_` parameter of the server's part (e.g. where a halo part's peers reach it); "" if none."""
+        self.verify(spec)
+        with self._lock:
+            return self._parameters.get(spec.name, {}).get(key, "")
+
     def infer(self, spec: EdgePartSpec, tensors: dict[str, np.ndarray], outputs: tuple[str, ...],
-              compression: str | None = None, timeout_s: float | None = None) -> EdgeReply:
+              compression: str | None = None, timeout_s: float | None = None,
+              parameters: dict[str, str | int] | None = None) -> EdgeReply:
         """Send the tensors crossing the cut; return the requested outputs. Bounded by `timeout_s` (the
         settings' when None: a caller with requests queued ahead of this one gives a longer bound).
 
-        `compression` ("deflate" or "gzip") has gRPC compress the request; the server inflates it."""
+        `compression` ("deflate" or "gzip") has gRPC compress the request; the server inflates it. `parameters`
+        travel with the request (a halo part's session and band)."""
         timeout = timeout_s or self.settings.timeout_s
         self.verify(spec)
         grpc = self._grpc
@@ -246,7 +256,7 @@ class EdgeClient:
         started = time.perf_counter()
         try:
             result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted, client_timeout=timeout,
-                                                           compression_algorithm=compression),
+                                                           compression_algorithm=compression, parameters=parameters),
                                 f"inference on {spec.name}", timeout=timeout)
         except EdgeError:
             with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time

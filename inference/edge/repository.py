@@ -38,6 +38,7 @@ from inference.edge.weights import (
 )
 from inference.models.parts import (
     EdgePartSpec,
+    as_detector,
     band_part_spec,
     export_part,
     export_torch_program,
@@ -61,6 +62,8 @@ TORCH_VERSION = "mededge_torch_version"  # major.minor of the PyTorch that expor
 # The edge moves a program to its GPU with torch.export.passes.move_to_device_pass, public since PyTorch 2.5 (the
 # edge runs the exporter's release: checked once, at export). Run here with 2.11 (GPU) and 2.13 (CPU).
 TORCH_EXPORT_SINCE = (2, 5)
+HALO_BANDS = "mededge_halo_bands"  # a halo part's bands (python_model.py runs it with its peer channel)
+HALO_ADDRESS = "mededge_halo_address"  # where the other edges reach its peer channel (`edge serve` writes it)
 CHECKSUMS = "SHA256SUMS"
 DOCKER_SCRIPT = "serve-with-docker.sh"
 PROBE_MAX_BYTES = 4 << 20  # the link probe sends 1 MiB (EdgeClient.probe); anything up to this is legitimate
@@ -107,8 +110,13 @@ class PartRequest:
     cut: int
     wire: WireFormat
     band_rows: int = 0  # a band part (stages [0, cut) on a band of this many input rows, FP32); 0: stages [cut, n)
+    halo_bands: int = 0  # a halo part: the whole detector on one of this many bands, rows swapped (`edge serve` only)
 
     def spec(self) -> EdgePartSpec:
+        if self.halo_bands:
+            from inference.models.halo import halo_part_spec
+
+            return halo_part_spec(as_detector(self.model), self.halo_bands, self.weights)
         if self.band_rows:
             return band_part_spec(self.model, self.cut, self.band_rows, self.weights)
         return part_spec(self.model, self.cut, self.wire, self.weights)
@@ -145,6 +153,8 @@ def model_config(spec: EdgePartSpec, onnx_sha256: str, weights_sha256: str, *, g
     config.parameters["mededge_cut"].string_value = str(spec.cut)
     if spec.band_rows:
         config.parameters["mededge_band_rows"].string_value = str(spec.band_rows)
+    if spec.halo_bands:
+        config.parameters[HALO_BANDS].string_value = str(spec.halo_bands)
     config.parameters["mededge_wire"].string_value = spec.wire.value
     config.parameters[DIGEST].string_value = onnx_sha256
     config.parameters[WEIGHTS_DIGEST].string_value = weights_sha256
@@ -191,6 +201,10 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     shared: dict[str, SharedWeights] = {}  # model fingerprint → its weights in this repository
     for request in requests:
         spec = request.spec()
+        if spec.halo_bands:
+            _write_halo_part(root / spec.name, request, spec, progress)
+            specs.append(spec)
+            continue
         folder = root / spec.name
         onnx_path = folder / "1" / "model.onnx"
         config_path = folder / "config.pbtxt"
@@ -218,6 +232,28 @@ def write_repository(root: Path, requests: list[PartRequest], *, gpu: bool = Tru
     for path in (root, *root.rglob("*")):  # only the owner may change what the server will run
         path.chmod(path.stat().st_mode & ~0o022)
     return specs
+
+
+def _write_halo_part(folder: Path, request: PartRequest, spec: EdgePartSpec, progress) -> None:
+    """A halo part: its exported program only (it runs on `edge serve`'s PyTorch, its peer channel in model.py; the
+    stock container cannot serve it), exported again unless the one there is this part's as recorded."""
+    from inference.models.halo import export_halo_program
+
+    program = folder / "1" / TORCH_PROGRAM_FILE
+    config_path = folder / "config.pbtxt"
+    recorded = read_config(config_path).parameters if config_path.exists() else {}
+    digest = file_sha256(program) if program.exists() else ""
+    if not (digest and all(key in recorded for key in (TORCH_PROGRAM_DIGEST, TORCH_VERSION, "mededge_fingerprint"))
+            and recorded[TORCH_PROGRAM_DIGEST].string_value == digest
+            and recorded["mededge_fingerprint"].string_value == spec.fingerprint
+            and recorded[TORCH_VERSION].string_value == torch_release()):
+        progress(f"exporting {spec.name} for PyTorch (a band of {spec.halo_bands}, rows swapped with its peers)")
+        export_halo_program(as_detector(request.model), spec, program)
+        digest = file_sha256(program)
+    config = model_config(spec, "", "", gpu=False, runtime=EdgeRuntime.TORCH, batching=Batching(dynamic=False),
+                          torch_program_sha256=digest)
+    config.max_batch_size = 1  # one band of one image per request: a session's rows come in the order it runs
+    config_path.write_text(text_format.MessageToString(config))
 
 
 def _exported_here(path: Path) -> bool:
@@ -295,10 +331,11 @@ def write_checksums(root: Path, checked: AbstractSet[str] = frozenset()) -> None
     for path in sorted(root.glob("*/config.pbtxt")):
         parameters = read_config(path).parameters
         lines.append(f"{file_sha256(path)}  {path.parent.name}/config.pbtxt")
-        lines.append(f"{parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
+        if parameters[DIGEST].string_value:  # (a halo part has its exported program only)
+            lines.append(f"{parameters[DIGEST].string_value}  {path.parent.name}/1/model.onnx")
         if TORCH_PROGRAM_DIGEST in parameters:
             lines.append(f"{parameters[TORCH_PROGRAM_DIGEST].string_value}  {path.parent.name}/1/{TORCH_PROGRAM_FILE}")
-        if (WEIGHTS_DIGEST in parameters and path.parent.name not in checked
+        if (parameters[WEIGHTS_DIGEST].string_value and path.parent.name not in checked
                 and not _weights_match(path.parent / "1" / "model.onnx", parameters[WEIGHTS_DIGEST].string_value)):
             continue
         for name in (WEIGHTS_FILE, INDEX_FILE):

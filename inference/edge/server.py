@@ -36,13 +36,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from inference.edge.access import LOOPBACK, is_loopback, local_url_host, operator_flags, operator_headers
+from inference.edge.client import parse_address
 from inference.edge.gateway import EdgeGateway, server_credentials
 from inference.edge.repository import (
+    HALO_ADDRESS,
+    HALO_BANDS,
     fp32_sibling,
     largest_request_bytes,
     overlay_part,
     python_backend_overlay,
+    read_config,
     served_through,
 )
 from security.pem import check_server_files
@@ -108,6 +114,8 @@ class Installation:
         operator = [str(folder) for folder in operator_site_packages()]
         paths = [*operator, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
         env["MEDEDGE_SITE_PACKAGES"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+        for name in ("MEDEDGE_HALO_LISTEN", "MEDEDGE_HALO_PEERS", "MEDEDGE_HALO_TLS"):
+            env.pop(name, None)  # (set by EdgeServer for its own server only)
         return env
 
 
@@ -368,6 +376,9 @@ class EdgeServer:
     insecure: bool = False  # allow plaintext beyond loopback (each such listener is in `exposure_warnings`)
     log_verbose: int = 0
     triton_site: Path | None = None  # another nvidia-pytriton's folder (Installation.find); None: the installed one
+    halo_listen: str = ""  # HOST:PORT where a halo part's peer channel listens
+    halo_address: str = ""  # HOST:PORT where the other edges reach it (a relay, NAT); "": halo_listen
+    halo_peers: tuple[str, ...] = ()  # the other edges' halo HOST:PORT, the only ones a halo part connects to
     process: subprocess.Popen | None = field(default=None, init=False)
     credential: str = field(default="", init=False, repr=False)
     gateway: EdgeGateway | None = field(default=None, init=False)
@@ -403,6 +414,9 @@ class EdgeServer:
         listeners = [("metrics", self.metrics_host, self.metrics_port)]
         if self.tls is None:
             listeners.insert(0, ("gRPC", self.host, self.grpc_port))
+        if self.halo_listen and (self.tls is None or self.tls.client_ca is None):  # peers: mutual TLS or plaintext
+            host, port = parse_address(self.halo_listen)
+            listeners.append(("halo peers", host, port))
         return [f"{name} on {host}:{port}" for name, host, port in listeners if not is_loopback(host)]
 
     def check_exposure(self) -> list[str]:
@@ -410,7 +424,8 @@ class EdgeServer:
         plaintext = self.plaintext_beyond_loopback()
         if plaintext and not self.insecure:
             advice = ("give --tls-cert and --tls-key" if self.tls is None and not is_loopback(self.host)
-                      else "keep the metrics on loopback")
+                      else "give --tls-client-ca too (the peers' CA: halo peers use mutual TLS)"
+                      if any(p.startswith("halo") for p in plaintext) else "keep the metrics on loopback")
             raise EdgeServerError(f"refusing plaintext beyond loopback ({', '.join(plaintext)}): {advice}, "
                                   "or accept the risk with --insecure")
         return [f"insecure: {listener} is plaintext, readable and writable by anyone on that network"
@@ -453,8 +468,10 @@ class EdgeServer:
         self.check_tls()
         refuse_if_writable_by_others(self.repository)
         self.check_code()  # (most of a second: site-packages is walked)
+        halo = [("halo peers", *parse_address(self.halo_listen))] if self.halo_listen else []
         busy = [f"{name} port {port}" for name, host, port in (("gRPC", self.host, self.grpc_port),
-                                                                ("metrics", self.metrics_host, self.metrics_port))
+                                                                ("metrics", self.metrics_host, self.metrics_port),
+                                                                *halo)
                 if port_in_use(host, port)]
         if busy:
             raise EdgeServerError(f"cannot start: {', '.join(busy)} already in use "
@@ -466,6 +483,7 @@ class EdgeServer:
         try:
             try:
                 python_backend_overlay(self.repository, self.serving_path)
+                self._advertise_halo()
                 limit = largest_request_bytes(self.serving_path)
             except ValueError as exc:
                 raise EdgeServerError(f"refusing to serve {self.repository}: {exc}") from None
@@ -475,7 +493,7 @@ class EdgeServer:
             self._write_control_file()
             log = open(self.log_path, "wb")
             self.process = process = subprocess.Popen(self.command(installation), stdout=log,
-                                                      stderr=subprocess.STDOUT, env=installation.environment(),
+                                                      stderr=subprocess.STDOUT, env=self._environment(installation),
                                                       start_new_session=True)
             log.close()
         except BaseException:
@@ -493,6 +511,30 @@ class EdgeServer:
         except BaseException:
             self.stop()
             raise
+
+    def _advertise_halo(self) -> None:
+        """Each halo part's config in the overlay names where the other edges reach its peer channel (the
+        workstation reads it and tells the edge of the band above); ValueError where nothing would listen."""
+        for path in self.serving_path.glob("*/config.pbtxt"):
+            config = read_config(path)
+            if HALO_BANDS not in config.parameters:
+                continue
+            if not self.halo_listen:
+                raise ValueError(f"{config.name} swaps rows with other edges: serve it with --halo-listen HOST:PORT "
+                                 "(where they reach this edge) and --halo-peers (theirs)")
+            config.parameters[HALO_ADDRESS].string_value = self.halo_address or self.halo_listen
+            path.write_text(text_format.MessageToString(config))
+
+    def _environment(self, installation: Installation) -> dict[str, str]:
+        """Triton's environment: the installation's, and where a halo part's peer channel listens and connects."""
+        env = installation.environment()
+        if self.halo_listen:
+            env["MEDEDGE_HALO_LISTEN"] = self.halo_listen
+            env["MEDEDGE_HALO_PEERS"] = ",".join(self.halo_peers)
+            if self.tls is not None and self.tls.client_ca is not None:
+                env["MEDEDGE_HALO_TLS"] = os.pathsep.join(str(p) for p in (self.tls.certificate, self.tls.key,
+                                                                             self.tls.client_ca))
+        return env
 
     def _take_work_folder(self) -> None:
         """An exclusive lock on the work folder for as long as this server runs. A second server given the same

@@ -47,6 +47,12 @@ def band_parts_prefix(kind: ModelKind, cut: int) -> str:
     return f"{kind.value}_band{cut:02d}_"
 
 
+def halo_part_name(kind: ModelKind, bands: int) -> str:
+    """The Triton model name of a halo part: the whole model on one of `bands` bands, rows swapped with the edges
+    running the others (halo.py)."""
+    return f"{kind.value}_halo{bands}"
+
+
 def tensor_name(index: int) -> str:
     return "image" if index == INPUT else f"t{index:02d}"
 
@@ -87,9 +93,12 @@ class EdgePartSpec:
     outputs: tuple[TensorSpec, ...]
     identity: tuple[tuple[str, str], ...]  # architecture, input size, classes, weights: the model it belongs to
     band_rows: int = 0  # a band part's input rows (stages [0, cut) on a band); 0: stages [cut, n)
+    halo_bands: int = 0  # a halo part's bands (the whole detector on one of them, rows swapped: halo.py)
 
     @property
     def name(self) -> str:
+        if self.halo_bands:
+            return halo_part_name(self.kind, self.halo_bands)
         return band_part_name(self.kind, self.cut, self.band_rows) if self.band_rows else \
             part_name(self.kind, self.cut, self.wire)
 

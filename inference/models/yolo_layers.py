@@ -150,9 +150,12 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(c, self.outputs * self.per_level, 1) for c in channels)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return self.decode([conv(x) for conv, x in zip(self.m, xs, strict=True)])
+
+    def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The raw maps of the 1×1 convolutions, one per level, as boxes in input pixels."""
         decoded = []
-        for level, x in enumerate(xs):
-            x = self.m[level](x)
+        for level, x in enumerate(maps):
             batch, _, ny, nx = x.shape
             y = x.view(batch, self.per_level, self.outputs, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
             gy, gx = torch.meshgrid(torch.arange(ny, device=x.device, dtype=y.dtype),

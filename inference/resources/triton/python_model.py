@@ -51,6 +51,12 @@ class TritonPythonModel:
             return
         threads = int(os.environ.get("MEDEDGE_EDGE_THREADS", "0"))
         runtime = _parameter(config, "mededge_runtime") or "onnxruntime"
+        if _parameter(config, "mededge_halo_bands"):  # a band of a halo split: rows swapped with other edges
+            _same_torch(config)
+            program = _checked(config, path.with_name("model.pt2"), "mededge_pt2_sha256")
+            self.session = _Halo(config, program, threads, self.outputs)
+            _return_freed_memory()
+            return
         if runtime == "torch":
             _same_torch(config)
             self.session = _Torch(_checked(config, path.with_name("model.pt2"), "mededge_pt2_sha256"), threads)
@@ -64,7 +70,7 @@ class TritonPythonModel:
         _return_freed_memory()
 
     async def execute(self, requests):  # a coroutine: a part served through another awaits its calls together
-        if isinstance(self.session, _Through):
+        if isinstance(self.session, _Through | _Halo):
             return await self.session.execute(requests)
         # Requests the dynamic batcher grouped are run as one batch, then split again; a request that names other
         # weights than these (a part served through this one, exported before this one was) is refused alone.
@@ -321,3 +327,223 @@ def _with_shared_weights(config: dict, onnx: bytes, folder: Path) -> bytes:
         raise RuntimeError(f"edge part {config['name']} refused: the weights it reads from weights.bin are not "
                            "the ones exported: re-export the repository")
     return model.SerializeToString()
+
+
+# A halo part (inference/models/halo.py): the whole detector on one band of an image, its layers' rows swapped with
+# the edges that hold the bands above and below, over a peer channel between edges. A workstation sends each band
+# to its edge at once, all under one session (16 random bytes, hex, a request parameter, never sent in the clear
+# beyond loopback); the edge of band i connects to the edge of band i + 1 at the address the workstation names,
+# which must be one of this edge's peers (MEDEDGE_HALO_PEERS, set by the operator: the edge connects nowhere else).
+# The listener (MEDEDGE_HALO_LISTEN) takes a connection only for a session and band one of its requests runs or
+# will run within HALO_WAIT_S, and over TLS only from a peer whose certificate the peers' CA signed (mutual TLS).
+HALO_HELLO = b"MEDEDGE-HALO-1\n"
+HALO_WAIT_S = 10.0  # for the other band's request, or its edge's connection
+HALO_SWAP_S = 60.0  # for a neighbour's rows (a layer's compute on the other edge comes first)
+HALO_PENDING = 16  # connections waiting for their band's request, at most (the rest are closed at once)
+
+
+class _HaloRefused(Exception):
+    """A request or a connection the halo part refuses: its message says why."""
+
+
+class _HaloPeers:
+    """The peer channel: a listener and the connections of the bands this edge runs, on an event loop of its own."""
+
+    def __init__(self, listen: str, peers: set[str], tls: list[str]) -> None:
+        import asyncio
+        import ssl
+        import threading
+
+        self.asyncio = asyncio
+        self.peers = peers
+        self.server_tls = self.client_tls = None
+        if tls:  # certificate, key, and the CA that signed every peer's certificate
+            certificate, key, authority = tls
+            self.server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=authority)
+            self.server_tls.load_cert_chain(certificate, key)
+            self.server_tls.verify_mode = ssl.CERT_REQUIRED
+            self.client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=authority)
+            self.client_tls.load_cert_chain(certificate, key)
+        self.arrived: dict[tuple[str, int], Any] = {}  # (session, band) → a Future of the connection from above
+        self.claimed: set[tuple[str, int]] = set()  # those a request waits on
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="halo-peers", daemon=True).start()
+        host, port = listen.rsplit(":", 1)
+        self.server = self._wait(asyncio.start_server(self._accept, host.strip("[]"), int(port), ssl=self.server_tls),
+                                 HALO_WAIT_S)
+
+    def _wait(self, coroutine, timeout: float):
+        return self.asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def _slot(self, key: tuple[str, int]):
+        if key not in self.arrived:
+            if len(self.arrived) >= HALO_PENDING:
+                raise _HaloRefused("too many halo connections waiting")
+            self.arrived[key] = self.loop.create_future()
+            self.loop.call_later(HALO_WAIT_S, self._expire, key)
+        return self.arrived[key]
+
+    def _expire(self, key: tuple[str, int]) -> None:
+        if key in self.claimed:  # a request waits on it, with its own time limit
+            return
+        future = self.arrived.pop(key, None)
+        if future is not None and future.done() and not future.cancelled():
+            future.result()[1].close()  # a connection no request took
+        elif future is not None:
+            future.cancel()
+
+    async def _accept(self, reader, writer) -> None:
+        """A peer's hello: the session and the band it holds rows for; anything else is closed unanswered."""
+        try:
+            hello = await self.asyncio.wait_for(reader.readexactly(len(HALO_HELLO) + 32 + 4), HALO_WAIT_S)
+            session, band = _halo_session(hello[len(HALO_HELLO):-4]), int.from_bytes(hello[-4:], "big")
+            if not hello.startswith(HALO_HELLO):
+                raise _HaloRefused("not a halo hello")
+            future = self._slot((session, band))
+            if future.done():
+                raise _HaloRefused("a second connection for the same band")
+            future.set_result((reader, writer))
+        except (_HaloRefused, ValueError, OSError, self.asyncio.IncompleteReadError, self.asyncio.TimeoutError):
+            writer.close()
+
+    def above(self, session: str, band: int):
+        """The connection from the edge running band − 1 of `session` (made to this edge's listener)."""
+        async def wait():
+            key = (session, band)
+            future = self._slot(key)
+            self.claimed.add(key)
+            try:
+                return await self.asyncio.wait_for(future, HALO_WAIT_S)
+            finally:
+                self.claimed.discard(key)
+                self.arrived.pop(key, None)
+
+        try:
+            return self._wait(wait(), HALO_WAIT_S + 1)
+        except (TimeoutError, self.asyncio.TimeoutError):
+            raise _HaloRefused(f"the edge running band {band - 1} did not connect within {HALO_WAIT_S:.0f} s") from None
+
+    def below(self, session: str, band: int, address: str):
+        """A connection to the edge running band + 1 of `session` at `address`: one of this edge's peers only."""
+        if address not in self.peers:
+            raise _HaloRefused(f"{address!r} is not one of this edge's halo peers (MEDEDGE_HALO_PEERS)")
+        host, port = address.rsplit(":", 1)
+
+        async def connect():
+            reader, writer = await self.asyncio.open_connection(
+                host.strip("[]"), int(port), ssl=self.client_tls,
+                server_hostname=host.strip("[]") if self.client_tls else None)
+            writer.write(HALO_HELLO + bytes.fromhex(session) + bytes(16) + (band + 1).to_bytes(4, "big"))
+            await writer.drain()
+            return reader, writer
+
+        try:
+            return self._wait(self.asyncio.wait_for(connect(), HALO_WAIT_S), HALO_WAIT_S + 1)
+        except (OSError, TimeoutError, self.asyncio.TimeoutError) as exc:
+            raise _HaloRefused(f"cannot reach the halo peer {address}: {exc}") from None
+
+    def swap(self, links: dict[str, Any], first: bytes, last: bytes) -> tuple[bytes | None, bytes | None]:
+        """Send `first` up and `last` down, then read the neighbours' rows (as many bytes as sent each way)."""
+        async def trade():
+            for name, rows in (("above", first), ("below", last)):
+                if links.get(name):
+                    links[name][1].write(rows)
+            received = []
+            for name, rows in (("above", first), ("below", last)):
+                received.append(await links[name][0].readexactly(len(rows)) if links.get(name) else None)
+            return received
+
+        try:
+            above, below = self._wait(trade(), HALO_SWAP_S)
+        except (OSError, TimeoutError, self.asyncio.TimeoutError, self.asyncio.IncompleteReadError) as exc:
+            raise _HaloRefused(f"a neighbouring edge stopped sending its rows: {type(exc).__name__}") from None
+        return above, below
+
+    def close(self, links: dict[str, Any]) -> None:
+        for link in links.values():
+            if link:
+                self.loop.call_soon_threadsafe(link[1].close)
+
+
+def _halo_session(raw: bytes) -> str:
+    """A session as sent in a hello: 16 random bytes then 16 zero bytes (room for a longer one)."""
+    if len(raw) != 32 or any(raw[16:]):
+        raise _HaloRefused("malformed session")
+    return raw[:16].hex()
+
+
+class _Halo:
+    """The halo part: its exported program, run on one request's band at a time, swapping rows through `_HaloPeers`."""
+
+    def __init__(self, config: dict, program: bytes, threads: int, outputs: list) -> None:
+        import io
+        import threading
+
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch, self.outputs = torch, outputs
+        self.bands = int(_parameter(config, "mededge_halo_bands"))
+        self.running = threading.local()  # the links of the band this thread runs
+
+        @torch.library.custom_op("mededge::halo_rows", mutates_args=())
+        def halo_rows(x: torch.Tensor, reach: int, edge: float) -> torch.Tensor:
+            first, last = x[:, :, :reach].contiguous(), x[:, :, -reach:].contiguous()
+            above, below = self.peers.swap(self.running.links, first.numpy().tobytes(), last.numpy().tobytes())
+
+            def rows(data: bytes | None, like: torch.Tensor) -> torch.Tensor:
+                if data is None:
+                    return torch.full_like(like, edge)
+                return torch.frombuffer(bytearray(data), dtype=torch.float32).view(like.shape)
+
+            return torch.cat([rows(above, first), x, rows(below, last)], dim=2)
+
+        @halo_rows.register_fake
+        def _(x: torch.Tensor, reach: int, edge: float) -> torch.Tensor:
+            return x.new_empty(x.shape[0], x.shape[1], x.shape[2] + 2 * reach, x.shape[3])
+
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # as _Torch: tensors only from the file
+        self.module = torch.export.load(io.BytesIO(program)).module()
+        listen = os.environ.get("MEDEDGE_HALO_LISTEN", "")
+        if not listen:
+            raise RuntimeError(f"edge part {config['name']} needs a halo listener: serve it with "
+                               "`edge serve --halo-listen HOST:PORT --halo-peers …`")
+        peers = {p for p in os.environ.get("MEDEDGE_HALO_PEERS", "").split(",") if p}
+        tls = [f for f in os.environ.get("MEDEDGE_HALO_TLS", "").split(os.pathsep) if f]
+        self.peers = _HaloPeers(listen, peers, tls)
+        print(f"MedEdge edge part {config['name']}: halo peers reach it on {listen}"
+              f"{' (mutual TLS)' if tls else ' (plaintext)'}", file=sys.stderr, flush=True)
+
+    async def execute(self, requests):
+        return [self._one(request) for request in requests]  # (one band's run at a time: its rows come in turn)
+
+    def _one(self, request):
+        links: dict[str, Any] = {}
+        try:
+            asked = json.loads(request.parameters() or "{}")
+            session, band = str(asked.get("mededge_halo_session", "")), int(asked.get("mededge_halo_band", -1))
+            if len(session) != 32 or any(c not in "0123456789abcdef" for c in session):
+                raise _HaloRefused("a halo request needs its session (32 hex digits)")
+            if not 0 <= band < self.bands:
+                raise _HaloRefused(f"band {band} is not one of this part's {self.bands}")
+            image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+            if band > 0:
+                links["above"] = self.peers.above(session, band)
+            if band < self.bands - 1:
+                links["below"] = self.peers.below(session, band, str(asked.get("mededge_halo_below", "")))
+            self.running.links = links
+            torch = self.torch
+            started = time.perf_counter()
+            with torch.inference_mode():
+                maps = self.module(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
+            compute_ms = (time.perf_counter() - started) * 1e3
+        except _HaloRefused as exc:
+            return _failed(exc)
+        except Exception as exc:  # a tensor of another shape, a neighbour gone: the request gets the reason
+            return _failed(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.peers.close(links)
+        tensors = [pb_utils.Tensor(name, m.numpy()) for name, m in zip(self.outputs, maps, strict=True)]
+        tensors.append(pb_utils.Tensor("edge_compute_ms", np.full((image.shape[0], 1), compute_ms, np.float32)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)

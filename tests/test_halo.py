@@ -1,0 +1,239 @@
+"""EdgeDI's spatial split with rows swapped after every layer (inference/models/halo.py): bands run by threads here
+equal the whole detector, and a band given the wrong rows does not (so the comparison can fail); the halo part on
+two real Triton servers, swapping rows over their peer channel, equals the whole detector; and from an attacker's
+side: the peer channel ignores strangers, refuses peers the operator did not name and, beyond loopback, anyone
+without a certificate the peers' CA signed."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+
+import pytest
+import torch
+
+from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.config import ModelKind, WireFormat
+from inference.edge.client import EdgeClient, EdgeError, EdgeSettings
+from inference.edge.halo import detect_on_bands
+from inference.edge.repository import PartRequest, write_repository
+from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
+from inference.models.detector import YoloDetector
+from inference.models.halo import HEAD_MAPS, HaloBand, halo_part_spec, run_bands_here, trading_with
+from inference.models.parts import part_difference
+
+from certificates import make_certificates
+from test_edge import TINY, start_server
+
+pytestmark = pytest.mark.timeout(600)
+SIZE = 384  # two bands of 192 rows: 6 rows at stride 32, as far as the SPP's widest pool reaches
+
+
+def _demo_detector(size: int) -> YoloDetector:
+    """The narrow test detector at `size` px with its demo weights (random ones leave its outputs blind to the
+    image: the comparisons below could not fail)."""
+    return Analyzer(ModelChoice(detector=dataclasses.replace(TINY, input_size=size))).detector
+
+
+@pytest.fixture(scope="module")
+def detector() -> YoloDetector:
+    return _demo_detector(SIZE)
+
+
+@pytest.fixture(scope="module")
+def band(detector) -> HaloBand:
+    return HaloBand(detector)
+
+
+def _difference(detector: YoloDetector, expected: torch.Tensor, got: torch.Tensor) -> float:
+    return part_difference(ModelKind.DETECTOR, "output", expected.numpy(), got.numpy(), detector.config.input_size)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_bands_swapping_rows_equal_the_whole_detector(count):
+    detector = _demo_detector(192 * count)  # 6 rows of stride 32 a band
+    band = HaloBand(detector)
+    image = torch.rand(1, 3, 192 * count, 192 * count)
+    with torch.inference_mode():
+        expected = detector(image)
+    got = run_bands_here(band, image, count)
+    assert band.exchanges > 10  # every 3×3 convolution and pool swaps
+    assert _difference(detector, expected, got) < 1e-4  # FP32: the order of sums differs on a band
+
+
+def test_a_band_given_zeros_for_its_neighbours_rows_differs(detector, band):
+    image = torch.rand(1, 3, SIZE, SIZE)
+    split = band.split(2)
+
+    class Blind:  # the padding a band alone would use: what the exchange replaces
+        def swap(self, first, last):
+            return torch.zeros_like(last), torch.zeros_like(first)
+
+    with torch.inference_mode():
+        expected = detector(image)
+        maps = []
+        for rows in split.bands(image):
+            with trading_with(Blind()):
+                maps.append(band(rows))
+        blind = band.decode(split.join(maps))
+    assert _difference(detector, expected, blind) > 0.1
+
+
+def test_bands_too_thin_for_the_widest_pool_are_refused(band):
+    with pytest.raises(ValueError, match=r"4 bands of 96 rows are too thin for the detector: its layer \S+ reaches \d rows at stride 32"):
+        band.split(4)  # 96 rows: 3 at stride 32
+    with pytest.raises(ValueError, match="do not split into 5 bands"):
+        band.split(5)
+
+
+@pytest.fixture(scope="module")
+def repository(detector, tmp_path_factory):
+    root = tmp_path_factory.mktemp("halo") / "repository"
+    write_repository(root, [PartRequest(detector, "demo", 0, WireFormat.FP32, halo_bands=2)], gpu=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pair(repository, tmp_path_factory):
+    """Two edge servers on loopback serving the halo part, each naming the other as its only peer."""
+    listen = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    servers = [start_server(repository, tmp_path_factory.mktemp(f"halo-edge{i}"), halo_listen=listen[i],
+                            halo_peers=(listen[1 - i],)) for i in range(2)]
+    clients = [EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60)) for server in servers]
+    yield servers, clients, listen
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.stop()
+
+
+def test_two_edges_swapping_rows_give_the_whole_detector(detector, band, pair):
+    servers, clients, _ = pair
+    spec = halo_part_spec(detector, 2, "demo")
+    image = torch.rand(1, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        expected = detector(image)
+    for order in (clients, clients[::-1]):  # either edge may hold the top band
+        reply = detect_on_bands(order, spec, band, image)
+        assert _difference(detector, expected, reply.detections) < 1e-4
+        assert reply.servers == tuple(client.settings.address for client in order)
+        assert 0 < reply.edge_ms <= reply.round_trip_ms
+
+
+def _request(client: EdgeClient, spec, band: HaloBand, **parameters):
+    rows = band.split(2).bands(torch.rand(1, 3, SIZE, SIZE))[0]
+    return client.infer(spec, {"image": rows.numpy()}, HEAD_MAPS, timeout_s=30, parameters=parameters)
+
+
+def test_an_edge_connects_only_to_the_peers_its_operator_named(detector, band, pair):
+    _, clients, _ = pair
+    spec = halo_part_spec(detector, 2, "demo")
+    stranger = socket.socket()
+    stranger.bind(("127.0.0.1", 0))
+    stranger.listen()
+    stranger.settimeout(2)
+    with pytest.raises(EdgeError, match="is not one of this edge's halo peers"):
+        _request(clients[0], spec, band, mededge_halo_session="ab" * 16, mededge_halo_band=0,
+                 mededge_halo_below=f"127.0.0.1:{stranger.getsockname()[1]}")
+    with pytest.raises(TimeoutError):
+        stranger.accept()  # no connection was made to it
+    stranger.close()
+    with pytest.raises(EdgeError, match="needs its session"):
+        _request(clients[0], spec, band, mededge_halo_band=0, mededge_halo_below="x")
+
+
+def test_strangers_on_the_peer_channel_get_nothing_and_change_nothing(detector, band, pair):
+    _, clients, listen = pair
+    host, port = listen[1].rsplit(":", 1)
+    junk = socket.create_connection((host, int(port)), timeout=5)
+    junk.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(64))
+    assert junk.recv(1024) == b""  # closed unanswered
+    junk.close()
+    posing = socket.create_connection((host, int(port)), timeout=1)  # a well-formed hello for a session no one runs
+    posing.sendall(b"MEDEDGE-HALO-1\n" + bytes(range(16)) + bytes(16) + (1).to_bytes(4, "big"))
+    spec = halo_part_spec(detector, 2, "demo")
+    image = torch.rand(1, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        expected = detector(image)
+    assert _difference(detector, expected, detect_on_bands(clients, spec, band, image).detections) < 1e-4
+    with pytest.raises(TimeoutError):
+        posing.recv(1024)  # no rows reach it
+    posing.close()
+
+
+def test_a_band_whose_upper_neighbour_never_comes_fails_with_the_reason(detector, band, pair):
+    _, clients, _ = pair
+    spec = halo_part_spec(detector, 2, "demo")
+    with pytest.raises(EdgeError, match="the edge running band 0 did not connect"):
+        _request(clients[1], spec, band, mededge_halo_session="cd" * 16, mededge_halo_band=1)
+
+
+def test_a_peer_channel_beyond_loopback_needs_mutual_tls(tmp_path):
+    files = make_certificates(tmp_path)
+    options = dict(host="127.0.0.1", halo_listen="0.0.0.0:7011", halo_peers=("10.0.0.2:7011",))
+    plain = EdgeServer(tmp_path, tmp_path / "run", **options)
+    with pytest.raises(EdgeServerError, match="halo peers on 0.0.0.0:7011.*--tls-client-ca"):
+        plain.check_exposure()
+    one_way = EdgeServer(tmp_path, tmp_path / "run", tls=TlsFiles(files["server.pem"], files["server.key"]),
+                         **options)
+    with pytest.raises(EdgeServerError, match="halo peers"):
+        one_way.check_exposure()
+    mutual = EdgeServer(tmp_path, tmp_path / "run", tls=TlsFiles(files["server.pem"], files["server.key"],
+                                                                 files["ca.pem"]), **options)
+    assert mutual.check_exposure() == []
+
+
+def test_peers_over_mutual_tls_swap_rows_and_refuse_a_stranger_s_certificate(detector, band, repository, tmp_path):
+    files = make_certificates(tmp_path)
+    tls = TlsFiles(files["server.pem"], files["server.key"], files["ca.pem"])
+    listen = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    servers = []
+    try:
+        for i in range(2):
+            servers.append(start_server(repository, tmp_path / f"edge{i}", tls=tls, halo_listen=listen[i],
+                                        halo_peers=(listen[1 - i],)))
+        clients = [EdgeClient(EdgeSettings(server.grpc_address, tls=True, root_certificate=files["ca.pem"],
+                                           client_certificate=files["client.pem"], client_key=files["client.key"],
+                                           timeout_s=60)) for server in servers]
+        image = torch.rand(1, 3, SIZE, SIZE)
+        with torch.inference_mode():
+            expected = detector(image)
+        reply = detect_on_bands(clients, halo_part_spec(detector, 2, "demo"), band, image)
+        assert _difference(detector, expected, reply.detections) < 1e-4  # the peers' certificates: accepted
+        host, port = listen[1].rsplit(":", 1)
+        stranger = _self_signed(tmp_path)
+        assert _tls_hello_refused(host, int(port), files["ca.pem"], None)
+        assert _tls_hello_refused(host, int(port), files["ca.pem"], stranger)
+        # a certificate the peers' CA signed gets past TLS (its hello then waits for a band): the check can fail
+        assert not _tls_hello_refused(host, int(port), files["ca.pem"], (files["client.pem"], files["client.key"]))
+        for client in clients:
+            client.close()
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _tls_hello_refused(host: str, port: int, authority, certificate) -> bool:
+    """Whether the peer channel closes on (or alerts) a TLS client with `certificate` (None: without one) that
+    sends a well-formed hello; False where it holds the connection open, waiting for that session's band."""
+    context = ssl.create_default_context(cafile=str(authority))
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    with socket.create_connection((host, port), timeout=3) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=host) as tls_socket:
+                tls_socket.sendall(b"MEDEDGE-HALO-1\n" + bytes(range(16)) + bytes(16) + (1).to_bytes(4, "big"))
+                return tls_socket.recv(1024) == b""
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+
+def _self_signed(folder) -> tuple:
+    import subprocess
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out",
+                    "stranger.pem", "-days", "1", "-subj", "/CN=stranger"], check=True, capture_output=True, cwd=folder)
+    return folder / "stranger.pem", folder / "stranger.key"

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from inference.config import ModelKind
-from inference.models.findings import WORKSTATION, Findings, Mode
+from inference.models.findings import WORKSTATION, Findings, Mode, ModelRun
 
 DEMO_BANNER = "Demo weights — untrained, not for diagnosis"
 DEMO_COLOUR = "#b00020"  # the banner's, wherever a demo result is shown
@@ -65,7 +65,7 @@ class FindingsPanel(QWidget):
             text += f" — {findings.fallback_reason}"
         runs = findings.models.items()
         cuts = ", ".join(f"{kind.value} cut {run.cut}" + (f" ({run.wire.value})" if run.wire else "")
-                         + (f", its first stages on {run.bands} bands" if run.bands else "") for kind, run in runs)
+                         + (_bands_text(run) if run.bands else "") for kind, run in runs)
         runtimes = ", ".join(f"{kind.value} {run.runtime.value}" for kind, run in runs)
         where = ", ".join("this workstation" if place == WORKSTATION else f"edge {place}" for place in findings.ran_on)
         # where the cuts were matters only for a split; the runtimes are for IT staff (in the tooltip)
@@ -135,3 +135,11 @@ def detections_text(findings: Findings) -> str:
     if not boxes:
         return "Opacities: none found"
     return f"Opacities: {len(boxes)} box{'es' if len(boxes) > 1 else ''} (highest score {max(d.score for d in boxes):.2f})"
+
+
+def _bands_text(run: ModelRun) -> str:
+    """How a spatial split ran: its first stages on bands joined at the cut, or the whole model on bands whose edges
+    swapped rows (cut 0)."""
+    if run.cut == 0:
+        return f", on {run.bands} bands, one per edge, rows swapped between them"
+    return f", its first stages on {run.bands} bands"

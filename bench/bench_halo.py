@@ -125,7 +125,7 @@ def measure(args, addresses: list[str]) -> int:
     detector = analyzer.detector
     image = analyzer.model_inputs(study)[ModelKind.DETECTOR].cpu()
     band = HaloBand(detector)
-    halo = halo_part_spec(detector, BANDS, analyzer.weights[ModelKind.DETECTOR])
+    halo = halo_part_spec(band, BANDS, analyzer.weights[ModelKind.DETECTOR])
     whole = analyzer.part(detector, 0, WireFormat.FP32)
     clients = [EdgeClient(EdgeSettings(address, timeout_s=120)) for address in addresses]
     with torch.inference_mode():

@@ -9,19 +9,23 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 import torch
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.config import ModelKind, WireFormat
-from inference.edge.client import EdgeClient, EdgeError, EdgeSettings
+from inference.edge.client import EdgeClient, EdgeError, EdgeGroup, EdgeSettings
 from inference.edge.halo import detect_on_bands
 from inference.edge.repository import PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.models.detector import YoloDetector
+from inference.models.findings import WORKSTATION, Mode
 from inference.models.halo import HEAD_MAPS, HaloBand, halo_part_spec, run_bands_here, trading_with
 from inference.models.parts import part_difference
+from inference.planning.plan import ModelPlan, Plan
+from viewer.loader import load_radiograph
 
 from certificates import make_certificates
 from test_edge import TINY, start_server
@@ -37,8 +41,13 @@ def _demo_detector(size: int) -> YoloDetector:
 
 
 @pytest.fixture(scope="module")
-def detector() -> YoloDetector:
-    return _demo_detector(SIZE)
+def analyzer() -> Analyzer:
+    return Analyzer(ModelChoice(detector=dataclasses.replace(TINY, input_size=SIZE), runtime="torch"))
+
+
+@pytest.fixture(scope="module")
+def detector(analyzer) -> YoloDetector:
+    return analyzer.detector
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +119,7 @@ def pair(repository, tmp_path_factory):
 
 def test_two_edges_swapping_rows_give_the_whole_detector(detector, band, pair):
     servers, clients, _ = pair
-    spec = halo_part_spec(detector, 2, "demo")
+    spec = halo_part_spec(band, 2, "demo")
     image = torch.rand(1, 3, SIZE, SIZE)
     with torch.inference_mode():
         expected = detector(image)
@@ -128,7 +137,7 @@ def _request(client: EdgeClient, spec, band: HaloBand, **parameters):
 
 def test_an_edge_connects_only_to_the_peers_its_operator_named(detector, band, pair):
     _, clients, _ = pair
-    spec = halo_part_spec(detector, 2, "demo")
+    spec = halo_part_spec(band, 2, "demo")
     stranger = socket.socket()
     stranger.bind(("127.0.0.1", 0))
     stranger.listen()
@@ -152,7 +161,7 @@ def test_strangers_on_the_peer_channel_get_nothing_and_change_nothing(detector, 
     junk.close()
     posing = socket.create_connection((host, int(port)), timeout=1)  # a well-formed hello for a session no one runs
     posing.sendall(b"MEDEDGE-HALO-1\n" + bytes(range(16)) + bytes(16) + (1).to_bytes(4, "big"))
-    spec = halo_part_spec(detector, 2, "demo")
+    spec = halo_part_spec(band, 2, "demo")
     image = torch.rand(1, 3, SIZE, SIZE)
     with torch.inference_mode():
         expected = detector(image)
@@ -164,7 +173,7 @@ def test_strangers_on_the_peer_channel_get_nothing_and_change_nothing(detector, 
 
 def test_a_band_whose_upper_neighbour_never_comes_fails_with_the_reason(detector, band, pair):
     _, clients, _ = pair
-    spec = halo_part_spec(detector, 2, "demo")
+    spec = halo_part_spec(band, 2, "demo")
     with pytest.raises(EdgeError, match="the edge running band 0 did not connect"):
         _request(clients[1], spec, band, mededge_halo_session="cd" * 16, mededge_halo_band=1)
 
@@ -199,7 +208,7 @@ def test_peers_over_mutual_tls_swap_rows_and_refuse_a_stranger_s_certificate(det
         image = torch.rand(1, 3, SIZE, SIZE)
         with torch.inference_mode():
             expected = detector(image)
-        reply = detect_on_bands(clients, halo_part_spec(detector, 2, "demo"), band, image)
+        reply = detect_on_bands(clients, halo_part_spec(band, 2, "demo"), band, image)
         assert _difference(detector, expected, reply.detections) < 1e-4  # the peers' certificates: accepted
         host, port = listen[1].rsplit(":", 1)
         stranger = _self_signed(tmp_path)
@@ -237,3 +246,37 @@ def _self_signed(folder) -> tuple:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out",
                     "stranger.pem", "-days", "1", "-subj", "/CN=stranger"], check=True, capture_output=True, cwd=folder)
     return folder / "stranger.pem", folder / "stranger.key"
+
+
+def _real_study(shared_cxr: Path):
+    return load_radiograph(str(shared_cxr / "dicom" / "DX_chest_966_fixed.dcm"))
+
+
+def test_a_study_s_detector_runs_on_two_edges_swapping_rows(analyzer, pair, shared_cxr):
+    servers, _, _ = pair
+    study = _real_study(shared_cxr)
+    group = EdgeGroup([EdgeSettings(server.grpc_address, timeout_s=60) for server in servers])
+    lane = analyzer.with_edge(group)
+    local = analyzer.with_edge(None).analyze(study, analyzer.local_plan(), with_heat_maps=False)
+    on_bands = lane.analyze(study, Plan(ModelPlan(0, halo=2), ModelPlan(analyzer.classifier.stage_count)),
+                            with_heat_maps=False, allow_fallback=False)
+    assert on_bands.mode is Mode.DISTRIBUTED and on_bands.fallback_reason is None
+    assert set(on_bands.ran_on) == {WORKSTATION, *(server.grpc_address for server in servers)}
+    assert on_bands.models[ModelKind.DETECTOR].bands == 2 and on_bands.models[ModelKind.DETECTOR].cut == 0
+    assert local.detections and [d.label for d in on_bands.detections] == [d.label for d in local.detections]
+    for ours, theirs in zip(on_bands.detections, local.detections, strict=True):
+        assert abs(ours.score - theirs.score) < 1e-4
+        assert max(abs(a - b) for a, b in zip(ours.box_xyxy, theirs.box_xyxy, strict=True)) < 1e-2  # pixels of the radiograph
+    group.close()
+
+
+def test_an_edge_gone_from_the_bands_leaves_the_study_analysed_here(analyzer, pair, shared_cxr):
+    servers, _, _ = pair
+    gone = f"127.0.0.1:{free_ports(1)[0]}"
+    group = EdgeGroup([EdgeSettings(servers[0].grpc_address, timeout_s=20), EdgeSettings(gone, timeout_s=5)])
+    study = _real_study(shared_cxr)
+    findings = analyzer.with_edge(group).analyze(
+        study, Plan(ModelPlan(0, halo=2), ModelPlan(analyzer.classifier.stage_count)), with_heat_maps=False)
+    assert findings.mode is Mode.LOCAL_FALLBACK and gone in (findings.fallback_reason or "")
+    assert findings.ran_on == (WORKSTATION,)
+    group.close()

@@ -24,10 +24,12 @@ import torch
 
 from inference.config import MANUFACTURER, Device, DeviceKind, ModelKind, Runtime, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
+from inference.edge.halo import detect_on_bands
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
 from inference.models.detector import DetectorConfig, YoloDetector
 from inference.models.findings import WORKSTATION, ActivationMaps, Detection, Findings, Mode, ModelRun
+from inference.models.halo import HaloBand, halo_part_spec
 from inference.models.parts import EdgePartSpec, band_part_spec, kind_of, part_spec, tensor_name
 from inference.models.postprocess import calibrate, decode_detections
 from inference.models.preprocess import CropGeometry, Letterbox, classifier_crops, letterbox
@@ -162,6 +164,7 @@ class _Timed:
     reply: EdgeReply
     round_trip_ms: float  # sent → reply, waiting behind this series' earlier requests for the same part included
     service_ms: float     # from when the part finished the request before it (or from sending) to the reply
+    band_servers: tuple[str, ...] = ()  # the edges that ran the bands of a split with rows swapped between them
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,7 @@ class Analyzer:
                                "--images DIR` (the site's radiographs; --models detector for the detector)")
         self._parts: dict[tuple[ModelKind, int, WireFormat], EdgePartSpec] = {}
         self._band_parts: dict[tuple[ModelKind, int, int], tuple[BandSplit, EdgePartSpec]] = {}
+        self._halo_parts: dict[int, tuple[HaloBand, EdgePartSpec]] = {}
         self._own_state()
         self._choice = _PendingChoice(unchosen)  # one object shared with the lanes (with_edge)
         if not unchosen:
@@ -579,7 +583,21 @@ class Analyzer:
                 if self.edge is None:
                     raise ValueError("a spatial split sends bands to the edge, but no edge server is configured")
                 self.band_part(model, model_plan.cut, model_plan.bands)
+            if model_plan.halo:
+                if kind is not ModelKind.DETECTOR or model_plan.cut != 0 or model_plan.wire is not WireFormat.FP32:
+                    raise ValueError("a split with rows swapped between edges runs the whole detector there, in FP32")
+                if not isinstance(self.edge, EdgeGroup) or len(self.edge.clients) < model_plan.halo:
+                    raise ValueError(f"a split into {model_plan.halo} bands needs as many edge servers")
+                self.halo_part(model_plan.halo)
         return plan
+
+    def halo_part(self, count: int) -> tuple[HaloBand, EdgePartSpec]:
+        """The detector as each of `count` bands runs it with rows swapped between edges, and its halo part;
+        computed once. ValueError where its bands would be too thin."""
+        if count not in self._halo_parts:
+            band = HaloBand(self.detector)
+            self._halo_parts[count] = band, halo_part_spec(band, count, self.weights[ModelKind.DETECTOR])
+        return self._halo_parts[count]
 
     def band_part(self, model: StagedModel, cut: int, count: int) -> tuple[BandSplit, EdgePartSpec]:
         """The split of stages [0, cut) of the detector into `count` bands, and its band part; computed once.
@@ -900,10 +918,19 @@ class Analyzer:
 
         def request() -> _Timed:
             sent = time.perf_counter()
+            servers: tuple[str, ...] = ()
             try:
-                reply = (edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s, first=server)
-                         if isinstance(edge, EdgeGroup) else
-                         edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s))
+                if plan.halo:  # the whole detector on bands, one per edge (_checked: a group with enough servers)
+                    band, halo = self.halo_part(plan.halo)
+                    on_bands = detect_on_bands(edge if isinstance(edge, EdgeGroup) else [edge], halo, band,
+                                               torch.from_numpy(crossing["image"]), timeout_s)
+                    servers = on_bands.servers
+                    reply = EdgeReply({"output": on_bands.detections.numpy()}, on_bands.round_trip_ms,
+                                      on_bands.edge_ms, servers[0])
+                elif isinstance(edge, EdgeGroup):
+                    reply = edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s, first=server)
+                else:
+                    reply = edge.infer(spec, crossing, wanted, plan.wire.compression, timeout_s)
             except EdgeError as error:
                 if error.failure is EdgeFailure.TIMEOUT:
                     self._timed_out.add(spec.name)
@@ -915,7 +942,7 @@ class Analyzer:
                     self._served_until[spec.name] = done
             self._service_ms[spec.name] = (done - began) * 1e3
             self._timed_out.discard(spec.name)
-            return _Timed(reply, (done - sent) * 1e3, (done - began) * 1e3)
+            return _Timed(reply, (done - sent) * 1e3, (done - began) * 1e3, servers)
 
         def landed(_: Future) -> None:  # answered, failed, or dropped before it was sent
             with self._flight_lock:
@@ -945,6 +972,7 @@ class Analyzer:
                 run.link_down = error.failure in LINK_FAILURES
             else:
                 run.outputs, run.used_edge, run.server = dict(timed.reply.outputs), True, timed.reply.server
+                run.band_servers = run.band_servers or timed.band_servers
                 run.ran_here = k > 0
                 run.edge_ms = min(timed.reply.edge_ms, timed.service_ms)
                 run.transfer_ms = timed.service_ms - run.edge_ms
@@ -1015,7 +1043,7 @@ class Analyzer:
         n = self.stage_counts[kind]
         cut = n if run.fallback_reason else planned.cut
         return ModelRun(self.weights[kind], cut, runtime, planned.wire if cut < n else None, run.model_ms,
-                        bands=planned.bands if run.band_servers and cut < n else 0)
+                        bands=(planned.bands or planned.halo) if run.band_servers and cut < n else 0)
 
     def _mode(self, plan: Plan, runs: dict[ModelKind, _Run]) -> Mode:
         if any(r.fallback_reason for r in runs.values()):

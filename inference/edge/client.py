@@ -517,6 +517,10 @@ class EdgeGroup:
         now = time.monotonic()
         return [i for i in range(len(self.clients)) if self._down_until[i] <= now]
 
+    def working_clients(self) -> list[EdgeClient]:
+        """The servers not set aside, in the order given."""
+        return [self.clients[i] for i in self._working()]
+
     def assign(self, parts: list[str]) -> list[int] | None:
         """A different working server for each part (one study's models at once), or None when there are
         fewer: in the order given, each part takes the server that computed it fastest of those left. A server

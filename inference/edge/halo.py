@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference.edge.client import EdgeClient, EdgeError, EdgeFailure
+from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup
 from inference.edge.repository import HALO_ADDRESS
 from inference.models.halo import HEAD_MAPS, HaloBand
 from inference.models.parts import EdgePartSpec
@@ -32,13 +32,17 @@ class HaloReply:
     servers: tuple[str, ...]  # the edge of each band, in band order
 
 
-def detect_on_bands(clients: Sequence[EdgeClient], spec: EdgePartSpec, band: HaloBand, image: torch.Tensor,
-                    timeout_s: float | None = None) -> HaloReply:
-    """The detections of `image` [1, 3, size, size] with band i on `clients[i]`; EdgeError where an edge fails (the
-    others then stop at their next swap), ValueError where there are fewer servers than bands."""
+def detect_on_bands(clients: Sequence[EdgeClient] | EdgeGroup, spec: EdgePartSpec, band: HaloBand,
+                    image: torch.Tensor, timeout_s: float | None = None) -> HaloReply:
+    """The detections of `image` [1, 3, size, size] with band i on `clients[i]` (a group's working servers, in
+    its order); EdgeError where an edge fails (the others then stop at their next swap) or there are fewer
+    servers than bands."""
     split = band.split(spec.halo_bands)
+    if isinstance(clients, EdgeGroup):
+        clients = clients.working_clients()
     if len(clients) < split.count:
-        raise ValueError(f"a split into {split.count} bands needs {split.count} edge servers, {len(clients)} given")
+        raise EdgeError(EdgeFailure.UNREACHABLE, f"a split into {split.count} bands needs {split.count} working edge "
+                                                 f"servers, {len(clients)} answer")
     clients = clients[:split.count]
     addresses = [client.part_parameter(spec, HALO_ADDRESS) for client in clients]
     if not all(addresses[1:]):

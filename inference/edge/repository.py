@@ -114,9 +114,9 @@ class PartRequest:
 
     def spec(self) -> EdgePartSpec:
         if self.halo_bands:
-            from inference.models.halo import halo_part_spec
+            from inference.models.halo import HaloBand, halo_part_spec
 
-            return halo_part_spec(as_detector(self.model), self.halo_bands, self.weights)
+            return halo_part_spec(HaloBand(as_detector(self.model)), self.halo_bands, self.weights)
         if self.band_rows:
             return band_part_spec(self.model, self.cut, self.band_rows, self.weights)
         return part_spec(self.model, self.cut, self.wire, self.weights)

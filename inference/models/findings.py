@@ -62,7 +62,8 @@ class ModelRun:
     wire: WireFormat | None = None      # how its tensors travelled, when it was cut before n
     measured_ms: float = 0.0            # local + transfer + edge (a pipelined series' queueing left out)
     predicted_ms: float | None = None   # the planner's prediction of `measured_ms`, when it planned
-    bands: int = 0                      # stages [0, cut) ran on this many bands of the image (a spatial split)
+    bands: int = 0                      # stages [0, cut) ran on this many bands of the image (a spatial split); at
+    #                                     cut 0, the whole model on them, rows swapped between the edges
 
 
 @dataclass(frozen=True)

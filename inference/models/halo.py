@@ -260,18 +260,17 @@ def run_bands_here(band: HaloBand, image: torch.Tensor, count: int, program: nn.
 HEAD_MAPS = ("head0", "head1", "head2")  # a halo part's outputs: its band's rows of each level's raw map
 
 
-def halo_part_spec(detector: YoloDetector, count: int, weights: str) -> EdgePartSpec:
+def halo_part_spec(band: HaloBand, count: int, weights: str) -> EdgePartSpec:
     """The spec of the detector's halo part for `count` bands: a band in (`image` [3, rows, size], FP32), its rows
     of the raw head maps out (FP32). ValueError where the detector cannot run on that many bands."""
-    band = HaloBand(detector)
     split = band.split(count)
-    sample = sample_input(detector)[:, :, :split.rows]
+    sample = sample_input(band.detector)[:, :, :split.rows]
     with torch.inference_mode(), trading_with(_Alone()):
         maps = band(sample)
     return EdgePartSpec(ModelKind.DETECTOR, 0, WireFormat.FP32, (TensorSpec("image", tuple(sample.shape[1:]), "FP32"),),
                         tuple(TensorSpec(name, tuple(m.shape[1:]), "FP32") for name, m in zip(HEAD_MAPS, maps,
                                                                                              strict=True)),
-                        identity_of(detector, weights), halo_bands=count)
+                        identity_of(band.detector, weights), halo_bands=count)
 
 
 def export_halo_program(detector: YoloDetector, spec: EdgePartSpec, path: Path) -> None:

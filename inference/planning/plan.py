@@ -23,6 +23,9 @@ class ModelPlan:
     # A spatial split: stages [0, cut) on this many horizontal bands of the image, each on another edge (or
     # here), joined at the cut (inference/models/bands.py); 0: they run here whole.
     bands: int = 0
+    # The whole model (the detector, cut 0) on this many horizontal bands of the image, one per edge, the edges
+    # swapping rows after every layer (inference/models/halo.py); 0: none.
+    halo: int = 0
 
 
 @dataclass(frozen=True)

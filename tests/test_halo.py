@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from inference.analysis.analyzer import Analyzer, ModelChoice
+from inference.analysis.session import AnalysisSession
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeGroup, EdgeSettings
 from inference.edge.halo import detect_on_bands
@@ -25,6 +26,7 @@ from inference.models.findings import WORKSTATION, Mode
 from inference.models.halo import HEAD_MAPS, HaloBand, halo_part_spec, run_bands_here, trading_with
 from inference.models.parts import part_difference
 from inference.planning.plan import ModelPlan, Plan
+from inference.planning.planner import study_preference
 from viewer.loader import load_radiograph
 
 from certificates import make_certificates
@@ -280,3 +282,26 @@ def test_an_edge_gone_from_the_bands_leaves_the_study_analysed_here(analyzer, pa
     assert findings.mode is Mode.LOCAL_FALLBACK and gone in (findings.fallback_reason or "")
     assert findings.ran_on == (WORKSTATION,)
     group.close()
+
+
+def test_the_planner_weighs_the_detector_on_bands_swapping_rows(analyzer, pair, shared_cxr):
+    """With two servers serving the halo part, a study's automatic split has the detector on two bands among its
+    options, their time on the edges measured, and chooses it only where it is predicted faster."""
+    servers, _, _ = pair
+    group = EdgeGroup([EdgeSettings(server.grpc_address, timeout_s=60) for server in servers])
+    try:
+        session = AnalysisSession(analyzer.with_edge(group), analyzer.local_plan(), auto=True, with_heat_maps=False)
+        planner = session.planner
+        assert planner is not None and planner.servers == 2
+        plan = session.prepare(_real_study(shared_cxr))
+        _, spec = analyzer.halo_part(2)
+        assert planner.profile_halo(2) == planner.measured.edge_part_ms[spec.name] > 0
+        options = planner.candidates(ModelKind.DETECTOR, analyzer.detector, set(group.status().models), spatial=True)
+        on_bands = next(o for o in options if o.halo == 2)
+        assert on_bands.cut == 0 and on_bands.measured_edge and on_bands.edge_ms >= planner.measured.edge_part_ms[
+            spec.name]
+        assert on_bands.predicted_ms == pytest.approx(on_bands.local_ms + on_bands.transfer_ms + on_bands.edge_ms)
+        chosen = planner.options[ModelKind.DETECTOR]
+        assert study_preference(chosen) <= study_preference(on_bands) and plan.detector.halo == chosen.halo
+    finally:
+        group.close()

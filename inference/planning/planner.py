@@ -45,15 +45,18 @@ import torch
 
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeReply
+from inference.edge.halo import detect_on_bands
 from inference.machine import usable_cores
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CheXNet
 from inference.models.detector import YoloDetector
 from inference.models.findings import Detection
+from inference.models.halo import HaloBand
 from inference.models.parts import (
     EdgePartSpec,
     band_parts_prefix,
     fingerprint_of,
+    halo_part_name,
     identity_of,
     kind_of,
     part_name,
@@ -103,6 +106,7 @@ class Option:
     edge_ms: float = 0.0      # the edge's compute (and the queue of other clients' requests)
     measured_edge: bool = False  # edge_ms from requests to this part, not scaled from others
     bands: int = 0            # stages [0, cut) on this many bands of the image, one per edge (a spatial split)
+    halo: int = 0             # the whole detector on this many bands, one per edge, rows swapped between them
     # In a series, where the link's wait overlaps other studies but the CPU serving it does not: this
     # workstation's CPU for the request (the gRPC client, over its cores; inside transfer_ms for one study) …
     client_ms: float = 0.0
@@ -118,7 +122,8 @@ class Option:
 
     @property
     def model_plan(self) -> ModelPlan:
-        return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms, bands=self.bands)
+        return ModelPlan(self.cut, self.wire, remote_ms=self.transfer_ms + self.edge_ms, bands=self.bands,
+                         halo=self.halo)
 
 
 def workstation_share_ms(options: tuple[Option, ...]) -> float:
@@ -313,6 +318,8 @@ class PlannedAnalyzer(Protocol):
     def part(self, model: StagedModel, cut: int, wire: WireFormat) -> EdgePartSpec: ...
 
     def band_part(self, model: StagedModel, cut: int, count: int) -> tuple[BandSplit, EdgePartSpec]: ...
+
+    def halo_part(self, count: int) -> tuple[HaloBand, EdgePartSpec]: ...
 
     def decode_raw(self, raw: torch.Tensor) -> list[Detection]: ...
 
@@ -691,7 +698,11 @@ class Planner:
         whole = self.whole_local_ms(name, model)
         options = [Option(name, n, WireFormat.FP32, whole, local_ms=whole)]
         link = self.link
-        if link is None or not np.isfinite(link.edge_ratio.get(name, float("inf"))):
+        if link is None:
+            return options
+        if spatial:
+            options += self._halo_options(name, model, served)
+        if not np.isfinite(link.edge_ratio.get(name, float("inf"))):
             return options
         for cut in range(n):
             for wire in WireFormat:
@@ -709,6 +720,55 @@ class Planner:
                 if spatial:
                     options += self._band_options(name, model, cut, wire, served)
         return options
+
+    def _halo_options(self, name: ModelKind, model: StagedModel, served: set[str]) -> list[Option]:
+        """The whole detector on 2 … `servers` bands, one per edge server, rows swapped between them, where its
+        halo part is served: the image's and the head maps' bytes on this link, then the bands' time there —
+        measured (their compute and their waits for each other's rows), else full offload's compute shared
+        among them on the slowest of those servers plus a one-way trip per exchange of rows (where nothing of the
+        model was measured there, at this workstation's speed: a guess, measured once it ranks)."""
+        options: list[Option] = []
+        if not isinstance(model, YoloDetector):
+            return options
+        link, local = self.measured, self.local_ms(name, model)
+        for count in range(2, self.servers + 1):
+            if halo_part_name(name, count) not in served or halo_part_name(name, count) in self._unservable:
+                continue
+            try:
+                band, spec = self.analyzer.halo_part(count)
+            except ValueError:  # bands too thin for the detector's widest layer
+                continue
+            bands_ms = link.edge_part_ms.get(spec.name)
+            if bands_ms is None:
+                ratio = link.edge_ratio.get(name, float("inf"))
+                whole = link.edge_part_ms.get(part_name(name, 0, WireFormat.FP32),
+                                              (ratio if np.isfinite(ratio) else 1.0) * sum(local))
+                slowest = sorted(self.server_slowness())[count - 1]
+                guess = whole / count * slowest + band.exchanges * link.round_trip_ms / 2
+            edge_ms = (bands_ms if bands_ms is not None else guess) + link.queue_ms
+            here = self.encoding_ms(name, model, 0, WireFormat.FP32)
+            moved = count * (spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs))
+            transfer = link.transfer_ms(spec.name, moved)
+            options.append(Option(name, 0, WireFormat.FP32, here + transfer + edge_ms, here, transfer, edge_ms,
+                                  bands_ms is not None, halo=count, client_ms=link.client_ms(moved, count),
+                                  busy_ms=count * edge_ms))
+        return options
+
+    def profile_halo(self, count: int) -> float | None:
+        """The bands' time on the edges (the slowest band's: its compute and its waits for rows) for the detector on
+        `count` bands swapping rows, on the first working servers: a warm-up, then the median of 3; None when they
+        do not answer. Kept."""
+        band, spec = self.analyzer.halo_part(count)
+        if spec.name not in self.measured.edge_part_ms:
+            image = analysis_input(self.analyzer.detector).cpu()
+            try:
+                times = [detect_on_bands([self.edge, *self.others], spec, band, image).edge_ms for _ in range(4)][1:]
+            except EdgeError:
+                self._unservable.add(spec.name)
+                return None
+            self.measured.edge_part_ms[spec.name] = max(statistics.median(times), 0.01)
+            self._save_edge_times()
+        return self.measured.edge_part_ms[spec.name]
 
     def _band_options(self, name: ModelKind, model: StagedModel, cut: int, wire: WireFormat,
                       served: set[str]) -> list[Option]:
@@ -894,6 +954,8 @@ class Planner:
             budget[name] -= 1
             if option.bands and self._band_unmeasured(option):
                 self.profile_band(model, option.cut, option.bands)
+            elif option.halo:
+                self.profile_halo(option.halo)
             else:
                 self.profile(name, model, option.cut, option.wire)
 

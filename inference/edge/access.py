@@ -15,6 +15,7 @@ LOOPBACK = "127.0.0.1"
 # gRPC methods of inference.GRPCInferenceService a workstation calls (edge_gateway passes these only).
 WORKSTATION_CALLS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
                      "ModelConfig", "ModelInfer", "ModelStatistics")
+STREAMED_CALLS = ("ModelStreamInfer",)  # a decoupled part's inference (the halo part: bands of studies at once)
 # Triton's API groups that need the operator's credential.
 OPERATOR_APIS = ("model-repository", "shared-memory", "trace", "logging")
 CREDENTIAL_HEADER = "mededge-admin"  # the HTTP header; over gRPC Triton expects it prefixed (operator_headers)

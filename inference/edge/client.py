@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import queue
 import re
 import threading
 import time
@@ -126,9 +127,24 @@ class EdgeClient:
 
         self.settings = settings
         self._grpc = grpcclient
+        self._client = self._new_client()
+        self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
+        self._parameters: dict[str, dict[str, str]] = {}  # part name → its config's parameters, as last checked
+        self._streamed: set[str] = set()  # decoupled parts: answered over a stream (the halo part)
+        self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
+        # model name → (when asked, monotonic s; whether it runs its stages through another model there)
+        self._through: dict[str, tuple[float, bool]] = {}
+        self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
+        self._lock = threading.Lock()
+        self._sent = 0       # inference requests sent through this client so far …
+        self._in_flight = 0  # … and not answered yet: whether a measurement had the server to itself
+
+    def _new_client(self):
+        """A tritonclient connection to the server, with this client's TLS files."""
+        grpcclient, settings = self._grpc, self.settings
         try:
             keepalive = grpcclient.KeepAliveOptions()
-            self._client = grpcclient.InferenceServerClient(
+            return grpcclient.InferenceServerClient(
                 url=self._url(), ssl=settings.tls, channel_args=[
                     # tritonclient's own defaults (channel_args replaces them)...
                     ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
@@ -145,15 +161,6 @@ class EdgeClient:
                 certificate_chain=str(settings.client_certificate) if settings.client_certificate else None)
         except Exception as exc:
             raise EdgeError(EdgeFailure.UNREACHABLE, f"cannot open a connection to {settings.address}: {exc}") from exc
-        self._verified: dict[str, float] = {}  # part name → when it was last checked (monotonic s)
-        self._parameters: dict[str, dict[str, str]] = {}  # part name → its config's parameters, as last checked
-        self._timed: set[str] = set()  # parts that report their compute time (the Python-backend server)
-        # model name → (when asked, monotonic s; whether it runs its stages through another model there)
-        self._through: dict[str, tuple[float, bool]] = {}
-        self._checking: dict[str, threading.Lock] = {}  # part name → held while it is being checked
-        self._lock = threading.Lock()
-        self._sent = 0       # inference requests sent through this client so far …
-        self._in_flight = 0  # … and not answered yet: whether a measurement had the server to itself
 
     def _url(self) -> str:
         host, port = parse_address(self.settings.address)
@@ -211,6 +218,10 @@ class EdgeClient:
         with self._lock:
             self._verified[spec.name] = time.monotonic()
             self._parameters[spec.name] = served
+            if config.model_transaction_policy.decoupled:
+                self._streamed.add(spec.name)
+            else:
+                self._streamed.discard(spec.name)
             if any(o.name == COMPUTE_TIME_OUTPUT for o in config.output):
                 self._timed.add(spec.name)
             else:  # e.g. the same address now a stock Triton: its statistics give the compute time
@@ -255,9 +266,14 @@ class EdgeClient:
             self._in_flight += 1
         started = time.perf_counter()
         try:
-            result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted, client_timeout=timeout,
-                                                           compression_algorithm=compression, parameters=parameters),
-                                f"inference on {spec.name}", timeout=timeout)
+            if spec.name in self._streamed:
+                result = self._call(lambda: self._streamed_infer(spec.name, inputs, wanted, timeout, parameters),
+                                    f"inference on {spec.name}", timeout=timeout)
+            else:
+                result = self._call(lambda: self._client.infer(spec.name, inputs, outputs=wanted,
+                                                               client_timeout=timeout, compression_algorithm=compression,
+                                                               parameters=parameters),
+                                    f"inference on {spec.name}", timeout=timeout)
         except EdgeError:
             with self._lock:  # unloaded, replaced or restarted meanwhile: check the part again next time
                 self._verified.pop(spec.name, None)
@@ -275,6 +291,27 @@ class EdgeClient:
         else:
             edge_ms = self._stats_compute_ms(spec.name, before)
         return EdgeReply(arrays, round_trip, min(max(edge_ms, 0.0), round_trip), self.settings.address)
+
+    def _streamed_infer(self, model: str, inputs, outputs, timeout: float, parameters):
+        """A decoupled part's one answer, over a stream of its own (tritonclient holds one stream per connection,
+        and several may be out at once)."""
+        from tritonclient.utils import InferenceServerException
+
+        answers: queue.Queue = queue.Queue()
+        client = self._new_client()
+        try:
+            client.start_stream(callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout)
+            client.async_stream_infer(model, inputs, outputs=outputs, parameters=parameters)
+            try:
+                result, error = answers.get(timeout=timeout)
+            except queue.Empty:
+                raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED") from None
+            if error is not None:
+                raise error
+            return result
+        finally:
+            client.stop_stream(cancel_requests=True)
+            client.close()
 
     def traffic(self) -> tuple[int, int]:
         """(inference requests sent through this client so far, those of them not answered yet)."""

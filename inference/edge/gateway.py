@@ -29,7 +29,7 @@ from typing import NoReturn, Protocol
 
 import grpc
 
-from inference.edge.access import WORKSTATION_CALLS
+from inference.edge.access import STREAMED_CALLS, WORKSTATION_CALLS
 
 SERVICE = "inference.GRPCInferenceService"
 HEALTH = ("grpc.health.v1.Health", "Check")  # the standard health check (Triton answers it too)
@@ -74,6 +74,7 @@ class EdgeGateway:
                      ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
                      ("grpc.so_reuseport", 0)])  # a port already taken is an error, never shared
         calls = {name: self._forwarder(channel, SERVICE, name) for name in WORKSTATION_CALLS}
+        calls.update({name: self._stream_forwarder(channel, SERVICE, name) for name in STREAMED_CALLS})
         self._server.add_generic_rpc_handlers([
             grpc.method_handlers_generic_handler(SERVICE, calls),
             grpc.method_handlers_generic_handler(HEALTH[0], {HEALTH[1]: self._forwarder(channel, *HEALTH)})])
@@ -96,6 +97,21 @@ class EdgeGateway:
                 await context.abort(error.code(), error.details() or "")
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    @staticmethod
+    def _stream_forwarder(channel: grpc.aio.Channel, service: str, method: str) -> grpc.RpcMethodHandler:
+        """A stream both ways, each message passed on as its bytes (each bounded as a request is)."""
+        async def forward(requests, context: _CallContext):
+            call = channel.stream_stream(f"/{service}/{method}")
+            remaining = context.time_remaining()
+            timeout = min(remaining, MAX_CALL_S) if remaining is not None and math.isfinite(remaining) else MAX_CALL_S
+            try:
+                async for response in call(requests, timeout=timeout):
+                    yield response
+            except grpc.aio.AioRpcError as error:
+                await context.abort(error.code(), error.details() or "")
+
+        return grpc.stream_stream_rpc_method_handler(forward)
 
     def start(self) -> None:
         self._thread.start()

@@ -253,6 +253,7 @@ def _write_halo_part(folder: Path, request: PartRequest, spec: EdgePartSpec, pro
     config = model_config(spec, "", "", gpu=False, runtime=EdgeRuntime.TORCH, batching=Batching(dynamic=False),
                           torch_program_sha256=digest)
     config.max_batch_size = 1  # one band of one image per request: a session's rows come in the order it runs
+    config.model_transaction_policy.decoupled = True  # answered from the band's thread: bands of studies overlap
     config_path.write_text(text_format.MessageToString(config))
 
 
@@ -431,7 +432,10 @@ def overlay_part(config_path: Path, target: Path) -> str:
         timing.name, timing.data_type = COMPUTE_TIME_OUTPUT, mc.TYPE_FP32
         timing.dims.append(1)
     folder = target / config.name
-    if folder.exists():
+    if folder.exists():  # (made again by the operator's load: where its peers reach a halo part stays)
+        before = read_config(folder / "config.pbtxt").parameters if (folder / "config.pbtxt").exists() else {}
+        if HALO_ADDRESS in before and HALO_BANDS in config.parameters:
+            config.parameters[HALO_ADDRESS].string_value = before[HALO_ADDRESS].string_value
         shutil.rmtree(folder)
     version = folder / "1"
     version.mkdir(parents=True)

@@ -410,13 +410,14 @@ class EdgeServer:
         return triton_socket_url(self._socket_dir or self.work_dir)
 
     def plaintext_beyond_loopback(self) -> list[str]:
-        """The listeners that would carry plaintext to other machines."""
+        """The listeners (and a halo part's connections to its peers) that would carry plaintext to other machines."""
         listeners = [("metrics", self.metrics_host, self.metrics_port)]
         if self.tls is None:
             listeners.insert(0, ("gRPC", self.host, self.grpc_port))
         if self.halo_listen and (self.tls is None or self.tls.client_ca is None):  # peers: mutual TLS or plaintext
-            host, port = parse_address(self.halo_listen)
-            listeners.append(("halo peers", host, port))
+            for address in (self.halo_listen, *self.halo_peers):  # its listener, and the peers it connects to
+                host, port = parse_address(address)
+                listeners.append(("halo peers" if address == self.halo_listen else "halo peer", host, port))
         return [f"{name} on {host}:{port}" for name, host, port in listeners if not is_loopback(host)]
 
     def check_exposure(self) -> list[str]:

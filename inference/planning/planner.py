@@ -743,7 +743,7 @@ class Planner:
                 ratio = link.edge_ratio.get(name, float("inf"))
                 whole = link.edge_part_ms.get(part_name(name, 0, WireFormat.FP32),
                                               (ratio if np.isfinite(ratio) else 1.0) * sum(local))
-                slowest = sorted(self.server_slowness())[count - 1]
+                slowest = max(self.server_slowness()[:count])  # (the bands run on the first servers that work)
                 guess = whole / count * slowest + band.exchanges * link.round_trip_ms / 2
             edge_ms = (bands_ms if bands_ms is not None else guess) + link.queue_ms
             here = self.encoding_ms(name, model, 0, WireFormat.FP32)

@@ -70,8 +70,11 @@ class TritonPythonModel:
         _return_freed_memory()
 
     async def execute(self, requests):  # a coroutine: a part served through another awaits its calls together
-        if isinstance(self.session, _Through | _Halo):
+        if isinstance(self.session, _Through):
             return await self.session.execute(requests)
+        if isinstance(self.session, _Halo):
+            await self.session.execute(requests)  # (decoupled: answered by the bands' threads)
+            return None
         # Requests the dynamic batcher grouped are run as one batch, then split again; a request that names other
         # weights than these (a part served through this one, exported before this one was) is refused alone.
         responses = [_failed(f"asked for the weights {asked}, this part now runs {self.fingerprint}: load the part "
@@ -339,7 +342,8 @@ def _with_shared_weights(config: dict, onnx: bytes, folder: Path) -> bytes:
 HALO_HELLO = b"MEDEDGE-HALO-1\n"
 HALO_WAIT_S = 10.0  # for the other band's request, or its edge's connection
 HALO_SWAP_S = 60.0  # for a neighbour's rows (a layer's compute on the other edge comes first)
-HALO_PENDING = 16  # connections waiting for their band's request, at most (the rest are closed at once)
+HALO_PENDING = 16  # connections waiting for their band's request, at most (the oldest is closed for a new one)
+HALO_SESSIONS = 8  # bands of different studies run at once (each its own thread); more wait for one to end
 
 
 class _HaloRefused(Exception):
@@ -351,11 +355,15 @@ class _HaloPeers:
 
     def __init__(self, listen: str, peers: set[str], tls: list[str]) -> None:
         import asyncio
+        import socket
         import ssl
         import threading
 
         self.asyncio = asyncio
         self.peers = peers
+        # the addresses the peers connect from (as named, resolved): a connection from elsewhere is closed at once
+        self.peer_hosts = {info[4][0] for peer in peers
+                           for info in socket.getaddrinfo(peer.rsplit(":", 1)[0].strip("[]"), None)}
         self.server_tls = self.client_tls = None
         if tls:  # certificate, key, and the CA that signed every peer's certificate
             certificate, key, authority = tls
@@ -369,7 +377,8 @@ class _HaloPeers:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="halo-peers", daemon=True).start()
         host, port = listen.rsplit(":", 1)
-        self.server = self._wait(asyncio.start_server(self._accept, host.strip("[]"), int(port), ssl=self.server_tls),
+        self.server = self._wait(asyncio.start_server(self._accept, host.strip("[]"), int(port), ssl=self.server_tls,
+                                                      ssl_handshake_timeout=HALO_WAIT_S if tls else None),
                                  HALO_WAIT_S)
 
     def _wait(self, coroutine, timeout: float):
@@ -377,8 +386,9 @@ class _HaloPeers:
 
     def _slot(self, key: tuple[str, int]):
         if key not in self.arrived:
-            if len(self.arrived) >= HALO_PENDING:
-                raise _HaloRefused("too many halo connections waiting")
+            unclaimed = [k for k in self.arrived if k not in self.claimed]
+            if len(unclaimed) >= HALO_PENDING:  # a connection no request took yet: the oldest goes (a request's never)
+                self._expire(unclaimed[0])
             self.arrived[key] = self.loop.create_future()
             self.loop.call_later(HALO_WAIT_S, self._expire, key)
         return self.arrived[key]
@@ -395,6 +405,8 @@ class _HaloPeers:
     async def _accept(self, reader, writer) -> None:
         """A peer's hello: the session and the band it holds rows for; anything else is closed unanswered."""
         try:
+            if (writer.get_extra_info("peername") or ("",))[0] not in self.peer_hosts:
+                raise _HaloRefused("not from a peer")
             hello = await self.asyncio.wait_for(reader.readexactly(len(HALO_HELLO) + 32 + 4), HALO_WAIT_S)
             session, band = _halo_session(hello[len(HALO_HELLO):-4]), int.from_bytes(hello[-4:], "big")
             if not hello.startswith(HALO_HELLO):
@@ -426,7 +438,7 @@ class _HaloPeers:
     def below(self, session: str, band: int, address: str):
         """A connection to the edge running band + 1 of `session` at `address`: one of this edge's peers only."""
         if address not in self.peers:
-            raise _HaloRefused(f"{address!r} is not one of this edge's halo peers (MEDEDGE_HALO_PEERS)")
+            raise _HaloRefused(f"{address} is not one of this edge's halo peers (edge serve --halo-peers)")
         host, port = address.rsplit(":", 1)
 
         async def connect():
@@ -439,8 +451,9 @@ class _HaloPeers:
 
         try:
             return self._wait(self.asyncio.wait_for(connect(), HALO_WAIT_S), HALO_WAIT_S + 1)
-        except (OSError, TimeoutError, self.asyncio.TimeoutError) as exc:
-            raise _HaloRefused(f"cannot reach the halo peer {address}: {exc}") from None
+        except (OSError, TimeoutError, self.asyncio.TimeoutError):
+            # (worded without the words of a TLS failure: this workstation's own link to the edge is fine)
+            raise _HaloRefused(f"cannot reach the halo peer {address}, or it refused this edge") from None
 
     def swap(self, links: dict[str, Any], first: bytes, last: bytes) -> tuple[bytes | None, bytes | None]:
         """Send `first` up and `last` down, then read the neighbours' rows (as many bytes as sent each way)."""
@@ -455,8 +468,8 @@ class _HaloPeers:
 
         try:
             above, below = self._wait(trade(), HALO_SWAP_S)
-        except (OSError, TimeoutError, self.asyncio.TimeoutError, self.asyncio.IncompleteReadError) as exc:
-            raise _HaloRefused(f"a neighbouring edge stopped sending its rows: {type(exc).__name__}") from None
+        except (OSError, TimeoutError, self.asyncio.TimeoutError, self.asyncio.IncompleteReadError):
+            raise _HaloRefused("the edge of the neighbouring band stopped sending its rows") from None
         return above, below
 
     def close(self, links: dict[str, Any]) -> None:
@@ -483,14 +496,21 @@ class _Halo:
 
         if threads:
             torch.set_num_threads(threads)
+        from concurrent.futures import ThreadPoolExecutor
+
         self.torch, self.outputs = torch, outputs
         self.bands = int(_parameter(config, "mededge_halo_bands"))
+        self.pool = ThreadPoolExecutor(HALO_SESSIONS, thread_name_prefix="halo-band")
         self.running = threading.local()  # the links of the band this thread runs
 
         @torch.library.custom_op("mededge::halo_rows", mutates_args=())
         def halo_rows(x: torch.Tensor, reach: int, edge: float) -> torch.Tensor:
             first, last = x[:, :, :reach].contiguous(), x[:, :, -reach:].contiguous()
-            above, below = self.peers.swap(self.running.links, first.numpy().tobytes(), last.numpy().tobytes())
+            try:
+                above, below = self.peers.swap(self.running.links, first.numpy().tobytes(), last.numpy().tobytes())
+            except _HaloRefused as exc:  # (PyTorch may wrap what an operator raises: the reason is kept here)
+                self.running.refused = exc
+                raise
 
             def rows(data: bytes | None, like: torch.Tensor) -> torch.Tensor:
                 if data is None:
@@ -516,7 +536,14 @@ class _Halo:
               f"{' (mutual TLS)' if tls else ' (plaintext)'}", file=sys.stderr, flush=True)
 
     async def execute(self, requests):
-        return [self._one(request) for request in requests]  # (one band's run at a time: its rows come in turn)
+        """Decoupled: each band runs in a thread of its own and is answered when it ends, so bands of other studies
+        run meanwhile (an edge running one band at a time would hold one study's band while the other edge holds
+        another's, each waiting for rows the other cannot send)."""
+        for request in requests:
+            self.pool.submit(self._answer, request)
+
+    def _answer(self, request) -> None:
+        request.get_response_sender().send(self._one(request), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _one(self, request):
         links: dict[str, Any] = {}
@@ -532,7 +559,7 @@ class _Halo:
                 links["above"] = self.peers.above(session, band)
             if band < self.bands - 1:
                 links["below"] = self.peers.below(session, band, str(asked.get("mededge_halo_below", "")))
-            self.running.links = links
+            self.running.links, self.running.refused = links, None
             torch = self.torch
             started = time.perf_counter()
             with torch.inference_mode():
@@ -540,8 +567,13 @@ class _Halo:
             compute_ms = (time.perf_counter() - started) * 1e3
         except _HaloRefused as exc:
             return _failed(exc)
-        except Exception as exc:  # a tensor of another shape, a neighbour gone: the request gets the reason
-            return _failed(f"{type(exc).__name__}: {exc}")
+        except Exception:  # e.g. a band of another shape: the workstation gets one line, the edge's log the rest
+            if getattr(self.running, "refused", None) is not None:
+                return _failed(self.running.refused)
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            return _failed("the band could not run on this edge (see its log)")
         finally:
             self.peers.close(links)
         tensors = [pb_utils.Tensor(name, m.numpy()) for name, m in zip(self.outputs, maps, strict=True)]

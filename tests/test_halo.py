@@ -19,7 +19,7 @@ from inference.analysis.session import AnalysisSession
 from inference.config import ModelKind, WireFormat
 from inference.edge.client import EdgeClient, EdgeError, EdgeGroup, EdgeSettings
 from inference.edge.halo import detect_on_bands
-from inference.edge.repository import PartRequest, write_repository
+from inference.edge.repository import HALO_ADDRESS, PartRequest, write_repository
 from inference.edge.server import EdgeServer, EdgeServerError, TlsFiles, free_ports
 from inference.models.detector import YoloDetector
 from inference.models.findings import WORKSTATION, Mode
@@ -360,3 +360,24 @@ def test_bands_of_two_studies_crossing_on_the_same_two_edges_both_finish(band, p
         thread.join()
     assert set(outcomes.values()) == {"done"}, outcomes
     assert time.monotonic() - started < 8  # not at a time limit (10 s)
+
+
+def test_a_halo_part_reloaded_by_the_operator_still_names_where_its_peers_reach_it(detector, band, pair):
+    """(Last here: it unloads a part of the module's servers.) `edge control unload` then `load` makes the part's
+    entry again; the address its peers reach it at stays, and a study's bands run as before."""
+    servers, _, listen = pair
+    operator = servers[1].operator()
+    operator.unload("detector_halo2")
+    operator.load("detector_halo2")
+    operator.close()
+    spec = halo_part_spec(band, 2, "demo")
+    fresh = [EdgeClient(EdgeSettings(server.grpc_address, timeout_s=60)) for server in servers]
+    try:
+        assert fresh[1].part_parameter(spec, HALO_ADDRESS) == listen[1]
+        image = torch.rand(1, 3, SIZE, SIZE)
+        with torch.inference_mode():
+            expected = detector(image)
+        assert _difference(detector, expected, detect_on_bands(fresh, spec, band, image).detections) < 1e-4
+    finally:
+        for client in fresh:
+            client.close()

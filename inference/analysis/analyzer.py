@@ -747,7 +747,8 @@ class Analyzer:
                      runtime=head.runtime if head is not None else Runtime.TORCH,
                      batch=batch if head is not None else None)
         if crossing is not None:  # the request's own time is measured apart, by _send
-            spec = self.part(model, k, plan.wire)
+            # (a split with rows swapped between edges: its timings kept under its own part's name)
+            spec = self.halo_part(plan.halo)[1] if plan.halo else self.part(model, k, plan.wire)
             wanted = tuple(t.name for t in spec.outputs if t.name != "features" or features is not None)
             step.reply = (_call_now(_raise, EdgeError(EdgeFailure.UNREACHABLE, edge_down)) if edge_down
                           else self._send(send, spec, crossing, wanted, plan, joining_ms, server))
@@ -921,8 +922,8 @@ class Analyzer:
             servers: tuple[str, ...] = ()
             try:
                 if plan.halo:  # the whole detector on bands, one per edge (_checked: a group with enough servers)
-                    band, halo = self.halo_part(plan.halo)
-                    on_bands = detect_on_bands(edge if isinstance(edge, EdgeGroup) else [edge], halo, band,
+                    band, _ = self.halo_part(plan.halo)
+                    on_bands = detect_on_bands(edge if isinstance(edge, EdgeGroup) else [edge], spec, band,
                                                torch.from_numpy(crossing["image"]), timeout_s)
                     servers = on_bands.servers
                     reply = EdgeReply({"output": on_bands.detections.numpy()}, on_bands.round_trip_ms,

@@ -16,6 +16,7 @@ can swap the file between the check and the load). The same for its tensors kept
 the same way (`mededge_pt2_sha256`) and loaded from the bytes checked.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -377,9 +378,17 @@ class _HaloPeers:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="halo-peers", daemon=True).start()
         host, port = listen.rsplit(":", 1)
-        self.server = self._wait(asyncio.start_server(self._accept, host.strip("[]"), int(port), ssl=self.server_tls,
-                                                      ssl_handshake_timeout=HALO_WAIT_S if tls else None),
-                                 HALO_WAIT_S)
+        deadline = time.monotonic() + HALO_WAIT_S
+        while True:  # the part loaded again by the operator: its previous process may still hold the port a moment
+            try:
+                self.server = self._wait(asyncio.start_server(
+                    self._accept, host.strip("[]"), int(port), ssl=self.server_tls,
+                    ssl_handshake_timeout=HALO_WAIT_S if tls else None), HALO_WAIT_S)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _wait(self, coroutine, timeout: float):
         return self.asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -119,30 +119,30 @@ class HaloBand(nn.Module):
     def __init__(self, detector: YoloDetector) -> None:
         super().__init__()
         self.detector = copy.deepcopy(detector).eval()
-        self.reach: dict[str, tuple[int, int]] = {}  # layer's name → (rows it reaches each way, its stride)
+        self.swapping: dict[str, _Swap] = {}  # the layers that swap rows, by name
         size = detector.config.input_size
         strides = _input_strides(self.detector, size)
         for name, module in list(self.detector.named_modules()):
             if reach := _rows_reached(module):
                 parent, _, attribute = name.rpartition(".")
                 setattr(self.detector.get_submodule(parent), attribute, _Padded(module, reach))
-                self.reach[name] = reach, strides[name]
+                self.swapping[name] = _Swap(reach, strides[name])
 
     @property
     def exchanges(self) -> int:
         """How many times the bands swap rows in one run."""
-        return len(self.reach)
+        return len(self.swapping)
 
     def split(self, count: int) -> HaloSplit:
         """The input in `count` bands; ValueError where a band is too thin for a layer (its neighbour must hold
         every row the layer reaches: the SPP's widest pool reaches 6 rows at the largest stride)."""
         config = self.detector.config
         split = HaloSplit(config.input_size, count, config.max_stride)
-        thin = [name for name, (reach, stride) in self.reach.items() if split.rows // stride < reach]
+        thin = [name for name, swap in self.swapping.items() if split.rows // swap.stride < swap.rows]
         if thin:
-            reach, stride = self.reach[thin[0]]
+            swap = self.swapping[thin[0]]
             raise ValueError(f"{count} bands of {split.rows} rows are too thin for the detector: its layer "
-                             f"{thin[0]} reaches {reach} rows at stride {stride}")
+                             f"{thin[0]} reaches {swap.rows} rows at stride {swap.stride}")
         return split
 
     def forward(self, band: torch.Tensor) -> list[torch.Tensor]:
@@ -155,6 +155,11 @@ class HaloBand(nn.Module):
     def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """The whole image's detections from its joined head maps, as the detector's forward returns them."""
         return self.detector.detect.decode(maps)
+
+
+class _Swap(NamedTuple):
+    rows: int    # rows its kernel reaches each way
+    stride: int  # image rows per row of its input
 
 
 class _Padded(nn.Module):
@@ -183,6 +188,8 @@ def _columns(padding) -> int:
 def _rows_reached(module: nn.Module) -> int:
     if not isinstance(module, nn.Conv2d | nn.MaxPool2d):
         return 0
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":  # the exchange fills zeros at the image's edge
+        raise ValueError(f"a convolution padded by {module.padding_mode!r} cannot run on bands")
     padding = module.padding
     if isinstance(padding, str):
         raise ValueError(f"{type(module).__name__} with padding={padding!r} cannot run on bands")

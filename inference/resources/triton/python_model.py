@@ -512,6 +512,8 @@ class _Halo:
         self.pool = ThreadPoolExecutor(HALO_SESSIONS, thread_name_prefix="halo-band")
         self.running = threading.local()  # the links of the band this thread runs
 
+        # The operator the exported program calls (inference/models/halo.py defines the same schema for the
+        # workstation; this file runs apart from the package): here its rows come over the peer channel.
         @torch.library.custom_op("mededge::halo_rows", mutates_args=())
         def halo_rows(x: torch.Tensor, reach: int, edge: float) -> torch.Tensor:
             first, last = x[:, :, :reach].contiguous(), x[:, :, -reach:].contiguous()

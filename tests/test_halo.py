@@ -7,8 +7,11 @@ without a certificate the peers' CA signed."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -327,10 +330,6 @@ def test_bands_of_two_studies_crossing_on_the_same_two_edges_both_finish(band, p
     """Two studies' bands in crossed order, each edge receiving one study's top band and the other's bottom band,
     the top bands first: an edge that ran one band at a time would hold its top band while waiting for rows from
     the other edge, which holds the other study's top band (they met only at the time limits, and failed)."""
-    import secrets
-    import threading
-    import time
-
     _, clients, listen = pair
     spec = halo_part_spec(band, 2, "demo")
     rows = band.split(2).bands(torch.rand(1, 3, SIZE, SIZE))
@@ -363,11 +362,14 @@ def test_bands_of_two_studies_crossing_on_the_same_two_edges_both_finish(band, p
 
 
 def test_a_halo_part_reloaded_by_the_operator_still_names_where_its_peers_reach_it(detector, band, pair):
-    """(Last here: it unloads a part of the module's servers.) `edge control unload` then `load` makes the part's
-    entry again; the address its peers reach it at stays, and a study's bands run as before."""
+    """(Last here: it unloads a part of the module's servers, after the bands of studies crossing on them.) `edge
+    control unload` then `load` makes the part's entry again; the address its peers reach it at stays, and a
+    study's bands run as before."""
     servers, _, listen = pair
     operator = servers[1].operator()
+    started = time.monotonic()
     operator.unload("detector_halo2")
+    assert time.monotonic() - started < 15  # gone once its requests are answered (not held to the 30 s limit)
     operator.load("detector_halo2")
     operator.close()
     spec = halo_part_spec(band, 2, "demo")

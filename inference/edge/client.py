@@ -299,6 +299,7 @@ class EdgeClient:
 
         answers: queue.Queue = queue.Queue()
         client = self._new_client()
+        answered = False
         try:
             client.start_stream(callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout)
             client.async_stream_infer(model, inputs, outputs=outputs, parameters=parameters)
@@ -306,11 +307,12 @@ class EdgeClient:
                 result, error = answers.get(timeout=timeout)
             except queue.Empty:
                 raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED") from None
+            answered = True
             if error is not None:
                 raise error
             return result
         finally:
-            client.stop_stream(cancel_requests=True)
+            client.stop_stream(cancel_requests=not answered)  # (a stream cancelled after its answer kept the part busy)
             client.close()
 
     def traffic(self) -> tuple[int, int]:

@@ -70,6 +70,11 @@ class TritonPythonModel:
         del onnx
         _return_freed_memory()
 
+    def finalize(self):
+        """Unloaded (or the server stopping): a halo part lets its peers' port go at once, for the part loaded again."""
+        if isinstance(getattr(self, "session", None), _Halo):
+            self.session.close()
+
     async def execute(self, requests):  # a coroutine: a part served through another awaits its calls together
         if isinstance(self.session, _Through):
             return await self.session.execute(requests)
@@ -486,6 +491,17 @@ class _HaloPeers:
             if link:
                 self.loop.call_soon_threadsafe(link[1].close)
 
+    def stop(self) -> None:
+        """Stop listening (the port free for the next process) and end the loop."""
+        async def stop_listening():
+            self.server.close()
+            await self.server.wait_closed()
+
+        try:
+            self._wait(stop_listening(), HALO_WAIT_S)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
 
 def _halo_session(raw: bytes) -> str:
     """A session as sent in a hello: 16 random bytes then 16 zero bytes (room for a longer one)."""
@@ -545,6 +561,10 @@ class _Halo:
         self.peers = _HaloPeers(listen, peers, tls)
         print(f"MedEdge edge part {config['name']}: halo peers reach it on {listen}"
               f"{' (mutual TLS)' if tls else ' (plaintext)'}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.peers.stop()
 
     async def execute(self, requests):
         """Decoupled: each band runs in a thread of its own and is answered when it ends, so bands of other studies

@@ -45,7 +45,7 @@ class TritonPythonModel:
         self.report_time = any(t["name"] == "edge_compute_ms" for t in config["output"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.fingerprint = _parameter(config, "mededge_fingerprint")
-        self.session: _Through | _Torch | _OpenVino | Any  # Any: an onnxruntime session
+        self.session: _Through | _Halo | _Torch | _OpenVino | Any  # Any: an onnxruntime session
         through = _parameter(config, "mededge_served_through")
         if through:  # another wire format of a cut served here in FP32: its stages run there, on one copy of them
             self.session = _Through(through, self.fingerprint, self.inputs, self.outputs, self.report_time)
@@ -72,8 +72,9 @@ class TritonPythonModel:
 
     def finalize(self):
         """Unloaded (or the server stopping): a halo part lets its peers' port go at once, for the part loaded again."""
-        if isinstance(getattr(self, "session", None), _Halo):
-            self.session.close()
+        session = getattr(self, "session", None)
+        if isinstance(session, _Halo):
+            session.close()
 
     async def execute(self, requests):  # a coroutine: a part served through another awaits its calls together
         if isinstance(self.session, _Through):

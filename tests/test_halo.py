@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.relay import Relay
 from inference.analysis.analyzer import Analyzer, ModelChoice
 from inference.analysis.session import AnalysisSession
 from inference.config import ModelKind, WireFormat
@@ -36,6 +37,7 @@ from certificates import make_certificates
 from test_edge import TINY, start_server
 
 pytestmark = pytest.mark.timeout(600)
+HALO_WAIT_S = 10  # python_model.py's: how long an edge waits for the other band's connection
 SIZE = 384  # two bands of 192 rows: 6 rows at stride 32, as far as the SPP's widest pool reaches
 
 
@@ -359,6 +361,31 @@ def test_bands_of_two_studies_crossing_on_the_same_two_edges_both_finish(band, p
         thread.join()
     assert set(outcomes.values()) == {"done"}, outcomes
     assert time.monotonic() - started < 8  # not at a time limit (10 s)
+
+
+def test_an_edge_whose_link_fails_is_set_aside_and_the_next_studies_do_not_wait_for_it(analyzer, pair, shared_cxr):
+    """Edge B behind a relay that is cut: the study that meets it falls back here at once (not after edge A's band
+    waits out its rows), and the next one does not try B again while it is set aside."""
+    servers, _, _ = pair
+    host, port = servers[1].grpc_address.rsplit(":", 1)
+    study = _real_study(shared_cxr)
+    plan = Plan(ModelPlan(0, halo=2), ModelPlan(analyzer.classifier.stage_count))
+    with Relay((host, int(port))) as relay:
+        group = EdgeGroup([EdgeSettings(servers[0].grpc_address, timeout_s=30),
+                           EdgeSettings(relay.address, timeout_s=30)], retry_s=60)
+        lane = analyzer.with_edge(group)
+        try:
+            assert lane.analyze(study, plan, with_heat_maps=False).mode is Mode.DISTRIBUTED  # through the relay
+            relay.cut()
+            for reason in (relay.address, "needs 2 working edge servers, 1 answer"):
+                started = time.monotonic()
+                findings = lane.analyze(study, plan, with_heat_maps=False)
+                assert findings.mode is Mode.LOCAL_FALLBACK and reason in (findings.fallback_reason or "")
+                assert time.monotonic() - started < 5  # not edge A's band waiting for rows (10 s)
+                assert findings.ran_on == (WORKSTATION,)
+        finally:
+            group.close()
+    time.sleep(HALO_WAIT_S + 1)  # edge A's abandoned band has ended (its neighbour never came) before the next test
 
 
 def test_a_halo_part_reloaded_by_the_operator_still_names_where_its_peers_reach_it(detector, band, pair):

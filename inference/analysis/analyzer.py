@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from inference.config import MANUFACTURER, Device, DeviceKind, ModelKind, Runtime, WireFormat
-from inference.edge.client import EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
+from inference.edge.client import LINK_FAILURES, EdgeClient, EdgeError, EdgeFailure, EdgeGroup, EdgeReply
 from inference.edge.halo import detect_on_bands
 from inference.models.bands import BandSplit, band_split
 from inference.models.classifier import CHESTXRAY14, CheXNet, ClassifierConfig
@@ -142,9 +142,8 @@ class StudyError:
     error: Exception
 
 
-# Failures that mean the server cannot be reached at all (not e.g. a missing model): the other model of
-# the same study does not try again.
-LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
+# LINK_FAILURES (edge.client) mean the server cannot be reached at all (not e.g. a missing model): the other
+# model of the same study does not try again.
 # Studies whose local stages are done before the oldest is finished, in a pipelined series: with two,
 # the link (sending one) and the edge (computing another) work at once, beside the workstation.
 AHEAD = 2

@@ -39,6 +39,10 @@ class EdgeFailure(str, enum.Enum):
     SERVER_ERROR = "server-error"
 
 
+# The failures of the workstation's own link to a server (not of what the server reports)
+LINK_FAILURES = (EdgeFailure.UNREACHABLE, EdgeFailure.TIMEOUT, EdgeFailure.TLS)
+
+
 class EdgeError(RuntimeError):
     def __init__(self, failure: EdgeFailure, message: str) -> None:
         super().__init__(" ".join(message.split()))
@@ -302,7 +306,14 @@ class EdgeClient:
         answered = False
         try:
             client.start_stream(callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout)
-            client.async_stream_infer(model, inputs, outputs=outputs, parameters=parameters)
+            try:
+                client.async_stream_infer(model, inputs, outputs=outputs, parameters=parameters)
+            except InferenceServerException:  # the stream broke at once: its own reason went to the callback
+                try:
+                    _, reason = answers.get(timeout=self.settings.check_timeout_s)
+                except queue.Empty:
+                    raise
+                raise reason from None
             try:
                 result, error = answers.get(timeout=timeout)
             except queue.Empty:
@@ -559,6 +570,11 @@ class EdgeGroup:
     def working_clients(self) -> list[EdgeClient]:
         """The servers not set aside, in the order given."""
         return [self.clients[i] for i in self._working()]
+
+    def set_aside(self, client: EdgeClient) -> None:
+        """`client`'s server failed a call made past the group (a band of a study on several servers): no calls
+        for `retry_s`, as when one of the group's own calls fails."""
+        self._down_until[self.clients.index(client)] = time.monotonic() + self.retry_s
 
     def assign(self, parts: list[str]) -> list[int] | None:
         """A different working server for each part (one study's models at once), or None when there are

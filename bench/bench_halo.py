@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["OMP_NUM_THREADS"] = "1"  # one core each: torch must not plan for two
 
-from bench.bench_one_study import EDGES, make_link, remove_link  # noqa: E402
+from bench.bench_one_study import EDGES, make_link, take_down  # noqa: E402
 from bench.bench_spread import CXR, STUDIES, serve  # noqa: E402
 from bench.relay import Relay  # noqa: E402
 from inference.edge.server import free_ports  # noqa: E402
@@ -97,15 +96,7 @@ def main() -> int:
         os.sched_setaffinity(0, {0})
         return measure(args, addresses)
     finally:
-        for relay in relays:
-            relay.stop()
-        for server in servers:
-            server.terminate()
-            server.wait(60)
-        if args.mbit:
-            for _, _, namespace, _ in EDGES:
-                remove_link(namespace)
-        shutil.rmtree(work, ignore_errors=True)
+        take_down(servers, relays, bool(args.mbit), work)
 
 
 def measure(args, addresses: list[str]) -> int:

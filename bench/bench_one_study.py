@@ -99,15 +99,20 @@ def main() -> int:
         os.sched_setaffinity(0, {0})
         return measure(args, addresses)
     finally:
-        for relay in relays:
-            relay.stop()
-        for server in servers:
-            server.terminate()
-            server.wait(60)
-        if args.mbit:
-            for _, _, namespace, _ in EDGES:
-                remove_link(namespace)
-        shutil.rmtree(work, ignore_errors=True)
+        take_down(servers, relays, bool(args.mbit), work)
+
+
+def take_down(servers: list, relays: list, links: bool, work: Path) -> None:
+    """Stop what a run set up: relays, edge servers, the namespaces' links (with `links`), the work folder."""
+    for relay in relays:
+        relay.stop()
+    for server in servers:
+        server.terminate()
+        server.wait(60)
+    if links:
+        for _, _, namespace, _ in EDGES:
+            remove_link(namespace)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(args, addresses: list[str]) -> int:

@@ -34,10 +34,7 @@ class BandSplit:
     align: int   # band edges lie on multiples of this: the largest stride before the cut
 
     def __post_init__(self) -> None:
-        if self.count < 2:
-            raise ValueError(f"a spatial split needs at least two bands, got {self.count}")
-        if self.size % (self.count * self.align):
-            raise ValueError(f"{self.size} rows do not split into {self.count} bands on multiples of {self.align}")
+        check_bands(self.size, self.count, self.align)
 
     @property
     def kept(self) -> list[tuple[int, int]]:
@@ -75,6 +72,14 @@ class BandSplit:
                 pieces.append(tensor[:, :, (start - band_start) // stride:(stop - band_start) // stride])
             joined[index] = torch.cat(pieces, dim=2)
         return joined
+
+
+def check_bands(size: int, count: int, align: int) -> None:
+    """ValueError unless `size` rows split into `count` (≥ 2) equal bands whose edges lie on multiples of `align`."""
+    if count < 2:
+        raise ValueError(f"a spatial split needs at least two bands, got {count}")
+    if size % (count * align):
+        raise ValueError(f"{size} rows do not split into {count} bands on multiples of {align}")
 
 
 def band_split(model: StagedModel, cut: int, count: int, size: int) -> BandSplit | None:

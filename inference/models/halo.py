@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.config import ModelKind, WireFormat
+from inference.models.bands import check_bands
 from inference.models.detector import YoloDetector
 from inference.models.parts import (
     FP32_TOLERANCE,
@@ -95,10 +96,7 @@ class HaloSplit:
     align: int
 
     def __post_init__(self) -> None:
-        if self.count < 2:
-            raise ValueError(f"a spatial split needs at least two bands, got {self.count}")
-        if self.size % (self.count * self.align):
-            raise ValueError(f"{self.size} rows do not split into {self.count} bands on multiples of {self.align}")
+        check_bands(self.size, self.count, self.align)
 
     @property
     def rows(self) -> int:

@@ -724,9 +724,10 @@ class Planner:
     def _halo_options(self, name: ModelKind, model: StagedModel, served: set[str]) -> list[Option]:
         """The whole detector on 2 … `servers` bands, one per edge server, rows swapped between them, where its
         halo part is served: the image's and the head maps' bytes on this link, then the bands' time there —
-        measured (their compute and their waits for each other's rows), else full offload's compute shared
-        among them on the slowest of those servers plus a one-way trip per exchange of rows (where nothing of the
-        model was measured there, at this workstation's speed: a guess, measured once it ranks)."""
+        measured (their compute and their waits for each other's rows), else a hopeful guess: full offload's
+        compute shared among them on the slowest of those servers (where nothing of the model was measured there,
+        at this workstation's speed). The edges' exchanges cannot be seen from here (this workstation's round trip
+        is no measure of the link between them): the option is measured before it is chosen (`_unchecked`)."""
         options: list[Option] = []
         if not isinstance(model, YoloDetector):
             return options
@@ -735,7 +736,7 @@ class Planner:
             if halo_part_name(name, count) not in served or halo_part_name(name, count) in self._unservable:
                 continue
             try:
-                band, spec = self.analyzer.halo_part(count)
+                _, spec = self.analyzer.halo_part(count)
             except ValueError:  # bands too thin for the detector's widest layer
                 continue
             bands_ms = link.edge_part_ms.get(spec.name)
@@ -744,7 +745,7 @@ class Planner:
                 whole = link.edge_part_ms.get(part_name(name, 0, WireFormat.FP32),
                                               (ratio if np.isfinite(ratio) else 1.0) * sum(local))
                 slowest = max(self.server_slowness()[:count])  # (the bands run on the first servers that work)
-                guess = whole / count * slowest + band.exchanges * link.round_trip_ms / 2
+                guess = whole / count * slowest
             edge_ms = (bands_ms if bands_ms is not None else guess) + link.queue_ms
             here = self.encoding_ms(name, model, 0, WireFormat.FP32)
             moved = count * (spec.input_bytes + sum(int(np.prod(t.shape)) * 4 for t in spec.outputs))
@@ -937,7 +938,7 @@ class Planner:
                 or (option.wire.compression and (option.model, option.cut) not in self._deflate)
                 or (not option.bands and (option.model, option.cut) not in self._heads
                     and self._runs_head(self.models()[option.model], option.cut))
-                or (not option.measured_edge and budget[option.model] > 0))
+                or (not option.measured_edge and (budget[option.model] > 0 or option.halo > 0)))
 
     def _check(self, option: Option, budget: dict[ModelKind, int]) -> None:
         self._checks += 1
